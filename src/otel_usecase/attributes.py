@@ -1,0 +1,47 @@
+"""The key names otel-usecase reads and writes, and nothing else.
+
+Baggage keys and span attribute keys are the same strings on purpose: a value
+that travels as W3C baggage lands on the span under the very same name, so a
+collector, a tracing backend and the cost engine all look for one key.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+USE_CASE_NAME: Final = "usecase.name"
+"""A named scenario, e.g. ``document_summarization``."""
+USE_CASE_ID: Final = "usecase.id"
+"""One instance ("run") of a use case."""
+USE_CASE_VERSION: Final = "usecase.version"
+"""A version of the use case (prompt or pipeline revision)."""
+USE_CASE_STEP: Final = "usecase.step"
+"""A named part of a run (``retrieve``, ``summarize``); never starts a new run."""
+EXPERIENCE_NAME: Final = "experience.name"
+"""A user-facing journey, e.g. ``support_chat``."""
+EXPERIENCE_ID: Final = "experience.id"
+"""One instance of an experience (a GUID); may contain many runs."""
+USER_ID: Final = "user.id"
+"""The user a run belongs to."""
+
+ALL_KEYS: Final[tuple[str, ...]] = (
+    USE_CASE_NAME,
+    USE_CASE_ID,
+    USE_CASE_VERSION,
+    USE_CASE_STEP,
+    EXPERIENCE_NAME,
+    EXPERIENCE_ID,
+    USER_ID,
+)
+"""Every key, in the order of :class:`otel_usecase.Scope`'s fields."""
+
+__all__ = [
+    "ALL_KEYS",
+    "EXPERIENCE_ID",
+    "EXPERIENCE_NAME",
+    "USER_ID",
+    "USE_CASE_ID",
+    "USE_CASE_NAME",
+    "USE_CASE_STEP",
+    "USE_CASE_VERSION",
+]

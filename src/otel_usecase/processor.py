@@ -1,0 +1,184 @@
+"""The span processor that stamps use case, run, experience and user onto LLM spans.
+
+It runs on every span the application starts, so ``on_start`` is built around a
+fast exit: no baggage and no default use case means one dict lookup and return,
+with nothing allocated and no lock taken. Only spans that pass the LLM test get
+attributes, and the validated values of a baggage dict are cached by identity
+(baggage dicts are never mutated; each change makes a new one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import attributes as attr
+from . import config
+from . import scope as _scope
+from ._baggage import BAGGAGE_KEY
+from ._log import logger, warn_rate_limited
+
+__all__ = ["LLM_SCOPE_PREFIXES", "LLM_START_ATTRIBUTES", "UseCaseSpanProcessor"]
+
+LLM_SCOPE_PREFIXES: Final[tuple[str, ...]] = (
+    "opentelemetry.instrumentation.openai",  # Traceloop openai, upstream openai-v2, openai_agents
+    "opentelemetry.instrumentation.anthropic",
+    "opentelemetry.instrumentation.bedrock",
+    "opentelemetry.instrumentation.cohere",
+    "opentelemetry.instrumentation.google_generativeai",
+    "opentelemetry.instrumentation.google_genai",
+    "opentelemetry.instrumentation.vertexai",
+    "opentelemetry.instrumentation.groq",
+    "opentelemetry.instrumentation.mistralai",
+    "opentelemetry.instrumentation.ollama",
+    "opentelemetry.instrumentation.together",
+    "opentelemetry.instrumentation.replicate",
+    "opentelemetry.instrumentation.watsonx",
+    "opentelemetry.instrumentation.sagemaker",
+    "opentelemetry.instrumentation.writer",
+    "opentelemetry.instrumentation.alephalpha",
+    "opentelemetry.instrumentation.transformers",
+    "opentelemetry.util.genai",
+    "openinference.instrumentation",
+)
+"""Instrumentation scope name prefixes whose spans are LLM spans."""
+
+LLM_START_ATTRIBUTES: Final[tuple[str, ...]] = (
+    "gen_ai.operation.name",
+    "gen_ai.system",
+    "gen_ai.provider.name",
+)
+"""Attributes that mark an LLM span when present at start (GenAI semantic conventions)."""
+
+_MAX_CACHED_SCOPES: Final = 4096
+
+
+class UseCaseSpanProcessor(SpanProcessor):
+    """Copies the scope's keys from the parent context's baggage onto spans at start.
+
+    ``spans="llm"`` (default, or env ``OTEL_USECASE_SPANS``) stamps only LLM spans;
+    ``spans="all"`` stamps every span inside a scope. Attributes already set by
+    the instrumentation are never overwritten. Invalid or over-long values that
+    arrived as baggage from another service are dropped with a rate-limited
+    warning; nothing here raises into the application.
+    """
+
+    def __init__(self, spans: str | None = None) -> None:
+        self._all_spans = config.spans_mode(spans) == "all"
+        self._llm_scope: dict[str, bool] = {}
+        self._last: tuple[object, dict[str, str]] = (None, {})
+        _scope.load_default_from_env()
+
+    @property
+    def spans(self) -> str:
+        """Which spans are stamped: ``"llm"`` or ``"all"``."""
+        return "all" if self._all_spans else "llm"
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            ctx = parent_context if parent_context is not None else otel_context.get_current()
+            bag = ctx.get(BAGGAGE_KEY)
+            default = _scope._default_attributes
+            if not bag and default is None:
+                return
+            if not self._all_spans and not self._is_llm(span):
+                return
+            values = self._values(bag) if bag else {}
+            if default is not None and attr.USE_CASE_NAME not in values:
+                values = {**default, **values}
+            if not values:
+                return
+            existing = span.attributes
+            if existing:
+                values = {k: v for k, v in values.items() if k not in existing}
+            span.set_attributes(values)
+        except Exception:  # never break the application because of telemetry
+            logger.debug("otel_usecase: could not stamp span", exc_info=True)
+
+    def _is_llm(self, span: ReadableSpan) -> bool:
+        scope = span.instrumentation_scope
+        name = scope.name if scope is not None else ""
+        known = self._llm_scope.get(name)
+        if known is None:
+            known = name.startswith(LLM_SCOPE_PREFIXES)
+            if len(self._llm_scope) >= _MAX_CACHED_SCOPES:
+                self._llm_scope = {}
+            self._llm_scope[name] = known
+        if known:
+            return True
+        started_with = span.attributes
+        if not started_with:
+            return False
+        for key in LLM_START_ATTRIBUTES:
+            if key in started_with:
+                return True
+        return False
+
+    def _values(self, bag: object) -> dict[str, str]:
+        """Our validated values in ``bag``, cached for the last baggage dict seen."""
+        last = self._last
+        if last[0] is bag:
+            return last[1]
+        values = _clean(bag) if isinstance(bag, Mapping) else {}
+        self._last = (bag, values)
+        return values
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _clean(bag: Mapping[str, object]) -> dict[str, str]:
+    found = _scope._inbound_scope(bag)
+    return found.attributes() if found is not None else {}
+
+
+def _has_processor(provider: object) -> bool:
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", ())
+    return any(isinstance(p, UseCaseSpanProcessor) for p in processors)
+
+
+def add_to_global_provider() -> UseCaseSpanProcessor | None:
+    """Add the processor to the global SDK ``TracerProvider`` once.
+
+    This is the ``opentelemetry_post_instrument`` entry point, so that installing
+    the package is all ``opentelemetry-instrument`` users need. It does nothing
+    (with a debug log) when ``OTEL_USECASE_ENABLED=false``, when the global
+    provider is not an SDK provider, or when a ``UseCaseSpanProcessor`` is already
+    there. It never raises: a failure here must not stop the application.
+    """
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        if not config.env_bool(config.ENV_ENABLED, True):
+            logger.debug("otel_usecase: %s=false, not adding the span processor", config.ENV_ENABLED)
+            return None
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            logger.debug(
+                "otel_usecase: the global tracer provider is %s, not an SDK TracerProvider; "
+                "not adding the span processor",
+                type(provider).__name__,
+            )
+            return None
+        if _has_processor(provider):
+            logger.debug("otel_usecase: UseCaseSpanProcessor already on the tracer provider")
+            return None
+        processor = UseCaseSpanProcessor()
+        provider.add_span_processor(processor)
+        logger.debug("otel_usecase: added UseCaseSpanProcessor(spans=%r)", processor.spans)
+        return processor
+    except Exception as exc:
+        warn_rate_limited("post_instrument", "otel_usecase: could not add the span processor: %s", exc)
+        return None

@@ -1,0 +1,478 @@
+"""Scopes: which use case, run, experience and user the current work belongs to.
+
+A scope is entered with :func:`track_context` (a context manager) or :func:`track`
+(a decorator). Its resolved values are written into W3C baggage, so they follow
+the work through ``await``, into threads started with ``contextvars.copy_context()``
+and, through the standard ``baggage`` propagator, into other services. The span
+processor reads them back from the baggage of each LLM span's parent context.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
+from . import attributes as attr
+from . import config
+from ._baggage import BAGGAGE_KEY, baggage_of
+from ._log import logger, warn_rate_limited
+from .validation import (
+    GUID_RULE,
+    check_id,
+    check_name,
+    clean_inbound,
+    is_guid,
+    new_guid,
+)
+
+__all__ = [
+    "Scope",
+    "UseCaseWarning",
+    "current_scope",
+    "set_default_use_case",
+    "track",
+    "track_context",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class UseCaseWarning(UserWarning):
+    """A value given to a scope was repaired instead of rejected (see ``OTEL_USECASE_STRICT``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The values that apply inside a scope, after inheritance and id generation."""
+
+    use_case_name: str | None = None
+    use_case_id: str | None = None
+    use_case_version: str | None = None
+    use_case_step: str | None = None
+    experience_name: str | None = None
+    experience_id: str | None = None
+    user_id: str | None = None
+
+    def attributes(self) -> dict[str, str]:
+        """The set values keyed by their baggage / span attribute names."""
+        return {
+            key: value
+            for key, value in zip(attr.ALL_KEYS, (getattr(self, f.name) for f in fields(self)))
+            if value is not None
+        }
+
+    @classmethod
+    def from_attributes(cls, values: Mapping[str, str]) -> Scope:
+        """Build a scope from a mapping keyed by baggage / span attribute names."""
+        return cls(*(values.get(key) for key in attr.ALL_KEYS))
+
+
+_SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope")
+"""Context key of the local scope, stored with the baggage dict it wrote.
+
+Keeping both lets us tell a scope entered in this process (whose rules, such as
+the fixed user of a run, are enforced) from values that arrived from another
+service as baggage (which are untrusted and only validated).
+"""
+
+
+def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
+    """Our values from a baggage mapping, dropping invalid ones with a warning."""
+    values: dict[str, str] = {}
+    for key in attr.ALL_KEYS:
+        raw = bag.get(key)
+        if raw is None:
+            continue
+        value, reason = clean_inbound(key, raw)
+        if value is None:
+            warn_rate_limited(f"baggage:{key}", "otel_usecase dropped baggage entry: %s", reason)
+            continue
+        values[key] = value
+    return Scope.from_attributes(values) if values else None
+
+
+def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
+    """The scope that applies in ``ctx`` and whether it was entered in this process."""
+    bag = ctx.get(BAGGAGE_KEY)
+    entry = ctx.get(_SCOPE_KEY)
+    if isinstance(entry, tuple) and entry[1] is bag:
+        return cast(Scope, entry[0]), True
+    if not isinstance(bag, dict) or not bag:
+        return None, False
+    return _inbound_scope(bag), False
+
+
+# --- process-wide default use case -------------------------------------------------------
+
+_default_attributes: dict[str, str] | None = None
+_default_set_in_code = False
+
+
+def set_default_use_case(name: str | None, *, use_case_id: str | None = None) -> None:
+    """Attribute LLM spans outside any scope to use case ``name`` (``None`` clears it).
+
+    Without ``use_case_id`` each trace of such calls counts as its own run. A
+    scope always wins over the default. Overrides ``OTEL_USECASE_DEFAULT_NAME``.
+    """
+    global _default_attributes, _default_set_in_code
+    if name is None:
+        _default_attributes = None
+    else:
+        values = {attr.USE_CASE_NAME: check_name("use_case_name", name)}
+        if use_case_id is not None:
+            values[attr.USE_CASE_ID] = check_id("use_case_id", use_case_id)
+        _default_attributes = values
+    _default_set_in_code = True
+
+
+def load_default_from_env() -> None:
+    """Take ``OTEL_USECASE_DEFAULT_NAME`` unless a default was set in code."""
+    global _default_attributes
+    if _default_set_in_code:
+        return
+    name = config.env_str(config.ENV_DEFAULT_NAME)
+    if name is None:
+        _default_attributes = None
+        return
+    try:
+        _default_attributes = {attr.USE_CASE_NAME: check_name(config.ENV_DEFAULT_NAME, name)}
+    except ValueError as exc:
+        logger.warning("ignoring the default use case: %s", exc)
+        _default_attributes = None
+
+
+def default_attributes() -> dict[str, str] | None:
+    """The attributes of the default use case, or ``None``."""
+    return _default_attributes
+
+
+load_default_from_env()
+
+
+def current_scope() -> Scope | None:
+    """What applies here: the innermost scope, or values from upstream baggage.
+
+    Outside any scope this is the default use case (``set_default_use_case``) if
+    one is set, else ``None``.
+    """
+    scope, _ = _enclosing(otel_context.get_current())
+    if scope is None and _default_attributes is not None:
+        return Scope.from_attributes(_default_attributes)
+    return scope
+
+
+# --- resolution ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """The keywords a scope was opened with, checked but not yet resolved."""
+
+    use_case_name: str | None
+    use_case_id: str | None
+    use_case_version: str | None
+    use_case_step: str | None
+    experience_name: str | None
+    experience_id: str | None
+    user_id: str | None
+
+    @classmethod
+    def checked(
+        cls,
+        use_case_name: str | None,
+        use_case_id: object,
+        use_case_version: object,
+        use_case_step: str | None,
+        experience_name: str | None,
+        experience_id: object,
+        user_id: object,
+    ) -> _Request:
+        return cls(
+            use_case_name=None if use_case_name is None else check_name("use_case_name", use_case_name),
+            use_case_id=None if use_case_id is None else check_id("use_case_id", use_case_id),
+            use_case_version=(
+                None if use_case_version is None else check_id("use_case_version", use_case_version)
+            ),
+            use_case_step=None if use_case_step is None else check_name("use_case_step", use_case_step),
+            experience_name=(
+                None if experience_name is None else check_name("experience_name", experience_name)
+            ),
+            experience_id=None if experience_id is None else check_id("experience_id", experience_id),
+            user_id=None if user_id is None else check_id("user_id", user_id),
+        )
+
+
+def _checked_experience_id(value: str) -> str:
+    if is_guid(value):
+        return value
+    if config.strict():
+        raise ValueError(f"experience_id={value!r} is not {GUID_RULE}")
+    replacement = new_guid()
+    warnings.warn(
+        f"experience_id={value!r} is not {GUID_RULE}; using the fresh GUID {replacement!r} instead "
+        f"(set {config.ENV_STRICT}=true to make this an error)",
+        UseCaseWarning,
+        stacklevel=4,
+    )
+    return replacement
+
+
+def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
+    """Apply the nesting rules: inherit what is not set, join or start instances."""
+    outer = outer or Scope()
+
+    name = req.use_case_name if req.use_case_name is not None else outer.use_case_name
+    same_use_case = req.use_case_name is None or req.use_case_name == outer.use_case_name
+    use_case_id = req.use_case_id
+    if use_case_id is None and same_use_case:
+        use_case_id = outer.use_case_id  # join the enclosing run
+    if use_case_id is None and name is not None:
+        use_case_id = new_guid()  # a new run
+    # Version and step describe the enclosing use case; a different use case starts without them.
+    version = req.use_case_version or (outer.use_case_version if same_use_case else None)
+    step = req.use_case_step or (outer.use_case_step if same_use_case else None)
+
+    exp_name = req.experience_name if req.experience_name is not None else outer.experience_name
+    exp_id = None if req.experience_id is None else _checked_experience_id(req.experience_id)
+    if exp_id is None and (req.experience_name is None or req.experience_name == outer.experience_name):
+        exp_id = outer.experience_id
+    if exp_id is None and exp_name is not None:
+        exp_id = new_guid()
+
+    user_id = req.user_id
+    if user_id is not None and outer.user_id is not None and user_id != outer.user_id:
+        if outer_is_local:
+            raise ValueError(
+                f"user_id={user_id!r} would change the user of the enclosing scope "
+                f"(user_id={outer.user_id!r}): the user of a run is fixed"
+            )
+        logger.debug("local user_id %r replaces user_id %r from upstream baggage", user_id, outer.user_id)
+    if user_id is None:
+        user_id = outer.user_id
+
+    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id)
+
+
+def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope, Context]:
+    """Resolve ``req`` in ``parent`` (default: current) and build the context to attach."""
+    ctx = parent if parent is not None else otel_context.get_current()
+    outer, outer_is_local = _enclosing(ctx)
+    scope = _resolve(req, outer, outer_is_local)
+    bag = {k: v for k, v in baggage_of(ctx).items() if k not in attr.ALL_KEYS}
+    bag.update(scope.attributes())
+    ctx = otel_context.set_value(BAGGAGE_KEY, bag, ctx)
+    ctx = otel_context.set_value(_SCOPE_KEY, (scope, bag), ctx)
+    return scope, ctx
+
+
+# --- context manager and decorator -------------------------------------------------------
+
+
+class _ScopeManager:
+    """Enters a new scope on each ``with``; also usable as a decorator."""
+
+    __slots__ = ("_req", "_tokens")
+
+    def __init__(self, req: _Request) -> None:
+        self._req = req
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> Scope:
+        scope, ctx = _scope_context(self._req)
+        self._tokens.append(otel_context.attach(ctx))
+        return scope
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Scope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: _F) -> _F:
+        return _decorate(func, self._req)
+
+
+def track_context(
+    use_case_name: str | None = None,
+    *,
+    use_case_id: str | None = None,
+    use_case_version: str | None = None,
+    use_case_step: str | None = None,
+    experience_name: str | None = None,
+    experience_id: str | None = None,
+    user_id: str | None = None,
+) -> _ScopeManager:
+    """Open a scope: ``with track_context("summarize", user_id=uid) as scope: ...``.
+
+    Yields the resolved :class:`Scope`. Fields not given are inherited from the
+    enclosing scope (or upstream baggage). Without ``use_case_id`` a new run id is
+    generated, unless the enclosing scope has the same use case name, in which
+    case its run is joined. Invalid names or ids raise ``ValueError``.
+    """
+    return _ScopeManager(
+        _Request.checked(
+            use_case_name,
+            use_case_id,
+            use_case_version,
+            use_case_step,
+            experience_name,
+            experience_id,
+            user_id,
+        )
+    )
+
+
+@overload
+def track(use_case_name: _F, /) -> _F: ...
+@overload
+def track(
+    use_case_name: str | None = None,
+    *,
+    use_case_id: str | None = None,
+    use_case_version: str | None = None,
+    use_case_step: str | None = None,
+    experience_name: str | None = None,
+    experience_id: str | None = None,
+    user_id: str | None = None,
+) -> Callable[[_F], _F]: ...
+def track(
+    use_case_name: Any = None,
+    *,
+    use_case_id: str | None = None,
+    use_case_version: str | None = None,
+    use_case_step: str | None = None,
+    experience_name: str | None = None,
+    experience_id: str | None = None,
+    user_id: str | None = None,
+) -> Any:
+    """Decorate a function so that every call runs in a new scope.
+
+    Works for plain, ``async``, generator and async-generator functions. Each
+    call resolves its own scope (a fresh run id unless it joins an enclosing run
+    of the same use case). Generators run every step inside the scope and leave
+    the caller's context untouched between steps. ``@track`` without arguments
+    is the same as ``@track()``.
+    """
+    if callable(use_case_name):
+        return _decorate(use_case_name, _Request.checked(None, None, None, None, None, None, None))
+    req = _Request.checked(
+        use_case_name,
+        use_case_id,
+        use_case_version,
+        use_case_step,
+        experience_name,
+        experience_id,
+        user_id,
+    )
+    return functools.partial(_decorate, req=req)
+
+
+def _decorate(func: _F, req: _Request) -> _F:
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            _, ctx = _scope_context(req)
+            return _scoped_async_generator(func(*args, **kwargs), ctx)
+
+        return cast(_F, agen_wrapper)
+
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            _, ctx = _scope_context(req)
+            return _scoped_generator(func(*args, **kwargs), ctx)
+
+        return cast(_F, gen_wrapper)
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _ScopeManager(req):
+                return await func(*args, **kwargs)
+
+        return cast(_F, async_wrapper)
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _ScopeManager(req):
+            return func(*args, **kwargs)
+
+    return cast(_F, sync_wrapper)
+
+
+def _scoped_generator(gen: Generator[Any, Any, Any], ctx: Context) -> Generator[Any, Any, Any]:
+    """Run each step of ``gen`` inside ``ctx``; the caller's context is restored between steps."""
+    send: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = otel_context.attach(ctx)
+        try:
+            item = gen.send(send) if thrown is None else gen.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            otel_context.detach(token)
+            thrown = None
+        try:
+            send = yield item
+        except GeneratorExit:
+            token = otel_context.attach(ctx)
+            try:
+                gen.close()
+            finally:
+                otel_context.detach(token)
+            raise
+        except BaseException as exc:  # re-raised inside the wrapped generator
+            thrown = exc
+
+
+async def _scoped_async_generator(
+    agen: AsyncGenerator[Any, Any], ctx: Context
+) -> AsyncGenerator[Any, Any]:
+    """The async twin of :func:`_scoped_generator`."""
+    send: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = otel_context.attach(ctx)
+        try:
+            item = await (agen.asend(send) if thrown is None else agen.athrow(thrown))
+        except StopAsyncIteration:
+            return
+        finally:
+            otel_context.detach(token)
+            thrown = None
+        try:
+            send = yield item
+        except GeneratorExit:
+            token = otel_context.attach(ctx)
+            try:
+                await agen.aclose()
+            finally:
+                otel_context.detach(token)
+            raise
+        except BaseException as exc:
+            thrown = exc
