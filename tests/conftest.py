@@ -1,0 +1,67 @@
+"""Shared fixtures: a real SDK TracerProvider with the real OpenAI instrumentation and the fake server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_usecase import UseCaseSpanProcessor, set_default_use_case
+from otel_usecase._log import reset_rate_limits
+from otel_usecase.testing import FakeOpenAI
+
+
+class Traced:
+    """A provider with our processor, an in-memory exporter and the OpenAI instrumentation on it."""
+
+    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+        self.provider = provider
+        self.exporter = exporter
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def llm_spans(self) -> list[ReadableSpan]:
+        return [s for s in self.spans() if (s.attributes or {}).get("gen_ai.operation.name")]
+
+
+@pytest.fixture(autouse=True)
+def _clean_state() -> Iterator[None]:
+    reset_rate_limits()
+    yield
+    set_default_use_case(None)
+    import otel_usecase.scope as scope_module
+
+    scope_module._default_set_in_code = False
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake_openai: FakeOpenAI) -> openai.OpenAI:
+    return openai.OpenAI(base_url=fake_openai.base_url, api_key="test-key", max_retries=0)
+
+
+@pytest.fixture
+def traced() -> Iterator[Traced]:
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    provider = TracerProvider()
+    provider.add_span_processor(UseCaseSpanProcessor())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield Traced(provider, exporter)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
