@@ -1,0 +1,30 @@
+# Everything a new user or CI needs, from a machine with only Python 3 installed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+## demo: run a demo app under opentelemetry-instrument against the bundled fake OpenAI server
+demo: $(VENV)/.installed-demo
+	OTEL_SERVICE_NAME=otel-usecase-demo \
+	OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
+	$(BIN)/opentelemetry-instrument $(BIN)/python -m otel_usecase.demo
+
+## test: the whole test suite
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist
