@@ -35,8 +35,14 @@ ALL_KEYS: Final[tuple[str, ...]] = (
 )
 """Every key, in the order of :class:`otel_usecase.Scope`'s fields."""
 
+CALL_SPAN_ID: Final = "usecase.call.span_id"
+"""On an LLM span nested in another LLM span (two instrumentations of one request):
+the outermost LLM span's id in hex, so that the cost engine counts the request once.
+Set by the span processor; not a baggage key."""
+
 __all__ = [
     "ALL_KEYS",
+    "CALL_SPAN_ID",
     "EXPERIENCE_ID",
     "EXPERIENCE_NAME",
     "USER_ID",

@@ -83,3 +83,28 @@ def spans_mode(given: str | None = None) -> SpansMode:
 def strict() -> bool:
     """Whether bad values that would be repaired with a warning raise instead."""
     return env_bool(ENV_STRICT, False)
+
+
+ENV_STORE: Final = "OTEL_USECASE_STORE"
+"""Store URL: ``sqlite:///path/costs.db`` (default under ``~/.local/share/otel-usecase``) or ``postgresql://...``."""
+ENV_PRICES: Final = "OTEL_USECASE_PRICES"
+"""Path of a TOML file with price overrides and model aliases."""
+ENV_BUFFER: Final = "OTEL_USECASE_BUFFER"
+"""Calls the exporter keeps in memory while the store is unavailable (default 100000)."""
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    """Read an integer env var; a bad value is warned about and the default used."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        warn_rate_limited(
+            f"env:{name}", "%s=%r is not a whole number >= %d; using %d", name, raw, minimum, default
+        )
+        return default
+    return value

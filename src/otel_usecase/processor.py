@@ -15,6 +15,7 @@ from typing import Final
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import get_current_span
 
 from . import attributes as attr
 from . import config
@@ -92,6 +93,9 @@ class UseCaseSpanProcessor(SpanProcessor):
                 values = {**default, **values}
             if not values:
                 return
+            outer = self._outer_llm_span_id(span, ctx)
+            if outer is not None:
+                values = {**values, attr.CALL_SPAN_ID: outer}
             existing = span.attributes
             if existing:
                 values = {k: v for k, v in values.items() if k not in existing}
@@ -117,6 +121,19 @@ class UseCaseSpanProcessor(SpanProcessor):
             if key in started_with:
                 return True
         return False
+
+    def _outer_llm_span_id(self, span: Span, ctx: Context) -> str | None:
+        """The outermost LLM span's id when this LLM span is nested in one (two instrumentations)."""
+        parent = get_current_span(ctx)
+        if not isinstance(parent, ReadableSpan) or not self._is_llm(parent):
+            return None
+        if self._all_spans and not self._is_llm(span):
+            return None
+        parent_attributes = parent.attributes or {}
+        outer = parent_attributes.get(attr.CALL_SPAN_ID)
+        if isinstance(outer, str):
+            return outer
+        return format(parent.get_span_context().span_id, "016x")
 
     def _values(self, bag: object) -> dict[str, str]:
         """Our validated values in ``bag``, cached for the last baggage dict seen."""

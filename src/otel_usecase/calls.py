@@ -1,0 +1,251 @@
+"""From finished spans to priced calls: the one code path from span to ledger row.
+
+Both the in-process exporter (SDK ``ReadableSpan``) and the OTLP receiver
+(decoded protobuf / JSON) describe a span as a :class:`SpanView` and call
+:func:`calls_from_spans`, so pricing, run grouping and de-duplication exist once.
+
+**Which spans are calls.** A span is a model call when its GenAI operation is a
+model operation (``chat``, ``text_completion``, ``embeddings``, ...), or it has no
+operation but carries token usage, or OpenInference marks it ``LLM`` /
+``EMBEDDING``. Agent and tool spans (``invoke_agent``, ``execute_tool``) are not
+calls even when they carry summed usage, because their children already are.
+
+**Never twice.** Two instrumentations of one request (e.g.
+``opentelemetry-instrumentation-openai`` and ``-openai-v2``) produce an LLM span
+nested in another. A nested LLM span is keyed by its outermost LLM ancestor, so
+both land on the same ledger key and the store keeps the one that has usage.
+The ancestor is known from the ``usecase.call.span_id`` attribute that the span
+processor stamps at start, or else from the parent being in the same batch.
+A span exported twice has the same key, and the store ignores the second copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from . import attributes as attr
+from .pricing import PriceBook, warn_unpriced
+from .usage import read_usage
+
+__all__ = [
+    "CALL_SPAN_ID",
+    "UNTRACKED",
+    "Call",
+    "SpanView",
+    "calls_from_spans",
+    "is_model_call",
+]
+
+UNTRACKED: Final = "(untracked)"
+"""Use case name of LLM calls made outside any scope (each trace is its own run)."""
+
+CALL_SPAN_ID: Final = attr.CALL_SPAN_ID
+
+MODEL_OPERATIONS: Final = frozenset(
+    {
+        "chat",
+        "text_completion",
+        "completion",
+        "generate_content",
+        "embeddings",
+        "embedding",
+        "responses",
+        "response",
+        "rerank",
+        "image_generation",
+        "speech",
+        "transcription",
+    }
+)
+NOT_CALL_OPERATIONS: Final = frozenset(
+    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "workflow", "task", "tool"}
+)
+_OI_KIND: Final = "openinference.span.kind"
+_OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+
+STATUS_PRICED: Final = "priced"
+STATUS_UNPRICED: Final = "unpriced"
+STATUS_NO_USAGE: Final = "no_usage"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanView:
+    """What the cost engine needs of a finished span, whatever it was decoded from."""
+
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, Any]
+    error: bool = False
+    service: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One priced (or unpriceable) LLM request: one row of the ledger."""
+
+    trace_id: str
+    span_id: str
+    start_ns: int
+    end_ns: int
+    service: str | None
+    use_case: str
+    run_id: str
+    use_case_version: str | None
+    step: str | None
+    experience_name: str | None
+    experience_id: str | None
+    user_id: str | None
+    provider: str | None
+    model: str | None
+    operation: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None
+    status: str
+    price_source: str | None
+    error: bool
+
+
+def is_model_call(attributes: Mapping[str, Any]) -> bool:
+    """Whether a finished span with these attributes is one model request."""
+    operation = attributes.get("gen_ai.operation.name")
+    if operation is not None:
+        op = str(operation)
+        if op in MODEL_OPERATIONS:
+            return True
+        if op in NOT_CALL_OPERATIONS:
+            return False
+    kind = attributes.get(_OI_KIND)
+    if kind is not None:
+        return str(kind).upper() in _OI_MODEL_KINDS
+    if operation is not None:  # an operation we do not know: count it if it has usage
+        return read_usage(attributes).has_usage
+    return ("gen_ai.system" in attributes or "gen_ai.provider.name" in attributes) and read_usage(
+        attributes
+    ).has_usage
+
+
+def _hex_span(span_id: int) -> str:
+    return format(span_id, "016x")
+
+
+def _hex_trace(trace_id: int) -> str:
+    return format(trace_id, "032x")
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text or None
+
+
+def calls_from_spans(spans: Iterable[SpanView], prices: PriceBook) -> list[Call]:
+    """Price the model-call spans among ``spans`` and group them into runs.
+
+    Never raises on bad data: a span that cannot be read is skipped with a warning
+    by the caller's logging (``usage`` and ``pricing`` warn once per problem).
+    """
+    model_spans = [s for s in spans if is_model_call(s.attributes)]
+    if not model_spans:
+        return []
+    by_id = {s.span_id: s for s in model_spans}
+    calls: list[Call] = []
+    for span in model_spans:
+        calls.append(_call(span, _call_key(span, by_id), prices))
+    return calls
+
+
+def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
+    """The span id a call is recorded under: its outermost LLM ancestor's, or its own."""
+    stamped = span.attributes.get(CALL_SPAN_ID)
+    if isinstance(stamped, str) and len(stamped) == 16:
+        return stamped
+    current = span
+    for _ in range(8):  # nested instrumentations are shallow; stop on cycles in bad data
+        parent = by_id.get(current.parent_span_id) if current.parent_span_id is not None else None
+        if parent is None or parent.trace_id != span.trace_id:
+            break
+        current = parent
+    return _hex_span(current.span_id)
+
+
+def _call(span: SpanView, key: str, prices: PriceBook) -> Call:
+    a = span.attributes
+    usage = read_usage(a)
+    trace_hex = _hex_trace(span.trace_id)
+    use_case = _text(a.get(attr.USE_CASE_NAME)) or UNTRACKED
+    run_id = _text(a.get(attr.USE_CASE_ID)) or trace_hex
+    cost: float | None = None
+    source: str | None = None
+    if usage.has_usage:
+        when = datetime.fromtimestamp(span.start_ns / 1e9, tz=UTC) if span.start_ns else None
+        cost, price = prices.cost(usage, when=when)
+        if price is not None:
+            source = price.source
+        if cost is None:
+            warn_unpriced(usage.model, usage.provider)
+        status = STATUS_PRICED if cost is not None else STATUS_UNPRICED
+    else:
+        status = STATUS_NO_USAGE
+    return Call(
+        trace_id=trace_hex,
+        span_id=key,
+        start_ns=span.start_ns,
+        end_ns=span.end_ns,
+        service=span.service,
+        use_case=use_case,
+        run_id=run_id,
+        use_case_version=_text(a.get(attr.USE_CASE_VERSION)),
+        step=_text(a.get(attr.USE_CASE_STEP)),
+        experience_name=_text(a.get(attr.EXPERIENCE_NAME)),
+        experience_id=_text(a.get(attr.EXPERIENCE_ID)),
+        user_id=_text(a.get(attr.USER_ID)),
+        provider=usage.provider,
+        model=usage.model,
+        operation=usage.operation,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost_usd=cost,
+        status=status,
+        price_source=source,
+        error=span.error,
+    )
+
+
+def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
+    """Describe SDK ``ReadableSpan`` objects as :class:`SpanView` (no copy of attributes)."""
+    views: list[SpanView] = []
+    for span in spans:
+        ctx = span.context
+        if ctx is None:
+            continue
+        parent = span.parent
+        resource = span.resource
+        service = resource.attributes.get("service.name") if resource is not None else None
+        status = span.status
+        views.append(
+            SpanView(
+                trace_id=ctx.trace_id,
+                span_id=ctx.span_id,
+                parent_span_id=parent.span_id if parent is not None else None,
+                start_ns=span.start_time or 0,
+                end_ns=span.end_time or 0,
+                attributes=span.attributes or {},
+                error=status is not None and status.status_code.name == "ERROR",
+                service=_text(service),
+            )
+        )
+    return views

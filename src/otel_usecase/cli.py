@@ -1,0 +1,96 @@
+"""The ``otel-usecase`` command: cost reports, one run's calls, and the price a model gets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .pricing import PriceBook, PricesFileError
+from .report import GROUPINGS, ReportError, build_report, format_report, format_run, run_calls
+from .store import StoreError, default_store_url, open_store
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-usecase", description="What your LLM features cost, per use case, run, experience and user."
+    )
+    parser.add_argument("--version", action="version", version=f"otel-usecase {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    store_help = "store URL (default: $OTEL_USECASE_STORE, else SQLite under ~/.local/share/otel-usecase)"
+
+    report = commands.add_parser("report", help="cost per use case, run, experience, user, model, step or version")
+    report.add_argument("--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)")
+    report.add_argument("--use-case", metavar="NAME", help="only this use case")
+    report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
+    report.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    report.add_argument("--store", metavar="URL", help=store_help)
+
+    runs = commands.add_parser("runs", help="look at single runs")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    show = runs_commands.add_parser("show", help="the calls of one run")
+    show.add_argument("run_id", metavar="ID")
+    show.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    show.add_argument("--store", metavar="URL", help=store_help)
+
+    prices = commands.add_parser("prices", help="the price that would be applied to a model, and its source")
+    prices.add_argument("model", metavar="MODEL")
+    prices.add_argument("--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)")
+    prices.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
+    return parser
+
+
+def _per_million(value: object) -> str:
+    return "-" if value is None else f"${value} per 1M tokens"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "prices":
+            book = PriceBook(args.prices)
+            price = book.lookup(args.model, args.provider)
+            if price is None:
+                print(
+                    f"no price for model {args.model!r}"
+                    + (f" at provider {args.provider!r}" if args.provider else "")
+                    + f" in genai-prices {book.genai_prices_version}"
+                    + (f" or {book.overrides_path}" if book.overrides_path else "")
+                    + "; its calls would be stored as unpriced",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"model        {price.model}")
+            print(f"provider     {price.provider or '-'}")
+            print(f"input        {_per_million(price.input_mtok)}")
+            print(f"output       {_per_million(price.output_mtok)}")
+            print(f"cache read   {_per_million(price.cache_read_mtok)}")
+            print(f"cache write  {_per_million(price.cache_write_mtok)}")
+            if price.tiered:
+                print("tiers        yes (the prices above are the base tier)")
+            print(f"source       {price.source}")
+            return 0
+
+        url = args.store or default_store_url()
+        store = open_store(url)
+        try:
+            if args.command == "report":
+                rows = build_report(store, args.by, use_case=args.use_case, since=args.since)
+                print(format_report(rows, args.by, args.format))
+            else:
+                print(format_run(args.run_id, run_calls(store, args.run_id), args.format))
+        finally:
+            store.close()
+        return 0
+    except (StoreError, ReportError, PricesFileError) as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""Cost reports from the ledger: queries, aggregation and formatting.
+
+One query per report groups the ledger by (report key, run) in the database,
+so the work scales with the number of runs, not of calls; the per-run figures
+(average, p50, p95) are then computed from those run totals. The SQL uses ``?``
+placeholders and only standard aggregates, so SQLite and PostgreSQL run it as is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .store import Store
+from .store.base import TABLE
+
+__all__ = [
+    "GROUPINGS",
+    "ReportError",
+    "ReportRow",
+    "build_report",
+    "format_report",
+    "parse_since",
+    "run_calls",
+    "format_run",
+]
+
+GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
+    "use-case": ("use_case",),
+    "run": ("use_case", "run_id"),
+    "experience": ("experience_name", "experience_id"),
+    "user": ("user_id",),
+    "model": ("provider", "model"),
+    "step": ("use_case", "step"),
+    "version": ("use_case", "use_case_version"),
+}
+"""``--by`` values and the ledger columns each one groups by."""
+
+_NONE_LABEL: Final = "-"
+
+
+class ReportError(ValueError):
+    """A report was asked for with options that do not make sense."""
+
+
+@dataclass
+class ReportRow:
+    """One line of a report: one group's totals and per-run figures."""
+
+    key: dict[str, str | None]
+    runs: int = 0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    no_usage_calls: int = 0
+    avg_run_cost_usd: float = 0.0
+    p50_run_cost_usd: float = 0.0
+    p95_run_cost_usd: float = 0.0
+    run_costs: list[float] = field(default_factory=list, repr=False)
+
+
+def parse_since(value: str | None, now: float | None = None) -> int | None:
+    """``24h``, ``7d``, ``30m``, ``90s``, ``2w`` or an ISO date/time -> a start time in ns."""
+    if value is None:
+        return None
+    text = value.strip()
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text)
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        return int(((now if now is not None else time.time()) - seconds) * 1e9)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReportError(
+            f"--since {value!r} is neither a duration (24h, 7d, 30m) nor a date (2026-01-01)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1e9)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return 0.0
+    pos = (len(sorted_values) - 1) * q
+    lower = math.floor(pos)
+    upper = math.ceil(pos)
+    if lower == upper:
+        return sorted_values[lower]
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (pos - lower)
+
+
+def build_report(
+    store: Store, by: str = "use-case", *, use_case: str | None = None, since: str | None = None
+) -> list[ReportRow]:
+    """Totals per group plus average, p50 and p95 cost per run, most expensive first."""
+    if by not in GROUPINGS:
+        raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    keys = GROUPINGS[by]
+    where, params = _filters(use_case, since)
+    group_cols = ", ".join(dict.fromkeys((*keys, "run_id")))
+    sql = (
+        f"SELECT {group_cols}, COUNT(*), "
+        "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+        "SUM(cache_read_tokens), SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0), "
+        "SUM(CASE WHEN status = 'unpriced' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'no_usage' THEN 1 ELSE 0 END) "
+        f"FROM {TABLE}{where} GROUP BY {group_cols}"
+    )
+    n_keys = len(dict.fromkeys((*keys, "run_id")))
+    rows: dict[tuple[Any, ...], ReportRow] = {}
+    for record in store.query(sql, params):
+        key_values = record[: len(keys)]
+        row = rows.get(key_values)
+        if row is None:
+            row = rows[key_values] = ReportRow(key=dict(zip(keys, key_values)))
+        calls, inp, out, cached, reasoning, cost, unpriced, no_usage = record[n_keys:]
+        row.runs += 1
+        row.calls += int(calls)
+        row.input_tokens += int(inp)
+        row.output_tokens += int(out)
+        row.cached_tokens += int(cached or 0)
+        row.reasoning_tokens += int(reasoning or 0)
+        row.cost_usd += float(cost)
+        row.unpriced_calls += int(unpriced)
+        row.no_usage_calls += int(no_usage)
+        row.run_costs.append(float(cost))
+    result = list(rows.values())
+    for row in result:
+        costs = sorted(row.run_costs)
+        row.avg_run_cost_usd = sum(costs) / len(costs) if costs else 0.0
+        row.p50_run_cost_usd = _percentile(costs, 0.5)
+        row.p95_run_cost_usd = _percentile(costs, 0.95)
+    result.sort(key=lambda r: (-r.cost_usd, tuple(str(v) for v in r.key.values())))
+    return result
+
+
+def _filters(use_case: str | None, since: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if use_case is not None:
+        clauses.append("use_case = ?")
+        params.append(use_case)
+    start = parse_since(since)
+    if start is not None:
+        clauses.append("start_ns >= ?")
+        params.append(start)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --- formatting --------------------------------------------------------------------------
+
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: object) -> str:
+    """Printable text: control characters (terminal escapes, newlines) shown as ``\\xNN``."""
+    text = _NONE_LABEL if value is None else str(value)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def money(value: float | None) -> str:
+    """USD with enough decimals that a cheap call never shows as 0.00."""
+    if value is None:
+        return "unpriced"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 100:
+        return f"${value:,.2f}"
+    if abs(value) >= 0.01:
+        return f"${value:.4f}"
+    return f"${value:.6f}" if abs(value) >= 0.000001 else f"${value:.2e}"
+
+
+def _csv_cell(value: object) -> object:
+    """Neutralise spreadsheet formulas (``=``, ``+``, ``-``, ``@`` at the start of a text cell)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+_HEADERS: Final = (
+    "runs",
+    "calls",
+    "input",
+    "output",
+    "cached",
+    "reasoning",
+    "cost",
+    "avg/run",
+    "p50/run",
+    "p95/run",
+    "unpriced",
+)
+
+
+def _record(row: ReportRow) -> dict[str, Any]:
+    data = asdict(row)
+    data.pop("run_costs")
+    key = data.pop("key")
+    return {**key, **data}
+
+
+def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str:
+    """Render ``rows`` as ``table`` (for people), ``json`` or ``csv`` (for tools)."""
+    keys = GROUPINGS[by]
+    if fmt == "json":
+        return json.dumps([_record(r) for r in rows], indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        records = [_record(r) for r in rows]
+        columns = list(records[0]) if records else [*keys, *ReportRow.__dataclass_fields__][:-1]
+        writer = csv.DictWriter(out, fieldnames=[c for c in columns if c not in ("key", "run_costs")])
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+        return out.getvalue()
+    if fmt != "table":
+        raise ReportError(f"--format {fmt!r} is not one of table, json, csv")
+    return _table(rows, keys)
+
+
+def _table(rows: Sequence[ReportRow], keys: Sequence[str]) -> str:
+    header = [*keys, *_HEADERS]
+    body = [
+        [
+            *(safe_text(r.key[k]) for k in keys),
+            str(r.runs),
+            str(r.calls),
+            f"{r.input_tokens:,}",
+            f"{r.output_tokens:,}",
+            f"{r.cached_tokens:,}",
+            f"{r.reasoning_tokens:,}",
+            money(r.cost_usd),
+            money(r.avg_run_cost_usd),
+            money(r.p50_run_cost_usd),
+            money(r.p95_run_cost_usd),
+            str(r.unpriced_calls),
+        ]
+        for r in rows
+    ]
+    total_cost = sum(r.cost_usd for r in rows)
+    unpriced = sum(r.unpriced_calls for r in rows)
+    no_usage = sum(r.no_usage_calls for r in rows)
+    lines = _aligned(header, body, numeric_from=len(keys))
+    lines.append("")
+    lines.append(f"total {money(total_cost)} over {sum(r.calls for r in rows)} calls")
+    if unpriced:
+        lines.append(f"{unpriced} unpriced calls (model without a price; not in the cost above)")
+    if no_usage:
+        lines.append(f"{no_usage} calls with unknown usage (no token counts on the span; not priced)")
+    if not rows:
+        return "no calls recorded"
+    return "\n".join(lines)
+
+
+def _aligned(header: Sequence[str], body: Iterable[Sequence[str]], numeric_from: int) -> list[str]:
+    table = [list(header), *(list(r) for r in body)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return [line(table[0]), "  ".join("-" * w for w in widths), *(line(r) for r in table[1:])]
+
+
+# --- one run -----------------------------------------------------------------------------
+
+_RUN_COLUMNS: Final = (
+    "start_ns",
+    "use_case",
+    "step",
+    "user_id",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "status",
+    "trace_id",
+    "span_id",
+)
+
+
+def run_calls(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The calls of one run in time order."""
+    sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {TABLE} WHERE run_id = ? ORDER BY start_ns, span_id"
+    return [dict(zip(_RUN_COLUMNS, r)) for r in store.query(sql, (run_id,))]
+
+
+def format_run(run_id: str, calls: Sequence[dict[str, Any]], fmt: str = "table") -> str:
+    """Render the calls of one run."""
+    if fmt == "json":
+        return json.dumps(list(calls), indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(_RUN_COLUMNS))
+        writer.writeheader()
+        for call in calls:
+            writer.writerow({k: _csv_cell(v) for k, v in call.items()})
+        return out.getvalue()
+    if not calls:
+        return f"no calls recorded for run {safe_text(run_id)}"
+    header = ["time (UTC)", "step", "model", "input", "output", "cached", "reasoning", "cost", "trace_id", "span_id"]
+    body = [
+        [
+            datetime.fromtimestamp(c["start_ns"] / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            safe_text(c["step"]),
+            safe_text(c["model"]),
+            _count(c["input_tokens"]),
+            _count(c["output_tokens"]),
+            _count(c["cache_read_tokens"]),
+            _count(c["reasoning_tokens"]),
+            money(c["cost_usd"]) if c["status"] != "no_usage" else "no usage",
+            c["trace_id"],
+            c["span_id"],
+        ]
+        for c in calls
+    ]
+    first = calls[0]
+    title = (
+        f"run {safe_text(run_id)}  use case {safe_text(first['use_case'])}  user {safe_text(first['user_id'])}"
+    )
+    total = sum(c["cost_usd"] or 0.0 for c in calls)
+    unpriced = sum(1 for c in calls if c["status"] == "unpriced")
+    lines = [title, "", *_aligned(header, body, numeric_from=3), "", f"total {money(total)} over {len(calls)} calls"]
+    if unpriced:
+        lines.append(f"{unpriced} unpriced calls")
+    return "\n".join(lines)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"

@@ -1,0 +1,23 @@
+"""Where priced calls are kept: SQLite by default, PostgreSQL when many processes share one store."""
+
+from __future__ import annotations
+
+from .base import (
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    default_store_url,
+    open_store,
+    parse_store_url,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "default_store_url",
+    "open_store",
+    "parse_store_url",
+]

@@ -1,0 +1,190 @@
+"""The store interface, store URLs and the ledger's columns.
+
+The ledger has one row per LLM call, keyed by (trace id, span id): writing the
+same call twice (an exporter retry, a resent OTLP batch) changes nothing, and a
+second instrumentation of the same request fills in usage only when the first
+copy had none. Reports read the ledger through indexes; there is no
+read-modify-write anywhere, so many writers can share one store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from ..calls import Call
+from ..config import ENV_STORE, env_str
+
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "default_store_url",
+    "open_store",
+    "parse_store_url",
+]
+
+SCHEMA_VERSION: Final = 1
+TABLE: Final = "usecase_calls"
+
+COLUMNS: Final[tuple[str, ...]] = (
+    "trace_id",
+    "span_id",
+    "start_ns",
+    "end_ns",
+    "service",
+    "use_case",
+    "run_id",
+    "use_case_version",
+    "step",
+    "experience_name",
+    "experience_id",
+    "user_id",
+    "provider",
+    "model",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "status",
+    "price_source",
+    "error",
+)
+"""Ledger columns, in :class:`~otel_usecase.calls.Call` field order."""
+
+_REPLACED_ON_BETTER_COPY: Final = tuple(c for c in COLUMNS if c not in ("trace_id", "span_id"))
+
+
+class StoreError(Exception):
+    """The store cannot be used as configured (bad URL, newer schema, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is there but cannot take writes right now (locked, down, disk full): retry later."""
+
+
+class Store(Protocol):
+    """What the exporter, the receiver and the reports need of a store."""
+
+    url: str
+
+    def write(self, calls: Sequence[Call]) -> None:
+        """Write ``calls`` in one transaction; idempotent per (trace id, span id)."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query written with ``?`` placeholders."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def row_of(call: Call) -> tuple[Any, ...]:
+    """The ledger row of ``call`` (booleans as 0/1)."""
+    return (
+        call.trace_id,
+        call.span_id,
+        call.start_ns,
+        call.end_ns,
+        call.service,
+        call.use_case,
+        call.run_id,
+        call.use_case_version,
+        call.step,
+        call.experience_name,
+        call.experience_id,
+        call.user_id,
+        call.provider,
+        call.model,
+        call.operation,
+        call.input_tokens,
+        call.output_tokens,
+        call.cache_read_tokens,
+        call.cache_write_tokens,
+        call.reasoning_tokens,
+        call.cost_usd,
+        call.status,
+        call.price_source,
+        1 if call.error else 0,
+    )
+
+
+def upsert_sql(placeholder: str) -> str:
+    """The idempotent insert, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
+
+    A conflicting row is replaced only when it has no usage and the new copy has:
+    that is a second instrumentation of the same request that saw the usage.
+    """
+    values = ", ".join([placeholder] * len(COLUMNS))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED_ON_BETTER_COPY)
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({values}) "
+        f"ON CONFLICT (trace_id, span_id) DO UPDATE SET {updates} "
+        f"WHERE {TABLE}.status = 'no_usage' AND excluded.status <> 'no_usage'"
+    )
+
+
+INDEXES: Final[tuple[str, ...]] = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_run ON {TABLE} (run_id)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_use_case ON {TABLE} (use_case, start_ns)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_start ON {TABLE} (start_ns)",
+)
+
+
+def default_store_url() -> str:
+    """``OTEL_USECASE_STORE``, else SQLite at ``$XDG_DATA_HOME/otel-usecase/costs.db``.
+
+    ``XDG_DATA_HOME`` defaults to ``~/.local/share``.
+    """
+    configured = env_str(ENV_STORE)
+    if configured:
+        return configured
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return "sqlite:///" + str(Path(data_home) / "otel-usecase" / "costs.db")
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """Split a store URL into ``("sqlite", path)`` or ``("postgresql", conninfo)``.
+
+    SQLite: ``sqlite:///relative/costs.db``, ``sqlite:////absolute/costs.db`` (as in
+    SQLAlchemy), ``sqlite:///:memory:``, or a plain file path. PostgreSQL:
+    ``postgresql://user:pass@host:port/db`` (``postgres://`` too).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError(f"store URL {url!r} is empty: use sqlite:///path/costs.db or postgresql://...")
+    url = url.strip()
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return "postgresql", url.replace("postgresql+psycopg://", "postgresql://", 1)
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise StoreError(
+                f"store URL {url!r} has no file path: use sqlite:///relative/costs.db "
+                "or sqlite:////absolute/costs.db"
+            )
+        return "sqlite", rest[1:]
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(
+            f"store URL {url!r} has an unknown scheme {scheme!r}: use sqlite:///path/costs.db "
+            "or postgresql://user@host/db"
+        )
+    return "sqlite", url
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open (and create on first use) the store at ``url`` (default: :func:`default_store_url`)."""
+    kind, target = parse_store_url(url if url is not None else default_store_url())
+    if kind == "postgresql":
+        from .postgres import PostgresStore
+
+        return PostgresStore(target)
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(target)

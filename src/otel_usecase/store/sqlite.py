@@ -1,0 +1,141 @@
+"""The default store: one SQLite file, shared safely by several processes on one host.
+
+WAL mode lets reports read while exporters write; ``BEGIN IMMEDIATE`` takes the
+write lock up front so two writers queue instead of failing half-way; a busy
+timeout makes a locked database wait, then report itself unavailable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from ..calls import Call
+from .base import (
+    INDEXES,
+    SCHEMA_VERSION,
+    TABLE,
+    StoreError,
+    StoreUnavailable,
+    row_of,
+    upsert_sql,
+)
+
+__all__ = ["SQLiteStore"]
+
+_BUSY_TIMEOUT_S: Final = 5.0
+
+_CREATE: Final = f"""
+CREATE TABLE IF NOT EXISTS otel_usecase_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    service TEXT,
+    use_case TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    use_case_version TEXT,
+    step TEXT,
+    experience_name TEXT,
+    experience_id TEXT,
+    user_id TEXT,
+    provider TEXT,
+    model TEXT,
+    operation TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    status TEXT NOT NULL,
+    price_source TEXT,
+    error INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (trace_id, span_id)
+);
+"""
+
+class SQLiteStore:
+    """A :class:`~otel_usecase.store.Store` in one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = "sqlite:///" + path
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory of SQLite store {path!r}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._insert = upsert_sql("?")
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _CREATE.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            found = conn.execute(
+                "SELECT value FROM otel_usecase_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if found is None:
+                conn.execute(
+                    "INSERT INTO otel_usecase_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(found[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
+                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+                )
+            for statement in INDEXES:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def write(self, calls: Sequence[Call]) -> None:
+        if not calls:
+            return
+        rows = [row_of(c) for c in calls]
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(self._insert, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
+                raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} cannot be read: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
