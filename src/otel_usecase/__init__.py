@@ -7,6 +7,7 @@ baggage and :class:`UseCaseSpanProcessor` stamps them onto LLM spans.
 from __future__ import annotations
 
 from . import attributes
+from .exporter import UseCaseCostExporter
 from .processor import UseCaseSpanProcessor
 from .scope import (
     Scope,
@@ -20,6 +21,7 @@ from .version import __version__
 
 __all__ = [
     "Scope",
+    "UseCaseCostExporter",
     "UseCaseSpanProcessor",
     "UseCaseWarning",
     "__version__",
