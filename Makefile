@@ -18,8 +18,9 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 
 ## demo: run a demo app under opentelemetry-instrument against the bundled fake OpenAI server
 demo: $(VENV)/.installed-demo
-	OTEL_SERVICE_NAME=otel-usecase-demo \
-	OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
+	rm -f .demo/costs.db .demo/costs.db-wal .demo/costs.db-shm
+	OTEL_SERVICE_NAME=otel-usecase-demo OTEL_USECASE_STORE=sqlite:///.demo/costs.db \
+	OTEL_TRACES_EXPORTER=usecase OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
 	$(BIN)/opentelemetry-instrument $(BIN)/python -m otel_usecase.demo
 
 ## test: the whole test suite

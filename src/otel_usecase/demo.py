@@ -13,11 +13,8 @@ import sys
 from contextlib import ExitStack
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import TracerProvider
 
-from . import attributes as attr
 from . import track, track_context
 from .testing import FakeOpenAI, FakeUsage
 
@@ -51,8 +48,10 @@ def run(client: object) -> None:
     def answer(question: str) -> str:
         return _ask(client, question)
 
-    for user in ("u-alice", "u-bob"):
+    for user, pages in (("u-alice", 3), ("u-bob", 1)):
         with track_context("document_summarization", user_id=user):
+            for _ in range(pages - 1):
+                _ask(client, "Summarise the next page.")
             with track_context(use_case_step="summarize"):
                 _ask(client, "Summarise: OpenTelemetry is an observability framework.")
             with track_context(use_case_step="title"):
@@ -63,28 +62,29 @@ def run(client: object) -> None:
         answer("And my username?")
 
 
-def _print_stamped(spans: list[ReadableSpan]) -> None:
-    keys = (attr.USE_CASE_NAME, attr.USE_CASE_ID, attr.USE_CASE_STEP, attr.EXPERIENCE_NAME, attr.USER_ID)
-    print(f"\n{len(spans)} LLM span(s) stamped by UseCaseSpanProcessor:")
-    print("  " + "  ".join(f"{k:<22}" for k in keys))
-    for span in spans:
-        values = span.attributes or {}
-        cells = [str(values.get(k, "-")) for k in keys]
-        cells[1] = cells[1][:8] + "…" if len(cells[1]) > 9 else cells[1]
-        print("  " + "  ".join(f"{c:<22}" for c in cells))
+def _print_report() -> None:
+    from .report import build_report, format_report
+    from .store import default_store_url, open_store
+
+    store = open_store(default_store_url())
+    try:
+        for by in ("use-case", "run", "user", "experience"):
+            print(f"\n$ otel-usecase report --by {by}")
+            print(format_report(build_report(store, by), by, "table"))
+    finally:
+        store.close()
+    print(f"\nStore: {store.url}  (try: otel-usecase report --by step --store {store.url})")
 
 
 def main() -> int:
     provider = trace.get_tracer_provider()
-    exporter = InMemorySpanExporter()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        print("Run me under opentelemetry-instrument to see the stamped spans.", file=sys.stderr)
+    if not isinstance(provider, TracerProvider):
+        print("Run me under opentelemetry-instrument with OTEL_TRACES_EXPORTER=usecase.", file=sys.stderr)
+        return 1
     with ExitStack() as stack:
         run(_client(stack))
-    llm = [s for s in exporter.get_finished_spans() if (s.attributes or {}).get(attr.USE_CASE_NAME)]
-    _print_stamped(llm)
+    provider.force_flush()
+    _print_report()
     return 0
 
 
