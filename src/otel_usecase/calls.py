@@ -192,7 +192,7 @@ def _call(span: SpanView, key: str, prices: PriceBook) -> Call:
         cost, price = prices.cost(usage, when=when)
         if price is not None:
             source = price.source
-        if cost is None:
+        else:
             warn_unpriced(usage.model, usage.provider)
         status = STATUS_PRICED if cost is not None else STATUS_UNPRICED
     else:

@@ -1,0 +1,300 @@
+"""Token usage of one LLM span, read from whichever convention wrote it.
+
+Why this exists: pricing needs four numbers (input, output, cached, reasoning
+tokens) but the instrumentations in the wild spell them in at least three
+conventions, with two meanings of "input tokens". This module turns any of them
+into one :class:`LLMUsage` with a single meaning, so the pricing code never
+has to know who instrumented the call.
+
+The meaning of :class:`LLMUsage` (OpenAI's, and the GenAI semantic conventions'):
+
+* ``input_tokens`` counts *every* input token, cache reads and cache writes
+  included; ``cache_read_tokens`` and ``cache_write_tokens`` are parts of it.
+* ``output_tokens`` counts *every* output token, reasoning included;
+  ``reasoning_tokens`` is a part of it.
+
+Each token is counted once: a price engine subtracts the parts from the whole to
+price them at their own rate.
+
+Attributes read, first present key wins (sources checked)
+---------------------------------------------------------
+Input tokens
+    ``gen_ai.usage.input_tokens`` (GenAI semconv; Traceloop
+    ``opentelemetry-instrumentation-openai`` 0.62 and ``-anthropic`` 0.62;
+    ``opentelemetry-instrumentation-openai-v2`` 2.4b0),
+    ``gen_ai.usage.prompt_tokens`` (older semconv; Traceloop up to ~0.4x),
+    ``llm.token_count.prompt`` (OpenInference), ``llm.usage.prompt_tokens``
+    (earliest OpenLLMetry).
+Output tokens
+    ``gen_ai.usage.output_tokens``, ``gen_ai.usage.completion_tokens``,
+    ``llm.token_count.completion``, ``llm.usage.completion_tokens``.
+Cache reads
+    ``gen_ai.usage.cache_read.input_tokens`` (semconv; Traceloop 0.62),
+    ``gen_ai.usage.cache_read_input_tokens`` (Traceloop ``semconv_ai`` < 0.5,
+    e.g. Traceloop anthropic 0.40), ``llm.token_count.prompt_details.cache_read``
+    (OpenInference).
+Cache writes
+    ``gen_ai.usage.cache_creation.input_tokens`` (semconv; Traceloop 0.62),
+    ``gen_ai.usage.cache_write.input_tokens`` (``opentelemetry-util-genai``
+    1.3b0), ``gen_ai.usage.cache_creation_input_tokens`` (older Traceloop),
+    ``llm.token_count.prompt_details.cache_write`` (OpenInference).
+Reasoning
+    ``gen_ai.usage.reasoning.output_tokens`` (semconv),
+    ``gen_ai.usage.reasoning_tokens`` (Traceloop openai 0.62, chat and Responses
+    API), ``llm.usage.reasoning_tokens`` (Traceloop ``semconv_ai`` < 0.5),
+    ``llm.token_count.completion_details.reasoning`` (OpenInference).
+Total (only used to tell the two meanings of input apart)
+    ``gen_ai.usage.total_tokens`` (Traceloop), ``llm.usage.total_tokens``,
+    ``llm.token_count.total`` (OpenInference).
+Model
+    ``gen_ai.response.model``, else ``gen_ai.request.model``, else
+    ``llm.model_name`` (OpenInference). The response model is preferred: it is
+    the dated snapshot that was billed, and on Azure the request model is only
+    the deployment name.
+Provider
+    ``gen_ai.provider.name`` (semconv; Traceloop 0.62 writes it, e.g.
+    ``openai``, ``azure.ai.openai``, ``aws.bedrock``, ``gcp.vertex_ai``,
+    ``openrouter``, ``anthropic``), else ``gen_ai.system`` (older semconv;
+    Traceloop ``semconv_ai`` ``GenAISystem`` values such as ``az.ai.openai``,
+    ``gcp.gen_ai``, ``mistral_ai``), else ``llm.provider`` / ``llm.system``
+    (OpenInference: ``openai``, ``azure``, ``aws``, ``google``, ``mistralai``,
+    ``xai`` ...). Lower-cased, otherwise raw: mapping to a price source's
+    provider is the pricing module's job.
+
+What "input tokens" means per source
+------------------------------------
+* OpenAI API: ``prompt_tokens`` / ``input_tokens`` include
+  ``cached_tokens``; ``completion_tokens`` include ``reasoning_tokens``. Both
+  OpenAI instrumentations copy them unchanged.
+* Anthropic API: ``usage.input_tokens`` *excludes* ``cache_read_input_tokens``
+  and ``cache_creation_input_tokens``. But the instrumentations add them back:
+  Traceloop ``opentelemetry-instrumentation-anthropic`` 0.62.4
+  (``__init__._set_token_usage`` and ``streaming._set_token_usage``) writes
+  ``gen_ai.usage.input_tokens = input_tokens + cache_read + cache_creation``
+  (its ``span_utils.set_response_attributes`` first writes the raw value, then
+  ``_set_token_usage`` overwrites it); 0.40.0 did the same into
+  ``gen_ai.usage.prompt_tokens``; 0.25/0.33 wrote the raw value but no cache
+  attributes at all. OpenInference ``openinference-instrumentation-anthropic``
+  3.1.0 (``_utils._get_token_counts``) and 1.0.0 write
+  ``llm.token_count.prompt = input + cache_creation + cache_read``; 0.1.18 did
+  so too except when streaming, where it wrote the raw value without cache
+  attributes. Thinking tokens are part of ``output_tokens`` there.
+* AWS Bedrock Converse: ``inputTokens`` excludes ``cacheReadInputTokens`` and
+  ``cacheWriteInputTokens``; ``totalTokens`` is the sum of all of them.
+
+So the inclusive meaning is the norm, and :func:`read_usage` only changes the
+numbers when they cannot be inclusive:
+
+1. ``input < cache_read + cache_write`` (impossible if inclusive): the cached
+   parts are added to ``input_tokens``. Likewise ``output < reasoning`` adds
+   the reasoning tokens to ``output_tokens`` (Gemini's ``candidates`` count
+   excludes ``thoughts``).
+2. A reported total that equals input + output only once the cached (or
+   reasoning) parts are added: they are added. A total that matches neither
+   reading (Gemini's includes tool-use prompt tokens) changes nothing.
+
+Bad values (negative, non-numeric, fractional, booleans) are dropped with a
+rate-limited warning, never raised: this runs in the export path of the
+application's telemetry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._log import warn_rate_limited
+
+__all__ = ["LLMUsage", "is_llm_usage_span", "read_usage"]
+
+_RESPONSE_MODEL: Final = "gen_ai.response.model"
+_REQUEST_MODEL: Final = "gen_ai.request.model"
+_OI_MODEL: Final = "llm.model_name"
+_PROVIDER_NAME: Final = "gen_ai.provider.name"
+_SYSTEM: Final = "gen_ai.system"
+_OI_PROVIDER: Final = "llm.provider"
+_OI_SYSTEM: Final = "llm.system"
+_OPERATION: Final = "gen_ai.operation.name"
+_TRACELOOP_REQUEST_TYPE: Final = "llm.request.type"
+
+_INPUT_KEYS: Final = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "llm.usage.prompt_tokens",
+)
+_OUTPUT_KEYS: Final = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "llm.usage.completion_tokens",
+)
+_CACHE_READ_KEYS: Final = (
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read",
+)
+_CACHE_WRITE_KEYS: Final = (
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "llm.token_count.prompt_details.cache_write",
+)
+_REASONING_KEYS: Final = (
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.reasoning_tokens",
+    "llm.usage.reasoning_tokens",
+    "llm.token_count.completion_details.reasoning",
+)
+_TOTAL_KEYS: Final = (
+    "gen_ai.usage.total_tokens",
+    "llm.usage.total_tokens",
+    "llm.token_count.total",
+)
+_USAGE_KEYS: Final = _INPUT_KEYS + _OUTPUT_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class LLMUsage:
+    """The usage of one LLM call, in OpenAI's meaning (see the module docstring).
+
+    ``None`` token counts mean *unknown*, not zero: an unknown call is stored as
+    unpriced rather than priced at $0. The cache and reasoning parts default to 0
+    because most calls have none and their absence changes no price.
+    """
+
+    model: str | None
+    provider: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    operation: str | None = None
+
+    @property
+    def has_usage(self) -> bool:
+        """True when the input or the output token count is known."""
+        return self.input_tokens is not None or self.output_tokens is not None
+
+
+def is_llm_usage_span(attributes: Mapping[str, Any]) -> bool:
+    """True when the attributes carry an input or output token count.
+
+    A cheap pre-check (key membership only, no parsing) so that exporters can
+    skip the many spans that are not LLM calls (HTTP, DB, ...) before reading.
+    """
+    for key in _USAGE_KEYS:
+        if key in attributes:
+            return True
+    return False
+
+
+def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
+    """Read one span's token usage, whichever convention wrote it.
+
+    Never raises on bad data: a bad value is treated as missing and reported by
+    a rate-limited warning. See the module docstring for the keys and the
+    normalisation of cached and reasoning tokens.
+    """
+    get = attributes.get
+    model = _text(get(_RESPONSE_MODEL)) or _text(get(_REQUEST_MODEL)) or _text(get(_OI_MODEL))
+    provider = (
+        _text(get(_PROVIDER_NAME))
+        or _text(get(_SYSTEM))
+        or _text(get(_OI_PROVIDER))
+        or _text(get(_OI_SYSTEM))
+    )
+    operation = _text(get(_OPERATION)) or _text(get(_TRACELOOP_REQUEST_TYPE))
+
+    input_tokens = _first_count(attributes, _INPUT_KEYS)
+    output_tokens = _first_count(attributes, _OUTPUT_KEYS)
+    cache_read = _first_count(attributes, _CACHE_READ_KEYS) or 0
+    cache_write = _first_count(attributes, _CACHE_WRITE_KEYS) or 0
+    reasoning = _first_count(attributes, _REASONING_KEYS) or 0
+
+    cached = cache_read + cache_write
+    input_fixed = False
+    output_fixed = False
+    if input_tokens is not None and input_tokens < cached:
+        input_tokens += cached
+        input_fixed = True
+    if output_tokens is not None and output_tokens < reasoning:
+        output_tokens += reasoning
+        output_fixed = True
+    if (cached or reasoning) and input_tokens is not None and output_tokens is not None:
+        total = _first_count(attributes, _TOTAL_KEYS)
+        if total is not None and total != input_tokens + output_tokens:
+            add_in = cached if not input_fixed else 0
+            add_out = reasoning if not output_fixed else 0
+            base = input_tokens + output_tokens
+            if add_in and total == base + add_in:
+                input_tokens += add_in
+            elif add_out and total == base + add_out:
+                output_tokens += add_out
+            elif add_in and add_out and total == base + add_in + add_out:
+                input_tokens += add_in
+                output_tokens += add_out
+
+    return LLMUsage(
+        model=model,
+        provider=provider.lower() if provider is not None else None,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        operation=operation,
+    )
+
+
+def _text(value: object) -> str | None:
+    """A non-empty string attribute, else None (an empty model name names nothing)."""
+    if type(value) is str:
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _first_count(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+    """The first valid token count among ``keys``; bad values are skipped."""
+    for key in keys:
+        value = attributes.get(key)
+        if value is None:
+            continue
+        if type(value) is int:
+            if value >= 0:
+                return value
+        else:
+            count = _parse_count(value)
+            if count is not None:
+                return count
+        warn_rate_limited(
+            "usage:" + key,
+            "otel-usecase: ignoring %s=%r on an LLM span: not a non-negative whole token count",
+            key,
+            value,
+        )
+    return None
+
+
+def _parse_count(value: object) -> int | None:
+    """Accept what OTLP/JSON and careless instrumentations produce: floats and numeric strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return _parse_count(int(text))
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
+        return int(value)
+    return None

@@ -1,0 +1,729 @@
+"""Tests for ``otel_usecase.pricing``: the cached price book and the overrides file.
+
+Costs are checked twice: against figures computed by hand from the providers'
+published prices (written here as literals), and against genai-prices' own
+``calc_price`` for the same usage, which the cached fast path must equal exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import genai_prices
+import pytest
+from genai_prices import Usage, calc_price, data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
+
+from otel_usecase._log import reset_rate_limits
+from otel_usecase.pricing import (
+    ENV_PRICES,
+    Price,
+    PriceBook,
+    PricesFileError,
+    _reset_unpriced_warnings,
+    map_provider,
+    warn_unpriced,
+)
+from otel_usecase.usage import LLMUsage, read_usage
+
+GENAI = f"genai-prices {genai_prices.__version__}"
+NOON = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(ENV_PRICES, raising=False)
+    reset_rate_limits()
+    _reset_unpriced_warnings()
+    yield
+    reset_rate_limits()
+    _reset_unpriced_warnings()
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    return PriceBook(None)
+
+
+def usage(
+    model: str | None,
+    provider: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+) -> LLMUsage:
+    return LLMUsage(model, provider, input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+
+def genai_total(
+    u: LLMUsage, provider_id: str | None, model: str | None = None, when: datetime = NOON
+) -> float:
+    """genai-prices' own figure for the same usage (its Usage has the same meaning)."""
+    ref = calc_price(
+        Usage(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            output_reasoning_tokens=u.reasoning_tokens,
+        ),
+        model or u.model or "",
+        provider_id=provider_id,
+        genai_request_timestamp=when,
+    )
+    return float(ref.total_price)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "otel_usecase" and r.levelno == logging.WARNING
+    ]
+
+
+# -- published prices ----------------------------------------------------------
+
+# USD per million tokens: (input, output, cache read, cache write).
+PUBLISHED = [
+    # https://openai.com/api/pricing (gpt-4o-mini, gpt-4o, o3-mini; "cached input")
+    ("openai", "gpt-4o-mini", "0.15", "0.60", "0.075", None),
+    ("openai", "gpt-4o", "2.50", "10.00", "1.25", None),
+    ("openai", "o3-mini", "1.10", "4.40", "0.55", None),
+    ("openai", "text-embedding-3-small", "0.02", None, None, None),
+    # https://www.anthropic.com/pricing (Claude 3.5 Sonnet: 5-minute cache write 1.25x, read 0.1x)
+    ("anthropic", "claude-3-5-sonnet-20241022", "3", "15", "0.30", "3.75"),
+]
+
+
+@pytest.mark.parametrize(("provider", "model", "inp", "out", "read", "write"), PUBLISHED)
+def test_bundled_data_agrees_with_published_prices(
+    book: PriceBook, provider: str, model: str, inp: str, out: str, read: str | None, write: str | None
+) -> None:
+    price = book.lookup(model, provider)
+    assert price is not None
+    as_decimal = [Decimal(v) if v is not None else None for v in (inp, out, read, write)]
+    assert [price.input_mtok, price.output_mtok, price.cache_read_mtok, price.cache_write_mtok] == as_decimal
+    assert price.source == GENAI
+    assert not price.tiered
+
+
+def test_gpt_4o_mini_with_cached_input(book: PriceBook) -> None:
+    # 1200 prompt tokens of which 1000 cached, 300 completion tokens:
+    # 200 x $0.15 + 1000 x $0.075 + 300 x $0.60 per million.
+    u = usage("gpt-4o-mini-2024-07-18", "openai", 1200, 300, cache_read=1000)
+    usd, price = book.cost(u)
+    assert usd == pytest.approx((200 * 0.15 + 1000 * 0.075 + 300 * 0.60) / 1e6, rel=1e-12)
+    assert usd == genai_total(u, "openai")
+    assert price is not None and price.model == "gpt-4o-mini"
+
+
+def test_reasoning_tokens_are_priced_as_output(book: PriceBook) -> None:
+    # o3-mini: $1.10 in, $4.40 out; 400 of the 500 completion tokens are reasoning.
+    with_reasoning = usage("o3-mini", "openai", 1000, 500, reasoning=400)
+    without = usage("o3-mini", "openai", 1000, 500)
+    usd, _ = book.cost(with_reasoning)
+    assert usd == pytest.approx((1000 * 1.10 + 500 * 4.40) / 1e6, rel=1e-12)
+    assert usd == book.cost(without)[0]
+    assert usd == genai_total(with_reasoning, "openai")
+
+
+def test_published_reasoning_price_is_used(book: PriceBook) -> None:
+    # Perplexity sonar-deep-research (https://docs.perplexity.ai/getting-started/pricing):
+    # $2 input, $8 output, $3 reasoning per million.
+    u = usage("sonar-deep-research", "perplexity", 1000, 5000, reasoning=3000)
+    usd, price = book.cost(u)
+    assert price is not None and price.reasoning_mtok == Decimal(3)
+    assert usd == pytest.approx((1000 * 2 + 2000 * 8 + 3000 * 3) / 1e6, rel=1e-12)
+    assert usd == genai_total(u, "perplexity")
+
+
+def test_per_request_fee(book: PriceBook) -> None:
+    # Perplexity sonar-pro: $3 in, $15 out per million, plus $14 per thousand requests (genai-prices).
+    u = usage("sonar-pro", "perplexity", 1000, 1000)
+    usd, price = book.cost(u)
+    assert price is not None and price.per_request == Decimal("0.014")
+    assert usd == pytest.approx((1000 * 3 + 1000 * 15) / 1e6 + 0.014, rel=1e-12)
+    assert usd == genai_total(u, "perplexity")
+
+
+def test_embeddings_input_only(book: PriceBook) -> None:
+    u = usage("text-embedding-3-small", "openai", 8000, None)
+    usd, _ = book.cost(u)
+    assert usd == pytest.approx(8000 * 0.02 / 1e6, rel=1e-12)
+
+
+# Anthropic's usage for one call: 100 fresh input tokens, 2000 read from and 500
+# written to the cache, 300 output tokens. Claude 3.5 Sonnet: $3 / $15 / $0.30 / $3.75.
+ANTHROPIC_USD = (100 * 3 + 2000 * 0.30 + 500 * 3.75 + 300 * 15) / 1e6
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        pytest.param(
+            {  # Traceloop opentelemetry-instrumentation-anthropic 0.62: input includes the cache
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.response.model": "claude-3-5-sonnet-20241022",
+                "gen_ai.usage.input_tokens": 2600,
+                "gen_ai.usage.output_tokens": 300,
+                "gen_ai.usage.total_tokens": 2900,
+                "gen_ai.usage.cache_read.input_tokens": 2000,
+                "gen_ai.usage.cache_creation.input_tokens": 500,
+            },
+            id="traceloop-0.62",
+        ),
+        pytest.param(
+            {  # the Anthropic API's own meaning: input excludes the cache
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.response.model": "claude-3-5-sonnet-20241022",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 300,
+                "gen_ai.usage.cache_read.input_tokens": 2000,
+                "gen_ai.usage.cache_creation.input_tokens": 500,
+            },
+            id="raw-api-meaning",
+        ),
+        pytest.param(
+            {  # OpenInference anthropic 3.1.0
+                "llm.provider": "anthropic",
+                "llm.model_name": "claude-3-5-sonnet-20241022",
+                "llm.token_count.prompt": 2600,
+                "llm.token_count.completion": 300,
+                "llm.token_count.prompt_details.cache_read": 2000,
+                "llm.token_count.prompt_details.cache_write": 500,
+                "llm.token_count.total": 2900,
+            },
+            id="openinference-3.1",
+        ),
+    ],
+)
+def test_anthropic_cache_write_and_read(book: PriceBook, attrs: dict[str, Any]) -> None:
+    u = read_usage(attrs)
+    usd, price = book.cost(u)
+    assert price is not None and price.provider == "anthropic"
+    assert usd == pytest.approx(ANTHROPIC_USD, rel=1e-12)
+    assert usd == genai_total(u, "anthropic")
+
+
+def test_tiered_prices_apply_to_all_tokens_past_the_threshold(book: PriceBook) -> None:
+    # Gemini 2.5 Pro (https://ai.google.dev/gemini-api/docs/pricing): prompts <= 200k tokens
+    # $1.25 in / $10 out, longer prompts $2.50 in / $15 out, per million.
+    short = usage("gemini-2.5-pro", "gcp.vertex_ai", 100_000, 1000)
+    edge = usage("gemini-2.5-pro", "gcp.vertex_ai", 200_000, 1000)
+    long = usage("gemini-2.5-pro", "gcp.vertex_ai", 250_000, 1000)
+    assert book.cost(short)[0] == pytest.approx((100_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
+    assert book.cost(edge)[0] == pytest.approx((200_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
+    assert book.cost(long)[0] == pytest.approx((250_000 * 2.50 + 1000 * 15) / 1e6, rel=1e-12)
+    for u in (short, edge, long, usage("gemini-2.5-pro", "google", 300_000, 5000, cache_read=120_000)):
+        assert book.cost(u)[0] == genai_total(u, "google")
+    price = book.lookup("gemini-2.5-pro", "gcp.gemini")
+    assert price is not None and price.tiered and price.input_mtok == Decimal("1.25")
+
+
+# -- unknown, unknowable, inconsistent -------------------------------------------
+
+
+def test_unknown_model_is_unpriced(book: PriceBook, caplog: pytest.LogCaptureFixture) -> None:
+    u = usage("totally-made-up-model-7b", "openai", 10, 10)
+    assert book.lookup("totally-made-up-model-7b", "openai") is None
+    assert book.cost(u) == (None, None)
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+        for _ in range(3):
+            warn_unpriced("totally-made-up-model-7b", "openai")
+        warn_unpriced("totally-made-up-model-7b", "azure")
+    messages = _warnings(caplog)
+    assert len(messages) == 2
+    assert "totally-made-up-model-7b" in messages[0] and ENV_PRICES in messages[0]
+
+
+def test_no_model_or_no_tokens(book: PriceBook) -> None:
+    assert book.cost(usage(None, "openai", 10, 10)) == (None, None)
+    usd, price = book.cost(usage("gpt-4o", "openai", None, None))
+    assert usd is None
+    assert price is not None and price.model == "gpt-4o"
+
+
+def test_inconsistent_counts_are_unpriced_with_a_warning(
+    book: PriceBook, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = usage("gpt-4o", "openai", 10, 10, cache_read=50)  # built by hand: read_usage never does this
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+        usd, price = book.cost(bad)
+    assert usd is None and price is not None
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_failing_lookup_never_raises(book: PriceBook, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = PriceBook(None)
+
+    def boom(*args: object) -> object:
+        raise RuntimeError("broken price data")
+
+    monkeypatch.setattr(fresh._snapshot, "find_provider_model", boom)
+    assert fresh.cost(usage("gpt-4o", "openai", 1, 1)) == (None, None)
+
+
+# -- names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("openai", "openai"),
+        ("azure.ai.openai", "azure"),
+        ("az.ai.openai", "azure"),
+        ("azure", "azure"),
+        ("azure.ai.inference", "azure"),
+        ("aws.bedrock", "aws"),
+        ("gcp.vertex_ai", "google"),
+        ("vertex_ai", "google"),
+        ("gcp.gemini", "google"),
+        ("gemini", "google"),
+        ("gcp.gen_ai", "google"),
+        ("anthropic", "anthropic"),
+        ("Anthropic", "anthropic"),
+        ("openrouter", "openrouter"),
+        ("mistral_ai", "mistral"),
+        ("mistralai", "mistral"),
+        ("groq", "groq"),
+        ("cohere", "cohere"),
+        ("deepseek", "deepseek"),
+        ("x_ai", "x-ai"),
+        ("xai", "x-ai"),
+        ("perplexity", "perplexity"),
+        ("together", "together"),
+        ("together_ai", "together"),
+        ("fireworks", "fireworks"),
+        ("ibm.watsonx.ai", None),
+        ("langchain", None),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_map_provider(name: str | None, expected: str | None) -> None:
+    assert map_provider(name) == expected
+    if expected is not None:
+        assert expected in {p.id for p in data_snapshot.get_snapshot().providers}
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "expected_provider", "expected_model"),
+    [
+        ("gpt-4o-mini-2024-07-18", "openai", "openai", "gpt-4o-mini"),
+        ("gpt-4o-mini", None, "openai", "gpt-4o-mini"),
+        ("gpt-4o-2024-08-06", "azure.ai.openai", "azure", "gpt-4o"),
+        ("openai/gpt-4o", None, "openai", "gpt-4o"),
+        ("openai/gpt-4o", "litellm", "openai", "gpt-4o"),
+        ("us.anthropic.claude-3-5-sonnet-20240620-v1:0", "aws.bedrock", "aws", None),
+        ("claude-sonnet-4-20250514", "anthropic", "anthropic", None),
+        ("anthropic/claude-3.5-sonnet", "openrouter", "openrouter", "anthropic/claude-3.5-sonnet"),
+        # An OpenAI client aimed at DeepSeek: the provider doesn't list the model,
+        # genai-prices' guess from the name does.
+        ("deepseek-chat", "openai", "deepseek", "deepseek-chat"),
+    ],
+)
+def test_model_names_match_as_genai_prices_matches_them(
+    book: PriceBook, model: str, provider: str | None, expected_provider: str, expected_model: str | None
+) -> None:
+    price = book.lookup(model, provider)
+    assert price is not None
+    assert price.provider == expected_provider
+    if expected_model is not None:
+        assert price.model == expected_model
+
+
+def test_azure_deployment_name_needs_an_alias(tmp_path: Path) -> None:
+    plain = PriceBook(None)
+    assert plain.lookup("my-gpt4o-prod", "az.ai.openai") is None
+
+    path = tmp_path / "prices.toml"
+    path.write_text('[aliases]\n"my-gpt4o-prod" = "gpt-4o"\n')
+    book = PriceBook(path)
+    price = book.lookup("my-gpt4o-prod", "az.ai.openai")
+    assert price is not None
+    assert (price.provider, price.model) == ("azure", "gpt-4o")
+    assert price.source == f"alias my-gpt4o-prod -> gpt-4o ({GENAI})"
+    u = read_usage(
+        {
+            "gen_ai.system": "az.ai.openai",
+            "gen_ai.request.model": "my-gpt4o-prod",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 100,
+            "gen_ai.usage.cache_read.input_tokens": 400,
+        }
+    )
+    usd, _ = book.cost(u)
+    assert usd == pytest.approx((600 * 2.50 + 400 * 1.25 + 100 * 10) / 1e6, rel=1e-12)
+    assert usd == genai_total(u, "azure", model="gpt-4o")
+
+
+# -- agreement with genai-prices ------------------------------------------------
+
+
+def _random_usage(rng: random.Random, model: str, provider: str | None, big: bool) -> LLMUsage:
+    inp = rng.randint(0, 400_000 if big else 20_000)
+    read = rng.randint(0, inp // 2)
+    write = rng.randint(0, (inp - read) // 3)
+    out = rng.randint(0, 8000)
+    return usage(model, provider, inp, out, read, write, rng.randint(0, out))
+
+
+def _pairs_with(predicate: Any) -> list[tuple[str, str]]:
+    return [
+        (p.id, m.id)
+        for p in data_snapshot.get_snapshot().providers
+        for m in p.models
+        if any(
+            predicate(mp)
+            for mp in ([m.prices] if isinstance(m.prices, ModelPrice) else [c.prices for c in m.prices])
+        )
+    ]
+
+
+def test_equal_to_calc_price_on_a_sample(book: PriceBook) -> None:
+    rng = random.Random(20240718)
+    all_pairs = [(p.id, m.id) for p in data_snapshot.get_snapshot().providers for m in p.models]
+    tiered = _pairs_with(lambda mp: any(isinstance(v, TieredPrices) for v in mp.__dict__.values()))
+    sample = rng.sample(all_pairs, 24) + rng.sample(tiered, 4)
+    sample += [("perplexity", "sonar-pro"), ("deepseek", "deepseek-chat"), ("google", "gemini-2.5-pro")]
+    checked = 0
+    for provider_id, model in sample:
+        for big in (False, True):
+            u = _random_usage(rng, model, provider_id, big)
+            try:
+                expected = genai_total(u, provider_id)
+            except LookupError:
+                continue  # a few ids don't match themselves in genai-prices either
+            assert book.cost(u, when=NOON)[0] == expected, (provider_id, model, u)
+            checked += 1
+    assert checked >= 55
+
+
+def test_equal_to_calc_price_with_instrumentation_provider_names(book: PriceBook) -> None:
+    rng = random.Random(7)
+    cases = [
+        ("openai", "gpt-4o-mini-2024-07-18"),
+        ("azure.ai.openai", "gpt-4o"),
+        ("aws.bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        ("gcp.vertex_ai", "gemini-2.5-flash"),
+        ("gcp.gen_ai", "gemini-2.5-pro"),
+        ("anthropic", "claude-sonnet-4-5"),
+        ("mistral_ai", "mistral-large-latest"),
+        ("x_ai", "grok-3"),
+        ("groq", "llama-3.3-70b-versatile"),
+        ("together_ai", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
+    ]
+    for name, model in cases:
+        provider_id = map_provider(name)
+        for big in (False, True):
+            u = _random_usage(rng, model, name, big)
+            assert book.cost(u, when=NOON)[0] == genai_total(u, provider_id), (name, model, u)
+
+
+def test_equal_to_calc_price_over_the_whole_snapshot(book: PriceBook) -> None:
+    """Every model genai-prices bundles, once with a short and once with a long prompt."""
+    rng = random.Random(1)
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            for big in (False, True):
+                u = _random_usage(rng, model.id, provider.id, big)
+                try:
+                    expected = genai_total(u, provider.id)
+                except LookupError:
+                    continue
+                assert book.cost(u, when=NOON)[0] == expected, (provider.id, model.id, u)
+                checked += 1
+    assert checked > 2000
+
+
+@pytest.mark.parametrize("hour", [0, 3, 8, 12, 20])
+def test_time_of_day_prices_follow_the_clock(book: PriceBook, hour: int) -> None:
+    # DeepSeek's off-peak discount; deepseek-v4-pro mixes start dates and times of day.
+    when = datetime(2026, 9, 1, hour, 15, tzinfo=UTC)
+    for model in ("deepseek-chat", "deepseek-v4-pro"):
+        u = usage(model, "deepseek", 100_000, 2000, cache_read=30_000)
+        assert book.cost(u, when=when)[0] == genai_total(u, "deepseek", when=when)
+
+
+@pytest.mark.parametrize("day", ["2025-01-01", "2026-08-16", "2026-08-17", "2026-12-01"])
+def test_date_dependent_prices(book: PriceBook, day: str) -> None:
+    when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+    # deepseek-v4-flash: new prices from 2026-08-17 and again from 2026-09-10.
+    u = usage("deepseek-v4-flash", "deepseek", 50_000, 1000, cache_read=10_000)
+    assert book.cost(u, when=when)[0] == genai_total(u, "deepseek", when=when)
+    naive = when.replace(tzinfo=None)
+    u = usage("deepseek-v4-flash", "deepseek", 50_000, 1000)
+    assert book.cost(u, when=naive) == book.cost(u, when=when)
+
+
+# -- the cache -----------------------------------------------------------------
+
+
+def test_lookups_are_cached_hits_and_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    book = PriceBook(None)
+    calls: list[tuple[Any, ...]] = []
+    original = book._snapshot.find_provider_model
+
+    def counting(*args: Any) -> Any:
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(book._snapshot, "find_provider_model", counting)
+    for _ in range(5):
+        book.cost(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
+        book.cost(usage("no-such-model", "openai", 10, 10))
+    first_round = len(calls)
+    assert first_round > 0
+    for _ in range(5):
+        book.cost(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
+        book.cost(usage("no-such-model", "openai", 10, 10))
+    assert len(calls) == first_round
+
+
+def test_cache_is_bounded() -> None:
+    book = PriceBook(None, cache_size=3)
+    for model in ("gpt-4o", "gpt-4o-mini", "o3-mini", "gpt-4.1", "nope-1", "nope-2"):
+        book.lookup(model, "openai")
+    assert len(book._cache) == 3
+    assert book.lookup("gpt-4o", "openai") is not None  # evicted, resolved again
+
+
+def test_new_price_data_clears_the_cache() -> None:
+    book = PriceBook(None)
+    assert book.lookup("gpt-4o", "openai") is not None
+    bundled = data_snapshot.get_snapshot()
+    empty = data_snapshot.DataSnapshot(providers=[], from_auto_update=True)
+    data_snapshot.set_custom_snapshot(empty)
+    try:
+        assert book.lookup("gpt-4o", "openai") is None
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert data_snapshot.get_snapshot() is bundled
+    price = book.lookup("gpt-4o", "openai")
+    assert price is not None and price.source == GENAI
+
+
+def test_version_is_reported() -> None:
+    assert PriceBook(None).genai_prices_version == genai_prices.__version__
+
+
+# -- the overrides file --------------------------------------------------------
+
+OVERRIDES = """\
+# USD per million tokens
+[models."gpt-4o"]
+input = 2.00
+output = 8.00
+cache_read = 0.50
+
+[models."openai/gpt-4o-mini"]
+input = 0.10
+output = 0.40
+
+[models."llama-3.1-70b"]
+provider = "groq"
+input = 0.50
+output = 0.70
+
+[models."my-finetune"]
+input = 1
+output = 3
+cache_write = 2
+
+[aliases]
+"my-gpt4o-prod" = "gpt-4o"
+"My-Mini" = "gpt-4o-mini"
+"""
+
+
+@pytest.fixture
+def prices_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prices.toml"
+    path.write_text(OVERRIDES)
+    return path
+
+
+def test_overrides_win_over_genai_prices(prices_file: Path) -> None:
+    book = PriceBook(prices_file)
+    price = book.lookup("gpt-4o", "openai")
+    assert price == Price(
+        provider=None,
+        model="gpt-4o",
+        input_mtok=Decimal("2.00"),
+        output_mtok=Decimal("8.00"),
+        cache_read_mtok=Decimal("0.50"),
+        cache_write_mtok=Decimal("2.00"),  # default: the input price
+        source=f"override {prices_file}",
+        tiered=False,
+    )
+    u = usage("gpt-4o", "openai", 1000, 100, cache_read=400, reasoning=50)
+    assert book.cost(u)[0] == pytest.approx((600 * 2.00 + 400 * 0.50 + 100 * 8.00) / 1e6, rel=1e-12)
+
+
+def test_override_by_genai_prices_model_id(prices_file: Path) -> None:
+    # genai-prices knows gpt-4o-2024-08-06 as gpt-4o, so the gpt-4o override applies.
+    price = PriceBook(prices_file).lookup("gpt-4o-2024-08-06", "azure.ai.openai")
+    assert price is not None and price.source == f"override {prices_file}"
+    assert price.input_mtok == Decimal("2.00")
+
+
+def test_provider_scoped_overrides(prices_file: Path) -> None:
+    book = PriceBook(prices_file)
+    scoped = book.lookup("gpt-4o-mini", "openai")
+    assert scoped is not None and scoped.provider == "openai" and scoped.input_mtok == Decimal("0.10")
+    other = book.lookup("gpt-4o-mini", "azure.ai.openai")
+    assert other is not None and other.source == GENAI and other.input_mtok == Decimal("0.15")
+    groq = book.lookup("llama-3.1-70b", "groq")
+    assert groq is not None and groq.input_mtok == Decimal("0.50")
+    assert book.lookup("llama-3.1-70b", "openai") is None
+
+
+def test_override_for_a_model_genai_prices_does_not_know(prices_file: Path) -> None:
+    book = PriceBook(prices_file)
+    u = usage("MY-FINETUNE", None, 1000, 100, cache_read=200, cache_write=300)
+    usd, price = book.cost(u)
+    assert price is not None and price.cache_read_mtok == Decimal(1)
+    assert usd == pytest.approx((500 * 1 + 200 * 1 + 300 * 2 + 100 * 3) / 1e6, rel=1e-12)
+
+
+def test_aliases_resolve_before_lookup(prices_file: Path) -> None:
+    book = PriceBook(prices_file)
+    to_override = book.lookup("my-gpt4o-prod", "azure")
+    assert to_override is not None
+    assert to_override.source == f"alias my-gpt4o-prod -> gpt-4o (override {prices_file})"
+    to_genai = book.lookup("my-mini", "azure.ai.openai")  # case-insensitive alias
+    assert to_genai is not None
+    assert (to_genai.provider, to_genai.model) == ("azure", "gpt-4o-mini")
+    assert to_genai.source == f"alias my-mini -> gpt-4o-mini ({GENAI})"
+
+
+def test_overrides_from_the_environment(prices_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_PRICES, str(prices_file))
+    book = PriceBook()
+    assert book.overrides_path == str(prices_file)
+    price = book.lookup("my-finetune")
+    assert price is not None and price.output_mtok == Decimal(3)
+
+
+def test_no_overrides_by_default() -> None:
+    book = PriceBook()
+    assert book.overrides_path is None
+    assert book.lookup("my-finetune") is None
+
+
+def test_inline_tables_and_dotted_keys_work(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        'models."a-model".input = 1\nmodels."a-model".output = 2\nmodels.b = { input = 3, output = 4 }\n'
+    )
+    book = PriceBook(path)
+    a, b = book.lookup("a-model"), book.lookup("b")
+    assert a is not None and a.output_mtok == Decimal(2)
+    assert b is not None and b.input_mtok == Decimal(3)
+
+
+ERROR_CASES = [
+    pytest.param('[models."x"]\ninput = = 2\noutput = 1\n', 2, None, "TOML syntax error", id="syntax"),
+    pytest.param(
+        '[models."x"]\ninput = 1\noutput = 2\ninput = 3\n', 4, None, "TOML syntax error", id="redefined"
+    ),
+    pytest.param('[models."x"]\ninput = 1\noutput = "2\n', 3, None, "TOML syntax error", id="unterminated"),
+    pytest.param(
+        '\n[models."x"]\ninput = -2.5\noutput = 1\n', 3, 'models."x".input', "negative", id="negative"
+    ),
+    pytest.param(
+        '[models."x"]\noutput = 1\n', 1, 'models."x"', "missing required field 'input'", id="no-input"
+    ),
+    pytest.param(
+        '# a comment\n[models."gpt-4o"]\ninput = 1\n', 2, 'models."gpt-4o"', "'output'", id="no-output"
+    ),
+    pytest.param(
+        '[models."x"]\ninput = 1\nouput = 2\noutput = 2\n',
+        3,
+        'models."x".ouput',
+        "did you mean 'output'",
+        id="typo",
+    ),
+    pytest.param(
+        '[models."x"]\ninput = "cheap"\noutput = 2\n', 2, 'models."x".input', "must be a number", id="text"
+    ),
+    pytest.param(
+        '[models."x"]\ninput = true\noutput = 2\n', 2, 'models."x".input', "must be a number", id="bool"
+    ),
+    pytest.param('[models."x"]\ninput = 1\noutput = nan\n', 3, 'models."x".output', "finite", id="nan"),
+    pytest.param('[models."x"]\ninput = inf\noutput = 1\n', 2, 'models."x".input', "finite", id="inf"),
+    pytest.param('[modles."x"]\ninput = 1\noutput = 1\n', 1, "modles", "did you mean 'models'", id="section"),
+    pytest.param('[models]\n"gpt-4o" = 3\n', 2, 'models."gpt-4o"', "must be a table", id="not-a-table"),
+    pytest.param(
+        '[models]\n"x" = { input = 1, ouput = 2 }\n', 2, 'models."x".ouput', "unknown field", id="inline-typo"
+    ),
+    pytest.param(
+        "models.x.input = -1\nmodels.x.output = 1\n", 1, 'models."x".input', "negative", id="dotted"
+    ),
+    pytest.param(
+        '[models."x"]\ninput = 1\noutput = 1\n[models."X"]\ninput = 1\noutput = 1\n',
+        4,
+        'models."X"',
+        "duplicate",
+        id="duplicate",
+    ),
+    pytest.param(
+        '[models."x"]\ninput = 1\noutput = 1\nprovider = 7\n',
+        4,
+        'models."x".provider',
+        "provider name",
+        id="provider",
+    ),
+    pytest.param('[aliases]\n"a" = "b"\n"c" = 5\n', 3, 'aliases."c"', "must name a model", id="alias-value"),
+    pytest.param('aliases = "gpt-4o"\n', 1, "aliases", "must be a table", id="aliases-not-table"),
+    pytest.param("models = 3\n", 1, "models", "must be a table", id="models-not-table"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "detail"), ERROR_CASES)
+def test_prices_file_errors_name_file_line_and_field(
+    tmp_path: Path, text: str, line: int, field: str | None, detail: str
+) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    with pytest.raises(PricesFileError) as caught:
+        PriceBook(path)
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert error.path == str(path)
+    assert error.line == line
+    assert error.field == field
+    message = str(error)
+    assert str(path) in message
+    assert f"line {line}" in message
+    assert detail in message
+    if field is not None:
+        assert field in message
+
+
+def test_unreadable_prices_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(PricesFileError, match=r"nope\.toml: cannot read it"):
+        PriceBook(missing)
+    with pytest.raises(PricesFileError, match="cannot read it"):
+        PriceBook(tmp_path)  # a directory
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(PricesFileError, match="not UTF-8"):
+        PriceBook(binary)
+
+
+def test_missing_file_from_the_environment_fails_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_PRICES, str(tmp_path / "missing.toml"))
+    with pytest.raises(PricesFileError, match="missing.toml"):
+        PriceBook()
