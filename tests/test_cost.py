@@ -1,11 +1,7 @@
 """The cost engine end to end: real openai client -> real instrumentation -> exporter -> SQLite -> report.
 
-Expected costs are computed here from published per-million-token prices
-(openai.com/api/pricing), never from the code under test:
-  gpt-4o-mini  $0.15 input, $0.60 output, $0.075 cached input
-  gpt-4o       $2.50 input, $10.00 output, $1.25 cached input
-  o3-mini      $1.10 input, $4.40 output, $0.55 cached input (reasoning tokens are billed as output)
-  text-embedding-3-small  $0.02 input
+Expected costs are computed from published per-million-token prices (see ``tests/expect.py``), never
+from the code under test.
 """
 
 from __future__ import annotations
@@ -26,21 +22,24 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, track, track_context
 from otel_usecase.cli import main as cli_main
-from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
-M = 1_000_000
-MINI_IN, MINI_OUT, MINI_CACHED = 0.15, 0.60, 0.075
-GPT4O_IN, GPT4O_OUT, GPT4O_CACHED = 2.50, 10.00, 1.25
-O3_MINI_IN, O3_MINI_OUT = 1.10, 4.40
-EMBED_SMALL_IN = 0.02
+from .expect import (
+    EMBED_SMALL_IN,
+    GPT4O_CACHED,
+    GPT4O_IN,
+    GPT4O_OUT,
+    M,
+    MINI_CACHED,
+    MINI_IN,
+    MINI_OUT,
+    O3_MINI_IN,
+    O3_MINI_OUT,
+    openai_cost,
+    report_json,
+)
 
 MSG = [{"role": "user", "content": "hello"}]
-
-
-def openai_cost(prompt: int, completion: int, cached: int, p_in: float, p_out: float, p_cached: float) -> float:
-    """OpenAI bills uncached prompt tokens, cached prompt tokens and completion tokens (reasoning included)."""
-    return ((prompt - cached) * p_in + cached * p_cached + completion * p_out) / M
 
 
 class CostRig:
@@ -73,17 +72,6 @@ class CostRig:
     def report(self, by: str = "use-case", **kwargs: Any) -> list[dict[str, Any]]:
         self.flush()
         return report_json(self.store_url, by, **kwargs)
-
-
-def report_json(store_url: str, by: str, **kwargs: Any) -> list[dict[str, Any]]:
-    """What a user sees from ``otel-usecase report --format json``."""
-    from otel_usecase.report import build_report, format_report
-
-    store = open_store(store_url)
-    try:
-        return json.loads(format_report(build_report(store, by, **kwargs), by, "json"))
-    finally:
-        store.close()
 
 
 @pytest.fixture

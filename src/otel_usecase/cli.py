@@ -41,7 +41,51 @@ def _parser() -> argparse.ArgumentParser:
     prices.add_argument("model", metavar="MODEL")
     prices.add_argument("--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)")
     prices.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
+    serve = commands.add_parser(
+        "serve", help="OTLP receiver (HTTP and gRPC) that prices LLM spans into the store"
+    )
+    serve.add_argument("--http", default="127.0.0.1:4318", metavar="HOST:PORT", help="OTLP/HTTP address or off")
+    serve.add_argument("--grpc", default="127.0.0.1:4317", metavar="HOST:PORT", help="OTLP/gRPC address or off")
+    serve.add_argument("--store", metavar="URL", help=store_help)
+    serve.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
+    serve.add_argument(
+        "--token", metavar="TOKEN", help="require Authorization: Bearer TOKEN (default: $OTEL_USECASE_TOKEN)"
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+        help="largest request body, after decompression (default 16 MiB)",
+    )
+    serve.add_argument("--workers", type=int, default=4, metavar="N", help="threads that price and write")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve.server import ServeOptions, parse_address, run
+    except ImportError as exc:
+        print(
+            f"otel-usecase: serve needs the 'serve' extra ({exc.name} is missing): "
+            "pip install 'otel-usecase[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.max_body_bytes <= 0 or args.workers <= 0:
+        print("otel-usecase: --max-body-bytes and --workers must be positive", file=sys.stderr)
+        return 2
+    try:
+        options = ServeOptions(
+            http=parse_address(args.http, "http"),
+            grpc=parse_address(args.grpc, "grpc"),
+            store=args.store,
+            prices=args.prices,
+            token=args.token,
+            max_body_bytes=args.max_body_bytes,
+            workers=args.workers,
+        )
+        return run(options)
+    except (ValueError, OSError) as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 2
 
 
 def _per_million(value: object) -> str:
@@ -51,6 +95,8 @@ def _per_million(value: object) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     try:
         if args.command == "prices":
             book = PriceBook(args.prices)
