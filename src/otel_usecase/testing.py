@@ -222,6 +222,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # Restarting on a fixed port right after stop() must not hit TIME_WAIT.
     allow_reuse_address = True
+    # Hundreds of concurrent clients (load and concurrency tests) must queue, not be reset.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], fake: FakeOpenAI) -> None:
         if ":" in address[0]:

@@ -26,7 +26,8 @@ from .base import (
 
 __all__ = ["SQLiteStore"]
 
-_BUSY_TIMEOUT_S: Final = 5.0
+_BUSY_TIMEOUT_S: Final = 2.0
+"""How long a write waits for another writer's lock before the store counts as unavailable."""
 
 _CREATE: Final = f"""
 CREATE TABLE IF NOT EXISTS otel_usecase_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
