@@ -37,7 +37,7 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 __all__ = ["PostgresNotFound", "PostgresServer", "find_bindir"]
 
@@ -108,7 +108,9 @@ def _server_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise PostgresNotFound("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
+    raise PostgresNotFound(
+        "running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL"
+    )
 
 
 class PostgresServer:
@@ -122,7 +124,7 @@ class PostgresServer:
         self.port = 0
         self.running = False
         self._tmp: Path | None = None
-        self._finalizer: weakref.finalize[[], None] | None = None
+        self._finalizer: weakref.finalize[..., PostgresServer] | None = None
 
     # paths and URLs
 
@@ -159,7 +161,7 @@ class PostgresServer:
         env.pop("PGDATA", None)
         try:
             done = subprocess.run(
-                argv, cwd=self.tmpdir, env=env, capture_output=True, text=True, timeout=timeout
+                argv, check=False, cwd=self.tmpdir, env=env, capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"{shlex.join(argv)} timed out after {timeout}s\n{self._log_tail()}") from exc
@@ -178,7 +180,7 @@ class PostgresServer:
 
     # life cycle
 
-    def setup(self) -> PostgresServer:
+    def setup(self) -> Self:
         """``initdb``, start, create the test database."""
         self._tmp = Path(tempfile.mkdtemp(prefix="otel-pg-"))
         self._finalizer = weakref.finalize(self, _cleanup, self.bindir, self.user, self._tmp)
@@ -204,8 +206,14 @@ class PostgresServer:
                     "listen_addresses = '127.0.0.1'\n"
                     "log_min_messages = warning\nlog_min_error_statement = panic\n"
                 )
-            self.port = _free_port()
-            self.start()
+            for attempt in range(3):  # another process may take the free port before postgres does
+                self.port = _free_port()
+                try:
+                    self.start()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
             self._create_database(DATABASE)
         except BaseException:
             self.cleanup()
@@ -254,13 +262,17 @@ class PostgresServer:
                 return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not accept connections: {exc}{self._log_tail()}") from exc
+                    raise RuntimeError(
+                        f"PostgreSQL did not accept connections: {exc}{self._log_tail()}"
+                    ) from exc
                 time.sleep(0.05)
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast``: sessions are terminated, the data directory is kept."""
         if self.running:
-            self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S))
+            self._run(
+                "pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S)
+            )
             self.running = False
 
     def create_database(self, name: str) -> str:
@@ -282,7 +294,7 @@ class PostgresServer:
         self.running = False
         self._tmp = None
 
-    def __enter__(self) -> PostgresServer:
+    def __enter__(self) -> Self:
         return self.setup()
 
     def __exit__(

@@ -46,15 +46,17 @@ class UseCaseCostExporter(SpanExporter):
         *,
         max_buffered_calls: int | None = None,
     ) -> None:
-        from .store.base import default_store_url, parse_store_url
+        from .store.base import default_store_url, parse_store_url, redact_url
 
         if isinstance(store, str) or store is None:
             self._store_url = store if store is not None else default_store_url()
             parse_store_url(self._store_url)  # fail fast on a bad URL
+            self._shown_url = redact_url(self._store_url)
             self._store: Store | None = None
         else:
             self._store_url = store.url
             self._store = store
+            self._shown_url = store.url
         self._prices = prices if isinstance(prices, PriceBook) else PriceBook(prices)
         self._max_buffered = (
             max_buffered_calls
@@ -69,8 +71,8 @@ class UseCaseCostExporter(SpanExporter):
 
     @property
     def store_url(self) -> str:
-        """Where the calls go."""
-        return self._store_url
+        """Where the calls go (any password shown as ``***``)."""
+        return self._shown_url
 
     @property
     def prices(self) -> PriceBook:
@@ -117,7 +119,7 @@ class UseCaseCostExporter(SpanExporter):
                 "exporter:dropped",
                 "otel_usecase: store %s unavailable (%s); buffer full (%d calls), dropped %d calls "
                 "(%d in total)",
-                self._store_url,
+                self._shown_url,
                 exc,
                 self._max_buffered,
                 lost,
@@ -127,7 +129,7 @@ class UseCaseCostExporter(SpanExporter):
         warn_rate_limited(
             "exporter:buffered",
             "otel_usecase: store %s unavailable (%s); keeping %d calls in memory to retry",
-            self._store_url,
+            self._shown_url,
             exc,
             len(self._pending),
         )
@@ -156,7 +158,7 @@ class UseCaseCostExporter(SpanExporter):
                 logger.error(
                     "otel_usecase: shutting down with %d calls the store %s did not take",
                     len(self._pending),
-                    self._store_url,
+                    self._shown_url,
                 )
             if self._store is not None:
                 try:

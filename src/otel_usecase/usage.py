@@ -280,12 +280,16 @@ def _first_count(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int | 
     return None
 
 
+MAX_TOKEN_COUNT: Final = 10**12
+"""Larger counts are not a real call: treated as missing (they would also overflow the ledger)."""
+
+
 def _parse_count(value: object) -> int | None:
     """Accept what OTLP/JSON and careless instrumentations produce: floats and numeric strings."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
+        return value if 0 <= value <= MAX_TOKEN_COUNT else None
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -295,6 +299,6 @@ def _parse_count(value: object) -> int | None:
                 value = float(text)
             except ValueError:
                 return None
-    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_TOKEN_COUNT and value.is_integer():
         return int(value)
     return None

@@ -13,15 +13,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from ..config import env_str
 from ..pricing import PriceBook
-from ..store.base import default_store_url, parse_store_url
+from ..store.base import default_store_url, parse_store_url, redact_url
 from .auth import TokenCheck
 from .ingest import Ingest
 
-__all__ = ["DEFAULT_GRPC", "DEFAULT_HTTP", "ENV_TOKEN", "ServeOptions", "parse_address", "redact_url", "run"]
+__all__ = ["DEFAULT_GRPC", "DEFAULT_HTTP", "ENV_TOKEN", "ServeOptions", "parse_address", "run"]
 
 logger = logging.getLogger("otel_usecase.serve")
 
@@ -60,18 +59,6 @@ def parse_address(value: str, what: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--{what} {value!r} is not host:port (e.g. 127.0.0.1:4318) or off")
     return host, int(port)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def run(options: ServeOptions) -> int:

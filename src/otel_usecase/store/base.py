@@ -10,6 +10,7 @@ read-modify-write anywhere, so many writers can share one store.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -26,6 +27,7 @@ __all__ = [
     "default_store_url",
     "open_store",
     "parse_store_url",
+    "redact_url",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -135,6 +137,24 @@ INDEXES: Final[tuple[str, ...]] = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_use_case ON {TABLE} (use_case, start_ns)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_start ON {TABLE} (start_ns)",
 )
+
+
+_URL_PASSWORD: Final = re.compile(
+    r"^(?P<head>[a-z+]+://[^/@:?#]*:)(?P<secret>[^@/?#]*)(?P<tail>@)", re.IGNORECASE
+)
+_KEYWORD_PASSWORD: Final = re.compile(
+    r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^&#\s]+)", re.IGNORECASE
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: store URLs end up in logs and reports.
+
+    Covers ``scheme://user:secret@host``, ``?password=secret`` and the keyword form
+    ``password=secret`` (or ``password='se cret'``).
+    """
+    url = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", url, count=1)
+    return _KEYWORD_PASSWORD.sub(r"\g<head>***", url)
 
 
 def default_store_url() -> str:

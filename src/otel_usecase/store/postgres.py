@@ -1,0 +1,471 @@
+"""The shared store: one PostgreSQL database for many processes on many hosts.
+
+SQLite is enough on one host; when exporters on several hosts (or an OTLP
+receiver behind a load balancer) feed one ledger, they share a PostgreSQL
+database instead. The ledger, its key and its idempotent upsert are the same as
+SQLite's (:mod:`otel_usecase.store.base`), so reports and de-duplication behave
+identically on both stores.
+
+Why it is built this way:
+
+* **Concurrent first use.** Several processes starting at once all try to create
+  the schema; ``CREATE TABLE IF NOT EXISTS`` alone races in PostgreSQL (duplicate
+  catalog rows), so the creation runs in one transaction serialised by a
+  transaction-scoped advisory lock.
+* **No deadlocks between writers.** Two transactions upserting overlapping keys
+  in different orders can deadlock; every batch is written in key order, so all
+  writers take row locks in the same order. A deadlock or serialisation failure
+  that still happens rolls the whole batch back, and the batch is retried (the
+  upsert is idempotent, so a retry can never count a call twice).
+* **Fast batches.** ``executemany`` pipelines the rows (libpq pipeline mode),
+  so a batch costs about one network round trip, not one per call.
+* **Outages are the caller's to buffer.** A down or restarted server makes a
+  call raise :class:`~otel_usecase.store.StoreUnavailable` quickly (connect
+  timeout, TCP user timeout, lock timeout) instead of hanging the application;
+  the exporter keeps the calls and retries, and the next call reconnects.
+* **Same Python values as SQLite.** ``SUM`` of integer columns is ``numeric`` in
+  PostgreSQL; those values are returned as ``int`` (or ``float`` when
+  fractional) rather than ``Decimal``, so report code works on either store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ..calls import Call
+from .base import (
+    INDEXES,
+    SCHEMA_VERSION,
+    TABLE,
+    StoreError,
+    StoreUnavailable,
+    redact_url,
+    row_of,
+    upsert_sql,
+)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import psycopg
+
+__all__ = ["CONNECT_TIMEOUT_S", "PostgresStore", "translate_placeholders"]
+
+CONNECT_TIMEOUT_S: Final = 5
+"""Seconds to wait for a connection (libpq ``connect_timeout``) unless the URL sets one."""
+
+_TCP_USER_TIMEOUT_MS: Final = 30_000
+"""Give up on a connection whose sent data stays unacknowledged this long (a vanished host)."""
+
+_LOCK_TIMEOUT_MS: Final = 5_000
+"""How long a write waits for row or table locks before reporting the store unavailable.
+
+The equivalent of SQLite's busy timeout: a long-running ``LOCK TABLE`` or
+``VACUUM FULL`` makes writes fail and be buffered, never hang the exporter.
+"""
+
+_ADVISORY_LOCK_KEY: Final = 0x6F74_656C_7573_6563
+"""``pg_advisory_xact_lock`` key serialising schema creation ("otelusec" in ASCII)."""
+
+_ROLLBACK_RETRIES: Final = 3
+"""Attempts at a batch rolled back by a deadlock or serialisation failure."""
+
+_META: Final = "otel_usecase_meta"
+
+_CREATE: Final[tuple[str, ...]] = (
+    f"CREATE TABLE IF NOT EXISTS {_META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    start_ns BIGINT NOT NULL,
+    end_ns BIGINT NOT NULL,
+    service TEXT,
+    use_case TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    use_case_version TEXT,
+    step TEXT,
+    experience_name TEXT,
+    experience_id TEXT,
+    user_id TEXT,
+    provider TEXT,
+    model TEXT,
+    operation TEXT,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION,
+    status TEXT NOT NULL,
+    price_source TEXT,
+    error SMALLINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (trace_id, span_id)
+)""",
+)
+
+_INSTALL_HINT: Final = "pip install 'otel-usecase[postgres]'"
+
+_T = TypeVar("_T")
+
+
+def _psycopg() -> ModuleType:
+    """Import psycopg on first use, so SQLite users never need it installed."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise StoreError(f"a postgresql:// store needs psycopg 3 ({exc}): {_INSTALL_HINT}") from exc
+    return psycopg
+
+
+# --- placeholders --------------------------------------------------------------------------
+
+_DOLLAR_TAG: Final = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+_IDENT_CHAR: Final = re.compile(r"[A-Za-z0-9_$]")
+
+
+@lru_cache(maxsize=256)
+def translate_placeholders(sql: str) -> str:
+    """Turn a ``?``-placeholder query (the SQLite style reports use) into psycopg's ``%s`` style.
+
+    Every ``?`` outside string literals, quoted identifiers, dollar-quoted strings
+    and comments becomes ``%s``; every ``%`` anywhere becomes ``%%``, because
+    psycopg reads ``%`` as the start of a placeholder even inside a literal. So
+    ``LIKE 'a%'`` and ``'?'`` survive as written. (The PostgreSQL jsonb operators
+    ``?``, ``?|`` and ``?&`` cannot be written in such a query; none is needed.)
+    """
+    out: list[str] = []
+    i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "?":
+            out.append("%s")
+            i += 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        elif ch == "'":
+            # E'...' strings treat backslash as an escape; standard strings only ''.
+            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _IDENT_CHAR.match(sql[i - 2]))
+            end = _literal_end(sql, i, "'", backslash=escapes)
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == '"':
+            end = _literal_end(sql, i, '"', backslash=False)
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "-" and sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            end = n if newline < 0 else newline + 1
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "/" and sql.startswith("/*", i):
+            end = _block_comment_end(sql, i)
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "$" and (i == 0 or not _IDENT_CHAR.match(sql[i - 1])):
+            tag = _DOLLAR_TAG.match(sql, i)
+            if tag is None:
+                out.append(ch)
+                i += 1
+                continue
+            close = sql.find(tag.group(), tag.end())
+            end = n if close < 0 else close + len(tag.group())
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _literal_end(sql: str, start: int, quote: str, *, backslash: bool) -> int:
+    """Index just past the quoted token opening at ``start`` (or the end of an unterminated one)."""
+    i = start + 1
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if backslash and ch == "\\":
+            i += 2
+        elif ch == quote:
+            if i + 1 < n and sql[i + 1] == quote:  # doubled quote: an escaped quote
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return n
+
+
+def _block_comment_end(sql: str, start: int) -> int:
+    """Index just past the (possibly nested, as PostgreSQL allows) block comment at ``start``."""
+    depth = 0
+    i = start
+    n = len(sql)
+    while i < n:
+        if sql.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif sql.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return n
+
+
+# --- URLs and values -----------------------------------------------------------------------
+
+def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with NUL characters in text replaced by U+FFFD.
+
+    PostgreSQL text cannot hold NUL (SQLite can); span attributes are untrusted
+    input, and one such value must not make a batch fail on every retry.
+    """
+    if not any(isinstance(v, str) and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row)
+
+
+def _key(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[0], row[1]
+
+
+@lru_cache(maxsize=1)
+def _number_loader() -> type[Any]:
+    """A loader giving ``numeric`` results as ``int`` (or ``float``), as SQLite's sums are."""
+    from psycopg.adapt import Loader
+
+    class NumberLoader(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data)
+            try:
+                return int(text)
+            except ValueError:
+                return float(text)
+
+    return NumberLoader
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """A :class:`~otel_usecase.store.Store` in a PostgreSQL database (psycopg 3).
+
+    ``conninfo`` is a libpq URL (``postgresql://user:pass@host:5432/db``) or
+    keyword string. Unless it says otherwise, connections use a
+    :data:`CONNECT_TIMEOUT_S` connect timeout, a TCP user timeout and
+    ``application_name=otel-usecase``. The schema is created on construction if
+    missing; a schema newer than this version of otel-usecase raises
+    :class:`~otel_usecase.store.StoreError`; an unreachable server raises
+    :class:`~otel_usecase.store.StoreUnavailable`.
+
+    One connection, guarded by a lock, serves all threads: writes are short
+    batched transactions and reports are occasional, so a pool would add a
+    dependency and connections for no throughput. The connection is re-opened
+    after the server restarts, and after a ``fork`` (a child never uses, nor
+    closes, its parent's socket).
+    """
+
+    def __init__(self, conninfo: str, *, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        self._psycopg = _psycopg()
+        self._conninfo = conninfo
+        self.url = redact_url(conninfo)
+        """The store URL without its password (it is printed in logs and reports)."""
+        self._connect_options = self._defaults(conninfo, connect_timeout)
+        self._insert = upsert_sql("%s")
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        with self._lock:
+            self._run("open", self._migrate)
+
+    def _defaults(self, conninfo: str, connect_timeout: float) -> dict[str, Any]:
+        """Connection options the URL does not set itself."""
+        try:
+            given = self._psycopg.conninfo.conninfo_to_dict(conninfo)
+        except self._psycopg.ProgrammingError as exc:
+            raise StoreError(f"PostgreSQL store URL {self.url!r} is not valid: {exc}") from exc
+        defaults: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout)),
+            "tcp_user_timeout": _TCP_USER_TIMEOUT_MS,
+            "application_name": "otel-usecase",
+        }
+        return {k: v for k, v in defaults.items() if k not in given}
+
+    # connections
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pg = self._psycopg
+        conn: psycopg.Connection[Any] = pg.Connection.connect(
+            self._conninfo, autocommit=True, **self._connect_options
+        )
+        # One parameter type per column whatever the value, so the upsert is
+        # prepared once per batch shape, not once per combination of int sizes.
+        conn.adapters.register_dumper(int, pg.types.numeric.Int8BinaryDumper)
+        conn.adapters.register_loader("numeric", _number_loader())
+        return conn
+
+    def _connection(self) -> tuple[psycopg.Connection[Any], bool]:
+        """The open connection, and whether it was just made (so a failure is not a stale socket)."""
+        if self._closed:
+            raise StoreError(f"PostgreSQL store {self.url} is closed")
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or self._pid != os.getpid()):
+            self._discard()
+            conn = None
+        if conn is not None:
+            return conn, False
+        try:
+            conn = self._connect()
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL store {self.url}: {_one_line(exc)}"
+            ) from exc
+        self._conn = conn
+        self._pid = os.getpid()
+        return conn, True
+
+    def _discard(self) -> None:
+        """Forget the connection; close it only if this process opened it."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):  # already broken: nothing left to release
+                conn.close()
+
+    def _run(self, what: str, op: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """Run ``op`` (idempotent, in its own transaction) with reconnects and rollback retries.
+
+        A failure on a connection that was already open may only mean the server
+        restarted since the last call: reconnect and try once more. A deadlock or
+        serialisation failure rolled everything back: try again. Connection and
+        resource failures become :class:`StoreUnavailable` (the caller retries
+        later); anything else (bad data, missing privilege) :class:`StoreError`.
+        Must be called with the lock held.
+        """
+        pg = self._psycopg
+        reconnected = False
+        rollbacks = 0
+        while True:
+            conn, fresh = self._connection()
+            try:
+                return op(conn)
+            except StoreError:
+                raise
+            except pg.errors.TransactionRollback as exc:
+                rollbacks += 1
+                if rollbacks < _ROLLBACK_RETRIES:
+                    time.sleep(0.01 * rollbacks)
+                    continue
+                raise StoreUnavailable(
+                    f"PostgreSQL store {self.url}: {what} kept being rolled back: {_one_line(exc)}"
+                ) from exc
+            except (pg.OperationalError, pg.InterfaceError) as exc:
+                lost = conn.closed or conn.broken
+                if lost:
+                    self._discard()
+                    if not fresh and not reconnected:
+                        reconnected = True
+                        continue
+                raise StoreUnavailable(
+                    f"PostgreSQL store {self.url} is unavailable ({what}): {_one_line(exc)}"
+                ) from exc
+            except pg.Error as exc:
+                if conn.closed or conn.broken:
+                    self._discard()
+                raise StoreError(f"PostgreSQL store {self.url}: {what} failed: {_one_line(exc)}") from exc
+
+    # schema
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the schema if missing, under an advisory lock so concurrent first uses queue."""
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            cur.execute(f"SELECT to_regclass('{_META}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL")
+            found = cur.fetchone()
+            has_meta, has_ledger = found if found is not None else (False, False)
+            version: int | None = None
+            if has_meta:
+                cur.execute(f"SELECT value FROM {_META} WHERE key = 'schema_version'")
+                row = cur.fetchone()
+                if row is not None:
+                    try:
+                        version = int(row[0])
+                    except ValueError:
+                        raise StoreError(
+                            f"PostgreSQL store {self.url} has an unreadable schema version {row[0]!r}"
+                        ) from None
+            if version is not None and version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"PostgreSQL store {self.url} has schema version {version}, newer than this "
+                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+                )
+            if version == SCHEMA_VERSION and has_ledger:
+                return  # nothing to create: no DDL, so a read-only role can open the store
+            for statement in _CREATE:
+                cur.execute(statement)
+            cur.execute(
+                f"INSERT INTO {_META} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+            for statement in INDEXES:
+                cur.execute(statement)
+
+    # the Store protocol
+
+    def write(self, calls: Sequence[Call]) -> None:
+        """Upsert ``calls`` in one transaction; idempotent per (trace id, span id).
+
+        Rows go in key order (see the module docstring: no deadlocks between
+        writers). Raises :class:`StoreUnavailable` if the server cannot take the
+        batch now; nothing of the batch is then written.
+        """
+        if not calls:
+            return
+        rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
+
+        def upsert(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
+                cur.executemany(self._insert, rows)
+
+        with self._lock:
+            self._run(f"writing {len(rows)} calls", upsert)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
+        statement = translate_placeholders(sql)
+        args = tuple(params)
+
+        def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return cur.fetchall() if cur.description is not None else []
+
+        with self._lock:
+            return self._run("query", select)
+
+    def close(self) -> None:
+        """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            self._discard()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+
+def _one_line(exc: BaseException) -> str:
+    """libpq messages span lines (``DETAIL:``, ``HINT:``); log lines should not."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,562 @@
+"""The PostgreSQL store against a real server (``tests/pg.py``), never a mock.
+
+Expected totals are computed here from the token counts and costs the tests put
+in, then compared with what the store's reports say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from itertools import count
+from typing import Any
+
+import psycopg
+import pytest
+
+from otel_usecase.calls import Call
+from otel_usecase.report import GROUPINGS, build_report, run_calls
+from otel_usecase.store import SCHEMA_VERSION, StoreError, StoreUnavailable, open_store
+from otel_usecase.store.base import redact_url
+from otel_usecase.store.postgres import PostgresStore, translate_placeholders
+
+from .pg import PostgresServer
+
+T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
+MINI_IN, MINI_OUT, MINI_CACHED = 0.15e-6, 0.60e-6, 0.075e-6  # gpt-4o-mini, USD per token
+GPT4O_IN, GPT4O_OUT = 2.50e-6, 10.00e-6
+
+_db_names = count()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the module (about a second to initdb and start)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def db_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database per test, so tests never see each other's rows."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return pg_server.create_database(f"t{next(_db_names)}_{name}")
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(db_url)
+    yield s
+    s.close()
+
+
+def make_call(i: int, **changes: Any) -> Call:
+    """A realistic priced gpt-4o-mini chat call; ``changes`` override fields."""
+    input_tokens = 200 + (i * 37) % 1800
+    output_tokens = 20 + (i * 11) % 400
+    cached = (i * 7) % 100
+    call = Call(
+        trace_id=f"{0xABC000 + i // 4:032x}",
+        span_id=f"{0x5000 + i:016x}",
+        start_ns=T0 + i * 1_000_000,
+        end_ns=T0 + i * 1_000_000 + 750_000_000,
+        service="support-bot",
+        use_case="answer-ticket",
+        run_id=f"run-{i % 5}",
+        use_case_version="2.1.0",
+        step="draft",
+        experience_name="checkout",
+        experience_id="exp-1",
+        user_id=f"user-{i % 3}",
+        provider="openai",
+        model="gpt-4o-mini",
+        operation="chat",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cached,
+        cache_write_tokens=0,
+        reasoning_tokens=0,
+        cost_usd=(input_tokens - cached) * MINI_IN + cached * MINI_CACHED + output_tokens * MINI_OUT,
+        status="priced",
+        price_source="genai-prices",
+        error=False,
+    )
+    return dataclasses.replace(call, **changes)
+
+
+def no_usage_copy(call: Call) -> Call:
+    """The same request seen by an instrumentation that did not get the usage."""
+    return dataclasses.replace(
+        call,
+        input_tokens=None,
+        output_tokens=None,
+        cache_read_tokens=0,
+        reasoning_tokens=0,
+        cost_usd=None,
+        status="no_usage",
+        price_source=None,
+    )
+
+
+def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """What ``build_report(store, by)`` must say, computed from the calls themselves."""
+    keys = GROUPINGS[by]
+    runs: dict[tuple[Any, ...], dict[str, list[Call]]] = defaultdict(lambda: defaultdict(list))
+    for c in calls:
+        runs[tuple(getattr(c, k) for k in keys)][c.run_id].append(c)
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, by_run in runs.items():
+        group = [c for cs in by_run.values() for c in cs]
+        run_costs = [sum(c.cost_usd or 0.0 for c in cs) for cs in by_run.values()]
+        out[key] = {
+            "runs": len(by_run),
+            "calls": len(group),
+            "input_tokens": sum(c.input_tokens or 0 for c in group),
+            "output_tokens": sum(c.output_tokens or 0 for c in group),
+            "cached_tokens": sum(c.cache_read_tokens for c in group),
+            "reasoning_tokens": sum(c.reasoning_tokens for c in group),
+            "cost_usd": sum(run_costs),
+            "unpriced_calls": sum(c.status == "unpriced" for c in group),
+            "no_usage_calls": sum(c.status == "no_usage" for c in group),
+            "avg_run_cost_usd": sum(run_costs) / len(run_costs),
+        }
+    return out
+
+
+def actual_report(store: PostgresStore, by: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows = build_report(store, by)
+    return {
+        tuple(r.key.values()): {
+            "runs": r.runs,
+            "calls": r.calls,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "cached_tokens": r.cached_tokens,
+            "reasoning_tokens": r.reasoning_tokens,
+            "cost_usd": r.cost_usd,
+            "unpriced_calls": r.unpriced_calls,
+            "no_usage_calls": r.no_usage_calls,
+            "avg_run_cost_usd": r.avg_run_cost_usd,
+        }
+        for r in rows
+    }
+
+
+def assert_report(store: PostgresStore, calls: list[Call], by: str) -> None:
+    expected = expected_report(calls, by)
+    actual = actual_report(store, by)
+    assert actual.keys() == expected.keys(), by
+    for key, want in expected.items():
+        got = actual[key]
+        for field, value in want.items():
+            if isinstance(value, float):
+                assert got[field] == pytest.approx(value, rel=1e-9, abs=1e-15), (by, key, field)
+            else:
+                assert got[field] == value, (by, key, field)
+
+
+def count_rows(store: PostgresStore) -> int:
+    [(n,)] = store.query("SELECT COUNT(*) FROM usecase_calls")
+    return int(n)
+
+
+# --- schema ------------------------------------------------------------------------------
+
+
+def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
+    first = PostgresStore(db_url)
+    try:
+        assert first.query("SELECT value FROM otel_usecase_meta WHERE key = ?", ("schema_version",)) == [
+            (str(SCHEMA_VERSION),)
+        ]
+        types = dict(
+            first.query(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                ("usecase_calls",),
+            )
+        )
+        assert types["start_ns"] == types["input_tokens"] == types["reasoning_tokens"] == "bigint"
+        assert types["cost_usd"] == "double precision"
+        assert types["trace_id"] == types["status"] == "text"
+        assert types["error"] == "smallint"
+        indexes = {
+            n
+            for (n,) in first.query(
+                "SELECT indexname FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
+            )
+        }
+        assert {"usecase_calls_run", "usecase_calls_use_case", "usecase_calls_start"} <= indexes
+        first.write([make_call(1)])
+    finally:
+        first.close()
+
+    second = PostgresStore(db_url)  # opening again: no error, nothing recreated, data kept
+    try:
+        assert count_rows(second) == 1
+        assert second.query("SELECT COUNT(*) FROM otel_usecase_meta") == [(1,)]
+    finally:
+        second.close()
+
+
+def test_newer_schema_version_is_refused_by_name(db_url: str) -> None:
+    PostgresStore(db_url).close()
+    newer = SCHEMA_VERSION + 41
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE otel_usecase_meta SET value = %s WHERE key = 'schema_version'", (str(newer),))
+    with pytest.raises(StoreError, match=rf"schema version {newer}\b.*newer") as raised:
+        PostgresStore(db_url)
+    assert not isinstance(raised.value, StoreUnavailable)  # retrying will not help: upgrade
+
+
+def test_open_store_returns_a_postgres_store_and_hides_the_password(db_url: str) -> None:
+    store = open_store(db_url)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.url == db_url
+    finally:
+        store.close()
+    # trust auth ignores the password, so it can be anything; it must not show in the URL
+    with_password = db_url.replace("://otel@", "://otel:s3cr%40t@").replace("postgresql://", "postgres://")
+    store = open_store(with_password)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert "s3cr" not in store.url and "***" in store.url
+        assert "s3cr" not in repr(store)
+    finally:
+        store.close()
+
+
+def test_an_unreachable_server_is_unavailable_quickly(pg_server: PostgresServer) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        PostgresStore(f"postgresql://otel@127.0.0.1:{port}/otel_usecase")
+    assert time.monotonic() - started < 5
+
+
+def test_without_psycopg_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes "import psycopg" raise ImportError
+    with pytest.raises(StoreError, match=re.escape("pip install 'otel-usecase[postgres]'")):
+        open_store("postgresql://otel@127.0.0.1:1/otel_usecase")
+
+
+def test_passwords_never_show_in_store_urls() -> None:
+    assert redact_url("postgresql://u:p%40ss@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redact_url("postgresql://u@db/x?sslmode=require&password=abc&a=1") == (
+        "postgresql://u@db/x?sslmode=require&password=***&a=1"
+    )
+    assert redact_url("host=db password='a b' user=u") == "host=db password=*** user=u"
+    assert redact_url("postgresql://u@db:5432/x") == "postgresql://u@db:5432/x"
+
+
+# --- writing and reporting ---------------------------------------------------------------
+
+
+def mixed_calls() -> list[Call]:
+    """Three use cases, several runs, models, steps, users and versions, unpriced and no-usage calls."""
+    calls: list[Call] = []
+    for i in range(60):
+        use_case = ("answer-ticket", "summarise-thread", "triage")[i % 3]
+        call = make_call(
+            i,
+            use_case=use_case,
+            run_id=f"{use_case}-run-{i % 4}",
+            step=("retrieve", "draft", "review")[i % 3 if i % 2 else 0],
+            user_id=None if i % 7 == 0 else f"user-{i % 3}",
+            use_case_version=("1.0", "1.1")[i % 2],
+            experience_name=None if i % 5 == 0 else "checkout",
+            experience_id=None if i % 5 == 0 else f"exp-{i % 2}",
+            error=i % 9 == 0,
+        )
+        if i % 4 == 1:  # a bigger model
+            call = dataclasses.replace(
+                call,
+                model="gpt-4o",
+                cost_usd=call.input_tokens * GPT4O_IN + call.output_tokens * GPT4O_OUT,  # type: ignore[operator]
+                cache_read_tokens=0,
+                reasoning_tokens=i,
+            )
+        if i % 10 == 3:
+            call = dataclasses.replace(
+                call, model="local-llama", provider="ollama", cost_usd=None, status="unpriced"
+            )
+        if i % 10 == 7:
+            call = no_usage_copy(call)
+        calls.append(call)
+    return calls
+
+
+def test_written_calls_add_up_in_every_report(store: PostgresStore) -> None:
+    calls = mixed_calls()
+    store.write(calls[:25])
+    store.write(calls[25:])
+    assert count_rows(store) == len(calls)
+    for by in ("use-case", "run", "model", "user", "step", "version", "experience"):
+        assert_report(store, calls, by)
+    total = sum(c.cost_usd or 0.0 for c in calls)
+    assert sum(r.cost_usd for r in build_report(store, "use-case")) == pytest.approx(total, rel=1e-12)
+    assert sum(r.unpriced_calls for r in build_report(store, "model")) == 6
+    assert sum(r.no_usage_calls for r in build_report(store, "model")) == 6
+
+    # filtered reports pass ? parameters through
+    only = [c for c in calls if c.use_case == "triage"]
+    [row] = build_report(store, "use-case", use_case="triage")
+    assert row.calls == len(only) and row.cost_usd == pytest.approx(sum(c.cost_usd or 0.0 for c in only))
+
+    # sums of BIGINT columns come back as int (not Decimal), like SQLite's
+    [(n, inp, cost, unpriced)] = store.query(
+        "SELECT COUNT(*), SUM(input_tokens), COALESCE(SUM(cost_usd), 0), "
+        "SUM(CASE WHEN status = 'unpriced' THEN 1 ELSE 0 END) FROM usecase_calls"
+    )
+    assert (type(n), type(inp), type(cost), type(unpriced)) == (int, int, float, int)
+    assert inp == sum(c.input_tokens or 0 for c in calls)
+
+    run = run_calls(store, "triage-run-2")
+    assert [r["span_id"] for r in run] == [
+        c.span_id for c in sorted(calls, key=lambda c: c.start_ns) if c.run_id == "triage-run-2"
+    ]
+    [(errors,)] = store.query("SELECT SUM(error) FROM usecase_calls")
+    assert errors == sum(c.error for c in calls)
+
+
+def test_the_same_batch_written_twice_counts_once(store: PostgresStore) -> None:
+    calls = [make_call(i) for i in range(40)]
+    store.write(calls)
+    store.write(calls)
+    store.write(list(reversed(calls[:10])))
+    assert count_rows(store) == 40
+    assert_report(store, calls, "run")
+
+
+def test_a_no_usage_row_is_replaced_by_a_copy_with_usage_never_the_reverse(store: PostgresStore) -> None:
+    first_without = make_call(1)
+    first_with = make_call(2)
+    same_batch = make_call(3)
+    store.write([no_usage_copy(first_without), first_with])
+    store.write([first_without, no_usage_copy(first_with)])  # upgrade one, must not downgrade the other
+    store.write([no_usage_copy(same_batch), same_batch])  # both copies in one batch
+    store.write([no_usage_copy(first_without), no_usage_copy(same_batch)])  # late no-usage copies
+    assert count_rows(store) == 3
+    rows = {
+        r[0]: r[1:] for r in store.query("SELECT span_id, status, input_tokens, cost_usd FROM usecase_calls")
+    }
+    for call in (first_without, first_with, same_batch):
+        assert rows[call.span_id] == ("priced", call.input_tokens, pytest.approx(call.cost_usd))
+    assert_report(store, [first_without, first_with, same_batch], "use-case")
+
+
+def test_a_batch_of_512_takes_milliseconds(store: PostgresStore) -> None:
+    timings = []
+    for batch in range(5):
+        calls = [make_call(batch * 1000 + i) for i in range(512)]
+        started = time.perf_counter()
+        store.write(calls)
+        timings.append(time.perf_counter() - started)
+    assert count_rows(store) == 5 * 512
+    # ~10 ms on a 2-CPU VM; the bound only catches a lost pipeline (one round trip per call) on slow CI
+    assert statistics.median(timings) < 0.5, timings
+
+
+def test_one_store_is_shared_safely_by_threads(store: PostgresStore) -> None:
+    calls = [make_call(i) for i in range(800)]
+    errors: list[BaseException] = []
+
+    def work(part: int) -> None:
+        try:
+            for b in range(part * 100, part * 100 + 100, 25):
+                store.write(calls[b : b + 25])
+                store.query("SELECT COUNT(*) FROM usecase_calls WHERE run_id = ?", ("run-1",))
+        except BaseException as exc:  # noqa: BLE001  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert count_rows(store) == 800
+    assert_report(store, calls, "run")
+
+
+def test_text_with_nul_characters_is_stored_not_rejected(store: PostgresStore) -> None:
+    call = make_call(1, user_id="bad\x00user", step="\x00")
+    store.write([call])
+    assert store.query("SELECT user_id, step FROM usecase_calls") == [("bad\ufffduser", "\ufffd")]
+
+
+# --- placeholders ------------------------------------------------------------------------
+
+TRICKY = "50% off'; DROP TABLE usecase_calls; -- ? %s %(x)s \"q\" \\ 'it''s' $$ /* ?"
+
+
+def test_question_marks_become_placeholders_only_outside_literals() -> None:
+    cases = {
+        "SELECT a FROM t WHERE x = ? AND y LIKE 'a%?'": "SELECT a FROM t WHERE x = %s AND y LIKE 'a%%?'",
+        "SELECT 'it''s ?', ?": "SELECT 'it''s ?', %s",
+        'SELECT "we?ird%", ?': 'SELECT "we?ird%%", %s',
+        "SELECT ? -- what? 100%\n, ?": "SELECT %s -- what? 100%%\n, %s",
+        "SELECT /* ? /* nested ? */ still ? */ ?": "SELECT /* ? /* nested ? */ still ? */ %s",
+        "SELECT $$?%$$, $tag$ ? $tag$, ?": "SELECT $$?%%$$, $tag$ ? $tag$, %s",
+        "SELECT E'\\'?', ?": "SELECT E'\\'?', %s",
+        "SELECT 5 % 3, ?": "SELECT 5 %% 3, %s",
+    }
+    for sql, want in cases.items():
+        assert translate_placeholders(sql) == want, sql
+
+
+def test_values_with_percent_quotes_and_sql_round_trip_verbatim(store: PostgresStore) -> None:
+    call = make_call(7, user_id=TRICKY, step=TRICKY, run_id=TRICKY, use_case="q?uote's 100%")
+    store.write([call, make_call(8)])
+    rows = store.query(
+        "SELECT user_id, step, '?', 'it''s 100%', $$?%$$, 7 % 4 FROM usecase_calls "
+        "WHERE user_id = ? AND step LIKE ? /* a ? in a comment */ AND use_case = ? -- and here ?",
+        (TRICKY, "50% off%", "q?uote's 100%"),
+    )
+    assert rows == [(TRICKY, TRICKY, "?", "it's 100%", "?%", 3)]
+    assert [c["user_id"] for c in run_calls(store, TRICKY)] == [TRICKY]
+    assert count_rows(store) == 2  # the DROP TABLE in the value stayed a value
+    [row] = build_report(store, "run", use_case="q?uote's 100%")
+    assert row.key == {"use_case": "q?uote's 100%", "run_id": TRICKY}
+
+
+# --- outages -----------------------------------------------------------------------------
+
+
+def test_a_stopped_server_makes_writes_unavailable_and_the_store_reconnects(
+    pg_server: PostgresServer, db_url: str
+) -> None:
+    store = PostgresStore(db_url)
+    before = [make_call(i) for i in range(20)]
+    during = [make_call(i) for i in range(20, 40)]
+    after = [make_call(i) for i in range(40, 60)]
+    try:
+        store.write(before)
+        pg_server.stop()
+        try:
+            for _ in range(2):  # the old connection is dead, then the reconnect is refused
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="unavailable|cannot connect"):
+                    store.write(during)
+                assert time.monotonic() - started < 5
+            with pytest.raises(StoreUnavailable):
+                store.query("SELECT 1")
+        finally:
+            pg_server.start()
+        store.write(during)  # the same store object: it reconnects on its own
+        # a restart between two calls is invisible: the stale connection is replaced and the batch retried
+        pg_server.stop()
+        pg_server.start()
+        store.write(after)
+        assert count_rows(store) == 60
+        assert_report(store, before + during + after, "run")
+    finally:
+        store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.write(after)
+
+
+# --- many writers ------------------------------------------------------------------------
+
+N_WRITERS = 4
+N_RUNS = 20
+PER_WRITER = 2000
+OVERLAP = 400  # each writer shares its last 400 calls with the next writer (cyclically)
+BATCH = 100
+DISTINCT = N_WRITERS * (PER_WRITER - OVERLAP)  # 6400
+
+
+def concurrent_call(i: int) -> Call:
+    return make_call(
+        i,
+        trace_id=f"{0xC0C0 + i // 8:032x}",
+        span_id=f"{i:016x}",
+        use_case=f"uc-{(i % N_RUNS) % 3}",
+        run_id=f"run-{i % N_RUNS:02d}",
+    )
+
+
+def writer_batches(worker: int) -> list[list[Call]]:
+    """What one writer sends: its 2000 calls shuffled into batches of 100, ~10% of batches sent twice.
+
+    In the range shared with the next writer, this writer sends a no-usage copy of
+    every other call, the next writer the full copy: the usage must win whatever
+    the order.
+    """
+    start = worker * (PER_WRITER - OVERLAP)
+    calls = []
+    for k in range(PER_WRITER):
+        i = (start + k) % DISTINCT
+        call = concurrent_call(i)
+        if k >= PER_WRITER - OVERLAP and i % 2 == 0:
+            call = no_usage_copy(call)
+        calls.append(call)
+    rng = random.Random(worker)
+    rng.shuffle(calls)
+    batches = [calls[b : b + BATCH] for b in range(0, len(calls), BATCH)]
+    for again in rng.sample(range(len(batches)), k=len(batches) // 10):
+        batches.insert(rng.randrange(again + 1, len(batches) + 1), batches[again])
+    return batches
+
+
+def _writer(url: str, worker: int, barrier: Any, results: Any) -> None:
+    """One writer process: open the store at the same moment as the others, then write."""
+    try:
+        barrier.wait(timeout=60)
+        store = PostgresStore(url)  # all four create the schema at once on an empty database
+        for batch in writer_batches(worker):
+            store.write(batch)
+        store.close()
+        results.put((worker, "ok"))
+    except BaseException as exc:  # noqa: BLE001  # report it to the test instead of dying silently
+        results.put((worker, f"{type(exc).__name__}: {exc}"))
+
+
+def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(N_WRITERS)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(db_url, w, barrier, results)) for w in range(N_WRITERS)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = dict(results.get(timeout=90) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert outcomes == {w: "ok" for w in range(N_WRITERS)}
+    assert sum(len(writer_batches(w)) for w in range(N_WRITERS)) == N_WRITERS * 22  # resends happened
+
+    expected = [concurrent_call(i) for i in range(DISTINCT)]
+    store = PostgresStore(db_url)
+    try:
+        assert count_rows(store) == DISTINCT
+        by_run = {r.key["run_id"]: r for r in build_report(store, "run")}
+        assert len(by_run) == N_RUNS
+        for run in range(N_RUNS):
+            mine = [c for c in expected if c.run_id == f"run-{run:02d}"]
+            row = by_run[f"run-{run:02d}"]
+            assert row.calls == len(mine)
+            assert row.input_tokens == sum(c.input_tokens or 0 for c in mine)
+            assert row.output_tokens == sum(c.output_tokens or 0 for c in mine)
+            assert row.cached_tokens == sum(c.cache_read_tokens for c in mine)
+            assert row.cost_usd == pytest.approx(sum(c.cost_usd or 0.0 for c in mine), rel=1e-9)
+            assert row.no_usage_calls == 0  # every no-usage copy lost to its full copy
+        assert_report(store, expected, "use-case")
+    finally:
+        store.close()
