@@ -24,6 +24,7 @@ from . import attributes as attr
 from . import config
 from ._baggage import BAGGAGE_KEY, baggage_of
 from ._log import logger, warn_rate_limited
+from .privacy import user_id_for_telemetry
 from .validation import (
     GUID_RULE,
     check_id,
@@ -95,7 +96,7 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
         if value is None:
             warn_rate_limited(f"baggage:{key}", "otel_usecase dropped baggage entry: %s", reason)
             continue
-        values[key] = value
+        values[key] = user_id_for_telemetry(value) if key == attr.USER_ID else value
     return Scope.from_attributes(values) if values else None
 
 
@@ -247,7 +248,9 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
     if exp_id is None and exp_name is not None:
         exp_id = new_guid()
 
-    user_id = req.user_id
+    # Hashed when OTEL_USECASE_USER_ID_HMAC_KEY is set, before the comparison below and before it
+    # reaches the Scope and the baggage, so the raw id never leaves the process (idempotent).
+    user_id = None if req.user_id is None else user_id_for_telemetry(req.user_id)
     if user_id is not None and outer.user_id is not None and user_id != outer.user_id:
         if outer_is_local:
             raise ValueError(
