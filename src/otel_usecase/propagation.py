@@ -66,7 +66,7 @@ from . import config
 from ._baggage import BAGGAGE_KEY, baggage_of
 from ._log import logger, warn_rate_limited
 from .privacy import user_id_for_telemetry
-from .validation import clean_inbound
+from .validation import accept_inbound
 
 __all__ = [
     "DEFAULT_INBOUND_KEYS",
@@ -246,11 +246,9 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
             if name not in self._inbound:
                 refused.append(name)
                 continue
-            cleaned, reason = clean_inbound(name, value)
-            if cleaned is None:
-                warn_rate_limited(f"baggage:{name}", "otel_usecase dropped baggage entry: %s", reason)
-                continue
-            kept[name] = user_id_for_telemetry(cleaned) if name == attr.USER_ID else cleaned
+            cleaned = accept_inbound(name, value)
+            if cleaned is not None:
+                kept[name] = cleaned
         if refused:
             # Once a minute: at an edge this is a client trying (or misconfigured) to choose its
             # attribution; on an internal service it is a missing OTEL_USECASE_INBOUND_KEYS.

@@ -23,13 +23,13 @@ from opentelemetry.context import Context
 from . import attributes as attr
 from . import config
 from ._baggage import BAGGAGE_KEY, baggage_of
-from ._log import logger, warn_rate_limited
+from ._log import logger
 from .privacy import user_id_for_telemetry
 from .validation import (
     GUID_RULE,
     check_id,
+    accept_inbound,
     check_name,
-    clean_inbound,
     is_guid,
     new_guid,
 )
@@ -92,11 +92,9 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
         raw = bag.get(key)
         if raw is None:
             continue
-        value, reason = clean_inbound(key, raw)
-        if value is None:
-            warn_rate_limited(f"baggage:{key}", "otel_usecase dropped baggage entry: %s", reason)
-            continue
-        values[key] = user_id_for_telemetry(value) if key == attr.USER_ID else value
+        value = accept_inbound(key, raw)
+        if value is not None:
+            values[key] = value
     return Scope.from_attributes(values) if values else None
 
 

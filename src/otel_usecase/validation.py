@@ -13,6 +13,8 @@ import uuid
 from typing import Final
 
 from . import attributes as attr
+from ._log import warn_rate_limited
+from .privacy import user_id_for_telemetry
 
 MAX_NAME_LENGTH: Final = 64
 MAX_ID_LENGTH: Final = 256
@@ -85,3 +87,16 @@ def clean_inbound(key: str, value: object) -> tuple[str | None, str | None]:
     if key == attr.EXPERIENCE_ID and not is_guid(value):
         return None, f"{key}={value!r} is not {GUID_RULE}"
     return value, None
+
+
+def accept_inbound(key: str, value: object) -> str | None:
+    """An inbound (baggage) value as it may be used here, or ``None`` after a rate-limited warning.
+
+    The one place where values from other services are admitted: checked with
+    :func:`clean_inbound`, and a user id hashed when user id hashing is on.
+    """
+    cleaned, reason = clean_inbound(key, value)
+    if cleaned is None:
+        warn_rate_limited(f"baggage:{key}", "otel_usecase dropped baggage entry: %s", reason)
+        return None
+    return user_id_for_telemetry(cleaned) if key == attr.USER_ID else cleaned
