@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="largest request body, after decompression (default 16 MiB)",
     )
     serve.add_argument("--workers", type=int, default=4, metavar="N", help="threads that price and write")
+
+    from . import collector_config
+
+    collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
+    collector_commands = collector.add_subparsers(dest="collector_config_command", required=True, metavar="COMMAND")
+    collector_config.add_transform_arguments(
+        collector_commands.add_parser("transform", help="OTTL statements that price LLM spans in a collector")
+    )
     return parser
 
 
@@ -97,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "collector-config":
+        from . import collector_config
+
+        return collector_config.run_transform(args)
     try:
         if args.command == "prices":
             book = PriceBook(args.prices)

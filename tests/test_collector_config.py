@@ -1,0 +1,880 @@
+"""The collector configs in collector-config/ and the OTTL that prices spans in a collector.
+
+No collector binary here: the configs are checked for structure (every component
+referenced is defined and every defined one is used, connectors bridge two
+pipelines, ...), and the generated OTTL is checked for syntax and *run* by a small
+Python interpreter of the OTTL subset it uses, against PriceBook.cost.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import redirect_stderr, redirect_stdout
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is a test dependency (add it to the test extra)")
+
+from otel_usecase import collector_config as cc
+from otel_usecase import usage as usage_module
+from otel_usecase.calls import is_model_call
+from otel_usecase.pricing import ENV_PRICES, PriceBook
+from otel_usecase.usage import read_usage
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
+PIPELINE_ID = re.compile(r"^(traces|metrics|logs)(/[A-Za-z0-9_.\-]+)?$")
+COMPONENT_ID = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?$")
+TOKEN_KEYS = (
+    cc.INPUT_KEYS
+    + cc.OUTPUT_KEYS
+    + cc.CACHE_READ_KEYS
+    + cc.CACHE_WRITE_KEYS
+    + cc.REASONING_KEYS
+    + cc.TOTAL_KEYS
+)
+M = Decimal(1_000_000)
+
+
+@pytest.fixture(autouse=True)
+def _no_prices_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checked-in config is generated from genai-prices alone."""
+    monkeypatch.delenv(ENV_PRICES, raising=False)
+
+
+@pytest.fixture(scope="module")
+def book() -> PriceBook:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(ENV_PRICES, raising=False)
+        return PriceBook()
+
+
+@pytest.fixture(scope="module")
+def default_plan(book: PriceBook) -> cc.TransformPlan:
+    return cc.plan_transform(prices=book)
+
+
+@pytest.fixture(scope="module")
+def default_statements(default_plan: cc.TransformPlan, book: PriceBook) -> list[str]:
+    statements = cc.transform_statements(prices=book)
+    assert statements == default_plan.statements
+    return statements
+
+
+def load(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((CONFIG_DIR / name).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def kind(component_id: str) -> str:
+    return component_id.split("/", 1)[0]
+
+
+# -- a tiny interpreter of the OTTL the generator writes --------------------------
+
+STRING = re.compile(r'"(?:\\.|[^\\"])*"')
+
+
+class _Map(dict[str, Any]):
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def _code_parts(text: str) -> Iterator[tuple[bool, str]]:
+    """(is_string_literal, text) pieces."""
+    pos = 0
+    for match in STRING.finditer(text):
+        yield False, text[pos : match.start()]
+        yield True, match.group(0)
+        pos = match.end()
+    yield False, text[pos:]
+
+
+def _code_only(text: str) -> str:
+    """``text`` with every string literal blanked out (same length)."""
+    return "".join(
+        part if not is_str else '"' + " " * (len(part) - 2) + '"' for is_str, part in _code_parts(text)
+    )
+
+
+def _to_python(expr: str) -> str:
+    out = []
+    for is_str, part in _code_parts(expr):
+        if is_str:
+            out.append(part)  # OTTL unquotes as Go does; the escapes used here mean the same in Python
+            continue
+        part = re.sub(r"\battributes\[", "A[", part)
+        part = re.sub(r"\bcache\[", "C[", part)
+        part = re.sub(r"\bnil\b", "None", part)
+        part = re.sub(r"\btrue\b", "True", part)
+        part = re.sub(r"\bfalse\b", "False", part)
+        part = part.replace("IsMatch(", "_is_match(").replace("Double(", "_double(")
+        part = part.replace("ToLowerCase(", "_lower(")
+        out.append(part)
+    return "".join(out)
+
+
+def _double(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _is_match(target: object, pattern: str) -> bool:
+    if target is None:
+        return False
+    text = ("true" if target else "false") if isinstance(target, bool) else str(target)
+    return re.search(pattern, text) is not None
+
+
+def _lower(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("ToLowerCase needs a string")
+    return value.lower()
+
+
+def split_statement(statement: str) -> tuple[str, str, str]:
+    """``set(TARGET, VALUE) where COND`` -> (TARGET, VALUE, COND)."""
+    code = _code_only(statement)
+    assert code.count(" where ") == 1, statement
+    at = code.index(" where ")
+    head, cond = statement[:at], statement[at + len(" where ") :]
+    assert head.startswith("set(") and head.endswith(")"), statement
+    inner, inner_code = head[4:-1], code[4 : at - 1]
+    depth = 0
+    for i, char in enumerate(inner_code):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return inner[:i].strip(), inner[i + 1 :].strip(), cond
+    raise AssertionError(f"no top-level comma in {statement}")
+
+
+TARGET = re.compile(r'^(attributes|cache)\[("(?:\\.|[^\\"])*")\]$')
+
+
+class Program:
+    """The generated statements, compiled to Python, run on one span's attributes."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.steps = []
+        for statement in statements:
+            target, value, cond = split_statement(statement)
+            match = TARGET.match(target)
+            assert match, target
+            key = eval(match.group(2))  # a string literal
+            self.steps.append(
+                (
+                    match.group(1),
+                    key,
+                    compile(_to_python(value), "<value>", "eval"),
+                    compile(_to_python(cond), "<where>", "eval"),
+                )
+            )
+
+    def run(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        a, c = _Map(attributes), _Map()
+        scope = {"A": a, "C": c, "_double": _double, "_is_match": _is_match, "_lower": _lower}
+        for where, key, value, cond in self.steps:
+            try:  # error_mode: ignore -- a failing statement does nothing
+                if not eval(cond, scope):
+                    continue
+                result = eval(value, scope)
+            except TypeError:
+                continue
+            if result is not None:
+                (a if where == "attributes" else c)[key] = result
+        return dict(a)
+
+
+@pytest.fixture(scope="module")
+def program(default_statements: list[str]) -> Program:
+    return Program(default_statements)
+
+
+def cost_of(program: Program, attributes: Mapping[str, Any]) -> float | None:
+    return program.run(attributes).get(cc.COST_ATTRIBUTE)
+
+
+# -- every config: structure ----------------------------------------------------
+
+
+def test_the_three_configs_exist() -> None:
+    assert {p.name for p in CONFIGS} >= {"gateway.yaml", "loadbalancing.yaml", "cost-in-collector.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_is_wired(path: Path) -> None:
+    config = load(path.name)
+    assert set(config) <= {*SECTIONS, "service"}, set(config)
+    defined = {section: set(config.get(section) or {}) for section in SECTIONS}
+    for section, ids in defined.items():
+        for component_id in ids:
+            assert COMPONENT_ID.match(component_id), f"{section}: {component_id!r}"
+    pipelines = config["service"]["pipelines"]
+    assert pipelines
+    used: dict[str, set[str]] = {section: set() for section in SECTIONS}
+    connector_as_exporter: dict[str, list[str]] = {}
+    connector_as_receiver: dict[str, list[str]] = {}
+    for name, pipeline in pipelines.items():
+        assert PIPELINE_ID.match(name), name
+        assert set(pipeline) <= {"receivers", "processors", "exporters"}, name
+        assert pipeline.get("receivers") and pipeline.get("exporters"), name
+        for rid in pipeline["receivers"]:
+            if rid in defined["connectors"]:
+                connector_as_receiver.setdefault(rid, []).append(name)
+                used["connectors"].add(rid)
+            else:
+                assert rid in defined["receivers"], f"{name}: receiver {rid} is not defined"
+                used["receivers"].add(rid)
+        for pid in pipeline.get("processors") or []:
+            assert pid in defined["processors"], f"{name}: processor {pid} is not defined"
+            used["processors"].add(pid)
+        for eid in pipeline["exporters"]:
+            if eid in defined["connectors"]:
+                connector_as_exporter.setdefault(eid, []).append(name)
+                used["connectors"].add(eid)
+            else:
+                assert eid in defined["exporters"], f"{name}: exporter {eid} is not defined"
+                used["exporters"].add(eid)
+        processors = pipeline.get("processors") or []
+        if "memory_limiter" in processors:
+            assert processors[0] == "memory_limiter", f"{name}: memory_limiter must come first"
+        if "batch" in processors:
+            assert processors[-1] == "batch", f"{name}: batch goes last"
+    for section in ("receivers", "processors", "exporters", "connectors"):
+        assert defined[section] == used[section], (
+            f"{section} defined but unused: {defined[section] - used[section]}"
+        )
+    for connector in defined["connectors"]:
+        assert connector in connector_as_exporter and connector in connector_as_receiver, connector
+        assert set(connector_as_exporter[connector]).isdisjoint(connector_as_receiver[connector])
+    assert not defined["extensions"] or set(config["service"].get("extensions", [])) == defined["extensions"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_has_no_secret_in_it(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if "Bearer" in line and not line.lstrip().startswith("#"):
+            assert "Bearer ${env:OTEL_USECASE_TOKEN}" in line, line
+
+
+# -- gateway.yaml ------------------------------------------------------------------
+
+
+def filter_drops(config: Mapping[str, Any], pid: str) -> Callable[[Mapping[str, Any]], bool]:
+    conditions = config["processors"][pid]["traces"]["span"]
+    compiled = [compile(_to_python(c), "<filter>", "eval") for c in conditions]
+
+    def drops(attributes: Mapping[str, Any]) -> bool:
+        scope = {"A": _Map(attributes), "_is_match": _is_match}
+        return any(eval(c, scope) for c in compiled)
+
+    return drops
+
+
+SPANS_KEPT = [
+    {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"},
+    {"gen_ai.system": "openai", "gen_ai.usage.input_tokens": 3},
+    {"gen_ai.provider.name": "anthropic", "gen_ai.usage.output_tokens": 3},
+    {"openinference.span.kind": "LLM", "llm.token_count.prompt": 3},
+]
+SPANS_DROPPED = [
+    {"http.request.method": "POST", "url.full": "https://api.openai.com/v1/chat/completions"},
+    {"db.system": "postgresql", "usecase.name": "summarize"},
+    {},
+]
+
+
+@pytest.mark.parametrize("name", ["gateway.yaml", "loadbalancing.yaml"])
+def test_only_llm_spans_go_to_the_cost_engine(name: str) -> None:
+    config = load(name)
+    pipelines = config["service"]["pipelines"]
+    traces = [p for p in pipelines if kind(p) == "traces"]
+    assert len(traces) == 2
+    to_engine = [
+        p for p in traces if any(kind(e) in ("otlphttp", "loadbalancing") for e in pipelines[p]["exporters"])
+    ]
+    assert len(to_engine) == 1
+    engine = pipelines[to_engine[0]]
+    filters = [p for p in engine["processors"] if kind(p) == "filter"]
+    assert len(filters) == 1
+    assert all(kind(e) in ("otlphttp", "loadbalancing") for e in engine["exporters"])
+    drops = filter_drops(config, filters[0])
+    for span in SPANS_KEPT:
+        assert not drops(span), span
+        assert not is_model_call(span) or not drops(span)
+    for span in SPANS_DROPPED:
+        assert drops(span), span
+    (backend,) = [p for p in traces if p not in to_engine]
+    assert not any(kind(p) == "filter" for p in pipelines[backend].get("processors", []))
+    assert [kind(e) for e in pipelines[backend]["exporters"]] == ["otlp"]
+    for signal in ("metrics", "logs"):
+        assert any(kind(p) == signal for p in pipelines), f"{name} forwards {signal} too"
+
+
+def test_the_filter_keeps_every_span_the_engine_counts() -> None:
+    drops = filter_drops(load("gateway.yaml"), "filter/llm_spans")
+    rng = random.Random(7)
+    keys = ["gen_ai.operation.name", "gen_ai.system", "gen_ai.provider.name", "openinference.span.kind"]
+    values = {
+        "gen_ai.operation.name": ["chat", "embeddings", "invoke_agent"],
+        "openinference.span.kind": ["LLM", "CHAIN"],
+    }
+    for _ in range(300):
+        span: dict[str, Any] = {"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2}
+        for key in keys:
+            if rng.random() < 0.4:
+                span[key] = rng.choice(values.get(key, ["openai", "anthropic"]))
+        if is_model_call(span):
+            assert not drops(span), span
+
+
+def test_gateway_exporters() -> None:
+    config = load("gateway.yaml")
+    backend = config["exporters"]["otlp/backend"]
+    assert backend["endpoint"] == "${env:TRACING_BACKEND_ENDPOINT}"
+    engine = config["exporters"]["otlphttp/usecase"]
+    assert engine["endpoint"].startswith("${env:OTEL_USECASE_ENDPOINT")
+    assert engine["headers"]["authorization"] == "Bearer ${env:OTEL_USECASE_TOKEN}"
+    receiver = config["receivers"]["otlp"]["protocols"]
+    assert set(receiver) == {"grpc", "http"}
+
+
+# -- loadbalancing.yaml ----------------------------------------------------------------
+
+
+def test_loadbalancing_routes_runs_by_usecase_id_over_grpc() -> None:
+    config = load("loadbalancing.yaml")
+    (lb_id,) = [e for e in config["exporters"] if kind(e) == "loadbalancing"]
+    lb = config["exporters"][lb_id]
+    assert lb["routing_key"] == "attributes"
+    assert lb["routing_attributes"] == ["usecase.id"]
+    assert set(lb["protocol"]) == {"otlp"}  # OTLP/gRPC to the serve instances
+    assert "endpoint" not in lb["protocol"]["otlp"]
+    assert lb["protocol"]["otlp"]["headers"]["authorization"] == "Bearer ${env:OTEL_USECASE_TOKEN}"
+    hostnames = lb["resolver"]["static"]["hostnames"]
+    assert len(hostnames) >= 2 and len(set(hostnames)) == len(hostnames)
+    for host in hostnames:
+        assert re.fullmatch(r"127\.0\.0\.1:\d{4,5}", host), host
+        assert host.split(":")[1] not in ("4317", "4318"), "the gateway itself listens there"
+    pipelines = config["service"]["pipelines"]
+    assert [p for p in pipelines if lb_id in pipelines[p]["exporters"]] == ["traces/usecase"]
+
+
+# -- cost-in-collector.yaml: the generated block cannot drift from the prices -------------
+
+
+def test_cost_config_statements_are_what_the_generator_writes_now(default_statements: list[str]) -> None:
+    config = load("cost-in-collector.yaml")
+    processor = config["processors"][cc.PROCESSOR_ID]
+    assert processor["error_mode"] == "ignore"
+    (group,) = processor["trace_statements"]
+    assert group["context"] == "span"
+    assert group["statements"] == default_statements, (
+        "collector-config/cost-in-collector.yaml is stale: run "
+        "`python -m otel_usecase.collector_config --update collector-config/cost-in-collector.yaml`"
+    )
+
+
+def test_cost_config_pipelines() -> None:
+    config = load("cost-in-collector.yaml")
+    pipelines = config["service"]["pipelines"]
+    (traces,) = [p for p in pipelines if kind(p) == "traces"]
+    processors = pipelines[traces]["processors"]
+    assert cc.PROCESSOR_ID in processors
+    assert processors.index(cc.PROCESSOR_ID) < processors.index("batch")
+    (sum_id,) = [c for c in config["connectors"] if kind(c) == "sum"]
+    assert sum_id in pipelines[traces]["exporters"]
+    (metrics,) = [p for p in pipelines if kind(p) == "metrics"]
+    assert pipelines[metrics]["receivers"] == [sum_id]
+    metric = config["connectors"][sum_id]["spans"]["llm.cost.usd"]
+    assert metric["source_attribute"] == cc.COST_ATTRIBUTE
+    assert [a["key"] for a in metric["attributes"]] == ["usecase.name"]
+    scope = {"A": _Map({cc.COST_ATTRIBUTE: 0.5}), "_is_match": _is_match}
+    assert all(eval(compile(_to_python(c), "<c>", "eval"), scope) for c in metric["conditions"])
+    nested = _Map({cc.COST_ATTRIBUTE: 0.5, "usecase.call.span_id": "00f067aa0ba902b7"})
+    assert not any(eval(compile(_to_python(c), "<c>", "eval"), {"A": nested}) for c in metric["conditions"])
+
+
+def test_update_writes_the_block_between_the_markers(tmp_path: Path, book: PriceBook) -> None:
+    original = (CONFIG_DIR / "cost-in-collector.yaml").read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
+    begin = next(i for i, line in enumerate(lines) if line.strip() == cc.BEGIN_MARKER)
+    end = next(i for i, line in enumerate(lines) if line.strip() == cc.END_MARKER)
+    emptied = "".join(lines[: begin + 1] + lines[end:])
+    target = tmp_path / "cost.yaml"
+    target.write_text(emptied, encoding="utf-8")
+    assert run_cli(["--check", str(target)])[0] == 1
+    assert run_cli(["--update", str(target)])[0] == 0
+    assert target.read_text(encoding="utf-8") == original
+    assert run_cli(["--check", str(target)])[0] == 0
+    assert run_cli(["--update", str(tmp_path / "missing.yaml")])[0] == 2
+    (tmp_path / "nomarkers.yaml").write_text("processors: {}\n", encoding="utf-8")
+    assert run_cli(["--update", str(tmp_path / "nomarkers.yaml")])[0] == 2
+
+
+# -- the generated OTTL: syntax ------------------------------------------------------
+
+
+def test_every_statement_is_well_formed(default_statements: list[str]) -> None:
+    assert len(default_statements) > len(cc.DEFAULT_MODELS)
+    for statement in default_statements:
+        assert statement.count('"') % 2 == 0 or STRING.sub("", statement).count('"') == 0, statement
+        code = _code_only(statement)
+        assert '"' not in STRING.sub("", code), statement  # every quote closes
+        depth = 0
+        for char in code:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            assert depth >= 0, statement
+        assert depth == 0, statement
+        assert code.count("[") == code.count("]"), statement
+        assert code.count(" where ") == 1, statement
+        assert statement.startswith("set(")
+        target, value, cond = split_statement(statement)
+        assert TARGET.match(target)
+        for number in re.findall(r"(?<![\w\"])[-+]?\d[\d.eE+-]*", _code_only(value) + " " + _code_only(cond)):
+            assert re.fullmatch(r"\d+\.\d+", number), f"{number!r} is not a plain OTTL float in {statement}"
+        for pattern in re.findall(r'IsMatch\([^,]+, ("(?:\\.|[^\\"])*")\)', statement):
+            # RE2 has no lookaround
+            assert "(?=" not in pattern and "(?!" not in pattern and "(?<" not in pattern
+
+
+def test_token_counts_are_read_as_doubles_with_nil_guards(default_statements: list[str]) -> None:
+    reads = 0
+    for statement in default_statements:
+        _, value, cond = split_statement(statement)
+        for key in TOKEN_KEYS:
+            ref = f'attributes["{key}"]'
+            for match in re.finditer(re.escape(ref), value):
+                reads += 1
+                assert value[: match.start()].endswith("Double("), statement
+                assert f"{ref} != nil" in cond, statement
+    assert reads == len(TOKEN_KEYS)
+    # the per-model statements compute with doubles only: cache values set from Double() or float literals
+    for statement in default_statements:
+        target, value, _ = split_statement(statement)
+        if target.startswith("cache[") and "attributes[" not in value:
+            assert re.fullmatch(r'[\s\w\[\]".()*+\-]*', _code_only(value)), statement
+
+
+def test_the_token_keys_are_the_usage_module_keys() -> None:
+    assert cc.INPUT_KEYS == usage_module._INPUT_KEYS
+    assert cc.OUTPUT_KEYS == usage_module._OUTPUT_KEYS
+    assert cc.CACHE_READ_KEYS == usage_module._CACHE_READ_KEYS
+    assert cc.CACHE_WRITE_KEYS == usage_module._CACHE_WRITE_KEYS
+    assert cc.REASONING_KEYS == usage_module._REASONING_KEYS
+    assert cc.TOTAL_KEYS == usage_module._TOTAL_KEYS
+    assert cc.MODEL_KEYS == (
+        usage_module._RESPONSE_MODEL,
+        usage_module._REQUEST_MODEL,
+        usage_module._OI_MODEL,
+    )
+
+
+# -- the generated OTTL: prices -------------------------------------------------------
+
+
+def model_statement(plan: cc.TransformPlan, model: str) -> str:
+    """The statement that prices ``model`` (one of the names asked for)."""
+    (found,) = [m.statement for m in plan.models if model in m.names]
+    assert found in plan.statements
+    return found
+
+
+def rates_in(statement: str) -> dict[str, Decimal]:
+    """USD per token by part, read back from one per-model statement."""
+    value = split_statement(statement)[1]
+    rates = {}
+    for term in value.split(" + "):  # the terms never nest a "+"
+        match = re.fullmatch(r'\(?cache\["(\w+)"\][^*]* \* (\d+\.\d+)', term)
+        assert match, term
+        assert match.group(1) not in rates
+        rates[match.group(1)] = Decimal(match.group(2))
+    return rates
+
+
+PUBLISHED = {  # USD per million tokens, from the providers' price pages
+    "gpt-4o-mini": {"input": Decimal("0.15"), "output": Decimal("0.60"), "cache_read": Decimal("0.075")},
+    "gpt-4o": {"input": Decimal("2.50"), "output": Decimal("10.00"), "cache_read": Decimal("1.25")},
+    "gpt-4.1": {"input": Decimal("2.00"), "output": Decimal("8.00"), "cache_read": Decimal("0.50")},
+    "claude-sonnet-4-5": {
+        "input": Decimal(3),
+        "output": Decimal(15),
+        "cache_read": Decimal("0.30"),
+        "cache_write": Decimal("3.75"),
+    },
+}
+
+
+@pytest.mark.parametrize("model", sorted(PUBLISHED))
+def test_prices_in_the_statements_are_the_published_ones(
+    model: str, default_plan: cc.TransformPlan, book: PriceBook
+) -> None:
+    rates = rates_in(model_statement(default_plan, model))
+    price = book.lookup(model)
+    assert price is not None
+    expected_book = {
+        "input": price.input_mtok,
+        "output": price.output_mtok,
+        "cache_read": price.cache_read_mtok,
+        "cache_write": price.cache_write_mtok,
+    }
+    for part, per_million in PUBLISHED[model].items():
+        assert rates[part] == per_million / M, (model, part)
+        assert rates[part] == expected_book[part] / M, (model, part)  # type: ignore[operator]
+    assert set(rates) == {k for k, v in expected_book.items() if v is not None}
+
+
+@pytest.mark.parametrize("model", cc.DEFAULT_MODELS)
+def test_every_default_model_has_its_book_prices(
+    model: str, default_plan: cc.TransformPlan, book: PriceBook
+) -> None:
+    price = book.lookup(model)
+    assert price is not None
+    rates = rates_in(model_statement(default_plan, model))
+    assert rates["input"] == price.input_mtok / M  # type: ignore[operator]
+    assert rates["output"] == price.output_mtok / M  # type: ignore[operator]
+    if price.cache_read_mtok is not None:
+        assert rates["cache_read"] == price.cache_read_mtok / M
+
+
+# -- the generated OTTL: run it ------------------------------------------------------------
+
+
+def span(model: str, *, input: int, output: int, **extra: Any) -> dict[str, Any]:
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.response.model": model,
+        "gen_ai.usage.input_tokens": input,
+        "gen_ai.usage.output_tokens": output,
+    }
+    attributes.update({k.replace("__", "."): v for k, v in extra.items()})
+    return attributes
+
+
+def test_gpt_4o_with_cached_tokens(program: Program) -> None:
+    attributes = span(
+        "gpt-4o-2024-08-06", input=1000, output=500, gen_ai__usage__cache_read__input_tokens=200
+    )
+    # 800 x $2.50/M + 200 x $1.25/M + 500 x $10/M
+    assert cost_of(program, attributes) == pytest.approx(0.00725, rel=1e-12)
+
+
+def test_missing_cache_attribute_counts_as_zero(program: Program) -> None:
+    assert cost_of(program, span("gpt-4o-mini", input=1_000_000, output=1_000_000)) == pytest.approx(
+        0.75, rel=1e-12
+    )
+
+
+def test_traceloop_cache_key_and_request_model_fallback(program: Program) -> None:
+    attributes = {
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "GPT-4o-mini",
+        "gen_ai.usage.input_tokens": 10_000,
+        "gen_ai.usage.output_tokens": 1_000,
+        "gen_ai.usage.cache_read_input_tokens": 4_000,
+    }
+    # 6000 x 0.15 + 4000 x 0.075 + 1000 x 0.60, per million
+    assert cost_of(program, attributes) == pytest.approx(0.0018, rel=1e-12)
+    attributes["gen_ai.response.model"] = ""  # empty names nothing: the request model still counts
+    assert cost_of(program, attributes) == pytest.approx(0.0018, rel=1e-12)
+
+
+def test_anthropic_cache_writes_and_exclusive_input(program: Program) -> None:
+    inclusive = span(
+        "claude-sonnet-4-5-20250929",
+        input=1300,
+        output=100,
+        gen_ai__usage__cache_read__input_tokens=1000,
+        gen_ai__usage__cache_creation__input_tokens=200,
+    )
+    expected = (100 * 3 + 1000 * 0.30 + 200 * 3.75 + 100 * 15) / 1e6
+    assert cost_of(program, inclusive) == pytest.approx(expected, rel=1e-12)
+    # the raw Anthropic count, without the cached parts
+    exclusive = dict(inclusive, **{"gen_ai.usage.input_tokens": 100})
+    assert cost_of(program, exclusive) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_reported_total_decides_what_the_counts_exclude(program: Program, book: PriceBook) -> None:
+    # Gemini-style: output without the thinking tokens, input without the cached part; the total adds both
+    raw = span(
+        "gemini-2.5-flash",
+        input=5000,
+        output=300,
+        gen_ai__usage__cache_read__input_tokens=1000,
+        gen_ai__usage__reasoning__output_tokens=200,
+    )
+    cases = {
+        5300: (5000, 300),  # total = input + output: counts are inclusive already
+        6300: (6000, 300),  # the cached part was left out of the input
+        5500: (5000, 500),  # the reasoning was left out of the output
+        6500: (6000, 500),  # both
+        9999: (5000, 300),  # a total that fits neither reading changes nothing
+    }
+    for total, (inp, out) in cases.items():
+        attributes = dict(raw, **{"gen_ai.usage.total_tokens": total})
+        expected = ((inp - 1000) * 0.30 + 1000 * 0.03 + out * 2.50) / 1e6
+        assert cost_of(program, attributes) == pytest.approx(expected, rel=1e-12), total
+        assert engine_cost(book, attributes) == pytest.approx(expected, rel=1e-12), total
+
+
+def test_what_is_not_priced(program: Program) -> None:
+    assert cost_of(program, span("some-local-llama", input=10, output=10)) is None
+    # genai-prices prices this snapshot differently from gpt-4o: not priced as gpt-4o
+    assert cost_of(program, span("gpt-4o-2024-05-13", input=10, output=10)) is None
+    assert cost_of(program, {"http.request.method": "GET", "gen_ai.usage.input_tokens": 5}) is None
+    agent = span("gpt-4o", input=10, output=10, gen_ai__operation__name="invoke_agent")
+    assert cost_of(program, agent) is None  # its children are the calls
+    no_usage = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    assert cost_of(program, no_usage) is None
+    result = program.run(span("gpt-4o", input=10, output=10))
+    assert set(result) == set(span("gpt-4o", input=10, output=10)) | {cc.COST_ATTRIBUTE}
+    assert isinstance(result[cc.COST_ATTRIBUTE], float)
+
+
+# the names a span may carry for each default model (dated snapshots, other spellings)
+COVERED = {
+    "gpt-4o": ["gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "GPT-4o"],
+    "gpt-4o-mini": ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"],
+    "gpt-4.1": ["gpt-4.1", "gpt-4.1-2025-04-14"],
+    "gpt-4.1-mini": ["gpt-4.1-mini-2025-04-14"],
+    "gpt-4.1-nano": ["gpt-4.1-nano"],
+    "o3": ["o3", "o3-2025-04-16"],
+    "o4-mini": ["o4-mini-2025-04-16"],
+    "gpt-5": ["gpt-5", "gpt-5-2025-08-07"],
+    "gpt-5-mini": ["gpt-5-mini-2025-08-07"],
+    "gpt-5-nano": ["gpt-5-nano-2025-08-07"],
+    "claude-sonnet-4-5": ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929"],
+    "claude-haiku-4-5": ["claude-haiku-4-5-20251001"],
+    "claude-opus-4-1": ["claude-opus-4-1-20250805"],
+    "gemini-2.5-pro": ["gemini-2.5-pro"],
+    "gemini-2.5-flash": ["gemini-2.5-flash"],
+    "gemini-2.5-flash-lite": ["gemini-2.5-flash-lite"],
+}
+NOT_COVERED = [
+    "gpt-4o-2024-05-13",
+    "gpt-4-turbo",
+    "claude-3-opus-20240229",
+    "mistral-large-latest",
+    "my-model",
+]
+PROVIDER_OF = {"gpt": "openai", "o3": "openai", "o4": "openai", "claude": "anthropic", "gemini": "gcp.gemini"}
+
+
+def test_covered_names_table_is_the_default_list() -> None:
+    assert tuple(COVERED) == cc.DEFAULT_MODELS
+
+
+def random_span(rng: random.Random) -> tuple[dict[str, Any], str]:
+    covered = rng.random() < 0.85
+    name = (
+        rng.choice([n for names in COVERED.values() for n in names]) if covered else rng.choice(NOT_COVERED)
+    )
+    attributes: dict[str, Any] = {}
+    roll = rng.random()
+    if roll < 0.6:
+        attributes["gen_ai.operation.name"] = rng.choice(
+            ["chat", "chat", "text_completion", "execute_tool", "custom"]
+        )
+    elif roll < 0.75:
+        attributes["openinference.span.kind"] = rng.choice(["LLM", "llm", "CHAIN"])
+    if rng.random() < 0.6:
+        provider = next((p for prefix, p in PROVIDER_OF.items() if name.lower().startswith(prefix)), "openai")
+        attributes[rng.choice(["gen_ai.system", "gen_ai.provider.name"])] = provider
+    where = rng.random()
+    model_keys = cc.MODEL_KEYS
+    if where < 0.5:
+        attributes[model_keys[0]] = name
+    elif where < 0.7:
+        attributes[model_keys[1]] = name
+        if rng.random() < 0.3:
+            attributes[model_keys[0]] = "  "
+    elif where < 0.85:
+        attributes[model_keys[2]] = name
+    else:
+        attributes[model_keys[0]] = name
+        attributes[model_keys[1]] = "unrelated-request-name"
+    inp, out = rng.randint(0, 90_000), rng.randint(0, 20_000)
+    cache_read, cache_write, reasoning = (
+        rng.choice([0, rng.randint(0, 45_000)]),
+        rng.choice([0, 0, rng.randint(0, 45_000)]),
+        rng.choice([0, rng.randint(0, 10_000)]),
+    )
+    inclusive = rng.random() < 0.7
+    if inclusive:
+        inp += cache_read + cache_write
+        out += reasoning
+
+    def put(keys: tuple[str, ...], value: int, p_absent: float) -> None:
+        if rng.random() < p_absent:
+            return
+        key = rng.choice(keys)
+        attributes[key] = rng.choice([value, value, str(value), float(value)])
+        if rng.random() < 0.1:  # a second, lower-priority key with another value: the first must win
+            attributes[keys[-1]] = value + 7
+
+    put(cc.INPUT_KEYS, inp, 0.1)
+    put(cc.OUTPUT_KEYS, out, 0.1)
+    put(cc.CACHE_READ_KEYS, cache_read, 0.3)
+    put(cc.CACHE_WRITE_KEYS, cache_write, 0.5)
+    put(cc.REASONING_KEYS, reasoning, 0.5)
+    if rng.random() < 0.4:
+        total = (
+            inp
+            + out
+            + rng.choice(
+                [0, 0, cache_read + cache_write, reasoning, cache_read + cache_write + reasoning, 13]
+            )
+        )
+        attributes[rng.choice(cc.TOTAL_KEYS)] = total
+    if rng.random() < 0.05:
+        attributes[rng.choice(cc.INPUT_KEYS)] = "not a number"
+    return attributes, name if covered else ""
+
+
+def engine_cost(book: PriceBook, attributes: Mapping[str, Any]) -> float | None:
+    if not is_model_call(attributes):
+        return None
+    usage = read_usage(attributes)
+    if not usage.has_usage:
+        return None
+    return book.cost(usage)[0]
+
+
+def test_generated_statements_price_like_the_cost_engine(program: Program, book: PriceBook) -> None:
+    rng = random.Random(20240917)
+    compared = 0
+    for _ in range(2000):
+        attributes, covered_name = random_span(rng)
+        expected = engine_cost(book, attributes)
+        got = cost_of(program, attributes)
+        if got is None:
+            model = read_usage(attributes).model or ""
+            assert expected is None or model.lower() != covered_name.lower() or not covered_name, attributes
+            continue
+        assert expected is not None, attributes
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-15), attributes
+        compared += 1
+    assert compared > 800
+
+
+# -- other inputs: overrides, provider, unknown models ---------------------------------------
+
+
+def test_overrides_and_aliases(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[models."my-model"]\ninput = 1.5\noutput = 4\ncache_read = 0.5\n\n'
+        '[models."gpt-4o"]\ninput = 2\noutput = 8\n\n'
+        '[aliases]\n"prod-4o" = "gpt-4o"\n',
+        encoding="utf-8",
+    )
+    book = PriceBook(prices)
+    plan = cc.plan_transform(["my-model", "prod-4o", "nope-xyz"], prices=book)
+    assert [m.names for m in plan.models] == [("my-model",), ("prod-4o",)]
+    assert [name for name, _ in plan.skipped] == ["nope-xyz"]
+    program = Program(plan.statements)
+    assert cost_of(
+        program, span("My-Model", input=3000, output=1000, gen_ai__usage__cache_read__input_tokens=1000)
+    ) == (pytest.approx((2000 * 1.5 + 1000 * 0.5 + 1000 * 4) / 1e6, rel=1e-12))
+    for name in ("prod-4o", "gpt-4o", "gpt-4o-2024-08-06"):  # the override prices gpt-4o's dated names too
+        assert cost_of(program, span(name, input=1000, output=1000)) == pytest.approx(0.01, rel=1e-12), name
+        assert book.cost(read_usage(span(name, input=1000, output=1000)))[0] == pytest.approx(0.01)
+
+
+def test_same_model_twice_is_one_statement(book: PriceBook) -> None:
+    plan = cc.plan_transform(["gpt-4o", "gpt-4o-2024-08-06, gpt-4o"], prices=book)
+    assert len(plan.models) == 1
+    assert plan.models[0].names == ("gpt-4o", "gpt-4o-2024-08-06")
+
+
+def test_a_rule_name_priced_differently_is_excluded(book: PriceBook) -> None:
+    (model,) = cc.plan_transform(["gpt-4"], prices=book).models
+    program = Program(cc.transform_statements(["gpt-4"], prices=book))
+    assert cost_of(program, span("gpt-4-0613", input=1000, output=0)) == pytest.approx(
+        book.cost(read_usage(span("gpt-4-0613", input=1000, output=0)))[0]
+    )
+    for name in ("gpt-4o", "gpt-4-turbo", "gpt-4-32k"):
+        engine = book.cost(read_usage(span(name, input=1000, output=0)))[0]
+        got = cost_of(program, span(name, input=1000, output=0))
+        assert got is None or got == pytest.approx(engine), name
+    assert model.statement.count(" where ") == 1
+
+
+def test_tiered_models_are_marked(book: PriceBook) -> None:
+    text = cc.render_transform_processor(["claude-sonnet-4-5", "gpt-4o"], prices=book)
+    tier_notes = [line for line in text.splitlines() if "Tiered price" in line]
+    assert len(tier_notes) == 1 and "200,000" in tier_notes[0]
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = cc.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cli_prints_a_processors_block() -> None:
+    status, out, _ = run_cli(["--models", "gpt-4o,gpt-4o-mini", "--provider", "openai"])
+    assert status == 0
+    data = yaml.safe_load(out)
+    processor = data["processors"][cc.PROCESSOR_ID]
+    statements = processor["trace_statements"][0]["statements"]
+    assert statements == cc.transform_statements(["gpt-4o", "gpt-4o-mini"], "openai")
+    assert "--models gpt-4o,gpt-4o-mini --provider openai" in out
+
+
+def test_cli_default_models_and_main_transform(default_statements: list[str]) -> None:
+    status, out, _ = run_cli([])
+    assert status == 0
+    assert (
+        yaml.safe_load(out)["processors"][cc.PROCESSOR_ID]["trace_statements"][0]["statements"]
+        == default_statements
+    )
+    assert cc.main_transform(None, None) == out
+    assert yaml.safe_load(cc.main_transform(["gpt-4o"], "openai"))["processors"][cc.PROCESSOR_ID]
+
+
+def test_cli_reports_unpriced_models() -> None:
+    status, out, err = run_cli(["--models", "gpt-4o", "--models", "no-such-model-xyz"])
+    assert status == 0
+    assert "no-such-model-xyz" in err
+    assert "# Skipped no-such-model-xyz: no price" in out
+    status, out, err = run_cli(["--models", "no-such-model-xyz"])
+    assert status == 1 and out == ""
+
+
+def test_cli_bad_prices_file(tmp_path: Path) -> None:
+    bad = tmp_path / "prices.toml"
+    bad.write_text('[models."x"]\ninput = 1\n', encoding="utf-8")
+    status, _, err = run_cli(["--prices", str(bad)])
+    assert status == 2 and "output" in err
+
+
+def test_the_module_itself_needs_no_yaml_library() -> None:
+    source = Path(cc.__file__).read_text(encoding="utf-8")
+    assert "import yaml" not in source
