@@ -878,3 +878,23 @@ def test_cli_bad_prices_file(tmp_path: Path) -> None:
 def test_the_module_itself_needs_no_yaml_library() -> None:
     source = Path(cc.__file__).read_text(encoding="utf-8")
     assert "import yaml" not in source
+
+
+def test_console_script_checks_the_shipped_config() -> None:
+    """The documented command, as users run it: the shipped block is current with the price data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    command = [str(Path(sys.executable).parent / "otel-usecase"), "collector-config", "transform"]
+    check = subprocess.run(
+        [*command, "--check", str(root / "collector-config" / "cost-in-collector.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    printed = subprocess.run([*command, "--models", "gpt-4o-mini"], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0 and "transform/usecase_cost:" in printed.stdout
+    assert "0.00000015" in printed.stdout and "0.0000006" in printed.stdout  # $0.15 / $0.60 per million
