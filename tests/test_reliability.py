@@ -366,3 +366,75 @@ def test_hostile_ids_are_stored_verbatim_and_rendered_safely(
     for record in csv.DictReader(io.StringIO(csv_text)):
         assert record["user_id"][:1] not in ("=", "+", "-", "@")
     assert "'=HYPERLINK" in csv_text and "'+1+2" in csv_text and "'@SUM(A1)" in csv_text
+
+
+# --- full and read-only disks (a real tmpfs mount; needs root, as CI has) ----------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_and_read_only_disk_buffer_then_recover(
+    small_disk: Path, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    store_url = "sqlite:///" + str(small_disk / "costs.db")
+    rig = Rig(store_url)
+    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
+
+    def calls(n: int) -> None:
+        with track_context("disk_faults", use_case_id="disk-run", user_id="u" * 200):
+            for _ in range(n):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        rig.provider.force_flush()
+
+    try:
+        calls(2)
+        filler = small_disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:  # fill the disk to the last byte
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        calls(40)
+        assert rig.exporter.buffered_calls > 0  # the disk was really full for some writes
+        filler.unlink()
+        calls(1)
+        assert rig.exporter.buffered_calls == 0
+    finally:
+        rig.close()
+
+    # A read-only view of the same disk: a process that starts while its store cannot be written
+    read_only = small_disk.parent / "read_only"
+    read_only.mkdir()
+    subprocess.run(["mount", "--bind", str(small_disk), str(read_only)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(read_only)], check=True)
+        rig = Rig("sqlite:///" + str(read_only / "costs.db"))
+        try:
+            calls(3)
+            assert rig.exporter.buffered_calls == 3
+            subprocess.run(["mount", "-o", "remount,bind,rw", str(read_only)], check=True)
+            calls(1)
+            assert rig.exporter.buffered_calls == 0 and rig.exporter.dropped_calls == 0
+        finally:
+            rig.close()
+    finally:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
+    (row,) = report_json(store_url, "run")
+    assert row["calls"] == 47
+    assert row["cost_usd"] == pytest.approx(47 * mini_cost(1_000, 100))

@@ -77,9 +77,15 @@ class SQLiteStore:
             self._conn = sqlite3.connect(
                 path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._migrate()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
+        try:
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()  # no file handle left behind on a store we could not use
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
+            raise
 
     def _migrate(self) -> None:
         conn = self._conn
