@@ -6,7 +6,6 @@ in, then compared with what the store's reports say.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import random
 import re
@@ -89,13 +88,12 @@ def make_call(i: int, **changes: Any) -> Call:
         price_source="genai-prices",
         error=False,
     )
-    return dataclasses.replace(call, **changes)
+    return call._replace( **changes)
 
 
 def no_usage_copy(call: Call) -> Call:
     """The same request seen by an instrumentation that did not get the usage."""
-    return dataclasses.replace(
-        call,
+    return call._replace(
         input_tokens=None,
         output_tokens=None,
         cache_read_tokens=0,
@@ -281,16 +279,14 @@ def mixed_calls() -> list[Call]:
             error=i % 9 == 0,
         )
         if i % 4 == 1:  # a bigger model
-            call = dataclasses.replace(
-                call,
+            call = call._replace(
                 model="gpt-4o",
                 cost_usd=call.input_tokens * GPT4O_IN + call.output_tokens * GPT4O_OUT,  # type: ignore[operator]
                 cache_read_tokens=0,
                 reasoning_tokens=i,
             )
         if i % 10 == 3:
-            call = dataclasses.replace(
-                call, model="local-llama", provider="ollama", cost_usd=None, status="unpriced"
+            call = call._replace( model="local-llama", provider="ollama", cost_usd=None, status="unpriced"
             )
         if i % 10 == 7:
             call = no_usage_copy(call)

@@ -22,9 +22,8 @@ A span exported twice has the same key, and the store ignores the second copy.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import attributes as attr
 from .pricing import PriceBook, warn_unpriced
@@ -71,9 +70,12 @@ STATUS_UNPRICED: Final = "unpriced"
 STATUS_NO_USAGE: Final = "no_usage"
 
 
-@dataclass(frozen=True, slots=True)
-class SpanView:
-    """What the cost engine needs of a finished span, whatever it was decoded from."""
+class SpanView(NamedTuple):
+    """What the cost engine needs of a finished span, whatever it was decoded from.
+
+    A named tuple, not a dataclass: one is built per exported span, and tuple
+    construction is several times cheaper than a frozen dataclass's.
+    """
 
     trace_id: int
     span_id: int
@@ -85,9 +87,8 @@ class SpanView:
     service: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One priced (or unpriceable) LLM request: one row of the ledger."""
+class Call(NamedTuple):
+    """One priced (or unpriceable) LLM request: one row of the ledger, in column order."""
 
     trace_id: str
     span_id: str

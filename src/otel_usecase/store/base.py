@@ -88,33 +88,8 @@ class Store(Protocol):
 
 
 def row_of(call: Call) -> tuple[Any, ...]:
-    """The ledger row of ``call`` (booleans as 0/1)."""
-    return (
-        call.trace_id,
-        call.span_id,
-        call.start_ns,
-        call.end_ns,
-        call.service,
-        call.use_case,
-        call.run_id,
-        call.use_case_version,
-        call.step,
-        call.experience_name,
-        call.experience_id,
-        call.user_id,
-        call.provider,
-        call.model,
-        call.operation,
-        call.input_tokens,
-        call.output_tokens,
-        call.cache_read_tokens,
-        call.cache_write_tokens,
-        call.reasoning_tokens,
-        call.cost_usd,
-        call.status,
-        call.price_source,
-        1 if call.error else 0,
-    )
+    """The ledger row of ``call``: the call itself (fields are in column order), error as 0/1."""
+    return (*call[:-1], 1 if call.error else 0)
 
 
 def upsert_sql(placeholder: str) -> str:
