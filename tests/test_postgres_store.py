@@ -86,9 +86,9 @@ def make_call(i: int, **changes: Any) -> Call:
         cost_usd=(input_tokens - cached) * MINI_IN + cached * MINI_CACHED + output_tokens * MINI_OUT,
         status="priced",
         price_source="genai-prices",
-        error=False,
+        error=0,
     )
-    return call._replace( **changes)
+    return call._replace(**changes)
 
 
 def no_usage_copy(call: Call) -> Call:
@@ -276,7 +276,7 @@ def mixed_calls() -> list[Call]:
             use_case_version=("1.0", "1.1")[i % 2],
             experience_name=None if i % 5 == 0 else "checkout",
             experience_id=None if i % 5 == 0 else f"exp-{i % 2}",
-            error=i % 9 == 0,
+            error=int(i % 9 == 0),
         )
         if i % 4 == 1:  # a bigger model
             call = call._replace(

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
+from opentelemetry.trace import StatusCode
+
 from . import attributes as attr
 from .pricing import PriceBook, warn_unpriced
 from .usage import read_usage
@@ -68,6 +70,7 @@ _OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
 STATUS_PRICED: Final = "priced"
 STATUS_UNPRICED: Final = "unpriced"
 STATUS_NO_USAGE: Final = "no_usage"
+_NO_ATTRIBUTES: Final[Mapping[str, Any]] = {}
 
 
 class SpanView(NamedTuple):
@@ -113,7 +116,8 @@ class Call(NamedTuple):
     cost_usd: float | None
     status: str
     price_source: str | None
-    error: bool
+    error: int
+    """1 when the span's status was ERROR (a failed request), else 0."""
 
 
 def is_model_call(attributes: Mapping[str, Any]) -> bool:
@@ -139,10 +143,6 @@ def _hex_span(span_id: int) -> str:
     return format(span_id, "016x")
 
 
-def _hex_trace(trace_id: int) -> str:
-    return format(trace_id, "032x")
-
-
 def _text(value: object) -> str | None:
     if value is None:
         return None
@@ -153,17 +153,38 @@ def _text(value: object) -> str | None:
 def calls_from_spans(spans: Iterable[SpanView], prices: PriceBook) -> list[Call]:
     """Price the model-call spans among ``spans`` and group them into runs.
 
-    Never raises on bad data: a span that cannot be read is skipped with a warning
-    by the caller's logging (``usage`` and ``pricing`` warn once per problem).
+    Never raises on bad data: a value that cannot be read counts as missing and
+    ``usage`` / ``pricing`` warn once per problem.
     """
     model_spans = [s for s in spans if is_model_call(s.attributes)]
     if not model_spans:
         return []
     by_id = {s.span_id: s for s in model_spans}
-    calls: list[Call] = []
-    for span in model_spans:
-        calls.append(_call(span, _call_key(span, by_id), prices))
-    return calls
+    clock = _DayClock()
+    return [_call(span, _call_key(span, by_id), prices, clock) for span in model_spans]
+
+
+class _DayClock:
+    """``datetime`` of a span's start, built once per second of start time in a batch.
+
+    Prices can depend on the date (and, for a few providers, the time of day), so
+    each call is priced at its own start time; spans of one batch share seconds.
+    """
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value: datetime | None = None
+
+    def at(self, start_ns: int) -> datetime | None:
+        if not start_ns:
+            return None
+        second = start_ns // 1_000_000_000
+        if second != self._second:
+            self._second = second
+            self._value = datetime.fromtimestamp(second, tz=UTC)
+        return self._value
 
 
 def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
@@ -180,17 +201,17 @@ def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
     return _hex_span(current.span_id)
 
 
-def _call(span: SpanView, key: str, prices: PriceBook) -> Call:
+def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call:
     a = span.attributes
+    get = a.get
     usage = read_usage(a)
-    trace_hex = _hex_trace(span.trace_id)
-    use_case = _text(a.get(attr.USE_CASE_NAME)) or UNTRACKED
-    run_id = _text(a.get(attr.USE_CASE_ID)) or trace_hex
+    trace_hex = format(span.trace_id, "032x")
+    use_case = _text(get(attr.USE_CASE_NAME)) or UNTRACKED
+    run_id = _text(get(attr.USE_CASE_ID)) or trace_hex
     cost: float | None = None
     source: str | None = None
-    if usage.has_usage:
-        when = datetime.fromtimestamp(span.start_ns / 1e9, tz=UTC) if span.start_ns else None
-        cost, price = prices.cost(usage, when=when)
+    if usage.input_tokens is not None or usage.output_tokens is not None:
+        cost, price = prices.cost(usage, when=clock.at(span.start_ns))
         if price is not None:
             source = price.source
         else:
@@ -198,55 +219,60 @@ def _call(span: SpanView, key: str, prices: PriceBook) -> Call:
         status = STATUS_PRICED if cost is not None else STATUS_UNPRICED
     else:
         status = STATUS_NO_USAGE
+    # Positional, in column order: this runs once per LLM span.
     return Call(
-        trace_id=trace_hex,
-        span_id=key,
-        start_ns=span.start_ns,
-        end_ns=span.end_ns,
-        service=span.service,
-        use_case=use_case,
-        run_id=run_id,
-        use_case_version=_text(a.get(attr.USE_CASE_VERSION)),
-        step=_text(a.get(attr.USE_CASE_STEP)),
-        experience_name=_text(a.get(attr.EXPERIENCE_NAME)),
-        experience_id=_text(a.get(attr.EXPERIENCE_ID)),
-        user_id=_text(a.get(attr.USER_ID)),
-        provider=usage.provider,
-        model=usage.model,
-        operation=usage.operation,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=cost,
-        status=status,
-        price_source=source,
-        error=span.error,
+        trace_hex,
+        key,
+        span.start_ns,
+        span.end_ns,
+        span.service,
+        use_case,
+        run_id,
+        _text(get(attr.USE_CASE_VERSION)),
+        _text(get(attr.USE_CASE_STEP)),
+        _text(get(attr.EXPERIENCE_NAME)),
+        _text(get(attr.EXPERIENCE_ID)),
+        _text(get(attr.USER_ID)),
+        usage.provider,
+        usage.model,
+        usage.operation,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+        cost,
+        status,
+        source,
+        1 if span.error else 0,
     )
 
 
 def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
     """Describe SDK ``ReadableSpan`` objects as :class:`SpanView` (no copy of attributes)."""
     views: list[SpanView] = []
+    last_resource: object = None
+    service: str | None = None
     for span in spans:
         ctx = span.context
         if ctx is None:
             continue
         parent = span.parent
         resource = span.resource
-        service = resource.attributes.get("service.name") if resource is not None else None
+        if resource is not last_resource:  # one resource per provider: look it up once
+            last_resource = resource
+            service = _text(resource.attributes.get("service.name")) if resource is not None else None
         status = span.status
         views.append(
             SpanView(
-                trace_id=ctx.trace_id,
-                span_id=ctx.span_id,
-                parent_span_id=parent.span_id if parent is not None else None,
-                start_ns=span.start_time or 0,
-                end_ns=span.end_time or 0,
-                attributes=span.attributes or {},
-                error=status is not None and status.status_code.name == "ERROR",
-                service=_text(service),
+                ctx.trace_id,
+                ctx.span_id,
+                parent.span_id if parent is not None else None,
+                span.start_time or 0,
+                span.end_time or 0,
+                span.attributes or _NO_ATTRIBUTES,
+                status is not None and status.status_code is StatusCode.ERROR,
+                service,
             )
         )
     return views

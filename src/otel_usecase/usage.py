@@ -102,8 +102,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._log import warn_rate_limited
 
@@ -156,9 +155,10 @@ _TOTAL_KEYS: Final = (
 _USAGE_KEYS: Final = _INPUT_KEYS + _OUTPUT_KEYS
 
 
-@dataclass(frozen=True, slots=True)
-class LLMUsage:
+class LLMUsage(NamedTuple):
     """The usage of one LLM call, in OpenAI's meaning (see the module docstring).
+
+    A named tuple because one is built for every LLM span the exporter sees.
 
     ``None`` token counts mean *unknown*, not zero: an unknown call is stored as
     unpriced rather than priced at $0. The cache and reasoning parts default to 0
@@ -239,14 +239,14 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
                 output_tokens += add_out
 
     return LLMUsage(
-        model=model,
-        provider=provider.lower() if provider is not None else None,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-        operation=operation,
+        model,
+        provider.lower() if provider is not None else None,
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_write,
+        reasoning,
+        operation,
     )
 
 

@@ -88,8 +88,8 @@ class Store(Protocol):
 
 
 def row_of(call: Call) -> tuple[Any, ...]:
-    """The ledger row of ``call``: the call itself (fields are in column order), error as 0/1."""
-    return (*call[:-1], 1 if call.error else 0)
+    """The ledger row of ``call``: the call itself, whose fields are in column order."""
+    return call
 
 
 def upsert_sql(placeholder: str) -> str:
