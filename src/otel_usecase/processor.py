@@ -9,14 +9,15 @@ attributes, and the validated values of a baggage dict are cached by identity
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import INVALID_SPAN, set_span_in_context
 
 from . import attributes as attr
 from . import config
@@ -57,6 +58,33 @@ LLM_START_ATTRIBUTES: Final[tuple[str, ...]] = (
 """Attributes that mark an LLM span when present at start (GenAI semantic conventions)."""
 
 _MAX_CACHED_SCOPES: Final = 4096
+_MISSING: Final = object()
+
+
+def _find_span_key() -> str:
+    """The context key of the current span, found through the public API."""
+    (key,) = set_span_in_context(INVALID_SPAN, Context()).keys()
+    return key
+
+
+_SPAN_KEY: Final = _find_span_key()
+
+
+def _context_getter() -> Callable[[], Context]:
+    """The fastest way to read the current context.
+
+    With the SDK's default contextvars runtime context this is the ContextVar's
+    own ``get`` (one C call instead of two Python ones, on every span); any other
+    runtime context goes through the public ``get_current``.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(variable, ContextVar):
+        return variable.get  # type: ignore[return-value]
+    return otel_context.get_current
+
+
+_current_context: Final = _context_getter()
 
 
 class UseCaseSpanProcessor(SpanProcessor):
@@ -71,7 +99,7 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def __init__(self, spans: str | None = None) -> None:
         self._all_spans = config.spans_mode(spans) == "all"
-        self._llm_scope: dict[str, bool] = {}
+        self._llm_scope: dict[int, tuple[object, bool]] = {}
         self._last: tuple[object, dict[str, str]] = (None, {})
         _scope.load_default_from_env()
 
@@ -81,15 +109,30 @@ class UseCaseSpanProcessor(SpanProcessor):
         return "all" if self._all_spans else "llm"
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        # The hot path of every span the application starts. The LLM test is written
+        # out here rather than calling _is_llm: a Python call costs about as much as
+        # the test itself, and 9 in 10 spans of a request end right here.
         try:
-            ctx = parent_context if parent_context is not None else otel_context.get_current()
+            ctx = parent_context if parent_context is not None else _current_context()
             bag = ctx.get(BAGGAGE_KEY)
             default = _scope._default_attributes
             if not bag and default is None:
                 return
-            if not self._all_spans and not self._is_llm(span):
-                return
-            values = self._values(bag) if bag else {}
+            if not self._all_spans:
+                scope = getattr(span, "_instrumentation_scope", _MISSING)
+                entry = self._llm_scope.get(id(scope))
+                if entry is None or entry[0] is not scope:
+                    entry = self._remember_scope(span)
+                if not entry[1]:
+                    started = getattr(span, "_attributes", None)
+                    started = started._dict if type(started) is BoundedAttributes else _attributes_of(span)
+                    if not started or not (
+                        "gen_ai.operation.name" in started
+                        or "gen_ai.system" in started
+                        or "gen_ai.provider.name" in started
+                    ):
+                        return
+            values = self._values(bag, ctx) if bag else {}
             if default is not None and attr.USE_CASE_NAME not in values:
                 values = {**default, **values}
             if not values:
@@ -101,20 +144,29 @@ class UseCaseSpanProcessor(SpanProcessor):
         except Exception:  # never break the application because of telemetry
             logger.debug("otel_usecase: could not stamp span", exc_info=True)
 
+    def _remember_scope(self, span: ReadableSpan) -> tuple[object, bool]:
+        """Decide once per instrumentation scope whether its spans are LLM spans."""
+        scope = getattr(span, "_instrumentation_scope", _MISSING)
+        if scope is _MISSING:  # not an SDK span: the public property, uncached
+            scope = span.instrumentation_scope
+            return scope, (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES)
+        # Keyed by the scope object's identity (hashing an InstrumentationScope builds a
+        # tuple); the entry keeps the object alive, so its id cannot be reused meanwhile.
+        entry = (scope, (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES))
+        if len(self._llm_scope) >= _MAX_CACHED_SCOPES:
+            self._llm_scope = {}
+        self._llm_scope[id(scope)] = entry
+        return entry
+
     def _is_llm(self, span: ReadableSpan) -> bool:
-        scope = span.instrumentation_scope
-        name = scope.name if scope is not None else ""
-        known = self._llm_scope.get(name)
-        if known is None:
-            known = name.startswith(LLM_SCOPE_PREFIXES)
-            if len(self._llm_scope) >= _MAX_CACHED_SCOPES:
-                self._llm_scope = {}
-            self._llm_scope[name] = known
-        if known:
+        """Whether ``span`` is an LLM span (the same test ``on_start`` makes inline)."""
+        scope = getattr(span, "_instrumentation_scope", _MISSING)
+        entry = self._llm_scope.get(id(scope))
+        if entry is None or entry[0] is not scope:
+            entry = self._remember_scope(span)
+        if entry[1]:
             return True
         started_with = _attributes_of(span)
-        if not started_with:
-            return False
         for key in LLM_START_ATTRIBUTES:
             if key in started_with:
                 return True
@@ -122,7 +174,7 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def _outer_llm_span_id(self, span: Span, ctx: Context) -> str | None:
         """The outermost LLM span's id when this LLM span is nested in one (two instrumentations)."""
-        parent = get_current_span(ctx)
+        parent = ctx.get(_SPAN_KEY)
         if not isinstance(parent, ReadableSpan) or not self._is_llm(parent):
             return None
         if self._all_spans and not self._is_llm(span):
@@ -132,12 +184,16 @@ class UseCaseSpanProcessor(SpanProcessor):
             return outer
         return format(parent.get_span_context().span_id, "016x")
 
-    def _values(self, bag: object) -> dict[str, str]:
-        """Our validated values in ``bag``, cached for the last baggage dict seen."""
+    def _values(self, bag: object, ctx: Context) -> dict[str, str]:
+        """Our values in ``bag``: as a local scope wrote them, else validated; cached per baggage dict."""
         last = self._last
         if last[0] is bag:
             return last[1]
-        values = _clean(bag) if isinstance(bag, Mapping) else {}
+        entry = ctx.get(_scope.SCOPE_KEY)
+        if type(entry) is tuple and entry[1] is bag:
+            values: dict[str, str] = entry[2]  # written by track_context in this process: valid
+        else:
+            values = _clean(bag) if isinstance(bag, Mapping) else {}
         self._last = (bag, values)
         return values
 
@@ -175,14 +231,16 @@ def _stamp(span: Span, values: Mapping[str, str]) -> None:
         and lock is not None
         and not attributes._immutable
         and (attributes.maxlen is None or len(attributes._dict) + len(values) <= attributes.maxlen)
-        and (attributes.max_value_len is None or all(len(v) <= attributes.max_value_len for v in values.values()))
+        and (attributes.max_value_len is None or max(map(len, values.values())) <= attributes.max_value_len)
     ):
         target = attributes._dict
         with lock:
             if getattr(span, "_end_time", None) is None:
-                for key, value in values.items():
-                    if key not in target:
-                        target[key] = value
+                for key in values:
+                    if key in target:  # never overwrite what the instrumentation set
+                        values = {k: v for k, v in values.items() if k not in target}
+                        break
+                target.update(values)
         return
     existing = span.attributes or {}
     span.set_attributes({k: v for k, v in values.items() if k not in existing})

@@ -76,12 +76,14 @@ class Scope:
         return cls(*(values.get(key) for key in attr.ALL_KEYS))
 
 
-_SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope")
-"""Context key of the local scope, stored with the baggage dict it wrote.
+SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope")
+"""Context key of the local scope, stored as ``(scope, baggage dict it wrote, its attributes)``.
 
-Keeping both lets us tell a scope entered in this process (whose rules, such as
-the fixed user of a run, are enforced) from values that arrived from another
-service as baggage (which are untrusted and only validated).
+Keeping them together lets us tell a scope entered in this process (whose rules,
+such as the fixed user of a run, are enforced, and whose values are already
+valid) from values that arrived from another service as baggage (which are
+untrusted and validated before use). The span processor uses the attributes as
+they are, so a new scope per request costs no validation on the span path.
 """
 
 
@@ -101,7 +103,7 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
 def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
     """The scope that applies in ``ctx`` and whether it was entered in this process."""
     bag = ctx.get(BAGGAGE_KEY)
-    entry = ctx.get(_SCOPE_KEY)
+    entry = ctx.get(SCOPE_KEY)
     if isinstance(entry, tuple) and entry[1] is bag:
         return cast(Scope, entry[0]), True
     if not isinstance(bag, dict) or not bag:
@@ -267,10 +269,11 @@ def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope,
     ctx = parent if parent is not None else otel_context.get_current()
     outer, outer_is_local = _enclosing(ctx)
     scope = _resolve(req, outer, outer_is_local)
+    values = scope.attributes()
     bag = {k: v for k, v in baggage_of(ctx).items() if k not in attr.ALL_KEYS}
-    bag.update(scope.attributes())
+    bag.update(values)
     ctx = otel_context.set_value(BAGGAGE_KEY, bag, ctx)
-    ctx = otel_context.set_value(_SCOPE_KEY, (scope, bag), ctx)
+    ctx = otel_context.set_value(SCOPE_KEY, (scope, bag, values), ctx)
     return scope, ctx
 
 
