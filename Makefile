@@ -27,5 +27,9 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## bench: the benchmarks of benchmarks/README.md, side by side in one run (a few minutes)
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

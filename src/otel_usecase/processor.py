@@ -99,7 +99,8 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def __init__(self, spans: str | None = None) -> None:
         self._all_spans = config.spans_mode(spans) == "all"
-        self._llm_scope: dict[int, tuple[object, bool]] = {}
+        self._llm_scope: dict[int, bool] = {}
+        self._scopes_seen: list[object] = []
         self._last: tuple[object, dict[str, str]] = (None, {})
         _scope.load_default_from_env()
 
@@ -109,9 +110,10 @@ class UseCaseSpanProcessor(SpanProcessor):
         return "all" if self._all_spans else "llm"
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        # The hot path of every span the application starts. The LLM test is written
-        # out here rather than calling _is_llm: a Python call costs about as much as
-        # the test itself, and 9 in 10 spans of a request end right here.
+        # The hot path of every span the application starts; 9 in 10 spans of a request
+        # end at the LLM test. It reads the SDK span's fields directly and is written out
+        # inline: a Python call or a getattr with a default costs about as much as the
+        # test itself. Spans that are not SDK spans take the general path.
         try:
             ctx = parent_context if parent_context is not None else _current_context()
             bag = ctx.get(BAGGAGE_KEY)
@@ -119,17 +121,23 @@ class UseCaseSpanProcessor(SpanProcessor):
             if not bag and default is None:
                 return
             if not self._all_spans:
-                scope = getattr(span, "_instrumentation_scope", _MISSING)
-                entry = self._llm_scope.get(id(scope))
-                if entry is None or entry[0] is not scope:
-                    entry = self._remember_scope(span)
-                if not entry[1]:
-                    started = getattr(span, "_attributes", None)
-                    started = started._dict if type(started) is BoundedAttributes else _attributes_of(span)
-                    if not started or not (
-                        "gen_ai.operation.name" in started
-                        or "gen_ai.system" in started
-                        or "gen_ai.provider.name" in started
+                try:
+                    scope = span._instrumentation_scope
+                    started = span._attributes._dict  # type: ignore[union-attr]
+                except AttributeError:
+                    if not self._is_llm(span):
+                        return
+                else:
+                    known = self._llm_scope.get(id(scope))
+                    if known is None:
+                        known = self._remember_scope(scope)
+                    if not known and (
+                        not started
+                        or not (
+                            "gen_ai.operation.name" in started
+                            or "gen_ai.system" in started
+                            or "gen_ai.provider.name" in started
+                        )
                     ):
                         return
             values = self._values(bag, ctx) if bag else {}
@@ -144,27 +152,29 @@ class UseCaseSpanProcessor(SpanProcessor):
         except Exception:  # never break the application because of telemetry
             logger.debug("otel_usecase: could not stamp span", exc_info=True)
 
-    def _remember_scope(self, span: ReadableSpan) -> tuple[object, bool]:
-        """Decide once per instrumentation scope whether its spans are LLM spans."""
-        scope = getattr(span, "_instrumentation_scope", _MISSING)
-        if scope is _MISSING:  # not an SDK span: the public property, uncached
-            scope = span.instrumentation_scope
-            return scope, (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES)
-        # Keyed by the scope object's identity (hashing an InstrumentationScope builds a
-        # tuple); the entry keeps the object alive, so its id cannot be reused meanwhile.
-        entry = (scope, (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES))
+    def _remember_scope(self, scope: object) -> bool:
+        """Decide once per instrumentation scope whether its spans are LLM spans.
+
+        Keyed by the scope object's identity (hashing an InstrumentationScope builds a
+        tuple); the scope is kept alive in ``_scopes_seen`` so its id is not reused.
+        """
+        known = (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES)
         if len(self._llm_scope) >= _MAX_CACHED_SCOPES:
             self._llm_scope = {}
-        self._llm_scope[id(scope)] = entry
-        return entry
+            self._scopes_seen = []
+        self._scopes_seen.append(scope)
+        self._llm_scope[id(scope)] = known
+        return known
 
     def _is_llm(self, span: ReadableSpan) -> bool:
-        """Whether ``span`` is an LLM span (the same test ``on_start`` makes inline)."""
+        """Whether ``span`` is an LLM span (the test ``on_start`` makes inline), for any span type."""
         scope = getattr(span, "_instrumentation_scope", _MISSING)
-        entry = self._llm_scope.get(id(scope))
-        if entry is None or entry[0] is not scope:
-            entry = self._remember_scope(span)
-        if entry[1]:
+        if scope is _MISSING:
+            scope = span.instrumentation_scope
+        known = self._llm_scope.get(id(scope))
+        if known is None:
+            known = self._remember_scope(scope)
+        if known:
             return True
         started_with = _attributes_of(span)
         for key in LLM_START_ATTRIBUTES:
