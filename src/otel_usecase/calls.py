@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
@@ -248,6 +249,21 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
     )
 
 
+def _plain_attributes(span: Any) -> Mapping[str, Any]:
+    """The span's attributes as a plain dict, without a copy where the SDK allows.
+
+    ``ReadableSpan.attributes`` is a read-only proxy over ``BoundedAttributes``,
+    whose ``get`` of a missing key raises and catches ``KeyError``: the cost engine
+    looks up about 25 keys per span, most of them missing, so that costs more than
+    pricing. Finished spans' attribute maps are immutable, so reading the dict is safe.
+    """
+    attributes = getattr(span, "_attributes", None)
+    if type(attributes) is BoundedAttributes:
+        return attributes._dict
+    public = span.attributes
+    return dict(public) if public else _NO_ATTRIBUTES
+
+
 def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
     """Describe SDK ``ReadableSpan`` objects as :class:`SpanView` (no copy of attributes)."""
     views: list[SpanView] = []
@@ -270,7 +286,7 @@ def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
                 parent.span_id if parent is not None else None,
                 span.start_time or 0,
                 span.end_time or 0,
-                span.attributes or _NO_ATTRIBUTES,
+                _plain_attributes(span),
                 status is not None and status.status_code is StatusCode.ERROR,
                 service,
             )

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -140,6 +140,9 @@ def build_report(
         row.run_costs.append(float(cost))
     result = list(rows.values())
     for row in result:
+        if row.runs == 1:  # --by run, or a group with one run: no distribution to compute
+            row.avg_run_cost_usd = row.p50_run_cost_usd = row.p95_run_cost_usd = row.cost_usd
+            continue
         costs = sorted(row.run_costs)
         row.avg_run_cost_usd = sum(costs) / len(costs) if costs else 0.0
         row.p50_run_cost_usd = _percentile(costs, 0.5)
@@ -207,23 +210,40 @@ _HEADERS: Final = (
 )
 
 
+_RECORD_FIELDS: Final = (
+    "runs",
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "no_usage_calls",
+    "avg_run_cost_usd",
+    "p50_run_cost_usd",
+    "p95_run_cost_usd",
+)
+
+
 def _record(row: ReportRow) -> dict[str, Any]:
-    data = asdict(row)
-    data.pop("run_costs")
-    key = data.pop("key")
-    return {**key, **data}
+    """One row as a flat dict (by hand: ``dataclasses.asdict`` deep-copies, and reports can have 100k+ rows)."""
+    record: dict[str, Any] = dict(row.key)
+    for name in _RECORD_FIELDS:
+        record[name] = getattr(row, name)
+    return record
 
 
 def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str:
     """Render ``rows`` as ``table`` (for people), ``json`` or ``csv`` (for tools)."""
     keys = GROUPINGS[by]
     if fmt == "json":
-        return json.dumps([_record(r) for r in rows], indent=2)
+        # One record per line: readable, and each line uses json's C encoder (indent= does not).
+        return "[\n" + ",\n".join(json.dumps(_record(r)) for r in rows) + "\n]" if rows else "[]"
     if fmt == "csv":
         out = io.StringIO()
         records = [_record(r) for r in rows]
-        columns = list(records[0]) if records else [*keys, *ReportRow.__dataclass_fields__][:-1]
-        writer = csv.DictWriter(out, fieldnames=[c for c in columns if c not in ("key", "run_costs")])
+        writer = csv.DictWriter(out, fieldnames=[*keys, *_RECORD_FIELDS])
         writer.writeheader()
         for record in records:
             writer.writerow({k: _csv_cell(v) for k, v in record.items()})

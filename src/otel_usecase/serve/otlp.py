@@ -31,6 +31,9 @@ from ..calls import SpanView
 __all__ = ["Decoded", "OTLPDecodeError", "decode_json", "decode_protobuf", "encode_response", "views_of"]
 
 _STATUS_CODE_ERROR: Final = 2
+_READ_PREFIXES: Final = ("gen_ai.", "llm.", "usecase.", "experience.", "user.", "openinference.")
+"""The cost engine reads only these attributes; converting the others (prompts and
+completions can be most of a span) from protobuf would be wasted work."""
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -136,7 +139,7 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
                         parent_span_id=int.from_bytes(parent, "big") if len(parent) == 8 else None,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
-                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
+                        attributes={kv.key: _value(kv.value) for kv in span.attributes if kv.key.startswith(_READ_PREFIXES)},
                         error=span.status.code == _STATUS_CODE_ERROR,
                         service=service,
                     )
