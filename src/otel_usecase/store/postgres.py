@@ -56,7 +56,10 @@ if TYPE_CHECKING:
 
     import psycopg
 
-__all__ = ["CONNECT_TIMEOUT_S", "PostgresStore", "translate_placeholders"]
+__all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "translate_placeholders"]
+
+QUERY_WORK_MEM: Final = "64MB"
+"""``work_mem`` for report queries (per query, in their own read-only transaction)."""
 
 CONNECT_TIMEOUT_S: Final = 5
 """Seconds to wait for a connection (libpq ``connect_timeout``) unless the URL sets one."""
@@ -449,7 +452,11 @@ class PostgresStore:
         args = tuple(params)
 
         def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            with conn.cursor() as cur:
+            # Report queries group a million rows by run: with the default 4 MB of
+            # work_mem PostgreSQL sorts on disk (about 2x slower). Raised for this
+            # read-only transaction only.
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'")
                 cur.execute(statement, args)
                 return cur.fetchall() if cur.description is not None else []
 
