@@ -7,6 +7,7 @@ timeout makes a locked database wait, then report itself unavailable.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -60,6 +61,50 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 );
 """
 
+_CHECKPOINT_EVERY_S: Final = 0.5
+_WAL_LIMIT_BYTES: Final = 64 * 1024 * 1024
+
+
+class _Checkpointer:
+    """Runs WAL checkpoints on a thread of its own, off the commit path.
+
+    SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses the
+    threshold, copying pages and syncing the database while the writer waits.
+    Here the writer only appends to the WAL; this thread checkpoints (PASSIVE:
+    never blocking writers or readers) twice a second, while the writer's thread
+    is free to price the next batch. If it falls behind, the writer checkpoints
+    itself once the WAL passes 64 MiB.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otel-usecase-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # locked or read-only right now: the next round tries again
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 class SQLiteStore:
     """A :class:`~otel_usecase.store.Store` in one SQLite file."""
 
@@ -73,6 +118,7 @@ class SQLiteStore:
                 raise StoreError(f"cannot create the directory of SQLite store {path!r}: {exc}") from exc
         self._lock = threading.Lock()
         self._insert = upsert_sql("?")
+        self._checkpointer: _Checkpointer | None = None
         try:
             self._conn = sqlite3.connect(
                 path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -118,6 +164,19 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def _start_checkpointer(self) -> None:
+        """Writers hand checkpoints to a thread (readers, such as reports, need none)."""
+        if self.path == ":memory:":
+            return
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(self.path)
+
+    def _wal_too_large(self) -> bool:
+        try:
+            return os.path.getsize(self.path + "-wal") > _WAL_LIMIT_BYTES
+        except OSError:
+            return False
+
     def write(self, calls: Sequence[Call]) -> None:
         if not calls:
             return
@@ -125,6 +184,10 @@ class SQLiteStore:
         with self._lock:
             conn = self._conn
             try:
+                if self._checkpointer is None:
+                    self._start_checkpointer()
+                elif self._wal_too_large():
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(self._insert, rows)
@@ -145,4 +208,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             self._conn.close()
