@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ demo: $(VENV)/.installed-demo
 	OTEL_TRACES_EXPORTER=usecase OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
 	$(BIN)/opentelemetry-instrument $(BIN)/python -m otel_usecase.demo
 
-## test: the whole test suite
-test: $(VENV)/.installed-test
+## test: lint and type-check the package, then the whole test suite
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff and mypy --strict over src/
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src
+	$(BIN)/mypy src
 
 ## bench: the benchmarks of benchmarks/README.md, side by side in one run (a few minutes)
 bench: $(VENV)/.installed-test

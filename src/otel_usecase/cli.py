@@ -16,15 +16,20 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="otel-usecase", description="What your LLM features cost, per use case, run, experience and user."
+        prog="otel-usecase",
+        description="What your LLM features cost, per use case, run, experience and user.",
     )
     parser.add_argument("--version", action="version", version=f"otel-usecase {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     store_help = "store URL (default: $OTEL_USECASE_STORE, else SQLite under ~/.local/share/otel-usecase)"
 
-    report = commands.add_parser("report", help="cost per use case, run, experience, user, model, step or version")
-    report.add_argument("--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)")
+    report = commands.add_parser(
+        "report", help="cost per use case, run, experience, user, model, step or version"
+    )
+    report.add_argument(
+        "--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)"
+    )
     report.add_argument("--use-case", metavar="NAME", help="only this use case")
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     report.add_argument("--format", default="table", choices=("table", "json", "csv"))
@@ -39,20 +44,29 @@ def _parser() -> argparse.ArgumentParser:
 
     prices = commands.add_parser("prices", help="the price that would be applied to a model, and its source")
     prices.add_argument("model", metavar="MODEL")
-    prices.add_argument("--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)")
+    prices.add_argument(
+        "--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)"
+    )
     prices.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
     serve = commands.add_parser(
         "serve", help="OTLP receiver (HTTP and gRPC) that prices LLM spans into the store"
     )
-    serve.add_argument("--http", default="127.0.0.1:4318", metavar="HOST:PORT", help="OTLP/HTTP address or off")
-    serve.add_argument("--grpc", default="127.0.0.1:4317", metavar="HOST:PORT", help="OTLP/gRPC address or off")
+    serve.add_argument(
+        "--http", default="127.0.0.1:4318", metavar="HOST:PORT", help="OTLP/HTTP address or off"
+    )
+    serve.add_argument(
+        "--grpc", default="127.0.0.1:4317", metavar="HOST:PORT", help="OTLP/gRPC address or off"
+    )
     serve.add_argument("--store", metavar="URL", help=store_help)
     serve.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
     serve.add_argument(
         "--token", metavar="TOKEN", help="require Authorization: Bearer TOKEN (default: $OTEL_USECASE_TOKEN)"
     )
     serve.add_argument(
-        "--max-body-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+        "--max-body-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="N",
         help="largest request body, after decompression (default 16 MiB)",
     )
     serve.add_argument("--workers", type=int, default=4, metavar="N", help="threads that price and write")
@@ -60,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     from . import collector_config
 
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
-    collector_commands = collector.add_subparsers(dest="collector_config_command", required=True, metavar="COMMAND")
+    collector_commands = collector.add_subparsers(
+        dest="collector_config_command", required=True, metavar="COMMAND"
+    )
     collector_config.add_transform_arguments(
         collector_commands.add_parser("transform", help="OTTL statements that price LLM spans in a collector")
     )

@@ -576,7 +576,7 @@ class PriceBook:
     def _resolve(self, provider: str | None, model: str) -> _Entry | None:
         try:
             return self._resolve_unsafe(provider, model)
-        except Exception:  # noqa: BLE001 - bad data from a span must never break export
+        except Exception:  # bad data from a span must never break export
             logger.debug("otel-usecase: price lookup failed for %r/%r", provider, model, exc_info=True)
             return None
 

@@ -80,7 +80,8 @@ def _context_getter() -> Callable[[], Context]:
     runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
     variable = getattr(runtime, "_current_context", None)
     if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(variable, ContextVar):
-        return variable.get  # type: ignore[return-value]
+        getter: Callable[[], Context] = variable.get
+        return getter
     return otel_context.get_current
 
 
@@ -192,7 +193,8 @@ class UseCaseSpanProcessor(SpanProcessor):
         outer = _attributes_of(parent).get(attr.CALL_SPAN_ID)
         if isinstance(outer, str):
             return outer
-        return format(parent.get_span_context().span_id, "016x")
+        parent_context = parent.get_span_context()
+        return None if parent_context is None else format(parent_context.span_id, "016x")
 
     def _values(self, bag: object, ctx: Context) -> dict[str, str]:
         """Our values in ``bag``: as a local scope wrote them, else validated; cached per baggage dict."""

@@ -28,9 +28,9 @@ __all__ = [
     "ReportRow",
     "build_report",
     "format_report",
+    "format_run",
     "parse_since",
     "run_calls",
-    "format_run",
 ]
 
 GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
@@ -338,7 +338,18 @@ def format_run(run_id: str, calls: Sequence[dict[str, Any]], fmt: str = "table")
         return out.getvalue()
     if not calls:
         return f"no calls recorded for run {safe_text(run_id)}"
-    header = ["time (UTC)", "step", "model", "input", "output", "cached", "reasoning", "cost", "trace_id", "span_id"]
+    header = [
+        "time (UTC)",
+        "step",
+        "model",
+        "input",
+        "output",
+        "cached",
+        "reasoning",
+        "cost",
+        "trace_id",
+        "span_id",
+    ]
     body = [
         [
             datetime.fromtimestamp(c["start_ns"] / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
@@ -355,12 +366,16 @@ def format_run(run_id: str, calls: Sequence[dict[str, Any]], fmt: str = "table")
         for c in calls
     ]
     first = calls[0]
-    title = (
-        f"run {safe_text(run_id)}  use case {safe_text(first['use_case'])}  user {safe_text(first['user_id'])}"
-    )
+    title = f"run {safe_text(run_id)}  use case {safe_text(first['use_case'])}  user {safe_text(first['user_id'])}"
     total = sum(c["cost_usd"] or 0.0 for c in calls)
     unpriced = sum(1 for c in calls if c["status"] == "unpriced")
-    lines = [title, "", *_aligned(header, body, numeric_from=3), "", f"total {money(total)} over {len(calls)} calls"]
+    lines = [
+        title,
+        "",
+        *_aligned(header, body, numeric_from=3),
+        "",
+        f"total {money(total)} over {len(calls)} calls",
+    ]
     if unpriced:
         lines.append(f"{unpriced} unpriced calls")
     return "\n".join(lines)

@@ -27,8 +27,8 @@ from ._log import logger
 from .privacy import user_id_for_telemetry
 from .validation import (
     GUID_RULE,
-    check_id,
     accept_inbound,
+    check_id,
     check_name,
     is_guid,
     new_guid,
@@ -454,9 +454,7 @@ def _scoped_generator(gen: Generator[Any, Any, Any], ctx: Context) -> Generator[
             thrown = exc
 
 
-async def _scoped_async_generator(
-    agen: AsyncGenerator[Any, Any], ctx: Context
-) -> AsyncGenerator[Any, Any]:
+async def _scoped_async_generator(agen: AsyncGenerator[Any, Any], ctx: Context) -> AsyncGenerator[Any, Any]:
     """The async twin of :func:`_scoped_generator`."""
     send: Any = None
     thrown: BaseException | None = None

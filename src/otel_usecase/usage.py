@@ -299,6 +299,11 @@ def _parse_count(value: object) -> int | None:
                 value = float(text)
             except ValueError:
                 return None
-    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_TOKEN_COUNT and value.is_integer():
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_TOKEN_COUNT
+        and value.is_integer()
+    ):
         return int(value)
     return None

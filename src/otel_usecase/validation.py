@@ -20,13 +20,10 @@ MAX_NAME_LENGTH: Final = 64
 MAX_ID_LENGTH: Final = 256
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_GUID_RE: Final = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+_GUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 NAME_RULE: Final = (
-    "only letters, digits, '.', '-' and '_', no spaces, 1 to 64 characters "
-    "(snake_case recommended)"
+    "only letters, digits, '.', '-' and '_', no spaces, 1 to 64 characters (snake_case recommended)"
 )
 ID_RULE: Final = "a non-empty string of at most 256 characters"
 GUID_RULE: Final = "a GUID/UUID string such as 'c0ffee00-1234-4abc-8def-000000000001'"

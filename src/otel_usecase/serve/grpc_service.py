@@ -23,7 +23,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._ingest = ingest
         self._token = token
 
-    def Export(  # noqa: N802 (the gRPC method name)
+    def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         if self._token.enabled:
@@ -57,7 +57,7 @@ def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(ingest, token), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(ingest, token), server)  # type: ignore[no-untyped-call]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

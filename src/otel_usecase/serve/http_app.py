@@ -74,23 +74,34 @@ class OTLPHttpApp:
         as_json = False
         try:
             if path != "/v1/traces":
-                raise _Refused(404, _GRPC_UNIMPLEMENTED, f"no such path {path!r}: OTLP traces go to /v1/traces")
+                raise _Refused(
+                    404, _GRPC_UNIMPLEMENTED, f"no such path {path!r}: OTLP traces go to /v1/traces"
+                )
             if method != "POST":
                 raise _Refused(405, _GRPC_UNIMPLEMENTED, "use POST", ((b"allow", b"POST"),))
             headers = {k.lower(): v for k, v in scope["headers"]}
             if not self.token.allows(headers.get(b"authorization")):
                 raise _Refused(
-                    401, _GRPC_UNAUTHENTICATED, "missing or wrong bearer token", ((b"www-authenticate", b"Bearer"),)
+                    401,
+                    _GRPC_UNAUTHENTICATED,
+                    "missing or wrong bearer token",
+                    ((b"www-authenticate", b"Bearer"),),
                 )
             content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
             if content_type not in (_PROTOBUF, _JSON):
                 raise _Refused(
-                    415, _GRPC_INVALID_ARGUMENT, f"Content-Type {content_type!r} is not {_PROTOBUF} or {_JSON}"
+                    415,
+                    _GRPC_INVALID_ARGUMENT,
+                    f"Content-Type {content_type!r} is not {_PROTOBUF} or {_JSON}",
                 )
             as_json = content_type == _JSON
             encoding = headers.get(b"content-encoding", b"identity").strip().lower()
             if encoding not in (b"identity", b"gzip", b""):
-                raise _Refused(415, _GRPC_INVALID_ARGUMENT, f"Content-Encoding {encoding.decode('latin-1')!r} is not gzip")
+                raise _Refused(
+                    415,
+                    _GRPC_INVALID_ARGUMENT,
+                    f"Content-Encoding {encoding.decode('latin-1')!r} is not gzip",
+                )
             body = await self._read_body(receive, headers.get(b"content-length"))
             if encoding == b"gzip":
                 body = self._gunzip(body)
@@ -135,7 +146,9 @@ class OTLPHttpApp:
             except ValueError:
                 raise _Refused(400, _GRPC_INVALID_ARGUMENT, "Content-Length is not a number") from None
             if declared > limit:
-                raise _Refused(413, _GRPC_RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}")
+                raise _Refused(
+                    413, _GRPC_RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}"
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -169,7 +182,8 @@ class OTLPHttpApp:
 def _status_body(code: int, message: str, as_json: bool) -> bytes:
     if as_json:
         return json.dumps({"code": code, "message": message}).encode()
-    return status_pb2.Status(code=code, message=message).SerializeToString()
+    serialized: bytes = status_pb2.Status(code=code, message=message).SerializeToString()
+    return serialized
 
 
 async def _respond(

@@ -139,12 +139,20 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
                         parent_span_id=int.from_bytes(parent, "big") if len(parent) == 8 else None,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
-                        attributes={kv.key: _value(kv.value) for kv in span.attributes if kv.key.startswith(_READ_PREFIXES)},
+                        attributes={
+                            kv.key: _value(kv.value)
+                            for kv in span.attributes
+                            if kv.key.startswith(_READ_PREFIXES)
+                        },
                         error=span.status.code == _STATUS_CODE_ERROR,
                         service=service,
                     )
                 )
-    reason = f"{rejected} spans have a trace id that is not 16 bytes or a span id that is not 8 bytes" if rejected else ""
+    reason = (
+        f"{rejected} spans have a trace id that is not 16 bytes or a span id that is not 8 bytes"
+        if rejected
+        else ""
+    )
     return Decoded(views, rejected, reason)
 
 
@@ -156,4 +164,5 @@ def encode_response(rejected: int, message: str, as_json: bool) -> bytes:
         response.partial_success.error_message = message
     if as_json:
         return json.dumps(json_format.MessageToDict(response)).encode()
-    return response.SerializeToString()
+    serialized: bytes = response.SerializeToString()
+    return serialized

@@ -104,7 +104,9 @@ def run(options: ServeOptions) -> int:
     return 0
 
 
-def _serve_http(options: ServeOptions, ingest: Ingest, token: TokenCheck, executor: ThreadPoolExecutor) -> None:
+def _serve_http(
+    options: ServeOptions, ingest: Ingest, token: TokenCheck, executor: ThreadPoolExecutor
+) -> None:
     import uvicorn
 
     from .http_app import OTLPHttpApp

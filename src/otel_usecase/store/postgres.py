@@ -228,6 +228,7 @@ def _block_comment_end(sql: str, start: int) -> int:
 
 # --- URLs and values -----------------------------------------------------------------------
 
+
 def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """``row`` with NUL characters in text replaced by U+FFFD.
 
