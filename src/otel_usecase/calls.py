@@ -30,10 +30,11 @@ from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
 from .pricing import PriceBook, warn_unpriced
-from .usage import read_usage
+from .usage import READ_KEYS, read_usage
 
 __all__ = [
     "CALL_SPAN_ID",
+    "ENGINE_KEYS",
     "UNTRACKED",
     "Call",
     "SpanView",
@@ -67,6 +68,11 @@ NOT_CALL_OPERATIONS: Final = frozenset(
 )
 _OI_KIND: Final = "openinference.span.kind"
 _OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+
+ENGINE_KEYS: Final[frozenset[str]] = READ_KEYS | frozenset(
+    (*attr.ALL_KEYS, attr.CALL_SPAN_ID, _OI_KIND, "gen_ai.operation.name", "gen_ai.system", "gen_ai.provider.name")
+)
+"""Every span attribute the cost engine reads; the rest (prompts, completions, ...) it never needs."""
 
 STATUS_PRICED: Final = "priced"
 STATUS_UNPRICED: Final = "unpriced"

@@ -106,7 +106,7 @@ from typing import Any, Final, NamedTuple
 
 from ._log import warn_rate_limited
 
-__all__ = ["LLMUsage", "is_llm_usage_span", "read_usage"]
+__all__ = ["READ_KEYS", "LLMUsage", "is_llm_usage_span", "read_usage"]
 
 _RESPONSE_MODEL: Final = "gen_ai.response.model"
 _REQUEST_MODEL: Final = "gen_ai.request.model"
@@ -153,6 +153,27 @@ _TOTAL_KEYS: Final = (
     "llm.token_count.total",
 )
 _USAGE_KEYS: Final = _INPUT_KEYS + _OUTPUT_KEYS
+
+READ_KEYS: Final[frozenset[str]] = frozenset(
+    (
+        _RESPONSE_MODEL,
+        _REQUEST_MODEL,
+        _OI_MODEL,
+        _PROVIDER_NAME,
+        _SYSTEM,
+        _OI_PROVIDER,
+        _OI_SYSTEM,
+        _OPERATION,
+        _TRACELOOP_REQUEST_TYPE,
+        *_INPUT_KEYS,
+        *_OUTPUT_KEYS,
+        *_CACHE_READ_KEYS,
+        *_CACHE_WRITE_KEYS,
+        *_REASONING_KEYS,
+        *_TOTAL_KEYS,
+    )
+)
+"""Every attribute :func:`read_usage` looks at (a receiver decodes only what is read)."""
 
 
 class LLMUsage(NamedTuple):

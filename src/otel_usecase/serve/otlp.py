@@ -26,14 +26,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ..calls import SpanView
+from ..calls import ENGINE_KEYS, SpanView
 
 __all__ = ["Decoded", "OTLPDecodeError", "decode_json", "decode_protobuf", "encode_response", "views_of"]
 
 _STATUS_CODE_ERROR: Final = 2
-_READ_PREFIXES: Final = ("gen_ai.", "llm.", "usecase.", "experience.", "user.", "openinference.")
-"""The cost engine reads only these attributes; converting the others (prompts and
-completions can be most of a span) from protobuf would be wasted work."""
+
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -114,6 +112,29 @@ def _value(v: AnyValue) -> Any:
     return None
 
 
+def _engine_attributes(key_values: Any) -> dict[str, Any]:
+    """The attributes the cost engine reads, converted from protobuf.
+
+    Every protobuf field read builds a Python object (about 1 us per attribute),
+    and prompts or completions can be most of a span: only ``ENGINE_KEYS`` are
+    converted, and the common scalar kinds without a function call.
+    """
+    attributes: dict[str, Any] = {}
+    for kv in key_values:
+        key = kv.key
+        if key not in ENGINE_KEYS:
+            continue
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            attributes[key] = value.string_value
+        elif kind == "int_value":
+            attributes[key] = value.int_value
+        else:
+            attributes[key] = _value(value)
+    return attributes
+
+
 def views_of(request: ExportTraceServiceRequest) -> Decoded:
     """The request's spans as :class:`SpanView` objects, plus the rejected count."""
     views: list[SpanView] = []
@@ -139,11 +160,7 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
                         parent_span_id=int.from_bytes(parent, "big") if len(parent) == 8 else None,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
-                        attributes={
-                            kv.key: _value(kv.value)
-                            for kv in span.attributes
-                            if kv.key.startswith(_READ_PREFIXES)
-                        },
+                        attributes=_engine_attributes(span.attributes),
                         error=span.status.code == _STATUS_CODE_ERROR,
                         service=service,
                     )

@@ -7,7 +7,6 @@ timeout makes a locked database wait, then report itself unavailable.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -62,7 +61,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 """
 
 _CHECKPOINT_EVERY_S: Final = 0.5
-_WAL_LIMIT_BYTES: Final = 64 * 1024 * 1024
+_WAL_BACKLOG_LIMIT_PAGES: Final = 16384
+"""Pages written to the WAL but not yet checkpointed (64 MiB with 4 KiB pages) before the writer helps."""
 
 
 class _Checkpointer:
@@ -72,12 +72,14 @@ class _Checkpointer:
     threshold, copying pages and syncing the database while the writer waits.
     Here the writer only appends to the WAL; this thread checkpoints (PASSIVE:
     never blocking writers or readers) twice a second, while the writer's thread
-    is free to price the next batch. If it falls behind, the writer checkpoints
-    itself once the WAL passes 64 MiB.
+    is free to price the next batch. If it falls behind (a reader holding old
+    pages), the writer checkpoints itself while the backlog is over 64 MiB.
     """
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self.backlog_pages = 0
+        """WAL pages not yet copied into the database, as of the last checkpoint."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otel-usecase-sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -90,7 +92,8 @@ class _Checkpointer:
         try:
             while not self._stop.wait(_CHECKPOINT_EVERY_S):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.backlog_pages = max(wal_pages - copied, 0)
                 except sqlite3.Error:
                     pass  # locked or read-only right now: the next round tries again
             try:
@@ -169,13 +172,9 @@ class SQLiteStore:
         if self.path == ":memory:":
             return
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn.execute(f"PRAGMA journal_size_limit={_WAL_BACKLOG_LIMIT_PAGES * 4096}")
         self._checkpointer = _Checkpointer(self.path)
 
-    def _wal_too_large(self) -> bool:
-        try:
-            return os.path.getsize(self.path + "-wal") > _WAL_LIMIT_BYTES
-        except OSError:
-            return False
 
     def write(self, calls: Sequence[Call]) -> None:
         if not calls:
@@ -186,8 +185,9 @@ class SQLiteStore:
             try:
                 if self._checkpointer is None:
                     self._start_checkpointer()
-                elif self._wal_too_large():
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                elif self._checkpointer.backlog_pages > _WAL_BACKLOG_LIMIT_PAGES:
+                    _, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self._checkpointer.backlog_pages = max(wal_pages - copied, 0)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(self._insert, rows)
