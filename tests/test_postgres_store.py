@@ -191,7 +191,7 @@ def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
                 "SELECT indexname FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
             )
         }
-        assert {"usecase_calls_run", "usecase_calls_use_case", "usecase_calls_start"} <= indexes
+        assert {"usecase_calls_run_totals", "usecase_calls_use_case"} <= indexes
         first.write([make_call(1)])
     finally:
         first.close()

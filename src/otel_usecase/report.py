@@ -51,7 +51,7 @@ class ReportError(ValueError):
     """A report was asked for with options that do not make sense."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ReportRow:
     """One line of a report: one group's totals and per-run figures."""
 
@@ -109,9 +109,10 @@ def build_report(
     """Totals per group plus average, p50 and p95 cost per run, most expensive first."""
     if by not in GROUPINGS:
         raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
-    keys = GROUPINGS[by]
+    keys = tuple(GROUPINGS[by])
     where, params = _filters(use_case, since)
-    group_cols = ", ".join(dict.fromkeys((*keys, "run_id")))
+    # run_id first: the ledger's covering index is ordered by (run_id, use_case).
+    group_cols = ", ".join(dict.fromkeys(("run_id", *keys)))
     sql = (
         f"SELECT {group_cols}, COUNT(*), "
         "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
@@ -120,10 +121,45 @@ def build_report(
         "SUM(CASE WHEN status = 'no_usage' THEN 1 ELSE 0 END) "
         f"FROM {TABLE}{where} GROUP BY {group_cols}"
     )
-    n_keys = len(dict.fromkeys((*keys, "run_id")))
+    order = tuple(dict.fromkeys(("run_id", *keys)))
+    n_keys = len(order)
+    key_at = tuple(order.index(k) for k in keys)
+    records = store.query(sql, params)
+    if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
+        result = [_run_row(r, keys, key_at, n_keys) for r in records]
+    else:
+        result = _aggregate(records, keys, key_at, n_keys)
+    result.sort(key=_sort_key)
+    return result
+
+
+def _run_row(record: tuple[Any, ...], keys: tuple[str, ...], key_at: tuple[int, ...], n_keys: int) -> ReportRow:
+    calls, inp, out, cached, reasoning, cost, unpriced, no_usage = record[n_keys:]
+    cost = float(cost)
+    return ReportRow(
+        {k: record[i] for k, i in zip(keys, key_at)},
+        1,
+        int(calls),
+        int(inp),
+        int(out),
+        int(cached or 0),
+        int(reasoning or 0),
+        cost,
+        int(unpriced),
+        int(no_usage),
+        cost,
+        cost,
+        cost,
+    )
+
+
+def _aggregate(
+    records: list[tuple[Any, ...]], keys: tuple[str, ...], key_at: tuple[int, ...], n_keys: int
+) -> list[ReportRow]:
+    """Per-run totals -> per-group totals plus the distribution of run costs."""
     rows: dict[tuple[Any, ...], ReportRow] = {}
-    for record in store.query(sql, params):
-        key_values = record[: len(keys)]
+    for record in records:
+        key_values = tuple(record[i] for i in key_at)
         row = rows.get(key_values)
         if row is None:
             row = rows[key_values] = ReportRow(key=dict(zip(keys, key_values)))
@@ -140,15 +176,16 @@ def build_report(
         row.run_costs.append(float(cost))
     result = list(rows.values())
     for row in result:
-        if row.runs == 1:  # --by run, or a group with one run: no distribution to compute
-            row.avg_run_cost_usd = row.p50_run_cost_usd = row.p95_run_cost_usd = row.cost_usd
-            continue
         costs = sorted(row.run_costs)
         row.avg_run_cost_usd = sum(costs) / len(costs) if costs else 0.0
         row.p50_run_cost_usd = _percentile(costs, 0.5)
         row.p95_run_cost_usd = _percentile(costs, 0.95)
-    result.sort(key=lambda r: (-r.cost_usd, tuple(str(v) for v in r.key.values())))
     return result
+
+
+def _sort_key(row: ReportRow) -> tuple[Any, ...]:
+    """Most expensive first; ties in key order (missing values first)."""
+    return (-row.cost_usd, *("" if v is None else str(v) for v in row.key.values()))
 
 
 def _filters(use_case: str | None, since: str | None) -> tuple[str, list[Any]]:
@@ -238,8 +275,8 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
     """Render ``rows`` as ``table`` (for people), ``json`` or ``csv`` (for tools)."""
     keys = GROUPINGS[by]
     if fmt == "json":
-        # One record per line: readable, and each line uses json's C encoder (indent= does not).
-        return "[\n" + ",\n".join(json.dumps(_record(r)) for r in rows) + "\n]" if rows else "[]"
+        # Compact: one call into json's C encoder (indent= falls back to the Python one).
+        return json.dumps([_record(r) for r in rows])
     if fmt == "csv":
         out = io.StringIO()
         records = [_record(r) for r in rows]
