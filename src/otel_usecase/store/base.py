@@ -110,8 +110,10 @@ def upsert_sql(placeholder: str) -> str:
 INDEXES: Final[tuple[str, ...]] = (
     # Covering for the per-run totals every report starts from (GROUP BY run_id, ...):
     # the database reads this index in order and never the table. Also finds one run.
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
-    "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)",
+    (
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
+        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)"
+    ),
     # --use-case and --since filters.
     f"CREATE INDEX IF NOT EXISTS {TABLE}_use_case ON {TABLE} (use_case, start_ns)",
 )
