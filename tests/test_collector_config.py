@@ -479,12 +479,12 @@ def test_token_counts_are_read_as_doubles_with_nil_guards(default_statements: li
 
 
 def test_the_token_keys_are_the_usage_module_keys() -> None:
-    assert cc.INPUT_KEYS == usage_module._INPUT_KEYS
-    assert cc.OUTPUT_KEYS == usage_module._OUTPUT_KEYS
-    assert cc.CACHE_READ_KEYS == usage_module._CACHE_READ_KEYS
-    assert cc.CACHE_WRITE_KEYS == usage_module._CACHE_WRITE_KEYS
-    assert cc.REASONING_KEYS == usage_module._REASONING_KEYS
-    assert cc.TOTAL_KEYS == usage_module._TOTAL_KEYS
+    assert cc.INPUT_KEYS == usage_module.INPUT_KEYS
+    assert cc.OUTPUT_KEYS == usage_module.OUTPUT_KEYS
+    assert cc.CACHE_READ_KEYS == usage_module.CACHE_READ_KEYS
+    assert cc.CACHE_WRITE_KEYS == usage_module.CACHE_WRITE_KEYS
+    assert cc.REASONING_KEYS == usage_module.REASONING_KEYS
+    assert cc.TOTAL_KEYS == usage_module.TOTAL_KEYS
     assert cc.MODEL_KEYS == (
         usage_module._RESPONSE_MODEL,
         usage_module._REQUEST_MODEL,

@@ -78,6 +78,14 @@ from genai_prices.types import (
 from ._log import logger
 from .calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
 from .pricing import Price, PriceBook, PricesFileError
+from .usage import (
+    CACHE_READ_KEYS,
+    CACHE_WRITE_KEYS,
+    INPUT_KEYS,
+    OUTPUT_KEYS,
+    REASONING_KEYS,
+    TOTAL_KEYS,
+)
 
 __all__ = [
     "BEGIN_MARKER",
@@ -129,42 +137,7 @@ END_MARKER: Final = "# END GENERATED: otel-usecase collector-config transform"
 
 COMMAND: Final = "otel-usecase collector-config transform"
 
-# Token attribute keys, first present key wins: the same keys, in the same order,
-# as otel_usecase.usage reads (the tests check that the two lists agree).
-INPUT_KEYS: Final = (
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.prompt_tokens",
-    "llm.token_count.prompt",
-    "llm.usage.prompt_tokens",
-)
-OUTPUT_KEYS: Final = (
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
-    "llm.usage.completion_tokens",
-)
-CACHE_READ_KEYS: Final = (
-    "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_read_input_tokens",
-    "llm.token_count.prompt_details.cache_read",
-)
-CACHE_WRITE_KEYS: Final = (
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_write.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
-    "llm.token_count.prompt_details.cache_write",
-)
-REASONING_KEYS: Final = (
-    "gen_ai.usage.reasoning.output_tokens",
-    "gen_ai.usage.reasoning_tokens",
-    "llm.usage.reasoning_tokens",
-    "llm.token_count.completion_details.reasoning",
-)
-TOTAL_KEYS: Final = (
-    "gen_ai.usage.total_tokens",
-    "llm.usage.total_tokens",
-    "llm.token_count.total",
-)
+# Token attribute keys, first present key wins: the very tuples otel_usecase.usage reads.
 MODEL_KEYS: Final = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 """Where the model name is read, first present wins (as otel_usecase.usage)."""
 

@@ -106,7 +106,18 @@ from typing import Any, Final, NamedTuple
 
 from ._log import warn_rate_limited
 
-__all__ = ["READ_KEYS", "LLMUsage", "is_llm_usage_span", "read_usage"]
+__all__ = [
+    "CACHE_READ_KEYS",
+    "CACHE_WRITE_KEYS",
+    "INPUT_KEYS",
+    "OUTPUT_KEYS",
+    "READ_KEYS",
+    "REASONING_KEYS",
+    "TOTAL_KEYS",
+    "LLMUsage",
+    "is_llm_usage_span",
+    "read_usage",
+]
 
 _RESPONSE_MODEL: Final = "gen_ai.response.model"
 _REQUEST_MODEL: Final = "gen_ai.request.model"
@@ -118,41 +129,41 @@ _OI_SYSTEM: Final = "llm.system"
 _OPERATION: Final = "gen_ai.operation.name"
 _TRACELOOP_REQUEST_TYPE: Final = "llm.request.type"
 
-_INPUT_KEYS: Final = (
+INPUT_KEYS: Final = (
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
     "llm.token_count.prompt",
     "llm.usage.prompt_tokens",
 )
-_OUTPUT_KEYS: Final = (
+OUTPUT_KEYS: Final = (
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.completion_tokens",
     "llm.token_count.completion",
     "llm.usage.completion_tokens",
 )
-_CACHE_READ_KEYS: Final = (
+CACHE_READ_KEYS: Final = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
 )
-_CACHE_WRITE_KEYS: Final = (
+CACHE_WRITE_KEYS: Final = (
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
 )
-_REASONING_KEYS: Final = (
+REASONING_KEYS: Final = (
     "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.usage.reasoning_tokens",
     "llm.usage.reasoning_tokens",
     "llm.token_count.completion_details.reasoning",
 )
-_TOTAL_KEYS: Final = (
+TOTAL_KEYS: Final = (
     "gen_ai.usage.total_tokens",
     "llm.usage.total_tokens",
     "llm.token_count.total",
 )
-_USAGE_KEYS: Final = _INPUT_KEYS + _OUTPUT_KEYS
+_USAGE_KEYS: Final = INPUT_KEYS + OUTPUT_KEYS
 
 READ_KEYS: Final[frozenset[str]] = frozenset(
     (
@@ -165,12 +176,12 @@ READ_KEYS: Final[frozenset[str]] = frozenset(
         _OI_SYSTEM,
         _OPERATION,
         _TRACELOOP_REQUEST_TYPE,
-        *_INPUT_KEYS,
-        *_OUTPUT_KEYS,
-        *_CACHE_READ_KEYS,
-        *_CACHE_WRITE_KEYS,
-        *_REASONING_KEYS,
-        *_TOTAL_KEYS,
+        *INPUT_KEYS,
+        *OUTPUT_KEYS,
+        *CACHE_READ_KEYS,
+        *CACHE_WRITE_KEYS,
+        *REASONING_KEYS,
+        *TOTAL_KEYS,
     )
 )
 """Every attribute :func:`read_usage` looks at (a receiver decodes only what is read)."""
@@ -230,11 +241,11 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
     )
     operation = _text(get(_OPERATION)) or _text(get(_TRACELOOP_REQUEST_TYPE))
 
-    input_tokens = _first_count(attributes, _INPUT_KEYS)
-    output_tokens = _first_count(attributes, _OUTPUT_KEYS)
-    cache_read = _first_count(attributes, _CACHE_READ_KEYS) or 0
-    cache_write = _first_count(attributes, _CACHE_WRITE_KEYS) or 0
-    reasoning = _first_count(attributes, _REASONING_KEYS) or 0
+    input_tokens = _first_count(attributes, INPUT_KEYS)
+    output_tokens = _first_count(attributes, OUTPUT_KEYS)
+    cache_read = _first_count(attributes, CACHE_READ_KEYS) or 0
+    cache_write = _first_count(attributes, CACHE_WRITE_KEYS) or 0
+    reasoning = _first_count(attributes, REASONING_KEYS) or 0
 
     cached = cache_read + cache_write
     input_fixed = False
@@ -246,7 +257,7 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
         output_tokens += reasoning
         output_fixed = True
     if (cached or reasoning) and input_tokens is not None and output_tokens is not None:
-        total = _first_count(attributes, _TOTAL_KEYS)
+        total = _first_count(attributes, TOTAL_KEYS)
         if total is not None and total != input_tokens + output_tokens:
             add_in = cached if not input_fixed else 0
             add_out = reasoning if not output_fixed else 0
