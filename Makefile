@@ -27,9 +27,10 @@ demo: $(VENV)/.installed-demo
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## lint: ruff and mypy --strict over src/
+## lint: ruff (rules and formatting) and mypy --strict over src/
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src
+	$(BIN)/ruff format --check src
 	$(BIN)/mypy src
 
 ## bench: the benchmarks of benchmarks/README.md, side by side in one run (a few minutes)

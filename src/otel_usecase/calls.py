@@ -70,7 +70,14 @@ _OI_KIND: Final = "openinference.span.kind"
 _OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
 
 ENGINE_KEYS: Final[frozenset[str]] = READ_KEYS | frozenset(
-    (*attr.ALL_KEYS, attr.CALL_SPAN_ID, _OI_KIND, "gen_ai.operation.name", "gen_ai.system", "gen_ai.provider.name")
+    (
+        *attr.ALL_KEYS,
+        attr.CALL_SPAN_ID,
+        _OI_KIND,
+        "gen_ai.operation.name",
+        "gen_ai.system",
+        "gen_ai.provider.name",
+    )
 )
 """Every span attribute the cost engine reads; the rest (prompts, completions, ...) it never needs."""
 

@@ -133,7 +133,9 @@ def build_report(
     return result
 
 
-def _run_row(record: tuple[Any, ...], keys: tuple[str, ...], key_at: tuple[int, ...], n_keys: int) -> ReportRow:
+def _run_row(
+    record: tuple[Any, ...], keys: tuple[str, ...], key_at: tuple[int, ...], n_keys: int
+) -> ReportRow:
     calls, inp, out, cached, reasoning, cost, unpriced, no_usage = record[n_keys:]
     cost = float(cost)
     return ReportRow(

@@ -175,7 +175,6 @@ class SQLiteStore:
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_BACKLOG_LIMIT_PAGES * 4096}")
         self._checkpointer = _Checkpointer(self.path)
 
-
     def write(self, calls: Sequence[Call]) -> None:
         if not calls:
             return
