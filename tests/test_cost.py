@@ -388,3 +388,17 @@ def test_runs_show_lists_the_calls(rig: CostRig, fake_openai: FakeOpenAI, client
     calls = json.loads(_cli(["runs", "show", "run-abc", "--format", "json", "--store", rig.store_url]))
     assert [c["model"] for c in calls] == ["gpt-4o-mini", "gpt-4o"]
     assert all(len(c["trace_id"]) == 32 and len(c["span_id"]) == 16 for c in calls)
+
+
+def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
+    """A Call is written as its own row: the table SQLite created must have exactly its fields, in order."""
+    import sqlite3
+
+    from otel_usecase.calls import Call
+
+    from otel_usecase.store import open_store
+
+    open_store(store_url).close()
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+        columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(usecase_calls)"))
+    assert columns == Call._fields

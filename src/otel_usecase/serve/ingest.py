@@ -13,7 +13,7 @@ import threading
 
 from ..calls import calls_from_spans
 from ..pricing import PriceBook
-from ..store import Store, StoreUnavailable, open_store
+from ..store import Store, StoreError, StoreUnavailable, open_store
 from .otlp import Decoded
 
 __all__ = ["Ingest", "StoreUnavailable"]
@@ -52,9 +52,7 @@ class Ingest:
         if calls:
             try:
                 store = self._get_store()
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
+            except StoreError as exc:  # opened at startup; failing now means it went away
                 raise StoreUnavailable(str(exc)) from exc
             store.write(calls)
             self.calls_written += len(calls)

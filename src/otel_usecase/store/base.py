@@ -20,10 +20,13 @@ from ..config import ENV_STORE, env_str
 
 __all__ = [
     "COLUMNS",
+    "LEDGER",
+    "META_TABLE",
     "SCHEMA_VERSION",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "create_statements",
     "default_store_url",
     "open_store",
     "parse_store_url",
@@ -33,33 +36,52 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 TABLE: Final = "usecase_calls"
 
-COLUMNS: Final[tuple[str, ...]] = (
-    "trace_id",
-    "span_id",
-    "start_ns",
-    "end_ns",
-    "service",
-    "use_case",
-    "run_id",
-    "use_case_version",
-    "step",
-    "experience_name",
-    "experience_id",
-    "user_id",
-    "provider",
-    "model",
-    "operation",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "status",
-    "price_source",
-    "error",
+META_TABLE: Final = "otel_usecase_meta"
+
+LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
+    ("trace_id", "text", "NOT NULL"),
+    ("span_id", "text", "NOT NULL"),
+    ("start_ns", "int", "NOT NULL"),
+    ("end_ns", "int", "NOT NULL"),
+    ("service", "text", ""),
+    ("use_case", "text", "NOT NULL"),
+    ("run_id", "text", "NOT NULL"),
+    ("use_case_version", "text", ""),
+    ("step", "text", ""),
+    ("experience_name", "text", ""),
+    ("experience_id", "text", ""),
+    ("user_id", "text", ""),
+    ("provider", "text", ""),
+    ("model", "text", ""),
+    ("operation", "text", ""),
+    ("input_tokens", "int", ""),
+    ("output_tokens", "int", ""),
+    ("cache_read_tokens", "int", "NOT NULL DEFAULT 0"),
+    ("cache_write_tokens", "int", "NOT NULL DEFAULT 0"),
+    ("reasoning_tokens", "int", "NOT NULL DEFAULT 0"),
+    ("cost_usd", "real", ""),
+    ("status", "text", "NOT NULL"),
+    ("price_source", "text", ""),
+    ("error", "flag", "NOT NULL DEFAULT 0"),
 )
-"""Ledger columns, in :class:`~otel_usecase.calls.Call` field order."""
+"""The ledger's columns as (name, kind, constraint), in :class:`~otel_usecase.calls.Call` field order.
+
+Defined once; each store maps the kinds (``text``, ``int``, ``real``, ``flag``) to its own types."""
+
+COLUMNS: Final[tuple[str, ...]] = tuple(name for name, _, _ in LEDGER)
+"""Ledger column names, in :class:`~otel_usecase.calls.Call` field order."""
+
+
+def create_statements(types: dict[str, str]) -> tuple[str, ...]:
+    """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
+    columns = ",\n    ".join(
+        f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns},\n    PRIMARY KEY (trace_id, span_id)\n)",
+    )
+
 
 _REPLACED_ON_BETTER_COPY: Final = tuple(c for c in COLUMNS if c not in ("trace_id", "span_id"))
 

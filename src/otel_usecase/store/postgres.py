@@ -42,10 +42,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ..calls import Call
 from .base import (
     INDEXES,
+    META_TABLE,
     SCHEMA_VERSION,
     TABLE,
     StoreError,
     StoreUnavailable,
+    create_statements,
     redact_url,
     row_of,
     upsert_sql,
@@ -80,37 +82,10 @@ _ADVISORY_LOCK_KEY: Final = 0x6F74_656C_7573_6563
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
-_META: Final = "otel_usecase_meta"
+_META: Final = META_TABLE
 
-_CREATE: Final[tuple[str, ...]] = (
-    f"CREATE TABLE IF NOT EXISTS {_META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    start_ns BIGINT NOT NULL,
-    end_ns BIGINT NOT NULL,
-    service TEXT,
-    use_case TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    use_case_version TEXT,
-    step TEXT,
-    experience_name TEXT,
-    experience_id TEXT,
-    user_id TEXT,
-    provider TEXT,
-    model TEXT,
-    operation TEXT,
-    input_tokens BIGINT,
-    output_tokens BIGINT,
-    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
-    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
-    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
-    cost_usd DOUBLE PRECISION,
-    status TEXT NOT NULL,
-    price_source TEXT,
-    error SMALLINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (trace_id, span_id)
-)""",
+_CREATE: Final = create_statements(
+    {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
 )
 
 _INSTALL_HINT: Final = "pip install 'otel-usecase[postgres]'"

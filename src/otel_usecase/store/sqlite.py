@@ -16,10 +16,11 @@ from typing import Any, Final
 from ..calls import Call
 from .base import (
     INDEXES,
+    META_TABLE,
     SCHEMA_VERSION,
-    TABLE,
     StoreError,
     StoreUnavailable,
+    create_statements,
     row_of,
     upsert_sql,
 )
@@ -29,36 +30,7 @@ __all__ = ["SQLiteStore"]
 _BUSY_TIMEOUT_S: Final = 2.0
 """How long a write waits for another writer's lock before the store counts as unavailable."""
 
-_CREATE: Final = f"""
-CREATE TABLE IF NOT EXISTS otel_usecase_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    service TEXT,
-    use_case TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    use_case_version TEXT,
-    step TEXT,
-    experience_name TEXT,
-    experience_id TEXT,
-    user_id TEXT,
-    provider TEXT,
-    model TEXT,
-    operation TEXT,
-    input_tokens INTEGER,
-    output_tokens INTEGER,
-    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL,
-    status TEXT NOT NULL,
-    price_source TEXT,
-    error INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (trace_id, span_id)
-);
-"""
+_CREATE: Final = create_statements({"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"})
 
 _CHECKPOINT_EVERY_S: Final = 0.5
 _WAL_BACKLOG_LIMIT_PAGES: Final = 16384
@@ -143,15 +115,12 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _CREATE.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            found = conn.execute(
-                "SELECT value FROM otel_usecase_meta WHERE key = 'schema_version'"
-            ).fetchone()
+            for statement in _CREATE:
+                conn.execute(statement)
+            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
             if found is None:
                 conn.execute(
-                    "INSERT INTO otel_usecase_meta (key, value) VALUES ('schema_version', ?)",
+                    f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
             elif int(found[0]) > SCHEMA_VERSION:
