@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -13,6 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_usecase import UseCaseSpanProcessor, set_default_use_case
 from otel_usecase._log import reset_rate_limits
 from otel_usecase.testing import FakeOpenAI
+
+from .rigs import CostRig
 
 
 class Traced:
@@ -65,3 +68,31 @@ def traced() -> Iterator[Traced]:
     finally:
         instrumentor.uninstrument()
         provider.shutdown()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """A fresh SQLite store for the test."""
+    return "sqlite:///" + str(tmp_path / "costs.db")
+
+
+@pytest.fixture
+def rig(store_url: str) -> Iterator[CostRig]:
+    rig = CostRig(store_url)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def instrumented_httpx(traced: Traced) -> Iterator[None]:
+    """httpx clients inject the context (W3C trace context and baggage) with the ``traced`` provider."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=traced.provider)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()

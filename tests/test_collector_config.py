@@ -22,7 +22,6 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="pyyaml is a test dependency (add it to the test extra)")
 
 from otel_usecase import collector_config as cc
-from otel_usecase import usage as usage_module
 from otel_usecase.calls import is_model_call
 from otel_usecase.pricing import ENV_PRICES, PriceBook
 from otel_usecase.usage import read_usage
@@ -476,20 +475,6 @@ def test_token_counts_are_read_as_doubles_with_nil_guards(default_statements: li
         target, value, _ = split_statement(statement)
         if target.startswith("cache[") and "attributes[" not in value:
             assert re.fullmatch(r'[\s\w\[\]".()*+\-]*', _code_only(value)), statement
-
-
-def test_the_token_keys_are_the_usage_module_keys() -> None:
-    assert cc.INPUT_KEYS == usage_module.INPUT_KEYS
-    assert cc.OUTPUT_KEYS == usage_module.OUTPUT_KEYS
-    assert cc.CACHE_READ_KEYS == usage_module.CACHE_READ_KEYS
-    assert cc.CACHE_WRITE_KEYS == usage_module.CACHE_WRITE_KEYS
-    assert cc.REASONING_KEYS == usage_module.REASONING_KEYS
-    assert cc.TOTAL_KEYS == usage_module.TOTAL_KEYS
-    assert cc.MODEL_KEYS == (
-        usage_module._RESPONSE_MODEL,
-        usage_module._REQUEST_MODEL,
-        usage_module._OI_MODEL,
-    )
 
 
 # -- the generated OTTL: prices -------------------------------------------------------

@@ -11,16 +11,12 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, track, track_context
+from otel_usecase import UseCaseCostExporter, track, track_context
 from otel_usecase.cli import main as cli_main
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
@@ -29,63 +25,18 @@ from .expect import (
     GPT4O_CACHED,
     GPT4O_IN,
     GPT4O_OUT,
-    M,
     MINI_CACHED,
     MINI_IN,
     MINI_OUT,
     O3_MINI_IN,
     O3_MINI_OUT,
+    M,
     openai_cost,
     report_json,
 )
+from .rigs import CostRig
 
 MSG = [{"role": "user", "content": "hello"}]
-
-
-class CostRig:
-    """A TracerProvider wired the documented way: processor + BatchSpanProcessor(UseCaseCostExporter)."""
-
-    def __init__(self, store_url: str, prices: str | None = None, *, both_instrumentations: bool = False):
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-
-        self.store_url = store_url
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(UseCaseSpanProcessor())
-        self.exporter = UseCaseCostExporter(store=store_url, prices=prices)
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
-        self.instrumentors: list[Any] = [OpenAIInstrumentor()]
-        if both_instrumentations:
-            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2Instrumentor
-
-            self.instrumentors.append(OpenAIV2Instrumentor())
-        for instrumentor in self.instrumentors:
-            instrumentor.instrument(tracer_provider=self.provider)
-
-    def flush(self) -> None:
-        assert self.provider.force_flush()
-
-    def close(self) -> None:
-        for instrumentor in reversed(self.instrumentors):
-            instrumentor.uninstrument()
-        self.provider.shutdown()
-
-    def report(self, by: str = "use-case", **kwargs: Any) -> list[dict[str, Any]]:
-        self.flush()
-        return report_json(self.store_url, by, **kwargs)
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return "sqlite:///" + str(tmp_path / "costs.db")
-
-
-@pytest.fixture
-def rig(store_url: str) -> Iterator[CostRig]:
-    rig = CostRig(store_url)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def test_cached_tokens_are_priced_at_the_cached_rate(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
@@ -217,16 +168,11 @@ def test_prices_file_overrides_and_azure_deployment_alias(
 
 
 def test_same_batch_exported_twice_counts_once(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    captured = InMemorySpanExporter()
-    rig.provider.add_span_processor(SimpleSpanProcessor(captured))
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=500))
     with track_context("retry_case"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
     rig.flush()
-    spans = captured.get_finished_spans()
+    spans = rig.captured.get_finished_spans()
     rig.exporter.export(spans)  # the retry of a batch that was already written
     rig.exporter.export(spans)
     (row,) = rig.report()
@@ -235,14 +181,9 @@ def test_same_batch_exported_twice_counts_once(rig: CostRig, fake_openai: FakeOp
 
 
 def test_both_openai_instrumentations_count_each_request_once(
-    store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
+    store_url: str, tmp_path: Path, fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     rig = CostRig(store_url, both_instrumentations=True)
-    captured = InMemorySpanExporter()
-    rig.provider.add_span_processor(SimpleSpanProcessor(captured))
     try:
         fake_openai.respond(usage=FakeUsage(prompt_tokens=2_000, completion_tokens=300))
         with track_context("double_instrumented"):
@@ -254,12 +195,24 @@ def test_both_openai_instrumentations_count_each_request_once(
         (row,) = rig.report()
     finally:
         rig.close()
-    scopes = {s.instrumentation_scope.name for s in captured.get_finished_spans() if s.instrumentation_scope}
+    llm_spans = [s for s in rig.captured.get_finished_spans() if "gen_ai.operation.name" in (s.attributes or {})]
+    scopes = {s.instrumentation_scope.name for s in llm_spans if s.instrumentation_scope}
     assert {"opentelemetry.instrumentation.openai.v1", "opentelemetry.instrumentation.openai_v2"} <= scopes
-    assert len([s for s in captured.get_finished_spans() if "gen_ai.operation.name" in (s.attributes or {})]) == 4
-    assert row["calls"] == 2
-    assert row["no_usage_calls"] == 0
-    assert row["cost_usd"] == pytest.approx(2 * openai_cost(2_000, 300, 0, MINI_IN, MINI_OUT, MINI_CACHED))
+    assert len(llm_spans) == 4
+    expected = 2 * openai_cost(2_000, 300, 0, MINI_IN, MINI_OUT, MINI_CACHED)
+    assert (row["calls"], row["no_usage_calls"]) == (2, 0)
+    assert row["cost_usd"] == pytest.approx(expected)
+
+    # Each span in a batch of its own (a batch boundary between the two spans of one request):
+    # the processor's usecase.call.span_id mark still lands them on one ledger row.
+    other_store = "sqlite:///" + str(tmp_path / "one_span_batches.db")
+    exporter = UseCaseCostExporter(store=other_store)
+    for span in llm_spans:
+        exporter.export([span])
+    exporter.shutdown()
+    (alone,) = report_json(other_store)
+    assert (alone["calls"], alone["no_usage_calls"]) == (2, 0)
+    assert alone["cost_usd"] == pytest.approx(expected)
 
 
 def test_restart_between_two_calls_of_one_run(store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
@@ -395,7 +348,6 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
     import sqlite3
 
     from otel_usecase.calls import Call
-
     from otel_usecase.store import open_store
 
     open_store(store_url).close()

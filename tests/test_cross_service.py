@@ -75,18 +75,6 @@ def service_b(client: openai.OpenAI) -> Iterator[ServiceB]:
         yield service
 
 
-@pytest.fixture
-def instrumented_httpx(traced: Traced) -> Iterator[None]:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    instrumentor.instrument(tracer_provider=traced.provider)
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
 def test_downstream_llm_span_is_attributed_to_upstream_instance(
     traced: Traced, service_b: ServiceB, instrumented_httpx: None
 ) -> None:

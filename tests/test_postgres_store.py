@@ -559,47 +559,36 @@ def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
 
 
 def test_exporter_survives_postgres_stopped_in_the_middle_of_a_load(
-    pg_server: PostgresServer, db_url: str, fake_openai: Any
+    pg_server: PostgresServer, db_url: str, fake_openai: Any, client: Any
 ) -> None:
     """The in-process exporter over PostgreSQL: the server stops and starts mid-load; totals stay exact."""
-    import openai
-    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, track_context
+    from otel_usecase import track_context
     from otel_usecase.testing import FakeUsage
 
-    from .expect import mini_cost, report_json
+    from .expect import mini_cost
+    from .rigs import CostRig
 
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
-    provider = TracerProvider()
-    provider.add_span_processor(UseCaseSpanProcessor())
-    exporter = UseCaseCostExporter(store=db_url)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    client = openai.OpenAI(base_url=fake_openai.base_url, api_key="k", max_retries=0)
+    rig = CostRig(db_url)
 
     def calls(n: int) -> None:
         with track_context("pg_load", use_case_id="pg-run"):
             for _ in range(n):
                 client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-        provider.force_flush()
+        rig.flush()
 
     try:
         calls(5)
         pg_server.stop()
         try:
             calls(7)
-            assert exporter.buffered_calls == 7
+            assert rig.exporter.buffered_calls == 7
         finally:
             pg_server.start()
         calls(3)
-        assert exporter.buffered_calls == 0 and exporter.dropped_calls == 0
+        assert rig.exporter.buffered_calls == 0 and rig.exporter.dropped_calls == 0
+        (row,) = rig.report("run")
     finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
-    (row,) = report_json(db_url, "run")
+        rig.close()
     assert row["calls"] == 15
     assert row["cost_usd"] == pytest.approx(15 * mini_cost(1_000, 100))

@@ -14,55 +14,23 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, current_scope, track, track_context
+from otel_usecase import current_scope, track, track_context
 from otel_usecase.report import build_report, format_report, format_run, run_calls
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import mini_cost, report_json
+from .rigs import CostRig
 from .servers import ServeProcess
 
 MSG = [{"role": "user", "content": "hi"}]
-
-
-class Rig:
-    def __init__(self, store_url: str, **exporter_kwargs: Any) -> None:
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(UseCaseSpanProcessor())
-        self.exporter = UseCaseCostExporter(store=store_url, **exporter_kwargs)
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
-        self.captured = InMemorySpanExporter()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
-        self.instrumentor = OpenAIInstrumentor()
-        self.instrumentor.instrument(tracer_provider=self.provider)
-
-    def close(self) -> None:
-        self.instrumentor.uninstrument()
-        self.provider.shutdown()
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return "sqlite:///" + str(tmp_path / "costs.db")
-
-
-@pytest.fixture
-def rig(store_url: str) -> Iterator[Rig]:
-    rig = Rig(store_url)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 # --- store unavailable -------------------------------------------------------------------
@@ -76,7 +44,7 @@ def lock_sqlite(store_url: str) -> sqlite3.Connection:
 
 
 def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
-    rig: Rig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
     with track_context("warmup"):
@@ -109,7 +77,7 @@ def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
 def test_full_buffer_drops_are_counted_and_logged(
     store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = Rig(store_url, max_buffered_calls=2)
+    rig = CostRig(store_url, max_buffered_calls=2)
     try:
         with track_context("warmup"):
             client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -199,7 +167,7 @@ def test_kill_9_of_serve_while_a_sender_retries_loses_and_duplicates_nothing(sto
 
 
 def test_50_threads_and_200_tasks_each_in_its_own_scope(
-    rig: Rig, store_url: str, fake_openai: FakeOpenAI
+    rig: CostRig, store_url: str, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=500, completion_tokens=50))
     sync_client = openai.OpenAI(base_url=fake_openai.base_url, api_key="k", max_retries=0)
@@ -260,7 +228,7 @@ def test_50_threads_and_200_tasks_each_in_its_own_scope(
 
 
 def test_failed_attempt_is_a_failed_call_and_the_retry_is_priced(
-    rig: Rig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
+    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=2_000, completion_tokens=200))
     with track_context("app_retries", use_case_id="retry-run"):
@@ -285,7 +253,7 @@ def test_failed_attempt_is_a_failed_call_and_the_retry_is_priced(
 
 
 def test_client_side_retries_bill_only_the_attempt_that_answered(
-    rig: Rig, store_url: str, fake_openai: FakeOpenAI
+    rig: CostRig, store_url: str, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=2_000, completion_tokens=200))
     retrying = openai.OpenAI(base_url=fake_openai.base_url, api_key="k", max_retries=2)
@@ -343,7 +311,7 @@ HOSTILE = [
 
 
 def test_hostile_ids_are_stored_verbatim_and_rendered_safely(
-    rig: Rig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
+    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=10, completion_tokens=1))
     for i, value in enumerate(HOSTILE):
@@ -390,7 +358,7 @@ def test_full_disk_and_read_only_disk_buffer_then_recover(
     small_disk: Path, fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     store_url = "sqlite:///" + str(small_disk / "costs.db")
-    rig = Rig(store_url)
+    rig = CostRig(store_url)
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
 
     def calls(n: int) -> None:
@@ -424,7 +392,7 @@ def test_full_disk_and_read_only_disk_buffer_then_recover(
     subprocess.run(["mount", "--bind", str(small_disk), str(read_only)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(read_only)], check=True)
-        rig = Rig("sqlite:///" + str(read_only / "costs.db"))
+        rig = CostRig("sqlite:///" + str(read_only / "costs.db"))
         try:
             calls(3)
             assert rig.exporter.buffered_calls == 3

@@ -122,18 +122,6 @@ def llm_over_httpx(fake_openai: FakeOpenAI) -> Iterator[openai.OpenAI]:
         )
 
 
-@pytest.fixture
-def instrumented_httpx(traced: Traced) -> Iterator[None]:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    instrumentor.instrument(tracer_provider=traced.provider)
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
 class _Server:
     """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread, answering every GET/POST with ``{}``."""
 

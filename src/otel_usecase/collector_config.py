@@ -82,6 +82,7 @@ from .usage import (
     CACHE_READ_KEYS,
     CACHE_WRITE_KEYS,
     INPUT_KEYS,
+    MODEL_KEYS,
     OUTPUT_KEYS,
     REASONING_KEYS,
     TOTAL_KEYS,
@@ -138,8 +139,6 @@ END_MARKER: Final = "# END GENERATED: otel-usecase collector-config transform"
 COMMAND: Final = "otel-usecase collector-config transform"
 
 # Token attribute keys, first present key wins: the very tuples otel_usecase.usage reads.
-MODEL_KEYS: Final = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
-"""Where the model name is read, first present wins (as otel_usecase.usage)."""
 
 _OPERATION: Final = "gen_ai.operation.name"
 _SYSTEM: Final = "gen_ai.system"

@@ -110,6 +110,7 @@ __all__ = [
     "CACHE_READ_KEYS",
     "CACHE_WRITE_KEYS",
     "INPUT_KEYS",
+    "MODEL_KEYS",
     "OUTPUT_KEYS",
     "READ_KEYS",
     "REASONING_KEYS",
@@ -164,6 +165,8 @@ TOTAL_KEYS: Final = (
     "llm.token_count.total",
 )
 _USAGE_KEYS: Final = INPUT_KEYS + OUTPUT_KEYS
+MODEL_KEYS: Final = (_RESPONSE_MODEL, _REQUEST_MODEL, _OI_MODEL)
+"""Where the model name is read, first present wins."""
 
 READ_KEYS: Final[frozenset[str]] = frozenset(
     (
