@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
@@ -96,6 +97,34 @@ def test_spans_all_stamps_every_span_in_scope(monkeypatch: pytest.MonkeyPatch) -
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert stamped(spans["inside"])[attr.USE_CASE_NAME] == "everything"
     assert stamped(spans["outside"]) == {}
+
+
+@pytest.mark.parametrize("default", [None, "background"])
+def test_spans_in_and_out_of_scopes_in_any_order(default: str | None) -> None:
+    """on_start orders its two tests by what recent spans needed; results must not depend on it."""
+    if default is not None:
+        set_default_use_case(default)
+    provider, exporter = _provider(UseCaseSpanProcessor())
+    app = provider.get_tracer("my.app")
+    llm = provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    expected: dict[str, dict[str, object]] = {}
+    pattern = ["in", "in", "out", "out", "in", "out", "in", "in", "out"]
+    for i, where in enumerate(pattern):
+        with track_context(f"uc_{i}") if where == "in" else contextlib.nullcontext() as scope:
+            app.start_span(f"app-{i}-a").end()
+            llm.start_span(f"llm-{i}", attributes={"gen_ai.operation.name": "chat"}).end()
+            app.start_span(f"genai-{i}", attributes={"gen_ai.system": "openai"}).end()
+            app.start_span(f"app-{i}-b").end()
+        if scope is not None:
+            llm_stamp: dict[str, object] = {
+                attr.USE_CASE_NAME: f"uc_{i}",
+                attr.USE_CASE_ID: scope.use_case_id,
+            }
+        else:
+            llm_stamp = {attr.USE_CASE_NAME: default} if default is not None else {}
+        expected.update({f"app-{i}-a": {}, f"llm-{i}": llm_stamp, f"genai-{i}": llm_stamp, f"app-{i}-b": {}})
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {name: stamped(spans[name]) for name in expected} == expected
 
 
 def test_constructor_argument_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:

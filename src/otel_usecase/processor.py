@@ -9,6 +9,7 @@ attributes, and the validated values of a baggage dict are cached by identity
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Final
@@ -100,9 +101,16 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def __init__(self, spans: str | None = None) -> None:
         self._all_spans = config.spans_mode(spans) == "all"
-        self._llm_scope: dict[int, bool] = {}
+        # id(instrumentation scope) -> its "room": 0 when its spans are not LLM spans; else
+        # how many attributes an LLM span of it may hold for our direct write (-1: use
+        # the public API). A tracer's spans all share its scope object and span limits.
+        self._rooms: dict[int, int] = {}
         self._scopes_seen: list[object] = []
         self._last: tuple[object, dict[str, str]] = (None, {})
+        self._plain_scope: object = _MISSING
+        # Whether the last span that read the context found baggage: decides which of
+        # on_start's two rejecting tests runs first (a hint; either order is correct).
+        self._scoped = False
         _scope.load_default_from_env()
 
     @property
@@ -112,70 +120,137 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # The hot path of every span the application starts; 9 in 10 spans of a request
-        # end at the LLM test. It reads the SDK span's fields directly and is written out
-        # inline: a Python call or a getattr with a default costs about as much as the
-        # test itself. Spans that are not SDK spans take the general path.
+        # are not LLM spans and end at one of two tests: "no baggage and no default use
+        # case" (one context read) and "not an LLM span" (the span's scope and start
+        # attributes). Whichever rejected recent spans runs first: outside any scope the
+        # context read, inside one the LLM test, so that a typical span pays for one test.
+        # Measured in a real request, each bytecode here costs several times what it costs
+        # in a tight loop (the code and the span are cold), so the path is written out
+        # inline and reads the SDK span's fields directly. Spans that are not SDK spans,
+        # and ``spans="all"``, take the general path.
         try:
-            ctx = parent_context if parent_context is not None else _current_context()
-            bag = ctx.get(BAGGAGE_KEY)
-            default = _scope._default_attributes
-            if not bag and default is None:
-                return
-            if not self._all_spans:
-                try:
-                    scope = span._instrumentation_scope
-                    started = span._attributes._dict  # type: ignore[union-attr]
-                except AttributeError:
-                    if not self._is_llm(span):
+            ctx = None
+            if not self._scoped:
+                ctx = parent_context if parent_context is not None else _current_context()
+                bag = ctx.get(BAGGAGE_KEY)
+                if not bag:
+                    if _scope._default_attributes is None:
                         return
                 else:
-                    known = self._llm_scope.get(id(scope))
-                    if known is None:
-                        known = self._remember_scope(scope)
-                    if not known and (
-                        not started
-                        or not (
-                            "gen_ai.operation.name" in started
-                            or "gen_ai.system" in started
-                            or "gen_ai.provider.name" in started
-                        )
-                    ):
+                    self._scoped = True
+            if self._all_spans:
+                self._stamp_general(span, parent_context)
+                return
+            try:
+                scope = span._instrumentation_scope
+                started = span._attributes._dict  # type: ignore[union-attr]
+            except AttributeError:
+                if self._is_llm(span):
+                    self._stamp_general(span, parent_context)
+                return
+            if scope is self._plain_scope:
+                room = 0
+            else:
+                room = self._room(scope, span)
+            if not room and not (
+                "gen_ai.operation.name" in started
+                or "gen_ai.system" in started
+                or "gen_ai.provider.name" in started
+            ):
+                return
+            if ctx is None:
+                ctx = parent_context if parent_context is not None else _current_context()
+                bag = ctx.get(BAGGAGE_KEY)
+                if not bag:
+                    self._scoped = False
+                    if _scope._default_attributes is None:
                         return
-            values = self._values(bag, ctx) if bag else {}
+            # An LLM span. Values written by track_context in this process are valid as
+            # they are; any other baggage is validated once per baggage dict.
+            entry: tuple[object, object, dict[str, str]] | None = ctx.get(_scope.SCOPE_KEY)  # type: ignore[assignment]
+            values = entry[2] if entry is not None and entry[1] is bag else self._values(bag, ctx)
+            default = _scope._default_attributes
             if default is not None and attr.USE_CASE_NAME not in values:
                 values = {**default, **values}
             if not values:
                 return
-            outer = self._outer_llm_span_id(span, ctx)
-            if outer is not None:
-                values = {**values, attr.CALL_SPAN_ID: outer}
-            _stamp(span, values)
+            parent = ctx.get(_SPAN_KEY)
+            if parent is not None:
+                # Nested in another LLM span (two instrumentations of one call)? Not when the
+                # parent comes from the last non-LLM scope and started as a plain span.
+                parent_started = getattr(parent, "_attributes", None)
+                if (
+                    getattr(parent, "_instrumentation_scope", None) is not self._plain_scope
+                    or type(parent_started) is not BoundedAttributes
+                    or "gen_ai.operation.name" in parent_started._dict
+                    or "gen_ai.system" in parent_started._dict
+                    or "gen_ai.provider.name" in parent_started._dict
+                ):
+                    outer = self._outer_llm_span_id(span, parent)
+                    if outer is not None:
+                        values = {**values, attr.CALL_SPAN_ID: outer}
+            # No lock for the direct write: on_start runs inside start_span, before the
+            # span is handed to any code that could touch it from another thread.
+            if len(started) + len(values) <= room and started.keys().isdisjoint(values):
+                started.update(values)
+            else:
+                _stamp(span, values)
         except Exception:  # never break the application because of telemetry
             logger.debug("otel_usecase: could not stamp span", exc_info=True)
 
-    def _remember_scope(self, scope: object) -> bool:
-        """Decide once per instrumentation scope whether its spans are LLM spans.
+    def _stamp_general(self, span: Span, parent_context: Context | None) -> None:
+        """``on_start`` for any span type and for ``spans="all"``: the same steps through public reads."""
+        ctx = parent_context if parent_context is not None else _current_context()
+        values = self._values(ctx.get(BAGGAGE_KEY), ctx)
+        default = _scope._default_attributes
+        if default is not None and attr.USE_CASE_NAME not in values:
+            values = {**default, **values}
+        if not values:
+            return
+        parent = ctx.get(_SPAN_KEY)
+        outer = self._outer_llm_span_id(span, parent) if parent is not None else None
+        if outer is not None:
+            values = {**values, attr.CALL_SPAN_ID: outer}
+        _stamp(span, values)
+
+    def _room(self, scope: object, span: object) -> int:
+        """The room of ``scope`` (see ``_rooms``); remembers the last scope whose spans are not LLM spans."""
+        room = self._rooms.get(id(scope))
+        if room is None:
+            room = self._remember_scope(scope, span)
+        if not room:
+            # A strong reference: its identity cannot be reused while it is held here.
+            self._plain_scope = scope
+        return room
+
+    def _remember_scope(self, scope: object, span: object) -> int:
+        """Decide once per instrumentation scope whether its spans are LLM spans, and their room.
 
         Keyed by the scope object's identity (hashing an InstrumentationScope builds a
-        tuple); the scope is kept alive in ``_scopes_seen`` so its id is not reused.
+        tuple); the scope is kept alive in ``_scopes_seen`` so its id is not reused. The
+        direct write needs the SDK's attribute map with no value-length limit (values
+        would have to be truncated) and room for our keys (else the SDK evicts).
         """
-        known = (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES)
-        if len(self._llm_scope) >= _MAX_CACHED_SCOPES:
-            self._llm_scope = {}
+        room = 0
+        if (getattr(scope, "name", None) or "").startswith(LLM_SCOPE_PREFIXES):
+            attributes = getattr(span, "_attributes", None)
+            if type(attributes) is BoundedAttributes and attributes.max_value_len is None:
+                room = sys.maxsize if attributes.maxlen is None else attributes.maxlen
+            else:
+                room = -1
+        if len(self._rooms) >= _MAX_CACHED_SCOPES:
+            self._rooms = {}
             self._scopes_seen = []
         self._scopes_seen.append(scope)
-        self._llm_scope[id(scope)] = known
-        return known
+        self._rooms[id(scope)] = room
+        return room
 
     def _is_llm(self, span: ReadableSpan) -> bool:
         """Whether ``span`` is an LLM span (the test ``on_start`` makes inline), for any span type."""
         scope = getattr(span, "_instrumentation_scope", _MISSING)
         if scope is _MISSING:
             scope = span.instrumentation_scope
-        known = self._llm_scope.get(id(scope))
-        if known is None:
-            known = self._remember_scope(scope)
-        if known:
+        if self._room(scope, span):
             return True
         started_with = _attributes_of(span)
         for key in LLM_START_ATTRIBUTES:
@@ -183,9 +258,8 @@ class UseCaseSpanProcessor(SpanProcessor):
                 return True
         return False
 
-    def _outer_llm_span_id(self, span: Span, ctx: Context) -> str | None:
-        """The outermost LLM span's id when this LLM span is nested in one (two instrumentations)."""
-        parent = ctx.get(_SPAN_KEY)
+    def _outer_llm_span_id(self, span: Span, parent: object) -> str | None:
+        """The outermost LLM span's id when this LLM span is nested in ``parent``, an LLM span (two instrumentations)."""
         if not isinstance(parent, ReadableSpan) or not self._is_llm(parent):
             return None
         if self._all_spans and not self._is_llm(span):
@@ -198,6 +272,8 @@ class UseCaseSpanProcessor(SpanProcessor):
 
     def _values(self, bag: object, ctx: Context) -> dict[str, str]:
         """Our values in ``bag``: as a local scope wrote them, else validated; cached per baggage dict."""
+        if not bag:
+            return {}
         last = self._last
         if last[0] is bag:
             return last[1]
@@ -233,26 +309,23 @@ def _stamp(span: Span, values: Mapping[str, str]) -> None:
     The public ``set_attributes`` validates and cleans every value and takes two
     locks: about 1 us per attribute, on every LLM span. Our values are strings
     validated once per baggage dict, so when the span's attribute map has room
-    for all of them (no eviction, no truncation) they are written under the
-    span's lock directly; otherwise the public API does the work.
+    for all of them (no eviction, no truncation) they are written into it
+    directly; otherwise the public API does the work. No lock is needed for the
+    direct write: ``on_start`` runs inside ``start_span``, before the span is
+    handed to any code that could touch it from another thread.
     """
     attributes = getattr(span, "_attributes", None)
-    lock = getattr(span, "_lock", None)
     if (
         type(attributes) is BoundedAttributes
-        and lock is not None
         and not attributes._immutable
         and (attributes.maxlen is None or len(attributes._dict) + len(values) <= attributes.maxlen)
         and (attributes.max_value_len is None or max(map(len, values.values())) <= attributes.max_value_len)
     ):
         target = attributes._dict
-        with lock:
-            if getattr(span, "_end_time", None) is None:
-                for key in values:
-                    if key in target:  # never overwrite what the instrumentation set
-                        values = {k: v for k, v in values.items() if k not in target}
-                        break
-                target.update(values)
+        if target.keys().isdisjoint(values):
+            target.update(values)
+        else:  # never overwrite what the instrumentation set
+            target.update({k: v for k, v in values.items() if k not in target})
         return
     existing = span.attributes or {}
     span.set_attributes({k: v for k, v in values.items() if k not in existing})
