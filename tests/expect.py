@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from otel_usecase.report import build_report, format_report
+from otel_usecase.report import render_report
 from otel_usecase.store import open_store
 
 M = 1_000_000
@@ -34,6 +34,6 @@ def report_json(store_url: str, by: str = "use-case", **kwargs: Any) -> list[dic
     """What a user sees from ``otel-usecase report --format json``."""
     store = open_store(store_url)
     try:
-        return json.loads(format_report(build_report(store, by, **kwargs), by, "json"))
+        return json.loads(render_report(store, by, "json", **kwargs))
     finally:
         store.close()

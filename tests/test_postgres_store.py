@@ -6,6 +6,7 @@ in, then compared with what the store's reports say.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 import re
@@ -16,13 +17,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from otel_usecase.calls import Call
-from otel_usecase.report import GROUPINGS, build_report, run_calls
+from otel_usecase.report import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
@@ -125,8 +127,18 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
             "unpriced_calls": sum(c.status == "unpriced" for c in group),
             "no_usage_calls": sum(c.status == "no_usage" for c in group),
             "avg_run_cost_usd": sum(run_costs) / len(run_costs),
+            "p50_run_cost_usd": interpolated(sorted(run_costs), 0.5),
+            "p95_run_cost_usd": interpolated(sorted(run_costs), 0.95),
         }
     return out
+
+
+def interpolated(values: list[float], q: float) -> float:
+    """The q-quantile with linear interpolation between closest ranks (numpy's default)."""
+    position = (len(values) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
 
 
 def actual_report(store: PostgresStore, by: str) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -143,6 +155,8 @@ def actual_report(store: PostgresStore, by: str) -> dict[tuple[Any, ...], dict[s
             "unpriced_calls": r.unpriced_calls,
             "no_usage_calls": r.no_usage_calls,
             "avg_run_cost_usd": r.avg_run_cost_usd,
+            "p50_run_cost_usd": r.p50_run_cost_usd,
+            "p95_run_cost_usd": r.p95_run_cost_usd,
         }
         for r in rows
     }
@@ -325,6 +339,42 @@ def test_written_calls_add_up_in_every_report(store: PostgresStore) -> None:
     ]
     [(errors,)] = store.query("SELECT SUM(error) FROM usecase_calls")
     assert errors == sum(c.error for c in calls)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_runs_json_written_by_the_database_is_the_report(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    """``report --by run --format json`` (JSON from SQL) says what the Python-built report says."""
+    store = PostgresStore(db_url) if backend == "postgresql" else open_store(f"sqlite:///{tmp_path}/costs.db")
+    try:
+        assert render_report(store, "run", "json") == "[]"
+        calls = mixed_calls()
+        # two runs that cost exactly the same, in different use cases: ties go by use case, then run id
+        twin = make_call(900, use_case="zz-tie", run_id="tie-b", span_id=f"{0x9000:016x}")
+        calls += [twin, twin._replace(use_case="aa-tie", run_id="tie-a", span_id=f"{0x9001:016x}")]
+        calls.append(make_call(901, use_case="odd \"name\"\n\u00e9", run_id="run-\u00e9", span_id=f"{0x9002:016x}"))
+        store.write(calls)
+        for filters in ({}, {"use_case": "triage"}, {"since": "2026-01-01T00:00:00.030"}, {"use_case": "none"}):
+            from_sql = json.loads(render_report(store, "run", "json", **filters))  # type: ignore[arg-type]
+            from_python = json.loads(format_report(build_report(store, "run", **filters), "run", "json"))  # type: ignore[arg-type]
+            assert [(r["use_case"], r["run_id"]) for r in from_sql] == [
+                (r["use_case"], r["run_id"]) for r in from_python
+            ], filters
+            for got, want in zip(from_sql, from_python):
+                assert got.keys() == want.keys()
+                for field, value in want.items():
+                    assert got[field] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value)
+        ties = [r["run_id"] for r in json.loads(render_report(store, "run", "json")) if r["run_id"].startswith("tie")]
+        assert ties == ["tie-a", "tie-b"]
+        expected = expected_report(calls, "run")
+        runs = {(r["use_case"], r["run_id"]): r for r in json.loads(render_report(store, "run", "json"))}
+        assert runs.keys() == expected.keys()
+        for key, want in expected.items():
+            assert runs[key]["calls"] == want["calls"] and runs[key]["input_tokens"] == want["input_tokens"]
+            assert runs[key]["cost_usd"] == pytest.approx(want["cost_usd"], rel=1e-12)
+    finally:
+        store.close()
 
 
 def test_the_same_batch_written_twice_counts_once(store: PostgresStore) -> None:

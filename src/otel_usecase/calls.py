@@ -29,6 +29,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
+from .ledger import Call
 from .pricing import PriceBook, warn_unpriced
 from .usage import READ_KEYS, read_usage
 
@@ -102,36 +103,6 @@ class SpanView(NamedTuple):
     attributes: Mapping[str, Any]
     error: bool = False
     service: str | None = None
-
-
-class Call(NamedTuple):
-    """One priced (or unpriceable) LLM request: one row of the ledger, in column order."""
-
-    trace_id: str
-    span_id: str
-    start_ns: int
-    end_ns: int
-    service: str | None
-    use_case: str
-    run_id: str
-    use_case_version: str | None
-    step: str | None
-    experience_name: str | None
-    experience_id: str | None
-    user_id: str | None
-    provider: str | None
-    model: str | None
-    operation: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cost_usd: float | None
-    status: str
-    price_source: str | None
-    error: int
-    """1 when the span's status was ERROR (a failed request), else 0."""
 
 
 def is_model_call(attributes: Mapping[str, Any]) -> bool:

@@ -7,8 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .pricing import PriceBook, PricesFileError
-from .report import GROUPINGS, ReportError, build_report, format_report, format_run, run_calls
+from .report import FORMATS, GROUPINGS, ReportError, format_run, render_report, run_calls
 from .store import StoreError, default_store_url, open_store
 
 __all__ = ["main"]
@@ -32,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--use-case", metavar="NAME", help="only this use case")
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
-    report.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    report.add_argument("--format", default="table", choices=FORMATS)
     report.add_argument("--store", metavar="URL", help=store_help)
 
     runs = commands.add_parser("runs", help="look at single runs")
@@ -116,6 +115,38 @@ def _per_million(value: object) -> str:
     return "-" if value is None else f"${value} per 1M tokens"
 
 
+def _prices(args: argparse.Namespace) -> int:
+    """``otel-usecase prices``: the price a model gets (imports the price data only here)."""
+    from .pricing import PriceBook, PricesFileError
+
+    try:
+        book = PriceBook(args.prices)
+        price = book.lookup(args.model, args.provider)
+        if price is None:
+            print(
+                f"no price for model {args.model!r}"
+                + (f" at provider {args.provider!r}" if args.provider else "")
+                + f" in genai-prices {book.genai_prices_version}"
+                + (f" or {book.overrides_path}" if book.overrides_path else "")
+                + "; its calls would be stored as unpriced",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"model        {price.model}")
+        print(f"provider     {price.provider or '-'}")
+        print(f"input        {_per_million(price.input_mtok)}")
+        print(f"output       {_per_million(price.output_mtok)}")
+        print(f"cache read   {_per_million(price.cache_read_mtok)}")
+        print(f"cache write  {_per_million(price.cache_write_mtok)}")
+        if price.tiered:
+            print("tiers        yes (the prices above are the base tier)")
+        print(f"source       {price.source}")
+        return 0
+    except PricesFileError as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -127,41 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return collector_config.run_transform(args)
     try:
         if args.command == "prices":
-            book = PriceBook(args.prices)
-            price = book.lookup(args.model, args.provider)
-            if price is None:
-                print(
-                    f"no price for model {args.model!r}"
-                    + (f" at provider {args.provider!r}" if args.provider else "")
-                    + f" in genai-prices {book.genai_prices_version}"
-                    + (f" or {book.overrides_path}" if book.overrides_path else "")
-                    + "; its calls would be stored as unpriced",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"model        {price.model}")
-            print(f"provider     {price.provider or '-'}")
-            print(f"input        {_per_million(price.input_mtok)}")
-            print(f"output       {_per_million(price.output_mtok)}")
-            print(f"cache read   {_per_million(price.cache_read_mtok)}")
-            print(f"cache write  {_per_million(price.cache_write_mtok)}")
-            if price.tiered:
-                print("tiers        yes (the prices above are the base tier)")
-            print(f"source       {price.source}")
-            return 0
-
+            return _prices(args)
         url = args.store or default_store_url()
         store = open_store(url)
         try:
             if args.command == "report":
-                rows = build_report(store, args.by, use_case=args.use_case, since=args.since)
-                print(format_report(rows, args.by, args.format))
+                print(render_report(store, args.by, args.format, use_case=args.use_case, since=args.since))
             else:
                 print(format_run(args.run_id, run_calls(store, args.run_id), args.format))
         finally:
             store.close()
         return 0
-    except (StoreError, ReportError, PricesFileError) as exc:
+    except (StoreError, ReportError) as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 2
 

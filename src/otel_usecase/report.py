@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .store import Store
+from .store import Store, StoreError
 from .store.base import TABLE
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "format_report",
     "format_run",
     "parse_since",
+    "render_report",
     "run_calls",
 ]
 
@@ -112,25 +113,74 @@ def build_report(
     keys = tuple(GROUPINGS[by])
     where, params = _filters(use_case, since)
     # run_id first: the ledger's covering index is ordered by (run_id, use_case).
-    group_cols = ", ".join(dict.fromkeys(("run_id", *keys)))
-    sql = (
-        f"SELECT {group_cols}, COUNT(*), "
-        "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-        "SUM(cache_read_tokens), SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0), "
-        "SUM(CASE WHEN status = 'unpriced' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'no_usage' THEN 1 ELSE 0 END) "
-        f"FROM {TABLE}{where} GROUP BY {group_cols}"
-    )
     order = tuple(dict.fromkeys(("run_id", *keys)))
+    group_cols = ", ".join(order)
+    per_run = f"SELECT {group_cols}, {_RUN_TOTALS} FROM {TABLE}{where} GROUP BY {group_cols}"
     n_keys = len(order)
     key_at = tuple(order.index(k) for k in keys)
-    records = store.query(sql, params)
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
-        result = [_run_row(r, keys, key_at, n_keys) for r in records]
+        result = [_run_row(r, keys, key_at, n_keys) for r in store.query(per_run, params)]
+    elif store.dialect == "postgresql":
+        result = _aggregated_in_sql(store, per_run, params, keys)
     else:
-        result = _aggregate(records, keys, key_at, n_keys)
+        result = _aggregate(store.query(per_run, params), keys, key_at, n_keys)
     result.sort(key=_sort_key)
     return result
+
+
+_RUN_TOTAL_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("calls", "COUNT(*)"),
+    ("input_tokens", "COALESCE(SUM(input_tokens), 0)"),
+    ("output_tokens", "COALESCE(SUM(output_tokens), 0)"),
+    ("cached_tokens", "COALESCE(SUM(cache_read_tokens), 0)"),
+    ("reasoning_tokens", "COALESCE(SUM(reasoning_tokens), 0)"),
+    ("cost_usd", "COALESCE(SUM(cost_usd), 0)"),
+    ("unpriced_calls", "SUM(CASE WHEN status = 'unpriced' THEN 1 ELSE 0 END)"),
+    ("no_usage_calls", "SUM(CASE WHEN status = 'no_usage' THEN 1 ELSE 0 END)"),
+)
+_RUN_TOTALS: Final = ", ".join(f"{expression} AS {name}" for name, expression in _RUN_TOTAL_COLUMNS)
+"""One run's totals, named as in the report (standard SQL: SQLite and PostgreSQL run it as is)."""
+
+
+def _aggregated_in_sql(
+    store: Store, per_run: str, params: Sequence[Any], keys: tuple[str, ...]
+) -> list[ReportRow]:
+    """Groups of runs with their p50 / p95 run cost computed by PostgreSQL (``percentile_cont``).
+
+    Only the groups travel to Python (10 rows instead of 200k run totals for
+    ``--by use-case``). ``percentile_cont`` interpolates linearly between closest
+    ranks, like :func:`_percentile`.
+    """
+    key_cols = ", ".join(keys)
+    sql = (
+        f"SELECT {key_cols}, COUNT(*), SUM(calls), SUM(input_tokens), SUM(output_tokens), "
+        "SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced_calls), SUM(no_usage_calls), "
+        "AVG(cost_usd), percentile_cont(0.5) WITHIN GROUP (ORDER BY cost_usd), "
+        "percentile_cont(0.95) WITHIN GROUP (ORDER BY cost_usd) "
+        f"FROM ({per_run}) AS runs GROUP BY {key_cols}"
+    )
+    n = len(keys)
+    rows = []
+    for record in store.query(sql, params):
+        runs, calls, inp, out, cached, reasoning, cost, unpriced, no_usage, avg, p50, p95 = record[n:]
+        rows.append(
+            ReportRow(
+                dict(zip(keys, record[:n])),
+                int(runs),
+                int(calls),
+                int(inp),
+                int(out),
+                int(cached),
+                int(reasoning),
+                float(cost),
+                int(unpriced),
+                int(no_usage),
+                float(avg),
+                float(p50),
+                float(p95),
+            )
+        )
+    return rows
 
 
 def _run_row(
@@ -144,8 +194,8 @@ def _run_row(
         int(calls),
         int(inp),
         int(out),
-        int(cached or 0),
-        int(reasoning or 0),
+        int(cached),
+        int(reasoning),
         cost,
         int(unpriced),
         int(no_usage),
@@ -170,8 +220,8 @@ def _aggregate(
         row.calls += int(calls)
         row.input_tokens += int(inp)
         row.output_tokens += int(out)
-        row.cached_tokens += int(cached or 0)
-        row.reasoning_tokens += int(reasoning or 0)
+        row.cached_tokens += int(cached)
+        row.reasoning_tokens += int(reasoning)
         row.cost_usd += float(cost)
         row.unpriced_calls += int(unpriced)
         row.no_usage_calls += int(no_usage)
@@ -278,7 +328,7 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
     keys = GROUPINGS[by]
     if fmt == "json":
         # Compact: one call into json's C encoder (indent= falls back to the Python one).
-        return json.dumps([_record(r) for r in rows])
+        return json.dumps([_record(r) for r in rows], separators=(",", ":"))
     if fmt == "csv":
         out = io.StringIO()
         records = [_record(r) for r in rows]
@@ -288,8 +338,77 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
             writer.writerow({k: _csv_cell(v) for k, v in record.items()})
         return out.getvalue()
     if fmt != "table":
-        raise ReportError(f"--format {fmt!r} is not one of table, json, csv")
+        raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     return _table(rows, keys)
+
+
+FORMATS: Final = ("table", "json", "csv")
+"""``--format`` values."""
+
+
+def render_report(
+    store: Store,
+    by: str = "use-case",
+    fmt: str = "table",
+    *,
+    use_case: str | None = None,
+    since: str | None = None,
+) -> str:
+    """The report as ``otel-usecase report`` prints it.
+
+    ``--by run --format json`` is one record per run, often 200k and more;
+    building and encoding those in Python takes longer than the query itself, so
+    the database writes that JSON (SQLite ``json_object``, PostgreSQL
+    ``json_agg``) in the same order and with the same fields as
+    :func:`format_report`. Other reports go through :func:`build_report`.
+    """
+    if by not in GROUPINGS:
+        raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    if fmt not in FORMATS:
+        raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "json" and by == "run":
+        text = _runs_json(store, use_case, since)
+        if text is not None:
+            return text
+    return format_report(build_report(store, by, use_case=use_case, since=since), by, fmt)
+
+
+def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | None:
+    """``--by run`` as a JSON array written by the database, or None when it cannot."""
+    where, params = _filters(use_case, since)
+    cost = dict(_RUN_TOTAL_COLUMNS)["cost_usd"]
+    expressions = {
+        "use_case": "use_case",
+        "run_id": "run_id",
+        "runs": "1",
+        **dict(_RUN_TOTAL_COLUMNS),
+        "avg_run_cost_usd": cost,
+        "p50_run_cost_usd": cost,
+        "p95_run_cost_usd": cost,
+    }
+    fields = ("use_case", "run_id", *_RECORD_FIELDS)
+    if store.dialect == "sqlite":
+        json_object = ", ".join(f"'{name}', {expressions[name]}" for name in fields)
+        sql = (
+            f"SELECT json_object({json_object}) FROM {TABLE}{where} GROUP BY run_id, use_case "
+            f"ORDER BY {cost} DESC, COALESCE(use_case, ''), run_id"
+        )
+        try:
+            records = store.query(sql, params)
+        except StoreError:  # an SQLite built without the JSON functions: let Python do it
+            return None
+        return "[" + ",".join(record[0] for record in records) + "]"
+    if store.dialect == "postgresql":
+        columns = ", ".join(f"{expressions[name]} AS {name}" for name in fields)
+        # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
+        sql = (
+            "SELECT json_agg(r ORDER BY r.cost_usd DESC, COALESCE(r.use_case, '') COLLATE \"C\", "
+            'r.run_id COLLATE "C")::text '
+            f"FROM (SELECT {columns} FROM {TABLE}{where} GROUP BY run_id, use_case) AS r"
+        )
+        (text,) = store.query(sql, params)[0]
+        return "[]" if text is None else str(text)
+    return None
 
 
 def _table(rows: Sequence[ReportRow], keys: Sequence[str]) -> str:

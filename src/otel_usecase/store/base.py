@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from ..calls import Call
 from ..config import ENV_STORE, env_str
+from ..ledger import Call
 
 __all__ = [
     "COLUMNS",
@@ -98,6 +98,9 @@ class Store(Protocol):
     """What the exporter, the receiver and the reports need of a store."""
 
     url: str
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``: lets a report use SQL one of them has and the other lacks."""
 
     def write(self, calls: Sequence[Call]) -> None:
         """Write ``calls`` in one transaction; idempotent per (trace id, span id)."""

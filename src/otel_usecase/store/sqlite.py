@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ..calls import Call
+from ..ledger import Call
 from .base import (
     INDEXES,
     META_TABLE,
@@ -82,6 +82,8 @@ class _Checkpointer:
 
 class SQLiteStore:
     """A :class:`~otel_usecase.store.Store` in one SQLite file."""
+
+    dialect: Final = "sqlite"
 
     def __init__(self, path: str) -> None:
         self.path = path
