@@ -98,6 +98,7 @@ class Store(Protocol):
     """What the exporter, the receiver and the reports need of a store."""
 
     url: str
+
     @property
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``: lets a report use SQL one of them has and the other lacks."""
