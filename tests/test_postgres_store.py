@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import random
 import re
+import sqlite3
 import statistics
 import sys
 import threading
@@ -205,7 +206,7 @@ def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
                 "SELECT indexname FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
             )
         }
-        assert {"usecase_calls_run_totals", "usecase_calls_use_case"} <= indexes
+        assert indexes == {"usecase_calls_pkey", "usecase_calls_run_totals"}
         first.write([make_call(1)])
     finally:
         first.close()
@@ -216,6 +217,73 @@ def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
         assert second.query("SELECT COUNT(*) FROM otel_usecase_meta") == [(1,)]
     finally:
         second.close()
+
+
+# The version 1 ledger's secondary indexes, as otel-usecase 0.1 created them.
+V1_INDEXES = (
+    "CREATE INDEX usecase_calls_run_totals ON usecase_calls "
+    "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)",
+    "CREATE INDEX usecase_calls_use_case ON usecase_calls (use_case, start_ns)",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_path: Path) -> None:
+    """Opening a schema 1 store moves start_ns into the covering index and drops the use-case index."""
+    url = db_url if backend == "postgresql" else f"sqlite:///{tmp_path}/costs.db"
+    store = open_store(url)
+    calls = mixed_calls()
+    store.write(calls)
+    store.close()
+    # make it what 0.1 left behind
+    if backend == "postgresql":
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DROP INDEX usecase_calls_run_totals")
+            for statement in V1_INDEXES:
+                conn.execute(statement)
+            conn.execute("UPDATE otel_usecase_meta SET value = '1' WHERE key = 'schema_version'")
+    else:
+        with sqlite3.connect(tmp_path / "costs.db") as conn:
+            conn.execute("DROP INDEX usecase_calls_run_totals")
+            for statement in V1_INDEXES:
+                conn.execute(statement)
+            conn.execute("UPDATE otel_usecase_meta SET value = '1' WHERE key = 'schema_version'")
+
+    store = open_store(url)
+    try:
+        assert store.query("SELECT value FROM otel_usecase_meta WHERE key = ?", ("schema_version",)) == [
+            (str(SCHEMA_VERSION),)
+        ]
+        if backend == "postgresql":
+            definitions = dict(
+                store.query("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ?", ("usecase_calls",))
+            )
+            assert definitions.keys() == {"usecase_calls_pkey", "usecase_calls_run_totals"}
+            assert definitions["usecase_calls_run_totals"].endswith("status, start_ns)")
+        else:
+            names = {n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            assert names == {"sqlite_autoindex_usecase_calls_1", "sqlite_autoindex_otel_usecase_meta_1",
+                             "usecase_calls_run_totals"}
+            columns = [r[2] for r in store.query("PRAGMA index_info(usecase_calls_run_totals)")]
+            assert columns[-1] == "start_ns"
+            # a --since report reads the covering index only, never the table
+            plan = " ".join(
+                r[3]
+                for r in store.query(
+                    "EXPLAIN QUERY PLAN SELECT run_id, use_case, SUM(cost_usd) FROM usecase_calls "
+                    "WHERE start_ns >= ? GROUP BY run_id, use_case",
+                    (0,),
+                )
+            )
+            assert "COVERING INDEX usecase_calls_run_totals" in plan, plan
+        assert count_rows(store) == len(calls)  # type: ignore[arg-type]
+        assert_report(store, calls, "run")  # type: ignore[arg-type]
+        since = T0 + 30 * 1_000_000
+        recent = [c for c in calls if c.start_ns >= since]
+        [row] = build_report(store, "use-case", use_case="triage", since="2026-01-01T00:00:00.030")
+        assert row.calls == len([c for c in recent if c.use_case == "triage"])
+    finally:
+        store.close()
 
 
 def test_newer_schema_version_is_refused_by_name(db_url: str) -> None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
@@ -249,27 +250,41 @@ def _plain_attributes(span: Any) -> Mapping[str, Any]:
 
 
 def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
-    """Describe SDK ``ReadableSpan`` objects as :class:`SpanView` (no copy of attributes)."""
+    """Describe SDK ``ReadableSpan`` objects as :class:`SpanView` (no copy of attributes).
+
+    The SDK hands exporters plain ``ReadableSpan`` objects, whose public
+    properties are one Python call each: for those the fields are read directly
+    (a third of this function's time per span); any other span type goes through
+    the public properties.
+    """
     views: list[SpanView] = []
     last_resource: object = None
     service: str | None = None
     for span in spans:
-        ctx = span.context
+        if type(span) is ReadableSpan:
+            ctx = span._context
+            parent = span._parent
+            resource = span._resource
+            status = span._status
+            start, end = span._start_time, span._end_time
+        else:
+            ctx = span.context
+            parent = span.parent
+            resource = span.resource
+            status = span.status
+            start, end = span.start_time, span.end_time
         if ctx is None:
             continue
-        parent = span.parent
-        resource = span.resource
         if resource is not last_resource:  # one resource per provider: look it up once
             last_resource = resource
             service = _text(resource.attributes.get("service.name")) if resource is not None else None
-        status = span.status
         views.append(
             SpanView(
                 ctx.trace_id,
                 ctx.span_id,
                 parent.span_id if parent is not None else None,
-                span.start_time or 0,
-                span.end_time or 0,
+                start or 0,
+                end or 0,
                 _plain_attributes(span),
                 status is not None and status.status_code is StatusCode.ERROR,
                 service,

@@ -112,24 +112,29 @@ def _value(v: AnyValue) -> Any:
     return None
 
 
-def _engine_attributes(key_values: Any) -> dict[str, Any]:
+def _engine_attributes(key_values: Any, engine_keys: frozenset[str] = ENGINE_KEYS) -> dict[str, Any]:
     """The attributes the cost engine reads, converted from protobuf.
 
     Every protobuf field read builds a Python object (about 1 us per attribute),
     and prompts or completions can be most of a span: only ``ENGINE_KEYS`` are
-    converted, and the common scalar kinds without a function call.
+    converted. Most of those are non-empty strings, read without asking which
+    kind of value it is (``WhichOneof`` looks the oneof up by name on every call).
     """
     attributes: dict[str, Any] = {}
     for kv in key_values:
         key = kv.key
-        if key not in ENGINE_KEYS:
+        if key not in engine_keys:
             continue
         value = kv.value
+        text = value.string_value
+        if text:
+            attributes[key] = text
+            continue
         kind = value.WhichOneof("value")
-        if kind == "string_value":
-            attributes[key] = value.string_value
-        elif kind == "int_value":
+        if kind == "int_value":
             attributes[key] = value.int_value
+        elif kind == "string_value":
+            attributes[key] = text
         else:
             attributes[key] = _value(value)
     return attributes

@@ -23,6 +23,7 @@ __all__ = [
     "LEDGER",
     "META_TABLE",
     "SCHEMA_VERSION",
+    "UPGRADES",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -31,9 +32,11 @@ __all__ = [
     "open_store",
     "parse_store_url",
     "redact_url",
+    "upgrade_statements",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -134,15 +137,30 @@ def upsert_sql(placeholder: str) -> str:
 
 
 INDEXES: Final[tuple[str, ...]] = (
-    # Covering for the per-run totals every report starts from (GROUP BY run_id, ...):
-    # the database reads this index in order and never the table. Also finds one run.
+    # Covering for the per-run totals every report starts from (GROUP BY run_id, ...),
+    # with the columns of its filters (--use-case, --since): the database reads this
+    # index in order and never the table. Also finds one run. It is the only index
+    # besides the primary key: each one more costs every write (about 1.2 us per row
+    # in SQLite), and a filtered report scanning this index takes well under a second
+    # at a million rows.
     (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
-        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)"
+        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status, "
+        "start_ns)"
     ),
-    # --use-case and --since filters.
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_use_case ON {TABLE} (use_case, start_ns)",
 )
+
+UPGRADES: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: the covering index gains start_ns (a --since report read the table for
+    # every row: 2.4 s instead of 0.9 s at 1M rows); the (use_case, start_ns) index goes.
+    1: (f"DROP INDEX IF EXISTS {TABLE}_use_case", f"DROP INDEX IF EXISTS {TABLE}_run_totals"),
+}
+"""Statements taking a store from schema version N to N + 1, run before ``INDEXES``."""
+
+
+def upgrade_statements(found: int) -> list[str]:
+    """The statements taking a store at schema version ``found`` to :data:`SCHEMA_VERSION`."""
+    return [statement for version in range(found, SCHEMA_VERSION) for statement in UPGRADES.get(version, ())]
 
 
 _URL_PASSWORD: Final = re.compile(

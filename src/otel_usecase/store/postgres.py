@@ -50,6 +50,7 @@ from .base import (
     create_statements,
     redact_url,
     row_of,
+    upgrade_statements,
     upsert_sql,
 )
 
@@ -396,8 +397,12 @@ class PostgresStore:
                 return  # nothing to create: no DDL, so a read-only role can open the store
             for statement in _CREATE:
                 cur.execute(statement)
+            if version is not None and has_ledger:
+                for statement in upgrade_statements(version):
+                    cur.execute(statement)
             cur.execute(
-                f"INSERT INTO {_META} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
+                f"INSERT INTO {_META} (key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
             for statement in INDEXES:

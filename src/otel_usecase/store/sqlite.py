@@ -22,6 +22,7 @@ from .base import (
     StoreUnavailable,
     create_statements,
     row_of,
+    upgrade_statements,
     upsert_sql,
 )
 
@@ -33,6 +34,10 @@ _BUSY_TIMEOUT_S: Final = 2.0
 _CREATE: Final = create_statements({"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"})
 
 _CHECKPOINT_EVERY_S: Final = 0.5
+_CACHE_KIB: Final = 16384
+"""Page cache per connection. SQLite's 2 MB default holds the ledger's B-tree interior pages
+for a few thousand rows only; past that nearly every insert re-reads index pages from the
+OS. 16 MB (used as pages are touched, never preallocated) measured 8% faster writes."""
 _WAL_BACKLOG_LIMIT_PAGES: Final = 16384
 """Pages written to the WAL but not yet checkpointed (64 MiB with 4 KiB pages) before the writer helps."""
 
@@ -115,6 +120,7 @@ class SQLiteStore:
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _CREATE:
@@ -129,6 +135,12 @@ class SQLiteStore:
                 raise StoreError(
                     f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
                     f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+                )
+            elif int(found[0]) < SCHEMA_VERSION:
+                for statement in upgrade_statements(int(found[0])):
+                    conn.execute(statement)
+                conn.execute(
+                    f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
             for statement in INDEXES:
                 conn.execute(statement)
