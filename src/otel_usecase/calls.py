@@ -187,6 +187,9 @@ def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
     return _hex_span(current.span_id)
 
 
+_new_tuple: Final = tuple.__new__
+
+
 def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call:
     a = span.attributes
     get = a.get
@@ -205,32 +208,36 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
         status = STATUS_PRICED if cost is not None else STATUS_UNPRICED
     else:
         status = STATUS_NO_USAGE
-    # Positional, in column order: this runs once per LLM span.
-    return Call(
-        trace_hex,
-        key,
-        span.start_ns,
-        span.end_ns,
-        span.service,
-        use_case,
-        run_id,
-        _text(get(attr.USE_CASE_VERSION)),
-        _text(get(attr.USE_CASE_STEP)),
-        _text(get(attr.EXPERIENCE_NAME)),
-        _text(get(attr.EXPERIENCE_ID)),
-        _text(get(attr.USER_ID)),
-        usage.provider,
-        usage.model,
-        usage.operation,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_tokens,
-        usage.cache_write_tokens,
-        usage.reasoning_tokens,
-        cost,
-        status,
-        source,
-        1 if span.error else 0,
+    # Positional, in column order: this runs once per LLM span. tuple.__new__ skips the
+    # Python-level __new__ that NamedTuple generates (a frame and 24 arguments).
+    return _new_tuple(
+        Call,
+        (
+            trace_hex,
+            key,
+            span.start_ns,
+            span.end_ns,
+            span.service,
+            use_case,
+            run_id,
+            _text(get(attr.USE_CASE_VERSION)),
+            _text(get(attr.USE_CASE_STEP)),
+            _text(get(attr.EXPERIENCE_NAME)),
+            _text(get(attr.EXPERIENCE_ID)),
+            _text(get(attr.USER_ID)),
+            usage.provider,
+            usage.model,
+            usage.operation,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+            cost,
+            status,
+            source,
+            1 if span.error else 0,
+        ),
     )
 
 
@@ -267,27 +274,36 @@ def views_from_readable(spans: Sequence[Any]) -> list[SpanView]:
             resource = span._resource
             status = span._status
             start, end = span._start_time, span._end_time
+            attributes = span._attributes
+            if type(attributes) is BoundedAttributes:
+                attributes = attributes._dict
+            else:
+                attributes = _plain_attributes(span)
         else:
             ctx = span.context
             parent = span.parent
             resource = span.resource
             status = span.status
             start, end = span.start_time, span.end_time
+            attributes = _plain_attributes(span)
         if ctx is None:
             continue
         if resource is not last_resource:  # one resource per provider: look it up once
             last_resource = resource
             service = _text(resource.attributes.get("service.name")) if resource is not None else None
         views.append(
-            SpanView(
-                ctx.trace_id,
-                ctx.span_id,
-                parent.span_id if parent is not None else None,
-                start or 0,
-                end or 0,
-                _plain_attributes(span),
-                status is not None and status.status_code is StatusCode.ERROR,
-                service,
+            _new_tuple(
+                SpanView,
+                (
+                    ctx.trace_id,
+                    ctx.span_id,
+                    parent.span_id if parent is not None else None,
+                    start or 0,
+                    end or 0,
+                    attributes,
+                    status is not None and status.status_code is StatusCode.ERROR,
+                    service,
+                ),
             )
         )
     return views

@@ -227,6 +227,9 @@ def is_llm_usage_span(attributes: Mapping[str, Any]) -> bool:
     return False
 
 
+_DETAIL_KEYS: Final = frozenset((*CACHE_READ_KEYS, *CACHE_WRITE_KEYS, *REASONING_KEYS))
+
+
 def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
     """Read one span's token usage, whichever convention wrote it.
 
@@ -246,9 +249,12 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
 
     input_tokens = _first_count(attributes, INPUT_KEYS)
     output_tokens = _first_count(attributes, OUTPUT_KEYS)
-    cache_read = _first_count(attributes, CACHE_READ_KEYS) or 0
-    cache_write = _first_count(attributes, CACHE_WRITE_KEYS) or 0
-    reasoning = _first_count(attributes, REASONING_KEYS) or 0
+    if _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no cache or reasoning counts (one C call)
+        cache_read = cache_write = reasoning = 0
+    else:
+        cache_read = _first_count(attributes, CACHE_READ_KEYS) or 0
+        cache_write = _first_count(attributes, CACHE_WRITE_KEYS) or 0
+        reasoning = _first_count(attributes, REASONING_KEYS) or 0
 
     cached = cache_read + cache_write
     input_fixed = False

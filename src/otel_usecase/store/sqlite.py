@@ -21,7 +21,6 @@ from .base import (
     StoreError,
     StoreUnavailable,
     create_statements,
-    row_of,
     upgrade_statements,
     upsert_sql,
 )
@@ -161,7 +160,6 @@ class SQLiteStore:
     def write(self, calls: Sequence[Call]) -> None:
         if not calls:
             return
-        rows = [row_of(c) for c in calls]
         with self._lock:
             conn = self._conn
             try:
@@ -172,7 +170,7 @@ class SQLiteStore:
                     self._checkpointer.backlog_pages = max(wal_pages - copied, 0)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(self._insert, rows)
+                    conn.executemany(self._insert, calls)  # a Call is its own row (see row_of)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
