@@ -13,7 +13,10 @@ from .store import StoreError, default_store_url, open_store
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
+    """The command line. ``collector_options=False`` leaves out the options of ``collector-config
+    transform``, whose module loads the price data (a quarter of a second, more than a small
+    report takes); ``main`` asks for them only when that command is on the command line."""
     parser = argparse.ArgumentParser(
         prog="otel-usecase",
         description="What your LLM features cost, per use case, run, experience and user.",
@@ -68,17 +71,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="largest request body, after decompression (default 16 MiB)",
     )
-    serve.add_argument("--workers", type=int, default=4, metavar="N", help="threads that price and write")
-
-    from . import collector_config
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads per protocol that decode, price and write (default 1: that work holds Python's GIL and "
+        "the store takes one writer at a time; raise it only for a store with a slow network round trip)",
+    )
 
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
     collector_commands = collector.add_subparsers(
         dest="collector_config_command", required=True, metavar="COMMAND"
     )
-    collector_config.add_transform_arguments(
-        collector_commands.add_parser("transform", help="OTTL statements that price LLM spans in a collector")
+    transform = collector_commands.add_parser(
+        "transform", help="OTTL statements that price LLM spans in a collector"
     )
+    if collector_options:
+        from . import collector_config
+
+        collector_config.add_transform_arguments(transform)
     return parser
 
 
@@ -149,7 +161,8 @@ def _prices(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(collector_options="collector-config" in argv).parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "collector-config":

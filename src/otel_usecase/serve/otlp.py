@@ -31,6 +31,7 @@ from ..calls import ENGINE_KEYS, SpanView
 __all__ = ["Decoded", "OTLPDecodeError", "decode_json", "decode_protobuf", "encode_response", "views_of"]
 
 _STATUS_CODE_ERROR: Final = 2
+_new_tuple: Final = tuple.__new__
 
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
@@ -158,16 +159,21 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
                     rejected += 1
                     continue
                 parent = span.parent_span_id
+                # SpanView's fields in order, through tuple.__new__: NamedTuple's generated
+                # __new__ is a Python call with keyword handling, once per span.
                 views.append(
-                    SpanView(
-                        trace_id=int.from_bytes(trace_id, "big"),
-                        span_id=int.from_bytes(span_id, "big"),
-                        parent_span_id=int.from_bytes(parent, "big") if len(parent) == 8 else None,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        attributes=_engine_attributes(span.attributes),
-                        error=span.status.code == _STATUS_CODE_ERROR,
-                        service=service,
+                    _new_tuple(
+                        SpanView,
+                        (
+                            int.from_bytes(trace_id, "big"),
+                            int.from_bytes(span_id, "big"),
+                            int.from_bytes(parent, "big") if len(parent) == 8 else None,
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano,
+                            _engine_attributes(span.attributes),
+                            span.status.code == _STATUS_CODE_ERROR,
+                            service,
+                        ),
                     )
                 )
     reason = (
