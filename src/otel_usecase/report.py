@@ -359,7 +359,7 @@ def render_report(
     ``--by run --format json`` is one record per run, often 200k and more;
     building and encoding those in Python takes longer than the query itself, so
     the database writes that JSON (SQLite ``json_object``, PostgreSQL
-    ``json_agg``) in the same order and with the same fields as
+    ``row_to_json``) in the same order and with the same fields as
     :func:`format_report`. Other reports go through :func:`build_report`.
     """
     if by not in GROUPINGS:
@@ -401,13 +401,14 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
     if store.dialect == "postgresql":
         columns = ", ".join(f"{expressions[name]} AS {name}" for name in fields)
         # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
+        # string_agg of row_to_json: the same compact array SQLite writes (json_agg indents).
         sql = (
-            "SELECT json_agg(r ORDER BY r.cost_usd DESC, COALESCE(r.use_case, '') COLLATE \"C\", "
-            'r.run_id COLLATE "C")::text '
+            "SELECT string_agg(row_to_json(r)::text, ',' ORDER BY r.cost_usd DESC, "
+            "COALESCE(r.use_case, '') COLLATE \"C\", r.run_id COLLATE \"C\") "
             f"FROM (SELECT {columns} FROM {TABLE}{where} GROUP BY run_id, use_case) AS r"
         )
         (text,) = store.query(sql, params)[0]
-        return "[]" if text is None else str(text)
+        return "[]" if text is None else f"[{text}]"
     return None
 
 
