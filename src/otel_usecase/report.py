@@ -404,7 +404,7 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
         # string_agg of row_to_json: the same compact array SQLite writes (json_agg indents).
         sql = (
             "SELECT string_agg(row_to_json(r)::text, ',' ORDER BY r.cost_usd DESC, "
-            "COALESCE(r.use_case, '') COLLATE \"C\", r.run_id COLLATE \"C\") "
+            'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
             f"FROM (SELECT {columns} FROM {TABLE}{where} GROUP BY run_id, use_case) AS r"
         )
         (text,) = store.query(sql, params)[0]
