@@ -138,26 +138,32 @@ class UseCaseSpanProcessor(SpanProcessor):
                         return
                 else:
                     self._scoped = True
-            if self._all_spans:
-                self._stamp_general(span, parent_context)
-                return
             try:
                 scope = span._instrumentation_scope
                 started = span._attributes._dict  # type: ignore[union-attr]
             except AttributeError:
-                if self._is_llm(span):
+                if self._all_spans or self._is_llm(span):
                     self._stamp_general(span, parent_context)
                 return
-            if scope is self._plain_scope:
+            if scope is self._plain_scope:  # never with spans="all": _room does not set it then
+                if not (
+                    "gen_ai.operation.name" in started
+                    or "gen_ai.system" in started
+                    or "gen_ai.provider.name" in started
+                ):
+                    return
                 room = 0
             else:
+                if self._all_spans:
+                    self._stamp_general(span, parent_context)
+                    return
                 room = self._room(scope, span)
-            if not room and not (
-                "gen_ai.operation.name" in started
-                or "gen_ai.system" in started
-                or "gen_ai.provider.name" in started
-            ):
-                return
+                if not room and not (
+                    "gen_ai.operation.name" in started
+                    or "gen_ai.system" in started
+                    or "gen_ai.provider.name" in started
+                ):
+                    return
             if ctx is None:
                 ctx = parent_context if parent_context is not None else _current_context()
                 bag = ctx.get(BAGGAGE_KEY)
@@ -218,7 +224,7 @@ class UseCaseSpanProcessor(SpanProcessor):
         room = self._rooms.get(id(scope))
         if room is None:
             room = self._remember_scope(scope, span)
-        if not room:
+        if not room and not self._all_spans:
             # A strong reference: its identity cannot be reused while it is held here.
             self._plain_scope = scope
         return room
