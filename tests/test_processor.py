@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import openai
 import pytest
@@ -247,3 +250,21 @@ def _provider(processor: UseCaseSpanProcessor) -> tuple[TracerProvider, InMemory
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
+
+
+def test_stamping_and_reports_do_not_load_the_price_data(tmp_path: Path) -> None:
+    """``import otel_usecase`` and ``otel-usecase report`` leave genai-prices (and pydantic) unloaded."""
+    script = (
+        "import sys\n"
+        "import otel_usecase\n"
+        "from otel_usecase import UseCaseSpanProcessor, track_context\n"
+        "assert 'genai_prices' not in sys.modules, 'import otel_usecase loaded genai_prices'\n"
+        "from otel_usecase.cli import main\n"
+        f"assert main(['report', '--by', 'run', '--format', 'json', '--store', 'sqlite:///{tmp_path}/c.db']) == 0\n"
+        "assert 'genai_prices' not in sys.modules, 'the report command loaded genai_prices'\n"
+        "otel_usecase.UseCaseCostExporter\n"
+        "assert 'genai_prices' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
