@@ -40,7 +40,8 @@ them.
 Overrides file
 --------------
 :class:`PriceBook` reads an optional TOML file (the ``overrides`` argument, else
-the path in ``OTEL_USECASE_PRICES``), whose prices win over genai-prices::
+the path in ``OTEL_USECASE_PRICES``; read and checked by :mod:`otel_usecase.prices_file`),
+whose prices win over genai-prices::
 
     # USD per million tokens.
     [models."gpt-4o"]              # any provider
@@ -79,18 +80,14 @@ and the caller reports it once with :func:`warn_unpriced`.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final
 
 import genai_prices
 from genai_prices import data_snapshot
@@ -505,7 +502,9 @@ class PriceBook:
         self._overrides: dict[tuple[str | None, str], _Rates] = {}
         self._aliases: dict[str, str] = {}
         if self.overrides_path is not None:
-            self._overrides, self._aliases = _load_prices_file(self.overrides_path)
+            from .prices_file import load_prices_file  # only with an overrides file
+
+            self._overrides, self._aliases = load_prices_file(self.overrides_path)
         self.genai_prices_version = genai_prices.__version__
         self._cache_size = max(1, cache_size)
         self._cache: dict[tuple[str | None, str], _Entry | None] = {}
@@ -643,264 +642,3 @@ def _with_alias(rates: _Rates, alias: str | None, target: str) -> _Rates:
         return rates
     source = f"alias {alias} -> {target} ({rates.price.source})"
     return replace(rates, price=replace(rates.price, source=source))
-
-
-# -- the overrides file -----------------------------------------------------
-
-_MODEL_FIELDS: Final = ("input", "output", "cache_read", "cache_write", "provider")
-_SECTIONS: Final = ("models", "aliases")
-
-
-def _load_prices_file(path: str) -> tuple[dict[tuple[str | None, str], _Rates], dict[str, str]]:
-    """Read and check the overrides file; raise :class:`PricesFileError` on any problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PricesFileError(path, None, None, f"cannot read it: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise PricesFileError(path, None, None, f"not UTF-8 text: {exc.reason}") from exc
-    try:
-        data = tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
-        raise PricesFileError(path, _toml_error_line(exc, text), None, f"TOML syntax error: {exc}") from exc
-
-    lines = _key_lines(text)
-
-    def fail(keys: tuple[str, ...], detail: str) -> NoReturn:
-        raise PricesFileError(path, _locate(lines, keys), _dotted(keys), detail)
-
-    for section in data:
-        if section not in _SECTIONS:
-            fail(
-                (section,),
-                f'unknown section{_suggest(section, _SECTIONS)}; expected [models."NAME"] or [aliases]',
-            )
-
-    models = data.get("models", {})
-    if not isinstance(models, dict):
-        fail(("models",), 'must be a table of models, e.g. [models."gpt-4o"]')
-    overrides: dict[tuple[str | None, str], _Rates] = {}
-    where_seen: dict[tuple[str | None, str], str] = {}
-    source = f"override {path}"
-    for name, entry in models.items():
-        keys = ("models", name)
-        if not name.strip():
-            fail(keys, "empty model name")
-        if not isinstance(entry, dict):
-            fail(keys, "must be a table with input and output prices (USD per million tokens)")
-        for field in entry:
-            if field not in _MODEL_FIELDS:
-                fail(
-                    (*keys, field),
-                    f"unknown field{_suggest(field, _MODEL_FIELDS)}; allowed: {', '.join(_MODEL_FIELDS)}",
-                )
-        for field in ("input", "output"):
-            if field not in entry:
-                fail(keys, f"missing required field {field!r} (USD per million {field} tokens)")
-        prices = {
-            field: _price(entry[field], fail, (*keys, field)) for field in _MODEL_FIELDS[:4] if field in entry
-        }
-        provider_name = entry.get("provider")
-        if provider_name is not None and (not isinstance(provider_name, str) or not provider_name.strip()):
-            fail((*keys, "provider"), f"must be a provider name (a non-empty string), got {provider_name!r}")
-        model_name = name.strip()
-        provider = _provider_key(provider_name) if provider_name is not None else None
-        if provider is None and "/" in model_name:
-            prefix, rest = model_name.split("/", 1)
-            if rest and map_provider(prefix) is not None:
-                provider, model_name = map_provider(prefix), rest
-        key = (provider, model_name.lower())
-        if key in where_seen:
-            fail(keys, f"duplicate price for the same model as {where_seen[key]}")
-        where_seen[key] = f"[models.{_quote(name, always=True)}]"
-        price = Price(
-            provider=provider,
-            model=model_name,
-            input_mtok=prices["input"],
-            output_mtok=prices["output"],
-            cache_read_mtok=prices.get("cache_read", prices["input"]),
-            cache_write_mtok=prices.get("cache_write", prices["input"]),
-            source=source,
-        )
-        overrides[key] = _Rates(
-            price=price,
-            base=_five(
-                (price.input_mtok, price.output_mtok, price.cache_read_mtok, price.cache_write_mtok, None)
-            ),
-            tiers=(),
-            per_call=Decimal(0),
-        )
-
-    raw_aliases = data.get("aliases", {})
-    if not isinstance(raw_aliases, dict):
-        fail(("aliases",), 'must be a table of "name" = "model" pairs')
-    aliases: dict[str, str] = {}
-    for alias, target in raw_aliases.items():
-        keys = ("aliases", alias)
-        if not alias.strip():
-            fail(keys, "empty alias name")
-        if not isinstance(target, str) or not target.strip():
-            fail(keys, f"must name a model (a non-empty string), got {target!r}")
-        if alias.strip().lower() in aliases:
-            fail(keys, "duplicate alias (names match case-insensitively)")
-        aliases[alias.strip().lower()] = target.strip()
-    return overrides, aliases
-
-
-def _price(value: object, fail: Callable[[tuple[str, ...], str], NoReturn], keys: tuple[str, ...]) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        fail(keys, f"must be a number (USD per million tokens), got {value!r}")
-    price = Decimal(value)
-    if not price.is_finite():
-        fail(keys, f"must be a finite number, got {value}")
-    if price < 0:
-        fail(keys, f"must not be negative, got {value}")
-    return price
-
-
-def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" {word!r} (did you mean {close[0]!r}?)" if close else f" {word!r}"
-
-
-def _quote(key: str, *, always: bool = False) -> str:
-    if not always and key and all(c.isalnum() or c in "-_" for c in key):
-        return key
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _dotted(keys: tuple[str, ...]) -> str:
-    """``models."gpt-4o".input``: names of models and aliases always quoted, as users write them."""
-    return ".".join(_quote(key, always=index == 1) for index, key in enumerate(keys))
-
-
-_TOML_LINE = re.compile(r"at line (\d+)")
-
-
-def _toml_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int | None:
-    lineno = getattr(exc, "lineno", None)  # Python 3.14+
-    if isinstance(lineno, int):
-        return lineno
-    match = _TOML_LINE.search(str(exc))
-    if match:
-        return int(match.group(1))
-    if "end of document" in str(exc):
-        return max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
-    return None
-
-
-def _locate(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
-    """The line of ``keys`` in the file, else of its closest enclosing table."""
-    for end in range(len(keys), 0, -1):
-        line = lines.get(keys[:end])
-        if line is not None:
-            return line
-    return None
-
-
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map every key path in a TOML text to the line that first names it.
-
-    tomllib returns values without positions, so error messages find their line
-    here: table headers, ``key = value`` lines (dotted keys too) and one level of
-    inline tables. Good enough for a prices file; a miss only loses the line.
-    """
-    found: dict[tuple[str, ...], int] = {}
-
-    def add(path: tuple[str, ...], line: int) -> None:
-        for end in range(1, len(path) + 1):
-            found.setdefault(path[:end], line)
-
-    table: tuple[str, ...] = ()
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("["):
-            inner = stripped[2:] if stripped.startswith("[[") else stripped[1:]
-            end = _find_unquoted(inner, "]")
-            keys = _split_dotted(inner[:end]) if end is not None else None
-            if keys is not None:
-                table = keys
-                add(table, number)
-            continue
-        equals = _find_unquoted(stripped, "=")
-        if equals is None:
-            continue
-        keys = _split_dotted(stripped[:equals])
-        if keys is None:
-            continue
-        path = table + keys
-        add(path, number)
-        rest = stripped[equals + 1 :].strip()
-        if rest.startswith("{"):
-            close = rest.rfind("}")
-            for part in _split_unquoted(rest[1 : close if close > 0 else len(rest)], ","):
-                inner_equals = _find_unquoted(part, "=")
-                inner_keys = _split_dotted(part[:inner_equals]) if inner_equals is not None else None
-                if inner_keys is not None:
-                    add(path + inner_keys, number)
-    return found
-
-
-def _find_unquoted(text: str, char: str) -> int | None:
-    quote: str | None = None
-    escaped = False
-    for index, c in enumerate(text):
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif c == "\\" and quote == '"':
-                escaped = True
-            elif c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c == char:
-            return index
-    return None
-
-
-def _split_unquoted(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    while True:
-        index = _find_unquoted(text, sep)
-        if index is None:
-            parts.append(text)
-            return parts
-        parts.append(text[:index])
-        text = text[index + 1 :]
-
-
-def _split_dotted(text: str) -> tuple[str, ...] | None:
-    """``a."b.c".'d'`` -> ("a", "b.c", "d"); None if it is not a TOML key."""
-    keys: list[str] = []
-    rest = text.strip()
-    while rest:
-        if rest[0] in "\"'":
-            quote = rest[0]
-            index = 1
-            value: list[str] = []
-            while index < len(rest) and rest[index] != quote:
-                if quote == '"' and rest[index] == "\\" and index + 1 < len(rest):
-                    index += 1
-                value.append(rest[index])
-                index += 1
-            if index >= len(rest):
-                return None
-            keys.append("".join(value))
-            rest = rest[index + 1 :].strip()
-        else:
-            index = 0
-            while index < len(rest) and (rest[index].isalnum() or rest[index] in "-_"):
-                index += 1
-            if index == 0:
-                return None
-            keys.append(rest[:index])
-            rest = rest[index:].strip()
-        if not rest:
-            break
-        if rest[0] != ".":
-            return None
-        rest = rest[1:].strip()
-    return tuple(keys) if keys else None
