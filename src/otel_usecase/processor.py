@@ -171,13 +171,8 @@ class UseCaseSpanProcessor(SpanProcessor):
                     self._scoped = False
                     if _scope._default_attributes is None:
                         return
-            # An LLM span. Values written by track_context in this process are valid as
-            # they are; any other baggage is validated once per baggage dict.
-            entry: tuple[object, object, dict[str, str]] | None = ctx.get(_scope.SCOPE_KEY)  # type: ignore[assignment]
-            values = entry[2] if entry is not None and entry[1] is bag else self._values(bag, ctx)
-            default = _scope._default_attributes
-            if default is not None and attr.USE_CASE_NAME not in values:
-                values = {**default, **values}
+            # An LLM span.
+            values = self._values(bag, ctx)
             if not values:
                 return
             parent = ctx.get(_SPAN_KEY)
@@ -208,9 +203,6 @@ class UseCaseSpanProcessor(SpanProcessor):
         """``on_start`` for any span type and for ``spans="all"``: the same steps through public reads."""
         ctx = parent_context if parent_context is not None else _current_context()
         values = self._values(ctx.get(BAGGAGE_KEY), ctx)
-        default = _scope._default_attributes
-        if default is not None and attr.USE_CASE_NAME not in values:
-            values = {**default, **values}
         if not values:
             return
         parent = ctx.get(_SPAN_KEY)
@@ -277,18 +269,27 @@ class UseCaseSpanProcessor(SpanProcessor):
         return None if parent_context is None else format(parent_context.span_id, "016x")
 
     def _values(self, bag: object, ctx: Context) -> dict[str, str]:
-        """Our values in ``bag``: as a local scope wrote them, else validated; cached per baggage dict."""
-        if not bag:
-            return {}
-        last = self._last
-        if last[0] is bag:
-            return last[1]
+        """What to stamp on an LLM span started in ``ctx``, whose baggage is ``bag``.
+
+        The scope's values as ``track_context`` wrote them in this process (valid as
+        they are), else those of baggage from elsewhere, validated once per baggage
+        dict; then the default use case when no scope names one.
+        """
         entry = ctx.get(_scope.SCOPE_KEY)
         if type(entry) is tuple and entry[1] is bag:
-            values: dict[str, str] = entry[2]  # written by track_context in this process: valid
+            values: dict[str, str] = entry[2]
+        elif not bag:
+            values = {}
         else:
-            values = _clean(bag) if isinstance(bag, Mapping) else {}
-        self._last = (bag, values)
+            last = self._last
+            if last[0] is bag:
+                values = last[1]
+            else:
+                values = _clean(bag) if isinstance(bag, Mapping) else {}
+                self._last = (bag, values)
+        default = _scope._default_attributes
+        if default is not None and attr.USE_CASE_NAME not in values:
+            values = {**default, **values}
         return values
 
     def on_end(self, span: ReadableSpan) -> None:
