@@ -1,4 +1,5 @@
-"""The PostgreSQL store against a real server (``tests/pg.py``), never a mock.
+"""The PostgreSQL store against a real server (``tests/pg.py``), never a mock; where the
+behaviour is the same for both stores (``any_store``), the SQLite store too.
 
 Expected totals are computed here from the token counts and costs the tests put
 in, then compared with what the store's reports say.
@@ -26,7 +27,7 @@ import pytest
 
 from otel_usecase.calls import Call
 from otel_usecase.report import GROUPINGS, build_report, format_report, render_report, run_calls
-from otel_usecase.store import SCHEMA_VERSION, StoreError, StoreUnavailable, open_store
+from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
@@ -56,6 +57,17 @@ def db_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[PostgresStore]:
     s = PostgresStore(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store in turn: what the ledger promises holds for both."""
+    if request.param == "postgresql":
+        s: Store = PostgresStore(request.getfixturevalue("db_url"))
+    else:
+        s = open_store(f"sqlite:///{tmp_path}/costs.db")
     yield s
     s.close()
 
@@ -142,7 +154,7 @@ def interpolated(values: list[float], q: float) -> float:
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
-def actual_report(store: PostgresStore, by: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+def actual_report(store: Store, by: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     rows = build_report(store, by)
     return {
         tuple(r.key.values()): {
@@ -163,7 +175,7 @@ def actual_report(store: PostgresStore, by: str) -> dict[tuple[Any, ...], dict[s
     }
 
 
-def assert_report(store: PostgresStore, calls: list[Call], by: str) -> None:
+def assert_report(store: Store, calls: list[Call], by: str) -> None:
     expected = expected_report(calls, by)
     actual = actual_report(store, by)
     assert actual.keys() == expected.keys(), by
@@ -176,7 +188,7 @@ def assert_report(store: PostgresStore, calls: list[Call], by: str) -> None:
                 assert got[field] == value, (by, key, field)
 
 
-def count_rows(store: PostgresStore) -> int:
+def count_rows(store: Store) -> int:
     [(n,)] = store.query("SELECT COUNT(*) FROM usecase_calls")
     return int(n)
 
@@ -256,14 +268,19 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_
         ]
         if backend == "postgresql":
             definitions = dict(
-                store.query("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ?", ("usecase_calls",))
+                store.query(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
+                )
             )
             assert definitions.keys() == {"usecase_calls_pkey", "usecase_calls_run_totals"}
             assert definitions["usecase_calls_run_totals"].endswith("status, start_ns)")
         else:
             names = {n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
-            assert names == {"sqlite_autoindex_usecase_calls_1", "sqlite_autoindex_otel_usecase_meta_1",
-                             "usecase_calls_run_totals"}
+            assert names == {
+                "sqlite_autoindex_usecase_calls_1",
+                "sqlite_autoindex_otel_usecase_meta_1",
+                "usecase_calls_run_totals",
+            }
             columns = [r[2] for r in store.query("PRAGMA index_info(usecase_calls_run_totals)")]
             assert columns[-1] == "start_ns"
             # a --since report reads the covering index only, never the table
@@ -368,15 +385,15 @@ def mixed_calls() -> list[Call]:
                 reasoning_tokens=i,
             )
         if i % 10 == 3:
-            call = call._replace( model="local-llama", provider="ollama", cost_usd=None, status="unpriced"
-            )
+            call = call._replace(model="local-llama", provider="ollama", cost_usd=None, status="unpriced")
         if i % 10 == 7:
             call = no_usage_copy(call)
         calls.append(call)
     return calls
 
 
-def test_written_calls_add_up_in_every_report(store: PostgresStore) -> None:
+def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
+    store = any_store
     calls = mixed_calls()
     store.write(calls[:25])
     store.write(calls[25:])
@@ -410,9 +427,7 @@ def test_written_calls_add_up_in_every_report(store: PostgresStore) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_runs_json_written_by_the_database_is_the_report(
-    backend: str, db_url: str, tmp_path: Path
-) -> None:
+def test_runs_json_written_by_the_database_is_the_report(backend: str, db_url: str, tmp_path: Path) -> None:
     """``report --by run --format json`` (JSON from SQL) says what the Python-built report says."""
     store = PostgresStore(db_url) if backend == "postgresql" else open_store(f"sqlite:///{tmp_path}/costs.db")
     try:
@@ -421,9 +436,16 @@ def test_runs_json_written_by_the_database_is_the_report(
         # two runs that cost exactly the same, in different use cases: ties go by use case, then run id
         twin = make_call(900, use_case="zz-tie", run_id="tie-b", span_id=f"{0x9000:016x}")
         calls += [twin, twin._replace(use_case="aa-tie", run_id="tie-a", span_id=f"{0x9001:016x}")]
-        calls.append(make_call(901, use_case="odd \"name\"\n\u00e9", run_id="run-\u00e9", span_id=f"{0x9002:016x}"))
+        calls.append(
+            make_call(901, use_case='odd "name"\n\u00e9', run_id="run-\u00e9", span_id=f"{0x9002:016x}")
+        )
         store.write(calls)
-        for filters in ({}, {"use_case": "triage"}, {"since": "2026-01-01T00:00:00.030"}, {"use_case": "none"}):
+        for filters in (
+            {},
+            {"use_case": "triage"},
+            {"since": "2026-01-01T00:00:00.030"},
+            {"use_case": "none"},
+        ):
             from_sql = json.loads(render_report(store, "run", "json", **filters))  # type: ignore[arg-type]
             from_python = json.loads(format_report(build_report(store, "run", **filters), "run", "json"))  # type: ignore[arg-type]
             assert [(r["use_case"], r["run_id"]) for r in from_sql] == [
@@ -432,8 +454,14 @@ def test_runs_json_written_by_the_database_is_the_report(
             for got, want in zip(from_sql, from_python):
                 assert got.keys() == want.keys()
                 for field, value in want.items():
-                    assert got[field] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value)
-        ties = [r["run_id"] for r in json.loads(render_report(store, "run", "json")) if r["run_id"].startswith("tie")]
+                    assert got[field] == (
+                        pytest.approx(value, rel=1e-12) if isinstance(value, float) else value
+                    )
+        ties = [
+            r["run_id"]
+            for r in json.loads(render_report(store, "run", "json"))
+            if r["run_id"].startswith("tie")
+        ]
         assert ties == ["tie-a", "tie-b"]
         expected = expected_report(calls, "run")
         runs = {(r["use_case"], r["run_id"]): r for r in json.loads(render_report(store, "run", "json"))}
@@ -445,7 +473,8 @@ def test_runs_json_written_by_the_database_is_the_report(
         store.close()
 
 
-def test_the_same_batch_written_twice_counts_once(store: PostgresStore) -> None:
+def test_the_same_batch_written_twice_counts_once(any_store: Store) -> None:
+    store = any_store
     calls = [make_call(i) for i in range(40)]
     store.write(calls)
     store.write(calls)
@@ -454,7 +483,8 @@ def test_the_same_batch_written_twice_counts_once(store: PostgresStore) -> None:
     assert_report(store, calls, "run")
 
 
-def test_a_no_usage_row_is_replaced_by_a_copy_with_usage_never_the_reverse(store: PostgresStore) -> None:
+def test_a_no_usage_row_is_replaced_by_a_copy_with_usage_never_the_reverse(any_store: Store) -> None:
+    store = any_store
     first_without = make_call(1)
     first_with = make_call(2)
     same_batch = make_call(3)
@@ -471,6 +501,38 @@ def test_a_no_usage_row_is_replaced_by_a_copy_with_usage_never_the_reverse(store
     assert_report(store, [first_without, first_with, same_batch], "use-case")
 
 
+def test_batches_of_any_size_are_written_whole_and_once(any_store: Store) -> None:
+    """SQLite writes a batch as multi-row statements of 512, 256, ... 1 rows: every size must land whole."""
+    store = any_store
+    calls: list[Call] = []
+    for size in (1, 2, 3, 7, 100, 511, 512, 513, 1100):
+        batch = [make_call(len(calls) + i) for i in range(size)]
+        store.write(batch)
+        calls += batch
+        assert count_rows(store) == len(calls), size
+    random.Random(7).shuffle(calls)
+    for start in range(0, len(calls), 700):  # a retry of everything, cut differently
+        store.write(calls[start : start + 700])
+    assert count_rows(store) == len(calls)
+    assert_report(store, calls, "run")
+
+    # Two copies of one request in one batch, in different statements (rows 0 and 600 of 700):
+    # the copy with usage wins whichever comes first.
+    fresh = [make_call(10_000 + i) for i in range(700)]
+    fresh[0], fresh[600] = no_usage_copy(fresh[600]), fresh[600]
+    fresh[1], fresh[601] = fresh[601], no_usage_copy(fresh[601])
+    store.write(fresh)
+    written = {
+        span_id: status
+        for span_id, status in store.query(
+            "SELECT span_id, status FROM usecase_calls WHERE span_id IN (?, ?)",
+            (fresh[600].span_id, fresh[601].span_id),
+        )
+    }
+    assert written == {fresh[600].span_id: "priced", fresh[601].span_id: "priced"}
+    assert count_rows(store) == len(calls) + 698
+
+
 def test_a_batch_of_512_takes_milliseconds(store: PostgresStore) -> None:
     timings = []
     for batch in range(5):
@@ -483,7 +545,8 @@ def test_a_batch_of_512_takes_milliseconds(store: PostgresStore) -> None:
     assert statistics.median(timings) < 0.5, timings
 
 
-def test_one_store_is_shared_safely_by_threads(store: PostgresStore) -> None:
+def test_one_store_is_shared_safely_by_threads(any_store: Store) -> None:
+    store = any_store
     calls = [make_call(i) for i in range(800)]
     errors: list[BaseException] = []
 
@@ -692,7 +755,9 @@ def test_exporter_survives_postgres_stopped_in_the_middle_of_a_load(
     def calls(n: int) -> None:
         with track_context("pg_load", use_case_id="pg-run"):
             for _ in range(n):
-                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+                )
         rig.flush()
 
     try:

@@ -121,16 +121,19 @@ def row_of(call: Call) -> tuple[Any, ...]:
     return call
 
 
-def upsert_sql(placeholder: str) -> str:
-    """The idempotent insert, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
+def upsert_sql(placeholder: str, rows: int = 1) -> str:
+    """The idempotent insert of ``rows`` rows, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
 
     A conflicting row is replaced only when it has no usage and the new copy has:
     that is a second instrumentation of the same request that saw the usage.
+    (PostgreSQL refuses one statement that updates a row twice; it is sent one row
+    per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
-    values = ", ".join([placeholder] * len(COLUMNS))
+    row = "(" + ", ".join([placeholder] * len(COLUMNS)) + ")"
+    values = ", ".join([row] * rows)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED_ON_BETTER_COPY)
     return (
-        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({values}) "
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES {values} "
         f"ON CONFLICT (trace_id, span_id) DO UPDATE SET {updates} "
         f"WHERE {TABLE}.status = 'no_usage' AND excluded.status <> 'no_usage'"
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
 from ..ledger import Call
 from .base import (
+    COLUMNS,
     INDEXES,
     META_TABLE,
     SCHEMA_VERSION,
@@ -39,6 +41,33 @@ for a few thousand rows only; past that nearly every insert re-reads index pages
 OS. 16 MB (used as pages are touched, never preallocated) measured 8% faster writes."""
 _WAL_BACKLOG_LIMIT_PAGES: Final = 16384
 """Pages written to the WAL but not yet checkpointed (64 MiB with 4 KiB pages) before the writer helps."""
+
+
+_MAX_ROWS_PER_STATEMENT: Final = 512
+"""The largest multi-row INSERT: 512 rows of 24 columns bind 12,288 values, within SQLite's
+default limit of 32,766 since 3.32 (an older SQLite's lower limit is read at open)."""
+
+
+def _statement_sizes(rows: int, largest: int) -> list[int]:
+    """Statement sizes covering ``rows``: as many ``largest`` as fit, then the binary digits of the rest.
+
+    Sizes are powers of two so that a connection prepares at most ten distinct
+    statements whatever the batch sizes (preparing the 512-row statement takes
+    about 4 ms; SQLite keeps prepared statements in the connection's cache).
+    """
+    sizes = [largest] * (rows // largest)
+    rest = rows % largest
+    size = largest
+    while rest:
+        while size > rest:
+            size //= 2
+        sizes.append(size)
+        rest -= size
+    return sizes
+
+
+def _flat(calls: Sequence[Call]) -> Iterator[Any]:
+    return chain.from_iterable(calls)  # a Call is its own row, in column order (see row_of)
 
 
 class _Checkpointer:
@@ -98,7 +127,7 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreError(f"cannot create the directory of SQLite store {path!r}: {exc}") from exc
         self._lock = threading.Lock()
-        self._insert = upsert_sql("?")
+        self._inserts: dict[int, str] = {}
         self._checkpointer: _Checkpointer | None = None
         try:
             self._conn = sqlite3.connect(
@@ -106,6 +135,10 @@ class SQLiteStore:
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
+        self._max_rows = _MAX_ROWS_PER_STATEMENT
+        variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        while self._max_rows > 1 and self._max_rows * len(COLUMNS) > variables:
+            self._max_rows //= 2
         try:
             self._migrate()
         except BaseException as exc:
@@ -153,13 +186,27 @@ class SQLiteStore:
         """Writers hand checkpoints to a thread (readers, such as reports, need none)."""
         if self.path == ":memory:":
             return
+        # A write of several statements runs in a transaction, where each statement keeps
+        # a statement journal: in memory it costs a tenth of what a temporary file does.
+        self._conn.execute("PRAGMA temp_store=MEMORY")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_BACKLOG_LIMIT_PAGES * 4096}")
         self._checkpointer = _Checkpointer(self.path)
 
     def write(self, calls: Sequence[Call]) -> None:
+        """Upsert ``calls`` atomically; idempotent per (trace id, span id).
+
+        Rows go in as multi-row ``INSERT`` statements of a power-of-two size
+        (:func:`_statement_sizes`), each prepared once per connection: SQLite then
+        inserts a whole batch in one ``sqlite3_step``, with the GIL released
+        throughout, instead of one step (and one GIL hand-off) per row. A batch
+        that fits one statement is written in autocommit, which is atomic and
+        skips the statement journal an explicit transaction needs (together a
+        quarter less time per row than ``executemany``).
+        """
         if not calls:
             return
+        sizes = _statement_sizes(len(calls), self._max_rows)
         with self._lock:
             conn = self._conn
             try:
@@ -168,9 +215,15 @@ class SQLiteStore:
                 elif self._checkpointer.backlog_pages > _WAL_BACKLOG_LIMIT_PAGES:
                     _, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self._checkpointer.backlog_pages = max(wal_pages - copied, 0)
+                if len(sizes) == 1:
+                    conn.execute(self._upsert(sizes[0]), tuple(_flat(calls)))
+                    return
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(self._insert, calls)  # a Call is its own row (see row_of)
+                    start = 0
+                    for size in sizes:
+                        conn.execute(self._upsert(size), tuple(_flat(calls[start : start + size])))
+                        start += size
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -178,6 +231,12 @@ class SQLiteStore:
                     raise
             except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
+
+    def _upsert(self, rows: int) -> str:
+        sql = self._inserts.get(rows)
+        if sql is None:
+            sql = self._inserts[rows] = upsert_sql("?", rows)
+        return sql
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
