@@ -227,6 +227,9 @@ def is_llm_usage_span(attributes: Mapping[str, Any]) -> bool:
     return False
 
 
+_INPUT: Final = INPUT_KEYS[0]
+_OUTPUT: Final = OUTPUT_KEYS[0]
+_new_tuple: Final = tuple.__new__
 _DETAIL_KEYS: Final = frozenset((*CACHE_READ_KEYS, *CACHE_WRITE_KEYS, *REASONING_KEYS))
 
 
@@ -247,8 +250,14 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
     )
     operation = _text(get(_OPERATION)) or _text(get(_TRACELOOP_REQUEST_TYPE))
 
-    input_tokens = _first_count(attributes, INPUT_KEYS)
-    output_tokens = _first_count(attributes, OUTPUT_KEYS)
+    # The first key of each list is what current instrumentations write, as an int:
+    # that case is tested inline (this runs once per LLM span), the rest in _first_count.
+    input_tokens = get(_INPUT)
+    if type(input_tokens) is not int or input_tokens < 0:
+        input_tokens = _first_count(attributes, INPUT_KEYS)
+    output_tokens = get(_OUTPUT)
+    if type(output_tokens) is not int or output_tokens < 0:
+        output_tokens = _first_count(attributes, OUTPUT_KEYS)
     if _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no cache or reasoning counts (one C call)
         cache_read = cache_write = reasoning = 0
     else:
@@ -279,15 +288,19 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
                 input_tokens += add_in
                 output_tokens += add_out
 
-    return LLMUsage(
-        model,
-        provider.lower() if provider is not None else None,
-        input_tokens,
-        output_tokens,
-        cache_read,
-        cache_write,
-        reasoning,
-        operation,
+    # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 8 arguments).
+    return _new_tuple(
+        LLMUsage,
+        (
+            model,
+            provider.lower() if provider is not None else None,
+            input_tokens,
+            output_tokens,
+            cache_read,
+            cache_write,
+            reasoning,
+            operation,
+        ),
     )
 
 
