@@ -399,13 +399,34 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
             return None
         return "[" + ",".join(record[0] for record in records) + "]"
     if store.dialect == "postgresql":
-        columns = ", ".join(f"{expressions[name]} AS {name}" for name in fields)
+        # PostgreSQL's JSON functions format every field of every record through a generic
+        # per-type path; 200k records take 0.6 s that way. The record is written here by
+        # concatenation instead: names are constants, the two strings go through to_json
+        # (JSON escaping), counts are bigint text, and the cost is formatted once and used
+        # for all four cost fields of a one-run record (a fifth less time for the query).
+        # A non-finite cost (impossible from the exporter) is written as null, never NaN.
+        totals = ", ".join(f"{expression} AS {name}" for name, expression in _RUN_TOTAL_COLUMNS)
+        cost_text = "CASE WHEN t.cost_usd BETWEEN -1e308 AND 1e308 THEN t.cost_usd::text ELSE 'null' END"
+        values = {
+            "use_case": "COALESCE(to_json(r.use_case)::text, 'null')",
+            "run_id": "to_json(r.run_id)::text",
+            "runs": "'1'",
+            "cost_usd": "r.c",
+            "avg_run_cost_usd": "r.c",
+            "p50_run_cost_usd": "r.c",
+            "p95_run_cost_usd": "r.c",
+        }
+        parts = []
+        for i, name in enumerate(fields):
+            parts.append(("'{" if i == 0 else "',") + f'"{name}":\'')
+            parts.append(values.get(name, f"r.{name}::text"))
+        record = "concat(" + ", ".join(parts) + ", '}')"
         # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
-        # string_agg of row_to_json: the same compact array SQLite writes (json_agg indents).
         sql = (
-            "SELECT string_agg(row_to_json(r)::text, ',' ORDER BY r.cost_usd DESC, "
+            f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
             'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
-            f"FROM (SELECT {columns} FROM {TABLE}{where} GROUP BY run_id, use_case) AS r"
+            f"FROM (SELECT t.*, {cost_text} AS c FROM "
+            f"(SELECT use_case, run_id, {totals} FROM {TABLE}{where} GROUP BY run_id, use_case) AS t) AS r"
         )
         (text,) = store.query(sql, params)[0]
         return "[]" if text is None else f"[{text}]"
