@@ -253,15 +253,20 @@ def _provider(processor: UseCaseSpanProcessor) -> tuple[TracerProvider, InMemory
 
 
 def test_stamping_and_reports_do_not_load_the_price_data(tmp_path: Path) -> None:
-    """``import otel_usecase`` and ``otel-usecase report`` leave genai-prices (and pydantic) unloaded."""
+    """``import otel_usecase`` and ``otel-usecase report`` leave genai-prices (and pydantic) unloaded.
+
+    The report command does not load the OpenTelemetry SDK either: it starts in a tenth of a second.
+    """
     script = (
         "import sys\n"
-        "import otel_usecase\n"
-        "from otel_usecase import UseCaseSpanProcessor, track_context\n"
-        "assert 'genai_prices' not in sys.modules, 'import otel_usecase loaded genai_prices'\n"
         "from otel_usecase.cli import main\n"
         f"assert main(['report', '--by', 'run', '--format', 'json', '--store', 'sqlite:///{tmp_path}/c.db']) == 0\n"
         "assert 'genai_prices' not in sys.modules, 'the report command loaded genai_prices'\n"
+        "assert 'opentelemetry.sdk.trace' not in sys.modules, 'the report command loaded the SDK'\n"
+        "import otel_usecase\n"
+        "from otel_usecase import UseCaseSpanProcessor, track_context, attributes\n"
+        "assert UseCaseSpanProcessor.__module__ == 'otel_usecase.processor' and attributes.USE_CASE_NAME\n"
+        "assert 'genai_prices' not in sys.modules, 'import otel_usecase loaded genai_prices'\n"
         "otel_usecase.UseCaseCostExporter\n"
         "assert 'genai_prices' in sys.modules\n"
     )

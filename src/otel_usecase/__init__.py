@@ -2,26 +2,32 @@
 
 Mark work with :func:`track_context` or :func:`track`; the values travel as W3C
 baggage and :class:`UseCaseSpanProcessor` stamps them onto LLM spans.
+
+The public names load on first use (PEP 562), not on ``import otel_usecase``:
+the ``otel-usecase`` commands, and apps that only use some of them, never pay
+for the rest (the span processor imports the OpenTelemetry SDK, the exporter
+the price data).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
 
-from . import attributes
-from .processor import UseCaseSpanProcessor
-from .scope import (
-    Scope,
-    UseCaseWarning,
-    current_scope,
-    set_default_use_case,
-    track,
-    track_context,
-)
 from .version import __version__
 
 if TYPE_CHECKING:
+    from . import attributes
     from .exporter import UseCaseCostExporter
+    from .processor import UseCaseSpanProcessor
+    from .scope import (
+        Scope,
+        UseCaseWarning,
+        current_scope,
+        set_default_use_case,
+        track,
+        track_context,
+    )
 
 __all__ = [
     "Scope",
@@ -36,15 +42,30 @@ __all__ = [
     "track_context",
 ]
 
+_HOMES: Final = {
+    "Scope": ".scope",
+    "UseCaseWarning": ".scope",
+    "current_scope": ".scope",
+    "set_default_use_case": ".scope",
+    "track": ".scope",
+    "track_context": ".scope",
+    "UseCaseSpanProcessor": ".processor",
+    "UseCaseCostExporter": ".exporter",
+}
+
 
 def __getattr__(name: str) -> Any:
-    """Load the exporter (and with it the price data) on first use, not on ``import otel_usecase``.
+    """Import a public name's module on first use, then keep the name here."""
+    if name == "attributes":
+        value: Any = import_module(".attributes", __name__)
+    else:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(home, __name__), name)
+    globals()[name] = value
+    return value
 
-    An application that only stamps spans, and the ``report`` command, never pay
-    for importing genai-prices and its dependencies.
-    """
-    if name == "UseCaseCostExporter":
-        from .exporter import UseCaseCostExporter
 
-        return UseCaseCostExporter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
