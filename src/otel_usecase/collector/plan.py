@@ -1,0 +1,144 @@
+"""Which models get a statement, with whose prices: the plan the YAML is rendered from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from .._log import logger
+from ..pricing import Price, PriceBook
+from .model_match import probes
+from .ottl import attr, cache, set_where
+from .statements import ModelStatement, model_statement, prelude, rate_terms, same_model
+
+__all__ = [
+    "COST_ATTRIBUTE",
+    "DEFAULT_MODELS",
+    "PROCESSOR_ID",
+    "TransformPlan",
+    "book_source",
+    "clean_names",
+    "plan_transform",
+    "transform_statements",
+]
+
+DEFAULT_MODELS: Final[tuple[str, ...]] = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "o3",
+    "o4-mini",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+)
+"""Models priced when none are named: popular OpenAI, Anthropic and Google models."""
+
+PROCESSOR_ID: Final = "transform/usecase_cost"
+"""The component id of the generated transform processor."""
+
+COST_ATTRIBUTE: Final = "gen_ai.usage.cost"
+"""The span attribute the generated statements write: the call's cost in USD (double)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransformPlan:
+    """Everything :func:`render_transform_processor` writes."""
+
+    prelude: tuple[tuple[str, tuple[str, ...]], ...]
+    """(comment, statements) groups that come before the per-model statements."""
+    models: tuple[ModelStatement, ...]
+    finish: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    """(model, why) for the models asked for that got no statement."""
+    source: str
+    provider: str | None
+    requested: tuple[str, ...] = ()
+    """The model names asked for, cleaned (split on commas, de-duplicated)."""
+
+    @property
+    def statements(self) -> list[str]:
+        out = [s for _, group in self.prelude for s in group]
+        out.extend(m.statement for m in self.models)
+        out.extend(self.finish)
+        return out
+
+
+def plan_transform(
+    models: Sequence[str] | None = None,
+    provider: str | None = None,
+    prices: PriceBook | None = None,
+) -> TransformPlan:
+    """Build the statements for ``models`` (default :data:`DEFAULT_MODELS`).
+
+    ``provider`` is passed to :meth:`PriceBook.lookup` (whose prices are used); a
+    model without a price is skipped and reported in ``skipped`` (and logged).
+    """
+    book = prices if prices is not None else PriceBook()
+    names = clean_names(models if models is not None else DEFAULT_MODELS)
+    skipped: list[tuple[str, str]] = []
+    found: list[tuple[list[str], Price]] = []
+    for name in names:
+        price = book.lookup(name, provider)
+        if price is None:
+            where = f" at provider {provider!r}" if provider else ""
+            skipped.append((name, f"no price{where} in {book_source(book)}"))
+            continue
+        if rate_terms(price) == []:
+            skipped.append((name, f"its price ({price.source}) has no token rates"))
+            continue
+        for entry in found:
+            if same_model(entry[1], price):
+                entry[0].append(name)
+                break
+        else:
+            found.append(([name], price))
+    for name, why in skipped:
+        logger.warning("otel-usecase: collector-config: skipping model %r: %s", name, why)
+
+    known_names = list(probes())
+    statements = tuple(model_statement(asked, price, book, provider, known_names) for asked, price in found)
+    return TransformPlan(
+        prelude=prelude(),
+        models=statements,
+        finish=(set_where(attr(COST_ATTRIBUTE), cache("cost"), f"{cache('cost')} != nil"),),
+        skipped=tuple(skipped),
+        source=book_source(book),
+        provider=provider,
+        requested=tuple(names),
+    )
+
+
+def transform_statements(
+    models: Sequence[str] | None = None,
+    provider: str | None = None,
+    prices: PriceBook | None = None,
+) -> list[str]:
+    """The OTTL statements (span context) that write ``gen_ai.usage.cost`` on LLM spans."""
+    return plan_transform(models, provider, prices).statements
+
+
+def book_source(book: PriceBook) -> str:
+    source = f"genai-prices {book.genai_prices_version}"
+    if book.overrides_path:
+        source += f" and {book.overrides_path}"
+    return source
+
+
+def clean_names(models: Iterable[str]) -> list[str]:
+    names: list[str] = []
+    for raw in models:
+        for part in raw.split(","):
+            name = part.strip()
+            if name and name not in names:
+                names.append(name)
+    return names
