@@ -520,6 +520,29 @@ def test_query_together_reads_one_snapshot_and_needs_no_second_connection(db_url
         writer.close()
 
 
+def test_a_split_run_report_falls_back_to_one_query_where_snapshots_cannot_be_exported(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server (or role) without ``pg_export_snapshot`` still gets the report, written in one query."""
+    writer = PostgresStore(db_url)
+    writer.write(mixed_calls())
+    role = f"no_export_{next(_db_names)}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT ON usecase_calls, otel_usecase_meta TO {role}")
+        admin.execute("REVOKE EXECUTE ON FUNCTION pg_export_snapshot() FROM PUBLIC")
+    reader = PostgresStore(db_url.replace("://otel@", f"://{role}@"))
+    try:
+        with pytest.raises(StoreError, match="pg_export_snapshot"):
+            reader.query_together([("SELECT 1", []), ("SELECT 2", [])])
+        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        from_python = format_report(build_report(writer, "run"), "run", "json")
+        assert json.loads(render_report(reader, "run", "json")) == json.loads(from_python)
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_the_same_batch_written_twice_counts_once(any_store: Store) -> None:
     store = any_store
     calls = [make_call(i) for i in range(40)]

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .store import Store, StoreError
+from ._log import logger
+from .store import Store, StoreError, StoreUnavailable
 from .store.base import TABLE
 
 __all__ = [
@@ -433,18 +434,25 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
 
         together = getattr(store, "query_together", None)
         pivot = _median_run_cost(store, where, params) if together is not None else None
-        if together is None or pivot is None:
-            parts = [row[0] for row in store.query(runs_json(""), params)]
-        else:
+        parts: list[str | None] = []
+        if together is not None and pivot is not None:
             # Two halves at an estimated median run cost, on two server cores; in the
             # report's order (cost first) the half above the pivot comes first whole.
-            split = together(
-                [
-                    (runs_json(f" HAVING {cost} >= ?"), [*params, pivot]),
-                    (runs_json(f" HAVING NOT ({cost} >= ?)"), [*params, pivot]),
-                ]
-            )
-            parts = [rows[0][0] for rows in split if rows]
+            try:
+                split = together(
+                    [
+                        (runs_json(f" HAVING {cost} >= ?"), [*params, pivot]),
+                        (runs_json(f" HAVING NOT ({cost} >= ?)"), [*params, pivot]),
+                    ]
+                )
+                parts = [rows[0][0] for rows in split if rows]
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # e.g. a PostgreSQL-compatible server without pg_export_snapshot
+                logger.debug("otel-usecase: report in one query: %s", exc)
+                pivot = None
+        if pivot is None:
+            parts = [row[0] for row in store.query(runs_json(""), params)]
         text = ",".join(part for part in parts if part)
         return f"[{text}]"
     return None
