@@ -489,11 +489,13 @@ class PostgresStore:
                 ]
                 for thread in threads:
                     thread.start()
-                _tune_report(cur)
-                cur.execute(*statements[0])
-                results[0] = cur.fetchall()
-                for thread in threads:
-                    thread.join()
+                try:
+                    _tune_report(cur)
+                    cur.execute(*statements[0])
+                    results[0] = cur.fetchall()
+                finally:  # the parts read this transaction's snapshot: it stays open until they are done
+                    for thread in threads:
+                        thread.join()
                 if failures:
                     raise failures[0]
                 for i, done in enumerate(results):
