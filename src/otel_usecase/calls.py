@@ -206,19 +206,8 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
     get = a.get
     usage = read_usage(a)
     trace_hex = format(span.trace_id, "032x")
-    # The scope's values are strings as the processor stamps them: that case inline,
-    # anything else through _text (this runs once per LLM span).
-    use_case = get(attr.USE_CASE_NAME)
-    if type(use_case) is not str or not use_case:
-        use_case = _text(use_case) or UNTRACKED
-    run_id = get(attr.USE_CASE_ID)
-    if type(run_id) is not str or not run_id:
-        run_id = _text(run_id) or trace_hex
-    version = get(attr.USE_CASE_VERSION)
-    step = get(attr.USE_CASE_STEP)
-    experience = get(attr.EXPERIENCE_NAME)
-    experience_id = get(attr.EXPERIENCE_ID)
-    user = get(attr.USER_ID)
+    use_case = _text(get(attr.USE_CASE_NAME)) or UNTRACKED
+    run_id = _text(get(attr.USE_CASE_ID)) or trace_hex
     cost: float | None = None
     source: str | None = None
     if usage.input_tokens is not None or usage.output_tokens is not None:
@@ -242,11 +231,11 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
             span.service,
             use_case,
             run_id,
-            version if type(version) is str and version else _text(version),
-            step if type(step) is str and step else _text(step),
-            experience if type(experience) is str and experience else _text(experience),
-            experience_id if type(experience_id) is str and experience_id else _text(experience_id),
-            user if type(user) is str and user else _text(user),
+            _text(get(attr.USE_CASE_VERSION)),
+            _text(get(attr.USE_CASE_STEP)),
+            _text(get(attr.EXPERIENCE_NAME)),
+            _text(get(attr.EXPERIENCE_ID)),
+            _text(get(attr.USER_ID)),
             usage.provider,
             usage.model,
             usage.operation,
