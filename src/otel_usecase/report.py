@@ -377,85 +377,98 @@ def render_report(
 def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | None:
     """``--by run`` as a JSON array written by the database, or None when it cannot."""
     where, params = _filters(use_case, since)
-    cost = dict(_RUN_TOTAL_COLUMNS)["cost_usd"]
+    if store.dialect == "sqlite":
+        return _sqlite_runs_json(store, where, params)
+    if store.dialect == "postgresql":
+        return _postgres_runs_json(store, where, params)
+    return None
+
+
+_RUN_FIELDS: Final = ("use_case", "run_id", *_RECORD_FIELDS)
+_COST: Final = dict(_RUN_TOTAL_COLUMNS)["cost_usd"]
+
+
+def _sqlite_runs_json(store: Store, where: str, params: Sequence[Any]) -> str | None:
+    """One ``json_object`` per run, in report order; Python only joins them."""
     expressions = {
         "use_case": "use_case",
         "run_id": "run_id",
         "runs": "1",
         **dict(_RUN_TOTAL_COLUMNS),
-        "avg_run_cost_usd": cost,
-        "p50_run_cost_usd": cost,
-        "p95_run_cost_usd": cost,
+        "avg_run_cost_usd": _COST,
+        "p50_run_cost_usd": _COST,
+        "p95_run_cost_usd": _COST,
     }
-    fields = ("use_case", "run_id", *_RECORD_FIELDS)
-    if store.dialect == "sqlite":
-        json_object = ", ".join(f"'{name}', {expressions[name]}" for name in fields)
-        sql = (
-            f"SELECT json_object({json_object}) FROM {TABLE}{where} GROUP BY run_id, use_case "
-            f"ORDER BY {cost} DESC, COALESCE(use_case, ''), run_id"
+    json_object = ", ".join(f"'{name}', {expressions[name]}" for name in _RUN_FIELDS)
+    sql = (
+        f"SELECT json_object({json_object}) FROM {TABLE}{where} GROUP BY run_id, use_case "
+        f"ORDER BY {_COST} DESC, COALESCE(use_case, ''), run_id"
+    )
+    try:
+        records = store.query(sql, params)
+    except StoreError:  # an SQLite built without the JSON functions: let Python do it
+        return None
+    return "[" + ",".join(record[0] for record in records) + "]"
+
+
+def _postgres_runs_json(store: Store, where: str, params: Sequence[Any]) -> str:
+    """The run records concatenated by PostgreSQL, in two halves at once on a big ledger.
+
+    PostgreSQL's JSON functions format every field of every record through a
+    generic per-type path; 200k records take 0.6 s that way. The record is
+    written by concatenation instead: names are constants, the two strings go
+    through ``to_json`` (JSON escaping), counts are bigint text, and the cost is
+    formatted once for the four cost fields of a one-run record (a fifth less
+    time). A non-finite cost (impossible from the exporter) is written as null.
+    """
+    totals = ", ".join(f"{expression} AS {name}" for name, expression in _RUN_TOTAL_COLUMNS)
+    cost_text = "CASE WHEN t.cost_usd BETWEEN -1e308 AND 1e308 THEN t.cost_usd::text ELSE 'null' END"
+    values = {
+        "use_case": "COALESCE(to_json(r.use_case)::text, 'null')",
+        "run_id": "to_json(r.run_id)::text",
+        "runs": "'1'",
+        "cost_usd": "r.c",
+        "avg_run_cost_usd": "r.c",
+        "p50_run_cost_usd": "r.c",
+        "p95_run_cost_usd": "r.c",
+    }
+    pieces = []
+    for i, name in enumerate(_RUN_FIELDS):
+        pieces.append(("'{" if i == 0 else "',") + f'"{name}":\'')
+        pieces.append(values.get(name, f"r.{name}::text"))
+    record = "concat(" + ", ".join(pieces) + ", '}')"
+
+    def runs_json(having: str) -> str:
+        # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
+        return (
+            f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
+            'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
+            f"FROM (SELECT t.*, {cost_text} AS c FROM (SELECT use_case, run_id, {totals} "
+            f"FROM {TABLE}{where} GROUP BY run_id, use_case{having}) AS t) AS r"
         )
+
+    together = getattr(store, "query_together", None)
+    pivot = _median_run_cost(store, where, params) if together is not None else None
+    parts: list[str | None] = []
+    if together is not None and pivot is not None:
+        # Two halves at an estimated median run cost, on two server cores; in the
+        # report's order (cost first) the half above the pivot comes first whole.
         try:
-            records = store.query(sql, params)
-        except StoreError:  # an SQLite built without the JSON functions: let Python do it
-            return None
-        return "[" + ",".join(record[0] for record in records) + "]"
-    if store.dialect == "postgresql":
-        # PostgreSQL's JSON functions format every field of every record through a generic
-        # per-type path; 200k records take 0.6 s that way. The record is written here by
-        # concatenation instead: names are constants, the two strings go through to_json
-        # (JSON escaping), counts are bigint text, and the cost is formatted once and used
-        # for all four cost fields of a one-run record (a fifth less time for the query).
-        # A non-finite cost (impossible from the exporter) is written as null, never NaN.
-        totals = ", ".join(f"{expression} AS {name}" for name, expression in _RUN_TOTAL_COLUMNS)
-        cost_text = "CASE WHEN t.cost_usd BETWEEN -1e308 AND 1e308 THEN t.cost_usd::text ELSE 'null' END"
-        values = {
-            "use_case": "COALESCE(to_json(r.use_case)::text, 'null')",
-            "run_id": "to_json(r.run_id)::text",
-            "runs": "'1'",
-            "cost_usd": "r.c",
-            "avg_run_cost_usd": "r.c",
-            "p50_run_cost_usd": "r.c",
-            "p95_run_cost_usd": "r.c",
-        }
-        pieces = []
-        for i, name in enumerate(fields):
-            pieces.append(("'{" if i == 0 else "',") + f'"{name}":\'')
-            pieces.append(values.get(name, f"r.{name}::text"))
-        record = "concat(" + ", ".join(pieces) + ", '}')"
-
-        def runs_json(having: str) -> str:
-            # COLLATE "C": ties in the order of Python's string comparison, whatever the database locale.
-            return (
-                f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
-                'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
-                f"FROM (SELECT t.*, {cost_text} AS c FROM (SELECT use_case, run_id, {totals} "
-                f"FROM {TABLE}{where} GROUP BY run_id, use_case{having}) AS t) AS r"
+            split = together(
+                [
+                    (runs_json(f" HAVING {_COST} >= ?"), [*params, pivot]),
+                    (runs_json(f" HAVING NOT ({_COST} >= ?)"), [*params, pivot]),
+                ]
             )
-
-        together = getattr(store, "query_together", None)
-        pivot = _median_run_cost(store, where, params) if together is not None else None
-        parts: list[str | None] = []
-        if together is not None and pivot is not None:
-            # Two halves at an estimated median run cost, on two server cores; in the
-            # report's order (cost first) the half above the pivot comes first whole.
-            try:
-                split = together(
-                    [
-                        (runs_json(f" HAVING {cost} >= ?"), [*params, pivot]),
-                        (runs_json(f" HAVING NOT ({cost} >= ?)"), [*params, pivot]),
-                    ]
-                )
-                parts = [rows[0][0] for rows in split if rows]
-            except StoreUnavailable:
-                raise
-            except StoreError as exc:  # e.g. a PostgreSQL-compatible server without pg_export_snapshot
-                logger.debug("otel-usecase: report in one query: %s", exc)
-                pivot = None
-        if pivot is None:
-            parts = [row[0] for row in store.query(runs_json(""), params)]
-        text = ",".join(part for part in parts if part)
-        return f"[{text}]"
-    return None
+            parts = [rows[0][0] for rows in split if rows]
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # e.g. a PostgreSQL-compatible server without pg_export_snapshot
+            logger.debug("otel-usecase: report in one query: %s", exc)
+            pivot = None
+    if pivot is None:
+        parts = [row[0] for row in store.query(runs_json(""), params)]
+    return "[" + ",".join(part for part in parts if part) + "]"
 
 
 _SPLIT_FROM_PAGES: Final = 4096
