@@ -492,7 +492,7 @@ def test_runs_json_written_by_the_database_is_the_report(
         store.close()
 
 
-def test_query_together_reads_one_snapshot_and_needs_no_second_connection(db_url: str) -> None:
+def test_query_together_returns_every_part_and_needs_no_second_connection(db_url: str) -> None:
     """Parts run on connections of their own; a role allowed one connection still gets every part."""
     writer = PostgresStore(db_url)
     calls = mixed_calls()

@@ -421,7 +421,6 @@ def _postgres_runs_json(store: Store, where: str, params: Sequence[Any]) -> str:
     formatted once for the four cost fields of a one-run record (a fifth less
     time). A non-finite cost (impossible from the exporter) is written as null.
     """
-    totals = ", ".join(f"{expression} AS {name}" for name, expression in _RUN_TOTAL_COLUMNS)
     cost_text = "CASE WHEN t.cost_usd BETWEEN -1e308 AND 1e308 THEN t.cost_usd::text ELSE 'null' END"
     values = {
         "use_case": "COALESCE(to_json(r.use_case)::text, 'null')",
@@ -443,7 +442,7 @@ def _postgres_runs_json(store: Store, where: str, params: Sequence[Any]) -> str:
         return (
             f"SELECT string_agg({record}, ',' ORDER BY r.cost_usd DESC, "
             'COALESCE(r.use_case, \'\') COLLATE "C", r.run_id COLLATE "C") '
-            f"FROM (SELECT t.*, {cost_text} AS c FROM (SELECT use_case, run_id, {totals} "
+            f"FROM (SELECT t.*, {cost_text} AS c FROM (SELECT use_case, run_id, {_RUN_TOTALS} "
             f"FROM {TABLE}{where} GROUP BY run_id, use_case{having}) AS t) AS r"
         )
 

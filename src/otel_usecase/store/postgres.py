@@ -83,8 +83,6 @@ _ADVISORY_LOCK_KEY: Final = 0x6F74_656C_7573_6563
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
-_META: Final = META_TABLE
-
 _CREATE: Final = create_statements(
     {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
 )
@@ -374,12 +372,12 @@ class PostgresStore:
         """Create the schema if missing, under an advisory lock so concurrent first uses queue."""
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-            cur.execute(f"SELECT to_regclass('{_META}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL")
+            cur.execute(f"SELECT to_regclass('{META_TABLE}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL")
             found = cur.fetchone()
             has_meta, has_ledger = found if found is not None else (False, False)
             version: int | None = None
             if has_meta:
-                cur.execute(f"SELECT value FROM {_META} WHERE key = 'schema_version'")
+                cur.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'")
                 row = cur.fetchone()
                 if row is not None:
                     try:
@@ -401,7 +399,7 @@ class PostgresStore:
                 for statement in upgrade_statements(version):
                     cur.execute(statement)
             cur.execute(
-                f"INSERT INTO {_META} (key, value) VALUES ('schema_version', %s) "
+                f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
