@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import (
     SCHEMA_VERSION,
+    RejectedCall,
     Store,
     StoreError,
     StoreUnavailable,
@@ -14,6 +15,7 @@ from .base import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RejectedCall",
     "Store",
     "StoreError",
     "StoreUnavailable",

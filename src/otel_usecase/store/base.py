@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from ..config import ENV_STORE, env_str
 from ..ledger import Call
@@ -24,6 +24,7 @@ __all__ = [
     "META_TABLE",
     "SCHEMA_VERSION",
     "UPGRADES",
+    "RejectedCall",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -89,6 +90,19 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
 _REPLACED_ON_BETTER_COPY: Final = tuple(c for c in COLUMNS if c not in ("trace_id", "span_id"))
 
 
+class RejectedCall(NamedTuple):
+    """A call the store could not take because of its own data (not an outage), and why.
+
+    ``Store.write`` isolates such calls and writes the rest of the batch; the caller
+    counts and logs them (the exporter) or reports them to the sender (``serve``'s
+    OTLP ``partial_success``). ``reason`` names the field and the rule, with the
+    value's ``repr``.
+    """
+
+    call: Call
+    reason: str
+
+
 class StoreError(Exception):
     """The store cannot be used as configured (bad URL, newer schema, ...)."""
 
@@ -106,8 +120,14 @@ class Store(Protocol):
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``: lets a report use SQL one of them has and the other lacks."""
 
-    def write(self, calls: Sequence[Call]) -> None:
-        """Write ``calls`` in one transaction; idempotent per (trace id, span id)."""
+    def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
+        """Write ``calls``; idempotent per (trace id, span id).
+
+        Returns the calls the store could not take because of their own data
+        (each with its reason); every other call of the batch is written. Raises
+        :class:`StoreUnavailable` when the store cannot take writes now (locked,
+        down, read-only, disk full): then nothing of the batch is written.
+        """
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders."""

@@ -45,6 +45,7 @@ from .base import (
     META_TABLE,
     SCHEMA_VERSION,
     TABLE,
+    RejectedCall,
     StoreError,
     StoreUnavailable,
     create_statements,
@@ -408,7 +409,7 @@ class PostgresStore:
 
     # the Store protocol
 
-    def write(self, calls: Sequence[Call]) -> None:
+    def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
         """Upsert ``calls`` in one transaction; idempotent per (trace id, span id).
 
         Rows go in key order (see the module docstring: no deadlocks between
@@ -416,7 +417,7 @@ class PostgresStore:
         batch now; nothing of the batch is then written.
         """
         if not calls:
-            return
+            return []
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
 
         def upsert(conn: psycopg.Connection[Any]) -> None:
@@ -426,6 +427,7 @@ class PostgresStore:
 
         with self._lock:
             self._run(f"writing {len(rows)} calls", upsert)
+        return []
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""

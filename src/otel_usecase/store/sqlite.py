@@ -20,6 +20,7 @@ from .base import (
     INDEXES,
     META_TABLE,
     SCHEMA_VERSION,
+    RejectedCall,
     StoreError,
     StoreUnavailable,
     create_statements,
@@ -193,7 +194,7 @@ class SQLiteStore:
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_BACKLOG_LIMIT_PAGES * 4096}")
         self._checkpointer = _Checkpointer(self.path)
 
-    def write(self, calls: Sequence[Call]) -> None:
+    def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
         """Upsert ``calls`` atomically; idempotent per (trace id, span id).
 
         Rows go in as multi-row ``INSERT`` statements of a power-of-two size
@@ -205,7 +206,7 @@ class SQLiteStore:
         quarter less time per row than ``executemany``).
         """
         if not calls:
-            return
+            return []
         sizes = _statement_sizes(len(calls), self._max_rows)
         with self._lock:
             conn = self._conn
@@ -217,7 +218,7 @@ class SQLiteStore:
                     self._checkpointer.backlog_pages = max(wal_pages - copied, 0)
                 if len(sizes) == 1:
                     conn.execute(self._upsert(sizes[0]), tuple(_flat(calls)))
-                    return
+                    return []
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     start = 0
@@ -229,6 +230,7 @@ class SQLiteStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+                return []
             except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
 
