@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from ..ledger import Call
 from .base import (
@@ -20,6 +21,7 @@ from .base import (
     INDEXES,
     META_TABLE,
     SCHEMA_VERSION,
+    TABLE,
     RejectedCall,
     StoreError,
     StoreUnavailable,
@@ -119,10 +121,13 @@ class SQLiteStore:
 
     dialect: Final = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
-        if path != ":memory:":
+        create = create or path == ":memory:"
+        if not create and not Path(path).is_file():
+            raise StoreError(f"no SQLite store at {self.url}: {path!r} does not exist")
+        if create:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -132,7 +137,11 @@ class SQLiteStore:
         self._checkpointer: _Checkpointer | None = None
         try:
             self._conn = sqlite3.connect(
-                path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                path if create else "file:" + quote(str(Path(path).absolute())) + "?mode=rw",
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=not create,
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
@@ -141,7 +150,7 @@ class SQLiteStore:
         while self._max_rows > 1 and self._max_rows * len(COLUMNS) > variables:
             self._max_rows //= 2
         try:
-            self._migrate()
+            self._migrate() if create else self._check_existing()
         except BaseException as exc:
             self._conn.close()  # no file handle left behind on a store we could not use
             if isinstance(exc, sqlite3.Error):
@@ -182,6 +191,23 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _check_existing(self) -> None:
+        """For a reader that must not create: the file holds a ledger this version can read."""
+        conn = self._conn
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if TABLE not in tables:
+            raise StoreError(
+                f"SQLite store {self.url} has no ledger table ({TABLE}): not an otel-usecase store"
+            )
+        found = None
+        if META_TABLE in tables:
+            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
+        if found is not None and str(found[0]).isdigit() and int(found[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
+                f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+            )
 
     def _start_checkpointer(self) -> None:
         """Writers hand checkpoints to a thread (readers, such as reports, need none)."""
