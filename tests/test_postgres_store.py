@@ -130,7 +130,11 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
     for key, by_run in runs.items():
         group = [c for cs in by_run.values() for c in cs]
         # Unpriced is unknown, not free: the per-run figures are over the runs whose every call is priced.
-        run_costs = [sum(c.cost_usd or 0.0 for c in cs) for cs in by_run.values() if all(c.status == "priced" for c in cs)]
+        run_costs = [
+            sum(c.cost_usd or 0.0 for c in cs)
+            for cs in by_run.values()
+            if all(c.status == "priced" for c in cs)
+        ]
         known = [c.cost_usd for c in group if c.cost_usd is not None]
         out[key] = {
             "runs": len(by_run),
