@@ -101,6 +101,12 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         from . import collector_config
 
         collector_config.add_transform_arguments(transform)
+    renamed = collector_commands.add_parser(
+        "current-names",
+        help="print a collector config with the component names current collector releases use "
+        "(otlp_grpc, otlp_http, load_balancing, filter trace_conditions)",
+    )
+    renamed.add_argument("config", metavar="CONFIG")
     return parser
 
 
@@ -228,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "collector-config":
         from . import collector_config
 
+        if args.collector_config_command == "current-names":
+            return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
     try:
         if args.command == "prices":
