@@ -3,7 +3,13 @@
 One query per report groups the ledger by (report key, run) in the database,
 so the work scales with the number of runs, not of calls; the per-run figures
 (average, p50, p95) are then computed from those run totals. The SQL uses ``?``
-placeholders and only standard aggregates, so SQLite and PostgreSQL run it as is.
+placeholders and standard aggregates, except for the token sums, which each
+database makes overflow-proof its own way (:func:`run_total_columns`).
+
+Unpriced is unknown, not free: a cost no call of a group has is None (JSON null,
+``unpriced`` in a table), a cost that leaves out unpriced, usage-less or partly
+read calls is a lower bound (``cost_complete`` false, ``>= $`` in a table), and
+the per-run figures are over the runs whose cost is complete.
 """
 
 from __future__ import annotations
@@ -148,6 +154,12 @@ _STATUS_COUNTS: Final = (
 """Calls whose cost is unknown (``unpriced``, ``no_usage``) or a lower bound (``partial``), by status."""
 
 
+_COST: Final = "SUM(cost_usd)"
+"""A run's cost: NULL when no call of it has a cost (unknown, not $0)."""
+_COMPLETE: Final = "MIN(CASE WHEN status = 'priced' THEN 1 ELSE 0 END)"
+"""1 when every call of the run is priced: its cost is the cost, not a lower bound."""
+
+
 def run_total_columns(dialect: str) -> tuple[tuple[str, str], ...]:
     """One run's totals as (name, SQL expression), named as in the report.
 
@@ -169,9 +181,9 @@ def run_total_columns(dialect: str) -> tuple[tuple[str, str], ...]:
         ("output_tokens", tokens.format("output_tokens")),
         ("cached_tokens", tokens.format("cache_read_tokens")),
         ("reasoning_tokens", tokens.format("reasoning_tokens")),
-        ("cost_usd", "SUM(cost_usd)"),
+        ("cost_usd", _COST),
         *((name, f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)") for name, status in _STATUS_COUNTS),
-        ("complete", "MIN(CASE WHEN status = 'priced' THEN 1 ELSE 0 END)"),
+        ("complete", _COMPLETE),
     )
 
 
@@ -519,9 +531,6 @@ def _runs_json(store: Store, use_case: str | None, since: str | None) -> str | N
 
 
 _RUN_FIELDS: Final = ("use_case", "run_id", *_RECORD_FIELDS)
-_COST: Final = "SUM(cost_usd)"
-_COMPLETE: Final = dict(run_total_columns("sqlite"))["complete"]
-assert all(dict(run_total_columns(d))["cost_usd"] == _COST for d in ("sqlite", "postgresql"))
 
 
 def _sqlite_runs_json(store: Store, where: str, params: Sequence[Any]) -> str | None:
