@@ -199,7 +199,7 @@ def _read(args: argparse.Namespace) -> int:
             calls = run_calls(store, args.run_id)
             if not calls:
                 print(
-                    f"otel-usecase: no run {safe_text(args.run_id)!r} in store {safe_text(store.url)}",
+                    f"otel-usecase: no run {safe_text(args.run_id)!r} in store {safe_text(store.url, limit=1000)}",
                     file=sys.stderr,
                 )
                 return 1
