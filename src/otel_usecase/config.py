@@ -91,6 +91,8 @@ ENV_PRICES: Final = "OTEL_USECASE_PRICES"
 """Path of a TOML file with price overrides and model aliases."""
 ENV_BUFFER: Final = "OTEL_USECASE_BUFFER"
 """Calls the exporter keeps in memory while the store is unavailable (default 100000)."""
+ENV_READ_TIMEOUT: Final = "OTEL_USECASE_READ_TIMEOUT"
+"""Seconds ``otel-usecase serve`` gives a client for a request's headers, and again for its body (default 30)."""
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
