@@ -135,9 +135,15 @@ def _serve(
 ) -> None:
     executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="otel-usecase-ingest")
     stop = threading.Event()
+    http_server = (
+        _http_server(options, ingest, token, executor, read_timeout) if http_socket is not None else None
+    )
 
     def _on_signal(signum: int, frame: Any) -> None:
+        # Also before uvicorn has put its own handlers in place: the HTTP port listens from the start.
         stop.set()
+        if http_server is not None:
+            http_server.should_exit = True
 
     # Our handlers are in place before uvicorn's: uvicorn re-raises the signal it caught
     # after its graceful shutdown, which then lands here instead of killing the process.
@@ -157,8 +163,10 @@ def _serve(
             )
         _announce(options, ingest.store_url or "", token, read_timeout)
         announced = True
-        if http_socket is not None:
-            _serve_http(options, ingest, token, executor, read_timeout, http_socket)
+        if http_server is not None and http_socket is not None:
+            http_server.run(sockets=[http_socket])
+            if not http_server.started:
+                raise OSError(f"cannot serve OTLP/HTTP on {format_address(*http_socket.getsockname()[:2])}")
         else:
             while not stop.wait(0.5):
                 pass
@@ -172,14 +180,13 @@ def _serve(
             print("otel-usecase serve: stopped", file=sys.stderr, flush=True)
 
 
-def _serve_http(
+def _http_server(
     options: ServeOptions,
     ingest: Ingest,
     token: TokenCheck,
     executor: ThreadPoolExecutor,
     read_timeout: float,
-    http_socket: socket.socket,
-) -> None:
+) -> uvicorn.Server:
     app = OTLPHttpApp(ingest, token, options.max_body_bytes, executor, read_timeout)
     config = uvicorn.Config(
         app,
@@ -191,10 +198,7 @@ def _serve_http(
         server_header=False,
         date_header=False,
     )
-    server = uvicorn.Server(config)
-    server.run(sockets=[http_socket])
-    if not server.started:
-        raise OSError(f"cannot serve OTLP/HTTP on {format_address(*http_socket.getsockname()[:2])}")
+    return uvicorn.Server(config)
 
 
 def _announce(options: ServeOptions, store_url: str, token: TokenCheck, read_timeout: float) -> None:
