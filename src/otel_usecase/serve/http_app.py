@@ -162,20 +162,23 @@ class OTLPHttpApp:
                 raise _Refused(
                     413, _GRPC_RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}"
                 )
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                return await self._receive_all(receive)
+        except TimeoutError:
+            raise _Refused(
+                408,
+                _GRPC_DEADLINE_EXCEEDED,
+                f"the request body did not arrive within the read timeout of {self.read_timeout:g} s",
+                ((b"connection", b"close"),),
+            ) from None
+
+    async def _receive_all(self, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
         chunks: list[bytes] = []
         size = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.read_timeout
         while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
-            except TimeoutError:
-                raise _Refused(
-                    408,
-                    _GRPC_DEADLINE_EXCEEDED,
-                    f"the request body did not arrive within the read timeout of {self.read_timeout:g} s",
-                    ((b"connection", b"close"),),
-                ) from None
+            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Refused(400, _GRPC_INVALID_ARGUMENT, "client disconnected")
             chunk = message.get("body", b"")
