@@ -25,7 +25,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from otel_usecase.pricing import PriceBook
 from otel_usecase.serve.ingest import Ingest
@@ -229,3 +231,24 @@ def test_read_only_postgres_answers_503_and_the_retry_lands(
         set_read_only(False)
     assert export(pg_served, "http-protobuf", body).partial_success.rejected_spans == 0  # the sender's retry
     assert calls_of(pg_served.store_url, "read-only")[0] == GOOD
+
+
+def test_a_resource_that_does_not_decode_refuses_its_spans_only() -> None:
+    """The span-by-span fallback: spans of a resource with bad UTF-8 are refused with their count."""
+
+    def resource_spans(service: str, first: int, n: int) -> ResourceSpans:
+        resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value=service))])
+        spans = [llm_span(0x7E, first + i, "resources") for i in range(n)]
+        return ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])
+
+    request = ExportTraceServiceRequest(
+        resource_spans=[resource_spans("good-svc", 1, 5), resource_spans("BAD-SVC!", 100, 3)]
+    )
+    body = request.SerializeToString().replace(b"BAD-SVC!", b"BAD\xffSVC!")
+    decoded = decode_protobuf(body)
+    assert sorted(s.span_id for s in decoded.spans) == [1, 2, 3, 4, 5]
+    assert {s.service for s in decoded.spans} == {"good-svc"}
+    assert decoded.rejections.count == 3
+    assert decoded.rejections.message().startswith(
+        "3 spans rejected: 3 spans of a resource that does not decode"
+    )

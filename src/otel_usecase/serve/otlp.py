@@ -76,11 +76,6 @@ class Rejections:
                 reason if len(reason) <= _MAX_REASON_CHARS else reason[:_MAX_REASON_CHARS] + "..."
             )
 
-    def extend(self, other: Rejections) -> None:
-        for reason in other.reasons:
-            self.add(reason, 0)
-        self.count += other.count
-
     def message(self) -> str:
         """``partial_success.error_message``: the count and the first reasons."""
         if not self.count:
@@ -229,6 +224,8 @@ def decode_json(body: bytes) -> Decoded:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OTLPDecodeError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OTLPDecodeError("body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise OTLPDecodeError("body is not a JSON object")
     request = ExportTraceServiceRequest()
