@@ -142,11 +142,16 @@ def test_json_spans_that_do_not_decode_are_refused_alone(sqlite_served: ServePro
     spans[3]["startTimeUnixNano"] = str(2**64)  # beyond uint64
     spans[4]["traceId"] = "zz-not-hex"
     spans[5]["name"] = "\udcff"  # a lone surrogate, as any JSON sender can write it
+    spans[6]["spanId"] = "abc"
+    spans[7]["endTimeUnixNano"] = "-1"
     response = export(sqlite_served, "http-json", data)
-    assert response.partial_success.rejected_spans == 3
+    assert response.partial_success.rejected_spans == 5
     message = response.partial_success.error_message
-    assert "3 spans rejected" in message and "startTimeUnixNano" in message and "zz-not-hex" in message
-    assert calls_of(sqlite_served.store_url, "json-partial")[0] == GOOD - 3
+    assert message.startswith("5 spans rejected: ") and message.endswith(
+        "; and 2 more"
+    )  # the first 3 reasons
+    assert "startTimeUnixNano" in message and "zz-not-hex" in message and "surrogate" in message
+    assert calls_of(sqlite_served.store_url, "json-partial")[0] == GOOD - 5
 
 
 @pytest.mark.parametrize("protocol", ["http-protobuf", "grpc"])

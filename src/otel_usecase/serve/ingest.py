@@ -69,7 +69,7 @@ class Ingest:
             refused = store.write(calls)
             self.calls_written += len(calls) - len(refused)
             if refused:
-                rejections = Rejections(rejections.count, list(rejections.reasons))
+                rejections = rejections.copy()
                 _add_refused(rejections, calls, refused)
         if rejections.count:
             self.spans_rejected += rejections.count

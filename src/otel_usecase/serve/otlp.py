@@ -68,21 +68,27 @@ class Rejections:
 
     count: int = 0
     reasons: list[str] = field(default_factory=list)
+    unshown: int = 0
+    """Reasons left out of :attr:`reasons` (only the first :data:`MAX_REASONS` are kept)."""
 
     def add(self, reason: str, spans: int = 1) -> None:
         self.count += spans
-        if len(self.reasons) < MAX_REASONS:
-            self.reasons.append(
-                reason if len(reason) <= _MAX_REASON_CHARS else reason[:_MAX_REASON_CHARS] + "..."
-            )
+        if len(self.reasons) >= MAX_REASONS:
+            self.unshown += 1
+        elif len(reason) <= _MAX_REASON_CHARS:
+            self.reasons.append(reason)
+        else:
+            self.reasons.append(reason[:_MAX_REASON_CHARS] + "...")
+
+    def copy(self) -> Rejections:
+        return Rejections(self.count, list(self.reasons), self.unshown)
 
     def message(self) -> str:
         """``partial_success.error_message``: the count and the first reasons."""
         if not self.count:
             return ""
-        shown = "; ".join(self.reasons)
-        more = f" (first {len(self.reasons)} reasons shown)" if self.count > len(self.reasons) else ""
-        return f"{self.count} span{'s' if self.count != 1 else ''} rejected: {shown}{more}"
+        more = f"; and {self.unshown} more" if self.unshown else ""
+        return f"{self.count} span{'s' if self.count != 1 else ''} rejected: {'; '.join(self.reasons)}{more}"
 
 
 @dataclass(frozen=True, slots=True)
