@@ -123,11 +123,15 @@ BAD_SETTINGS = [
 ]
 
 
-def _run_with_bad_setting(tmp_path: Path, bad: BadSetting, exporters: str) -> subprocess.CompletedProcess[str]:
+def _run_with_bad_setting(
+    tmp_path: Path, bad: BadSetting, exporters: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "broken.toml").write_text('[models."gpt-4o-mini"]\ninput = "cheap"\n', encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "XDG_DATA_HOME"))}
     if env.get("PYTHONPATH"):  # the app runs in tmp_path: keep a relative PYTHONPATH=src pointing here
-        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep))
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep)
+        )
     env.update(
         {
             "OTEL_SERVICE_NAME": "settings-test",
@@ -176,7 +180,9 @@ def test_a_bad_setting_warns_and_every_entry_point_keeps_working(tmp_path: Path,
     for span in llm:
         assert span["attributes"]["usecase.name"] == "settings_case"
     # the usecase exporter priced the call into the configured store, or the default one for a bad URL
-    store = tmp_path / ("xdg/otel-usecase/costs.db" if bad.variable == "OTEL_USECASE_STORE" else "configured.db")
+    store = tmp_path / (
+        "xdg/otel-usecase/costs.db" if bad.variable == "OTEL_USECASE_STORE" else "configured.db"
+    )
     (row,) = report_json("sqlite:///" + str(store), "use-case")
     assert (row["use_case"], row["calls"]) == ("settings_case", 1)
     assert row["cost_usd"] == pytest.approx(mini_cost(1_000, 200), rel=1e-9)  # genai-prices alone

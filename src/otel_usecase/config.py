@@ -136,13 +136,9 @@ class Setting(Generic[_T]):
             return self.default
         try:
             return self.parse(raw)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError from the parsers; anything else must not escape either
             self.warn_bad(raw, str(exc), f"using the default ({self.default_text.replace('`', '')})")
             return self.default
-
-    def resolve(self, given: _T | None) -> _T:
-        """The constructor argument when given, else :meth:`read`."""
-        return given if given is not None else self.read()
 
     def warn_bad(self, raw: str, reason: str, fallback: str) -> None:
         """Say, once a minute per setting, that ``raw`` was not used, why, what is accepted and what instead."""
@@ -199,8 +195,7 @@ STORE: Final[Setting[str | None]] = Setting(
     None,
     "sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db",
     "`sqlite:///~/.local/share/otel-usecase/costs.db`",
-    "store URL: `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`; "
-    "a bad URL falls back to the default",
+    "where calls are stored (SQLite file or PostgreSQL database)",
 )
 PRICES: Final[Setting[str | None]] = Setting(
     "OTEL_USECASE_PRICES",
@@ -208,7 +203,7 @@ PRICES: Final[Setting[str | None]] = Setting(
     None,
     "the path of a prices TOML file",
     "unset",
-    "TOML file with price overrides and model aliases; an unreadable file is warned about and not used",
+    "TOML file with price overrides and model aliases",
 )
 BUFFER: Final = Setting(
     "OTEL_USECASE_BUFFER",
@@ -225,8 +220,7 @@ INBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
     "OTEL_USECASE_INBOUND_KEYS",
     _keys,
     None,
-    "all, none or a comma-separated list of usecase.name, usecase.id, usecase.version, usecase.step, "
-    "experience.name, experience.id, user.id",
+    "all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
     "`none`",
     "with the `usecase_baggage` propagator: our keys accepted from inbound requests",
 )
@@ -244,8 +238,8 @@ USER_ID_HMAC_KEY: Final[Setting[str | None]] = Setting(
     None,
     "a secret of at least 16 bytes",
     "unset",
-    "record user ids as `hmac-sha256:<hex>` keyed hashes; a key under 16 bytes drops user ids "
-    "(see Trust and privacy)",
+    "record user ids as `hmac-sha256:<hex>` keyed hashes (a shorter key drops user ids, see "
+    "[Trust and privacy](#trust-and-privacy))",
 )
 DEMO_MODEL: Final = Setting(
     "OTEL_USECASE_DEMO_MODEL",
@@ -265,8 +259,8 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
 
 def env_table_markdown() -> str:
     """The README's environment table, generated from :data:`SETTINGS`."""
-    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{s.env}` | {s.default_text} | {s.doc} |" for s in SETTINGS]
+    lines = ["| variable | accepts | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{s.env}` | {s.accepts} | {s.default_text} | {s.doc} |" for s in SETTINGS]
     return "\n".join(lines)
 
 

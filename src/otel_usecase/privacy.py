@@ -209,7 +209,7 @@ def user_id_from_baggage(value: str) -> str | None:
     what a caller the operator trusts sent (see the module docstring).
     """
     state = _state if _state.loaded else _load()
-    if state.key is None and not state.drop:
+    if (state.key is None and not state.drop) or type(value) is HashedUserId:
         return value
     if is_hashed_user_id(value):
         return value if type(value) is HashedUserId else HashedUserId(value)

@@ -26,6 +26,12 @@ through unchanged in both directions:
   provider, so it stays home unless allowed (ideally hashed, see
   :mod:`otel_usecase.privacy`).
 
+Inbound headers are also screened before the standard parser sees them: the
+SDK's propagator logs a header over 8192 bytes whole (a 1 MB header is a 1 MB
+log line) and every invalid member on its own line, on every request. Ours
+checks the size first, drops what breaks the W3C limits or grammar, and logs
+one short line per reason a minute (see :func:`_screen`).
+
 Both settings take ``all``, ``none`` or a comma-separated list of our keys
 (``usecase.name,usecase.id``). Resolution: constructor argument, then env var,
 then default; a bad env value is warned about and the default used.
