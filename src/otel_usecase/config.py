@@ -328,13 +328,3 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return Setting(
         name, whole_number(minimum), default, f"a whole number >= {minimum}", str(default), ""
     ).read()
-
-
-def choose(name: str, given: str | None, choices: tuple[_S, ...], default: _S) -> _S:
-    """Argument (a bad one raises), else env var (a bad one warns), else default, for a set of words."""
-    if given is not None:
-        try:
-            return one_of(*choices)(given)
-        except ValueError:
-            raise ValueError(f"{given!r} is not one of {', '.join(choices)}") from None
-    return _choice(name, choices, default, "").read()
