@@ -349,7 +349,9 @@ def _screen(header: object) -> str:
         return ""
     size = len(header) if len(header) > MAX_HEADER_BYTES else len(header.encode("utf-8", "surrogatepass"))
     if size > MAX_HEADER_BYTES:
-        _report("header", 1, f"a header of {size}+ bytes, over the W3C limit of {MAX_HEADER_BYTES}", "")
+        _report(
+            "header", 1, f"a header of at least {size} bytes, over the W3C limit of {MAX_HEADER_BYTES}", ""
+        )
         return ""
     kept: list[str] = []
     dropped: dict[str, tuple[int, str]] = {}
