@@ -168,6 +168,8 @@ def _flag(env: str, default: bool, doc: str) -> Setting[bool]:
 
 
 # --- the table: one row per setting --------------------------------------------------------------
+# A row whose value is a secret (TOKEN, USER_ID_HMAC_KEY) uses a parser that never fails, so that
+# Setting.warn_bad, which quotes the value, never sees it; privacy.py checks the key's length itself.
 
 SPANS: Final[Setting[SpansMode]] = _choice(
     "OTEL_USECASE_SPANS",
@@ -176,12 +178,12 @@ SPANS: Final[Setting[SpansMode]] = _choice(
     "`llm`: stamp only LLM spans; `all`: every span inside a scope",
 )
 DEFAULT_NAME: Final[Setting[str | None]] = Setting(
-    "OTEL_USECASE_DEFAULT_NAME",
-    _name,
-    None,
-    "a use case name",
-    "unset",
-    "use case for LLM spans outside any scope",
+    env="OTEL_USECASE_DEFAULT_NAME",
+    parse=_name,
+    default=None,
+    accepts="a use case name",
+    default_text="unset",
+    doc="use case for LLM spans outside any scope",
 )
 STRICT: Final = _flag(
     "OTEL_USECASE_STRICT", False, "`true`: an invalid `experience_id` raises instead of being replaced"
@@ -190,64 +192,69 @@ ENABLED: Final = _flag(
     "OTEL_USECASE_ENABLED", True, "`false`: `opentelemetry-instrument` does not add the span processor"
 )
 STORE: Final[Setting[str | None]] = Setting(
-    "OTEL_USECASE_STORE",
-    _store_url,
-    None,
-    "sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db",
-    "`sqlite:///~/.local/share/otel-usecase/costs.db`",
-    "where calls are stored (SQLite file or PostgreSQL database)",
+    env="OTEL_USECASE_STORE",
+    parse=_store_url,
+    default=None,  # store.base.default_store_url(): SQLite under $XDG_DATA_HOME
+    accepts="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db",
+    default_text="`sqlite:///~/.local/share/otel-usecase/costs.db`",
+    doc="where calls are stored (SQLite file or PostgreSQL database)",
 )
 PRICES: Final[Setting[str | None]] = Setting(
-    "OTEL_USECASE_PRICES",
-    text,
-    None,
-    "the path of a prices TOML file",
-    "unset",
-    "TOML file with price overrides and model aliases",
+    env="OTEL_USECASE_PRICES",
+    parse=text,  # the file is read and checked by PriceBook, which warns and ignores a bad one
+    default=None,
+    accepts="the path of a prices TOML file",
+    default_text="unset",
+    doc="TOML file with price overrides and model aliases",
 )
 BUFFER: Final = Setting(
-    "OTEL_USECASE_BUFFER",
-    whole_number(0),
-    100_000,
-    "a whole number >= 0",
-    "`100000`",
-    "calls the exporter keeps in memory while the store is unavailable",
+    env="OTEL_USECASE_BUFFER",
+    parse=whole_number(0),
+    default=100_000,
+    accepts="a whole number >= 0",
+    default_text="`100000`",
+    doc="calls the exporter keeps in memory while the store is unavailable",
 )
 TOKEN: Final[Setting[str | None]] = Setting(
-    "OTEL_USECASE_TOKEN", text, None, "any text", "unset", "bearer token `otel-usecase serve` requires"
+    env="OTEL_USECASE_TOKEN",
+    parse=text,
+    default=None,
+    accepts="any text",
+    default_text="unset",
+    doc="bearer token `otel-usecase serve` requires",
 )
 INBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
-    "OTEL_USECASE_INBOUND_KEYS",
-    _keys,
-    None,
-    "all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
-    "`none`",
-    "with the `usecase_baggage` propagator: our keys accepted from inbound requests",
+    env="OTEL_USECASE_INBOUND_KEYS",
+    parse=_keys,
+    default=None,  # propagation.DEFAULT_INBOUND_KEYS
+    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
+    default_text="`none`",
+    doc="with the `usecase_baggage` propagator: our keys accepted from inbound requests",
 )
 OUTBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
-    "OTEL_USECASE_OUTBOUND_KEYS",
-    _keys,
-    None,
-    INBOUND_KEYS.accepts,
-    "all but `user.id`",
-    "with the `usecase_baggage` propagator: our keys sent on outbound requests",
+    env="OTEL_USECASE_OUTBOUND_KEYS",
+    parse=_keys,
+    default=None,  # propagation.DEFAULT_OUTBOUND_KEYS
+    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
+    default_text="all but `user.id`",
+    doc="with the `usecase_baggage` propagator: our keys sent on outbound requests",
 )
 USER_ID_HMAC_KEY: Final[Setting[str | None]] = Setting(
-    "OTEL_USECASE_USER_ID_HMAC_KEY",
-    text,
-    None,
-    "a secret of at least 16 bytes",
-    "unset",
-    "record user ids as `hmac-sha256:<hex>` keyed hashes (a shorter key drops user ids, see "
+    env="OTEL_USECASE_USER_ID_HMAC_KEY",
+    parse=text,
+    default=None,
+    accepts="a secret of at least 16 bytes",
+    default_text="unset",
+    doc="record user ids as `hmac-sha256:<hex>` keyed hashes (a shorter key drops user ids, see "
     "[Trust and privacy](#trust-and-privacy))",
 )
 DEMO_MODEL: Final = Setting(
-    "OTEL_USECASE_DEMO_MODEL",
-    text,
-    "gpt-4o-mini",
-    "a model name",
-    "`gpt-4o-mini`",
-    "model `otel-usecase demo` calls",
+    env="OTEL_USECASE_DEMO_MODEL",
+    parse=text,
+    default="gpt-4o-mini",
+    accepts="a model name",
+    default_text="`gpt-4o-mini`",
+    doc="model `otel-usecase demo` calls",
 )
 
 
