@@ -29,6 +29,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_ENABLED": ["nope", "tru"],
     "OTEL_USECASE_STORE": ["mysql://u@h/db", "sqlite://costs.db", "sqlite://", "redis://localhost"],
     "OTEL_USECASE_BUFFER": ["lots", "-1", "1e5"],
+    "OTEL_USECASE_READ_TIMEOUT": ["soon", "0", "2.5"],
     "OTEL_USECASE_INBOUND_KEYS": ["tenant", "usecase.id,userid", " , "],
     "OTEL_USECASE_OUTBOUND_KEYS": ["everything"],
 }
@@ -41,6 +42,7 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_ENABLED": ("0", False),
     "OTEL_USECASE_STORE": ("postgresql://u@h/db", "postgresql://u@h/db"),
     "OTEL_USECASE_BUFFER": (" 0 ", 0),
+    "OTEL_USECASE_READ_TIMEOUT": (" 7 ", 7),
     "OTEL_USECASE_INBOUND_KEYS": ("user.id", frozenset({"user.id"})),
     "OTEL_USECASE_OUTBOUND_KEYS": ("all", DEFAULT_OUTBOUND_KEYS | {"user.id"}),
 }

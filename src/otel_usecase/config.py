@@ -223,6 +223,14 @@ TOKEN: Final[Setting[str | None]] = Setting(
     default_text="unset",
     doc="bearer token `otel-usecase serve` requires",
 )
+READ_TIMEOUT: Final = Setting(
+    env="OTEL_USECASE_READ_TIMEOUT",
+    parse=whole_number(1),
+    default=30,
+    accepts="a whole number of seconds >= 1",
+    default_text="`30`",
+    doc="seconds `otel-usecase serve` gives a client for a request's headers, and again for its body",
+)
 INBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
     env="OTEL_USECASE_INBOUND_KEYS",
     parse=_keys,
