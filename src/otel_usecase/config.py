@@ -14,11 +14,13 @@ from ._log import warn_rate_limited
 ENV_SPANS: Final = "OTEL_USECASE_SPANS"
 """``llm`` (default) stamps only LLM spans; ``all`` stamps every span inside a scope."""
 ENV_STRICT: Final = "OTEL_USECASE_STRICT"
-"""``true`` turns an invalid explicit ``experience_id`` into a ``ValueError`` instead of a warning."""
+"""``true`` makes an id that would be normalised (over-long, control characters) raise ``ValueError``."""
 ENV_DEFAULT_NAME: Final = "OTEL_USECASE_DEFAULT_NAME"
 """Use case name for LLM spans outside any scope."""
 ENV_ENABLED: Final = "OTEL_USECASE_ENABLED"
 """``false`` keeps ``opentelemetry-instrument`` from adding the span processor."""
+ENV_THREAD_CONTEXT: Final = "OTEL_USECASE_THREAD_CONTEXT"
+"""``false`` keeps ``opentelemetry-instrument`` from making threads and thread pools inherit the scope."""
 
 SpansMode = Literal["llm", "all"]
 _T = TypeVar("_T", bound=str)
