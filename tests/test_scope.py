@@ -12,6 +12,12 @@ from opentelemetry import baggage, context
 
 from otel_usecase import Scope, UseCaseWarning, current_scope, set_default_use_case, track, track_context
 from otel_usecase import attributes as attr
+from otel_usecase import validation
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> None:
+    validation.reset_warnings()  # each test sees its own once-per-value warnings
 
 
 def is_uuid(value: str | None) -> bool:

@@ -229,7 +229,7 @@ def scope_id(field: str, value: object) -> str | None:
     if config.strict():
         raise ValueError(f"{field}={_shown(value)!r} is not a valid id ({problem}): use {ID_RULE}")
     stored = normalised_id(value) if value else None
-    if _first_warning(value):
+    if _first_warning(hash((field, value))):
         outcome = "treated as no id" if stored is None else f"stored as {stored!r}"
         warnings.warn(
             f"{field}={_shown(value)!r} breaks the id rule ({problem}; use {ID_RULE}): {outcome} "
@@ -252,15 +252,15 @@ def _shown(value: str) -> str:
 _WARNINGS_PER_MINUTE: Final = 10
 _MAX_REMEMBERED: Final = 4096
 _warn_lock = threading.Lock()
-_warned: set[str] = set()
+_warned: set[int] = set()  # hashes of (field, value): a 1 MB id is not kept in memory
 _window: list[float] = [0.0, 0.0]  # [start of the current minute, warnings issued in it]
 
 
-def _first_warning(value: str) -> bool:
-    """Whether to warn about ``value`` now: never warned about before, and within the rate limit."""
+def _first_warning(key: int) -> bool:
+    """Whether to warn about ``key`` now: never warned about before, and within the rate limit."""
     now = time.monotonic()
     with _warn_lock:
-        if value in _warned:
+        if key in _warned:
             return False
         if now - _window[0] >= 60.0:
             _window[0], _window[1] = now, 0.0
@@ -269,7 +269,7 @@ def _first_warning(value: str) -> bool:
         _window[1] += 1
         if len(_warned) >= _MAX_REMEMBERED:
             _warned.clear()
-        _warned.add(value)
+        _warned.add(key)
         return True
 
 
