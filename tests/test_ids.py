@@ -24,9 +24,15 @@ import pytest
 from opentelemetry import baggage, context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
-from otel_usecase import UseCaseWarning, current_scope, set_default_use_case, track, track_context
+from otel_usecase import (
+    UseCaseWarning,
+    current_scope,
+    privacy,
+    set_default_use_case,
+    track_context,
+    validation,
+)
 from otel_usecase import attributes as attr
-from otel_usecase import privacy, validation
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .conftest import Traced

@@ -10,9 +10,16 @@ import uuid
 import pytest
 from opentelemetry import baggage, context
 
-from otel_usecase import Scope, UseCaseWarning, current_scope, set_default_use_case, track, track_context
+from otel_usecase import (
+    Scope,
+    UseCaseWarning,
+    current_scope,
+    set_default_use_case,
+    track,
+    track_context,
+    validation,
+)
 from otel_usecase import attributes as attr
-from otel_usecase import validation
 
 
 @pytest.fixture(autouse=True)
