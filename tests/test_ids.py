@@ -37,6 +37,7 @@ from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .conftest import Traced
 from .expect import mini_cost
+from .pg import PostgresServer
 from .rigs import CostRig
 
 NAMESPACE = uuid.UUID("5c0e8d6a-3e41-5b1f-9a7d-0e6f1c2b4a90")  # as documented in the README
@@ -110,6 +111,24 @@ def test_unstorable_characters_are_normalised_and_the_call_is_stored(
     (user,) = rig.report("user")
     assert user["user_id"] == stored_form(raw) and user["calls"] == 1
     assert user["cost_usd"] == pytest.approx(mini_cost(200, 20))
+
+
+def test_normalised_ids_are_stored_by_postgresql(fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+    """PostgreSQL text cannot hold NUL, and no UTF-8 store can hold a lone surrogate."""
+    fake_openai.respond(usage=FakeUsage(prompt_tokens=200, completion_tokens=20))
+    raws = ["nul\x00in-the-middle", "lone-\udc80-surrogate", "p" * 300]
+    with PostgresServer() as server:
+        rig = CostRig(server.create_database("normalised_ids"))
+        try:
+            with pytest.warns(UseCaseWarning):
+                managers = [track_context("chat", use_case_id=raw, user_id=raw) for raw in raws]
+            for manager in managers:
+                with manager:
+                    ask(client)
+            runs = {row["run_id"]: row["calls"] for row in rig.report("run")}
+        finally:
+            rig.close()
+    assert runs == {stored_form(raw): 1 for raw in raws}
 
 
 def test_format_characters_are_kept_as_they_are() -> None:

@@ -304,6 +304,24 @@ def test_stop_leaves_a_later_wrapper_in_place() -> None:
         otel_usecase.stop_propagating_context_to_threads()
 
 
+def test_the_hook_switch_warns_on_a_bad_value_and_stays_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_usecase.threads import enable_from_env, propagating_context_to_threads
+
+    try:
+        monkeypatch.setenv("OTEL_USECASE_THREAD_CONTEXT", "false")
+        enable_from_env()
+        assert not propagating_context_to_threads()
+        monkeypatch.setenv("OTEL_USECASE_THREAD_CONTEXT", "ture")
+        with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+            enable_from_env()
+        assert propagating_context_to_threads()
+        assert "OTEL_USECASE_THREAD_CONTEXT='ture' is not a boolean" in caplog.text
+    finally:
+        otel_usecase.stop_propagating_context_to_threads()
+
+
 # --- zero code: opentelemetry-instrument --------------------------------------------------------
 
 APP = Path(__file__).parent / "apps" / "threads_app.py"
