@@ -229,6 +229,10 @@ def test_a_session_id_is_one_experience_across_requests(
         ("{c0ffee00-1234-4abc-8def-000000000001}", "c0ffee00-1234-4abc-8def-000000000001"),
         (uuid.UUID("c0ffee00-1234-4abc-8def-000000000001"), "c0ffee00-1234-4abc-8def-000000000001"),
         ("sess_9f8a7b", str(uuid.uuid5(NAMESPACE, "sess_9f8a7b"))),
+        (
+            "{c0ffee00-1234-4abc-8def-000000000001",
+            str(uuid.uuid5(NAMESPACE, "{c0ffee00-1234-4abc-8def-000000000001")),
+        ),
         ("c0ffee00123442bc8def000000000001", str(uuid.uuid5(NAMESPACE, "c0ffee00123442bc8def000000000001"))),
         (4711, str(uuid.uuid5(NAMESPACE, "4711"))),
     ],

@@ -54,7 +54,6 @@ __all__ = [
     "clean_inbound",
     "experience_guid",
     "id_problem",
-    "is_guid",
     "is_name",
     "new_guid",
     "normalised_id",
@@ -81,9 +80,7 @@ would split every session recorded before. An experience id ``v`` that is not a 
 ``uuid.uuid5(EXPERIENCE_ID_NAMESPACE, v)`` (UTF-8 of ``v``), which any language can recompute."""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_GUID_RE: Final = re.compile(
-    r"\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?"
-)
+_GUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CANONICAL_GUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Characters no store, exporter or terminal handles safely: C0 and C1 controls (NUL included;
 # PostgreSQL text cannot hold it), DEL, the Unicode line and paragraph separators (they break
@@ -100,7 +97,6 @@ ID_RULE: Final = (
     "a non-empty string of at most 256 characters without control characters (C0, C1, U+2028, U+2029) "
     "or lone surrogates"
 )
-GUID_RULE: Final = "a GUID/UUID string such as 'c0ffee00-1234-4abc-8def-000000000001'"
 
 NAME_KEYS: Final = frozenset({attr.USE_CASE_NAME, attr.EXPERIENCE_NAME, attr.USE_CASE_STEP})
 """Keys whose values follow the name rule; every other key of ours holds an id."""
@@ -153,11 +149,6 @@ def normalised_id(value: str) -> str:
     return f"{prefix}{ID_HASH_MARK}{digest}"
 
 
-def is_guid(value: str) -> bool:
-    """True when ``value`` is a GUID in its 8-4-4-4-12 hex form (any case, optionally in braces)."""
-    return _GUID_RE.fullmatch(value) is not None
-
-
 def new_guid() -> str:
     """A fresh random GUID (UUID4) string: the id of a new instance."""
     return str(uuid.uuid4())
@@ -172,9 +163,9 @@ def experience_guid(value: str) -> str:
     """
     if _CANONICAL_GUID_RE.fullmatch(value) is not None:
         return value
-    found = _GUID_RE.fullmatch(value)
-    if found is not None:
-        return found.group(1).lower()
+    inner = value[1:-1] if value[:1] == "{" and value[-1:] == "}" else value  # registry format
+    if _GUID_RE.fullmatch(inner) is not None:
+        return inner.lower()
     return str(uuid.uuid5(EXPERIENCE_ID_NAMESPACE, value))
 
 
