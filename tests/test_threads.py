@@ -189,6 +189,15 @@ def test_executor_submit_and_map_land_in_the_scope(
     assert row["cost_usd"] == pytest.approx(8 * priced)
 
 
+def test_task_arguments_pass_through_unchanged(propagating: None) -> None:
+    def task(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
+        return args, kwargs
+
+    with track_context("args"), ThreadPoolExecutor(1) as pool:
+        got = pool.submit(task, 1, ctx="mine", func="also mine", fn="mine too").result()
+    assert got == ((1,), {"ctx": "mine", "func": "also mine", "fn": "mine too"})
+
+
 def test_threads_timers_and_thread_subclasses_land_in_the_scope(
     propagating: None, rig: CostRig, client: openai.OpenAI, priced: float
 ) -> None:

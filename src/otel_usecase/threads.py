@@ -65,8 +65,11 @@ _in_submit = threading.local()
 """``active`` is true while ``ThreadPoolExecutor.submit`` runs in this thread (it may start workers)."""
 
 
-def _run_in(ctx: Context, func: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Call ``func`` with ``ctx`` attached, and detach it afterwards whatever happens."""
+def _run_in(ctx: Context, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Call ``func`` with ``ctx`` attached, and detach it afterwards whatever happens.
+
+    Positional-only, so a task's own keyword arguments (``ctx=``, ``func=``) pass through.
+    """
     token = otel_context.attach(ctx)
     try:
         return func(*args, **kwargs)
@@ -76,21 +79,26 @@ def _run_in(ctx: Context, func: Callable[_P, _T], *args: _P.args, **kwargs: _P.k
 
 def _start(self: threading.Thread) -> None:
     """``Thread.start`` that hands the starting thread's OpenTelemetry context to the new thread."""
-    ctx = None
-    if _enabled and not getattr(_in_submit, "active", False):
-        ctx = otel_context.get_current()
-        if ctx:  # an empty context is what the thread starts with anyway
-            run = self.run
+    if not _enabled or getattr(_in_submit, "active", False):
+        return _ORIGINAL_START(self)
+    ctx = otel_context.get_current()
+    if not ctx:  # an empty context is what the thread starts with anyway
+        return _ORIGINAL_START(self)
+    previous = self.__dict__.get("run")
+    run = self.run
 
-            def run_in_context() -> None:
-                _run_in(ctx, run)
+    def run_in_context() -> None:
+        _run_in(ctx, run)
 
-            self.run = run_in_context  # type: ignore[method-assign]
+    self.run = run_in_context  # type: ignore[method-assign]
     try:
-        _ORIGINAL_START(self)
+        return _ORIGINAL_START(self)
     except BaseException:
-        if ctx:
-            self.__dict__.pop("run", None)  # not started (e.g. started twice): leave it as it was
+        if self.__dict__.get("run") is run_in_context:  # not started (e.g. started twice): undo
+            if previous is None:
+                del self.__dict__["run"]
+            else:
+                self.__dict__["run"] = previous
         raise
 
 
