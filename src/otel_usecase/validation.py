@@ -29,6 +29,7 @@ in the other service.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sys
 import threading
@@ -244,7 +245,7 @@ _WARNINGS_PER_MINUTE: Final = 10
 _MAX_REMEMBERED: Final = 4096
 _warn_lock = threading.Lock()
 _warned: set[int] = set()  # hashes of (field, value): a 1 MB id is not kept in memory
-_window: list[float] = [0.0, 0.0]  # [start of the current minute, warnings issued in it]
+_window: list[float] = [-math.inf, 0.0]  # [start of the current minute, warnings issued in it]
 
 
 def _first_warning(key: int) -> bool:
@@ -269,7 +270,7 @@ def reset_warnings() -> None:
     global _derivation_logged
     with _warn_lock:
         _warned.clear()
-        _window[0], _window[1] = 0.0, 0.0
+        _window[0], _window[1] = -math.inf, 0.0
     _derivation_logged = False
 
 
