@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import subprocess
 import sys
@@ -190,7 +191,7 @@ def test_default_use_case_from_env(
     assert stamped(span) == {attr.USE_CASE_NAME: "nightly_batch"}
 
 
-def test_untrusted_baggage_is_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_untrusted_baggage_is_dropped_or_normalised_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(UseCaseSpanProcessor())
     tracer = provider.get_tracer("opentelemetry.instrumentation.anthropic")
     ctx = baggage.set_baggage(attr.USE_CASE_NAME, "name with spaces")
@@ -203,8 +204,10 @@ def test_untrusted_baggage_is_dropped_with_one_warning(caplog: pytest.LogCapture
                 tracer.start_span("messages").end()
     finally:
         context.detach(token)
+    # A bad name is dropped; an over-long id is normalised as a local scope would (tests/test_ids.py).
+    long_user = "u" * 64 + "~sha256:" + hashlib.sha256(b"u" * 257).hexdigest()[:32]
     for span in exporter.get_finished_spans():
-        assert stamped(span) == {attr.USE_CASE_ID: "run-1"}
+        assert stamped(span) == {attr.USE_CASE_ID: "run-1", attr.USER_ID: long_user}
     name_warnings = [r for r in caplog.records if "usecase.name" in r.getMessage()]
     user_warnings = [r for r in caplog.records if "user.id" in r.getMessage()]
     assert len(name_warnings) == 1 and len(user_warnings) == 1

@@ -186,10 +186,17 @@ DEFAULT_NAME: Final[Setting[str | None]] = Setting(
     doc="use case for LLM spans outside any scope",
 )
 STRICT: Final = _flag(
-    "OTEL_USECASE_STRICT", False, "`true`: an invalid `experience_id` raises instead of being replaced"
+    "OTEL_USECASE_STRICT",
+    False,
+    "`true`: an id that would be normalised (over-long, control characters) raises `ValueError`",
 )
 ENABLED: Final = _flag(
     "OTEL_USECASE_ENABLED", True, "`false`: `opentelemetry-instrument` does not add the span processor"
+)
+THREAD_CONTEXT: Final = _flag(
+    "OTEL_USECASE_THREAD_CONTEXT",
+    True,
+    "`false`: `opentelemetry-instrument` does not make threads and thread pools inherit the scope",
 )
 STORE: Final[Setting[str | None]] = Setting(
     env="OTEL_USECASE_STORE",
@@ -323,6 +330,7 @@ ENV_SPANS: Final = SPANS.env
 ENV_STRICT: Final = STRICT.env
 ENV_DEFAULT_NAME: Final = DEFAULT_NAME.env
 ENV_ENABLED: Final = ENABLED.env
+ENV_THREAD_CONTEXT: Final = THREAD_CONTEXT.env
 ENV_STORE: Final = STORE.env
 ENV_PRICES: Final = PRICES.env
 ENV_BUFFER: Final = BUFFER.env

@@ -373,6 +373,9 @@ def add_to_global_provider() -> UseCaseSpanProcessor | None:
                 type(provider).__name__,
             )
             return None
+        from .threads import enable_from_env
+
+        enable_from_env()  # threads and pools inherit the scope unless OTEL_USECASE_THREAD_CONTEXT=false
         if _has_processor(provider):
             logger.debug("otel_usecase: UseCaseSpanProcessor already on the tracer provider")
             return None
