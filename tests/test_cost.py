@@ -390,3 +390,53 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
     with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
         columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(usecase_calls)"))
     assert columns == Call._fields
+
+
+def _ledger(store_url: str) -> list[tuple[object, ...]]:
+    """Every ledger row's (status, cost_usd, input_tokens, output_tokens), oldest call first."""
+    from otel_usecase.store import open_store
+
+    store = open_store(store_url)
+    try:
+        return store.query(
+            "SELECT status, cost_usd, input_tokens, output_tokens FROM usecase_calls ORDER BY start_ns"
+        )
+    finally:
+        store.close()
+
+
+def test_partial_usage_is_a_lower_bound_never_priced_as_complete(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_usecase.usage import MAX_TOKEN_COUNT
+
+    with caplog.at_level(logging.WARNING), track_context("partial_case"):
+        # The provider reports an impossible prompt count: the real instrumentation copies it.
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=2**63, completion_tokens=400))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=MAX_TOKEN_COUNT + 1, completion_tokens=100))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        # A careless instrumentation writes the input count as text nobody can read.
+        tracer = rig.provider.get_tracer("acme.llm.instrumentation")
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini", attributes={"gen_ai.operation.name": "chat"}
+        ) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": "n/a",
+                    "gen_ai.usage.output_tokens": "250",
+                }
+            )
+        rig.flush()
+    rows = _ledger(rig.store_url)
+    assert [r[0] for r in rows] == ["partial", "partial", "priced", "partial"]
+    assert [(r[2], r[3]) for r in rows] == [(None, 400), (None, 100), (1_000, 100), (None, 250)]
+    assert [r[1] for r in rows] == pytest.approx(
+        [400 * MINI_OUT / M, 100 * MINI_OUT / M, (1_000 * MINI_IN + 100 * MINI_OUT) / M, 250 * MINI_OUT / M]
+    )
+    warned = [r.getMessage() for r in caplog.records if "gen_ai.usage.input_tokens" in r.getMessage()]
+    assert warned and str(2**63) in warned[0]

@@ -67,10 +67,11 @@ def _instrumentor(name: str) -> Any:
 class FrameworkRig:
     """The documented wiring (processor + ``BatchSpanProcessor(UseCaseCostExporter)``) with chosen instrumentations."""
 
-    def __init__(self, store_url: str, instrumentations: tuple[str, ...]) -> None:
+    def __init__(self, store_url: str, instrumentations: tuple[str, ...], *, processor: bool = True) -> None:
         self.store_url = store_url
         self.provider = TracerProvider()
-        self.provider.add_span_processor(UseCaseSpanProcessor())
+        if processor:
+            self.provider.add_span_processor(UseCaseSpanProcessor())
         self.provider.add_span_processor(BatchSpanProcessor(UseCaseCostExporter(store=store_url)))
         self.captured = InMemorySpanExporter()
         self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
@@ -101,7 +102,9 @@ class FrameworkRig:
 
 @pytest.fixture
 def framework_rig(request: pytest.FixtureRequest, store_url: str) -> Iterator[FrameworkRig]:
-    rig = FrameworkRig(store_url, request.param)
+    """A FrameworkRig with the instrumentations named by the parameter; ``"no-processor"`` leaves ours out."""
+    names = tuple(n for n in request.param if n != "no-processor")
+    rig = FrameworkRig(store_url, names, processor="no-processor" not in request.param)
     try:
         yield rig
     finally:
@@ -246,3 +249,41 @@ def test_openai_agents_run_with_tools_counts_every_request(
         for r in fake_openai.requests
     )
     assert_each_request_once(framework_rig, fake_openai, 3, cached=0)
+
+
+@pytest.mark.parametrize(
+    "framework_rig",
+    [("no-processor", "oi-agents", "oi-openai"), ("no-processor", "otel-agents", "traceloop-openai")],
+    indirect=True,
+    ids="+".join,
+)
+def test_spans_without_the_processor_are_joined_only_within_one_request(
+    agents_sdk: Any, framework_rig: FrameworkRig, fake_openai: FakeOpenAI, tmp_path: Any
+) -> None:
+    """Spans from a service without our processor (as ``serve`` receives them): one batch, no marks.
+
+    The cost engine's own walk up the parents joins the agent SDK's model span and the client's
+    span of the same request, and nothing above them.
+    """
+    fake_openai.respond(usage=UNCACHED)
+    fake_openai.call_tools(WEATHER, times=2)
+
+    @agents_sdk.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    agent = agents_sdk.Agent(
+        name="weather", instructions="Answer briefly.", tools=[get_weather], model="gpt-4o-mini"
+    )
+    agents_sdk.Runner.run_sync(agent, "Weather in Paris?")
+    assert framework_rig.provider.force_flush()
+    spans = framework_rig.captured.get_finished_spans()
+    assert framework_rig.model_spans() == 6  # two instrumentations of each of the 3 requests
+    one_batch = "sqlite:///" + str(tmp_path / "one_batch.db")
+    exporter = UseCaseCostExporter(store=one_batch)
+    exporter.export(spans)
+    exporter.shutdown()
+    (row,) = report_json(one_batch)
+    assert (row["use_case"], row["calls"], row["no_usage_calls"]) == ("(untracked)", 3, 0)
+    assert row["cost_usd"] == pytest.approx(3 * mini_cost(PROMPT, COMPLETION), rel=1e-9)
