@@ -287,3 +287,24 @@ def test_spans_without_the_processor_are_joined_only_within_one_request(
     (row,) = report_json(one_batch)
     assert (row["use_case"], row["calls"], row["no_usage_calls"]) == ("(untracked)", 3, 0)
     assert row["cost_usd"] == pytest.approx(3 * mini_cost(PROMPT, COMPLETION), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "framework_rig",
+    [("oi-langchain", "oi-openai"), ("oi-langchain", "traceloop-openai")],
+    indirect=True,
+    ids="+".join,
+)
+def test_langchain_call_retried_by_the_client_counts_once(framework_rig: FrameworkRig, fake_openai: FakeOpenAI) -> None:
+    """One LangChain model run = one client call, even when the client retried a failed HTTP request inside it."""
+    from langchain_openai import ChatOpenAI
+
+    fake_openai.respond(usage=USAGE)
+    fake_openai.fail_next(500)
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=fake_openai.base_url, api_key="test-key", max_retries=2)
+    with track_context("retried"):
+        model.invoke("Summarise this.")
+    assert len(fake_openai.requests) == 2  # the failed attempt (not billed) and the answered retry
+    row = framework_rig.rows()
+    assert (row["calls"], row["no_usage_calls"]) == (1, 0)
+    assert row["cost_usd"] == pytest.approx(mini_cost(PROMPT, COMPLETION, CACHED), rel=1e-9)
