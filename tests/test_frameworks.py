@@ -337,3 +337,28 @@ def test_langchain_call_retried_by_the_client_counts_once(
     row = framework_rig.rows()
     assert (row["calls"], row["no_usage_calls"]) == (1, 0)
     assert row["cost_usd"] == pytest.approx(mini_cost(PROMPT, COMPLETION, CACHED), rel=1e-9)
+
+
+def test_fake_server_tool_calls_reach_the_real_client(fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+    """What the agent tests rely on: the real client reads the fake's tool calls, streamed or not, then text."""
+    fake_openai.call_tools(WEATHER, FakeToolCall("get_time", "{}"), times=2)
+    message = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "?"}])
+    choice = message.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []] == [
+        ("get_weather", '{"city": "Paris"}'),
+        ("get_time", "{}"),
+    ]
+    streamed: dict[int, str] = {}
+    finish = None
+    for chunk in client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "?"}], stream=True
+    ):
+        for delta_call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            streamed[delta_call.index] = (delta_call.function.name if delta_call.function else None) or ""
+        finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    assert (streamed, finish) == ({0: "get_weather", 1: "get_time"}, "tool_calls")
+    after = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "?"}])
+    assert after.choices[0].finish_reason == "stop" and after.choices[0].message.content
+    with pytest.raises(ValueError, match="JSON"):
+        FakeToolCall("broken", "{not json")

@@ -7,7 +7,9 @@ instrumentation) end to end, but without network access, API keys, cost or
 flakiness. :class:`FakeOpenAI` speaks just enough of the OpenAI wire protocol
 (chat completions, streaming included, embeddings and a minimal Responses API)
 and lets a test pin the exact usage numbers, including the cached-prompt and
-reasoning-token details that drive the trickier price calculations.
+reasoning-token details that drive the trickier price calculations, and make
+the model ask for tool calls (:meth:`FakeOpenAI.call_tools`), so that real
+agent frameworks run their tool loops against it.
 
 It uses only the standard library on purpose, so that importing it never adds
 a dependency to the package. Typical use::
