@@ -43,9 +43,14 @@ CALL_SPAN_ID: Final = "usecase.call.span_id"
 """On an LLM span nested in another LLM span (two instrumentations of one request):
 the outermost LLM span's id in hex, so that the cost engine counts the request once.
 Set by the span processor; not a baggage key."""
+CALL_DUPLICATE_OF: Final = "usecase.call.duplicate_of"
+"""On a framework's model span (OpenInference LangChain) that the processor saw a client
+instrumentation's span of the same request start inside: that span's id in hex. The cost
+engine counts the request once, from that span. Set by the span processor; not a baggage key."""
 
 __all__ = [
     "ALL_KEYS",
+    "CALL_DUPLICATE_OF",
     "CALL_SPAN_ID",
     "EXPERIENCE_ID",
     "EXPERIENCE_ID_ORIGINAL",
