@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -34,6 +34,14 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 # --- store unavailable -------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def lock_sqlite(store_url: str) -> sqlite3.Connection:
@@ -58,9 +66,12 @@ def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
                 for _ in range(3):
                     client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
             app_time = time.monotonic() - started
+            flush_started = time.monotonic()
             rig.provider.force_flush()
-        assert rig.exporter.buffered_calls == 3
-        assert "keeping 3 calls in memory" in caplog.text
+            flush_time = time.monotonic() - flush_started
+            assert rig.exporter.buffered_calls == 3
+            assert flush_time < 1.9  # the export did not wait out SQLite's 2 s busy timeout
+            wait_for(lambda: "keeping 3 calls in memory" in caplog.text)  # once the writer's attempt fails
         assert app_time < 1.5  # the app never waited for the store
     finally:
         blocker.execute("ROLLBACK")

@@ -91,6 +91,8 @@ ENV_PRICES: Final = "OTEL_USECASE_PRICES"
 """Path of a TOML file with price overrides and model aliases."""
 ENV_BUFFER: Final = "OTEL_USECASE_BUFFER"
 """Calls the exporter keeps in memory while the store is unavailable (default 100000)."""
+ENV_EXPORT_WAIT: Final = "OTEL_USECASE_EXPORT_WAIT_MS"
+"""How long an export waits for a healthy store to take its calls (default 500); never while the store is down."""
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
