@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 from ._log import logger
 
-__all__ = ["flush", "install_sigterm_flush", "watch"]
+__all__ = ["flush", "gunicorn_post_worker_init", "install_sigterm_flush", "watch"]
 
 SIGTERM_FLUSH_S: Final = 5.0
 """How long the SIGTERM handler spends writing what is pending before the process dies
@@ -102,12 +102,10 @@ def flush(timeout_s: float = 10.0) -> bool:
     return done
 
 
-def install_sigterm_flush(*_hook_args: object) -> bool:
+def install_sigterm_flush() -> bool:
     """Install the flushing SIGTERM handler if SIGTERM has its default action and this is the main thread.
 
-    Returns whether it is installed. The exporter calls it when created; it also
-    serves as a gunicorn ``post_worker_init`` hook for workers that reset SIGTERM
-    to its default after the fork (``uvicorn.workers.UvicornWorker``).
+    Returns whether it is installed. The exporter calls it when created.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
@@ -121,6 +119,17 @@ def install_sigterm_flush(*_hook_args: object) -> bool:
     except (ValueError, OSError, AttributeError):  # not the main interpreter, or no SIGTERM here
         return False
     return True
+
+
+def gunicorn_post_worker_init(_worker: object) -> None:
+    """gunicorn hook for workers that reset SIGTERM to its default after the fork.
+
+    ``uvicorn.workers.UvicornWorker`` does: its worker dies of the re-raised
+    SIGTERM with the last batch unwritten. In the gunicorn config file::
+
+        from otel_usecase.lifecycle import gunicorn_post_worker_init as post_worker_init
+    """
+    install_sigterm_flush()
 
 
 def _on_sigterm(signum: int, _frame: object) -> None:

@@ -37,6 +37,8 @@ _RETRY_FIRST_S: Final = 0.05
 _RETRY_MAX_S: Final = 1.0
 """Retries while the store is away back off from 50 ms to 1 s; a new export or a flush retries at once."""
 _MAX_REASONS_LOGGED: Final = 1024
+_INHERITED: list[Store] = []
+"""Stores a forked child inherited: kept unused and unclosed (see ``StoreWriter.after_fork_in_child``)."""
 
 
 def _write_isolating(store: Store, calls: Sequence[Call]) -> list[RejectedCall]:
@@ -70,6 +72,7 @@ class StoreWriter:
         self, store: Store | None, opener: Callable[[], Store], shown_url: str, max_buffered: int
     ) -> None:
         self._store = store
+        self._opened_here = store is None
         self._opener = opener
         self.shown_url = shown_url
         self.max_buffered = max_buffered
@@ -98,8 +101,17 @@ class StoreWriter:
         """Calls the store refused because of their own data."""
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's buffer, locks and thread: its calls are the parent's to write."""
+        """Forget the parent's buffer, locks and thread: its calls are the parent's to write.
+
+        A store this writer opened itself is reopened in the child: the parent's
+        connection (and a lock its writer thread may have held at the fork) must
+        not be used here. The old object is kept, never closed, because closing an
+        inherited PostgreSQL connection would end the parent's session.
+        """
         closed = self._closed
+        if self._opened_here and self._store is not None:
+            _INHERITED.append(self._store)
+            self._store = None
         self._reset()
         self._closed = closed
 
