@@ -90,6 +90,9 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self._inline = False
         self._attempt_started: float | None = None
+        self._attempts = 0
+        """Write attempts started; ``_last_failed`` is the number of the last one that failed."""
+        self._last_failed = 0
         self._failed_attempts = 0
         self._nudged = False
         self._closing = False
@@ -198,11 +201,11 @@ class StoreWriter:
 
     def _wait(self, target: int, deadline: float, *, patient: bool, bound: float) -> bool:
         """Wait (holding the condition) until ``target`` calls are resolved or it is no use waiting."""
-        failed_before = self._failed_attempts
+        first_with_these_calls = self._attempts + 1
         while self._resolved < target:
             now = time.monotonic()
             if not patient:
-                if self._failed_attempts != failed_before:
+                if self._last_failed >= first_with_these_calls:
                     return False  # the store is failing: the calls wait in the buffer
                 if self._attempt_started is not None and now - self._attempt_started > bound:
                     return False  # a write hangs: do not hold the SDK's thread for it
@@ -241,8 +244,7 @@ class StoreWriter:
         backoff = 0.0
         while True:
             with self._cond:
-                if backoff:
-                    self._nudged = False
+                if backoff:  # unless calls came in or a flush asked since the failed attempt began
                     self._cond.wait_for(lambda: self._nudged or self._closing, backoff)
                 while not self._queue and not self._closing:
                     self._cond.wait()
@@ -267,6 +269,8 @@ class StoreWriter:
         del self._queue[:_CHUNK]
         self._in_flight = chunk
         self._attempt_started = time.monotonic()
+        self._attempts += 1
+        self._nudged = False
         return chunk
 
     def _attempt(self, chunk: list[Call]) -> bool:
@@ -295,6 +299,7 @@ class StoreWriter:
                 self._queue[:0] = chunk
                 self._in_flight = []
                 self._failed_attempts += 1
+                self._last_failed = self._attempts
             waiting = self.buffered
             self._cond.notify_all()
         if error is not None:
