@@ -194,3 +194,20 @@ def test_multiprocessing_fork_children_record_their_calls_with_one_flush_call(
     assert rows == {"child-0": 5, "child-1": 5, "child-2": 5, "child-3": 5, "parent-run": parent_made}
     total = sum(r["cost_usd"] for r in report_json(store_url, "run"))
     assert total == pytest.approx((20 + parent_made) * mini_cost(1_000, 100))
+
+
+def test_fork_while_the_writer_is_stuck_in_a_write_child_records_its_own_calls(
+    store_url: str, answering: FakeOpenAI
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(APPS / "fork_during_export.py"), store_url, answering.base_url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CHILD_EXIT 0" in done.stdout, done.stdout + done.stderr  # it neither hung nor failed to flush
+    rows = {r["run_id"]: r for r in report_json(store_url, "run")}
+    assert {run: r["calls"] for run, r in rows.items()} == {"parent": 4, "child": 4}
+    assert sum(r["cost_usd"] for r in rows.values()) == pytest.approx(8 * mini_cost(1_000, 100))
