@@ -283,6 +283,8 @@ class StoreWriter:
             rejected = _write_isolating(self._store, chunk)
         except Exception as exc:
             error = exc
+        if rejected:  # said before the calls count as done: whoever waits for them sees the log
+            self._log_rejected(rejected, self.rejected + len(rejected))
         with self._cond:
             self._attempt_started = None
             recovered = self._failed_attempts
@@ -305,8 +307,6 @@ class StoreWriter:
         if error is not None:
             self._log_outage(error, waiting)
             return False
-        if rejected:
-            self._log_rejected(rejected)
         if recovered:
             logger.info(
                 "otel_usecase: store %s is back; writing the %d buffered calls", self.shown_url, waiting
@@ -326,7 +326,7 @@ class StoreWriter:
             self.dropped,
         )
 
-    def _log_rejected(self, rejected: list[RejectedCall]) -> None:
+    def _log_rejected(self, rejected: list[RejectedCall], total: int) -> None:
         for item in rejected:
             if item.reason in self._reasons_logged:
                 continue
@@ -335,7 +335,7 @@ class StoreWriter:
                     "writer:rejected",
                     "otel_usecase: store %s rejected more calls (%d in total), e.g. %s",
                     self.shown_url,
-                    self.rejected,
+                    total,
                     item.reason,
                 )
                 return
@@ -347,5 +347,5 @@ class StoreWriter:
                 item.call.trace_id,
                 item.call.span_id,
                 item.reason,
-                self.rejected,
+                total,
             )
