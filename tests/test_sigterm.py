@@ -153,3 +153,18 @@ def test_sigterm_to_uvicorn_keeps_the_last_requests_calls(store_url: str, answer
     assert sum(r["cost_usd"] for r in rows.values()) == pytest.approx(
         len(runs) * CALLS_PER_REQUEST * mini_cost(1_000, 100)
     )
+
+
+def test_an_app_handler_installed_before_the_exporter_is_never_replaced(store_url: str) -> None:
+    from otel_usecase import UseCaseCostExporter
+
+    def app_handler(signum: int, frame: object) -> None:
+        raise AssertionError("not called in this test")
+
+    previous = signal.signal(signal.SIGTERM, app_handler)
+    try:
+        exporter = UseCaseCostExporter(store=store_url)
+        assert signal.getsignal(signal.SIGTERM) is app_handler
+        exporter.shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
