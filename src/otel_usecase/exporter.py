@@ -23,18 +23,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from . import lifecycle
 from ._log import logger
 from .calls import calls_from_spans, views_from_readable
-from .config import ENV_BUFFER, ENV_EXPORT_WAIT, env_int
+from .config import ENV_BUFFER, ENV_EXPORT_WAIT, buffer_size, export_wait_ms
 from .pricing import PriceBook
 from .store import Store, StoreError, open_store
 from .writer import StoreWriter
 
 __all__ = ["ENV_BUFFER", "ENV_EXPORT_WAIT", "UseCaseCostExporter"]
 
-_DEFAULT_BUFFER: Final = 100_000
-_DEFAULT_EXPORT_WAIT_MS: Final = 500
-"""A healthy SQLite or PostgreSQL store takes a batch of 512 calls in well under 100 ms
-(first open and schema creation included) even on a loaded machine; 500 ms leaves room
-and still keeps the SDK's queue (2048 spans) from filling at thousands of spans/s."""
 _SHUTDOWN_FLUSH_MAX_S: Final = 10.0
 """At shutdown the buffer gets at most this long (or the SDK's shorter timeout) to reach the store."""
 
@@ -72,16 +67,8 @@ class UseCaseCostExporter(SpanExporter):
             given = store
             self._shown_url = store.url
         self._prices = prices if isinstance(prices, PriceBook) else PriceBook(prices)
-        buffer = (
-            max_buffered_calls
-            if max_buffered_calls is not None
-            else env_int(ENV_BUFFER, _DEFAULT_BUFFER, minimum=0)
-        )
-        wait_ms = (
-            export_wait_millis
-            if export_wait_millis is not None
-            else env_int(ENV_EXPORT_WAIT, _DEFAULT_EXPORT_WAIT_MS, minimum=0)
-        )
+        buffer = max_buffered_calls if max_buffered_calls is not None else buffer_size()
+        wait_ms = export_wait_millis if export_wait_millis is not None else export_wait_ms()
         self._export_wait_s = wait_ms / 1000
         self._writer = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
         self._shutdown = False

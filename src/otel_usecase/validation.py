@@ -14,7 +14,7 @@ from typing import Final
 
 from . import attributes as attr
 from ._log import warn_rate_limited
-from .privacy import user_id_for_telemetry
+from .privacy import user_id_from_baggage
 
 MAX_NAME_LENGTH: Final = 64
 MAX_ID_LENGTH: Final = 256
@@ -96,4 +96,4 @@ def accept_inbound(key: str, value: object) -> str | None:
     if cleaned is None:
         warn_rate_limited(f"baggage:{key}", "otel_usecase dropped baggage entry: %s", reason)
         return None
-    return user_id_for_telemetry(cleaned) if key == attr.USER_ID else cleaned
+    return user_id_from_baggage(cleaned) if key == attr.USER_ID else cleaned

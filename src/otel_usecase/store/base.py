@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
-from ..config import ENV_STORE, env_str
+from .. import config
 from ..ledger import Call
 
 __all__ = [
@@ -207,9 +207,13 @@ def redact_url(url: str) -> str:
 def default_store_url() -> str:
     """``OTEL_USECASE_STORE``, else SQLite at ``$XDG_DATA_HOME/otel-usecase/costs.db``.
 
-    ``XDG_DATA_HOME`` defaults to ``~/.local/share``.
+    ``XDG_DATA_HOME`` defaults to ``~/.local/share``. A value of
+    ``OTEL_USECASE_STORE`` that is not a store URL (``mysql://...``,
+    ``sqlite://costs.db``) is warned about, naming it and the accepted forms, and
+    the default is used: this runs while ``opentelemetry-instrument`` configures
+    the SDK, where an exception would switch every exporter off, not just ours.
     """
-    configured = env_str(ENV_STORE)
+    configured = config.store_url()
     if configured:
         return configured
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
