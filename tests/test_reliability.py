@@ -52,7 +52,11 @@ def lock_sqlite(store_url: str) -> sqlite3.Connection:
 
 
 def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
-    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+    rig: CostRig,
+    store_url: str,
+    fake_openai: FakeOpenAI,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
     with track_context("warmup"):
@@ -190,7 +194,7 @@ def test_50_threads_and_200_tasks_each_in_its_own_scope(
                 for _ in range(2):
                     sync_client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
                     assert current_scope().use_case_id == f"thread-{i}"  # type: ignore[union-attr]
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
@@ -299,7 +303,9 @@ with track_context("exiting", use_case_id="exit-run"):
 """
 
 
-def test_normal_interpreter_exit_flushes_everything(store_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_normal_interpreter_exit_flushes_everything(
+    store_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=100, completion_tokens=10))
     script = tmp_path / "app.py"
     script.write_text(EXITING_APP)
@@ -314,7 +320,7 @@ HOSTILE = [
     "quote'\"; DROP TABLE usecase_calls; --",
     "line\nbreak\r\n",
     "\x1b[31mred\x1b[0m\x07",
-    "=HYPERLINK(\"http://example.invalid\")",
+    '=HYPERLINK("http://example.invalid")',
     "+1+2",
     "-2-3",
     "@SUM(A1)",
@@ -355,7 +361,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
