@@ -222,6 +222,14 @@ BUFFER: Final = Setting(
     default_text="`100000`",
     doc="calls the exporter keeps in memory while the store is unavailable",
 )
+EXPORT_WAIT: Final = Setting(
+    env="OTEL_USECASE_EXPORT_WAIT_MS",
+    parse=whole_number(0),
+    default=500,
+    accepts="a whole number of milliseconds >= 0",
+    default_text="`500`",
+    doc="how long an export waits for a healthy store to take its calls (never for a failing one)",
+)
 TOKEN: Final[Setting[str | None]] = Setting(
     env="OTEL_USECASE_TOKEN",
     parse=text,
@@ -324,6 +332,11 @@ def buffer_size() -> int:
     return BUFFER.read()
 
 
+def export_wait_ms() -> int:
+    """``OTEL_USECASE_EXPORT_WAIT_MS``."""
+    return EXPORT_WAIT.read()
+
+
 # --- the older helpers, kept for callers that read a variable by name ---------------------------
 
 ENV_SPANS: Final = SPANS.env
@@ -334,6 +347,7 @@ ENV_THREAD_CONTEXT: Final = THREAD_CONTEXT.env
 ENV_STORE: Final = STORE.env
 ENV_PRICES: Final = PRICES.env
 ENV_BUFFER: Final = BUFFER.env
+ENV_EXPORT_WAIT: Final = EXPORT_WAIT.env
 
 
 def env_bool(name: str, default: bool) -> bool:
