@@ -50,9 +50,12 @@ _WAL_TRUNCATE_PAGES: Final = 16384
 """WAL frames (64 MiB with 4 KiB pages) beyond which the checkpointer empties the WAL (TRUNCATE).
 
 Also the ``journal_size_limit``: a WAL that starts over on its own is cut back to this size."""
-_TRUNCATE_WAIT_MS: Final = 500
-"""How long a TRUNCATE checkpoint waits for readers of older snapshots; well under the
-writers' busy timeout, so a writer held up behind it still gets the lock."""
+_WAL_TRUNCATE_BYTES: Final = _WAL_TRUNCATE_PAGES * 4096
+_TRUNCATE_WAIT_MS: Final = 250
+"""How long a TRUNCATE checkpoint first waits for readers of older snapshots."""
+_TRUNCATE_WAIT_MAX_MS: Final = 1200
+"""The longest it waits (after failures): under the writers' busy timeout, so a writer held
+up behind it still gets the lock."""
 _FORK_WAIT_S: Final = 5.0
 """How long a fork waits for a write or checkpoint in progress to finish."""
 
@@ -83,6 +86,13 @@ def _statement_sizes(rows: int, largest: int) -> list[int]:
     return sizes
 
 
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _flat(calls: Sequence[Call]) -> Iterator[Any]:
     return chain.from_iterable(calls)  # a Call is its own row, in column order (see row_of)
 
@@ -100,12 +110,15 @@ class _Checkpointer:
     no reader still reads an older snapshot, which never happens while writes
     arrive faster than the checkpoint finishes, or while reports keep reading
     (measured: a 1.04 GB WAL next to an 81 MB database after 200k spans through
-    ``serve``). So when the WAL holds more than :data:`_WAL_TRUNCATE_PAGES`, the
-    thread runs a TRUNCATE checkpoint: it takes the write lock (a writer waits
-    the few milliseconds it takes), waits at most :data:`_TRUNCATE_WAIT_MS` for
-    the readers of older snapshots (new readers read the database and do not
-    hold it up), copies the rest and empties the file. A reader holding a
-    snapshot longer than that makes it give up; the next round tries again.
+    ``serve``; 278 MiB next to 47 MiB for 150k calls written with a report
+    running). So once the WAL holds more than :data:`_WAL_TRUNCATE_PAGES` (the
+    writer wakes this thread as soon as it sees that), the thread runs a
+    TRUNCATE checkpoint: it takes the write lock (a writer waits for it), waits
+    for the readers of older snapshots to finish (readers starting meanwhile read
+    the database and do not hold it up), copies the rest and empties the file.
+    It waits at most :data:`_TRUNCATE_WAIT_MS`, doubled after each failure up to
+    :data:`_TRUNCATE_WAIT_MAX_MS` (a report whose queries take longer), always
+    well under the writers' busy timeout.
     """
 
     def __init__(self, path: str) -> None:
@@ -117,22 +130,31 @@ class _Checkpointer:
         self.truncations = 0
         """TRUNCATE checkpoints that emptied the WAL."""
         self.conn: sqlite3.Connection | None = None
+        self._wait_ms = _TRUNCATE_WAIT_MS
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otel-usecase-sqlite-checkpoint", daemon=True)
         self._thread.start()
+
+    def wake(self) -> None:
+        """Checkpoint now rather than at the next round (the WAL is over its bound)."""
+        self._wake.set()
 
     def _run(self) -> None:
         try:
             conn = self.conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_PAGES * 4096}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
         except sqlite3.Error:
             return
         try:
-            while not self._stop.wait(_CHECKPOINT_EVERY_S):
+            while not self._stop.is_set():
+                if self._wait_ms > _TRUNCATE_WAIT_MS:  # the last TRUNCATE gave up: let writers run a round
+                    self._stop.wait(_CHECKPOINT_EVERY_S)
+                else:
+                    self._wake.wait(_CHECKPOINT_EVERY_S)
+                self._wake.clear()
                 with self.busy:
                     self._checkpoint(conn)
-            with self.busy:
-                self._checkpoint(conn)
         finally:
             conn.close()
 
@@ -140,19 +162,23 @@ class _Checkpointer:
         try:
             _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if wal_pages > _WAL_TRUNCATE_PAGES:
-                conn.execute(f"PRAGMA busy_timeout={_TRUNCATE_WAIT_MS}")
+                conn.execute(f"PRAGMA busy_timeout={self._wait_ms}")
                 try:
                     busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-                if not busy:
+                if busy:
+                    self._wait_ms = min(self._wait_ms * 2, _TRUNCATE_WAIT_MAX_MS)
+                else:
                     self.truncations += 1
+                    self._wait_ms = _TRUNCATE_WAIT_MS
             self.wal_pages = max(wal_pages, 0)
         except sqlite3.Error:
             pass  # locked or read-only right now: the next round tries again
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(10)
 
 
@@ -172,10 +198,14 @@ class SQLiteStore:
         self.url = "sqlite:///" + path
         self._file = os.path.abspath(path) if path != ":memory:" else ""
         """The file checked for deletion (absolute: the process may change directory)."""
+        self._wal = self._file + "-wal"
         self._lock = threading.Lock()
         self._inserts: dict[int, str] = {}
         self._checkpointer: _Checkpointer | None = None
         self._identity: tuple[int, int] | None = None
+        """(device, inode) of the open database file."""
+        self._companions: dict[str, tuple[int, int] | None] = {}
+        """The same for its ``-wal`` and ``-shm`` files, which stay put while a connection is open."""
         self._conn: sqlite3.Connection | None = None
         self._quiesced: list[threading.Lock] = []
         self._max_rows = _MAX_ROWS_PER_STATEMENT
@@ -206,7 +236,8 @@ class SQLiteStore:
             self._max_rows //= 2
         try:
             self._migrate(conn)
-            self._identity = self._stat()
+            self._identity = self._stat(self._file)
+            self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
             conn.close()  # no file handle left behind on a store we could not use
             if isinstance(exc, sqlite3.Error):
@@ -251,12 +282,13 @@ class SQLiteStore:
 
     # the file under the store
 
-    def _stat(self) -> tuple[int, int] | None:
-        """(device, inode) of the file at the store's path; ``None`` if there is none (or in memory)."""
-        if not self._file:
+    @staticmethod
+    def _stat(file: str) -> tuple[int, int] | None:
+        """(device, inode) of ``file``; ``None`` if there is none (or the store is in memory)."""
+        if not file:
             return None
         try:
-            st = os.stat(self._file)
+            st = os.stat(file)
         except OSError:
             return None
         return st.st_dev, st.st_ino
@@ -273,12 +305,20 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             return self._open()
-        if self._file and self._stat() != self._identity:
+        if self._file and self._stat(self._file) != self._identity:
             return self._reopen()
         return conn
 
     def _reopen(self) -> sqlite3.Connection:
-        gone = self._stat() is None
+        """Close the connection to the file no longer at the path and open what is there now.
+
+        SQLite leaves the old file's ``-wal`` and ``-shm`` behind when its database
+        file was deleted or replaced, and would replay that WAL into the new file
+        (measured: the replaced file then showed the old file's rows). They are
+        removed if they are still the very files this store had open; another
+        process's new ones are left alone.
+        """
+        gone = self._stat(self._file) is None
         logger.warning(
             "otel_usecase: SQLite store %s was %s while in use; calls written to it would be lost, "
             "so it is opened again%s",
@@ -291,11 +331,10 @@ class SQLiteStore:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        if self._stat() is None:
-            # The deleted ledger's -wal and -shm would be replayed into the new file.
-            for suffix in ("-wal", "-shm"):
+        for file, identity in self._companions.items():
+            if identity is not None and self._stat(file) == identity:
                 with contextlib.suppress(OSError):
-                    os.unlink(self._file + suffix)
+                    os.unlink(file)
         return self._open()
 
     # checkpoints
@@ -308,7 +347,7 @@ class SQLiteStore:
         # a statement journal: in memory it costs a tenth of what a temporary file does.
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_PAGES * 4096}")
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
         self._checkpointer = _Checkpointer(self.path)
 
     def _stop_checkpointer(self) -> None:
@@ -335,7 +374,10 @@ class SQLiteStore:
                     self._start_checkpointer(conn)
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
-            return write_isolating(calls, self._write_batch)
+            rejected = write_isolating(calls, self._write_batch)
+            if self._checkpointer is not None and _size(self._wal) > _WAL_TRUNCATE_BYTES:
+                self._checkpointer.wake()
+            return rejected
 
     def _write_batch(self, calls: Sequence[Call]) -> None:
         """Upsert ``calls`` atomically, or raise :class:`Unstorable` (nothing written) when SQLite refuses a value.
