@@ -320,8 +320,9 @@ def test_a_replaced_sqlite_file_is_opened_again(tmp_path: Path, caplog: pytest.L
         store.close()
 
 
-_WAL_BOUND = 96 * 2**20
-"""64 MiB (when the checkpointer empties the WAL) plus what is written while it works."""
+_WAL_BOUND = 128 * 2**20
+"""32 MiB (when the checkpointer empties the WAL) plus what is written while it works on a loaded
+machine (measured: peaks of 51 to 78 MiB on 2 busy cores; 220 MiB and more without the bound)."""
 
 
 def test_the_wal_stays_bounded_under_sustained_writes_while_a_report_runs(tmp_path: Path) -> None:

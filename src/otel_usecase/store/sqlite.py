@@ -46,11 +46,10 @@ _CACHE_KIB: Final = 16384
 """Page cache per connection. SQLite's 2 MB default holds the ledger's B-tree interior pages
 for a few thousand rows only; past that nearly every insert re-reads index pages from the
 OS. 16 MB (used as pages are touched, never preallocated) measured 8% faster writes."""
-_WAL_TRUNCATE_PAGES: Final = 16384
-"""WAL frames (64 MiB with 4 KiB pages) beyond which the checkpointer empties the WAL (TRUNCATE).
+_WAL_TRUNCATE_BYTES: Final = 32 * 2**20
+"""The WAL size beyond which the checkpointer empties the WAL (TRUNCATE).
 
 Also the ``journal_size_limit``: a WAL that starts over on its own is cut back to this size."""
-_WAL_TRUNCATE_BYTES: Final = _WAL_TRUNCATE_PAGES * 4096
 _TRUNCATE_WAIT_MS: Final = 250
 """How long a TRUNCATE checkpoint first waits for readers of older snapshots."""
 _TRUNCATE_WAIT_MAX_MS: Final = 1200
@@ -111,7 +110,7 @@ class _Checkpointer:
     arrive faster than the checkpoint finishes, or while reports keep reading
     (measured: a 1.04 GB WAL next to an 81 MB database after 200k spans through
     ``serve``; 278 MiB next to 47 MiB for 150k calls written with a report
-    running). So once the WAL holds more than :data:`_WAL_TRUNCATE_PAGES` (the
+    running). So once the WAL holds more than :data:`_WAL_TRUNCATE_BYTES` (the
     writer wakes this thread as soon as it sees that), the thread runs a
     TRUNCATE checkpoint: it takes the write lock (a writer waits for it), waits
     for the readers of older snapshots to finish (readers starting meanwhile read
@@ -129,10 +128,14 @@ class _Checkpointer:
         """Frames in the WAL as of the last checkpoint."""
         self.truncations = 0
         """TRUNCATE checkpoints that emptied the WAL."""
-        self.conn: sqlite3.Connection | None = None
         self._wait_ms = _TRUNCATE_WAIT_MS
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # Opened here, not on the thread: the same file as the writer's, even if it is deleted meanwhile.
+        self.conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        self.conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
         self._thread = threading.Thread(target=self._run, name="otel-usecase-sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -141,11 +144,7 @@ class _Checkpointer:
         self._wake.set()
 
     def _run(self) -> None:
-        try:
-            conn = self.conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
-        except sqlite3.Error:
-            return
+        conn = self.conn
         try:
             while not self._stop.is_set():
                 if self._wait_ms > _TRUNCATE_WAIT_MS:  # the last TRUNCATE gave up: let writers run a round
@@ -161,7 +160,7 @@ class _Checkpointer:
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
             _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if wal_pages > _WAL_TRUNCATE_PAGES:
+            if _size(self._path + "-wal") > _WAL_TRUNCATE_BYTES:
                 conn.execute(f"PRAGMA busy_timeout={self._wait_ms}")
                 try:
                     busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -208,6 +207,7 @@ class SQLiteStore:
         """The same for its ``-wal`` and ``-shm`` files, which stay put while a connection is open."""
         self._conn: sqlite3.Connection | None = None
         self._quiesced: list[threading.Lock] = []
+        self._closed = False
         self._max_rows = _MAX_ROWS_PER_STATEMENT
         self._open()
         register_fork_hooks(
@@ -303,6 +303,8 @@ class SQLiteStore:
         a warning naming it. Must be called with the lock held.
         """
         conn = self._conn
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path!r} is closed")
         if conn is None:
             return self._open()
         if self._file and self._stat(self._file) != self._identity:
@@ -348,7 +350,7 @@ class SQLiteStore:
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
-        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer = _Checkpointer(self._file)
 
     def _stop_checkpointer(self) -> None:
         if self._checkpointer is not None:
@@ -433,6 +435,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._stop_checkpointer()
             if self._conn is not None:
                 self._conn.close()
