@@ -483,3 +483,28 @@ def test_a_server_that_accepts_tcp_but_never_answers_fails_within_the_connect_ti
             PostgresStore(f"postgresql://otel@127.0.0.1:{port}/otel_usecase", connect_timeout=2)
         elapsed = time.monotonic() - started
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_a_postgres_server_frozen_mid_session_is_cut_off_at_the_write_deadline(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import otel_usecase.store.postgres as postgres_module
+
+    monkeypatch.setattr(postgres_module, "_WRITE_DEADLINE_S", 2.0)  # 20 s by default
+    store = PostgresStore(pg_url)
+    try:
+        store.write([make_call(1)])
+        ((backend,),) = store.query("SELECT pg_backend_pid()")
+        os.kill(backend, signal.SIGSTOP)  # the server process stops; its kernel still acknowledges TCP
+        try:
+            started = time.monotonic()
+            rejected = store.write([make_call(2)])  # cut off, then written on a new connection
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        assert rejected == []
+        assert 2.0 <= elapsed < 20, f"took {elapsed:.1f} s"
+        assert store.query("SELECT pg_backend_pid()") != [(backend,)]
+        assert set(stored(store)) == {make_call(1).span_id, make_call(2).span_id}
+    finally:
+        store.close()

@@ -29,8 +29,10 @@ Why it is built this way:
   connection is given up after :data:`CONNECT_TIMEOUT_S` (also when the server
   accepts TCP and never answers), a write waits at most
   :data:`_LOCK_TIMEOUT_MS` for a lock and runs at most
-  :data:`_STATEMENT_TIMEOUT_MS` per statement, and sent data left unacknowledged
-  for :data:`_TCP_USER_TIMEOUT_MS` (a vanished host) breaks the connection.
+  :data:`_STATEMENT_TIMEOUT_MS` per statement, sent data left unacknowledged
+  for :data:`_TCP_USER_TIMEOUT_MS` (a vanished host) breaks the connection, and a
+  server that stops answering mid-write (frozen, yet acknowledging TCP) has the
+  connection cut after :data:`_WRITE_DEADLINE_S`.
 * **One bad call never blocks the others.** A value the server refuses
   (SQLSTATE classes 22 and 23, or one psycopg cannot send) makes the batch
   fail; :func:`~otel_usecase.store.base.write_isolating` finds the calls
@@ -45,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -99,6 +102,15 @@ _ADVISORY_LOCK_KEY: Final = 0x6F74_656C_7573_6563
 
 _STATEMENT_TIMEOUT_MS: Final = 15_000
 """The longest one statement of a write may run (a row's upsert takes well under a millisecond)."""
+
+_WRITE_DEADLINE_S: Final = 20.0
+"""The longest a write waits for the server whatever it does, plus :data:`_WRITE_DEADLINE_PER_ROW_S`.
+
+The server-side timeouts need a server that runs; a frozen one (a stopped process,
+a paused VM) still acknowledges TCP, so neither they nor the TCP user timeout end
+the wait. Past this deadline the connection's socket is shut down from another
+thread: the write fails as unavailable, and the next one connects afresh."""
+_WRITE_DEADLINE_PER_ROW_S: Final = 0.001
 
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
@@ -515,10 +527,18 @@ class PostgresStore:
         """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
 
+        deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
+
         def upsert(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(_WRITE_LIMITS)
-                cur.executemany(self._insert, rows)
+            watchdog = threading.Timer(deadline, _cut, (conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_WRITE_LIMITS)
+                    cur.executemany(self._insert, rows)
+            finally:
+                watchdog.cancel()
 
         self._run(f"writing {len(rows)} calls", upsert)
 
@@ -608,6 +628,12 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut down ``conn``'s socket (a write past its deadline): the blocked call fails, the connection is broken."""
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)  # (an exception: already closed, nothing to cut)
 
 
 def _tune_report(cur: psycopg.Cursor[Any]) -> None:
