@@ -20,8 +20,6 @@ import os
 import re
 import weakref
 from collections.abc import Callable, Sequence
-from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -46,6 +44,7 @@ __all__ = [
     "one_line",
     "open_store",
     "parse_store_url",
+    "plausible",
     "redact_url",
     "register_fork_hooks",
     "upgrade_statements",
@@ -213,24 +212,35 @@ _TOKEN_COLUMNS: Final = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
-_TOKENS: Final = itemgetter(*(COLUMNS.index(c) for c in _TOKEN_COLUMNS))
-_COST: Final = itemgetter(COLUMNS.index("cost_usd"))
+_NULLABLE: Final = frozenset(name for name, _, constraint in LEDGER if "NOT NULL" not in constraint)
+_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c not in _NULLABLE)
+_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c in _NULLABLE)
+_COST: Final = COLUMNS.index("cost_usd")
 
 
-def _plausible(calls: Sequence[Call]) -> bool:
-    """True when no token count of ``calls`` is outside 0..MAX_TOKEN_COUNT and every cost is finite.
+def plausible(flat: tuple[Any, ...]) -> bool:
+    """True when, in ``flat`` (rows in column order, one after the other), every token count is within
+    0..MAX_TOKEN_COUNT and every cost is finite.
 
-    The cheap test run on every batch (C-level passes, about 0.1 us per call): a
-    token count beyond :data:`~otel_usecase.usage.MAX_TOKEN_COUNT` fits in int64 but
-    makes the sums of every report overflow, and a NaN or infinite cost poisons
-    every total it enters; neither is an error the database would raise. Only a
-    batch failing it is checked call by call (:func:`broken_rule`).
+    The check every batch gets before it is written, since neither is an error
+    a database would raise: a token count beyond
+    :data:`~otel_usecase.usage.MAX_TOKEN_COUNT` fits in int64 but makes the sums
+    of every report overflow, and a NaN or infinite cost poisons every total it
+    enters. It reads each column as one slice (C-level passes, a fraction of a
+    microsecond per call); a store's batch writer raises :class:`Unstorable` when
+    it fails, and :func:`write_isolating` then finds the calls with
+    :func:`broken_rule`.
     """
+    width = len(COLUMNS)
     try:
-        counts = [*filter(None, chain.from_iterable(map(_TOKENS, calls)))]
+        counts: tuple[Any, ...] = ()
+        for column in _COUNTS:
+            counts += flat[column::width]
+        for column in _NULLABLE_COUNTS:
+            counts += tuple(filter(None, flat[column::width]))
         if counts and (min(counts) < 0 or max(counts) > MAX_TOKEN_COUNT):
             return False
-        total = sum(filter(None, map(_COST, calls)))
+        total = sum(filter(None, flat[_COST::width]))
         return bool(total - total == 0)  # NaN or infinity anywhere leaves NaN here
     except TypeError:  # a value of the wrong type: let broken_rule name it
         return False
@@ -278,10 +288,10 @@ def write_isolating(
     """Write ``calls`` with ``write_batch``, setting apart the calls the ledger cannot hold.
 
     ``write_batch`` is a store's atomic write of a batch: it raises
-    :class:`Unstorable` when the database refused the data (nothing written), or
-    :class:`StoreUnavailable`/:class:`StoreError`, which pass through. The happy
-    path is one :func:`_plausible` test and one ``write_batch``. When the database
-    refuses a batch, every call is checked against :func:`broken_rule` and the rest
+    :class:`Unstorable` when the database refused the data or :func:`plausible`
+    failed (nothing written), or :class:`StoreUnavailable`/:class:`StoreError`,
+    which pass through. The happy path is one ``write_batch``. When a batch is
+    refused, every call is checked against :func:`broken_rule` and the rest
     written again; if the database still refuses (a rule only it knows), the batch
     is halved until the refused calls stand alone: ``k`` bad calls among ``n`` cost
     about ``2 k log2(n)`` more writes, and every other call is written.
@@ -291,18 +301,13 @@ def write_isolating(
     caller's retry of the whole batch cannot count twice (the upsert is idempotent).
     """
     rejected: list[RejectedCall] = []
-    if not _plausible(calls):
-        calls = _set_apart(calls, rejected)
-    if not calls:
-        return rejected
     try:
         write_batch(calls)
         return rejected
     except Unstorable:
         pass
-    first = len(rejected)
     calls = _set_apart(calls, rejected)
-    if len(rejected) > first:
+    if rejected:
         try:
             if calls:
                 write_batch(calls)

@@ -52,6 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..ledger import Call
@@ -66,6 +67,7 @@ from .base import (
     Unstorable,
     create_statements,
     one_line,
+    plausible,
     redact_url,
     register_fork_hooks,
     row_of,
@@ -526,6 +528,8 @@ class PostgresStore:
     def _write_batch(self, calls: Sequence[Call]) -> None:
         """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
+        if not plausible(tuple(chain.from_iterable(rows))):
+            raise Unstorable("a token count or cost out of the ledger's range")
 
         deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
 

@@ -28,6 +28,7 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     create_statements,
+    plausible,
     register_fork_hooks,
     upgrade_statements,
     upsert_sql,
@@ -400,16 +401,22 @@ class SQLiteStore:
         conn = self._conn
         assert conn is not None
         sizes = _statement_sizes(len(calls), self._max_rows)
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        start = 0
+        for size in sizes:
+            params = tuple(_flat(calls[start : start + size]) if len(sizes) > 1 else _flat(calls))
+            if not plausible(params):
+                raise Unstorable("a token count or cost out of the ledger's range")
+            statements.append((self._upsert(size), params))
+            start += size
         try:
-            if len(sizes) == 1:
-                conn.execute(self._upsert(sizes[0]), tuple(_flat(calls)))
+            if len(statements) == 1:
+                conn.execute(*statements[0])
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                start = 0
-                for size in sizes:
-                    conn.execute(self._upsert(size), tuple(_flat(calls[start : start + size])))
-                    start += size
+                for statement in statements:
+                    conn.execute(*statement)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
