@@ -473,6 +473,28 @@ def _otlp_request(message_type: Any) -> bytes:
     return serialized
 
 
+@pytest.mark.parametrize(
+    ("sqlstate", "meaning"),
+    [
+        ("25006", "unavailable"),  # read_only_sql_transaction: a standby, default_transaction_read_only
+        ("08006", "unavailable"),  # connection_failure
+        ("53100", "unavailable"),  # disk_full
+        ("55P03", "unavailable"),  # lock_not_available: lock_timeout
+        ("57014", "unavailable"),  # query_canceled: statement_timeout
+        ("57P01", "unavailable"),  # admin_shutdown
+        ("40P01", "retry"),  # deadlock_detected
+        ("22003", "bad data"),  # numeric_value_out_of_range
+        ("23502", "bad data"),  # not_null_violation
+        ("42501", "misconfigured"),  # insufficient_privilege
+        ("42P01", "misconfigured"),  # undefined_table
+    ],
+)
+def test_server_errors_are_classified_by_sqlstate_class(sqlstate: str, meaning: str) -> None:
+    from otel_usecase.store.postgres import classify
+
+    assert classify(psycopg.errors.lookup(sqlstate)("from the server")) == meaning
+
+
 def test_a_server_that_accepts_tcp_but_never_answers_fails_within_the_connect_timeout() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -330,6 +330,10 @@ def _set_apart(calls: Sequence[Call], rejected: list[RejectedCall]) -> Sequence[
     return keep if len(keep) < len(calls) else calls
 
 
+_REASON_CHARS: Final = 300
+"""A database's own refusal is quoted up to this length (PostgreSQL's repeats the whole row)."""
+
+
 def _bisect(
     calls: Sequence[Call], write_batch: Callable[[Sequence[Call]], None], rejected: list[RejectedCall]
 ) -> None:
@@ -339,7 +343,9 @@ def _bisect(
             write_batch(calls)
         except Unstorable as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
-            rejected.append(RejectedCall(calls[0], f"the store refused it: {one_line(cause)}"))
+            said = one_line(cause)
+            said = said if len(said) <= _REASON_CHARS else said[: _REASON_CHARS - 3] + "..."
+            rejected.append(RejectedCall(calls[0], f"the store refused it: {said}"))
         return
     middle = len(calls) // 2
     for half in (calls[:middle], calls[middle:]):
