@@ -125,8 +125,6 @@ class _Checkpointer:
         self._path = path
         self.busy = threading.Lock()
         """Held while a checkpoint runs (so a fork can wait for SQLite to be idle)."""
-        self.wal_pages = 0
-        """Frames in the WAL as of the last checkpoint."""
         self.truncations = 0
         """TRUNCATE checkpoints that emptied the WAL."""
         self._wait_ms = _TRUNCATE_WAIT_MS
@@ -160,11 +158,11 @@ class _Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if _size(self._path + "-wal") > _WAL_TRUNCATE_BYTES:
                 conn.execute(f"PRAGMA busy_timeout={self._wait_ms}")
                 try:
-                    busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
                 if busy:
@@ -172,7 +170,6 @@ class _Checkpointer:
                 else:
                     self.truncations += 1
                     self._wait_ms = _TRUNCATE_WAIT_MS
-            self.wal_pages = max(wal_pages, 0)
         except sqlite3.Error:
             pass  # locked or read-only right now: the next round tries again
 
@@ -188,7 +185,7 @@ class SQLiteStore:
     Safe across ``fork``: a child never uses (nor closes) the parent's
     connection; it opens its own on first use (:meth:`_after_fork_in_child`).
     A store file deleted or replaced while in use is noticed before the next
-    write and opened afresh (:meth:`_check_file`).
+    write and opened afresh (:meth:`_connection`).
     """
 
     dialect: Final = "sqlite"
