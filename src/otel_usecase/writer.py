@@ -26,7 +26,7 @@ from typing import Final
 
 from ._log import logger, warn_rate_limited
 from .ledger import Call
-from .store import Store, StoreError, StoreUnavailable
+from .store import Store, StoreError
 from .store.base import RejectedCall
 
 __all__ = ["StoreWriter"]
@@ -44,14 +44,17 @@ _INHERITED: list[Store] = []
 def _write_isolating(store: Store, calls: Sequence[Call]) -> list[RejectedCall]:
     """Write ``calls``; a call that makes the write fail for any reason but an outage is rejected alone.
 
-    Stores isolate bad rows themselves (``Store.write`` returns them); this is the
-    safety net for one that raises instead: the batch is split in halves until the
-    failing call stands alone. Rewriting a half that was already written changes
-    nothing (writes are idempotent per call).
+    The stores of this package isolate bad rows themselves (``Store.write`` returns
+    them, see ``store.base.write_isolating``); this is the safety net for a store of
+    the application's own that raises something else instead: the batch is split in
+    halves until the failing call stands alone. Rewriting a half that was already
+    written changes nothing (writes are idempotent per call). A ``StoreError`` (an
+    outage, or a store that is misconfigured, closed or refuses our role) is never
+    blamed on the calls: they stay buffered and are retried.
     """
     try:
         return list(store.write(calls) or ())
-    except StoreUnavailable:
+    except StoreError:
         raise
     except Exception as exc:
         if len(calls) == 1:
