@@ -39,7 +39,9 @@ from .rigs import CostRig
 MSG = [{"role": "user", "content": "hello"}]
 
 
-def test_cached_tokens_are_priced_at_the_cached_rate(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_cached_tokens_are_priced_at_the_cached_rate(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=12_000, completion_tokens=800, cached_tokens=10_000))
     with track_context("document_summarization", user_id="u-42"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -51,7 +53,9 @@ def test_cached_tokens_are_priced_at_the_cached_rate(rig: CostRig, fake_openai: 
     assert (row["runs"], row["calls"], row["unpriced_calls"]) == (1, 1, 0)
 
 
-def test_reasoning_tokens_are_counted_once_as_output(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_reasoning_tokens_are_counted_once_as_output(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=2_000, completion_tokens=5_000, reasoning_tokens=4_000))
     with track_context("planning"):
         client.chat.completions.create(model="o3-mini", messages=MSG)
@@ -60,7 +64,9 @@ def test_reasoning_tokens_are_counted_once_as_output(rig: CostRig, fake_openai: 
     assert (row["output_tokens"], row["reasoning_tokens"]) == (5_000, 4_000)
 
 
-def test_runs_users_experiences_and_steps(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_runs_users_experiences_and_steps(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
     per_call = openai_cost(1_000, 100, 0, MINI_IN, MINI_OUT, MINI_CACHED)
 
@@ -82,7 +88,9 @@ def test_runs_users_experiences_and_steps(rig: CostRig, fake_openai: FakeOpenAI,
     by_case = {r["use_case"]: r for r in rig.report()}
     assert by_case["document_chatbot"]["runs"] == 2 and by_case["document_chatbot"]["calls"] == 4
     assert by_case["document_chatbot"]["avg_run_cost_usd"] == pytest.approx(2 * per_call)
-    assert by_case["summarize"]["runs"] == 1 and by_case["summarize"]["p95_run_cost_usd"] == pytest.approx(3 * per_call)
+    assert by_case["summarize"]["runs"] == 1 and by_case["summarize"]["p95_run_cost_usd"] == pytest.approx(
+        3 * per_call
+    )
 
     by_user = {r["user_id"]: r for r in rig.report("user")}
     assert by_user["alice"]["cost_usd"] == pytest.approx(4 * per_call)
@@ -100,7 +108,9 @@ def test_runs_users_experiences_and_steps(rig: CostRig, fake_openai: FakeOpenAI,
     assert len(runs) == 1 and runs[0]["calls"] == 3
 
 
-def test_streaming_with_and_without_usage(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_streaming_with_and_without_usage(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=3_000, completion_tokens=700))
     with track_context("stream_case"):
         for _ in client.chat.completions.create(
@@ -152,7 +162,9 @@ def test_prices_file_overrides_and_azure_deployment_alias(
     )
     rig = CostRig(store_url, prices=str(prices))
     try:
-        fake_openai.respond(usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000, cached_tokens=4_000))
+        fake_openai.respond(
+            usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000, cached_tokens=4_000)
+        )
         with track_context("custom_model"):
             client.chat.completions.create(model="acme-llm-9000", messages=MSG)
         with track_context("azure_deployment"):
@@ -160,14 +172,18 @@ def test_prices_file_overrides_and_azure_deployment_alias(
         by_case = {r["use_case"]: r for r in rig.report()}
     finally:
         rig.close()
-    assert by_case["custom_model"]["cost_usd"] == pytest.approx((6_000 * 3.0 + 4_000 * 0.3 + 1_000 * 12.0) / M)
+    assert by_case["custom_model"]["cost_usd"] == pytest.approx(
+        (6_000 * 3.0 + 4_000 * 0.3 + 1_000 * 12.0) / M
+    )
     assert by_case["azure_deployment"]["cost_usd"] == pytest.approx(
         openai_cost(10_000, 1_000, 4_000, GPT4O_IN, GPT4O_OUT, GPT4O_CACHED)
     )
     assert by_case["azure_deployment"]["unpriced_calls"] == 0
 
 
-def test_same_batch_exported_twice_counts_once(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_same_batch_exported_twice_counts_once(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=500))
     with track_context("retry_case"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -195,7 +211,9 @@ def test_both_openai_instrumentations_count_each_request_once(
         (row,) = rig.report()
     finally:
         rig.close()
-    llm_spans = [s for s in rig.captured.get_finished_spans() if "gen_ai.operation.name" in (s.attributes or {})]
+    llm_spans = [
+        s for s in rig.captured.get_finished_spans() if "gen_ai.operation.name" in (s.attributes or {})
+    ]
     scopes = {s.instrumentation_scope.name for s in llm_spans if s.instrumentation_scope}
     assert {"opentelemetry.instrumentation.openai.v1", "opentelemetry.instrumentation.openai_v2"} <= scopes
     assert len(llm_spans) == 4
@@ -215,7 +233,9 @@ def test_both_openai_instrumentations_count_each_request_once(
     assert alone["cost_usd"] == pytest.approx(expected)
 
 
-def test_restart_between_two_calls_of_one_run(store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_restart_between_two_calls_of_one_run(
+    store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=1_000))
     for _ in range(2):  # two process lifetimes of the same exporter configuration
         rig = CostRig(store_url)
@@ -229,7 +249,9 @@ def test_restart_between_two_calls_of_one_run(store_url: str, fake_openai: FakeO
     assert row["cost_usd"] == pytest.approx(2 * openai_cost(1_000, 1_000, 0, MINI_IN, MINI_OUT, MINI_CACHED))
 
 
-def test_untracked_calls_are_grouped_by_trace(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> None:
+def test_untracked_calls_are_grouped_by_trace(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=100, completion_tokens=10))
     client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
     client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -256,7 +278,9 @@ provider.shutdown()
 """
 
 
-def test_two_processes_write_to_one_sqlite_file(store_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_two_processes_write_to_one_sqlite_file(
+    store_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=200, cached_tokens=500))
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -286,7 +310,12 @@ def test_entry_point_under_opentelemetry_instrument(tmp_path: Path, fake_openai:
     }
     app = Path(__file__).parent / "apps" / "zero_code_app.py"
     subprocess.run(
-        [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, str(app), fake_openai.base_url],
+        [
+            str(Path(sys.executable).parent / "opentelemetry-instrument"),
+            sys.executable,
+            str(app),
+            fake_openai.base_url,
+        ],
         env=env,
         check=True,
         capture_output=True,
@@ -301,7 +330,11 @@ def test_entry_point_under_opentelemetry_instrument(tmp_path: Path, fake_openai:
 def _cli(argv: list[str]) -> str:
     """Run the real console script."""
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "otel-usecase"), *argv], capture_output=True, text=True, timeout=60
+        [str(Path(sys.executable).parent / "otel-usecase"), *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -318,7 +351,10 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         cli_main(["report", "--by", "colour"])
     assert "invalid choice: 'colour'" in capsys.readouterr().err
-    assert cli_main(["report", "--since", "yesterday-ish", "--store", "sqlite:///" + str(tmp_path / "x.db")]) == 2
+    assert (
+        cli_main(["report", "--since", "yesterday-ish", "--store", "sqlite:///" + str(tmp_path / "x.db")])
+        == 2
+    )
     assert "--since 'yesterday-ish'" in capsys.readouterr().err
 
 
@@ -354,3 +390,53 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
     with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
         columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(usecase_calls)"))
     assert columns == Call._fields
+
+
+def _ledger(store_url: str) -> list[tuple[object, ...]]:
+    """Every ledger row's (status, cost_usd, input_tokens, output_tokens), oldest call first."""
+    from otel_usecase.store import open_store
+
+    store = open_store(store_url)
+    try:
+        return store.query(
+            "SELECT status, cost_usd, input_tokens, output_tokens FROM usecase_calls ORDER BY start_ns"
+        )
+    finally:
+        store.close()
+
+
+def test_partial_usage_is_a_lower_bound_never_priced_as_complete(
+    rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_usecase.usage import MAX_TOKEN_COUNT
+
+    with caplog.at_level(logging.WARNING), track_context("partial_case"):
+        # The provider reports an impossible prompt count: the real instrumentation copies it.
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=2**63, completion_tokens=400))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=MAX_TOKEN_COUNT + 1, completion_tokens=100))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        # A careless instrumentation writes the input count as text nobody can read.
+        tracer = rig.provider.get_tracer("acme.llm.instrumentation")
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini", attributes={"gen_ai.operation.name": "chat"}
+        ) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": "n/a",
+                    "gen_ai.usage.output_tokens": "250",
+                }
+            )
+        rig.flush()
+    rows = _ledger(rig.store_url)
+    assert [r[0] for r in rows] == ["partial", "partial", "priced", "partial"]
+    assert [(r[2], r[3]) for r in rows] == [(None, 400), (None, 100), (1_000, 100), (None, 250)]
+    assert [r[1] for r in rows] == pytest.approx(
+        [400 * MINI_OUT / M, 100 * MINI_OUT / M, (1_000 * MINI_IN + 100 * MINI_OUT) / M, 250 * MINI_OUT / M]
+    )
+    warned = [r.getMessage() for r in caplog.records if "gen_ai.usage.input_tokens" in r.getMessage()]
+    assert warned and str(2**63) in warned[0]

@@ -84,7 +84,9 @@ def test_random_bytes(served: ServeProcess, body: bytes) -> None:
 @given(text=st.text(max_size=2048))
 def test_random_json_text(served: ServeProcess, text: str) -> None:
     response = httpx.post(
-        served.http_url, content=text.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"}
+        served.http_url,
+        content=text.encode("utf-8", "surrogatepass"),
+        headers={"content-type": "application/json"},
     )
     assert response.status_code in (200, 400)
     if response.status_code == 400:
@@ -151,11 +153,15 @@ def test_hostile_values_and_volume(served: ServeProcess) -> None:
     still_fine(served)
 
 
-def test_json_with_garbage_ids_is_a_clear_400(served: ServeProcess) -> None:
+def test_json_with_garbage_ids_is_refused_by_name(served: ServeProcess) -> None:
     body = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz-not-hex", "spanId": "00"}]}]}]}
-    response = httpx.post(served.http_url, content=json.dumps(body), headers={"content-type": "application/json"})
-    assert response.status_code == 400
-    assert "traceId" in response.json()["message"]
+    response = httpx.post(
+        served.http_url, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
+    partial = response.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1"
+    assert "traceId 'zz-not-hex' is not a hex string" in partial["errorMessage"]
 
 
 def test_healthz_after_all_that(served: ServeProcess) -> None:

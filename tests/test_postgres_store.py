@@ -25,8 +25,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from otel_usecase.calls import Call
 from otel_usecase import report as report_module
+from otel_usecase.calls import Call
 from otel_usecase.report import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import redact_url
@@ -244,8 +244,10 @@ def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
 
 # The version 1 ledger's secondary indexes, as otel-usecase 0.1 created them.
 V1_INDEXES = (
-    "CREATE INDEX usecase_calls_run_totals ON usecase_calls "
-    "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)",
+    (
+        "CREATE INDEX usecase_calls_run_totals ON usecase_calls "
+        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status)"
+    ),
     "CREATE INDEX usecase_calls_use_case ON usecase_calls (use_case, start_ns)",
 )
 
@@ -635,7 +637,7 @@ def test_one_store_is_shared_safely_by_threads(any_store: Store) -> None:
             for b in range(part * 100, part * 100 + 100, 25):
                 store.write(calls[b : b + 25])
                 store.query("SELECT COUNT(*) FROM usecase_calls WHERE run_id = ?", ("run-1",))
-        except BaseException as exc:  # noqa: BLE001  # collected and asserted below
+        except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(p,)) for p in range(8)]
@@ -778,7 +780,7 @@ def _writer(url: str, worker: int, barrier: Any, results: Any) -> None:
             store.write(batch)
         store.close()
         results.put((worker, "ok"))
-    except BaseException as exc:  # noqa: BLE001  # report it to the test instead of dying silently
+    except BaseException as exc:  # report it to the test instead of dying silently
         results.put((worker, f"{type(exc).__name__}: {exc}"))
 
 

@@ -721,9 +721,11 @@ def test_unreadable_prices_file(tmp_path: Path) -> None:
         PriceBook(binary)
 
 
-def test_missing_file_from_the_environment_fails_at_start(
+def test_missing_file_from_the_environment_warns_and_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A bad env value never breaks the app (more in tests/test_settings.py); a bad argument raises."""
     monkeypatch.setenv(ENV_PRICES, str(tmp_path / "missing.toml"))
+    assert PriceBook().overrides_path is None
     with pytest.raises(PricesFileError, match="missing.toml"):
-        PriceBook()
+        PriceBook(tmp_path / "missing.toml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import subprocess
 import sys
@@ -71,9 +72,8 @@ def test_streaming_and_embeddings_spans_are_stamped(traced: Traced, client: open
 
 def test_non_llm_spans_are_not_stamped_by_default(traced: Traced, client: openai.OpenAI) -> None:
     tracer = traced.provider.get_tracer("my.app")
-    with track_context("rag"):
-        with tracer.start_as_current_span("handler"):
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with track_context("rag"), tracer.start_as_current_span("handler"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     by_name = {s.name: s for s in traced.spans()}
     assert stamped(by_name["handler"]) == {}
     assert stamped(by_name["openai.chat"])[attr.USE_CASE_NAME] == "rag"
@@ -128,6 +128,49 @@ def test_spans_in_and_out_of_scopes_in_any_order(default: str | None) -> None:
         expected.update({f"app-{i}-a": {}, f"llm-{i}": llm_stamp, f"genai-{i}": llm_stamp, f"app-{i}-b": {}})
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert {name: stamped(spans[name]) for name in expected} == expected
+
+
+@pytest.mark.parametrize("spans", ["llm", "all"])
+def test_only_the_same_request_nested_in_a_model_span_is_marked_as_it(spans: str) -> None:
+    """usecase.call.span_id joins two instrumentations of one request, never calls under a chain or agent."""
+    provider, exporter = _provider(UseCaseSpanProcessor(spans=spans))
+    client = provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    inner_client = provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    agents = provider.get_tracer("opentelemetry.instrumentation.openai_agents")
+    langchain = provider.get_tracer("openinference.instrumentation.langchain")
+    chat = {"gen_ai.operation.name": "chat"}
+    with track_context("nesting"):
+        for parent_tracer, name, parent_attributes in [
+            (agents, "invoke_agent", {"gen_ai.operation.name": "invoke_agent"}),
+            (agents, "execute_tool", {"gen_ai.operation.name": "execute_tool"}),
+            (langchain, "chain", {"openinference.span.kind": "CHAIN"}),
+            (langchain, "agent", {"openinference.span.kind": "AGENT"}),
+            (langchain, "embedding batch", {"openinference.span.kind": "EMBEDDING"}),
+            (client, "chat", chat),
+            (agents, "generation", {"gen_ai.operation.name": "chat"}),
+        ]:
+            with parent_tracer.start_as_current_span(name, attributes=parent_attributes):
+                with inner_client.start_as_current_span(f"{name}/chat", attributes=chat):
+                    inner_client.start_span(f"{name}/chat/chat", attributes=chat).end()
+                inner_client.start_span(
+                    f"{name}/embeddings", attributes={"gen_ai.operation.name": "embeddings"}
+                ).end()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+
+    def mark(name: str) -> object:
+        return (spans[name].attributes or {}).get(attr.CALL_SPAN_ID)
+
+    def hex_id(name: str) -> str:
+        return format(spans[name].context.span_id, "016x")
+
+    for name in ("invoke_agent", "execute_tool", "chain", "agent", "embedding batch"):
+        assert mark(f"{name}/chat") is None, name  # its own call
+        assert mark(f"{name}/chat/chat") == hex_id(f"{name}/chat"), name  # a second instrumentation of it
+        assert mark(f"{name}/embeddings") is None, name
+    for name in ("chat", "generation"):
+        assert mark(f"{name}/chat") == hex_id(name)
+        assert mark(f"{name}/chat/chat") == hex_id(name)  # the outermost span of the request
+        assert mark(f"{name}/embeddings") is None  # another operation: another request
 
 
 def test_constructor_argument_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +233,7 @@ def test_default_use_case_from_env(
     assert stamped(span) == {attr.USE_CASE_NAME: "nightly_batch"}
 
 
-def test_untrusted_baggage_is_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_untrusted_baggage_is_dropped_or_normalised_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(UseCaseSpanProcessor())
     tracer = provider.get_tracer("opentelemetry.instrumentation.anthropic")
     ctx = baggage.set_baggage(attr.USE_CASE_NAME, "name with spaces")
@@ -203,8 +246,10 @@ def test_untrusted_baggage_is_dropped_with_one_warning(caplog: pytest.LogCapture
                 tracer.start_span("messages").end()
     finally:
         context.detach(token)
+    # A bad name is dropped; an over-long id is normalised as a local scope would (tests/test_ids.py).
+    long_user = "u" * 64 + "~sha256:" + hashlib.sha256(b"u" * 257).hexdigest()[:32]
     for span in exporter.get_finished_spans():
-        assert stamped(span) == {attr.USE_CASE_ID: "run-1"}
+        assert stamped(span) == {attr.USE_CASE_ID: "run-1", attr.USER_ID: long_user}
     name_warnings = [r for r in caplog.records if "usecase.name" in r.getMessage()]
     user_warnings = [r for r in caplog.records if "user.id" in r.getMessage()]
     assert len(name_warnings) == 1 and len(user_warnings) == 1
@@ -272,6 +317,8 @@ def test_stamping_and_reports_do_not_load_the_price_data(tmp_path: Path) -> None
         "otel_usecase.UseCaseCostExporter\n"
         "assert 'genai_prices' in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

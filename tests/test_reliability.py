@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -36,6 +36,14 @@ MSG = [{"role": "user", "content": "hi"}]
 # --- store unavailable -------------------------------------------------------------------
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def lock_sqlite(store_url: str) -> sqlite3.Connection:
     """Another process's writer holding the database lock."""
     conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
@@ -44,7 +52,11 @@ def lock_sqlite(store_url: str) -> sqlite3.Connection:
 
 
 def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
-    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+    rig: CostRig,
+    store_url: str,
+    fake_openai: FakeOpenAI,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
     with track_context("warmup"):
@@ -58,9 +70,12 @@ def test_locked_sqlite_keeps_calls_in_memory_and_writes_them_later(
                 for _ in range(3):
                     client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
             app_time = time.monotonic() - started
+            flush_started = time.monotonic()
             rig.provider.force_flush()
-        assert rig.exporter.buffered_calls == 3
-        assert "keeping 3 calls in memory" in caplog.text
+            flush_time = time.monotonic() - flush_started
+            assert rig.exporter.buffered_calls == 3
+            assert flush_time < 1.9  # the export did not wait out SQLite's 2 s busy timeout
+            wait_for(lambda: "keeping 3 calls in memory" in caplog.text)  # once the writer's attempt fails
         assert app_time < 1.5  # the app never waited for the store
     finally:
         blocker.execute("ROLLBACK")
@@ -179,7 +194,7 @@ def test_50_threads_and_200_tasks_each_in_its_own_scope(
                 for _ in range(2):
                     sync_client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
                     assert current_scope().use_case_id == f"thread-{i}"  # type: ignore[union-attr]
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
@@ -288,7 +303,9 @@ with track_context("exiting", use_case_id="exit-run"):
 """
 
 
-def test_normal_interpreter_exit_flushes_everything(store_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_normal_interpreter_exit_flushes_everything(
+    store_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
     fake_openai.respond(usage=FakeUsage(prompt_tokens=100, completion_tokens=10))
     script = tmp_path / "app.py"
     script.write_text(EXITING_APP)
@@ -303,20 +320,31 @@ HOSTILE = [
     "quote'\"; DROP TABLE usecase_calls; --",
     "line\nbreak\r\n",
     "\x1b[31mred\x1b[0m\x07",
-    "=HYPERLINK(\"http://example.invalid\")",
+    '=HYPERLINK("http://example.invalid")',
     "+1+2",
     "-2-3",
     "@SUM(A1)",
 ]
 
 
-def test_hostile_ids_are_stored_verbatim_and_rendered_safely(
-    rig: CostRig, store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
-) -> None:
-    fake_openai.respond(usage=FakeUsage(prompt_tokens=10, completion_tokens=1))
-    for i, value in enumerate(HOSTILE):
-        with track_context("hostile", use_case_id=value, user_id=value):
-            client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+def test_hostile_ids_are_stored_verbatim_and_rendered_safely(rig: CostRig, store_url: str) -> None:
+    # LLM spans with the ids set as another SDK sends them: a local scope would normalise the
+    # control characters (tests/test_ids.py), but the store and the report must cope with them raw.
+    tracer = rig.provider.get_tracer("another.sdk")
+    for value in HOSTILE:
+        tracer.start_span(
+            "chat",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.response.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 1,
+                "usecase.name": "hostile",
+                "usecase.id": value,
+                "user.id": value,
+            },
+        ).end()
     rig.provider.force_flush()
     store = open_store(store_url)
     try:
@@ -344,7 +372,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")

@@ -69,7 +69,9 @@ def test_otlp_http_protobuf_from_the_sdk_exporter(served: ServeProcess, fake_ope
 
     fake_openai.respond(usage=FakeUsage(prompt_tokens=5_000, completion_tokens=400, cached_tokens=2_000))
     app_sending_to(
-        OTLPSpanExporter(endpoint=served.http_url), fake_openai, [("summarize", "alice", 3), ("chat", "bob", 2)]
+        OTLPSpanExporter(endpoint=served.http_url),
+        fake_openai,
+        [("summarize", "alice", 3), ("chat", "bob", 2)],
     )
     by_case = {r["use_case"]: r for r in report_json(served.store_url)}
     assert by_case["summarize"]["calls"] == 3 and by_case["chat"]["calls"] == 2
@@ -82,7 +84,9 @@ def test_otlp_grpc_from_the_sdk_exporter(served: ServeProcess, fake_openai: Fake
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=1_000))
-    app_sending_to(OTLPSpanExporter(endpoint=served.grpc_endpoint, insecure=True), fake_openai, [("grpc_case", "u", 4)])
+    app_sending_to(
+        OTLPSpanExporter(endpoint=served.grpc_endpoint, insecure=True), fake_openai, [("grpc_case", "u", 4)]
+    )
     (row,) = report_json(served.store_url)
     assert (row["use_case"], row["calls"]) == ("grpc_case", 4)
     assert row["cost_usd"] == pytest.approx(4 * mini_cost(1_000, 1_000))
@@ -93,7 +97,9 @@ def otlp_json(spans: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         "resourceSpans": [
             {
                 "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-app"}}]},
-                "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.openai.v1"}, "spans": spans}],
+                "scopeSpans": [
+                    {"scope": {"name": "opentelemetry.instrumentation.openai.v1"}, "spans": spans}
+                ],
                 **extra,
             }
         ]
@@ -158,12 +164,16 @@ def test_partial_success_for_spans_with_bad_ids(served: ServeProcess) -> None:
 
 
 def test_protocol_errors(served: ServeProcess) -> None:
-    bad = httpx.post(served.http_url, content=b"\xff\x00garbage", headers={"content-type": "application/x-protobuf"})
+    bad = httpx.post(
+        served.http_url, content=b"\xff\x00garbage", headers={"content-type": "application/x-protobuf"}
+    )
     assert bad.status_code == 400
     status = status_pb2.Status.FromString(bad.content)
     assert status.code == 3 and "protobuf" in status.message
 
-    assert httpx.post(served.http_url, content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    assert (
+        httpx.post(served.http_url, content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    )
     assert httpx.get(served.http_url).status_code == 405
     assert httpx.post(served.http_url.replace("/v1/traces", "/v1/metrics"), content=b"").status_code == 404
 
@@ -209,7 +219,9 @@ def test_store_unavailable_answers_503_with_retry_after(served: ServeProcess, st
     path = store_url.removeprefix("sqlite:///")
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
-    body = otlp_json([llm_span_json("5b8efff798038103d269b633813fc60d", "eee19b7ec3c1b174", "run-503", 100, 10)])
+    body = otlp_json(
+        [llm_span_json("5b8efff798038103d269b633813fc60d", "eee19b7ec3c1b174", "run-503", 100, 10)]
+    )
     try:
         response = httpx.post(served.http_url, json=body, timeout=30)
     finally:
@@ -225,14 +237,17 @@ def test_store_unavailable_answers_503_with_retry_after(served: ServeProcess, st
 def test_sigterm_finishes_in_flight_requests_and_exits_0(store_url: str) -> None:
     server = ServeProcess(store_url).start()
     spans = [
-        llm_span_json("6b8efff798038103d269b633813fc60c", f"{i:016x}", "run-term", 100, 10) for i in range(1, 10_001)
+        llm_span_json("6b8efff798038103d269b633813fc60c", f"{i:016x}", "run-term", 100, 10)
+        for i in range(1, 10_001)
     ]
     payload = json.dumps(otlp_json(spans)).encode()
     results: list[int] = []
 
     def send() -> None:
         results.append(
-            httpx.post(server.http_url, content=payload, headers={"content-type": "application/json"}, timeout=60).status_code
+            httpx.post(
+                server.http_url, content=payload, headers={"content-type": "application/json"}, timeout=60
+            ).status_code
         )
 
     sender = threading.Thread(target=send)

@@ -52,6 +52,7 @@ from otel_usecase.testing import FakeOpenAI
 from otel_usecase.validation import clean_inbound
 
 from .conftest import Traced
+from .rigs import CostRig
 
 KEY = "test-hmac-key-0123456789abcdef"
 ATTACK = "user.id=victim,usecase.id=someone-elses-run,tenant=acme"
@@ -59,7 +60,10 @@ ATTACK = "user.id=victim,usecase.id=someone-elses-run,tenant=acme"
 
 def expected_hash(raw: str, key: str = KEY) -> str:
     """The keyed hash computed independently of the package, from the standard library."""
-    return "hmac-sha256:" + hmac.new(key.encode(), raw.encode(), hashlib.sha256).hexdigest()
+    return (
+        "hmac-sha256:"
+        + hmac.new(key.encode(), raw.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    )
 
 
 def parse_baggage_header(header: str) -> dict[str, str]:
@@ -419,14 +423,109 @@ def test_user_id_for_telemetry_with_env_key_reset_and_code_override(
         privacy.set_user_id_hmac_key("")
 
 
-def test_short_key_is_used_but_warned_about(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+# --- forged hashes -------------------------------------------------------------------------
+
+
+def test_a_forged_hash_sent_as_a_user_id_never_bills_the_victim(
+    hmac_key: str, rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
+    """An app takes the user id from a request header; the attacker sends the victim's hash as its id."""
+
+    def handle(headers: dict[str, str]) -> None:
+        with track_context("support_chat", user_id=headers["x-user"]):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+
+    server = _Server(handle)
+    try:
+        victim_hash = expected_hash("alice")  # known to the attacker, e.g. from a shared report
+        for user in ("alice", victim_hash, victim_hash):
+            assert httpx.get(server.url, headers={"x-user": user}).status_code == 200
+    finally:
+        server.close()
+    by_user = {row["user_id"]: row for row in rig.report("user")}
+    forged_as = expected_hash(victim_hash)  # the attacker's value is hashed like any other id
+    assert set(by_user) == {victim_hash, forged_as}
+    assert (by_user[victim_hash]["calls"], by_user[forged_as]["calls"]) == (1, 2)
+
+
+def test_only_values_this_library_hashed_skip_hashing(hmac_key: str) -> None:
+    with track_context("support_chat", user_id="alice") as scope:
+        pass
+    hashed = scope.user_id
+    assert hashed == expected_hash("alice") and isinstance(hashed, privacy.HashedUserId)
+    with track_context("support_chat", user_id=hashed) as again:  # the library's own value: kept
+        assert again.user_id == hashed
+    as_text = json.loads(json.dumps(hashed))  # the same text from outside (a request, another process)
+    assert privacy.user_id_for_telemetry(as_text) == expected_hash(hashed) != hashed
+    with track_context("support_chat", user_id=as_text) as forged:
+        assert forged.user_id == expected_hash(hashed)
+    # an application that stores hashed ids itself (a job queue) may vouch for them, explicitly
+    assert privacy.user_id_for_telemetry(privacy.trust_hashed_user_id(as_text)) == hashed
+    with pytest.raises(ValueError, match="not a hashed user id"):
+        privacy.trust_hashed_user_id("alice")
+    assert privacy.user_id_for_telemetry(privacy.hash_user_id("bob", KEY)) == expected_hash("bob")
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.text(max_size=80))
+def test_no_raw_id_ever_yields_another_ids_hash(raw: str) -> None:
+    """Hashing is injective over what the app passes: a forged value lands on a hash of itself."""
+    privacy.set_user_id_hmac_key(KEY)
+    try:
+        victim = privacy.user_id_for_telemetry("victim")
+        assert privacy.user_id_for_telemetry(raw) == expected_hash(raw)
+        assert raw == "victim" or privacy.user_id_for_telemetry(raw) != victim
+        assert privacy.user_id_for_telemetry(str(victim)) != victim
+    finally:
+        privacy.reset_user_id_hmac_key()
+
+
+def test_short_env_key_drops_user_ids_everywhere_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    traced: Traced,
+    instrumented_httpx: None,
+    use_propagator: Callable[[TextMapPropagator], None],
+    recorder: Recorder,
+    client: openai.OpenAI,
+) -> None:
+    """A guessable key protects nothing and no key would send raw ids: neither; user ids are dropped."""
     monkeypatch.setenv(privacy.ENV_USER_ID_HMAC_KEY, "  short  ")
     privacy.reset_user_id_hmac_key()
-    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
-        assert privacy.user_id_for_telemetry("u-1") == expected_hash("u-1", "short")
-    assert "5 bytes long" in caplog.text
+    use_propagator(UseCaseBaggagePropagator(send_outbound="all"))
+    with (
+        caplog.at_level(logging.WARNING, logger="otel_usecase"),
+        track_context("support_chat", user_id="u-1") as scope,
+    ):
+        assert scope.user_id is None and scope.use_case_name == "support_chat"
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        httpx.get(recorder.url)
+        token = context.attach(baggage.set_baggage(attr.USER_ID, "u-2"))  # put in baggage by hand
+        try:
+            httpx.get(recorder.url)
+        finally:
+            context.detach(token)
+    (error,) = [r for r in caplog.records if privacy.ENV_USER_ID_HMAC_KEY in r.getMessage()]
+    assert error.levelno == logging.ERROR
+    assert "5 bytes long" in error.getMessage() and "DROPPED" in error.getMessage()
+    (llm_span,) = traced.llm_spans()
+    assert (llm_span.attributes or {})[attr.USE_CASE_NAME] == "support_chat"  # the rest is recorded
+    assert attr.USER_ID not in (llm_span.attributes or {})
+    assert [attr.USER_ID in r for r in (recorder.baggage(0), recorder.baggage(1))] == [False, False]
+    assert not privacy.user_id_hashing_enabled()
+    # from trusted baggage, a raw id is dropped and a hashed one (hashed upstream) kept
+    accept_all = UseCaseBaggagePropagator(accept_inbound="all")
+    assert baggage.get_all(accept_all.extract({"baggage": "user.id=victim"}, Context())) == {}
+    hashed = expected_hash("victim")
+    assert dict(baggage.get_all(accept_all.extract({"baggage": f"user.id={hashed}"}, Context()))) == {
+        attr.USER_ID: hashed
+    }
+
+
+@pytest.mark.parametrize("key", ["short", b"", "x" * (privacy.MIN_KEY_BYTES - 1)])
+def test_short_key_in_code_raises(key: str | bytes) -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        privacy.set_user_id_hmac_key(key)
 
 
 def test_blank_key_means_no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -570,11 +669,14 @@ def test_extract_never_removes_or_overrides_what_the_process_already_has() -> No
             context.detach(token)
 
 
-def test_accepted_invalid_values_are_dropped_not_raised() -> None:
+def test_accepted_invalid_names_are_dropped_and_ids_normalised_not_raised() -> None:
     propagator = UseCaseBaggagePropagator(accept_inbound="all")
     header = "usecase.name=has%20space,experience.id=not-a-guid,usecase.id=" + "x" * 300 + ",tenant=acme"
     got = dict(baggage.get_all(propagator.extract({"baggage": header}, Context())))
-    assert got == {"tenant": "acme"}
+    # ids are normalised as a local scope normalises them (tests/test_ids.py); the experience id
+    # is derived where the scope is read, from whichever propagator brought it
+    long_id = "x" * 64 + "~sha256:" + hashlib.sha256(b"x" * 300).hexdigest()[:32]
+    assert got == {"tenant": "acme", "experience.id": "not-a-guid", "usecase.id": long_id}
 
 
 def test_refused_keys_are_warned_about_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
@@ -670,6 +772,101 @@ def test_non_utf8_bytes_over_a_real_socket(
     assert reply.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
     (seen,) = service.seen
     assert seen.scope is None and seen.baggage == {"tenant": "acme"}
+
+
+# --- hostile headers: bounded work, bounded logs --------------------------------------------
+
+MEGABYTE_HEADER = "tenant=acme,big=" + "v" * 1_000_000
+INVALID_180 = ",".join(f"bad key {i}=1" for i in range(180)) + ",tenant=acme"
+
+
+def _sdk_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith("opentelemetry.baggage")]
+
+
+def _our_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "otel_usecase"]
+
+
+def test_the_standard_propagator_logs_a_hostile_header_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """Why ours screens headers: the SDK's propagator logs a 1 MB header, and one line per bad member."""
+    with caplog.at_level(logging.WARNING):
+        W3CBaggagePropagator().extract({"baggage": MEGABYTE_HEADER}, Context())
+        W3CBaggagePropagator().extract({"baggage": INVALID_180}, Context())
+    assert max(len(r.getMessage()) for r in _sdk_records(caplog)) > 1_000_000
+    assert len(_sdk_records(caplog)) == 1 + 180 + 1  # the header; each bad member; "tenant" is the 181st
+
+
+def test_a_megabyte_header_is_ignored_with_one_short_line_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    propagator = UseCaseBaggagePropagator()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            ctx = propagator.extract({"baggage": MEGABYTE_HEADER}, Context())
+            assert dict(baggage.get_all(ctx)) == {}  # over 8192 bytes: ignored whole, like the SDK does
+    assert _sdk_records(caplog) == []
+    (line,) = _our_records(caplog)
+    assert "over the W3C limit of 8192" in line.getMessage() and len(line.getMessage()) < 300
+
+
+def test_180_invalid_members_give_one_line_per_reason(caplog: pytest.LogCaptureFixture) -> None:
+    propagator = UseCaseBaggagePropagator()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            ctx = propagator.extract({"baggage": INVALID_180 + ",noequals,caf\u00e9=1"}, Context())
+            assert dict(baggage.get_all(ctx)) == {"tenant": "acme"}
+    assert _sdk_records(caplog) == []
+    messages = sorted(r.getMessage() for r in _our_records(caplog))
+    assert len(messages) == 3, messages  # invalid grammar, not key=value, non-ASCII: once each
+    (invalid,) = [m for m in messages if "grammar" in m]
+    assert invalid.startswith("otel_usecase ignored 180 inbound baggage item(s)") and "'bad key 0'" in invalid
+    assert all(len(m) < 300 for m in messages)
+
+
+def test_only_the_first_180_members_are_kept_and_a_long_key_is_shown_cut(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    long_key = "k" * 4000
+    header = ",".join(f"m{i}=v" for i in range(200)) + f",{long_key}=v"
+    with caplog.at_level(logging.WARNING):
+        got = dict(baggage.get_all(UseCaseBaggagePropagator().extract({"baggage": header}, Context())))
+    assert list(got) == [f"m{i}" for i in range(180)]
+    (line,) = _our_records(caplog)
+    assert "ignored 21 inbound baggage item(s): members beyond the first 180" in line.getMessage()
+    assert _sdk_records(caplog) == []
+
+
+def test_hostile_headers_over_a_real_http_server(
+    use_propagator: Callable[[TextMapPropagator], None],
+    edge: tuple[Edge, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 60 kB header (http.server takes lines up to 64 kB) and 180 bad members, 10 requests each."""
+    service, url = edge
+    use_propagator(UseCaseBaggagePropagator())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(10):
+            send_baggage(url, "tenant=acme,big=" + "v" * 60_000)
+            send_baggage(url, INVALID_180)
+    assert [seen.baggage for seen in service.seen] == [{}, {"tenant": "acme"}] * 10
+    assert _sdk_records(caplog) == []
+    assert len(_our_records(caplog)) == 2
+
+
+def test_sdk_baggage_member_check_is_still_there() -> None:
+    """The one SDK-private read of the propagator (``_baggage.is_valid_member``); fails loudly if it moves."""
+    from opentelemetry import baggage as sdk_baggage
+
+    from otel_usecase import _baggage, propagation
+
+    assert _baggage.is_valid_member is getattr(sdk_baggage, "_is_valid_pair", None)
+    assert _baggage.is_valid_member("tenant", "acme;prop=1")
+    assert not _baggage.is_valid_member("bad key", "1")
+    sdk = W3CBaggagePropagator
+    assert (propagation.MAX_HEADER_BYTES, propagation.MAX_MEMBERS, propagation.MAX_MEMBER_BYTES) == (
+        sdk._MAX_HEADER_LENGTH,
+        sdk._MAX_PAIRS,
+        sdk._MAX_PAIR_LENGTH,
+    )
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -14,13 +14,22 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_usecase._log import reset_rate_limits
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.usage import LLMUsage, is_llm_usage_span, read_usage
+from otel_usecase.usage import (
+    INPUT_KEYS,
+    MAX_TOKEN_COUNT,
+    OUTPUT_KEYS,
+    LLMUsage,
+    is_llm_usage_span,
+    read_usage,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -267,6 +276,88 @@ def test_bad_values_are_missing_and_warned(value: Any, caplog: pytest.LogCapture
     messages = _warnings(caplog)
     assert len(messages) == 1
     assert "gen_ai.usage.input_tokens" in messages[0]
+
+
+@pytest.mark.parametrize("form", [int, str], ids=["int", "str"])
+@pytest.mark.parametrize(
+    "value", [MAX_TOKEN_COUNT + 1, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63)], ids=lambda v: f"{v:.3g}"
+)
+def test_counts_beyond_the_limit_are_unreadable_as_int_or_text(
+    form: type, value: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+        usage = read_usage({"gen_ai.usage.input_tokens": 1_000, "gen_ai.usage.output_tokens": form(value)})
+    assert usage.output_tokens is None
+    assert not usage.complete  # an output count was there but could not be read
+    (message,) = _warnings(caplog)
+    assert "gen_ai.usage.output_tokens" in message and repr(form(value)) in message
+    assert str(MAX_TOKEN_COUNT) in message  # the rule, not only the value
+
+
+def test_the_limit_itself_is_a_count() -> None:
+    assert read_usage({"gen_ai.usage.input_tokens": MAX_TOKEN_COUNT}).input_tokens == MAX_TOKEN_COUNT
+    assert read_usage({"gen_ai.usage.input_tokens": str(MAX_TOKEN_COUNT)}).input_tokens == MAX_TOKEN_COUNT
+
+
+def test_a_huge_value_is_named_without_printing_it_all(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+        usage = read_usage({"gen_ai.usage.input_tokens": 10**5000, "llm.token_count.completion": "9" * 5000})
+    assert (usage.input_tokens, usage.output_tokens) == (None, None)
+    messages = _warnings(caplog)
+    assert len(messages) == 2 and all(len(m) < 300 for m in messages)
+    assert "gen_ai.usage.input_tokens" in messages[0] and "bits" in messages[0]
+    assert "llm.token_count.completion" in messages[1] and "'9999" in messages[1]
+
+
+@given(value=st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([0, MAX_TOKEN_COUNT, 2**63]))
+def test_int_and_text_forms_of_a_count_read_the_same(value: int) -> None:
+    for key in (INPUT_KEYS[0], INPUT_KEYS[2], OUTPUT_KEYS[0]):
+        as_int = read_usage({key: value, "gen_ai.request.model": "m"})
+        assert read_usage({key: str(value), "gen_ai.request.model": "m"}) == as_int
+        assert read_usage({key: f" {value} ", "gen_ai.request.model": "m"}) == as_int
+    expected = value if 0 <= value <= MAX_TOKEN_COUNT else None
+    assert read_usage({INPUT_KEYS[0]: value}).input_tokens == expected
+
+
+def test_whole_floats_read_like_ints_and_fractions_never() -> None:
+    assert read_usage({"gen_ai.usage.input_tokens": 1e12}).input_tokens == MAX_TOKEN_COUNT
+    assert read_usage({"gen_ai.usage.input_tokens": 1e13}).input_tokens is None
+    assert read_usage({"gen_ai.usage.input_tokens": 2.0**63}).input_tokens is None
+    assert read_usage({"gen_ai.usage.input_tokens": "12.5"}).input_tokens is None
+    assert read_usage({"gen_ai.usage.input_tokens": False}).input_tokens is None
+
+
+# -- partial usage: what could not be read ----------------------------------------
+
+
+def test_unreadable_input_with_a_known_output_is_incomplete() -> None:
+    usage = read_usage({"gen_ai.usage.input_tokens": "lots", "gen_ai.usage.output_tokens": 50})
+    assert (usage.input_tokens, usage.output_tokens, usage.complete) == (None, 50, False)
+
+
+def test_missing_input_with_a_known_output_is_incomplete() -> None:
+    """Every model request has input tokens: a span that reports only output lost the input count."""
+    assert not read_usage({"gen_ai.usage.output_tokens": 50}).complete
+
+
+def test_unreadable_output_with_a_known_input_is_incomplete() -> None:
+    usage = read_usage({"llm.token_count.prompt": 400, "llm.token_count.completion": -2})
+    assert (usage.input_tokens, usage.output_tokens, usage.complete) == (400, None, False)
+
+
+def test_input_only_is_complete_for_embeddings() -> None:
+    assert read_usage({"gen_ai.operation.name": "embeddings", "gen_ai.usage.input_tokens": 8}).complete
+
+
+def test_a_bad_value_that_another_convention_supplies_is_complete() -> None:
+    usage = read_usage(
+        {
+            "gen_ai.usage.input_tokens": "n/a",
+            "gen_ai.usage.prompt_tokens": 40,
+            "llm.usage.completion_tokens": 3,
+        }
+    )
+    assert (usage.input_tokens, usage.output_tokens, usage.complete) == (40, 3, True)
 
 
 def test_bad_value_falls_back_to_the_next_convention() -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         track,
         track_context,
     )
+    from .threads import propagate_context_to_threads, stop_propagating_context_to_threads
 
 __all__ = [
     "Scope",
@@ -37,7 +38,9 @@ __all__ = [
     "__version__",
     "attributes",
     "current_scope",
+    "propagate_context_to_threads",
     "set_default_use_case",
+    "stop_propagating_context_to_threads",
     "track",
     "track_context",
 ]
@@ -51,6 +54,8 @@ _HOMES: Final = {
     "track_context": ".scope",
     "UseCaseSpanProcessor": ".processor",
     "UseCaseCostExporter": ".exporter",
+    "propagate_context_to_threads": ".threads",
+    "stop_propagating_context_to_threads": ".threads",
 }
 
 

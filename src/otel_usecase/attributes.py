@@ -23,6 +23,9 @@ EXPERIENCE_ID: Final = "experience.id"
 """One instance of an experience (a GUID); may contain many runs."""
 USER_ID: Final = "user.id"
 """The user a run belongs to."""
+EXPERIENCE_ID_ORIGINAL: Final = "experience.id.original"
+"""The experience id the application gave when it was not stored as is: a session id such as
+``sess_9f8a7b`` (``experience.id`` is then its UUIDv5) or a GUID in another case or format."""
 
 ALL_KEYS: Final[tuple[str, ...]] = (
     USE_CASE_NAME,
@@ -32,6 +35,7 @@ ALL_KEYS: Final[tuple[str, ...]] = (
     EXPERIENCE_NAME,
     EXPERIENCE_ID,
     USER_ID,
+    EXPERIENCE_ID_ORIGINAL,
 )
 """Every key, in the order of :class:`otel_usecase.Scope`'s fields."""
 
@@ -39,11 +43,17 @@ CALL_SPAN_ID: Final = "usecase.call.span_id"
 """On an LLM span nested in another LLM span (two instrumentations of one request):
 the outermost LLM span's id in hex, so that the cost engine counts the request once.
 Set by the span processor; not a baggage key."""
+CALL_DUPLICATE_OF: Final = "usecase.call.duplicate_of"
+"""On a framework's model span (OpenInference LangChain) that the processor saw a client
+instrumentation's span of the same request start inside: that span's id in hex. The cost
+engine counts the request once, from that span. Set by the span processor; not a baggage key."""
 
 __all__ = [
     "ALL_KEYS",
+    "CALL_DUPLICATE_OF",
     "CALL_SPAN_ID",
     "EXPERIENCE_ID",
+    "EXPERIENCE_ID_ORIGINAL",
     "EXPERIENCE_NAME",
     "USER_ID",
     "USE_CASE_ID",

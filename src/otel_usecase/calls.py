@@ -10,13 +10,28 @@ operation but carries token usage, or OpenInference marks it ``LLM`` /
 ``EMBEDDING``. Agent and tool spans (``invoke_agent``, ``execute_tool``) are not
 calls even when they carry summed usage, because their children already are.
 
-**Never twice.** Two instrumentations of one request (e.g.
-``opentelemetry-instrumentation-openai`` and ``-openai-v2``) produce an LLM span
-nested in another. A nested LLM span is keyed by its outermost LLM ancestor, so
-both land on the same ledger key and the store keeps the one that has usage.
-The ancestor is known from the ``usecase.call.span_id`` attribute that the span
-processor stamps at start, or else from the parent being in the same batch.
+**Never twice.** Two instrumentations of one request produce two model spans;
+the request is counted once, from one of them:
+
+* Nested (``opentelemetry-instrumentation-openai`` and ``-openai-v2``; an agent
+  SDK's ``generation``/``response`` span around the OpenAI client's span): the
+  inner span is keyed by its outermost ancestor *that is the same request*
+  (:func:`otel_usecase.operations.same_request`), so both land on one ledger key
+  and the store keeps the one that has usage. The ancestor is known from the
+  ``usecase.call.span_id`` attribute that the span processor stamps at start, or
+  else from the parent being in the same batch. A chain, agent, tool, workflow
+  or task parent is never the same request: every call under it counts.
+* Not nested (OpenInference LangChain's ``LLM`` span and the OpenAI client's
+  span: OpenInference LangChain never makes its spans current, so the client's
+  span is not its child): the span processor marks the LangChain span
+  ``usecase.call.duplicate_of`` when the client's span starts inside it, and a
+  marked span is not a call.
+
 A span exported twice has the same key, and the store ignores the second copy.
+
+**Partial usage.** A call whose usage could not be read in full (see
+:mod:`otel_usecase.usage`) is stored ``partial`` with the cost of what could be
+read: a lower bound, never ``priced`` as if complete.
 """
 
 from __future__ import annotations
@@ -31,12 +46,19 @@ from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
 from .ledger import Call
+from .operations import MODEL_OPERATIONS, NOT_CALL_OPERATIONS, OI_KIND, OI_MODEL_KINDS, same_request
 from .pricing import PriceBook, warn_unpriced
 from .usage import READ_KEYS, read_usage
 
 __all__ = [
     "CALL_SPAN_ID",
     "ENGINE_KEYS",
+    "MODEL_OPERATIONS",
+    "NOT_CALL_OPERATIONS",
+    "STATUS_NO_USAGE",
+    "STATUS_PARTIAL",
+    "STATUS_PRICED",
+    "STATUS_UNPRICED",
     "UNTRACKED",
     "Call",
     "SpanView",
@@ -49,33 +71,12 @@ UNTRACKED: Final = "(untracked)"
 
 CALL_SPAN_ID: Final = attr.CALL_SPAN_ID
 
-MODEL_OPERATIONS: Final = frozenset(
-    {
-        "chat",
-        "text_completion",
-        "completion",
-        "generate_content",
-        "embeddings",
-        "embedding",
-        "responses",
-        "response",
-        "rerank",
-        "image_generation",
-        "speech",
-        "transcription",
-    }
-)
-NOT_CALL_OPERATIONS: Final = frozenset(
-    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "workflow", "task", "tool"}
-)
-_OI_KIND: Final = "openinference.span.kind"
-_OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
-
 ENGINE_KEYS: Final[frozenset[str]] = READ_KEYS | frozenset(
     (
         *attr.ALL_KEYS,
         attr.CALL_SPAN_ID,
-        _OI_KIND,
+        attr.CALL_DUPLICATE_OF,
+        OI_KIND,
         "gen_ai.operation.name",
         "gen_ai.system",
         "gen_ai.provider.name",
@@ -84,6 +85,10 @@ ENGINE_KEYS: Final[frozenset[str]] = READ_KEYS | frozenset(
 """Every span attribute the cost engine reads; the rest (prompts, completions, ...) it never needs."""
 
 STATUS_PRICED: Final = "priced"
+"""Usage read in full and priced: ``cost_usd`` is the call's cost."""
+STATUS_PARTIAL: Final = "partial"
+"""Usage read only in part (an input or output count unreadable) and priced: ``cost_usd`` is
+the cost of what could be read, a lower bound; totals that include it are lower bounds."""
 STATUS_UNPRICED: Final = "unpriced"
 STATUS_NO_USAGE: Final = "no_usage"
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = {}
@@ -107,7 +112,9 @@ class SpanView(NamedTuple):
 
 
 def is_model_call(attributes: Mapping[str, Any]) -> bool:
-    """Whether a finished span with these attributes is one model request."""
+    """Whether a finished span with these attributes is one model request (to be counted)."""
+    if attr.CALL_DUPLICATE_OF in attributes:  # the same request as another span: counted there
+        return False
     operation = attributes.get("gen_ai.operation.name")
     if operation is not None:
         op = str(operation)
@@ -115,9 +122,9 @@ def is_model_call(attributes: Mapping[str, Any]) -> bool:
             return True
         if op in NOT_CALL_OPERATIONS:
             return False
-    kind = attributes.get(_OI_KIND)
+    kind = attributes.get(OI_KIND)
     if kind is not None:
-        return str(kind).upper() in _OI_MODEL_KINDS
+        return str(kind).upper() in OI_MODEL_KINDS
     if operation is not None:  # an operation we do not know: count it if it has usage
         return read_usage(attributes).has_usage
     return ("gen_ai.system" in attributes or "gen_ai.provider.name" in attributes) and read_usage(
@@ -185,14 +192,23 @@ class _DayClock:
 
 
 def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
-    """The span id a call is recorded under: its outermost LLM ancestor's, or its own."""
+    """The span id a call is recorded under: its outermost ancestor that is the same request, or its own.
+
+    Walks up through parents in the batch only while each is the same model
+    request as the span (:func:`~otel_usecase.operations.same_request`): a model
+    span under a chain or agent span is its own call.
+    """
     stamped = span.attributes.get(CALL_SPAN_ID)
     if isinstance(stamped, str) and len(stamped) == 16:
         return stamped
     current = span
     for _ in range(8):  # nested instrumentations are shallow; stop on cycles in bad data
         parent = by_id.get(current.parent_span_id) if current.parent_span_id is not None else None
-        if parent is None or parent.trace_id != span.trace_id:
+        if (
+            parent is None
+            or parent.trace_id != span.trace_id
+            or not same_request(parent.attributes, span.attributes)
+        ):
             break
         current = parent
     return _hex_span(current.span_id)
@@ -216,7 +232,10 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
             source = price.source
         else:
             warn_unpriced(usage.model, usage.provider)
-        status = STATUS_PRICED if cost is not None else STATUS_UNPRICED
+        if cost is None:
+            status = STATUS_UNPRICED
+        else:
+            status = STATUS_PRICED if usage.complete else STATUS_PARTIAL
     else:
         status = STATUS_NO_USAGE
     # Positional, in column order: this runs once per LLM span. tuple.__new__ skips the

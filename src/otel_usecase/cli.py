@@ -82,6 +82,13 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         help="largest request body, after decompression (default 16 MiB)",
     )
     serve.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time a client has for a request's headers, and again for its body, before the connection is "
+        "closed (default: $OTEL_USECASE_READ_TIMEOUT, else 30)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -111,17 +118,24 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """``otel-usecase serve``: 2 for options that cannot work, 1 when it cannot start (nothing announced)."""
     try:
         from .serve.server import ServeOptions, parse_address, run
-    except ImportError as exc:
+    except ImportError as exc:  # server.py imports every module of the extra up front
         print(
-            f"otel-usecase: serve needs the 'serve' extra ({exc.name} is missing): "
+            f"otel-usecase: serve needs the 'serve' extra ({exc.name or exc} is missing): "
             "pip install 'otel-usecase[serve]'",
             file=sys.stderr,
         )
-        return 2
-    if args.max_body_bytes <= 0 or args.workers <= 0:
-        print("otel-usecase: --max-body-bytes and --workers must be positive", file=sys.stderr)
+        return 1
+    if (
+        args.max_body_bytes <= 0
+        or args.workers <= 0
+        or (args.read_timeout is not None and args.read_timeout <= 0)
+    ):
+        print(
+            "otel-usecase: --max-body-bytes, --workers and --read-timeout must be positive", file=sys.stderr
+        )
         return 2
     try:
         options = ServeOptions(
@@ -131,12 +145,16 @@ def _serve(args: argparse.Namespace) -> int:
             prices=args.prices,
             token=args.token,
             max_body_bytes=args.max_body_bytes,
+            read_timeout=args.read_timeout,
             workers=args.workers,
         )
         return run(options)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 2
+    except (OSError, StoreError) as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 1
 
 
 def _per_million(value: object) -> str:

@@ -40,8 +40,9 @@ them.
 Overrides file
 --------------
 :class:`PriceBook` reads an optional TOML file (the ``overrides`` argument, else
-the path in ``OTEL_USECASE_PRICES``; read and checked by :mod:`otel_usecase.prices_file`),
-whose prices win over genai-prices::
+the path in ``OTEL_USECASE_PRICES``; read and checked by :mod:`otel_usecase.prices_file`:
+a bad file given as an argument raises, one named by the env var is warned about
+and not used), whose prices win over genai-prices::
 
     # USD per million tokens.
     [models."gpt-4o"]              # any provider
@@ -93,6 +94,7 @@ import genai_prices
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint, TieredPrices
 
+from . import config
 from ._log import logger, warn_rate_limited
 from .usage import LLMUsage
 
@@ -105,7 +107,7 @@ __all__ = [
     "warn_unpriced",
 ]
 
-ENV_PRICES: Final = "OTEL_USECASE_PRICES"
+ENV_PRICES: Final = config.PRICES.env
 """Environment variable holding the path of the overrides TOML file."""
 
 _DEFAULT_CACHE_SIZE: Final = 4096
@@ -496,15 +498,25 @@ class PriceBook:
         *,
         cache_size: int = _DEFAULT_CACHE_SIZE,
     ) -> None:
+        from_env = overrides is None
         if overrides is None:
-            overrides = os.environ.get(ENV_PRICES, "").strip() or None
+            overrides = config.prices_path()
         self.overrides_path: str | None = os.fspath(overrides) if overrides is not None else None
         self._overrides: dict[tuple[str | None, str], _Rates] = {}
         self._aliases: dict[str, str] = {}
         if self.overrides_path is not None:
             from .prices_file import load_prices_file  # only with an overrides file
 
-            self._overrides, self._aliases = load_prices_file(self.overrides_path)
+            try:
+                self._overrides, self._aliases = load_prices_file(self.overrides_path)
+            except PricesFileError as exc:
+                if not from_env:
+                    raise  # a file named in code or on the command line: the caller's mistake
+                # From the environment: warn and price with genai-prices alone, because this runs
+                # while opentelemetry-instrument configures the SDK, where raising turns off every
+                # exporter, not just ours.
+                config.PRICES.warn_bad(self.overrides_path, str(exc), "pricing with genai-prices alone")
+                self.overrides_path = None
         self.genai_prices_version = genai_prices.__version__
         self._cache_size = max(1, cache_size)
         self._cache: dict[tuple[str | None, str], _Entry | None] = {}

@@ -10,6 +10,7 @@ attributes, and the validated values of a baggage dict are cached by identity
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Final
@@ -25,6 +26,7 @@ from . import config
 from . import scope as _scope
 from ._baggage import BAGGAGE_KEY
 from ._log import logger, warn_rate_limited
+from .operations import CALL_MARK_KEYS, call_class, same_request
 
 __all__ = ["LLM_SCOPE_PREFIXES", "LLM_START_ATTRIBUTES", "UseCaseSpanProcessor"]
 
@@ -59,6 +61,7 @@ LLM_START_ATTRIBUTES: Final[tuple[str, ...]] = (
 """Attributes that mark an LLM span when present at start (GenAI semantic conventions)."""
 
 _MAX_CACHED_SCOPES: Final = 4096
+_MAX_WRAPPERS: Final = 64
 _MISSING: Final = object()
 
 
@@ -108,6 +111,10 @@ class UseCaseSpanProcessor(SpanProcessor):
         self._scopes_seen: list[object] = []
         self._last: tuple[object, dict[str, str]] = (None, {})
         self._plain_scope: object = _MISSING
+        # (baggage, span) of the latest LLM-scope spans that carried no GenAI mark at start
+        # (OpenInference LangChain's): see _claim_wrapper. Bounded; appends are atomic.
+        self._wrappers: deque[tuple[object, Span]] = deque(maxlen=_MAX_WRAPPERS)
+        self._last_claimer: str | None = None
         # Whether the last span that read the context found baggage: decides which of
         # on_start's two rejecting tests runs first (a hint; either order is correct).
         self._scoped = False
@@ -176,9 +183,11 @@ class UseCaseSpanProcessor(SpanProcessor):
             if not values:
                 return
             parent = ctx.get(_SPAN_KEY)
+            outer = None
             if parent is not None:
-                # Nested in another LLM span (two instrumentations of one call)? Not when the
-                # parent comes from the last non-LLM scope and started as a plain span.
+                # Nested in another LLM span, the same request (two instrumentations of one
+                # call)? Not when the parent comes from the last non-LLM scope and started as
+                # a plain span; else same_request decides.
                 parent_started = getattr(parent, "_attributes", None)
                 if (
                     getattr(parent, "_instrumentation_scope", None) is not self._plain_scope
@@ -187,9 +196,18 @@ class UseCaseSpanProcessor(SpanProcessor):
                     or "gen_ai.system" in parent_started._dict
                     or "gen_ai.provider.name" in parent_started._dict
                 ):
-                    outer = self._outer_llm_span_id(span, parent)
+                    outer = self._outer_call_span_id(span, parent)
                     if outer is not None:
                         values = {**values, attr.CALL_SPAN_ID: outer}
+            if not (
+                "gen_ai.operation.name" in started
+                or "openinference.span.kind" in started
+                or "gen_ai.system" in started
+                or "gen_ai.provider.name" in started
+            ):
+                self._wrappers.append((bag, span))  # an LLM-scope span whose kind is set at its end
+            elif self._wrappers and (outer is None or outer != self._last_claimer):
+                self._claim_wrapper(span, started, bag, outer)
             # No lock for the direct write: on_start runs inside start_span, before the
             # span is handed to any code that could touch it from another thread.
             if len(started) + len(values) <= room and started.keys().isdisjoint(values):
@@ -206,9 +224,15 @@ class UseCaseSpanProcessor(SpanProcessor):
         if not values:
             return
         parent = ctx.get(_SPAN_KEY)
-        outer = self._outer_llm_span_id(span, parent) if parent is not None else None
+        outer = self._outer_call_span_id(span, parent) if parent is not None else None
         if outer is not None:
             values = {**values, attr.CALL_SPAN_ID: outer}
+        if self._is_llm(span):
+            started = _attributes_of(span)
+            if not any(key in started for key in CALL_MARK_KEYS):
+                self._wrappers.append((ctx.get(BAGGAGE_KEY), span))
+            elif self._wrappers and (outer is None or outer != self._last_claimer):
+                self._claim_wrapper(span, started, ctx.get(BAGGAGE_KEY), outer)
         _stamp(span, values)
 
     def _room(self, scope: object, span: object) -> int:
@@ -256,17 +280,59 @@ class UseCaseSpanProcessor(SpanProcessor):
                 return True
         return False
 
-    def _outer_llm_span_id(self, span: Span, parent: object) -> str | None:
-        """The outermost LLM span's id when this LLM span is nested in ``parent``, an LLM span (two instrumentations)."""
-        if not isinstance(parent, ReadableSpan) or not self._is_llm(parent):
+    def _outer_call_span_id(self, span: Span, parent: object) -> str | None:
+        """The outermost same-request span's id when this span is nested in ``parent``, the same request.
+
+        ``parent`` is the same request only when both are model-request spans of the
+        same class (:func:`~otel_usecase.operations.same_request`): two
+        instrumentations of one call. Under a chain, agent, tool or workflow span
+        every call is its own.
+        """
+        if not isinstance(parent, ReadableSpan):
             return None
-        if self._all_spans and not self._is_llm(span):
+        parent_attributes = _attributes_of(parent)
+        if not same_request(parent_attributes, _attributes_of(span)):
             return None
-        outer = _attributes_of(parent).get(attr.CALL_SPAN_ID)
+        outer = parent_attributes.get(attr.CALL_SPAN_ID)
         if isinstance(outer, str):
             return outer
         parent_context = parent.get_span_context()
         return None if parent_context is None else format(parent_context.span_id, "016x")
+
+    def _claim_wrapper(
+        self, span: Span, started: Mapping[str, object], bag: object, outer: str | None
+    ) -> None:
+        """Mark the framework span this client span's request runs inside as its duplicate.
+
+        OpenInference LangChain's spans carry nothing at start (their kind is set at
+        the end) and are never made current, so the OpenAI client's span of the same
+        request is not their child. When a model-request span starts, the latest
+        still-open such span of the same scope (the same baggage dict) is the
+        LangChain model run that sent it: it gets ``usecase.call.duplicate_of`` and
+        the request is counted once, from the client's span. Sequential calls pair
+        exactly; concurrent LangChain calls in one scope may pair with another
+        call's span, which can count a request twice. Runs only once such spans
+        were seen, and once per request: the request's outermost span (``outer``,
+        None when ``span`` is it) claims; an inner span only when the outer one was
+        not seen here (``_last_claimer``).
+        """
+        if call_class(started) is None:
+            return
+        own = span.get_span_context()
+        if own is None:
+            return
+        self._last_claimer = outer if outer is not None else format(own.span_id, "016x")
+        for entry in reversed(list(self._wrappers)):
+            wrapper = entry[1]
+            if entry[0] is not bag or getattr(wrapper, "end_time", None) is not None:
+                continue
+            try:
+                self._wrappers.remove(entry)
+            except ValueError:  # claimed by another thread
+                continue
+            if isinstance(wrapper, Span) and wrapper.is_recording():
+                wrapper.set_attribute(attr.CALL_DUPLICATE_OF, format(own.span_id, "016x"))
+            return
 
     def _values(self, bag: object, ctx: Context) -> dict[str, str]:
         """What to stamp on an LLM span started in ``ctx``, whose baggage is ``bag``.
@@ -373,6 +439,9 @@ def add_to_global_provider() -> UseCaseSpanProcessor | None:
                 type(provider).__name__,
             )
             return None
+        from .threads import enable_from_env
+
+        enable_from_env()  # threads and pools inherit the scope unless OTEL_USECASE_THREAD_CONTEXT=false
         if _has_processor(provider):
             logger.debug("otel_usecase: UseCaseSpanProcessor already on the tracer provider")
             return None

@@ -26,6 +26,12 @@ through unchanged in both directions:
   provider, so it stays home unless allowed (ideally hashed, see
   :mod:`otel_usecase.privacy`).
 
+Inbound headers are also screened before the standard parser sees them: the
+SDK's propagator logs a header over 8192 bytes whole (a 1 MB header is a 1 MB
+log line) and every invalid member on its own line, on every request. Ours
+checks the size first, drops what breaks the W3C limits or grammar, and logs
+one short line per reason a minute (see :func:`_screen`).
+
 Both settings take ``all``, ``none`` or a comma-separated list of our keys
 (``usecase.name,usecase.id``). Resolution: constructor argument, then env var,
 then default; a bad env value is warned about and the default used.
@@ -52,6 +58,7 @@ setting each service runs with.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -63,9 +70,9 @@ from opentelemetry.propagators import textmap
 
 from . import attributes as attr
 from . import config
-from ._baggage import BAGGAGE_KEY, baggage_of
+from ._baggage import BAGGAGE_KEY, baggage_of, is_valid_member
 from ._log import logger, warn_rate_limited
-from .privacy import user_id_for_telemetry
+from .privacy import user_id_from_baggage
 from .validation import accept_inbound
 
 __all__ = [
@@ -79,9 +86,9 @@ __all__ = [
     "parse_keys",
 ]
 
-ENV_INBOUND_KEYS: Final = "OTEL_USECASE_INBOUND_KEYS"
+ENV_INBOUND_KEYS: Final = config.INBOUND_KEYS.env
 """Which of our keys ``usecase_baggage`` accepts from inbound requests: ``all``, ``none`` or a list."""
-ENV_OUTBOUND_KEYS: Final = "OTEL_USECASE_OUTBOUND_KEYS"
+ENV_OUTBOUND_KEYS: Final = config.OUTBOUND_KEYS.env
 """Which of our keys ``usecase_baggage`` writes into outbound requests: ``all``, ``none`` or a list."""
 
 ENTRY_POINT_NAME: Final = "usecase_baggage"
@@ -127,20 +134,14 @@ def parse_keys(spec: KeySpec) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _resolve_keys(env_name: str, given: KeySpec | None, default: frozenset[str]) -> frozenset[str]:
+def _resolve_keys(
+    setting: config.Setting[frozenset[str] | None], given: KeySpec | None, default: frozenset[str]
+) -> frozenset[str]:
     """Argument, then env var, then default; a bad argument raises, a bad env value warns."""
     if given is not None:
         return parse_keys(given)
-    raw = config.env_str(env_name)
-    if raw is None:
-        return default
-    try:
-        return parse_keys(raw)
-    except ValueError as exc:
-        warn_rate_limited(
-            f"env:{env_name}", "%s=%r: %s; using the default %s", env_name, raw, exc, _describe(default)
-        )
-        return default
+    keys = setting.read()
+    return default if keys is None else keys
 
 
 def _describe(keys: frozenset[str]) -> str:
@@ -181,8 +182,8 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
     def __init__(
         self, *, accept_inbound: KeySpec | None = None, send_outbound: KeySpec | None = None
     ) -> None:
-        self._inbound = _resolve_keys(ENV_INBOUND_KEYS, accept_inbound, DEFAULT_INBOUND_KEYS)
-        self._outbound = _resolve_keys(ENV_OUTBOUND_KEYS, send_outbound, DEFAULT_OUTBOUND_KEYS)
+        self._inbound = _resolve_keys(config.INBOUND_KEYS, accept_inbound, DEFAULT_INBOUND_KEYS)
+        self._outbound = _resolve_keys(config.OUTBOUND_KEYS, send_outbound, DEFAULT_OUTBOUND_KEYS)
         self._withheld = _OUR_KEYS - self._outbound
         _warn_if_standard_baggage_also_configured()
 
@@ -210,7 +211,10 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
     ) -> Context:
         """Baggage from ``carrier`` merged into ``context``, without the keys this service does not accept.
 
-        The header is parsed by the standard propagator into an empty context,
+        The header is first screened against the W3C limits and the SDK's own
+        member check (:func:`_screen`), so that a hostile header costs one
+        bounded pass and at most one log line per reason a minute; what is left is
+        parsed by the standard propagator into an empty context,
         so that only entries that really came from the request are filtered; a
         value this process already had (a local scope) is never removed, and an
         inbound entry that is refused does not override it.
@@ -218,12 +222,15 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
         if context is None:
             context = otel_context.get_current()
         try:
-            parsed = super().extract(carrier, Context(), getter)
+            header = _screen(_first(getter.get(carrier, self._BAGGAGE_HEADER_NAME)))
+            if not header:
+                return context
+            parsed = super().extract({self._BAGGAGE_HEADER_NAME: header}, Context())
             inbound = baggage_of(parsed)
             if not inbound:
                 return context
             kept = self._filter_inbound(inbound)
-        except Exception as exc:  # e.g. a header with lone surrogates or of a type the getter cannot read
+        except Exception as exc:  # e.g. a getter that cannot read the carrier
             warn_rate_limited(
                 "propagation:extract",
                 "otel_usecase ignored an unreadable baggage header (%s)",
@@ -294,9 +301,106 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
                     out = dict(bag)
                 del out[name]
             elif name == attr.USER_ID and isinstance(value, str):
-                hashed = user_id_for_telemetry(value)
-                if hashed != value:
+                hashed = user_id_from_baggage(value)
+                if hashed is None or hashed != value:
                     if out is None:
                         out = dict(bag)
-                    out[name] = hashed
+                    if hashed is None:  # the HMAC key is too short: user ids are dropped
+                        del out[name]
+                    else:
+                        out[name] = hashed
         return bag if out is None else out
+
+
+# --- screening inbound headers ---------------------------------------------------------------
+
+MAX_HEADER_BYTES: Final = 8192
+"""W3C baggage: the most bytes of a ``baggage`` header a receiver must take; a longer one is ignored whole."""
+MAX_MEMBERS: Final = 180
+"""W3C baggage: the most list members a receiver must take; the first ones are kept."""
+MAX_MEMBER_BYTES: Final = 4096
+"""W3C baggage: the most bytes of one list member; a longer one is ignored."""
+
+_DELIMITER: Final = re.compile(r"[ \t]*,[ \t]*")  # the SDK's own split
+_SHOWN_KEY: Final = 40
+
+
+def _first(items: object) -> object:
+    """The first header value, as the SDK takes it (a getter returns a list of values)."""
+    if items is None or isinstance(items, str | bytes):
+        return items
+    if isinstance(items, Iterable):
+        return next(iter(items), None)
+    return items
+
+
+def _screen(header: object) -> str:
+    """The members of an inbound ``baggage`` header the SDK will parse without a word, joined again.
+
+    Bounded work whatever the header: its length is checked before anything
+    else (a 1 MB header is never split, copied or logged), and only the first
+    :data:`MAX_MEMBERS` members that pass the SDK's own check are kept. What is
+    dropped is summarised by :func:`_report`, one line per reason a minute.
+    """
+    if header is None or header == "":
+        return ""
+    if not isinstance(header, str):
+        _report("not_text", 1, f"a header of type {type(header).__name__}", "")
+        return ""
+    size = len(header) if len(header) > MAX_HEADER_BYTES else len(header.encode("utf-8", "surrogatepass"))
+    if size > MAX_HEADER_BYTES:
+        _report(
+            "header", 1, f"a header of at least {size} bytes, over the W3C limit of {MAX_HEADER_BYTES}", ""
+        )
+        return ""
+    kept: list[str] = []
+    dropped: dict[str, tuple[int, str]] = {}
+    for member in _DELIMITER.split(header):
+        if not member:
+            continue
+        reason = _member_problem(member, len(kept))
+        if reason is None:
+            kept.append(member)
+        else:
+            count, first = dropped.get(reason, (0, member))
+            dropped[reason] = (count + 1, first)
+    for reason, (count, first) in dropped.items():
+        _report(reason, count, _REASONS[reason], first.split("=", 1)[0])
+    return ",".join(kept)
+
+
+_REASONS: Final = {
+    "non_ascii": "non-ASCII characters",
+    "member_size": f"members over {MAX_MEMBER_BYTES} bytes",
+    "members": f"members beyond the first {MAX_MEMBERS}",
+    "format": "members that are not key=value",
+    "invalid": "members whose key or value breaks the W3C baggage grammar",
+}
+
+
+def _member_problem(member: str, kept: int) -> str | None:
+    """Why the SDK would refuse ``member`` (the same checks, in the same order), or ``None``."""
+    if not member.isascii():
+        return "non_ascii"
+    if len(member) > MAX_MEMBER_BYTES:
+        return "member_size"
+    if kept >= MAX_MEMBERS:
+        return "members"
+    name, sep, value = member.partition("=")
+    if not sep:
+        return "format"
+    if not is_valid_member(name.strip(" \t"), value.strip(" \t")):
+        return "invalid"
+    return None
+
+
+def _report(reason: str, count: int, what: str, key: str) -> None:
+    """One warning per reason a minute: a count and a short, escaped key; never the header."""
+    shown = repr(key[:_SHOWN_KEY]) + ("..." if len(key) > _SHOWN_KEY else "") if key else ""
+    warn_rate_limited(
+        f"propagation:baggage:{reason}",
+        "otel_usecase ignored %d inbound baggage item(s): %s%s (reported at most once a minute per reason)",
+        count,
+        what,
+        f", the first with key {shown}" if shown else "",
+    )

@@ -3,16 +3,24 @@
 A scope is entered with :func:`track_context` (a context manager) or :func:`track`
 (a decorator). Its resolved values are written into W3C baggage, so they follow
 the work through ``await``, into threads started with ``contextvars.copy_context()``
-and, through the standard ``baggage`` propagator, into other services. The span
-processor reads them back from the baggage of each LLM span's parent context.
+(or any thread and thread pool once :func:`otel_usecase.propagate_context_to_threads`
+ran, which ``opentelemetry-instrument`` does) and, through the standard ``baggage``
+propagator, into other services. The span processor reads them back from the
+baggage of each LLM span's parent context.
+
+Names are code and ids are data (see :mod:`otel_usecase.validation`): a bad
+name raises where the scope is created, an id is normalised and warned about.
+One ``track_context(...)`` object may be entered by many threads and tasks at
+once and re-entered in one of them: each entry keeps its own detach token in a
+``ContextVar`` stack, so entries never see each other's tokens.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast, overload
@@ -23,15 +31,17 @@ from opentelemetry.context import Context
 from . import attributes as attr
 from . import config
 from ._baggage import BAGGAGE_KEY, baggage_of
-from ._log import logger
+from ._log import logger, warn_rate_limited
 from .privacy import user_id_for_telemetry
 from .validation import (
-    GUID_RULE,
+    UseCaseWarning,
     accept_inbound,
-    check_id,
     check_name,
-    is_guid,
+    experience_guid,
+    log_experience_derivation,
     new_guid,
+    normalised_id,
+    scope_id,
 )
 
 __all__ = [
@@ -46,10 +56,6 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class UseCaseWarning(UserWarning):
-    """A value given to a scope was repaired instead of rejected (see ``OTEL_USECASE_STRICT``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Scope:
     """The values that apply inside a scope, after inheritance and id generation."""
@@ -61,6 +67,8 @@ class Scope:
     experience_name: str | None = None
     experience_id: str | None = None
     user_id: str | None = None
+    experience_id_original: str | None = None
+    """The experience id as given, when ``experience_id`` is not that value (a derived GUID)."""
 
     def attributes(self) -> dict[str, str]:
         """The set values keyed by their baggage / span attribute names."""
@@ -88,7 +96,12 @@ they are, so a new scope per request costs no validation on the span path.
 
 
 def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
-    """Our values from a baggage mapping, dropping invalid ones with a warning."""
+    """Our values from a baggage mapping, by the rules a local scope follows.
+
+    Bad names are dropped and ids normalised (with a rate-limited log), and an
+    experience id that is not a GUID is derived exactly as a local scope derives
+    it, so that the receiving service never splits a run or a session.
+    """
     values: dict[str, str] = {}
     for key in attr.ALL_KEYS:
         raw = bag.get(key)
@@ -97,6 +110,12 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
         value = accept_inbound(key, raw)
         if value is not None:
             values[key] = value
+    given = values.get(attr.EXPERIENCE_ID) or values.get(attr.EXPERIENCE_ID_ORIGINAL)
+    if given is not None:
+        stored = experience_guid(given)
+        values[attr.EXPERIENCE_ID] = stored
+        if stored != given:
+            values.setdefault(attr.EXPERIENCE_ID_ORIGINAL, given)
     return Scope.from_attributes(values) if values else None
 
 
@@ -128,8 +147,9 @@ def set_default_use_case(name: str | None, *, use_case_id: str | None = None) ->
         _default_attributes = None
     else:
         values = {attr.USE_CASE_NAME: check_name("use_case_name", name)}
-        if use_case_id is not None:
-            values[attr.USE_CASE_ID] = check_id("use_case_id", use_case_id)
+        run_id = None if use_case_id is None else scope_id("use_case_id", use_case_id)
+        if run_id is not None:
+            values[attr.USE_CASE_ID] = run_id
         _default_attributes = values
     _default_set_in_code = True
 
@@ -184,6 +204,7 @@ class _Request:
     experience_name: str | None
     experience_id: str | None
     user_id: str | None
+    experience_id_original: str | None
 
     @classmethod
     def checked(
@@ -196,34 +217,38 @@ class _Request:
         experience_id: object,
         user_id: object,
     ) -> _Request:
+        """Names checked (they raise), ids normalised (they never raise on content)."""
+        given_experience = None if experience_id is None else scope_id("experience_id", experience_id)
+        stored_experience = None if given_experience is None else experience_guid(given_experience)
+        if given_experience is not None and stored_experience != given_experience:
+            log_experience_derivation(given_experience, cast(str, stored_experience))
         return cls(
             use_case_name=None if use_case_name is None else check_name("use_case_name", use_case_name),
-            use_case_id=None if use_case_id is None else check_id("use_case_id", use_case_id),
+            use_case_id=None if use_case_id is None else scope_id("use_case_id", use_case_id),
             use_case_version=(
-                None if use_case_version is None else check_id("use_case_version", use_case_version)
+                None if use_case_version is None else scope_id("use_case_version", use_case_version)
             ),
             use_case_step=None if use_case_step is None else check_name("use_case_step", use_case_step),
             experience_name=(
                 None if experience_name is None else check_name("experience_name", experience_name)
             ),
-            experience_id=None if experience_id is None else check_id("experience_id", experience_id),
-            user_id=None if user_id is None else check_id("user_id", user_id),
+            experience_id=stored_experience,
+            user_id=None if user_id is None else scope_id("user_id", user_id),
+            experience_id_original=given_experience if given_experience != stored_experience else None,
         )
 
 
-def _checked_experience_id(value: str) -> str:
-    if is_guid(value):
-        return value
-    if config.strict():
-        raise ValueError(f"experience_id={value!r} is not {GUID_RULE}")
-    replacement = new_guid()
-    warnings.warn(
-        f"experience_id={value!r} is not {GUID_RULE}; using the fresh GUID {replacement!r} instead "
-        f"(set {config.ENV_STRICT}=true to make this an error)",
-        UseCaseWarning,
-        stacklevel=4,
-    )
-    return replacement
+def _telemetry_user_id(given: str) -> str | None:
+    """The stored form of a user id from a scope: hashed when hashing is on, else storable as it is.
+
+    ``None`` when user ids are dropped (an HMAC key in the environment that is too short).
+    """
+    hashed = user_id_for_telemetry(given)
+    if hashed is None:
+        return None
+    # Not hashed: normalise (a no-op for a valid id), in case hashing was turned off between
+    # the scope's creation, where the id was checked, and this entry.
+    return hashed if hashed != given else normalised_id(given)
 
 
 def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
@@ -242,15 +267,15 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
     step = req.use_case_step or (outer.use_case_step if same_use_case else None)
 
     exp_name = req.experience_name if req.experience_name is not None else outer.experience_name
-    exp_id = None if req.experience_id is None else _checked_experience_id(req.experience_id)
+    exp_id, exp_original = req.experience_id, req.experience_id_original
     if exp_id is None and (req.experience_name is None or req.experience_name == outer.experience_name):
-        exp_id = outer.experience_id
+        exp_id, exp_original = outer.experience_id, outer.experience_id_original
     if exp_id is None and exp_name is not None:
         exp_id = new_guid()
 
     # Hashed when OTEL_USECASE_USER_ID_HMAC_KEY is set, before the comparison below and before it
     # reaches the Scope and the baggage, so the raw id never leaves the process (idempotent).
-    user_id = None if req.user_id is None else user_id_for_telemetry(req.user_id)
+    user_id = None if req.user_id is None else _telemetry_user_id(req.user_id)
     if user_id is not None and outer.user_id is not None and user_id != outer.user_id:
         if outer_is_local:
             raise ValueError(
@@ -261,7 +286,7 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
     if user_id is None:
         user_id = outer.user_id
 
-    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id)
+    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id, exp_original)
 
 
 def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope, Context]:
@@ -280,18 +305,33 @@ def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope,
 # --- context manager and decorator -------------------------------------------------------
 
 
-class _ScopeManager:
-    """Enters a new scope on each ``with``; also usable as a decorator."""
+_ENTERED: Final[ContextVar[tuple[tuple[object, object], ...]]] = ContextVar(
+    "otel_usecase.entered_scopes", default=()
+)
+"""The ``(manager, detach token)`` of each scope entered and not yet exited, innermost last.
 
-    __slots__ = ("_req", "_tokens")
+A ``ContextVar``, so each thread and each asyncio task has its own stack: one
+manager entered concurrently by five threads, or re-entered in one of them,
+detaches exactly the token its own entry attached, in the context that made it.
+"""
+
+
+class _ScopeManager:
+    """Enters a new scope on each ``with``; reusable and re-entrant across threads and tasks.
+
+    Also usable as a decorator. Holds no per-entry state itself: each entry's
+    token lives in :data:`_ENTERED`, like ``contextlib.ContextDecorator`` users expect.
+    """
+
+    __slots__ = ("_req",)
 
     def __init__(self, req: _Request) -> None:
         self._req = req
-        self._tokens: list[object] = []
 
     def __enter__(self) -> Scope:
         scope, ctx = _scope_context(self._req)
-        self._tokens.append(otel_context.attach(ctx))
+        token = otel_context.attach(ctx)
+        _ENTERED.set((*_ENTERED.get(), (self, token)))
         return scope
 
     def __exit__(
@@ -300,7 +340,17 @@ class _ScopeManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+        entered = _ENTERED.get()
+        for i in range(len(entered) - 1, -1, -1):
+            if entered[i][0] is self:
+                _ENTERED.set(entered[:i] + entered[i + 1 :])
+                otel_context.detach(entered[i][1])  # type: ignore[arg-type]
+                return
+        warn_rate_limited(
+            "scope:exit",
+            "otel_usecase: a scope was exited in a thread or task that did not enter it; "
+            "left the context as it is",
+        )
 
     async def __aenter__(self) -> Scope:
         return self.__enter__()
@@ -331,8 +381,11 @@ def track_context(
 
     Yields the resolved :class:`Scope`. Fields not given are inherited from the
     enclosing scope (or upstream baggage). Without ``use_case_id`` a new run id is
-    generated, unless the enclosing scope has the same use case name, in which
-    case its run is joined. Invalid names or ids raise ``ValueError``.
+    generated on each entry, unless the enclosing scope has the same use case
+    name, in which case its run is joined. Invalid names raise ``ValueError``;
+    ids never raise on their content (they are normalised with a
+    :class:`UseCaseWarning`, see :mod:`otel_usecase.validation`). The object can
+    be kept and entered by many threads and tasks at once.
     """
     return _ScopeManager(
         _Request.checked(
@@ -415,15 +468,21 @@ def _decorate(func: _F, req: _Request) -> _F:
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _ScopeManager(req):
+            token = otel_context.attach(_scope_context(req)[1])
+            try:
                 return await func(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
 
         return cast(_F, async_wrapper)
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _ScopeManager(req):
+        token = otel_context.attach(_scope_context(req)[1])
+        try:
             return func(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
 
     return cast(_F, sync_wrapper)
 

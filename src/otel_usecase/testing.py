@@ -7,7 +7,9 @@ instrumentation) end to end, but without network access, API keys, cost or
 flakiness. :class:`FakeOpenAI` speaks just enough of the OpenAI wire protocol
 (chat completions, streaming included, embeddings and a minimal Responses API)
 and lets a test pin the exact usage numbers, including the cached-prompt and
-reasoning-token details that drive the trickier price calculations.
+reasoning-token details that drive the trickier price calculations, and make
+the model ask for tool calls (:meth:`FakeOpenAI.call_tools`), so that real
+agent frameworks run their tool loops against it.
 
 It uses only the standard library on purpose, so that importing it never adds
 a dependency to the package. Typical use::
@@ -43,7 +45,7 @@ from types import EllipsisType, TracebackType
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
-__all__ = ["FakeOpenAI", "FakeUsage", "RecordedRequest", "main"]
+__all__ = ["FakeOpenAI", "FakeToolCall", "FakeUsage", "RecordedRequest", "main"]
 
 #: The assistant reply. Fixed so that tests and demos are reproducible.
 _REPLY_TEXT: Final = "This is a canned reply from the fake OpenAI server."
@@ -112,6 +114,50 @@ class FakeUsage:
             "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
             "total_tokens": self.total_tokens,
         }
+
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """A function call the fake model asks for: the tool ``name`` with JSON ``arguments``.
+
+    Agents and tool-using chains only make their second (third, ...) request
+    after the model asked for a tool, so testing them needs a model that does.
+    See :meth:`FakeOpenAI.call_tools`.
+    """
+
+    name: str
+    arguments: str = "{}"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("FakeToolCall.name must be a non-empty tool name")
+        try:
+            json.loads(self.arguments)
+        except ValueError as exc:
+            raise ValueError(f"FakeToolCall.arguments must be JSON text, got {self.arguments!r}") from exc
+
+    def chat_item(self, index: int, call_id: str) -> dict[str, Any]:
+        """The entry of a Chat Completions ``message.tool_calls`` list (or a stream delta's, with ``index``)."""
+        return {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+    def responses_item(self, call_id: str) -> dict[str, Any]:
+        """The ``function_call`` output item of a Responses API response."""
+        return {
+            "type": "function_call",
+            "id": f"fc_{uuid.uuid4().hex}",
+            "call_id": call_id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "status": "completed",
+        }
+
+
+_MODEL_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/responses"})
 
 
 @dataclass(frozen=True)
@@ -316,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        failure, model, usage = fake._on_request(
+        failure, model, usage, tools = fake._on_request(
             RecordedRequest(method=self.command, path=self.path, headers=headers, body=body)
         )
 
@@ -339,16 +385,30 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self._send_error(400, "The request body must be a JSON object.")
             return
-        route(body, model or str(body.get("model") or "unknown-model"), usage)
+        route(body, model or str(body.get("model") or "unknown-model"), usage, tools)
 
     # -- endpoints --------------------------------------------------------
 
-    def _chat_completions(self, body: dict[str, Any], model: str, usage: FakeUsage) -> None:
+    def _chat_completions(
+        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
+    ) -> None:
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.get("stream") is True:
-            self._stream_chat(body, completion_id, created, model, usage)
+            self._stream_chat(body, completion_id, created, model, usage, tools)
             return
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": _REPLY_TEXT,
+            "refusal": None,
+            "annotations": [],
+        }
+        if tools:
+            message["content"] = None
+            message["tool_calls"] = [
+                {k: v for k, v in call.chat_item(i, f"call_{uuid.uuid4().hex[:24]}").items() if k != "index"}
+                for i, call in enumerate(tools)
+            ]
         self._send_json(
             200,
             {
@@ -359,14 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": _REPLY_TEXT,
-                            "refusal": None,
-                            "annotations": [],
-                        },
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if tools else "stop",
                     }
                 ],
                 "usage": usage.chat_usage(),
@@ -376,7 +431,13 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _stream_chat(
-        self, body: dict[str, Any], completion_id: str, created: int, model: str, usage: FakeUsage
+        self,
+        body: dict[str, Any],
+        completion_id: str,
+        created: int,
+        model: str,
+        usage: FakeUsage,
+        tools: tuple[FakeToolCall, ...] = (),
     ) -> None:
         """Send the reply as SSE chunks, the way the real API does.
 
@@ -403,10 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
         chunks: list[dict[str, Any]] = [
             {**base, "choices": [choice({"role": "assistant", "content": "", "refusal": None}, None)]}
         ]
-        pieces = _split_text(_REPLY_TEXT, _STREAM_PIECES)
-        for i, piece in enumerate(pieces):
-            finish = "stop" if i == len(pieces) - 1 else None
-            chunks.append({**base, "choices": [choice({"content": piece}, finish)]})
+        if tools:
+            items = [call.chat_item(i, f"call_{uuid.uuid4().hex[:24]}") for i, call in enumerate(tools)]
+            chunks.append({**base, "choices": [choice({"tool_calls": items}, None)]})
+            chunks.append({**base, "choices": [choice({}, "tool_calls")]})
+        else:
+            pieces = _split_text(_REPLY_TEXT, _STREAM_PIECES)
+            for i, piece in enumerate(pieces):
+                finish = "stop" if i == len(pieces) - 1 else None
+                chunks.append({**base, "choices": [choice({"content": piece}, finish)]})
         if include_usage:
             chunks.append({**base, "choices": [], "usage": usage.chat_usage()})
 
@@ -423,7 +489,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _embeddings(self, body: dict[str, Any], model: str, usage: FakeUsage) -> None:
+    def _embeddings(
+        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
+    ) -> None:
         inputs = _embedding_inputs(body.get("input"))
         dimensions = body.get("dimensions")
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
@@ -450,11 +518,24 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _responses(self, body: dict[str, Any], model: str, usage: FakeUsage) -> None:
+    def _responses(
+        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
+    ) -> None:
         """Minimal non-streaming Responses API; streaming is refused explicitly."""
         if body.get("stream") is True:
             self._send_error(400, "Streaming is not supported by the fake /v1/responses endpoint.")
             return
+        output: list[dict[str, Any]] = [
+            {
+                "type": "message",
+                "id": f"msg_{uuid.uuid4().hex}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": _REPLY_TEXT, "annotations": []}],
+            }
+        ]
+        if tools:
+            output = [call.responses_item(f"call_{uuid.uuid4().hex[:24]}") for call in tools]
         self._send_json(
             200,
             {
@@ -463,15 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created_at": int(time.time()),
                 "status": "completed",
                 "model": model,
-                "output": [
-                    {
-                        "type": "message",
-                        "id": f"msg_{uuid.uuid4().hex}",
-                        "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": _REPLY_TEXT, "annotations": []}],
-                    }
-                ],
+                "output": output,
                 "usage": usage.responses_usage(),
                 "error": None,
                 "incomplete_details": None,
@@ -560,6 +633,7 @@ class FakeOpenAI:
         self._model = model
         self._usage = usage if usage is not None else FakeUsage()
         self._failures: list[_Failure] = []
+        self._tool_answers: list[tuple[FakeToolCall, ...]] = []
         self._requests: list[RecordedRequest] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -660,22 +734,48 @@ class FakeOpenAI:
         with self._lock:
             self._failures.extend(_Failure(status, message) for _ in range(times))
 
+    def call_tools(self, *calls: FakeToolCall, times: int = 1) -> None:
+        """Make the next ``times`` model answers ask for ``calls`` instead of replying with text.
+
+        Applies to chat completions (streamed or not) and the Responses API, in
+        order, behind answers already queued; a failed request (``fail_next``)
+        does not use one up. The answer after them is the canned text reply, so
+        an agent that runs the tools and asks again finishes: one queued answer
+        makes an agent send two requests.
+        """
+        if not calls:
+            raise ValueError("call_tools needs at least one FakeToolCall")
+        if times < 0:
+            raise ValueError(f"times must be >= 0, got {times}")
+        with self._lock:
+            self._tool_answers.extend(tuple(calls) for _ in range(times))
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, oldest first (a copy; safe to keep)."""
         with self._lock:
             return list(self._requests)
 
-    def _on_request(self, request: RecordedRequest) -> tuple[_Failure | None, str | None, FakeUsage]:
+    def _on_request(
+        self, request: RecordedRequest
+    ) -> tuple[_Failure | None, str | None, FakeUsage, tuple[FakeToolCall, ...]]:
         """Record a request and atomically take the settings that apply to it.
 
-        Doing both under one lock means a concurrent ``respond()`` or
-        ``fail_next()`` applies to a request entirely or not at all.
+        Doing both under one lock means a concurrent ``respond()``,
+        ``fail_next()`` or ``call_tools()`` applies to a request entirely or not at all.
         """
         with self._lock:
             self._requests.append(request)
             failure = self._failures.pop(0) if self._failures else None
-            return failure, self._model, self._usage
+            tools: tuple[FakeToolCall, ...] = ()
+            if (
+                failure is None
+                and self._tool_answers
+                and request.method == "POST"
+                and urlsplit(request.path).path.rstrip("/") in _MODEL_PATHS
+            ):
+                tools = self._tool_answers.pop(0)
+            return failure, self._model, self._usage, tools
 
 
 def main(argv: Sequence[str] | None = None) -> int:

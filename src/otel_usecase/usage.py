@@ -93,9 +93,16 @@ numbers when they cannot be inclusive:
    reasoning) parts are added: they are added. A total that matches neither
    reading (Gemini's includes tool-use prompt tokens) changes nothing.
 
-Bad values (negative, non-numeric, fractional, booleans) are dropped with a
-rate-limited warning, never raised: this runs in the export path of the
-application's telemetry.
+Bad values (negative, non-numeric, fractional, booleans, above
+:data:`MAX_TOKEN_COUNT`) are dropped with a rate-limited warning naming the key
+and the value, never raised: this runs in the export path of the application's
+telemetry. A count is read the same whether it arrives as an int or as text.
+
+A usage that could not be read in full is *incomplete* (``complete=False``): the
+input count is missing or unreadable while the output count is known (every
+model request has input tokens), or an output key is present but unreadable.
+Its price is then only a lower bound, and the ledger says so (status
+``partial``). A missing output count alone is not incomplete: embeddings have none.
 """
 
 from __future__ import annotations
@@ -110,6 +117,7 @@ __all__ = [
     "CACHE_READ_KEYS",
     "CACHE_WRITE_KEYS",
     "INPUT_KEYS",
+    "MAX_TOKEN_COUNT",
     "MODEL_KEYS",
     "OUTPUT_KEYS",
     "READ_KEYS",
@@ -198,6 +206,8 @@ class LLMUsage(NamedTuple):
     ``None`` token counts mean *unknown*, not zero: an unknown call is stored as
     unpriced rather than priced at $0. The cache and reasoning parts default to 0
     because most calls have none and their absence changes no price.
+    ``complete`` is False when a count the call must have could not be read (see
+    the module docstring): a price computed from it is a lower bound.
     """
 
     model: str | None
@@ -208,6 +218,7 @@ class LLMUsage(NamedTuple):
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     operation: str | None = None
+    complete: bool = True
 
     @property
     def has_usage(self) -> bool:
@@ -253,11 +264,16 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
     # The first key of each list is what current instrumentations write, as an int:
     # that case is tested inline (this runs once per LLM span), the rest in _first_count.
     input_tokens = get(_INPUT)
-    if type(input_tokens) is not int or input_tokens < 0:
+    if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKEN_COUNT:
         input_tokens = _first_count(attributes, INPUT_KEYS)
     output_tokens = get(_OUTPUT)
-    if type(output_tokens) is not int or output_tokens < 0:
+    if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKEN_COUNT:
         output_tokens = _first_count(attributes, OUTPUT_KEYS)
+    complete = True
+    if input_tokens is None:
+        complete = output_tokens is None  # a request without input tokens: the count was lost
+    elif output_tokens is None:
+        complete = not _any_present(attributes, OUTPUT_KEYS)  # none (embeddings), or unreadable
     if _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no cache or reasoning counts (one C call)
         cache_read = cache_write = reasoning = 0
     else:
@@ -300,6 +316,7 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
             cache_write,
             reasoning,
             operation,
+            complete,
         ),
     )
 
@@ -313,37 +330,62 @@ def _text(value: object) -> str | None:
 
 
 def _first_count(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
-    """The first valid token count among ``keys``; bad values are skipped."""
+    """The first valid token count among ``keys``; bad values are skipped with a warning."""
     for key in keys:
         value = attributes.get(key)
         if value is None:
             continue
-        if type(value) is int:
-            if value >= 0:
-                return value
-        else:
-            count = _parse_count(value)
-            if count is not None:
-                return count
+        count = _parse_count(value)
+        if count is not None:
+            return count
         warn_rate_limited(
             "usage:" + key,
-            "otel-usecase: ignoring %s=%r on an LLM span: not a non-negative whole token count",
+            "otel-usecase: ignoring %s=%s on an LLM span: not a whole token count from 0 to %s",
             key,
-            value,
+            _shown(value),
+            MAX_TOKEN_COUNT,
         )
     return None
 
 
+def _any_present(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
+    """Whether any of ``keys`` has a value (read or not)."""
+    for key in keys:
+        if attributes.get(key) is not None:
+            return True
+    return False
+
+
 MAX_TOKEN_COUNT: Final = 10**12
-"""Larger counts are not a real call: treated as missing (they would also overflow the ledger)."""
+"""Larger counts are not a real call: treated as unreadable, as int or as text (they would also overflow the ledger)."""
+
+_SHOWN_CHARS: Final = 80
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for a log line, bounded: a huge int's repr can raise (PEP 651 digit limit)."""
+    if type(value) is int and value.bit_length() > 256:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # a repr that raises must not stop the warning
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...(" + str(len(text)) + " chars)"
 
 
 def _parse_count(value: object) -> int | None:
-    """Accept what OTLP/JSON and careless instrumentations produce: floats and numeric strings."""
+    """A token count from what OTLP/JSON and careless instrumentations produce: ints, whole floats, numeric text.
+
+    One rule for every form, so that ``12`` and ``"12"`` (or ``2**63`` and
+    ``"9223372036854775808"``) always read the same: a whole number from 0 to
+    :data:`MAX_TOKEN_COUNT`. Booleans are never counts.
+    """
+    if type(value) is int:
+        return value if 0 <= value <= MAX_TOKEN_COUNT else None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if 0 <= value <= MAX_TOKEN_COUNT else None
+    if isinstance(value, int):  # an int subclass (an IntEnum, numpy's are not)
+        return _parse_count(int(value))
     if isinstance(value, str):
         text = value.strip()
         try:

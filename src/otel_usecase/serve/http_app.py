@@ -3,9 +3,12 @@
 Follows the OTLP/HTTP spec: ``POST /v1/traces`` with ``application/x-protobuf``
 or ``application/json``, optional ``Content-Encoding: gzip``; the response uses
 the request's encoding; failures carry a ``google.rpc.Status`` body. The body
-limit applies after decompression, so a small gzip bomb is refused with 413
-without ever being inflated past the limit. Decoding, pricing and the store
-write run on a worker thread so the event loop keeps accepting requests.
+limit applies after decompression (over all gzip members), so a small gzip bomb
+is refused with 413 without ever being inflated past the limit. A body that does
+not arrive within the read timeout gets 408 and the connection is closed (the
+headers' share of that bound is kept by :mod:`.http_timeout`). Decoding, pricing
+and the store write run on a worker thread so the event loop keeps accepting
+requests.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from google.rpc import status_pb2
 from ..store import StoreUnavailable
 from .auth import TokenCheck
 from .ingest import Ingest
-from .otlp import OTLPDecodeError, decode_json, decode_protobuf, encode_response, views_of
+from .otlp import OTLPDecodeError, Rejections, decode_json, decode_protobuf, encode_response
 
 __all__ = ["OTLPHttpApp"]
 
@@ -36,12 +39,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _PROTOBUF: Final = "application/x-protobuf"
 _JSON: Final = "application/json"
 _GRPC_INVALID_ARGUMENT: Final = 3
+_GRPC_DEADLINE_EXCEEDED: Final = 4
 _GRPC_UNAUTHENTICATED: Final = 16
 _GRPC_RESOURCE_EXHAUSTED: Final = 8
 _GRPC_UNAVAILABLE: Final = 14
 _GRPC_INTERNAL: Final = 13
 _GRPC_UNIMPLEMENTED: Final = 12
 RETRY_AFTER_S: Final = 5
+_GZIP: Final = (b"gzip", b"x-gzip")
+_IDENTITY: Final = (b"identity", b"")
 
 
 class _Refused(Exception):
@@ -56,11 +62,14 @@ class _Refused(Exception):
 class OTLPHttpApp:
     """ASGI app: ``POST /v1/traces`` and ``GET /healthz``."""
 
-    def __init__(self, ingest: Ingest, token: TokenCheck, max_body_bytes: int, executor: Executor) -> None:
+    def __init__(
+        self, ingest: Ingest, token: TokenCheck, max_body_bytes: int, executor: Executor, read_timeout: float
+    ) -> None:
         self.ingest = ingest
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.executor = executor
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +77,12 @@ class OTLPHttpApp:
         path = scope["path"]
         method = scope["method"]
         if path == "/healthz":
-            body = json.dumps({"status": "ok", "calls_written": self.ingest.calls_written}).encode()
+            health = {
+                "status": "ok",
+                "calls_written": self.ingest.calls_written,
+                "spans_rejected": self.ingest.spans_rejected,
+            }
+            body = json.dumps(health).encode()
             await _respond(send, 200, _JSON, body)
             return
         as_json = False
@@ -96,17 +110,18 @@ class OTLPHttpApp:
                 )
             as_json = content_type == _JSON
             encoding = headers.get(b"content-encoding", b"identity").strip().lower()
-            if encoding not in (b"identity", b"gzip", b""):
+            if encoding not in _GZIP and encoding not in _IDENTITY:
                 raise _Refused(
                     415,
                     _GRPC_INVALID_ARGUMENT,
-                    f"Content-Encoding {encoding.decode('latin-1')!r} is not gzip",
+                    f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
+                    "send the body uncompressed or with Content-Encoding: gzip",
                 )
             body = await self._read_body(receive, headers.get(b"content-length"))
-            if encoding == b"gzip":
+            if encoding in _GZIP:
                 body = self._gunzip(body)
             loop = asyncio.get_running_loop()
-            rejected, reason = await loop.run_in_executor(self.executor, self._process, body, as_json)
+            rejections = await loop.run_in_executor(self.executor, self._process, body, as_json)
         except _Refused as refused:
             await _respond(
                 send,
@@ -116,13 +131,12 @@ class OTLPHttpApp:
                 refused.headers,
             )
             return
-        await _respond(send, 200, _JSON if as_json else _PROTOBUF, encode_response(rejected, reason, as_json))
+        await _respond(send, 200, _JSON if as_json else _PROTOBUF, encode_response(rejections, as_json))
 
-    def _process(self, body: bytes, as_json: bool) -> tuple[int, str]:
+    def _process(self, body: bytes, as_json: bool) -> Rejections:
         try:
-            request = decode_json(body) if as_json else decode_protobuf(body)
-            decoded = views_of(request)
-            self.ingest.write(decoded)
+            decoded = decode_json(body) if as_json else decode_protobuf(body)
+            return self.ingest.write(decoded)
         except OTLPDecodeError as exc:
             raise _Refused(400, _GRPC_INVALID_ARGUMENT, str(exc)) from None
         except StoreUnavailable as exc:
@@ -136,7 +150,6 @@ class OTLPHttpApp:
         except Exception:
             logger.exception("could not process an OTLP request")
             raise _Refused(500, _GRPC_INTERNAL, "internal error while processing the spans") from None
-        return decoded.rejected, decoded.reason
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes:
         limit = self.max_body_bytes
@@ -149,6 +162,19 @@ class OTLPHttpApp:
                 raise _Refused(
                     413, _GRPC_RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}"
                 )
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                return await self._receive_all(receive)
+        except TimeoutError:
+            raise _Refused(
+                408,
+                _GRPC_DEADLINE_EXCEEDED,
+                f"the request body did not arrive within the read timeout of {self.read_timeout:g} s",
+                ((b"connection", b"close"),),
+            ) from None
+
+    async def _receive_all(self, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -164,19 +190,29 @@ class OTLPHttpApp:
                 return b"".join(chunks)
 
     def _gunzip(self, body: bytes) -> bytes:
+        """Every member of a gzip body (RFC 1952 allows several, one after the other), within the limit."""
         limit = self.max_body_bytes
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise _Refused(400, _GRPC_INVALID_ARGUMENT, f"body is not valid gzip: {exc}") from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise _Refused(
-                413, _GRPC_RESOURCE_EXHAUSTED, f"decompressed body is over the limit of {limit} bytes"
-            )
-        if not inflater.eof:
-            raise _Refused(400, _GRPC_INVALID_ARGUMENT, "gzip body is truncated")
-        return out
+        members: list[bytes] = []
+        size = 0
+        rest = body
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = inflater.decompress(rest, limit - size + 1)
+            except zlib.error as exc:
+                where = f" (after {len(members)} complete members)" if members else ""
+                raise _Refused(400, _GRPC_INVALID_ARGUMENT, f"body is not valid gzip{where}: {exc}") from None
+            size += len(out)
+            if size > limit:
+                raise _Refused(
+                    413, _GRPC_RESOURCE_EXHAUSTED, f"decompressed body is over the limit of {limit} bytes"
+                )
+            if not inflater.eof:
+                raise _Refused(400, _GRPC_INVALID_ARGUMENT, "gzip body is truncated")
+            members.append(out)
+            rest = inflater.unused_data
+            if not rest:
+                return out if len(members) == 1 else b"".join(members)
 
 
 def _status_body(code: int, message: str, as_json: bool) -> bytes:

@@ -2,8 +2,15 @@
 
 The receiver feeds the very same :func:`otel_usecase.calls.calls_from_spans` as
 the in-process exporter; this module only turns wire data into
-:class:`~otel_usecase.calls.SpanView` objects. Spans that cannot be used (ids of
-the wrong length) are counted as rejected for OTLP partial success.
+:class:`~otel_usecase.calls.SpanView` objects.
+
+A span that cannot be used is refused alone, never the request around it: the
+sender learns about it through OTLP ``partial_success`` (a whole-request error
+makes the Collector drop every good span with the bad one). Refused are spans
+with ids of the wrong length, timestamps no ledger column can hold (>= 2**63 ns),
+and spans that do not decode at all (bad UTF-8, out-of-range JSON numbers). A
+protobuf body is parsed whole first; only when that fails is it split span by
+span (:mod:`.wire`), so well-formed requests pay nothing for this.
 
 OTLP/JSON differs from protobuf's canonical JSON mapping in one way that
 matters: trace and span ids are hex strings, not base64. They are rewritten
@@ -13,13 +20,12 @@ before parsing; unknown fields are ignored, as the OTLP spec requires.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -27,36 +33,152 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ..calls import ENGINE_KEYS, SpanView
+from .wire import WireError, fields
 
-__all__ = ["Decoded", "OTLPDecodeError", "decode_json", "decode_protobuf", "encode_response", "views_of"]
+__all__ = [
+    "Decoded",
+    "OTLPDecodeError",
+    "Rejections",
+    "decode_json",
+    "decode_protobuf",
+    "encode_response",
+    "response_of",
+    "views_of",
+]
 
 _STATUS_CODE_ERROR: Final = 2
 _new_tuple: Final = tuple.__new__
+_NS_LIMIT: Final = 1 << 63
+"""Timestamps are signed 64-bit integers in both stores (SQLite ``INTEGER``, PostgreSQL ``bigint``)."""
+MAX_REASONS: Final = 3
+"""Reasons quoted in ``partial_success.error_message``: enough to act on, short enough to log."""
+_MAX_REASON_CHARS: Final = 300
 
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_UNDECODABLE: Final = (json_format.ParseError, DecodeError, ValueError, TypeError, RuntimeError)
 
 
 class OTLPDecodeError(ValueError):
     """The request body is not a valid OTLP trace export request."""
 
 
+@dataclass(slots=True)
+class Rejections:
+    """Spans refused one by one: how many, and the first few reasons (for ``partial_success``)."""
+
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+    unshown: int = 0
+    """Reasons left out of :attr:`reasons` (only the first :data:`MAX_REASONS` are kept)."""
+
+    def add(self, reason: str, spans: int = 1) -> None:
+        self.count += spans
+        if len(self.reasons) >= MAX_REASONS:
+            self.unshown += 1
+        elif len(reason) <= _MAX_REASON_CHARS:
+            self.reasons.append(reason)
+        else:
+            self.reasons.append(reason[:_MAX_REASON_CHARS] + "...")
+
+    def copy(self) -> Rejections:
+        return Rejections(self.count, list(self.reasons), self.unshown)
+
+    def message(self) -> str:
+        """``partial_success.error_message``: the count and the first reasons."""
+        if not self.count:
+            return ""
+        more = f"; and {self.unshown} more" if self.unshown else ""
+        return f"{self.count} span{'s' if self.count != 1 else ''} rejected: {'; '.join(self.reasons)}{more}"
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """The usable spans of one request and how many were rejected, with why."""
+    """The usable spans of one request, and the ones refused with why."""
 
     spans: list[SpanView]
-    rejected: int
-    reason: str = ""
+    rejections: Rejections
 
 
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    """Parse a binary ``ExportTraceServiceRequest``."""
+def decode_protobuf(body: bytes) -> Decoded:
+    """Decode a binary ``ExportTraceServiceRequest``; undecodable spans are refused one by one."""
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise OTLPDecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from None
-    return request
+        return _span_by_span(body, exc)
+    return views_of(request)
+
+
+def _span_by_span(body: bytes, error: Exception) -> Decoded:
+    """The request parsed piece by piece after a whole-body parse failed: bad spans are refused alone."""
+    request = ExportTraceServiceRequest()
+    rejections = Rejections()
+    try:
+        for number, wire_type, raw, payload in fields(body):
+            if number == 1 and wire_type == 2:
+                _resource_spans(request.resource_spans.add(), payload, rejections)
+            else:
+                request.MergeFromString(raw)
+    except (WireError, DecodeError, RuntimeError, ValueError):
+        raise OTLPDecodeError(f"body is not a protobuf ExportTraceServiceRequest: {error}") from None
+    return views_of(request, rejections)
+
+
+def _resource_spans(message: Any, data: bytes, rejections: Rejections) -> None:
+    """One ``ResourceSpans`` (field 2: ``ScopeSpans``); a resource that does not decode refuses its spans."""
+    parts = list(fields(data))
+    scopes = [payload for number, wire_type, _, payload in parts if number == 2 and wire_type == 2]
+    try:
+        for number, wire_type, raw, _ in parts:
+            if not (number == 2 and wire_type == 2):
+                message.MergeFromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        message.Clear()
+        count = sum(_span_count(scope) for scope in scopes)
+        rejections.add(f"{count} spans of a resource that does not decode: {exc}", count)
+        return
+    for scope in scopes:
+        _scope_spans(message.scope_spans.add(), scope, rejections)
+
+
+def _span_count(scope: bytes) -> int:
+    return sum(1 for number, wire_type, _, _ in fields(scope) if number == 2 and wire_type == 2)
+
+
+def _scope_spans(message: Any, data: bytes, rejections: Rejections) -> None:
+    """One ``ScopeSpans`` (field 2: ``Span``), each span parsed alone."""
+    for number, wire_type, raw, payload in fields(data):
+        if number == 2 and wire_type == 2:
+            span = message.spans.add()
+            try:
+                span.MergeFromString(payload)
+            except (DecodeError, RuntimeError, ValueError) as exc:
+                del message.spans[-1]
+                rejections.add(f"{_raw_span_name(payload)} does not decode: {exc}")
+        else:
+            try:
+                message.MergeFromString(raw)
+            except (DecodeError, RuntimeError, ValueError) as exc:
+                message.Clear()
+                count = _span_count(data)
+                rejections.add(f"{count} spans of a scope that does not decode: {exc}", count)
+                return
+
+
+def _raw_span_name(payload: bytes) -> str:
+    """``span <id> of trace <id>`` read from a span's undecodable bytes (fields 1 and 2), if there."""
+    ids: dict[int, bytes] = {}
+    try:
+        for number, wire_type, _, value in fields(payload):
+            if number in (1, 2) and wire_type == 2:
+                ids.setdefault(number, value)
+    except WireError:
+        pass
+    return _span_name(ids.get(1, b"").hex(), ids.get(2, b"").hex())
+
+
+def _span_name(trace_id: str, span_id: str) -> str:
+    return f"span {span_id[:40] or '?'} of trace {trace_id[:40] or '?'}"
 
 
 def _hex_ids_to_base64(node: Any) -> None:
@@ -77,21 +199,81 @@ def _hex_ids_to_base64(node: Any) -> None:
             stack.extend(v for v in item if isinstance(v, (dict, list)))
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """Parse an OTLP/JSON ``ExportTraceServiceRequest`` (hex ids, int64 as strings)."""
+def _list_of(node: dict[str, Any], camel: str, snake: str, where: str) -> list[Any]:
+    value = node.get(camel, node.get(snake, []))
+    if not isinstance(value, list):
+        raise OTLPDecodeError(f"{where}.{camel} is not a list")
+    return value
+
+
+def _parse_into(data: Any, message: Message, what: str) -> None:
+    if not isinstance(data, dict):
+        raise OTLPDecodeError(f"{what} is not a JSON object")
+    _hex_ids_to_base64(data)
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except _UNDECODABLE as exc:
+        raise OTLPDecodeError(str(exc)) from None
+
+
+def _json_span_name(span: Any) -> str:
+    if not isinstance(span, dict):
+        return "a span"
+    trace_id = span.get("traceId", span.get("trace_id", ""))
+    span_id = span.get("spanId", span.get("span_id", ""))
+    return _span_name(repr(trace_id) if trace_id else "", repr(span_id) if span_id else "")
+
+
+def decode_json(body: bytes) -> Decoded:
+    """Decode an OTLP/JSON ``ExportTraceServiceRequest`` (hex ids, int64 as strings) span by span."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OTLPDecodeError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OTLPDecodeError("body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise OTLPDecodeError("body is not a JSON object")
-    _hex_ids_to_base64(data)
     request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, binascii.Error, ValueError, TypeError) as exc:
-        raise OTLPDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
-    return request
+    rejections = Rejections()
+    for resource_json in _list_of(data, "resourceSpans", "resource_spans", "body"):
+        if not isinstance(resource_json, dict):
+            raise OTLPDecodeError("an entry of resourceSpans is not a JSON object")
+        scopes = _list_of(resource_json, "scopeSpans", "scope_spans", "resourceSpans[]")
+        spans_of = [
+            _list_of(s, "spans", "spans", "scopeSpans[]") if isinstance(s, dict) else [] for s in scopes
+        ]
+        resource = request.resource_spans.add()
+        try:
+            head = {k: v for k, v in resource_json.items() if k not in ("scopeSpans", "scope_spans")}
+            _parse_into(head, resource, "a resource")
+        except OTLPDecodeError as exc:
+            count = sum(len(s) for s in spans_of)
+            rejections.add(f"{count} spans of a resource that does not decode: {exc}", count)
+            del request.resource_spans[-1]
+            continue
+        for scope_json, spans in zip(scopes, spans_of, strict=True):
+            scope = resource.scope_spans.add()
+            try:
+                head = (
+                    {k: v for k, v in scope_json.items() if k != "spans"}
+                    if isinstance(scope_json, dict)
+                    else scope_json
+                )
+                _parse_into(head, scope, "an entry of scopeSpans")
+            except OTLPDecodeError as exc:
+                rejections.add(f"{len(spans)} spans of a scope that does not decode: {exc}", len(spans))
+                del resource.scope_spans[-1]
+                continue
+            for span_json in spans:
+                span = scope.spans.add()
+                name = _json_span_name(span_json)  # before the ids are rewritten
+                try:
+                    _parse_into(span_json, span, "a span")
+                except OTLPDecodeError as exc:
+                    del scope.spans[-1]
+                    rejections.add(f"{name} does not decode: {exc}")
+    return views_of(request, rejections)
 
 
 def _value(v: AnyValue) -> Any:
@@ -141,10 +323,11 @@ def _engine_attributes(key_values: Any, engine_keys: frozenset[str] = ENGINE_KEY
     return attributes
 
 
-def views_of(request: ExportTraceServiceRequest) -> Decoded:
-    """The request's spans as :class:`SpanView` objects, plus the rejected count."""
+def views_of(request: ExportTraceServiceRequest, rejections: Rejections | None = None) -> Decoded:
+    """The request's usable spans as :class:`SpanView` objects; the others go to ``rejections``."""
     views: list[SpanView] = []
-    rejected = 0
+    if rejections is None:
+        rejections = Rejections()
     for resource_spans in request.resource_spans:
         service = None
         for kv in resource_spans.resource.attributes:
@@ -155,8 +338,10 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
             for span in scope_spans.spans:
                 trace_id = span.trace_id
                 span_id = span.span_id
-                if len(trace_id) != 16 or len(span_id) != 8:
-                    rejected += 1
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                if len(trace_id) != 16 or len(span_id) != 8 or start >= _NS_LIMIT or end >= _NS_LIMIT:
+                    rejections.add(_unusable(trace_id, span_id, start, end))
                     continue
                 parent = span.parent_span_id
                 # SpanView's fields in order, through tuple.__new__: NamedTuple's generated
@@ -168,28 +353,40 @@ def views_of(request: ExportTraceServiceRequest) -> Decoded:
                             int.from_bytes(trace_id, "big"),
                             int.from_bytes(span_id, "big"),
                             int.from_bytes(parent, "big") if len(parent) == 8 else None,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano,
+                            start,
+                            end,
                             _engine_attributes(span.attributes),
                             span.status.code == _STATUS_CODE_ERROR,
                             service,
                         ),
                     )
                 )
-    reason = (
-        f"{rejected} spans have a trace id that is not 16 bytes or a span id that is not 8 bytes"
-        if rejected
-        else ""
-    )
-    return Decoded(views, rejected, reason)
+    return Decoded(views, rejections)
 
 
-def encode_response(rejected: int, message: str, as_json: bool) -> bytes:
-    """An ``ExportTraceServiceResponse``, with partial success when spans were rejected."""
+def _unusable(trace_id: bytes, span_id: bytes, start: int, end: int) -> str:
+    """Why a decoded span cannot become a ledger row, naming the span and the value."""
+    name = _span_name(trace_id.hex(), span_id.hex())
+    if len(trace_id) != 16:
+        return f"{name}: the trace id is {len(trace_id)} bytes, not 16"
+    if len(span_id) != 8:
+        return f"{name}: the span id is {len(span_id)} bytes, not 8"
+    which, value = ("start_time_unix_nano", start) if start >= _NS_LIMIT else ("end_time_unix_nano", end)
+    return f"{name}: {which} {value} is not below 2**63 (no timestamp before the year 2262 is)"
+
+
+def response_of(rejections: Rejections) -> ExportTraceServiceResponse:
+    """An ``ExportTraceServiceResponse``, with partial success when spans were refused."""
     response = ExportTraceServiceResponse()
-    if rejected:
-        response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = message
+    if rejections.count:
+        response.partial_success.rejected_spans = rejections.count
+        response.partial_success.error_message = rejections.message()
+    return response
+
+
+def encode_response(rejections: Rejections, as_json: bool) -> bytes:
+    """:func:`response_of`, serialized as protobuf or OTLP/JSON."""
+    response = response_of(rejections)
     if as_json:
         return json.dumps(json_format.MessageToDict(response)).encode()
     serialized: bytes = response.SerializeToString()

@@ -2,21 +2,30 @@
 
 The ledger has one row per LLM call, keyed by (trace id, span id): writing the
 same call twice (an exporter retry, a resent OTLP batch) changes nothing, and a
-second instrumentation of the same request fills in usage only when the first
-copy had none. Reports read the ledger through indexes; there is no
-read-modify-write anywhere, so many writers can share one store.
+second instrumentation of the same request replaces the first copy only when it
+is more complete (usage where the first had none or only part). Reports read the
+ledger through indexes; there is no read-modify-write anywhere, so many writers
+can share one store.
+
+A call the ledger cannot hold (a lone surrogate in a name, a count beyond int64,
+a token count no real call has) is isolated by :func:`write_isolating`, decided
+here once for both stores: the rest of its batch is written and the call comes
+back as a :class:`RejectedCall` naming the field, the rule and the value.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
-from ..config import ENV_STORE, env_str
+from .. import config
 from ..ledger import Call
+from ..usage import MAX_TOKEN_COUNT
 
 __all__ = [
     "COLUMNS",
@@ -28,12 +37,18 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "Unstorable",
+    "broken_rule",
     "create_statements",
     "default_store_url",
+    "one_line",
     "open_store",
     "parse_store_url",
+    "plausible",
     "redact_url",
+    "register_fork_hooks",
     "upgrade_statements",
+    "write_isolating",
 ]
 
 SCHEMA_VERSION: Final = 2
@@ -111,6 +126,15 @@ class StoreUnavailable(StoreError):
     """The store is there but cannot take writes right now (locked, down, disk full): retry later."""
 
 
+class Unstorable(Exception):
+    """Raised by a store's batch writer when the database refused the data itself, not an outage.
+
+    Each store decides which of its database's errors mean this (SQLite: a value
+    it cannot bind; PostgreSQL: SQLSTATE classes 22 and 23); :func:`write_isolating`
+    then finds the calls responsible. Never leaves ``Store.write``.
+    """
+
+
 class Store(Protocol):
     """What the exporter, the receiver and the reports need of a store."""
 
@@ -141,11 +165,28 @@ def row_of(call: Call) -> tuple[Any, ...]:
     return call
 
 
+_COMPLETENESS: Final[tuple[str, ...]] = ("no_usage", "partial")
+"""Statuses from least to most complete; every other status (``priced``, ``unpriced``) ranks above them.
+
+``no_usage``: the usage was not on the span. ``partial``: part of it was
+unreadable, so the cost is a lower bound. ``priced``/``unpriced``: the whole usage
+was read (with or without a price)."""
+
+
+def _completeness(row: str) -> str:
+    """SQL ranking the ``status`` of ``row`` (a table name or ``excluded``) by :data:`_COMPLETENESS`."""
+    ranks = " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_COMPLETENESS))
+    return f"CASE {row}.status {ranks} ELSE {len(_COMPLETENESS)} END"
+
+
 def upsert_sql(placeholder: str, rows: int = 1) -> str:
     """The idempotent insert of ``rows`` rows, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
 
-    A conflicting row is replaced only when it has no usage and the new copy has:
-    that is a second instrumentation of the same request that saw the usage.
+    A conflicting row is replaced only when the new copy is more complete
+    (:data:`_COMPLETENESS`: ``no_usage`` < ``partial`` < ``priced``/``unpriced``):
+    that is a second instrumentation of the same request that saw more of the
+    usage. Equal copies (a retry, a resent batch) change nothing. The condition
+    is only evaluated on a conflict, so new rows cost nothing more.
     (PostgreSQL refuses one statement that updates a row twice; it is sent one row
     per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
@@ -155,8 +196,210 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
     return (
         f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES {values} "
         f"ON CONFLICT (trace_id, span_id) DO UPDATE SET {updates} "
-        f"WHERE {TABLE}.status = 'no_usage' AND excluded.status <> 'no_usage'"
+        f"WHERE {_completeness(TABLE)} < {_completeness('excluded')}"
     )
+
+
+# --- calls the ledger cannot hold ------------------------------------------------------------
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+_TOKEN_COLUMNS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+_NULLABLE: Final = frozenset(name for name, _, constraint in LEDGER if "NOT NULL" not in constraint)
+_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c not in _NULLABLE)
+_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c in _NULLABLE)
+_COST: Final = COLUMNS.index("cost_usd")
+
+
+def plausible(flat: tuple[Any, ...]) -> bool:
+    """True when, in ``flat`` (rows in column order, one after the other), every token count is within
+    0..MAX_TOKEN_COUNT and every cost is finite.
+
+    The check every batch gets before it is written, since neither is an error
+    a database would raise: a token count beyond
+    :data:`~otel_usecase.usage.MAX_TOKEN_COUNT` fits in int64 but makes the sums
+    of every report overflow, and a NaN or infinite cost poisons every total it
+    enters. It reads each column as one slice (C-level passes, a fraction of a
+    microsecond per call); a store's batch writer raises :class:`Unstorable` when
+    it fails, and :func:`write_isolating` then finds the calls with
+    :func:`broken_rule`.
+    """
+    width = len(COLUMNS)
+    try:
+        counts: tuple[Any, ...] = ()
+        for column in _COUNTS:
+            counts += flat[column::width]
+        for column in _NULLABLE_COUNTS:
+            counts += tuple(filter(None, flat[column::width]))
+        if counts and (min(counts) < 0 or max(counts) > MAX_TOKEN_COUNT):
+            return False
+        total = sum(filter(None, flat[_COST::width]))
+        return bool(total - total == 0)  # NaN or infinity anywhere leaves NaN here
+    except TypeError:  # a value of the wrong type: let broken_rule name it
+        return False
+
+
+def broken_rule(call: Call) -> str | None:
+    """Why the ledger cannot hold ``call`` (the field, the rule and the value's repr), or ``None``.
+
+    The rules: text is valid Unicode (a lone surrogate such as ``"\\udcff"``, which
+    any JSON sender can produce, cannot be encoded); integers fit in int64 (both
+    stores' integer columns); token counts are 0..``MAX_TOKEN_COUNT``; the cost is a
+    finite number; ``NOT NULL`` columns have a value.
+    """
+    for (name, kind, constraint), value in zip(LEDGER, call):
+        if value is None:
+            if "NOT NULL" in constraint:
+                return f"{name} is required (NOT NULL), got None"
+            continue
+        if kind == "text":
+            if not isinstance(value, str):
+                return f"{name} must be text, got {value!r}"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{name} must be valid Unicode text (no lone surrogates), got {value!r}"
+        elif kind in ("int", "flag"):
+            if not isinstance(value, int):
+                return f"{name} must be an integer, got {value!r}"
+            if name in _TOKEN_COLUMNS:
+                if not 0 <= value <= MAX_TOKEN_COUNT:
+                    return f"{name} must be a token count from 0 to {MAX_TOKEN_COUNT}, got {value!r}"
+            elif not INT64_MIN <= value <= INT64_MAX:
+                return f"{name} must fit in a 64-bit integer, got {value!r}"
+        elif kind == "real":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{name} must be a number, got {value!r}"
+            if not math.isfinite(value):
+                return f"{name} must be a finite number, got {value!r}"
+    return None
+
+
+def write_isolating(
+    calls: Sequence[Call], write_batch: Callable[[Sequence[Call]], None]
+) -> list[RejectedCall]:
+    """Write ``calls`` with ``write_batch``, setting apart the calls the ledger cannot hold.
+
+    ``write_batch`` is a store's atomic write of a batch: it raises
+    :class:`Unstorable` when the database refused the data or :func:`plausible`
+    failed (nothing written), or :class:`StoreUnavailable`/:class:`StoreError`,
+    which pass through. The happy path is one ``write_batch``. When a batch is
+    refused, every call is checked against :func:`broken_rule` and the rest
+    written again; if the database still refuses (a rule only it knows), the batch
+    is halved until the refused calls stand alone: ``k`` bad calls among ``n`` cost
+    about ``2 k log2(n)`` more writes, and every other call is written.
+
+    Once the batch is split, the halves are separate transactions: a
+    :class:`StoreUnavailable` half-way leaves part of the batch written, which the
+    caller's retry of the whole batch cannot count twice (the upsert is idempotent).
+    """
+    rejected: list[RejectedCall] = []
+    try:
+        write_batch(calls)
+        return rejected
+    except Unstorable:
+        pass
+    calls = _set_apart(calls, rejected)
+    if rejected:
+        try:
+            if calls:
+                write_batch(calls)
+            return rejected
+        except Unstorable:
+            pass
+    _bisect(calls, write_batch, rejected)
+    return rejected
+
+
+def _set_apart(calls: Sequence[Call], rejected: list[RejectedCall]) -> Sequence[Call]:
+    """``calls`` without those breaking a :func:`broken_rule`, which are added to ``rejected``."""
+    keep: list[Call] = []
+    for call in calls:
+        reason = broken_rule(call)
+        if reason is None:
+            keep.append(call)
+        else:
+            rejected.append(RejectedCall(call, reason))
+    return keep if len(keep) < len(calls) else calls
+
+
+_REASON_CHARS: Final = 300
+"""A database's own refusal is quoted up to this length (PostgreSQL's repeats the whole row)."""
+
+
+def _bisect(
+    calls: Sequence[Call], write_batch: Callable[[Sequence[Call]], None], rejected: list[RejectedCall]
+) -> None:
+    """Write the halves of a refused batch in turn, down to the single calls the database refuses."""
+    if len(calls) == 1:
+        try:
+            write_batch(calls)
+        except Unstorable as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            said = one_line(cause)
+            said = said if len(said) <= _REASON_CHARS else said[: _REASON_CHARS - 3] + "..."
+            rejected.append(RejectedCall(calls[0], f"the store refused it: {said}"))
+        return
+    middle = len(calls) // 2
+    for half in (calls[:middle], calls[middle:]):
+        try:
+            write_batch(half)
+        except Unstorable:
+            _bisect(half, write_batch, rejected)
+
+
+def one_line(exc: BaseException) -> str:
+    """Database messages span lines (``DETAIL:``, ``HINT:``); reasons and log lines should not."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- fork ----------------------------------------------------------------------------------
+
+
+def register_fork_hooks(
+    store: object,
+    *,
+    before: Callable[[Any], None] | None = None,
+    after_in_parent: Callable[[Any], None] | None = None,
+    after_in_child: Callable[[Any], None],
+) -> None:
+    """Run ``hook(store)`` around every ``os.fork()`` for as long as ``store`` lives.
+
+    A forked child has one thread; a lock another thread of the parent held at
+    the fork stays held forever, and a connection shared with the parent must
+    never be used (nor closed) by the child. Each store resets its own state in
+    ``after_in_child`` and opens afresh on next use, as the SDK's batch span
+    processor does. The hooks hold the store by weak reference, so registering
+    (which cannot be undone) keeps no closed store alive.
+    """
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not on Windows
+        return
+    ref = weakref.ref(store)
+
+    def call(hook: Callable[[Any], None] | None) -> Callable[[], None] | None:
+        if hook is None:
+            return None
+
+        def run() -> None:
+            target = ref()
+            if target is not None:
+                hook(target)
+
+        return run
+
+    hooks = {
+        "before": call(before),
+        "after_in_parent": call(after_in_parent),
+        "after_in_child": call(after_in_child),
+    }
+    os.register_at_fork(**{k: v for k, v in hooks.items() if v is not None})
 
 
 INDEXES: Final[tuple[str, ...]] = (
@@ -207,9 +450,13 @@ def redact_url(url: str) -> str:
 def default_store_url() -> str:
     """``OTEL_USECASE_STORE``, else SQLite at ``$XDG_DATA_HOME/otel-usecase/costs.db``.
 
-    ``XDG_DATA_HOME`` defaults to ``~/.local/share``.
+    ``XDG_DATA_HOME`` defaults to ``~/.local/share``. A value of
+    ``OTEL_USECASE_STORE`` that is not a store URL (``mysql://...``,
+    ``sqlite://costs.db``) is warned about, naming it and the accepted forms, and
+    the default is used: this runs while ``opentelemetry-instrument`` configures
+    the SDK, where an exception would switch every exporter off, not just ours.
     """
-    configured = env_str(ENV_STORE)
+    configured = config.store_url()
     if configured:
         return configured
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

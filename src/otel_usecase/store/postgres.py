@@ -19,10 +19,24 @@ Why it is built this way:
   upsert is idempotent, so a retry can never count a call twice).
 * **Fast batches.** ``executemany`` pipelines the rows (libpq pipeline mode),
   so a batch costs about one network round trip, not one per call.
-* **Outages are the caller's to buffer.** A down or restarted server makes a
-  call raise :class:`~otel_usecase.store.StoreUnavailable` quickly (connect
-  timeout, TCP user timeout, lock timeout) instead of hanging the application;
-  the exporter keeps the calls and retries, and the next call reconnects.
+* **Outages are the caller's to buffer.** A down, restarted or read-only server
+  (a standby after a failover) makes a call raise
+  :class:`~otel_usecase.store.StoreUnavailable` quickly instead of hanging the
+  application; the exporter keeps the calls and retries, ``serve`` answers 503
+  with ``Retry-After``, and the next call reconnects. Which server errors mean
+  "unavailable", which "this data cannot be stored" and which "misconfigured"
+  is decided by SQLSTATE class in one place, :func:`classify`. The bounds: a
+  connection is given up after :data:`CONNECT_TIMEOUT_S` (also when the server
+  accepts TCP and never answers), a write waits at most
+  :data:`_LOCK_TIMEOUT_MS` for a lock and runs at most
+  :data:`_STATEMENT_TIMEOUT_MS` per statement, sent data left unacknowledged
+  for :data:`_TCP_USER_TIMEOUT_MS` (a vanished host) breaks the connection, and a
+  server that stops answering mid-write (frozen, yet acknowledging TCP) has the
+  connection cut after :data:`_WRITE_DEADLINE_S`.
+* **One bad call never blocks the others.** A value the server refuses
+  (SQLSTATE classes 22 and 23, or one psycopg cannot send) makes the batch
+  fail; :func:`~otel_usecase.store.base.write_isolating` finds the calls
+  responsible, writes the rest and returns them with the reason.
 * **Same Python values as SQLite.** ``SUM`` of integer columns is ``numeric`` in
   PostgreSQL; those values are returned as ``int`` (or ``float`` when
   fractional) rather than ``Decimal``, so report code works on either store.
@@ -33,10 +47,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..ledger import Call
@@ -48,11 +64,16 @@ from .base import (
     RejectedCall,
     StoreError,
     StoreUnavailable,
+    Unstorable,
     create_statements,
+    one_line,
+    plausible,
     redact_url,
+    register_fork_hooks,
     row_of,
     upgrade_statements,
     upsert_sql,
+    write_isolating,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +81,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-__all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "translate_placeholders"]
+__all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
 QUERY_WORK_MEM: Final = "64MB"
 """``work_mem`` for report queries (per query, in their own read-only transaction)."""
@@ -81,6 +102,18 @@ The equivalent of SQLite's busy timeout: a long-running ``LOCK TABLE`` or
 _ADVISORY_LOCK_KEY: Final = 0x6F74_656C_7573_6563
 """``pg_advisory_xact_lock`` key serialising schema creation ("otelusec" in ASCII)."""
 
+_STATEMENT_TIMEOUT_MS: Final = 15_000
+"""The longest one statement of a write may run (a row's upsert takes well under a millisecond)."""
+
+_WRITE_DEADLINE_S: Final = 20.0
+"""The longest a write waits for the server whatever it does, plus :data:`_WRITE_DEADLINE_PER_ROW_S`.
+
+The server-side timeouts need a server that runs; a frozen one (a stopped process,
+a paused VM) still acknowledges TCP, so neither they nor the TCP user timeout end
+the wait. Past this deadline the connection's socket is shut down from another
+thread: the write fails as unavailable, and the next one connects afresh."""
+_WRITE_DEADLINE_PER_ROW_S: Final = 0.001
+
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
@@ -88,7 +121,16 @@ _CREATE: Final = create_statements(
     {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
 )
 
+_WRITE_LIMITS: Final = (
+    f"SELECT set_config('lock_timeout', '{_LOCK_TIMEOUT_MS}', true), "
+    f"set_config('statement_timeout', '{_STATEMENT_TIMEOUT_MS}', true)"
+)
+"""The limits of one write transaction, set for it alone (``SET LOCAL``) in one round trip."""
+
 _INSTALL_HINT: Final = "pip install 'otel-usecase[postgres]'"
+
+_INHERITED: list[Any] = []
+"""Connections a forked child inherited: kept, never used, never closed (see ``_after_fork_in_child``)."""
 
 _T = TypeVar("_T")
 
@@ -235,6 +277,54 @@ def _number_loader() -> type[Any]:
     return NumberLoader
 
 
+# --- what a server error means --------------------------------------------------------------
+
+UNAVAILABLE: Final = "unavailable"
+"""Retry later: the server cannot take writes now (the caller buffers; ``serve`` answers 503)."""
+RETRY: Final = "retry"
+"""Rolled back by a deadlock or serialisation failure: run the transaction again at once."""
+BAD_DATA: Final = "bad data"
+"""The server refused a value of the batch: find the call responsible, write the others."""
+MISCONFIGURED: Final = "misconfigured"
+"""Anything else (a missing privilege, a changed table): retrying will not help."""
+
+_CLASSES: Final[dict[str, str]] = {
+    "08": UNAVAILABLE,  # connection exception
+    "25": UNAVAILABLE,  # invalid transaction state: 25006 read-only (a standby, default_transaction_read_only),
+    #                     25P03 idle-in-transaction timeout; this module never misuses transactions itself
+    "40": RETRY,  # transaction rollback: deadlock, serialization failure
+    "53": UNAVAILABLE,  # insufficient resources: disk full, out of memory, too many connections
+    "55": UNAVAILABLE,  # object not in prerequisite state: 55P03 lock_timeout
+    "57": UNAVAILABLE,  # operator intervention: shutdown, cannot connect now, 57014 statement_timeout
+    "58": UNAVAILABLE,  # system error: I/O error
+    "22": BAD_DATA,  # data exception: a value out of range, an untranslatable character
+    "23": BAD_DATA,  # integrity constraint violation: NULL in a NOT NULL column
+}
+"""What each SQLSTATE class means for a write (the first two characters of the code)."""
+
+
+def classify(exc: BaseException) -> str:
+    """What a psycopg error means for the store: :data:`UNAVAILABLE`, :data:`RETRY`, :data:`BAD_DATA`, :data:`MISCONFIGURED`.
+
+    Decided by SQLSTATE class (:data:`_CLASSES`). An error with no SQLSTATE is
+    the client's: a lost or failed connection is unavailable; a value psycopg
+    cannot send (an ``int`` beyond int64, text with a lone surrogate) is bad data.
+    """
+    pg = _psycopg()
+    if isinstance(exc, (OverflowError, UnicodeEncodeError, pg.DataError)) and not getattr(
+        exc, "sqlstate", None
+    ):
+        return BAD_DATA
+    if not isinstance(exc, pg.Error):
+        return MISCONFIGURED
+    state = exc.sqlstate
+    if state:
+        return _CLASSES.get(state[:2], MISCONFIGURED)
+    if isinstance(exc, (pg.OperationalError, pg.InterfaceError)):
+        return UNAVAILABLE
+    return MISCONFIGURED
+
+
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -272,8 +362,22 @@ class PostgresStore:
         self._pid = os.getpid()
         self._closed = False
         self._create = create
+        register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
             self._run("open", self._migrate)
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's connection and lock; the next call connects afresh.
+
+        The lock may have been held by a thread of the parent that does not exist
+        here. The parent's connection is neither used nor closed: closing would
+        send the server a Terminate message on the parent's session. It is kept
+        referenced so that garbage collection does not close it either.
+        """
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        self._conn = None
 
     def _defaults(self, conninfo: str, connect_timeout: float) -> dict[str, Any]:
         """Connection options the URL does not set itself."""
@@ -314,9 +418,7 @@ class PostgresStore:
         try:
             conn = self._connect()
         except self._psycopg.OperationalError as exc:
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL store {self.url}: {_one_line(exc)}"
-            ) from exc
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {self.url}: {one_line(exc)}") from exc
         self._conn = conn
         self._pid = os.getpid()
         return conn, True
@@ -333,10 +435,11 @@ class PostgresStore:
 
         A failure on a connection that was already open may only mean the server
         restarted since the last call: reconnect and try once more. A deadlock or
-        serialisation failure rolled everything back: try again. Connection and
-        resource failures become :class:`StoreUnavailable` (the caller retries
-        later); anything else (bad data, missing privilege) :class:`StoreError`.
-        Must be called with the lock held.
+        serialisation failure rolled everything back: try again. Then, by
+        :func:`classify`: :class:`StoreUnavailable` (the caller retries later),
+        :class:`~otel_usecase.store.base.Unstorable` (a value of the batch was
+        refused) or :class:`StoreError` (retrying cannot help). Must be called
+        with the lock held.
         """
         pg = self._psycopg
         reconnected = False
@@ -347,28 +450,28 @@ class PostgresStore:
                 return op(conn)
             except StoreError:
                 raise
-            except pg.errors.TransactionRollback as exc:
-                rollbacks += 1
-                if rollbacks < _ROLLBACK_RETRIES:
-                    time.sleep(0.01 * rollbacks)
-                    continue
-                raise StoreUnavailable(
-                    f"PostgreSQL store {self.url}: {what} kept being rolled back: {_one_line(exc)}"
-                ) from exc
-            except (pg.OperationalError, pg.InterfaceError) as exc:
-                lost = conn.closed or conn.broken
-                if lost:
-                    self._discard()
-                    if not fresh and not reconnected:
-                        reconnected = True
+            except (pg.Error, OverflowError, UnicodeEncodeError) as exc:
+                meaning = classify(exc)
+                if meaning == RETRY:
+                    rollbacks += 1
+                    if rollbacks < _ROLLBACK_RETRIES:
+                        time.sleep(0.01 * rollbacks)
                         continue
-                raise StoreUnavailable(
-                    f"PostgreSQL store {self.url} is unavailable ({what}): {_one_line(exc)}"
-                ) from exc
-            except pg.Error as exc:
+                    raise StoreUnavailable(
+                        f"PostgreSQL store {self.url}: {what} kept being rolled back: {one_line(exc)}"
+                    ) from exc
                 if conn.closed or conn.broken:
                     self._discard()
-                raise StoreError(f"PostgreSQL store {self.url}: {what} failed: {_one_line(exc)}") from exc
+                    if not fresh and not reconnected and meaning == UNAVAILABLE:
+                        reconnected = True
+                        continue
+                if meaning == UNAVAILABLE:
+                    raise StoreUnavailable(
+                        f"PostgreSQL store {self.url} is unavailable ({what}): {one_line(exc)}"
+                    ) from exc
+                if meaning == BAD_DATA:
+                    raise Unstorable(one_line(exc)) from exc
+                raise StoreError(f"PostgreSQL store {self.url}: {what} failed: {one_line(exc)}") from exc
 
     # schema
 
@@ -417,24 +520,38 @@ class PostgresStore:
     # the Store protocol
 
     def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
-        """Upsert ``calls`` in one transaction; idempotent per (trace id, span id).
+        """Upsert ``calls``; idempotent per (trace id, span id).
 
-        Rows go in key order (see the module docstring: no deadlocks between
-        writers). Raises :class:`StoreUnavailable` if the server cannot take the
-        batch now; nothing of the batch is then written.
+        Calls the server refuses are returned with the reason, the rest written
+        (:func:`~otel_usecase.store.base.write_isolating`). Raises
+        :class:`StoreUnavailable` if the server cannot take the batch now
+        (down, read-only, locked, out of disk); nothing of the batch is then written.
         """
         if not calls:
             return []
+        with self._lock:
+            return write_isolating(calls, self._write_batch)
+
+    def _write_batch(self, calls: Sequence[Call]) -> None:
+        """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
+        if not plausible(tuple(chain.from_iterable(rows))):
+            raise Unstorable("a token count or cost out of the ledger's range")
+
+        deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
 
         def upsert(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
-                cur.executemany(self._insert, rows)
+            watchdog = threading.Timer(deadline, _cut, (conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_WRITE_LIMITS)
+                    cur.executemany(self._insert, rows)
+            finally:
+                watchdog.cancel()
 
-        with self._lock:
-            self._run(f"writing {len(rows)} calls", upsert)
-        return []
+        self._run(f"writing {len(rows)} calls", upsert)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
@@ -524,6 +641,12 @@ class PostgresStore:
         return f"PostgresStore({self.url!r})"
 
 
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut down ``conn``'s socket (a write past its deadline): the blocked call fails, the connection is broken."""
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)  # (an exception: already closed, nothing to cut)
+
+
 def _tune_report(cur: psycopg.Cursor[Any]) -> None:
     """Planner settings for one read-only report transaction (``SET LOCAL``: nothing else sees them).
 
@@ -537,8 +660,3 @@ def _tune_report(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'")
     cur.execute("SET LOCAL enable_hashagg = off")
     cur.execute("SET LOCAL enable_seqscan = off")
-
-
-def _one_line(exc: BaseException) -> str:
-    """libpq messages span lines (``DETAIL:``, ``HINT:``); log lines should not."""
-    return " ".join(str(exc).split()) or type(exc).__name__
