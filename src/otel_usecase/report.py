@@ -305,20 +305,23 @@ def _aggregate(
         row = rows.get(key_values)
         if row is None:
             row = rows[key_values] = ReportRow(key=dict(zip(keys, key_values)))
+        # SQLite's COUNT, CAST(... AS INTEGER) and SUM(CASE ...) are ints already (the only
+        # store aggregated here: PostgreSQL aggregates in SQL); 200k runs per report.
         calls, inp, out, cached, reasoning, cost, unpriced, no_usage, partial = record[n_keys:]
         row.runs += 1
-        row.calls += int(calls)
-        row.input_tokens += int(inp)
-        row.output_tokens += int(out)
-        row.cached_tokens += int(cached)
-        row.reasoning_tokens += int(reasoning)
-        cost = _number(cost)
-        if cost is not None:
-            row.cost_usd = (row.cost_usd or 0.0) + cost
-        row.unpriced_calls += int(unpriced)
-        row.no_usage_calls += int(no_usage)
-        row.partial_calls += int(partial)
-        if int(unpriced) + int(no_usage) + int(partial) == 0 and cost is not None:
+        row.calls += calls
+        row.input_tokens += inp
+        row.output_tokens += out
+        row.cached_tokens += cached
+        row.reasoning_tokens += reasoning
+        if cost is not None and -1e308 <= cost <= 1e308:  # not NaN or infinite: as _number
+            row.cost_usd = cost if row.cost_usd is None else row.cost_usd + cost
+        else:
+            cost = None
+        row.unpriced_calls += unpriced
+        row.no_usage_calls += no_usage
+        row.partial_calls += partial
+        if cost is not None and not (unpriced or no_usage or partial):
             row.run_costs.append(cost)
         else:
             row.cost_complete = False
