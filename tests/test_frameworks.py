@@ -362,3 +362,21 @@ def test_fake_server_tool_calls_reach_the_real_client(fake_openai: FakeOpenAI, c
     assert after.choices[0].finish_reason == "stop" and after.choices[0].message.content
     with pytest.raises(ValueError, match="JSON"):
         FakeToolCall("broken", "{not json")
+
+
+@pytest.mark.parametrize("framework_rig", LANGCHAIN_SETUPS[:2], indirect=True, ids="+".join)
+def test_langchain_batch_of_concurrent_calls_in_one_scope_each_count_once(
+    framework_rig: FrameworkRig, fake_openai: FakeOpenAI
+) -> None:
+    """``chain.batch``: LangChain runs the calls on a thread pool at once, all in one scope."""
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_openai import ChatOpenAI
+
+    fake_openai.respond(usage=USAGE)
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=fake_openai.base_url, api_key="test-key", max_retries=0)
+    chain = ChatPromptTemplate.from_messages([("user", "Summarise: {text}")]) | model | StrOutputParser()
+    texts = [f"text {i}" for i in range(8)]
+    with track_context("summaries"):
+        chain.batch([{"text": t} for t in texts], config={"max_concurrency": 8})
+    assert_each_request_once(framework_rig, fake_openai, len(texts))
