@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from decimal import Decimal
@@ -22,9 +24,9 @@ import pytest
 yaml = pytest.importorskip("yaml", reason="pyyaml is a test dependency (add it to the test extra)")
 
 from otel_usecase import collector_config as cc
+from otel_usecase import usage
 from otel_usecase.calls import is_model_call
 from otel_usecase.pricing import ENV_PRICES, PriceBook
-from otel_usecase import usage
 from otel_usecase.usage import read_usage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
@@ -224,7 +226,11 @@ def test_the_three_configs_exist() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_parses_and_is_wired(path: Path) -> None:
-    config = load(path.name)
+    assert_wired(load(path.name))
+
+
+def assert_wired(config: Mapping[str, Any]) -> None:
+    """Every component defined is used, every one used is defined, processors in a sane order."""
     assert set(config) <= {*SECTIONS, "service"}, set(config)
     defined = {section: set(config.get(section) or {}) for section in SECTIONS}
     for section, ids in defined.items():
@@ -277,6 +283,109 @@ def test_config_has_no_secret_in_it(path: Path) -> None:
     for line in text.splitlines():
         if "Bearer" in line and not line.lstrip().startswith("#"):
             assert "Bearer ${env:OTEL_USECASE_TOKEN}" in line, line
+
+
+# -- every config: validates as shipped, and with the current component names ----------------
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+README = CONFIG_DIR / "README.md"
+
+
+def validate_commands(text: str, name: str) -> list[set[str]]:
+    """The variables set (``NAME=...``) by each ``otelcol-contrib validate`` command for ``name`` in ``text``."""
+    commands = []
+    lines = [line.lstrip("#").strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if f"otelcol-contrib validate --config collector-config/{name}" in line:
+            command = line
+            j = i - 1
+            while j >= 0 and lines[j].endswith("\\"):  # continuation lines above
+                command = lines[j] + " " + command
+                j -= 1
+            commands.append(set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", command)))
+    return commands
+
+
+def env_without_default(text: str) -> set[str]:
+    """Variables a config reads without a default, outside comments."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return {m.group(1) for m in ENV_REF.finditer(code) if m.group(2) is None}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_env_var_has_a_default_or_is_in_the_validate_command(path: Path) -> None:
+    """``otelcol-contrib validate`` fails on an empty exporter endpoint: the commands shown must set them."""
+    text = path.read_text(encoding="utf-8")
+    needed = env_without_default(text)
+    endpoints = {
+        m.group(1)
+        for line in text.splitlines()
+        if line.strip().startswith("endpoint:")
+        for m in ENV_REF.finditer(line)
+        if m.group(2) is None
+    }
+    assert endpoints, "every shipped config sends somewhere configured by the environment"
+    for where, source in (
+        (path.name, text),
+        ("collector-config/README.md", README.read_text(encoding="utf-8")),
+    ):
+        commands = validate_commands(source, path.name)
+        assert commands, f"{where} shows no `otelcol-contrib validate --config collector-config/{path.name}`"
+        for variables in commands:
+            assert endpoints <= variables, (where, endpoints - variables)
+    # Any other variable without a default (the bearer token) is set in the file's run command.
+    run_assignments = set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", text))
+    assert needed <= run_assignments, needed - run_assignments
+
+
+def test_env_var_defaults_use_the_collector_syntax() -> None:
+    for path in CONFIGS:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "${" in line and not line.lstrip().startswith("#"):
+                assert all(ref.startswith("${env:") for ref in re.findall(r"\$\{[^}]*\}", line)), line
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_current_names_config_parses_is_wired_and_filters_the_same(path: Path) -> None:
+    config = yaml.safe_load(cc.current_names(path.read_text(encoding="utf-8")))
+    assert_wired(config)
+    kinds = {kind(e) for e in config["exporters"]}
+    assert not kinds & {"otlp", "otlphttp", "loadbalancing"}, kinds
+    assert config["receivers"].keys() == load(path.name)["receivers"].keys()  # receivers keep `otlp`
+    original = load(path.name)
+    for pid, processor in config["processors"].items():
+        if kind(pid) != "filter":
+            continue
+        assert "traces" not in processor
+        conditions = processor["trace_conditions"]
+        assert all(c.count("span.attributes[") == c.count("attributes[") for c in conditions)
+        old = filter_drops(original, pid)
+        new = [
+            compile(_to_python(c.replace("span.attributes[", "attributes[")), "<c>", "eval")
+            for c in conditions
+        ]
+        for span in [*SPANS_KEPT, *SPANS_DROPPED]:
+            scope = {"A": _Map(span), "_is_match": _is_match}
+            assert any(eval(c, scope) for c in new) == old(span), span
+
+
+def test_current_names_command_prints_the_rewritten_config(tmp_path: Path) -> None:
+    command = [str(Path(sys.executable).parent / "otel-usecase"), "collector-config", "current-names"]
+    done = subprocess.run(
+        [*command, str(CONFIG_DIR / "loadbalancing.yaml")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert "load_balancing/usecase" in config["exporters"]
+    assert config["service"]["pipelines"]["traces/usecase"]["exporters"] == ["load_balancing/usecase"]
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("processors:\n  filter/x:\n    traces:\n      spanevent:\n        - 'name == \"x\"'\n")
+    refused = subprocess.run([*command, str(odd)], check=False, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "traces: span:" in refused.stderr
 
 
 # -- gateway.yaml ------------------------------------------------------------------
@@ -864,24 +973,27 @@ def test_cli_bad_prices_file(tmp_path: Path) -> None:
 def test_the_module_itself_needs_no_yaml_library() -> None:
     package = Path(cc.__file__).parent / "collector"
     for path in [Path(cc.__file__), *package.glob("*.py")]:
-        assert "yaml" not in re.findall(r"^\s*(?:import|from)\s+(\w+)", path.read_text(encoding="utf-8"), re.M), path
+        assert "yaml" not in re.findall(
+            r"^\s*(?:import|from)\s+(\w+)", path.read_text(encoding="utf-8"), re.MULTILINE
+        ), path
 
 
 def test_console_script_checks_the_shipped_config() -> None:
     """The documented command, as users run it: the shipped block is current with the price data."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     root = Path(__file__).parent.parent
     command = [str(Path(sys.executable).parent / "otel-usecase"), "collector-config", "transform"]
     check = subprocess.run(
         [*command, "--check", str(root / "collector-config" / "cost-in-collector.yaml")],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert check.returncode == 0, check.stderr
-    printed = subprocess.run([*command, "--models", "gpt-4o-mini"], capture_output=True, text=True, timeout=60)
+    printed = subprocess.run(
+        [*command, "--models", "gpt-4o-mini"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert printed.returncode == 0 and "transform/usecase_cost:" in printed.stdout
     assert "0.00000015" in printed.stdout and "0.0000006" in printed.stdout  # $0.15 / $0.60 per million

@@ -129,7 +129,13 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, by_run in runs.items():
         group = [c for cs in by_run.values() for c in cs]
-        run_costs = [sum(c.cost_usd or 0.0 for c in cs) for cs in by_run.values()]
+        # Unpriced is unknown, not free: the per-run figures are over the runs whose every call is priced.
+        run_costs = [
+            sum(c.cost_usd or 0.0 for c in cs)
+            for cs in by_run.values()
+            if all(c.status == "priced" for c in cs)
+        ]
+        known = [c.cost_usd for c in group if c.cost_usd is not None]
         out[key] = {
             "runs": len(by_run),
             "calls": len(group),
@@ -137,12 +143,14 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
             "output_tokens": sum(c.output_tokens or 0 for c in group),
             "cached_tokens": sum(c.cache_read_tokens for c in group),
             "reasoning_tokens": sum(c.reasoning_tokens for c in group),
-            "cost_usd": sum(run_costs),
+            "cost_usd": sum(known) if known else None,
+            "cost_complete": all(c.status == "priced" for c in group),
             "unpriced_calls": sum(c.status == "unpriced" for c in group),
             "no_usage_calls": sum(c.status == "no_usage" for c in group),
-            "avg_run_cost_usd": sum(run_costs) / len(run_costs),
-            "p50_run_cost_usd": interpolated(sorted(run_costs), 0.5),
-            "p95_run_cost_usd": interpolated(sorted(run_costs), 0.95),
+            "avg_run_cost_usd": sum(run_costs) / len(run_costs) if run_costs else None,
+            "p50_run_cost_usd": interpolated(sorted(run_costs), 0.5) if run_costs else None,
+            "p95_run_cost_usd": interpolated(sorted(run_costs), 0.95) if run_costs else None,
+            "runs_left_out": len(by_run) - len(run_costs),
         }
     return out
 
@@ -166,11 +174,13 @@ def actual_report(store: Store, by: str) -> dict[tuple[Any, ...], dict[str, Any]
             "cached_tokens": r.cached_tokens,
             "reasoning_tokens": r.reasoning_tokens,
             "cost_usd": r.cost_usd,
+            "cost_complete": r.cost_complete,
             "unpriced_calls": r.unpriced_calls,
             "no_usage_calls": r.no_usage_calls,
             "avg_run_cost_usd": r.avg_run_cost_usd,
             "p50_run_cost_usd": r.p50_run_cost_usd,
             "p95_run_cost_usd": r.p95_run_cost_usd,
+            "runs_left_out": r.runs_left_out,
         }
         for r in rows
     }
@@ -404,7 +414,7 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
     for by in ("use-case", "run", "model", "user", "step", "version", "experience"):
         assert_report(store, calls, by)
     total = sum(c.cost_usd or 0.0 for c in calls)
-    assert sum(r.cost_usd for r in build_report(store, "use-case")) == pytest.approx(total, rel=1e-12)
+    assert sum(r.cost_usd or 0.0 for r in build_report(store, "use-case")) == pytest.approx(total, rel=1e-12)
     assert sum(r.unpriced_calls for r in build_report(store, "model")) == 6
     assert sum(r.no_usage_calls for r in build_report(store, "model")) == 6
 

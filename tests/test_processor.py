@@ -305,6 +305,8 @@ def test_stamping_and_reports_do_not_load_the_price_data(tmp_path: Path) -> None
     script = (
         "import sys\n"
         "from otel_usecase.cli import main\n"
+        "from otel_usecase.store import open_store\n"
+        f"open_store('sqlite:///{tmp_path}/c.db').close()  # reports read an existing store only\n"
         f"assert main(['report', '--by', 'run', '--format', 'json', '--store', 'sqlite:///{tmp_path}/c.db']) == 0\n"
         "assert 'genai_prices' not in sys.modules, 'the report command loaded genai_prices'\n"
         "assert 'opentelemetry.sdk.trace' not in sys.modules, 'the report command loaded the SDK'\n"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from otel_usecase.store import open_store
+
 from .servers import BIN, ServeProcess, free_port
 
 
@@ -91,6 +93,7 @@ def test_without_the_serve_extra_it_names_the_extra(tmp_path: Path, missing: str
         f"otel-usecase: serve needs the 'serve' extra ({missing} is missing): pip install 'otel-usecase[serve]'"
     )
     # the blocker is what made it fail: the same command reports works without it
+    open_store(f"sqlite:///{tmp_path}/cli.db").close()  # reports read an existing store only
     assert (
         subprocess.run(
             [str(BIN / "otel-usecase"), "report", "--store", f"sqlite:///{tmp_path}/cli.db"],

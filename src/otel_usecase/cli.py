@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .report import FORMATS, GROUPINGS, ReportError, format_run, render_report, run_calls
-from .store import StoreError, default_store_url, open_store
+from .report import (
+    FORMATS,
+    GROUPINGS,
+    ReportError,
+    format_run,
+    parse_since,
+    render_report,
+    run_calls,
+    safe_text,
+)
+from .store import StoreError, default_store_url, open_store, parse_store_url
 
 __all__ = ["main"]
 
@@ -98,6 +108,12 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         from . import collector_config
 
         collector_config.add_transform_arguments(transform)
+    renamed = collector_commands.add_parser(
+        "current-names",
+        help="print a collector config with the component names current collector releases use "
+        "(otlp_grpc, otlp_http, load_balancing, filter trace_conditions)",
+    )
+    renamed.add_argument("config", metavar="CONFIG")
     return parser
 
 
@@ -177,8 +193,58 @@ def _prices(args: argparse.Namespace) -> int:
         return 2
 
 
+def _read(args: argparse.Namespace) -> int:
+    """``report`` and ``runs show``: read the store, never create it.
+
+    A store that does not exist is an error naming the URL (exit 1), not an empty
+    report: a forgotten ``OTEL_USECASE_STORE`` must not read as "no calls recorded".
+    Every output says which store it read: a header line above a table; for JSON
+    and CSV, whose stdout stays machine-readable, a line on stderr.
+    """
+    url = args.store or default_store_url()
+    parse_store_url(url)  # a malformed URL or --since is a usage error (exit 2), before anything is opened
+    if args.command == "report":
+        parse_since(args.since)
+    try:
+        store = open_store(url, create=False)
+    except StoreError as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "report":
+            text = render_report(store, args.by, args.format, use_case=args.use_case, since=args.since)
+        else:
+            calls = run_calls(store, args.run_id)
+            if not calls:
+                print(
+                    f"otel-usecase: no run {safe_text(args.run_id)!r} in store {safe_text(store.url, limit=1000)}",
+                    file=sys.stderr,
+                )
+                return 1
+            text = format_run(args.run_id, calls, args.format)
+    except StoreError as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.format == "table":
+        print(f"store {safe_text(store.url, limit=1000)}")
+    else:
+        print(f"otel-usecase: read store {safe_text(store.url, limit=1000)}", file=sys.stderr)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `otel-usecase report | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status.
+
+    Exit status: 0 done, 1 the store could not be read (missing, not a ledger,
+    unavailable) or the run asked for is not in it, 2 a usage error (bad option or URL).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(collector_options="collector-config" in argv).parse_args(argv)
     if args.command == "serve":
@@ -186,20 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "collector-config":
         from . import collector_config
 
+        if args.collector_config_command == "current-names":
+            return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
     try:
         if args.command == "prices":
             return _prices(args)
-        url = args.store or default_store_url()
-        store = open_store(url)
-        try:
-            if args.command == "report":
-                print(render_report(store, args.by, args.format, use_case=args.use_case, since=args.since))
-            else:
-                print(format_run(args.run_id, run_calls(store, args.run_id), args.format))
-        finally:
-            store.close()
-        return 0
+        return _read(args)
     except (StoreError, ReportError) as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 2

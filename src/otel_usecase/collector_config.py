@@ -58,6 +58,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .collector.names import current_names
 from .collector.plan import (
     COST_ATTRIBUTE,
     DEFAULT_MODELS,
@@ -88,10 +89,12 @@ __all__ = [
     "ModelStatement",
     "TransformPlan",
     "add_transform_arguments",
+    "current_names",
     "main",
     "main_transform",
     "plan_transform",
     "render_transform_processor",
+    "run_current_names",
     "run_transform",
     "transform_statements",
     "update_config_text",
@@ -168,6 +171,16 @@ def run_transform(args: argparse.Namespace) -> int:
             print(f"otel-usecase: {path}: {exc}", file=sys.stderr)
             return 2
     print(f"otel-usecase: {path}: {'updated' if new != text else 'already up to date'}", file=sys.stderr)
+    return 0
+
+
+def run_current_names(path: str) -> int:
+    """``collector-config current-names FILE``: print FILE with the current component names."""
+    try:
+        sys.stdout.write(current_names(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        print(f"otel-usecase: {path}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

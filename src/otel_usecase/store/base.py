@@ -492,13 +492,18 @@ def parse_store_url(url: str) -> tuple[str, str]:
     return "sqlite", url
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open (and create on first use) the store at ``url`` (default: :func:`default_store_url`)."""
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open (and create on first use) the store at ``url`` (default: :func:`default_store_url`).
+
+    ``create=False`` is for commands that only read (reports): a store that does not
+    exist, or has no ledger table, raises :class:`StoreError` naming the URL instead of
+    being created empty (a mistyped URL must not read as "no calls recorded").
+    """
     kind, target = parse_store_url(url if url is not None else default_store_url())
     if kind == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(target)
+        return PostgresStore(target, create=create)
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(target)
+    return SQLiteStore(target, create=create)

@@ -348,7 +348,9 @@ class PostgresStore:
 
     dialect: Final = "postgresql"
 
-    def __init__(self, conninfo: str, *, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self, conninfo: str, *, connect_timeout: float = CONNECT_TIMEOUT_S, create: bool = True
+    ) -> None:
         self._psycopg = _psycopg()
         self._conninfo = conninfo
         self.url = redact_url(conninfo)
@@ -359,6 +361,7 @@ class PostgresStore:
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
         self._closed = False
+        self._create = create
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
             self._run("open", self._migrate)
@@ -497,6 +500,10 @@ class PostgresStore:
                 )
             if version == SCHEMA_VERSION and has_ledger:
                 return  # nothing to create: no DDL, so a read-only role can open the store
+            if not self._create:  # a reader (reports): never create, say what is missing
+                if not has_ledger:
+                    raise StoreError(f"PostgreSQL store {self.url} has no ledger table ({TABLE})")
+                return
             for statement in _CREATE:
                 cur.execute(statement)
             if version is not None and has_ledger:

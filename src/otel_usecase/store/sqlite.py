@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from .._log import logger
 from ..ledger import Call
@@ -23,6 +24,7 @@ from .base import (
     INDEXES,
     META_TABLE,
     SCHEMA_VERSION,
+    TABLE,
     RejectedCall,
     StoreError,
     StoreUnavailable,
@@ -190,9 +192,13 @@ class SQLiteStore:
 
     dialect: Final = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
+        self._create = create or path == ":memory:"
+        """False for a reader (reports): a missing file or ledger is an error, never created."""
+        if not self._create and not Path(path).is_file():
+            raise StoreError(f"no SQLite store at {self.url}: {path!r} does not exist")
         self._file = os.path.abspath(path) if path != ":memory:" else ""
         """The file checked for deletion (absolute: the process may change directory)."""
         self._wal = self._file + "-wal"
@@ -218,14 +224,18 @@ class SQLiteStore:
     def _open(self) -> sqlite3.Connection:
         """Connect, create or upgrade the schema, and note which file is open."""
         path = self.path
-        if path != ":memory:":
+        if self._create and path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the directory of SQLite store {path!r}: {exc}") from exc
         try:
             conn = sqlite3.connect(
-                path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                path if self._create else "file:" + quote(self._file) + "?mode=rw",
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=not self._create,
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
@@ -233,7 +243,10 @@ class SQLiteStore:
         while self._max_rows > 1 and self._max_rows * len(COLUMNS) > variables:
             self._max_rows //= 2
         try:
-            self._migrate(conn)
+            if self._create:
+                self._migrate(conn)
+            else:
+                self._check_existing(conn)
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -243,6 +256,22 @@ class SQLiteStore:
             raise
         self._conn = conn
         return conn
+
+    def _check_existing(self, conn: sqlite3.Connection) -> None:
+        """For a reader that must not create: the file holds a ledger this version can read."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if TABLE not in tables:
+            raise StoreError(
+                f"SQLite store {self.url} has no ledger table ({TABLE}): not an otel-usecase store"
+            )
+        found = None
+        if META_TABLE in tables:
+            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
+        if found is not None and str(found[0]).isdigit() and int(found[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
+                f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         if self.path != ":memory:":
