@@ -102,10 +102,10 @@ def filled(rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI) -> Cost
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
     with track_context("support", use_case_id="run-unpriced"):
-        client.chat.completions.create(model="acme-llm-9000", messages=MSG)
+        client.chat.completions.create(model="acme-llm-cli-1", messages=MSG)
     with track_context("support", use_case_id="run-mixed"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
-        client.chat.completions.create(model="acme-llm-9000", messages=MSG)
+        client.chat.completions.create(model="acme-llm-cli-1", messages=MSG)
     rig.flush()
     return rig
 
@@ -167,7 +167,7 @@ def test_unpriced_is_never_shown_as_zero(filled: CostRig) -> None:
     assert "avg/p50/p95 per run leave out 2 runs" in ok("report", "--store", url).stdout
 
     by_model = ok("report", "--by", "model", "--store", url).stdout
-    (acme,) = [line for line in by_model.splitlines() if "acme-llm-9000" in line]
+    (acme,) = [line for line in by_model.splitlines() if "acme-llm-cli-1" in line]
     assert "unpriced" in acme and "$" not in acme
     model_csv = {
         r["model"]: r
@@ -176,8 +176,8 @@ def test_unpriced_is_never_shown_as_zero(filled: CostRig) -> None:
         )
     }
     assert (
-        model_csv["acme-llm-9000"]["cost_usd"] == ""
-        and model_csv["acme-llm-9000"]["cost_complete"] == "False"
+        model_csv["acme-llm-cli-1"]["cost_usd"] == ""
+        and model_csv["acme-llm-cli-1"]["cost_complete"] == "False"
     )
     assert float(model_csv["gpt-4o-mini"]["cost_usd"]) == pytest.approx(3 * PER_CALL)
 
@@ -402,7 +402,7 @@ def test_postgres_reports_unpriced_and_huge_rows(pg_server: PostgresServer) -> N
             f"INSERT INTO usecase_calls ({columns}) VALUES ({', '.join(['%s'] * len(Call._fields))})",
             [
                 _call("run-priced", 1, cost=PER_CALL),
-                _call("run-unpriced", 2, model="acme-llm-9000", status="unpriced"),
+                _call("run-unpriced", 2, model="acme-llm-cli-1", status="unpriced"),
                 _call("run-huge", 3, cost=0.01, input_tokens=MAX_INT64),
                 _call("run-huge", 4, cost=0.01, input_tokens=MAX_INT64),
             ],
@@ -419,5 +419,5 @@ def test_postgres_reports_unpriced_and_huge_rows(pg_server: PostgresServer) -> N
     assert runs["run-unpriced"]["cost_usd"] is None and runs["run-unpriced"]["cost_complete"] is False
     assert list(runs)[-1] == "run-unpriced"
     table = ok("report", "--by", "model", "--store", url).stdout
-    (acme,) = [line for line in table.splitlines() if "acme-llm-9000" in line]
+    (acme,) = [line for line in table.splitlines() if "acme-llm-cli-1" in line]
     assert "unpriced" in acme and "$" not in acme
