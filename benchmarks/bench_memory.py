@@ -43,11 +43,13 @@ def child(total: int) -> None:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from otel_usecase import UseCaseCostExporter
+    from otel_usecase.store import open_store
 
     rng = random.Random(99)
     directory = Path(tempfile.mkdtemp(prefix="otel-usecase-bench-"))
     try:
-        exporter = UseCaseCostExporter(store=f"sqlite:///{directory}/costs.db")
+        url = f"sqlite:///{directory}/costs.db"
+        exporter = UseCaseCostExporter(store=url)
         resource = Resource.create({"service.name": "bench-app"})
         scope = InstrumentationScope("opentelemetry.instrumentation.openai.v1", "0.62.4")
         templates = [llm_attributes(rng, run, model) for run, model in zip(run_pool(len(MODELS), rng), MODELS)]
@@ -77,8 +79,10 @@ def child(total: int) -> None:
                 rss, hwm = rss_mb()
                 samples.append({"runs": i, "rss": rss, "hwm": hwm, "seconds": time.perf_counter() - started})
                 print(f"  {i:>9,} runs: VmRSS {rss:.1f} MB, VmHWM {hwm:.1f} MB", file=sys.stderr, flush=True)
-        (rows,) = exporter._ensure_store().query("SELECT COUNT(DISTINCT run_id) FROM usecase_calls")[0]
-        exporter.shutdown()
+        exporter.shutdown()  # writes everything, then closes its store
+        reader = open_store(url, create=False)
+        (rows,) = reader.query("SELECT COUNT(DISTINCT run_id) FROM usecase_calls")[0]
+        reader.close()
         print(
             _MARK
             + json.dumps(
