@@ -137,6 +137,7 @@ class _Checkpointer:
             path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         self.conn.execute(f"PRAGMA journal_size_limit={_WAL_TRUNCATE_BYTES}")
+        self._page_size: int = self.conn.execute("PRAGMA page_size").fetchone()[0]
         self._thread = threading.Thread(target=self._run, name="otel-usecase-sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -160,8 +161,14 @@ class _Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if _size(self._path + "-wal") > _WAL_TRUNCATE_BYTES:
+            _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            # TRUNCATE only when readers keep much of the WAL from being copied. Without them the
+            # PASSIVE round copies (nearly) everything, the next write starts the WAL over and
+            # journal_size_limit cuts the file back; a TRUNCATE would only hold the writer up.
+            if (
+                _size(self._path + "-wal") > _WAL_TRUNCATE_BYTES
+                and (frames - copied) * self._page_size > _WAL_TRUNCATE_BYTES // 2
+            ):
                 conn.execute(f"PRAGMA busy_timeout={self._wait_ms}")
                 try:
                     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -404,7 +411,8 @@ class SQLiteStore:
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
             rejected = write_isolating(calls, self._write_batch)
-            if self._checkpointer is not None and _size(self._wal) > _WAL_TRUNCATE_BYTES:
+            # Past twice its bound the WAL is getting away from the twice-a-second rounds: now.
+            if self._checkpointer is not None and _size(self._wal) > 2 * _WAL_TRUNCATE_BYTES:
                 self._checkpointer.wake()
             return rejected
 
