@@ -203,17 +203,22 @@ def test_langchain_async_agent_counts_every_request(
     assert_each_request_once(framework_rig, fake_openai, 2)
 
 
-@pytest.mark.parametrize("framework_rig", LANGCHAIN_SETUPS[:2], indirect=True, ids="+".join)
-def test_langchain_chain_calls_in_one_run_each_count(
-    framework_rig: FrameworkRig, fake_openai: FakeOpenAI
-) -> None:
+def _summary_chain(fake: FakeOpenAI) -> Any:
+    """prompt | ChatOpenAI (gpt-4o-mini, on the fake) | text: one model request per input."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_openai import ChatOpenAI
 
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=fake.base_url, api_key="test-key", max_retries=0)
+    return ChatPromptTemplate.from_messages([("user", "Summarise: {text}")]) | model | StrOutputParser()
+
+
+@pytest.mark.parametrize("framework_rig", LANGCHAIN_SETUPS[:2], indirect=True, ids="+".join)
+def test_langchain_chain_calls_in_one_run_each_count(
+    framework_rig: FrameworkRig, fake_openai: FakeOpenAI
+) -> None:
     fake_openai.respond(usage=USAGE)
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=fake_openai.base_url, api_key="test-key", max_retries=0)
-    chain = ChatPromptTemplate.from_messages([("user", "Summarise: {text}")]) | model | StrOutputParser()
+    chain = _summary_chain(fake_openai)
     with track_context("summaries"):
         for text in ("one", "two", "three", "four"):
             chain.invoke({"text": text})
@@ -369,13 +374,8 @@ def test_langchain_batch_of_concurrent_calls_in_one_scope_each_count_once(
     framework_rig: FrameworkRig, fake_openai: FakeOpenAI
 ) -> None:
     """``chain.batch``: LangChain runs the calls on a thread pool at once, all in one scope."""
-    from langchain_core.output_parsers import StrOutputParser
-    from langchain_core.prompts import ChatPromptTemplate
-    from langchain_openai import ChatOpenAI
-
     fake_openai.respond(usage=USAGE)
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=fake_openai.base_url, api_key="test-key", max_retries=0)
-    chain = ChatPromptTemplate.from_messages([("user", "Summarise: {text}")]) | model | StrOutputParser()
+    chain = _summary_chain(fake_openai)
     texts = [f"text {i}" for i in range(8)]
     with track_context("summaries"):
         chain.batch([{"text": t} for t in texts], config={"max_concurrency": 8})
