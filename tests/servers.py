@@ -7,12 +7,48 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+
+
+class LoopbackHTTPServer:
+    """A ``ThreadingHTTPServer`` serving ``handler`` on 127.0.0.1 (a free port) in a daemon thread.
+
+    Started at construction; stopped by :meth:`close` or by leaving a ``with`` block.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], path: str = "/") -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self._path = path
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}{self._path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    def __enter__(self) -> LoopbackHTTPServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def free_port() -> int:
@@ -118,7 +154,7 @@ class RotelProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> RotelProcess:
-        self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in __exit__)
+        self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [
                 str(self.binary),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -18,9 +17,10 @@ from otel_usecase import attributes as attr
 from otel_usecase import current_scope, track_context
 
 from .conftest import Traced
+from .servers import LoopbackHTTPServer
 
 
-class ServiceB:
+class ServiceB(LoopbackHTTPServer):
     """A downstream service with no scope of its own: extracts the context and calls the LLM."""
 
     def __init__(self, llm: openai.OpenAI) -> None:
@@ -51,22 +51,7 @@ class ServiceB:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/answer"
-
-    def __enter__(self) -> ServiceB:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        super().__init__(Handler, "/answer")
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ from .conftest import Traced
 from .expect import mini_cost
 from .pg import PostgresServer
 from .rigs import CostRig
+from .servers import LoopbackHTTPServer
 
 NAMESPACE = uuid.UUID("5c0e8d6a-3e41-5b1f-9a7d-0e6f1c2b4a90")  # as documented in the README
 MSG = [{"role": "user", "content": "hello"}]
@@ -283,7 +283,7 @@ def test_inbound_values_land_where_the_same_local_values_land(traced: Traced, cl
 # --- the way the app used it: ids from request headers ----------------------------------------
 
 
-class App:
+class App(LoopbackHTTPServer):
     """A web app that takes its ids from request headers, as in issue 12 (there: HTTP 500)."""
 
     def __init__(self, llm: openai.OpenAI) -> None:
@@ -312,22 +312,7 @@ class App:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def __enter__(self) -> App:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        super().__init__(Handler)
 
 
 def test_ids_from_request_headers_never_fail_the_request(

@@ -17,10 +17,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import unquote_plus
@@ -53,6 +52,7 @@ from otel_usecase.validation import clean_inbound
 
 from .conftest import Traced
 from .rigs import CostRig
+from .servers import LoopbackHTTPServer
 
 KEY = "test-hmac-key-0123456789abcdef"
 ATTACK = "user.id=victim,usecase.id=someone-elses-run,tenant=acme"
@@ -126,7 +126,7 @@ def llm_over_httpx(fake_openai: FakeOpenAI) -> Iterator[openai.OpenAI]:
         )
 
 
-class _Server:
+class _Server(LoopbackHTTPServer):
     """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread, answering every GET/POST with ``{}``."""
 
     def __init__(self, on_request: Callable[[dict[str, str]], None]) -> None:
@@ -148,24 +148,7 @@ class _Server:
             do_GET = _handle
             do_POST = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        super().__init__(Handler)
 
 
 class Recorder:
