@@ -178,16 +178,21 @@ def test_gunicorn_preload_4_workers_store_every_request_and_stop_on_sigterm(
     )
 
 
-def test_multiprocessing_fork_children_record_their_calls_with_one_flush_call(
-    store_url: str, answering: FakeOpenAI
-) -> None:
-    done = subprocess.run(
-        [sys.executable, str(APPS / "llm_multiprocessing.py"), store_url, answering.base_url],
+def _run_app(name: str, store_url: str, fake: FakeOpenAI) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/apps/NAME STORE_URL FAKE_URL`` to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, str(APPS / name), store_url, fake.base_url],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+def test_multiprocessing_fork_children_record_their_calls_with_one_flush_call(
+    store_url: str, answering: FakeOpenAI
+) -> None:
+    done = _run_app("llm_multiprocessing.py", store_url, answering)
     assert done.returncode == 0, done.stderr
     parent_made = int(done.stdout.split("PARENT_MADE ")[1].split()[0])
     rows = {r["run_id"]: r["calls"] for r in report_json(store_url, "run")}
@@ -199,13 +204,7 @@ def test_multiprocessing_fork_children_record_their_calls_with_one_flush_call(
 def test_fork_while_the_writer_is_stuck_in_a_write_child_records_its_own_calls(
     store_url: str, answering: FakeOpenAI
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, str(APPS / "fork_during_export.py"), store_url, answering.base_url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = _run_app("fork_during_export.py", store_url, answering)
     assert done.returncode == 0, done.stderr
     assert "CHILD_EXIT 0" in done.stdout, done.stdout + done.stderr  # it neither hung nor failed to flush
     rows = {r["run_id"]: r for r in report_json(store_url, "run")}

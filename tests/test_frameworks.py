@@ -253,6 +253,19 @@ def agents_sdk(fake_openai: FakeOpenAI) -> Iterator[Any]:
         agents.set_default_openai_api("responses")
 
 
+def _agents_weather_agent(agents_sdk: Any) -> Any:
+    """An openai-agents ``Agent`` on gpt-4o-mini with one tool (the fake decides when it is called)."""
+
+    @agents_sdk.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    return agents_sdk.Agent(
+        name="weather", instructions="Answer briefly.", tools=[get_weather], model="gpt-4o-mini"
+    )
+
+
 @pytest.mark.parametrize("api", ["responses", "chat_completions"])
 @pytest.mark.parametrize("framework_rig", AGENTS_SETUPS, indirect=True, ids="+".join)
 def test_openai_agents_run_with_tools_counts_every_request(
@@ -261,15 +274,7 @@ def test_openai_agents_run_with_tools_counts_every_request(
     agents_sdk.set_default_openai_api(api)
     fake_openai.respond(usage=UNCACHED)
     fake_openai.call_tools(WEATHER, times=2)
-
-    @agents_sdk.function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
-
-    agent = agents_sdk.Agent(
-        name="weather", instructions="Answer briefly.", tools=[get_weather], model="gpt-4o-mini"
-    )
+    agent = _agents_weather_agent(agents_sdk)
     with track_context("weather_agent"):
         result = agents_sdk.Runner.run_sync(agent, "Weather in Paris?")
     assert result.final_output
@@ -299,15 +304,7 @@ def test_spans_without_the_processor_are_joined_only_within_one_request(
     agents_sdk.set_default_openai_api("chat_completions")  # the one API both instrumentations trace
     fake_openai.respond(usage=UNCACHED)
     fake_openai.call_tools(WEATHER, times=2)
-
-    @agents_sdk.function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city}"
-
-    agent = agents_sdk.Agent(
-        name="weather", instructions="Answer briefly.", tools=[get_weather], model="gpt-4o-mini"
-    )
+    agent = _agents_weather_agent(agents_sdk)
     agents_sdk.Runner.run_sync(agent, "Weather in Paris?")
     assert framework_rig.provider.force_flush()
     spans = framework_rig.captured.get_finished_spans()
