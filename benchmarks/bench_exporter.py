@@ -37,8 +37,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from otel_usecase import UseCaseCostExporter
-from otel_usecase.calls import calls_from_spans, views_from_readable
-from otel_usecase.pricing import PriceBook, map_provider
+from otel_usecase.cost.calls import calls_from_spans, views_from_readable
+from otel_usecase.cost.prices import PriceBook, map_provider
 from otel_usecase.store import open_store
 
 NAME = "exporter"

@@ -28,8 +28,8 @@ from pathlib import Path
 from _common import BIN, log, median, row
 from _spans import MODELS, USE_CASES
 
-from otel_usecase.calls import Call
-from otel_usecase.pricing import map_provider
+from otel_usecase.cost.calls import Call
+from otel_usecase.cost.prices import map_provider
 
 NAME = "reports"
 TARGET_S = 2.0

@@ -37,7 +37,7 @@ def _clean_state() -> Iterator[None]:
     reset_rate_limits()
     yield
     set_default_use_case(None)
-    import otel_usecase.scope as scope_module
+    import otel_usecase.scope.tracking as scope_module
 
     scope_module._default_set_in_code = False
 

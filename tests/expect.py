@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from otel_usecase.report import render_report
+from otel_usecase.report.queries import render_report
 from otel_usecase.store import open_store
 
 M = 1_000_000

@@ -24,11 +24,11 @@ import openai
 import pytest
 
 from otel_usecase import track_context
-from otel_usecase.calls import Call
-from otel_usecase.report import CELL_LIMIT, GROUPINGS
+from otel_usecase.cost.calls import Call
+from otel_usecase.report.queries import CELL_LIMIT, GROUPINGS
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.usage import MAX_TOKEN_COUNT
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost
 from .pg import PostgresServer

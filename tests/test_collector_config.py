@@ -23,11 +23,11 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is a test dependency (add it to the test extra)")
 
-from otel_usecase import collector_config as cc
-from otel_usecase import usage
-from otel_usecase.calls import is_model_call
-from otel_usecase.pricing import ENV_PRICES, PriceBook
-from otel_usecase.usage import read_usage
+from otel_usecase.collector import command as cc
+from otel_usecase.cost import usage
+from otel_usecase.cost.calls import is_model_call
+from otel_usecase.cost.prices import ENV_PRICES, PriceBook
+from otel_usecase.cost.usage import read_usage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -502,7 +502,7 @@ def test_cost_config_statements_are_what_the_generator_writes_now(default_statem
     assert group["context"] == "span"
     assert group["statements"] == default_statements, (
         "collector-config/cost-in-collector.yaml is stale: run "
-        "`python -m otel_usecase.collector_config --update collector-config/cost-in-collector.yaml`"
+        "`python -m otel_usecase.collector.command --update collector-config/cost-in-collector.yaml`"
     )
 
 

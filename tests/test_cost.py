@@ -383,7 +383,7 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
     """A Call is written as its own row: the table SQLite created must have exactly its fields, in order."""
     import sqlite3
 
-    from otel_usecase.calls import Call
+    from otel_usecase.cost.calls import Call
     from otel_usecase.store import open_store
 
     open_store(store_url).close()
@@ -408,7 +408,7 @@ def _ledger(store_url: str) -> list[tuple[object, ...]]:
 def test_partial_usage_is_a_lower_bound_never_priced_as_complete(
     rig: CostRig, fake_openai: FakeOpenAI, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from otel_usecase.usage import MAX_TOKEN_COUNT
+    from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
     with caplog.at_level(logging.WARNING), track_context("partial_case"):
         # The provider reports an impossible prompt count: the real instrumentation copies it.

@@ -13,7 +13,7 @@ import openai
 import pytest
 from opentelemetry import context, propagate
 
-from otel_usecase import attributes as attr
+from otel_usecase.scope import keys as attr
 from otel_usecase import current_scope, track_context
 
 from .conftest import Traced

@@ -26,12 +26,11 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from otel_usecase import (
     UseCaseWarning,
     current_scope,
-    privacy,
     set_default_use_case,
     track_context,
-    validation,
 )
-from otel_usecase import attributes as attr
+from otel_usecase.scope import keys as attr
+from otel_usecase.scope import privacy, validation
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .conftest import Traced

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from otel_usecase import report as report_module
-from otel_usecase.calls import Call
-from otel_usecase.report import GROUPINGS, build_report, format_report, render_report, run_calls
+from otel_usecase.report import queries as report_module
+from otel_usecase.cost.calls import Call
+from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders

@@ -1,4 +1,4 @@
-"""Tests for ``otel_usecase.pricing``: the cached price book and the overrides file.
+"""Tests for ``otel_usecase.cost.prices``: the cached price book and the overrides file.
 
 Costs are checked twice: against figures computed by hand from the providers'
 published prices (written here as literals), and against genai-prices' own
@@ -21,7 +21,7 @@ from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
 
 from otel_usecase._log import reset_rate_limits
-from otel_usecase.pricing import (
+from otel_usecase.cost.prices import (
     ENV_PRICES,
     Price,
     PriceBook,
@@ -30,7 +30,7 @@ from otel_usecase.pricing import (
     map_provider,
     warn_unpriced,
 )
-from otel_usecase.usage import LLMUsage, read_usage
+from otel_usecase.cost.usage import LLMUsage, read_usage
 
 GENAI = f"genai-prices {genai_prices.__version__}"
 NOON = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_usecase import UseCaseSpanProcessor, set_default_use_case, track, track_context
-from otel_usecase import attributes as attr
+from otel_usecase.scope import keys as attr
 
 from .conftest import Traced
 

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_usecase import current_scope, track, track_context
-from otel_usecase.report import build_report, format_report, format_run, run_calls
+from otel_usecase.report.queries import build_report, format_report, format_run, run_calls
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 

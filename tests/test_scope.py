@@ -17,9 +17,9 @@ from otel_usecase import (
     set_default_use_case,
     track,
     track_context,
-    validation,
 )
-from otel_usecase import attributes as attr
+from otel_usecase.scope import keys as attr
+from otel_usecase.scope import validation
 
 
 @pytest.fixture(autouse=True)

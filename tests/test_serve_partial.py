@@ -29,7 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from otel_usecase.pricing import PriceBook
+from otel_usecase.cost.prices import PriceBook
 from otel_usecase.serve.ingest import Ingest
 from otel_usecase.serve.otlp import Decoded, Rejections, decode_protobuf
 

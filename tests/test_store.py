@@ -25,11 +25,11 @@ import psycopg
 import pytest
 
 from otel_usecase import track_context
-from otel_usecase.ledger import Call
+from otel_usecase.cost.call import Call
 from otel_usecase.store import Store, StoreUnavailable, open_store
 from otel_usecase.store.postgres import PostgresStore
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.usage import MAX_TOKEN_COUNT
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost, report_json
 from .pg import PostgresServer
@@ -326,7 +326,7 @@ machine (measured: peaks of 51 to 78 MiB on 2 busy cores; 220 MiB and more witho
 
 
 def test_the_wal_stays_bounded_under_sustained_writes_while_a_report_runs(tmp_path: Path) -> None:
-    from otel_usecase.report import build_report
+    from otel_usecase.report.queries import build_report
 
     url = f"sqlite:///{tmp_path}/costs.db"
     wal = tmp_path / "costs.db-wal"

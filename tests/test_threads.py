@@ -316,7 +316,7 @@ def test_stop_leaves_a_later_wrapper_in_place() -> None:
 def test_the_hook_switch_warns_on_a_bad_value_and_stays_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from otel_usecase.threads import enable_from_env, propagating_context_to_threads
+    from otel_usecase.scope.threads import enable_from_env, propagating_context_to_threads
 
     try:
         monkeypatch.setenv("OTEL_USECASE_THREAD_CONTEXT", "false")

@@ -36,9 +36,10 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_usecase import Scope, current_scope, privacy, track_context
-from otel_usecase import attributes as attr
-from otel_usecase.propagation import (
+from otel_usecase import Scope, current_scope, track_context
+from otel_usecase.scope import privacy
+from otel_usecase.scope import keys as attr
+from otel_usecase.scope.propagation import (
     DEFAULT_INBOUND_KEYS,
     DEFAULT_OUTBOUND_KEYS,
     ENTRY_POINT_NAME,
@@ -48,7 +49,7 @@ from otel_usecase.propagation import (
     parse_keys,
 )
 from otel_usecase.testing import FakeOpenAI
-from otel_usecase.validation import clean_inbound
+from otel_usecase.scope.validation import clean_inbound
 
 from .conftest import Traced
 from .rigs import CostRig
@@ -944,7 +945,7 @@ print(json.dumps({"names": names, "extracted": extracted, "injected": headers.ge
 @pytest.mark.skipif(
     not _entry_point_registered(),
     reason="the opentelemetry_propagator entry point usecase_baggage is not registered yet: add "
-    '`usecase_baggage = "otel_usecase.propagation:UseCaseBaggagePropagator"` under '
+    '`usecase_baggage = "otel_usecase.scope.propagation:UseCaseBaggagePropagator"` under '
     "[project.entry-points.opentelemetry_propagator] in pyproject.toml and reinstall (pip install -e .)",
 )
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
-"""Tests for ``otel_usecase.usage``: token usage from span attributes, whoever wrote them.
+"""Tests for ``otel_usecase.cost.usage``: token usage from span attributes, whoever wrote them.
 
 The attribute sets below are copied from what the instrumentations write (see
-the module docstring of ``otel_usecase.usage`` for the source of each); the
+the module docstring of ``otel_usecase.cost.usage`` for the source of each); the
 end-to-end tests at the bottom run the real OpenAI instrumentations against
 the offline FakeOpenAI server, so a rename upstream shows up here.
 """
@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_usecase._log import reset_rate_limits
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.usage import (
+from otel_usecase.cost.usage import (
     INPUT_KEYS,
     MAX_TOKEN_COUNT,
     OUTPUT_KEYS,

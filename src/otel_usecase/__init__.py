@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Final
 from .version import __version__
 
 if TYPE_CHECKING:
-    from . import attributes
     from .exporter import UseCaseCostExporter
     from .processor import UseCaseSpanProcessor
-    from .scope import (
+    from .scope import keys as attributes
+    from .scope.threads import propagate_context_to_threads, stop_propagating_context_to_threads
+    from .scope.tracking import (
         Scope,
         UseCaseWarning,
         current_scope,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
         track,
         track_context,
     )
-    from .threads import propagate_context_to_threads, stop_propagating_context_to_threads
 
 __all__ = [
     "Scope",
@@ -46,23 +46,23 @@ __all__ = [
 ]
 
 _HOMES: Final = {
-    "Scope": ".scope",
-    "UseCaseWarning": ".scope",
-    "current_scope": ".scope",
-    "set_default_use_case": ".scope",
-    "track": ".scope",
-    "track_context": ".scope",
+    "Scope": ".scope.tracking",
+    "UseCaseWarning": ".scope.tracking",
+    "current_scope": ".scope.tracking",
+    "set_default_use_case": ".scope.tracking",
+    "track": ".scope.tracking",
+    "track_context": ".scope.tracking",
     "UseCaseSpanProcessor": ".processor",
     "UseCaseCostExporter": ".exporter",
-    "propagate_context_to_threads": ".threads",
-    "stop_propagating_context_to_threads": ".threads",
+    "propagate_context_to_threads": ".scope.threads",
+    "stop_propagating_context_to_threads": ".scope.threads",
 }
 
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first use, then keep the name here."""
     if name == "attributes":
-        value: Any = import_module(".attributes", __name__)
+        value: Any = import_module(".scope.keys", __name__)
     else:
         home = _HOMES.get(name)
         if home is None:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .report import (
+from .report.queries import (
     FORMATS,
     GROUPINGS,
     ReportError,
@@ -105,7 +105,7 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "transform", help="OTTL statements that price LLM spans in a collector"
     )
     if collector_options:
-        from . import collector_config
+        from .collector import command as collector_config
 
         collector_config.add_transform_arguments(transform)
     renamed = collector_commands.add_parser(
@@ -163,7 +163,7 @@ def _per_million(value: object) -> str:
 
 def _prices(args: argparse.Namespace) -> int:
     """``otel-usecase prices``: the price a model gets (imports the price data only here)."""
-    from .pricing import PriceBook, PricesFileError
+    from .cost.prices import PriceBook, PricesFileError
 
     try:
         book = PriceBook(args.prices)
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "collector-config":
-        from . import collector_config
+        from .collector import command as collector_config
 
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)

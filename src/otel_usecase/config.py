@@ -82,7 +82,7 @@ def text(raw: str) -> str:
 
 
 def _name(raw: str) -> str:
-    from .validation import NAME_RULE, is_name
+    from .scope.validation import NAME_RULE, is_name
 
     value = raw.strip()
     if not is_name(value):
@@ -101,7 +101,7 @@ def _store_url(raw: str) -> str:
 
 
 def _keys(raw: str) -> frozenset[str]:
-    from .propagation import parse_keys
+    from .scope.propagation import parse_keys
 
     return parse_keys(raw)
 

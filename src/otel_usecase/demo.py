@@ -63,7 +63,7 @@ def run(client: object) -> None:
 
 
 def _print_report() -> None:
-    from .report import build_report, format_report
+    from .report.queries import build_report, format_report
     from .store import default_store_url, open_store
 
     store = open_store(default_store_url())

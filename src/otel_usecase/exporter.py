@@ -4,7 +4,7 @@ Put it behind a ``BatchSpanProcessor`` next to your usual OTLP exporter, or let
 ``opentelemetry-instrument`` build it from ``OTEL_TRACES_EXPORTER=otlp,usecase``.
 It runs on the batch processor's worker thread, never on the request path.
 
-The exporter only prices the spans; a :class:`~otel_usecase.writer.StoreWriter`
+The exporter only prices the spans; a :class:`~otel_usecase.store.writer.StoreWriter`
 writes the calls on a thread of its own, so a store that is locked, down, hanging
 or upgrading never holds the SDK's thread for more than ``OTEL_USECASE_EXPORT_WAIT_MS``
 per batch. Calls wait in a bounded buffer (``OTEL_USECASE_BUFFER``); what no longer
@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import lifecycle
 from ._log import logger
-from .calls import calls_from_spans, views_from_readable
 from .config import ENV_BUFFER, ENV_EXPORT_WAIT, buffer_size, export_wait_ms
-from .pricing import PriceBook
+from .cost.calls import calls_from_spans, views_from_readable
+from .cost.prices import PriceBook
 from .store import Store, StoreError, open_store
-from .writer import StoreWriter
+from .store.writer import StoreWriter
 
 __all__ = ["ENV_BUFFER", "ENV_EXPORT_WAIT", "UseCaseCostExporter"]
 
@@ -39,7 +39,7 @@ class UseCaseCostExporter(SpanExporter):
 
     ``store``: a :class:`~otel_usecase.store.Store`, a store URL, or ``None`` for
     ``OTEL_USECASE_STORE`` (default: SQLite under ``~/.local/share/otel-usecase``).
-    ``prices``: a :class:`~otel_usecase.pricing.PriceBook`, a path to a prices TOML
+    ``prices``: a :class:`~otel_usecase.cost.prices.PriceBook`, a path to a prices TOML
     file, or ``None`` for ``OTEL_USECASE_PRICES``. A bad URL or prices file raises
     at construction; the store itself is opened on the first export.
     ``max_buffered_calls``: calls kept while the store is away (``OTEL_USECASE_BUFFER``).

@@ -21,12 +21,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import INVALID_SPAN, set_span_in_context
 
-from . import attributes as attr
 from . import config
-from . import scope as _scope
-from ._baggage import BAGGAGE_KEY
 from ._log import logger, warn_rate_limited
-from .operations import CALL_MARK_KEYS, call_class, same_request
+from .cost.operations import CALL_MARK_KEYS, call_class, same_request
+from .scope import keys as attr
+from .scope import tracking as _scope
+from .scope._baggage import BAGGAGE_KEY
 
 __all__ = ["LLM_SCOPE_PREFIXES", "LLM_START_ATTRIBUTES", "UseCaseSpanProcessor"]
 
@@ -284,7 +284,7 @@ class UseCaseSpanProcessor(SpanProcessor):
         """The outermost same-request span's id when this span is nested in ``parent``, the same request.
 
         ``parent`` is the same request only when both are model-request spans of the
-        same class (:func:`~otel_usecase.operations.same_request`): two
+        same class (:func:`~otel_usecase.cost.operations.same_request`): two
         instrumentations of one call. Under a chain, agent, tool or workflow span
         every call is its own.
         """
@@ -439,7 +439,7 @@ def add_to_global_provider() -> UseCaseSpanProcessor | None:
                 type(provider).__name__,
             )
             return None
-        from .threads import enable_from_env
+        from .scope.threads import enable_from_env
 
         enable_from_env()  # threads and pools inherit the scope unless OTEL_USECASE_THREAD_CONTEXT=false
         if _has_processor(provider):

@@ -1,6 +1,6 @@
 """Pricing inside an OpenTelemetry Collector: OTTL for its ``transform`` processor, from the price data.
 
-The command and what the generated statements do: :mod:`otel_usecase.collector_config`.
+The command and what the generated statements do: :mod:`otel_usecase.collector.command`.
 One job per module here: :mod:`.ottl` writes OTTL text, :mod:`.model_match` turns
 genai-prices' model match rules into RE2 conditions, :mod:`.statements` builds the
 statements, :mod:`.plan` decides which models get one, :mod:`.render` writes the

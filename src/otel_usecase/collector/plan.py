@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._log import logger
-from ..pricing import Price, PriceBook
+from ..cost.prices import Price, PriceBook
 from .model_match import probes
 from .ottl import attr, cache, set_where
 from .statements import ModelStatement, model_statement, prelude, rate_terms, same_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from ..pricing import PriceBook
+from ..cost.prices import PriceBook
 from .plan import COST_ATTRIBUTE, DEFAULT_MODELS, PROCESSOR_ID, TransformPlan, plan_transform
 from .statements import ModelStatement
 

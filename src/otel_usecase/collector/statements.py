@@ -1,7 +1,7 @@
 """The OTTL statements: recognise a model call, read its model and token counts, price one model.
 
 The first four groups (:func:`prelude`) mirror the cost engine, key for key:
-:func:`otel_usecase.calls.is_model_call` and :func:`otel_usecase.usage.read_usage`.
+:func:`otel_usecase.cost.calls.is_model_call` and :func:`otel_usecase.cost.usage.read_usage`.
 :func:`model_statement` prices one model with its per-token rates, guarded by
 the model-name condition of :mod:`.model_match`.
 """
@@ -14,9 +14,9 @@ from typing import Final
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, TieredPrices
 
-from ..calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
-from ..pricing import Price, PriceBook
-from ..usage import (
+from ..cost.calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
+from ..cost.prices import Price, PriceBook
+from ..cost.usage import (
     CACHE_READ_KEYS,
     CACHE_WRITE_KEYS,
     INPUT_KEYS,
@@ -151,13 +151,16 @@ def prelude() -> tuple[tuple[str, tuple[str, ...]], ...]:
         set_where(c("output"), c("reasoning"), f"{c('output')} == nil and {c('input')} != nil"),
     )
     return (
-        ("1. Is this span one model call? (as otel_usecase.calls.is_model_call)", detect),
+        ("1. Is this span one model call? (as otel_usecase.cost.calls.is_model_call)", detect),
         ("2. The model: response model, else request model, else llm.model_name; lower-cased.", names),
         (
             "3. Token counts as doubles, first present key wins; cached and reasoning parts default to 0.",
             tokens,
         ),
-        ("4. Normalise as otel_usecase.usage.read_usage, then default an unknown input or output.", fixes),
+        (
+            "4. Normalise as otel_usecase.cost.usage.read_usage, then default an unknown input or output.",
+            fixes,
+        ),
     )
 
 

@@ -1,7 +1,7 @@
 """The receiver's side of the cost engine: decoded spans -> priced calls -> store.
 
 This is deliberately thin: pricing, run grouping and de-duplication are
-:func:`otel_usecase.calls.calls_from_spans`, exactly as in the exporter. What
+:func:`otel_usecase.cost.calls.calls_from_spans`, exactly as in the exporter. What
 differs is failure handling: the receiver does not buffer; when the store is
 unavailable it tells the sender to retry (HTTP 503 / gRPC UNAVAILABLE), so the
 data stays with the sender (the collector's retry queue) and nothing is lost.
@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from .._log import warn_rate_limited
-from ..calls import calls_from_spans
-from ..ledger import Call
-from ..pricing import PriceBook
+from ..cost.call import Call
+from ..cost.calls import calls_from_spans
+from ..cost.prices import PriceBook
 from ..store import RejectedCall, Store, StoreError, StoreUnavailable, open_store
 from .otlp import Decoded, Rejections
 

@@ -1,8 +1,8 @@
 """OTLP trace requests (protobuf or JSON) decoded into the cost engine's span view.
 
-The receiver feeds the very same :func:`otel_usecase.calls.calls_from_spans` as
+The receiver feeds the very same :func:`otel_usecase.cost.calls.calls_from_spans` as
 the in-process exporter; this module only turns wire data into
-:class:`~otel_usecase.calls.SpanView` objects.
+:class:`~otel_usecase.cost.calls.SpanView` objects.
 
 A span that cannot be used is refused alone, never the request around it: the
 sender learns about it through OTLP ``partial_success`` (a whole-request error
@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ..calls import ENGINE_KEYS, SpanView
+from ..cost.calls import ENGINE_KEYS, SpanView
 from .wire import WireError, fields
 
 __all__ = [

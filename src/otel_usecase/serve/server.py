@@ -22,7 +22,7 @@ import grpc
 import uvicorn
 
 from ..config import READ_TIMEOUT, env_str
-from ..pricing import PriceBook
+from ..cost.prices import PriceBook
 from ..store.base import default_store_url, parse_store_url, redact_url
 from .auth import TokenCheck
 from .grpc_service import start_grpc_server

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 from .. import config
-from ..ledger import Call
-from ..usage import MAX_TOKEN_COUNT
+from ..cost.call import Call
+from ..cost.usage import MAX_TOKEN_COUNT
 
 __all__ = [
     "COLUMNS",
@@ -83,12 +83,12 @@ LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
     ("price_source", "text", ""),
     ("error", "flag", "NOT NULL DEFAULT 0"),
 )
-"""The ledger's columns as (name, kind, constraint), in :class:`~otel_usecase.calls.Call` field order.
+"""The ledger's columns as (name, kind, constraint), in :class:`~otel_usecase.cost.calls.Call` field order.
 
 Defined once; each store maps the kinds (``text``, ``int``, ``real``, ``flag``) to its own types."""
 
 COLUMNS: Final[tuple[str, ...]] = tuple(name for name, _, _ in LEDGER)
-"""Ledger column names, in :class:`~otel_usecase.calls.Call` field order."""
+"""Ledger column names, in :class:`~otel_usecase.cost.calls.Call` field order."""
 
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
@@ -224,7 +224,7 @@ def plausible(flat: tuple[Any, ...]) -> bool:
 
     The check every batch gets before it is written, since neither is an error
     a database would raise: a token count beyond
-    :data:`~otel_usecase.usage.MAX_TOKEN_COUNT` fits in int64 but makes the sums
+    :data:`~otel_usecase.cost.usage.MAX_TOKEN_COUNT` fits in int64 but makes the sums
     of every report overflow, and a NaN or infinite cost poisons every total it
     enters. It reads each column as one slice (C-level passes, a fraction of a
     microsecond per call); a store's batch writer raises :class:`Unstorable` when

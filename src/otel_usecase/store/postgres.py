@@ -55,7 +55,7 @@ from functools import lru_cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ..ledger import Call
+from ..cost.call import Call
 from .base import (
     INDEXES,
     META_TABLE,

@@ -18,7 +18,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from .._log import logger
-from ..ledger import Call
+from ..cost.call import Call
 from .base import (
     COLUMNS,
     INDEXES,

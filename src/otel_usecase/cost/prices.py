@@ -40,7 +40,7 @@ them.
 Overrides file
 --------------
 :class:`PriceBook` reads an optional TOML file (the ``overrides`` argument, else
-the path in ``OTEL_USECASE_PRICES``; read and checked by :mod:`otel_usecase.prices_file`:
+the path in ``OTEL_USECASE_PRICES``; read and checked by :mod:`otel_usecase.cost.prices_file`:
 a bad file given as an argument raises, one named by the env var is warned about
 and not used), whose prices win over genai-prices::
 
@@ -94,8 +94,8 @@ import genai_prices
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint, TieredPrices
 
-from . import config
-from ._log import logger, warn_rate_limited
+from .. import config
+from .._log import logger, warn_rate_limited
 from .usage import LLMUsage
 
 __all__ = [

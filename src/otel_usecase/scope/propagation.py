@@ -24,7 +24,7 @@ through unchanged in both directions:
   attribute its own LLM calls and say nothing about a person; the user id is
   personal data, and a propagator cannot tell an internal service from an LLM
   provider, so it stays home unless allowed (ideally hashed, see
-  :mod:`otel_usecase.privacy`).
+  :mod:`otel_usecase.scope.privacy`).
 
 Inbound headers are also screened before the standard parser sees them: the
 SDK's propagator logs a header over 8192 bytes whole (a 1 MB header is a 1 MB
@@ -68,10 +68,10 @@ from opentelemetry.context import Context
 from opentelemetry.environment_variables import OTEL_PROPAGATORS
 from opentelemetry.propagators import textmap
 
-from . import attributes as attr
-from . import config
+from .. import config
+from .._log import logger, warn_rate_limited
+from . import keys as attr
 from ._baggage import BAGGAGE_KEY, baggage_of, is_valid_member
-from ._log import logger, warn_rate_limited
 from .privacy import user_id_from_baggage
 from .validation import accept_inbound
 
@@ -110,7 +110,7 @@ def parse_keys(spec: KeySpec) -> frozenset[str]:
 
     ``all`` and ``none`` are case-insensitive; list items are stripped and
     lower-cased (all our keys are lower case) and must each be one of
-    :data:`otel_usecase.attributes.ALL_KEYS`. An empty string is rejected
+    :data:`otel_usecase.scope.keys.ALL_KEYS`. An empty string is rejected
     rather than read as ``none``, so that a half-written setting is noticed.
     """
     if isinstance(spec, str):

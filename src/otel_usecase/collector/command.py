@@ -5,7 +5,7 @@ USD) and a cost metric out of the collector they already run, without sending
 anything to ``otel-usecase serve``. The collector's ``transform`` processor can do
 the arithmetic with OTTL, but someone has to write one statement per model with
 the right prices, and keep them right. This module writes them from the same
-:class:`~otel_usecase.pricing.PriceBook` the cost engine uses, so the two agree
+:class:`~otel_usecase.cost.prices.PriceBook` the cost engine uses, so the two agree
 (``tests/test_collector_config.py`` runs the generated statements on sample spans
 and compares them with ``PriceBook.cost``).
 
@@ -21,16 +21,16 @@ place, ``--check`` exits 1 when that block is stale.
 What the statements do, in order, all in the ``span`` context and all with one
 ``where`` clause each:
 
-1. Decide whether the span is one model call, as :func:`otel_usecase.calls.is_model_call`
+1. Decide whether the span is one model call, as :func:`otel_usecase.cost.calls.is_model_call`
    does (a model ``gen_ai.operation.name``, not an agent/tool operation,
    OpenInference ``LLM``/``EMBEDDING``, or a GenAI system/provider with usage).
 2. Take the model: ``gen_ai.response.model``, else ``gen_ai.request.model``, else
    ``llm.model_name``, lower-cased (genai-prices matches lower-cased names).
 3. Read the token counts as doubles (``Double(...)``; OTTL arithmetic needs both
    sides of one type) into the per-span ``cache``, first present key wins, in the
-   key order of :mod:`otel_usecase.usage`; cache reads/writes and reasoning
+   key order of :mod:`otel_usecase.cost.usage`; cache reads/writes and reasoning
    default to 0 when absent.
-4. Apply :func:`otel_usecase.usage.read_usage`'s two normalisations (cached parts
+4. Apply :func:`otel_usecase.cost.usage.read_usage`'s two normalisations (cached parts
    added to an input count that cannot include them; a reported total that only
    adds up with them), then the engine's defaults for an unknown input or output.
 5. One statement per model computes the cost with the model's per-token prices
@@ -58,8 +58,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .collector.names import current_names
-from .collector.plan import (
+from ..cost.prices import PriceBook, PricesFileError
+from .names import current_names
+from .plan import (
     COST_ATTRIBUTE,
     DEFAULT_MODELS,
     PROCESSOR_ID,
@@ -68,7 +69,7 @@ from .collector.plan import (
     plan_transform,
     transform_statements,
 )
-from .collector.render import (
+from .render import (
     BEGIN_MARKER,
     COMMAND,
     END_MARKER,
@@ -77,8 +78,7 @@ from .collector.render import (
     render_transform_processor,
     update_config_text,
 )
-from .collector.statements import ModelStatement
-from .pricing import PriceBook, PricesFileError
+from .statements import ModelStatement
 
 __all__ = [
     "BEGIN_MARKER",
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Wiring into the ``otel-usecase`` CLI: add a ``collector-config`` parser with a
     ``transform`` subparser, call :func:`add_transform_arguments` on it, and
     dispatch to :func:`run_transform` with the parsed arguments. Run alone,
-    ``python -m otel_usecase.collector_config [options]`` does the same.
+    ``python -m otel_usecase.collector.command [options]`` does the same.
     """
     parser = argparse.ArgumentParser(
         prog=COMMAND,

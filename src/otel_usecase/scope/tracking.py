@@ -8,7 +8,7 @@ ran, which ``opentelemetry-instrument`` does) and, through the standard ``baggag
 propagator, into other services. The span processor reads them back from the
 baggage of each LLM span's parent context.
 
-Names are code and ids are data (see :mod:`otel_usecase.validation`): a bad
+Names are code and ids are data (see :mod:`otel_usecase.scope.validation`): a bad
 name raises where the scope is created, an id is normalised and warned about.
 One ``track_context(...)`` object may be entered by many threads and tasks at
 once and re-entered in one of them: each entry keeps its own detach token in a
@@ -28,10 +28,10 @@ from typing import Any, Final, TypeVar, cast, overload
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from . import attributes as attr
-from . import config
+from .. import config
+from .._log import logger, warn_rate_limited
+from . import keys as attr
 from ._baggage import BAGGAGE_KEY, baggage_of
-from ._log import logger, warn_rate_limited
 from .privacy import user_id_for_telemetry
 from .validation import (
     UseCaseWarning,
@@ -84,7 +84,7 @@ class Scope:
         return cls(*(values.get(key) for key in attr.ALL_KEYS))
 
 
-SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope")
+SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope.tracking")
 """Context key of the local scope, stored as ``(scope, baggage dict it wrote, its attributes)``.
 
 Keeping them together lets us tell a scope entered in this process (whose rules,
@@ -384,7 +384,7 @@ def track_context(
     generated on each entry, unless the enclosing scope has the same use case
     name, in which case its run is joined. Invalid names raise ``ValueError``;
     ids never raise on their content (they are normalised with a
-    :class:`UseCaseWarning`, see :mod:`otel_usecase.validation`). The object can
+    :class:`UseCaseWarning`, see :mod:`otel_usecase.scope.validation`). The object can
     be kept and entered by many threads and tasks at once.
     """
     return _ScopeManager(

@@ -42,8 +42,8 @@ from typing import Any, Final, ParamSpec, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from . import config
-from ._log import logger
+from .. import config
+from .._log import logger
 
 __all__ = [
     "propagate_context_to_threads",

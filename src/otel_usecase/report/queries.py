@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ._log import logger
-from .store import Store, StoreError, StoreUnavailable
-from .store.base import TABLE
+from .._log import logger
+from ..store import Store, StoreError, StoreUnavailable
+from ..store.base import TABLE
 
 __all__ = [
     "GROUPINGS",

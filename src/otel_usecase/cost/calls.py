@@ -16,7 +16,7 @@ the request is counted once, from one of them:
 * Nested (``opentelemetry-instrumentation-openai`` and ``-openai-v2``; an agent
   SDK's ``generation``/``response`` span around the OpenAI client's span): the
   inner span is keyed by its outermost ancestor *that is the same request*
-  (:func:`otel_usecase.operations.same_request`), so both land on one ledger key
+  (:func:`otel_usecase.cost.operations.same_request`), so both land on one ledger key
   and the store keeps the one that has usage. The ancestor is known from the
   ``usecase.call.span_id`` attribute that the span processor stamps at start, or
   else from the parent being in the same batch. A chain, agent, tool, workflow
@@ -30,7 +30,7 @@ the request is counted once, from one of them:
 A span exported twice has the same key, and the store ignores the second copy.
 
 **Partial usage.** A call whose usage could not be read in full (see
-:mod:`otel_usecase.usage`) is stored ``partial`` with the cost of what could be
+:mod:`otel_usecase.cost.usage`) is stored ``partial`` with the cost of what could be
 read: a lower bound, never ``priced`` as if complete.
 """
 
@@ -44,10 +44,10 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from . import attributes as attr
-from .ledger import Call
+from ..scope import keys as attr
+from .call import Call
 from .operations import MODEL_OPERATIONS, NOT_CALL_OPERATIONS, OI_KIND, OI_MODEL_KINDS, same_request
-from .pricing import PriceBook, warn_unpriced
+from .prices import PriceBook, warn_unpriced
 from .usage import READ_KEYS, read_usage
 
 __all__ = [
@@ -195,7 +195,7 @@ def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
     """The span id a call is recorded under: its outermost ancestor that is the same request, or its own.
 
     Walks up through parents in the batch only while each is the same model
-    request as the span (:func:`~otel_usecase.operations.same_request`): a model
+    request as the span (:func:`~otel_usecase.cost.operations.same_request`): a model
     span under a chain or agent span is its own call.
     """
     stamped = span.attributes.get(CALL_SPAN_ID)

@@ -58,8 +58,8 @@ import re
 import threading
 from typing import Final
 
-from . import config
-from ._log import logger
+from .. import config
+from .._log import logger
 
 __all__ = [
     "ENV_USER_ID_HMAC_KEY",

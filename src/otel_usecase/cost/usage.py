@@ -111,7 +111,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-from ._log import warn_rate_limited
+from .._log import warn_rate_limited
 
 __all__ = [
     "CACHE_READ_KEYS",

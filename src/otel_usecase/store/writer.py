@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ._log import logger, warn_rate_limited
-from .ledger import Call
-from .store import Store, StoreError
-from .store.base import RejectedCall
+from .._log import logger, warn_rate_limited
+from ..cost.call import Call
+from . import Store, StoreError
+from .base import RejectedCall
 
 __all__ = ["StoreWriter"]
 

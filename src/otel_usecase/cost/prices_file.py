@@ -1,8 +1,8 @@
 """The prices overrides file: a TOML file of model prices and aliases, read and checked.
 
-:class:`~otel_usecase.pricing.PriceBook` reads it when given one (argument, else
+:class:`~otel_usecase.cost.prices.PriceBook` reads it when given one (argument, else
 ``OTEL_USECASE_PRICES``). Every problem raises
-:class:`~otel_usecase.pricing.PricesFileError` naming the file, the line and the
+:class:`~otel_usecase.cost.prices.PricesFileError` naming the file, the line and the
 key, so a typo in a price never turns into silently wrong costs; finding the line
 of a key needs the small TOML key scanner below (``tomllib`` does not report
 positions of valid keys).
@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final, NoReturn
 
-from .pricing import Price, PricesFileError, _five, _provider_key, _Rates, map_provider
+from .prices import Price, PricesFileError, _five, _provider_key, _Rates, map_provider
 
 __all__ = ["load_prices_file"]
 

@@ -39,9 +39,9 @@ import warnings
 from pathlib import Path
 from typing import Final
 
-from . import attributes as attr
-from . import config
-from ._log import logger, warn_rate_limited
+from .. import config
+from .._log import logger, warn_rate_limited
+from . import keys as attr
 from .privacy import user_id_from_baggage, user_id_hashing_enabled
 
 __all__ = [
