@@ -353,15 +353,3 @@ ENV_EXPORT_WAIT: Final = EXPORT_WAIT.env
 def env_bool(name: str, default: bool) -> bool:
     """Read a boolean env var; a bad value warns (naming it) and ``default`` is used."""
     return _flag(name, default, "").read()
-
-
-def env_str(name: str) -> str | None:
-    """Read a string env var; unset or blank means ``None``."""
-    return Setting(name, text, None, "any text", "unset", "").read()
-
-
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    """Read an integer env var; a bad value warns and ``default`` is used."""
-    return Setting(
-        name, whole_number(minimum), default, f"a whole number >= {minimum}", str(default), ""
-    ).read()

@@ -15,10 +15,10 @@ from contextlib import ExitStack
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from . import track, track_context
+from . import config, track, track_context
 from .testing import FakeOpenAI, FakeUsage
 
-MODEL = os.environ.get("OTEL_USECASE_DEMO_MODEL", "gpt-4o-mini")
+MODEL = config.DEMO_MODEL.read()
 
 
 def _client(stack: ExitStack) -> object:

@@ -159,7 +159,7 @@ def load_default_from_env() -> None:
     global _default_attributes
     if _default_set_in_code:
         return
-    name = config.env_str(config.ENV_DEFAULT_NAME)
+    name = config.DEFAULT_NAME.read()
     if name is None:
         _default_attributes = None
         return

@@ -21,7 +21,7 @@ from typing import Any, Final
 import grpc
 import uvicorn
 
-from ..config import READ_TIMEOUT, env_str
+from ..config import READ_TIMEOUT, TOKEN
 from ..cost.prices import PriceBook
 from ..store.base import default_store_url, parse_store_url, redact_url
 from .auth import TokenCheck
@@ -45,7 +45,7 @@ logger = logging.getLogger("otel_usecase.serve")
 
 DEFAULT_HTTP: Final = "127.0.0.1:4318"
 DEFAULT_GRPC: Final = "127.0.0.1:4317"
-ENV_TOKEN: Final = "OTEL_USECASE_TOKEN"
+ENV_TOKEN: Final = TOKEN.env
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
 DEFAULT_READ_TIMEOUT_S: Final = READ_TIMEOUT.default
 """Seconds for a request's headers, and again for its body. OTLP senders give up sooner
@@ -101,7 +101,7 @@ def run(options: ServeOptions) -> int:
         raise ValueError("both --http and --grpc are off: nothing to serve")
     store_url = options.store or default_store_url()
     parse_store_url(store_url)
-    token = TokenCheck(options.token if options.token is not None else env_str(ENV_TOKEN))
+    token = TokenCheck(options.token if options.token is not None else TOKEN.read())
     read_timeout = options.read_timeout if options.read_timeout is not None else READ_TIMEOUT.read()
     if read_timeout <= 0:
         raise ValueError(f"read timeout {read_timeout!r} is not a positive number of seconds")
