@@ -32,7 +32,9 @@ class CostRig:
         self.store_url = store_url
         self.provider = TracerProvider()
         self.provider.add_span_processor(UseCaseSpanProcessor())
-        self.exporter = UseCaseCostExporter(store=store_url, prices=prices, max_buffered_calls=max_buffered_calls)
+        self.exporter = UseCaseCostExporter(
+            store=store_url, prices=prices, max_buffered_calls=max_buffered_calls
+        )
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
         self.captured = InMemorySpanExporter()
         self.provider.add_span_processor(SimpleSpanProcessor(self.captured))

@@ -25,10 +25,11 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cost.calls import Call
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.report.queries import CELL_LIMIT, GROUPINGS
 from otel_usecase.store import open_store
+from otel_usecase.store.base import COLUMNS, row_of
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost
 from .pg import PostgresServer
@@ -149,7 +150,9 @@ def test_unpriced_is_never_shown_as_zero(filled: CostRig) -> None:
     assert runs["run-unpriced"]["cost_usd"] is None and runs["run-unpriced"]["cost_complete"] is False
     assert runs["run-mixed"]["cost_usd"] == pytest.approx(PER_CALL)  # a lower bound, marked so
     assert runs["run-mixed"]["cost_complete"] is False
-    assert not {"avg_run_cost_usd", "runs_left_out"} & runs["run-priced"].keys()  # one run's figures: its cost
+    assert (
+        not {"avg_run_cost_usd", "runs_left_out"} & runs["run-priced"].keys()
+    )  # one run's figures: its cost
     assert list(runs) == ["run-priced", "run-mixed", "run-unpriced"]  # most expensive first, unknown last
 
     # per-run figures of the use case: only the fully priced run, and how many were left out
@@ -212,7 +215,15 @@ def test_the_table_says_input_includes_cached_and_costs_share_one_precision(fill
 MAX_INT64 = 2**63 - 1
 
 
-def _call(run_id: str, i: int, *, cost: float | None = None, status: str = "priced", **changes: Any) -> Call:
+def _call(
+    run_id: str,
+    i: int,
+    *,
+    cost: float | None = None,
+    status: str = "priced",
+    input_tokens: int = 1_000,
+    **changes: Any,
+) -> Call:
     call = Call(
         trace_id=f"{i:032x}",
         span_id=f"{i:016x}",
@@ -229,11 +240,7 @@ def _call(run_id: str, i: int, *, cost: float | None = None, status: str = "pric
         provider="openai",
         model="gpt-4o-mini",
         operation="chat",
-        input_tokens=1_000,
-        output_tokens=200,
-        cache_read_tokens=400,
-        cache_write_tokens=0,
-        reasoning_tokens=0,
+        tokens={"input": input_tokens, "output": 200, "cache_read": 400},
         cost_usd=cost,
         status=status,
         price_source="genai-prices",
@@ -247,8 +254,8 @@ def _insert_calls(store_url: str, calls: list[Call]) -> None:
     open_store(store_url).close()
     conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
     conn.executemany(
-        f"INSERT INTO usecase_calls ({', '.join(Call._fields)}) VALUES ({', '.join('?' * len(Call._fields))})",
-        calls,
+        f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        [row_of(call) for call in calls],
     )
     conn.commit()
     conn.close()

@@ -25,11 +25,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from otel_usecase.report import queries as report_module
 from otel_usecase.cost.calls import Call
+from otel_usecase.report import queries as report_module
 from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
-from otel_usecase.store.base import redact_url
+from otel_usecase.store.base import TOKEN_COLUMNS, redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
 from .pg import PostgresServer
@@ -94,26 +94,27 @@ def make_call(i: int, **changes: Any) -> Call:
         provider="openai",
         model="gpt-4o-mini",
         operation="chat",
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cached,
-        cache_write_tokens=0,
-        reasoning_tokens=0,
+        tokens={"input": input_tokens, "output": output_tokens, "cache_read": cached},
         cost_usd=(input_tokens - cached) * MINI_IN + cached * MINI_CACHED + output_tokens * MINI_OUT,
         status="priced",
         price_source="genai-prices",
         error=0,
     )
-    return call._replace(**changes)
+    return with_changes(call, **changes)
+
+
+def with_changes(call: Call, **changes: Any) -> Call:
+    """``call`` with fields replaced; a ``<class>_tokens`` keyword sets that token class's count."""
+    tokens = dict(call.tokens)
+    for column in [name for name in changes if name in TOKEN_COLUMNS]:
+        tokens[column.removesuffix("_tokens")] = changes.pop(column)
+    return call._replace(tokens=tokens, **changes)
 
 
 def no_usage_copy(call: Call) -> Call:
     """The same request seen by an instrumentation that did not get the usage."""
     return call._replace(
-        input_tokens=None,
-        output_tokens=None,
-        cache_read_tokens=0,
-        reasoning_tokens=0,
+        tokens={},
         cost_usd=None,
         status="no_usage",
         price_source=None,
@@ -394,8 +395,7 @@ def mixed_calls() -> list[Call]:
             call = call._replace(
                 model="gpt-4o",
                 cost_usd=call.input_tokens * GPT4O_IN + call.output_tokens * GPT4O_OUT,  # type: ignore[operator]
-                cache_read_tokens=0,
-                reasoning_tokens=i,
+                tokens={"input": call.input_tokens, "output": call.output_tokens, "reasoning": i},
             )
         if i % 10 == 3:
             call = call._replace(model="local-llama", provider="ollama", cost_usd=None, status="unpriced")

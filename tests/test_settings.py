@@ -16,7 +16,11 @@ import pytest
 from otel_usecase import config
 from otel_usecase.cost.prices import PriceBook, PricesFileError
 from otel_usecase.processor import UseCaseSpanProcessor
-from otel_usecase.scope.propagation import DEFAULT_INBOUND_KEYS, DEFAULT_OUTBOUND_KEYS, UseCaseBaggagePropagator
+from otel_usecase.scope.propagation import (
+    DEFAULT_INBOUND_KEYS,
+    DEFAULT_OUTBOUND_KEYS,
+    UseCaseBaggagePropagator,
+)
 from otel_usecase.store.base import default_store_url
 
 ROOT = Path(__file__).resolve().parent.parent

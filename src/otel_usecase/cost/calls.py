@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from ..scope import keys as attr
-from .call import Call
+from .call import STATUS_NO_USAGE, STATUS_PARTIAL, STATUS_PRICED, STATUS_UNPRICED, Call
 from .operations import MODEL_OPERATIONS, NOT_CALL_OPERATIONS, OI_KIND, OI_MODEL_KINDS, same_request
 from .prices import PriceBook, warn_unpriced
 from .usage import READ_KEYS, read_usage
@@ -84,13 +84,6 @@ ENGINE_KEYS: Final[frozenset[str]] = READ_KEYS | frozenset(
 )
 """Every span attribute the cost engine reads; the rest (prompts, completions, ...) it never needs."""
 
-STATUS_PRICED: Final = "priced"
-"""Usage read in full and priced: ``cost_usd`` is the call's cost."""
-STATUS_PARTIAL: Final = "partial"
-"""Usage read only in part (an input or output count unreadable) and priced: ``cost_usd`` is
-the cost of what could be read, a lower bound; totals that include it are lower bounds."""
-STATUS_UNPRICED: Final = "unpriced"
-STATUS_NO_USAGE: Final = "no_usage"
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = {}
 
 
@@ -222,52 +215,40 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
     get = a.get
     usage = read_usage(a)
     trace_hex = format(span.trace_id, "032x")
-    use_case = _text(get(attr.USE_CASE_NAME)) or UNTRACKED
-    run_id = _text(get(attr.USE_CASE_ID)) or trace_hex
-    cost: float | None = None
-    source: str | None = None
-    if usage.input_tokens is not None or usage.output_tokens is not None:
-        cost, price = prices.cost(usage, when=clock.at(span.start_ns))
-        if price is not None:
-            source = price.source
-        else:
+    quote = prices.quote(usage, when=clock.at(span.start_ns))
+    if quote.cost_usd is not None:
+        status = STATUS_PRICED if usage.complete else STATUS_PARTIAL
+    elif usage.has_usage:
+        status = STATUS_UNPRICED
+        if quote.reason == "unknown model":
             warn_unpriced(usage.model, usage.provider)
-        if cost is None:
-            status = STATUS_UNPRICED
-        else:
-            status = STATUS_PRICED if usage.complete else STATUS_PARTIAL
     else:
         status = STATUS_NO_USAGE
-    # Positional, in column order: this runs once per LLM span. tuple.__new__ skips the
-    # Python-level __new__ that NamedTuple generates (a frame and 24 arguments).
-    return _new_tuple(
-        Call,
-        (
-            trace_hex,
-            key,
-            span.start_ns,
-            span.end_ns,
-            span.service,
-            use_case,
-            run_id,
-            _text(get(attr.USE_CASE_VERSION)),
-            _text(get(attr.USE_CASE_STEP)),
-            _text(get(attr.EXPERIENCE_NAME)),
-            _text(get(attr.EXPERIENCE_ID)),
-            _text(get(attr.USER_ID)),
-            usage.provider,
-            usage.model,
-            usage.operation,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_tokens,
-            usage.reasoning_tokens,
-            cost,
-            status,
-            source,
-            1 if span.error else 0,
-        ),
+    return Call(
+        trace_id=trace_hex,
+        span_id=key,
+        start_ns=span.start_ns,
+        end_ns=span.end_ns,
+        service=span.service,
+        use_case=_text(get(attr.USE_CASE_NAME)) or UNTRACKED,
+        run_id=_text(get(attr.USE_CASE_ID)) or trace_hex,
+        use_case_version=_text(get(attr.USE_CASE_VERSION)),
+        step=_text(get(attr.USE_CASE_STEP)),
+        experience_name=_text(get(attr.EXPERIENCE_NAME)),
+        experience_id=_text(get(attr.EXPERIENCE_ID)),
+        user_id=_text(get(attr.USER_ID)),
+        provider=usage.provider,
+        model=usage.model,
+        operation=usage.operation,
+        tokens=usage.tokens,
+        cost_usd=quote.cost_usd,
+        status=status,
+        cost_source=quote.source,
+        price_source=quote.detail,
+        price_context=quote.context,
+        unpriced_reason=quote.reason,
+        computed_cost_usd=quote.cost_usd,
+        error=1 if span.error else 0,
     )
 
 

@@ -88,7 +88,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 import genai_prices
 from genai_prices import data_snapshot
@@ -103,6 +103,7 @@ __all__ = [
     "Price",
     "PriceBook",
     "PricesFileError",
+    "Quote",
     "map_provider",
     "warn_unpriced",
 ]
@@ -205,6 +206,24 @@ class Price:
     tiered: bool = False
     reasoning_mtok: Decimal | None = None
     per_request: Decimal | None = None
+
+
+class Quote(NamedTuple):
+    """What pricing says about one call's usage.
+
+    ``cost_usd`` is None when the call cannot be priced, and ``reason`` then says
+    why (``unknown model``, ``unknown token class audio``, ``inconsistent token
+    counts``, ``no usage``). ``source`` is the cost source (``genai-prices
+    <version>`` or ``override <file hash>``), ``detail`` the rest of where the
+    price came from (an alias, the data's date), ``context`` the price conditions
+    applied (``service_tier=priority``), canonical, or None.
+    """
+
+    cost_usd: float | None
+    source: str | None
+    detail: str | None
+    reason: str | None
+    context: str | None = None
 
 
 _Five = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None, Decimal | None]
@@ -382,9 +401,9 @@ def _entry_for(info: ModelInfo, make: _RatesMaker) -> _Entry:
 
 def _usd(rates: _Rates, usage: LLMUsage) -> Decimal | None:
     """The cost of ``usage``; None when the parts exceed the whole (bad data)."""
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    reasoning = usage.reasoning_tokens
+    cache_read = usage.count("cache_read")
+    cache_write = usage.count("cache_write")
+    reasoning = usage.count("reasoning")
     input_tokens = usage.input_tokens
     if input_tokens is None:
         input_tokens = cache_read + cache_write
@@ -558,6 +577,27 @@ class PriceBook:
             )
             return None, rates.price
         return float(usd), rates.price
+
+    def quote(
+        self,
+        usage: LLMUsage,
+        *,
+        when: datetime | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> Quote:
+        """Price one call's usage: the cost, where its price came from, or why there is none.
+
+        Never raises on bad data (this runs in the export path).
+        """
+        if not usage.has_usage:
+            return Quote(None, None, None, "no usage")
+        cost, price = self.cost(usage, when=when)
+        if price is None:
+            return Quote(None, None, None, "unknown model")
+        source = price.source
+        if cost is None:
+            return Quote(None, source, source, "inconsistent token counts")
+        return Quote(cost, source, source, None)
 
     def clear_cache(self) -> None:
         """Forget resolved prices (they are resolved again on next use)."""

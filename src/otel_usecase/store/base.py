@@ -19,11 +19,12 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 from .. import config
+from ..cost import token_classes
 from ..cost.call import Call
 from ..cost.usage import MAX_TOKEN_COUNT
 
@@ -32,6 +33,7 @@ __all__ = [
     "LEDGER",
     "META_TABLE",
     "SCHEMA_VERSION",
+    "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
     "Store",
@@ -41,23 +43,27 @@ __all__ = [
     "broken_rule",
     "create_statements",
     "default_store_url",
+    "missing_column_statements",
     "one_line",
     "open_store",
     "parse_store_url",
     "plausible",
     "redact_url",
     "register_fork_hooks",
+    "row_of",
     "upgrade_statements",
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 2
-"""1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index."""
+SCHEMA_VERSION: Final = 3
+"""1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
+3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
+and one column per token class of :mod:`otel_usecase.cost.token_classes`."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
 
-LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
+_BEFORE_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("trace_id", "text", "NOT NULL"),
     ("span_id", "text", "NOT NULL"),
     ("start_ns", "int", "NOT NULL"),
@@ -73,22 +79,79 @@ LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
     ("provider", "text", ""),
     ("model", "text", ""),
     ("operation", "text", ""),
-    ("input_tokens", "int", ""),
-    ("output_tokens", "int", ""),
-    ("cache_read_tokens", "int", "NOT NULL DEFAULT 0"),
-    ("cache_write_tokens", "int", "NOT NULL DEFAULT 0"),
-    ("reasoning_tokens", "int", "NOT NULL DEFAULT 0"),
+)
+_AFTER_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("cost_usd", "real", ""),
     ("status", "text", "NOT NULL"),
+    ("cost_source", "text", ""),
     ("price_source", "text", ""),
+    ("price_context", "text", ""),
+    ("unpriced_reason", "text", ""),
+    ("computed_cost_usd", "real", ""),
     ("error", "flag", "NOT NULL DEFAULT 0"),
 )
-"""The ledger's columns as (name, kind, constraint), in :class:`~otel_usecase.cost.calls.Call` field order.
+
+TOKEN_COLUMNS: Final[tuple[str, ...]] = token_classes.COLUMNS
+"""One column per token class, in table order (``input_tokens``, ``output_tokens``, ``cache_read_tokens`` ...)."""
+_KNOWN_OR_NULL: Final = frozenset((token_classes.INPUT.column, token_classes.OUTPUT.column))
+"""Input and output counts may be unknown (NULL, never 0); a part that is absent is 0."""
+
+LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
+    *_BEFORE_TOKENS,
+    *((column, "int", "" if column in _KNOWN_OR_NULL else "NOT NULL DEFAULT 0") for column in TOKEN_COLUMNS),
+    *_AFTER_TOKENS,
+)
+"""The ledger's columns as (name, kind, constraint): the fields of :class:`~otel_usecase.cost.call.Call`
+by name, with ``tokens`` spread into one column per token class.
 
 Defined once; each store maps the kinds (``text``, ``int``, ``real``, ``flag``) to its own types."""
 
 COLUMNS: Final[tuple[str, ...]] = tuple(name for name, _, _ in LEDGER)
-"""Ledger column names, in :class:`~otel_usecase.cost.calls.Call` field order."""
+"""Ledger column names, in row order (see :func:`row_of`)."""
+
+_PART_NAMES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES[2:])
+assert (
+    token_classes.TOKEN_CLASSES[0] is token_classes.INPUT
+    and token_classes.TOKEN_CLASSES[1] is token_classes.OUTPUT
+)
+
+
+def row_of(call: Call) -> tuple[Any, ...]:
+    """The ledger row of ``call``, in :data:`COLUMNS` order, read from the call by field name.
+
+    Written out (not generated) because it runs once per stored call;
+    ``tests/test_store.py`` checks it column by column against :data:`COLUMNS`.
+    """
+    tokens = call.tokens
+    get = tokens.get
+    return (
+        call.trace_id,
+        call.span_id,
+        call.start_ns,
+        call.end_ns,
+        call.service,
+        call.use_case,
+        call.run_id,
+        call.use_case_version,
+        call.step,
+        call.experience_name,
+        call.experience_id,
+        call.user_id,
+        call.provider,
+        call.model,
+        call.operation,
+        get("input"),
+        get("output"),
+        *[get(name, 0) for name in _PART_NAMES],
+        call.cost_usd,
+        call.status,
+        call.cost_source,
+        call.price_source,
+        call.price_context,
+        call.unpriced_reason,
+        call.computed_cost_usd,
+        call.error,
+    )
 
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
@@ -160,11 +223,6 @@ class Store(Protocol):
         """Release connections."""
 
 
-def row_of(call: Call) -> tuple[Any, ...]:
-    """The ledger row of ``call``: the call itself, whose fields are in column order."""
-    return call
-
-
 _COMPLETENESS: Final[tuple[str, ...]] = ("no_usage", "partial")
 """Statuses from least to most complete; every other status (``priced``, ``unpriced``) ranks above them.
 
@@ -205,16 +263,10 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
-_TOKEN_COLUMNS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+_TOKEN_COLUMNS: Final = frozenset(TOKEN_COLUMNS)
 _NULLABLE: Final = frozenset(name for name, _, constraint in LEDGER if "NOT NULL" not in constraint)
-_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c not in _NULLABLE)
-_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c in _NULLABLE)
+_COUNTS: Final = tuple(COLUMNS.index(c) for c in TOKEN_COLUMNS if c not in _NULLABLE)
+_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in TOKEN_COLUMNS if c in _NULLABLE)
 _COST: Final = COLUMNS.index("cost_usd")
 
 
@@ -254,7 +306,7 @@ def broken_rule(call: Call) -> str | None:
     stores' integer columns); token counts are 0..``MAX_TOKEN_COUNT``; the cost is a
     finite number; ``NOT NULL`` columns have a value.
     """
-    for (name, kind, constraint), value in zip(LEDGER, call):
+    for (name, kind, constraint), value in zip(LEDGER, row_of(call)):
         if value is None:
             if "NOT NULL" in constraint:
                 return f"{name} is required (NOT NULL), got None"
@@ -421,12 +473,31 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # every row: 2.4 s instead of 0.9 s at 1M rows); the (use_case, start_ns) index goes.
     1: (f"DROP INDEX IF EXISTS {TABLE}_use_case", f"DROP INDEX IF EXISTS {TABLE}_run_totals"),
 }
-"""Statements taking a store from schema version N to N + 1, run before ``INDEXES``."""
+"""Statements taking a store from schema version N to N + 1, run before ``INDEXES``.
+
+Columns are not listed here: :func:`missing_column_statements` adds every column of
+:data:`LEDGER` an older ledger lacks (2 -> 3 added the cost-engine-v2 columns), so a
+new field or token class needs no upgrade code."""
 
 
 def upgrade_statements(found: int) -> list[str]:
     """The statements taking a store at schema version ``found`` to :data:`SCHEMA_VERSION`."""
     return [statement for version in range(found, SCHEMA_VERSION) for statement in UPGRADES.get(version, ())]
+
+
+def missing_column_statements(existing: Iterable[str], types: dict[str, str]) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each :data:`LEDGER` column not in ``existing``, with a store's types.
+
+    Both stores run it when they open a ledger of an older schema: added columns
+    take their default (0 for a token part, NULL otherwise), which is what those
+    calls had, so old rows read the same as before.
+    """
+    have = {name.lower() for name in existing}
+    return [
+        f"ALTER TABLE {TABLE} ADD COLUMN {name} {types[kind]} {constraint}".rstrip()
+        for name, kind, constraint in LEDGER
+        if name not in have
+    ]
 
 
 _URL_PASSWORD: Final = re.compile(

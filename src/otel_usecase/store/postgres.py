@@ -66,6 +66,7 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     create_statements,
+    missing_column_statements,
     one_line,
     plausible,
     redact_url,
@@ -117,9 +118,8 @@ _WRITE_DEADLINE_PER_ROW_S: Final = 0.001
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
-_CREATE: Final = create_statements(
-    {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
-)
+_TYPES: Final = {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
+_CREATE: Final = create_statements(_TYPES)
 
 _WRITE_LIMITS: Final = (
     f"SELECT set_config('lock_timeout', '{_LOCK_TIMEOUT_MS}', true), "
@@ -508,6 +508,13 @@ class PostgresStore:
                 cur.execute(statement)
             if version is not None and has_ledger:
                 for statement in upgrade_statements(version):
+                    cur.execute(statement)
+                cur.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema()",
+                    (TABLE,),
+                )
+                for statement in missing_column_statements([row[0] for row in cur.fetchall()], _TYPES):
                     cur.execute(statement)
             cur.execute(
                 f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', %s) "

@@ -30,8 +30,10 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     create_statements,
+    missing_column_statements,
     plausible,
     register_fork_hooks,
+    row_of,
     upgrade_statements,
     upsert_sql,
     write_isolating,
@@ -42,7 +44,8 @@ __all__ = ["SQLiteStore"]
 _BUSY_TIMEOUT_S: Final = 2.0
 """How long a write waits for another writer's lock before the store counts as unavailable."""
 
-_CREATE: Final = create_statements({"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"})
+_TYPES: Final = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"}
+_CREATE: Final = create_statements(_TYPES)
 
 _CHECKPOINT_EVERY_S: Final = 0.5
 _CACHE_KIB: Final = 16384
@@ -96,7 +99,7 @@ def _size(path: str) -> int:
 
 
 def _flat(calls: Sequence[Call]) -> Iterator[Any]:
-    return chain.from_iterable(calls)  # a Call is its own row, in column order (see row_of)
+    return chain.from_iterable(map(row_of, calls))
 
 
 class _Checkpointer:
@@ -302,6 +305,9 @@ class SQLiteStore:
                 )
             elif int(found[0]) < SCHEMA_VERSION:
                 for statement in upgrade_statements(int(found[0])):
+                    conn.execute(statement)
+                existing = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")]
+                for statement in missing_column_statements(existing, _TYPES):
                     conn.execute(statement)
                 conn.execute(
                     f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
