@@ -44,10 +44,10 @@ __all__ = [
     "COLUMNS",
     "INCLUDED_IN",
     "INPUT",
+    "NOT_ON_SPANS",
     "OUTPUT",
     "SPAN_KEYS",
     "TOKEN_CLASSES",
-    "NOT_ON_SPANS",
     "TokenClass",
     "markdown_table",
 ]
