@@ -44,10 +44,12 @@ __all__ = [
     "COLUMNS",
     "INCLUDED_IN",
     "INPUT",
+    "NOT_ON_SPANS",
     "OUTPUT",
     "SPAN_KEYS",
     "TOKEN_CLASSES",
     "TokenClass",
+    "markdown_table",
 ]
 
 
@@ -258,3 +260,27 @@ def _included_in() -> dict[str, tuple[str, ...]]:
 
 INCLUDED_IN: Final[Mapping[str, tuple[str, ...]]] = _included_in()
 """``cache_read`` -> ``("input",)``, ``cache_audio_read`` -> ``("input", "cache_read", "input_audio")`` ..."""
+
+
+NOT_ON_SPANS: Final[Mapping[str, str]] = {
+    "output_citation_mtok": "no instrumentation records citation tokens (Perplexity's sonar-deep-research)",
+    "input_text_messages_kcount": "a per-message price, not a token class",
+}
+"""Token-like price keys the installed genai-prices data uses that no row carries, and why.
+
+``tests/test_token_classes.py`` fails when genai-prices starts pricing a token
+class that is neither a row nor listed here, so a new billed class gets a row."""
+
+
+def markdown_table() -> str:
+    """The README's token-class table, generated from :data:`TOKEN_CLASSES`."""
+    lines = [
+        "| class (ledger column) | included in | own price needed | genai-prices price | span keys, first present wins |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in TOKEN_CLASSES:
+        included = ", ".join(INCLUDED_IN[c.name]) or "-"
+        keys = ", ".join(f"`{key}`" for key in c.span_keys)
+        own = "yes" if c.needs_own_price else "no"
+        lines.append(f"| `{c.column}` | {included} | {own} | `{c.price_key}` | {keys} |")
+    return "\n".join(lines)
