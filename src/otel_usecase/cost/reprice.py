@@ -236,7 +236,7 @@ def format_summary(summary: RepriceSummary, store_url: str, fmt: str = "table") 
         ("calls examined", summary.examined),
         (f"calls {verb}", summary.changed),
     ]
-    rows += [(f"  {change}", count) for change, count in sorted(summary.status_changes.items())]
+    rows += [(f"  {change}: {count}", "") for change, count in sorted(summary.status_changes.items())]
     if summary.skipped:
         rows.append(("calls skipped", f"{summary.skipped} (a writer replaced them meanwhile; run again)"))
     rows.append(("old total", f"${summary.old_total_usd:.6f}"))
@@ -245,7 +245,7 @@ def format_summary(summary: RepriceSummary, store_url: str, fmt: str = "table") 
         ("still unpriced", f"{count} ({reason})") for reason, count in sorted(summary.unpriced_after.items())
     ]
     lines = [f"store {store_url}" + ("  (dry run: nothing written)" if summary.dry_run else "")]
-    lines += [f"{label:<20}{value}" for label, value in rows]
+    lines += [f"{label:<20}{value}".rstrip() for label, value in rows]
     return "\n".join(lines)
 
 
