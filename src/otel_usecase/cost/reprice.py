@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Final, TypeVar
 
 from ..store.base import (
@@ -124,8 +125,8 @@ def repriced(call: Call, prices: PriceBook) -> Call:
     )
 
 
-def _price_columns(call: Call) -> tuple[object, ...]:
-    return tuple(getattr(call, name) for name in PRICE_COLUMNS)
+_price_columns: Final = attrgetter(*PRICE_COLUMNS)
+"""The price columns of a call, as a tuple (to tell whether re-pricing changed it)."""
 
 
 @dataclass
