@@ -7,9 +7,10 @@ published prices (written here as literals), and against genai-prices' own
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,7 @@ from otel_usecase.cost.prices import (
     map_provider,
     warn_unpriced,
 )
+from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.cost.usage import LLMUsage, read_usage
 
 GENAI = f"genai-prices {genai_prices.__version__}"
@@ -59,25 +61,34 @@ def usage(
     cache_read: int = 0,
     cache_write: int = 0,
     reasoning: int = 0,
+    **parts: int,
 ) -> LLMUsage:
-    return LLMUsage(model, provider, input_tokens, output_tokens, cache_read, cache_write, reasoning)
+    tokens = {"input": input_tokens, "output": output_tokens}
+    tokens = {name: count for name, count in tokens.items() if count is not None}
+    named = {"cache_read": cache_read, "cache_write": cache_write, "reasoning": reasoning, **parts}
+    tokens.update((name, count) for name, count in named.items() if count)
+    return LLMUsage(model, provider, tokens)
+
+
+def cost_of(book: PriceBook, u: LLMUsage, **kwargs: Any) -> float | None:
+    """The cost ``quote`` gives."""
+    return book.quote(u, **kwargs).cost_usd
 
 
 def genai_total(
-    u: LLMUsage, provider_id: str | None, model: str | None = None, when: datetime = NOON
+    u: LLMUsage,
+    provider_id: str | None,
+    model: str | None = None,
+    when: datetime = NOON,
+    context: Mapping[str, str] | None = None,
 ) -> float:
     """genai-prices' own figure for the same usage (its Usage has the same meaning)."""
     ref = calc_price(
-        Usage(
-            input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens,
-            output_reasoning_tokens=u.reasoning_tokens,
-        ),
+        Usage(**{c.usage_key: u.count(c.name) for c in TOKEN_CLASSES}),
         model or u.model or "",
         provider_id=provider_id,
         genai_request_timestamp=when,
+        price_context=context,
     )
     return float(ref.total_price)
 
@@ -118,7 +129,8 @@ def test_gpt_4o_mini_with_cached_input(book: PriceBook) -> None:
     # 1200 prompt tokens of which 1000 cached, 300 completion tokens:
     # 200 x $0.15 + 1000 x $0.075 + 300 x $0.60 per million.
     u = usage("gpt-4o-mini-2024-07-18", "openai", 1200, 300, cache_read=1000)
-    usd, price = book.cost(u)
+    usd = book.quote(u).cost_usd
+    price = book.lookup(u.model or "", u.provider)
     assert usd == pytest.approx((200 * 0.15 + 1000 * 0.075 + 300 * 0.60) / 1e6, rel=1e-12)
     assert usd == genai_total(u, "openai")
     assert price is not None and price.model == "gpt-4o-mini"
@@ -128,9 +140,9 @@ def test_reasoning_tokens_are_priced_as_output(book: PriceBook) -> None:
     # o3-mini: $1.10 in, $4.40 out; 400 of the 500 completion tokens are reasoning.
     with_reasoning = usage("o3-mini", "openai", 1000, 500, reasoning=400)
     without = usage("o3-mini", "openai", 1000, 500)
-    usd, _ = book.cost(with_reasoning)
+    usd = book.quote(with_reasoning).cost_usd
     assert usd == pytest.approx((1000 * 1.10 + 500 * 4.40) / 1e6, rel=1e-12)
-    assert usd == book.cost(without)[0]
+    assert usd == cost_of(book, without)
     assert usd == genai_total(with_reasoning, "openai")
 
 
@@ -138,7 +150,8 @@ def test_published_reasoning_price_is_used(book: PriceBook) -> None:
     # Perplexity sonar-deep-research (https://docs.perplexity.ai/getting-started/pricing):
     # $2 input, $8 output, $3 reasoning per million.
     u = usage("sonar-deep-research", "perplexity", 1000, 5000, reasoning=3000)
-    usd, price = book.cost(u)
+    usd = book.quote(u).cost_usd
+    price = book.lookup(u.model or "", u.provider)
     assert price is not None and price.reasoning_mtok == Decimal(3)
     assert usd == pytest.approx((1000 * 2 + 2000 * 8 + 3000 * 3) / 1e6, rel=1e-12)
     assert usd == genai_total(u, "perplexity")
@@ -147,7 +160,8 @@ def test_published_reasoning_price_is_used(book: PriceBook) -> None:
 def test_per_request_fee(book: PriceBook) -> None:
     # Perplexity sonar-pro: $3 in, $15 out per million, plus $14 per thousand requests (genai-prices).
     u = usage("sonar-pro", "perplexity", 1000, 1000)
-    usd, price = book.cost(u)
+    usd = book.quote(u).cost_usd
+    price = book.lookup(u.model or "", u.provider)
     assert price is not None and price.per_request == Decimal("0.014")
     assert usd == pytest.approx((1000 * 3 + 1000 * 15) / 1e6 + 0.014, rel=1e-12)
     assert usd == genai_total(u, "perplexity")
@@ -155,7 +169,7 @@ def test_per_request_fee(book: PriceBook) -> None:
 
 def test_embeddings_input_only(book: PriceBook) -> None:
     u = usage("text-embedding-3-small", "openai", 8000, None)
-    usd, _ = book.cost(u)
+    usd = book.quote(u).cost_usd
     assert usd == pytest.approx(8000 * 0.02 / 1e6, rel=1e-12)
 
 
@@ -206,7 +220,8 @@ ANTHROPIC_USD = (100 * 3 + 2000 * 0.30 + 500 * 3.75 + 300 * 15) / 1e6
 )
 def test_anthropic_cache_write_and_read(book: PriceBook, attrs: dict[str, Any]) -> None:
     u = read_usage(attrs)
-    usd, price = book.cost(u)
+    usd = book.quote(u).cost_usd
+    price = book.lookup(u.model or "", u.provider)
     assert price is not None and price.provider == "anthropic"
     assert usd == pytest.approx(ANTHROPIC_USD, rel=1e-12)
     assert usd == genai_total(u, "anthropic")
@@ -218,11 +233,11 @@ def test_tiered_prices_apply_to_all_tokens_past_the_threshold(book: PriceBook) -
     short = usage("gemini-2.5-pro", "gcp.vertex_ai", 100_000, 1000)
     edge = usage("gemini-2.5-pro", "gcp.vertex_ai", 200_000, 1000)
     long = usage("gemini-2.5-pro", "gcp.vertex_ai", 250_000, 1000)
-    assert book.cost(short)[0] == pytest.approx((100_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
-    assert book.cost(edge)[0] == pytest.approx((200_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
-    assert book.cost(long)[0] == pytest.approx((250_000 * 2.50 + 1000 * 15) / 1e6, rel=1e-12)
+    assert cost_of(book, short) == pytest.approx((100_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
+    assert cost_of(book, edge) == pytest.approx((200_000 * 1.25 + 1000 * 10) / 1e6, rel=1e-12)
+    assert cost_of(book, long) == pytest.approx((250_000 * 2.50 + 1000 * 15) / 1e6, rel=1e-12)
     for u in (short, edge, long, usage("gemini-2.5-pro", "google", 300_000, 5000, cache_read=120_000)):
-        assert book.cost(u)[0] == genai_total(u, "google")
+        assert cost_of(book, u) == genai_total(u, "google")
     price = book.lookup("gemini-2.5-pro", "gcp.gemini")
     assert price is not None and price.tiered and price.input_mtok == Decimal("1.25")
 
@@ -233,7 +248,7 @@ def test_tiered_prices_apply_to_all_tokens_past_the_threshold(book: PriceBook) -
 def test_unknown_model_is_unpriced(book: PriceBook, caplog: pytest.LogCaptureFixture) -> None:
     u = usage("totally-made-up-model-7b", "openai", 10, 10)
     assert book.lookup("totally-made-up-model-7b", "openai") is None
-    assert book.cost(u) == (None, None)
+    assert book.quote(u) == (None, None, None, "unknown model", None)
     with caplog.at_level(logging.WARNING, logger="otel_usecase"):
         for _ in range(3):
             warn_unpriced("totally-made-up-model-7b", "openai")
@@ -244,10 +259,11 @@ def test_unknown_model_is_unpriced(book: PriceBook, caplog: pytest.LogCaptureFix
 
 
 def test_no_model_or_no_tokens(book: PriceBook) -> None:
-    assert book.cost(usage(None, "openai", 10, 10)) == (None, None)
-    usd, price = book.cost(usage("gpt-4o", "openai", None, None))
-    assert usd is None
-    assert price is not None and price.model == "gpt-4o"
+    assert book.quote(usage(None, "openai", 10, 10)).reason == "unknown model"
+    assert book.quote(usage("gpt-4o", "openai", None, None)) == (None, None, None, "no usage", None)
+    assert book.quote(usage("gpt-4o", "openai", None, None), context={"processing": "batch"}).context == (
+        "processing=batch"
+    )
 
 
 def test_inconsistent_counts_are_unpriced_with_a_warning(
@@ -255,7 +271,8 @@ def test_inconsistent_counts_are_unpriced_with_a_warning(
 ) -> None:
     bad = usage("gpt-4o", "openai", 10, 10, cache_read=50)  # built by hand: read_usage never does this
     with caplog.at_level(logging.WARNING, logger="otel_usecase"):
-        usd, price = book.cost(bad)
+        usd = book.quote(bad).cost_usd
+    price = book.lookup(bad.model or "", bad.provider)
     assert usd is None and price is not None
     assert len(_warnings(caplog)) == 1
 
@@ -267,7 +284,7 @@ def test_a_failing_lookup_never_raises(book: PriceBook, monkeypatch: pytest.Monk
         raise RuntimeError("broken price data")
 
     monkeypatch.setattr(fresh._snapshot, "find_provider_model", boom)
-    assert fresh.cost(usage("gpt-4o", "openai", 1, 1)) == (None, None)
+    assert fresh.quote(usage("gpt-4o", "openai", 1, 1)).reason == "unknown model"
 
 
 # -- names ---------------------------------------------------------------------
@@ -349,7 +366,8 @@ def test_azure_deployment_name_needs_an_alias(tmp_path: Path) -> None:
     price = book.lookup("my-gpt4o-prod", "az.ai.openai")
     assert price is not None
     assert (price.provider, price.model) == ("azure", "gpt-4o")
-    assert price.source == f"alias my-gpt4o-prod -> gpt-4o ({GENAI})"
+    assert price.source == GENAI
+    assert price.detail == "azure/gpt-4o; alias my-gpt4o-prod -> gpt-4o"
     u = read_usage(
         {
             "gen_ai.system": "az.ai.openai",
@@ -359,7 +377,7 @@ def test_azure_deployment_name_needs_an_alias(tmp_path: Path) -> None:
             "gen_ai.usage.cache_read.input_tokens": 400,
         }
     )
-    usd, _ = book.cost(u)
+    usd = book.quote(u).cost_usd
     assert usd == pytest.approx((600 * 2.50 + 400 * 1.25 + 100 * 10) / 1e6, rel=1e-12)
     assert usd == genai_total(u, "azure", model="gpt-4o")
 
@@ -401,7 +419,7 @@ def test_equal_to_calc_price_on_a_sample(book: PriceBook) -> None:
                 expected = genai_total(u, provider_id)
             except LookupError:
                 continue  # a few ids don't match themselves in genai-prices either
-            assert book.cost(u, when=NOON)[0] == expected, (provider_id, model, u)
+            assert cost_of(book, u, when=NOON) == expected, (provider_id, model, u)
             checked += 1
     assert checked >= 55
 
@@ -424,7 +442,7 @@ def test_equal_to_calc_price_with_instrumentation_provider_names(book: PriceBook
         provider_id = map_provider(name)
         for big in (False, True):
             u = _random_usage(rng, model, name, big)
-            assert book.cost(u, when=NOON)[0] == genai_total(u, provider_id), (name, model, u)
+            assert cost_of(book, u, when=NOON) == genai_total(u, provider_id), (name, model, u)
 
 
 def test_equal_to_calc_price_over_the_whole_snapshot(book: PriceBook) -> None:
@@ -439,7 +457,7 @@ def test_equal_to_calc_price_over_the_whole_snapshot(book: PriceBook) -> None:
                     expected = genai_total(u, provider.id)
                 except LookupError:
                     continue
-                assert book.cost(u, when=NOON)[0] == expected, (provider.id, model.id, u)
+                assert cost_of(book, u, when=NOON) == expected, (provider.id, model.id, u)
                 checked += 1
     assert checked > 2000
 
@@ -450,7 +468,7 @@ def test_time_of_day_prices_follow_the_clock(book: PriceBook, hour: int) -> None
     when = datetime(2026, 9, 1, hour, 15, tzinfo=UTC)
     for model in ("deepseek-chat", "deepseek-v4-pro"):
         u = usage(model, "deepseek", 100_000, 2000, cache_read=30_000)
-        assert book.cost(u, when=when)[0] == genai_total(u, "deepseek", when=when)
+        assert cost_of(book, u, when=when) == genai_total(u, "deepseek", when=when)
 
 
 @pytest.mark.parametrize("day", ["2025-01-01", "2026-08-16", "2026-08-17", "2026-12-01"])
@@ -458,10 +476,10 @@ def test_date_dependent_prices(book: PriceBook, day: str) -> None:
     when = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
     # deepseek-v4-flash: new prices from 2026-08-17 and again from 2026-09-10.
     u = usage("deepseek-v4-flash", "deepseek", 50_000, 1000, cache_read=10_000)
-    assert book.cost(u, when=when)[0] == genai_total(u, "deepseek", when=when)
+    assert cost_of(book, u, when=when) == genai_total(u, "deepseek", when=when)
     naive = when.replace(tzinfo=None)
     u = usage("deepseek-v4-flash", "deepseek", 50_000, 1000)
-    assert book.cost(u, when=naive) == book.cost(u, when=when)
+    assert book.quote(u, when=naive) == book.quote(u, when=when)
 
 
 # -- the cache -----------------------------------------------------------------
@@ -478,13 +496,13 @@ def test_lookups_are_cached_hits_and_misses(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(book._snapshot, "find_provider_model", counting)
     for _ in range(5):
-        book.cost(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
-        book.cost(usage("no-such-model", "openai", 10, 10))
+        book.quote(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
+        book.quote(usage("no-such-model", "openai", 10, 10))
     first_round = len(calls)
     assert first_round > 0
     for _ in range(5):
-        book.cost(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
-        book.cost(usage("no-such-model", "openai", 10, 10))
+        book.quote(usage("gpt-4o-mini-2024-07-18", "openai", 10, 10))
+        book.quote(usage("no-such-model", "openai", 10, 10))
     assert len(calls) == first_round
 
 
@@ -544,6 +562,11 @@ cache_write = 2
 """
 
 
+def override_source(path: Path) -> str:
+    """The cost source of an override: the first 12 hex digits of the file's sha256."""
+    return "override " + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 @pytest.fixture
 def prices_file(tmp_path: Path) -> Path:
     path = tmp_path / "prices.toml"
@@ -560,18 +583,20 @@ def test_overrides_win_over_genai_prices(prices_file: Path) -> None:
         input_mtok=Decimal("2.00"),
         output_mtok=Decimal("8.00"),
         cache_read_mtok=Decimal("0.50"),
-        cache_write_mtok=Decimal("2.00"),  # default: the input price
-        source=f"override {prices_file}",
+        cache_write_mtok=None,  # no own rate: priced as input
+        source=override_source(prices_file),
         tiered=False,
+        rates={"input": Decimal("2.00"), "output": Decimal("8.00"), "cache_read": Decimal("0.50")},
+        detail=f"gpt-4o; prices file {prices_file}",
     )
     u = usage("gpt-4o", "openai", 1000, 100, cache_read=400, reasoning=50)
-    assert book.cost(u)[0] == pytest.approx((600 * 2.00 + 400 * 0.50 + 100 * 8.00) / 1e6, rel=1e-12)
+    assert cost_of(book, u) == pytest.approx((600 * 2.00 + 400 * 0.50 + 100 * 8.00) / 1e6, rel=1e-12)
 
 
 def test_override_by_genai_prices_model_id(prices_file: Path) -> None:
     # genai-prices knows gpt-4o-2024-08-06 as gpt-4o, so the gpt-4o override applies.
     price = PriceBook(prices_file).lookup("gpt-4o-2024-08-06", "azure.ai.openai")
-    assert price is not None and price.source == f"override {prices_file}"
+    assert price is not None and price.source == override_source(prices_file)
     assert price.input_mtok == Decimal("2.00")
 
 
@@ -589,8 +614,9 @@ def test_provider_scoped_overrides(prices_file: Path) -> None:
 def test_override_for_a_model_genai_prices_does_not_know(prices_file: Path) -> None:
     book = PriceBook(prices_file)
     u = usage("MY-FINETUNE", None, 1000, 100, cache_read=200, cache_write=300)
-    usd, price = book.cost(u)
-    assert price is not None and price.cache_read_mtok == Decimal(1)
+    usd = book.quote(u).cost_usd
+    price = book.lookup(u.model or "", u.provider)
+    assert price is not None and price.cache_read_mtok is None  # priced as input
     assert usd == pytest.approx((500 * 1 + 200 * 1 + 300 * 2 + 100 * 3) / 1e6, rel=1e-12)
 
 
@@ -598,11 +624,13 @@ def test_aliases_resolve_before_lookup(prices_file: Path) -> None:
     book = PriceBook(prices_file)
     to_override = book.lookup("my-gpt4o-prod", "azure")
     assert to_override is not None
-    assert to_override.source == f"alias my-gpt4o-prod -> gpt-4o (override {prices_file})"
+    assert to_override.source == override_source(prices_file)
+    assert to_override.detail == f"gpt-4o; alias my-gpt4o-prod -> gpt-4o; prices file {prices_file}"
     to_genai = book.lookup("my-mini", "azure.ai.openai")  # case-insensitive alias
     assert to_genai is not None
     assert (to_genai.provider, to_genai.model) == ("azure", "gpt-4o-mini")
-    assert to_genai.source == f"alias my-mini -> gpt-4o-mini ({GENAI})"
+    assert to_genai.source == GENAI
+    assert to_genai.detail == "azure/gpt-4o-mini; alias my-mini -> gpt-4o-mini"
 
 
 def test_overrides_from_the_environment(prices_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -176,6 +176,7 @@ def _per_million(value: object) -> str:
 def _prices(args: argparse.Namespace) -> int:
     """``otel-usecase prices``: the price a model gets (imports the price data only here)."""
     from .cost.prices import PriceBook, PricesFileError
+    from .cost.token_classes import TOKEN_CLASSES
 
     try:
         book = PriceBook(args.prices)
@@ -190,15 +191,19 @@ def _prices(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(f"model        {price.model}")
-        print(f"provider     {price.provider or '-'}")
-        print(f"input        {_per_million(price.input_mtok)}")
-        print(f"output       {_per_million(price.output_mtok)}")
-        print(f"cache read   {_per_million(price.cache_read_mtok)}")
-        print(f"cache write  {_per_million(price.cache_write_mtok)}")
+        print(f"model            {price.model}")
+        print(f"provider         {price.provider or '-'}")
+        for token_class in TOKEN_CLASSES:  # every class with its own rate; the others fall back
+            if token_class.name in price.rates or token_class.name in ("input", "output"):
+                label = token_class.name.replace("_", " ")
+                print(f"{label:<16} {_per_million(price.rates.get(token_class.name))}")
+        if price.per_request is not None:
+            print(f"per request      ${price.per_request}")
         if price.tiered:
-            print("tiers        yes (the prices above are the base tier)")
-        print(f"source       {price.source}")
+            print("tiers            yes (the prices above are the base tier)")
+        print(f"source           {price.source}")
+        if price.detail:
+            print(f"detail           {price.detail}")
         return 0
     except PricesFileError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
