@@ -24,6 +24,7 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cli import main as cli_main
+from otel_usecase.cost import token_classes
 from otel_usecase.cost.call import COST_SOURCE_PROVIDER, STATUS_PARTIAL, STATUS_PRICED, Call
 from otel_usecase.cost.prices import PriceBook
 from otel_usecase.cost.reprice import reprice
@@ -272,6 +273,32 @@ def test_a_provider_billed_cost_is_never_touched_only_our_price_beside_it(
     assert _reprice_cli(capsys, "--store", store_url)["changed"] == 0
 
 
+def test_a_priority_tier_call_priced_at_the_standard_rate_is_repriced_at_its_tier(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # gpt-5: $1.25 / $10 per million at the standard tier, $2.50 / $20 at the Priority tier.
+    # Recorded with the conditions (price_context) but priced at the standard rate (an older version).
+    tokens = {"input": 8, "output": 82, "reasoning": 64}
+    standard = (8 * 1.25 + 82 * 10.0) / M
+    stored = _call(
+        1, start_ns=time.time_ns(), tokens=tokens, cost_usd=standard, cost_source="genai-prices 0.0.1"
+    )._replace(model="gpt-5", price_context="service_tier=priority", computed_cost_usd=standard)
+    store = open_store(store_url)
+    store.write([stored])
+    store.close()
+
+    summary = _reprice_cli(capsys, "--store", store_url)
+
+    assert summary["changed"] == 1
+    assert summary["old_total_usd"] == pytest.approx(standard)
+    assert summary["new_total_usd"] == pytest.approx(0.00166)  # (8 * 2.50 + 82 * 20) / 1M, as billed
+    (row,) = _ledger(store_url)
+    value = dict(zip(COLUMNS, row, strict=True))
+    assert value["cost_usd"] == pytest.approx(0.00166)
+    assert value["price_context"] == "service_tier=priority"
+    assert value["cost_source"].startswith("genai-prices ") and value["cost_source"] != "genai-prices 0.0.1"
+
+
 def test_since_and_use_case_select_the_calls_repriced(
     store_url: str,
     recorded_v1: tuple[str, str],
@@ -338,6 +365,18 @@ def any_url(request: pytest.FixtureRequest, store_url: str) -> str:
         return store_url
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create_database(f"reprice_{next(_db_names)}")
+
+
+def test_every_token_class_is_read_back_for_repricing(any_url: str) -> None:
+    tokens = {c.name: 1_000 + i for i, c in enumerate(token_classes.TOKEN_CLASSES)}
+    store = open_store(any_url)
+    try:
+        store.write([_call(1, tokens=tokens), _call(2, tokens={"output": 7})])
+        first, second = store.calls_to_reprice(RepriceFilter(), None, 10)
+    finally:
+        store.close()
+    assert dict(first.tokens) == tokens
+    assert dict(second.tokens) == {"output": 7}  # the unknown input stays unknown, absent parts absent
 
 
 def test_a_row_a_writer_replaced_meanwhile_keeps_the_writers_copy(any_url: str) -> None:

@@ -44,7 +44,9 @@ class BilledKey:
 
 BILLED: Final[tuple[BilledKey, ...]] = (
     BilledKey("llm.cost.total", "OpenInference semantic conventions: the call's total cost in USD"),
-    BilledKey("gen_ai.cost.total_cost", "LiteLLM's OpenTelemetry callback: what LiteLLM charged for the call"),
+    BilledKey(
+        "gen_ai.cost.total_cost", "LiteLLM's OpenTelemetry callback: what LiteLLM charged for the call"
+    ),
     BilledKey("litellm.cost.total", "LiteLLM's OpenTelemetry callback, v2 attribute names"),
     BilledKey(
         OUTPUT_KEY,

@@ -33,7 +33,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -57,6 +57,7 @@ from .call import (
     STATUS_UNPRICED,
     Call,
 )
+from .conditions import parse_context
 from .prices import PriceBook
 from .usage import LLMUsage
 
@@ -71,18 +72,6 @@ _ATTEMPTS: Final = 5
 _BACKOFF_S: Final = 0.2
 
 _T = TypeVar("_T")
-
-
-def _parse_context(text: str | None) -> Mapping[str, str] | None:
-    """The price conditions stored in ``price_context`` (``key=value`` pairs joined with ``;``).
-
-    Interim reader of the canonical form written by pricing; replaced by
-    ``cost.conditions.parse_context`` once that lands (one reader of the form).
-    """
-    if not text:
-        return None
-    pairs = (part.partition("=") for part in text.split(";") if part)
-    return {key: value for key, _, value in pairs if key} or None
 
 
 def _when(start_ns: int) -> datetime | None:
@@ -105,7 +94,7 @@ def repriced(call: Call, prices: PriceBook) -> Call:
         operation=call.operation,
         complete=call.status != STATUS_PARTIAL,
     )
-    quote = prices.quote(usage, when=_when(call.start_ns), context=_parse_context(call.price_context))
+    quote = prices.quote(usage, when=_when(call.start_ns), context=parse_context(call.price_context))
     if call.cost_source == COST_SOURCE_PROVIDER:
         return call._replace(computed_cost_usd=quote.cost_usd)
     if quote.cost_usd is not None:
