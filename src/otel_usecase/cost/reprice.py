@@ -166,13 +166,15 @@ def reprice(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     summary = RepriceSummary(dry_run=dry_run)
-    old_costs: list[float] = []
-    new_costs: list[float] = []
+    old_totals: list[float] = []  # one exact sum per batch: memory stays flat however many calls
+    new_totals: list[float] = []
     after: tuple[str, str] | None = None
     while True:
         calls = _retrying(store.calls_to_reprice, filters, after, batch_size)
         if not calls:
             break
+        old_costs: list[float] = []
+        new_costs: list[float] = []
         after = (calls[-1].trace_id, calls[-1].span_id)
         changes: list[Repricing] = []
         for call in calls:
@@ -197,10 +199,12 @@ def reprice(
             else:
                 summary.skipped += 1
                 new_costs.append(old.cost_usd or 0.0)
+        old_totals.append(math.fsum(old_costs))
+        new_totals.append(math.fsum(new_costs))
         if len(calls) < batch_size:
             break
-    summary.old_total_usd = math.fsum(old_costs)
-    summary.new_total_usd = math.fsum(new_costs)
+    summary.old_total_usd = math.fsum(old_totals)
+    summary.new_total_usd = math.fsum(new_totals)
     return summary
 
 
