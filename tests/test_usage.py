@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_usecase._log import reset_rate_limits
-from otel_usecase.testing import FakeOpenAI, FakeUsage
 from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.cost.usage import (
     INPUT_KEYS,
@@ -31,6 +30,7 @@ from otel_usecase.cost.usage import (
     is_llm_usage_span,
     read_usage,
 )
+from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 
 @pytest.fixture(autouse=True)
