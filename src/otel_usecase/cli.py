@@ -60,6 +60,18 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)"
     )
     prices.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
+    reprice = commands.add_parser(
+        "reprice", help="price stored calls again from their token counts (new prices, an overrides change)"
+    )
+    reprice.add_argument(
+        "--since", metavar="WHEN", help="only calls since: 24h, 7d, 30m or a date (2026-01-01)"
+    )
+    reprice.add_argument("--use-case", metavar="NAME", help="only this use case")
+    reprice.add_argument("--only-unpriced", action="store_true", help="only calls stored unpriced")
+    reprice.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    reprice.add_argument("--format", default="table", choices=("table", "json"))
+    reprice.add_argument("--store", metavar="URL", help=store_help)
+    reprice.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
     serve = commands.add_parser(
         "serve", help="OTLP receiver (HTTP and gRPC) that prices LLM spans into the store"
     )
@@ -260,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
+    if args.command == "reprice":
+        from .cost import reprice
+
+        return reprice.run(args)
     try:
         if args.command == "prices":
             return _prices(args)

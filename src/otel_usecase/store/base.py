@@ -32,15 +32,19 @@ __all__ = [
     "COLUMNS",
     "LEDGER",
     "META_TABLE",
+    "PRICE_COLUMNS",
     "SCHEMA_VERSION",
     "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
+    "RepriceFilter",
+    "Repricing",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "Unstorable",
     "broken_rule",
+    "call_of",
     "create_statements",
     "default_store_url",
     "missing_column_statements",
@@ -50,6 +54,9 @@ __all__ = [
     "plausible",
     "redact_url",
     "register_fork_hooks",
+    "reprice_select_sql",
+    "reprice_update_params",
+    "reprice_update_sql",
     "row_of",
     "upgrade_statements",
     "write_isolating",
@@ -221,6 +228,19 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
+
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Write the new price columns of ``changes`` in one transaction; returns the changes applied.
+
+        A row is updated only while it is still exactly ``change.old``
+        (:func:`reprice_update_sql`): one a writer replaced meanwhile is left as
+        the writer stored it. Raises :class:`StoreUnavailable` like ``write``.
+        """
 
 
 _COMPLETENESS: Final[tuple[str, ...]] = ("no_usage", "partial")
@@ -578,3 +598,119 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
     from .sqlite import SQLiteStore
 
     return SQLiteStore(target, create=create)
+
+
+# --- re-pricing (``otel-usecase reprice``) ---------------------------------------------------
+# Each store reads the calls to re-price in key order (``Store.calls_to_reprice``) and writes
+# their new price columns back only where the row is still the one read (``Store.reprice``).
+
+PRICE_COLUMNS: Final[tuple[str, ...]] = (
+    "cost_usd",
+    "status",
+    "cost_source",
+    "price_source",
+    "price_context",
+    "unpriced_reason",
+    "computed_cost_usd",
+)
+"""The columns re-pricing may change; every other column is what the span said and stays."""
+assert set(PRICE_COLUMNS) <= set(COLUMNS)
+
+_KEY_COLUMNS: Final = ("trace_id", "span_id")
+_GUARDED: Final = tuple(c for c in COLUMNS if c not in _KEY_COLUMNS)
+
+
+class RepriceFilter(NamedTuple):
+    """Which stored calls ``otel-usecase reprice`` looks at."""
+
+    since_ns: int | None = None
+    """Only calls that started at or after this time (ns since the epoch)."""
+    use_case: str | None = None
+    """Only the calls of this use case."""
+    only_unpriced: bool = False
+    """Only calls stored ``unpriced`` (a model unknown when they were recorded, say)."""
+
+
+class Repricing(NamedTuple):
+    """One stored call and the same call with its price columns (:data:`PRICE_COLUMNS`) recomputed."""
+
+    old: Call
+    """The row as it was read: the update applies only while the row is still exactly this."""
+    new: Call
+
+
+_TOKEN_SLOTS: Final = tuple(
+    (c.name, COLUMNS.index(c.column), c.column in _KNOWN_OR_NULL) for c in token_classes.TOKEN_CLASSES
+)
+_FIELD_SLOTS: Final = tuple((name, COLUMNS.index(name)) for name in Call._fields if name != "tokens")
+
+
+def call_of(row: Sequence[Any]) -> Call:
+    """The :class:`~otel_usecase.cost.call.Call` of a ledger row in :data:`COLUMNS` order (inverse of :func:`row_of`).
+
+    A token part stored as 0 is left out of ``tokens`` (absent and 0 mean the
+    same); an input or output count stored NULL is left out (unknown).
+    """
+    if len(row) != len(COLUMNS):
+        raise ValueError(f"a ledger row has {len(COLUMNS)} columns, got {len(row)}")
+    tokens = {
+        name: row[i]
+        for name, i, known_or_null in _TOKEN_SLOTS
+        if row[i] is not None and (row[i] or known_or_null)
+    }
+    return Call(tokens=tokens, **{name: row[i] for name, i in _FIELD_SLOTS})
+
+
+def reprice_select_sql(filters: RepriceFilter, *, after: bool) -> tuple[str, list[Any]]:
+    """The query of the next batch of calls to re-price, ``?`` placeholders, and its filter parameters.
+
+    Key order with a keyset (``(trace_id, span_id) > (?, ?)`` when ``after``; the
+    caller appends the key and then the batch size to the parameters): each batch
+    is one primary-key range scan however large the ledger, and rows that writers
+    add meanwhile are neither skipped before the cursor nor read twice.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.since_ns is not None:
+        where.append("start_ns >= ?")
+        params.append(filters.since_ns)
+    if filters.use_case is not None:
+        where.append("use_case = ?")
+        params.append(filters.use_case)
+    if filters.only_unpriced:
+        where.append("status = 'unpriced'")
+    if after:
+        where.append("(trace_id, span_id) > (?, ?)")
+    condition = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} {condition}ORDER BY trace_id, span_id LIMIT ?"
+    return sql, params
+
+
+def reprice_update_sql(placeholder: str, same: str) -> str:
+    """The conditional update of one call's price columns.
+
+    ``same`` is the dialect's NULL-safe equality (SQLite ``IS``, PostgreSQL ``IS
+    NOT DISTINCT FROM``). The row is updated only while every column still holds
+    the value read: a writer that replaced it meanwhile (a more complete copy of
+    the call, a provider-billed figure) wins, and the update changes nothing.
+    """
+    sets = ", ".join(f"{c} = {placeholder}" for c in PRICE_COLUMNS)
+    keys = " AND ".join(f"{c} = {placeholder}" for c in _KEY_COLUMNS)
+    guard = " AND ".join(f"{c} {same} {placeholder}" for c in _GUARDED)
+    return f"UPDATE {TABLE} SET {sets} WHERE {keys} AND {guard}"
+
+
+_PRICE_INDEXES: Final = tuple(COLUMNS.index(c) for c in PRICE_COLUMNS)
+_KEY_INDEXES: Final = tuple(COLUMNS.index(c) for c in _KEY_COLUMNS)
+_GUARD_INDEXES: Final = tuple(COLUMNS.index(c) for c in _GUARDED)
+
+
+def reprice_update_params(change: Repricing) -> tuple[Any, ...]:
+    """The parameters of :func:`reprice_update_sql` for ``change``."""
+    old = row_of(change.old)
+    new = row_of(change.new)
+    return (
+        *(new[i] for i in _PRICE_INDEXES),
+        *(old[i] for i in _KEY_INDEXES),
+        *(old[i] for i in _GUARD_INDEXES),
+    )

@@ -82,6 +82,8 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from .base import RepriceFilter, Repricing
+
 __all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
 QUERY_WORK_MEM: Final = "64MB"
@@ -646,6 +648,60 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+    # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
+
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
+        from .base import call_of, reprice_select_sql
+
+        sql, params = reprice_select_sql(filters, after=after is not None)
+        if after is not None:
+            params.extend(after)
+        params.append(limit)
+        statement = translate_placeholders(sql)
+
+        def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall()
+
+        with self._lock:
+            rows = self._run("reading calls to re-price", select)
+        return [call_of(row) for row in rows]
+
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.
+
+        In key order, like every write (no deadlock with an exporter's batch), under
+        the same lock and statement timeouts, pipelined (``executemany``); a batch
+        rolled back by a deadlock is run again, which the per-row condition makes
+        harmless. Returns the changes applied: those whose row was still the one read.
+        """
+        from .base import reprice_update_params, reprice_update_sql
+
+        if not changes:
+            return []
+        sql = reprice_update_sql("%s", "IS NOT DISTINCT FROM") + " RETURNING trace_id, span_id"
+        ordered = sorted(changes, key=lambda change: (change.old.trace_id, change.old.span_id))
+        params = [_clean(reprice_update_params(change)) for change in ordered]
+
+        def update(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+            updated: set[tuple[str, str]] = set()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_WRITE_LIMITS)
+                cur.executemany(sql, params, returning=True)
+                while True:
+                    updated.update((row[0], row[1]) for row in cur.fetchall())
+                    if not cur.nextset():
+                        break
+            return updated
+
+        with self._lock:
+            keys = self._run(f"re-pricing {len(params)} calls", update)
+        return [change for change in ordered if (change.old.trace_id, change.old.span_id) in keys]
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from .._log import logger
@@ -38,6 +38,9 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
+
+if TYPE_CHECKING:
+    from .base import RepriceFilter, Repricing
 
 __all__ = ["SQLiteStore"]
 
@@ -519,3 +522,47 @@ class SQLiteStore:
                 _INHERITED.append(inherited)
         self._conn = None
         self._checkpointer = None  # its thread did not survive the fork; the next write starts one
+
+    # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
+
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
+        from .base import call_of, reprice_select_sql
+
+        sql, params = reprice_select_sql(filters, after=after is not None)
+        if after is not None:
+            params.extend(after)
+        params.append(limit)
+        return [call_of(row) for row in self.query(sql, params)]
+
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.
+
+        ``BEGIN IMMEDIATE`` queues behind an exporter's write like any writer
+        (the busy timeout, then :class:`StoreUnavailable`). Returns the changes
+        applied: those whose row was still the one read.
+        """
+        from .base import reprice_update_params, reprice_update_sql
+
+        if not changes:
+            return []
+        sql = reprice_update_sql("?", "IS")
+        applied: list[Repricing] = []
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for change in changes:
+                        if conn.execute(sql, reprice_update_params(change)).rowcount:
+                            applied.append(change)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
+        return applied
