@@ -32,6 +32,7 @@ __all__ = [
     "book_source",
     "clean_names",
     "plan_transform",
+    "read_classes",
     "transform_statements",
 ]
 
@@ -83,6 +84,8 @@ class TransformPlan:
     provider: str | None
     requested: tuple[str, ...] = ()
     """The model names asked for, cleaned (split on commas, de-duplicated)."""
+    read: tuple[TokenClass, ...] = ()
+    """The token classes whose counts the statements read (:func:`read_classes`)."""
 
     @property
     def statements(self) -> list[str]:
@@ -157,6 +160,7 @@ def plan_transform(
         source=book_source(book),
         provider=provider,
         requested=tuple(names),
+        read=read,
     )
 
 

@@ -140,7 +140,9 @@ def leaves(priced: Iterable[str]) -> dict[str, Combination]:
             if name in INCLUDED_IN[part]:
                 for key, coefficient in leaf(part).items():
                     combination[key] = combination.get(key, 0) - coefficient
-        result = {key: value for key, value in combination.items() if value}
+        # the class itself first, then its parts in table order: "input - cache_read - input_audio + ..."
+        order = [name, *(n for n in names if n != name)]
+        result = {key: combination[key] for key in order if combination.get(key)}
         done[name] = result
         return result
 

@@ -282,9 +282,9 @@ def _checked_leaves(rates: ModelRates) -> list[Combination]:
 
 
 def _combination(leaf: Combination) -> str:
-    """``{"input": 1, "cache_read": -1}`` -> ``cache["input"] - cache["cache_read"]`` (positive terms first)."""
+    """``{"input": 1, "cache_read": -1}`` -> ``cache["input"] - cache["cache_read"]`` (the leaf's own class first)."""
     text = ""
-    for name, coefficient in sorted(leaf.items(), key=lambda item: item[1] < 0):
+    for name, coefficient in leaf.items():
         size = abs(coefficient)
         term = cache(name) if size == 1 else f"{size}.0 * {cache(name)}"
         if not text:
