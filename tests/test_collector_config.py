@@ -217,6 +217,10 @@ def cost_of(program: Program, attributes: Mapping[str, Any]) -> float | None:
 # -- every config: structure ----------------------------------------------------
 
 
+def test_the_attribute_names_users_read() -> None:
+    assert (cc.COST_ATTRIBUTE, cc.UNPRICED_REASON_ATTRIBUTE) == ("gen_ai.usage.cost", UNPRICED)
+
+
 def test_the_three_configs_exist() -> None:
     assert {p.name for p in CONFIGS} >= {"gateway.yaml", "loadbalancing.yaml", "cost-in-collector.yaml"}
 
