@@ -517,7 +517,7 @@ def test_cost_config_pipelines() -> None:
     (sum_id,) = [c for c in config["connectors"] if kind(c) == "sum"]
     assert sum_id in pipelines[traces]["exporters"]
     (metrics,) = [p for p in pipelines if kind(p) == "metrics"]
-    assert pipelines[metrics]["receivers"] == [sum_id]
+    assert pipelines[metrics]["receivers"][0] == sum_id
     metric = config["connectors"][sum_id]["spans"]["llm.cost.usd"]
     assert metric["source_attribute"] == cc.COST_ATTRIBUTE
     assert [a["key"] for a in metric["attributes"]] == ["usecase.name"]
@@ -525,6 +525,19 @@ def test_cost_config_pipelines() -> None:
     assert all(eval(compile(_to_python(c), "<c>", "eval"), scope) for c in metric["conditions"])
     nested = _Map({cc.COST_ATTRIBUTE: 0.5, "usecase.call.span_id": "00f067aa0ba902b7"})
     assert not any(eval(compile(_to_python(c), "<c>", "eval"), {"A": nested}) for c in metric["conditions"])
+    # calls of a listed model that could not be priced are counted, per use case and reason
+    (count_id,) = [c for c in config["connectors"] if kind(c) == "count"]
+    assert count_id in pipelines[traces]["exporters"] and count_id in pipelines[metrics]["receivers"]
+    unpriced = config["connectors"][count_id]["spans"]["llm.calls.unpriced"]
+    assert [a["key"] for a in unpriced["attributes"]] == ["usecase.name", cc.UNPRICED_REASON_ATTRIBUTE]
+    conditions = [compile(_to_python(c), "<c>", "eval") for c in unpriced["conditions"]]
+
+    def counted(attributes: dict[str, Any]) -> bool:
+        return any(eval(c, {"A": _Map(attributes)}) for c in conditions)
+
+    assert counted({UNPRICED: "unknown token class audio"})
+    assert not counted({cc.COST_ATTRIBUTE: 0.5})
+    assert not counted({UNPRICED: "unknown token class audio", "usecase.call.span_id": "00f067aa0ba902b7"})
 
 
 def test_update_writes_the_block_between_the_markers(tmp_path: Path, book: PriceBook) -> None:
