@@ -62,10 +62,17 @@ class ModelRates:
 
 def model_rates(price: Price) -> ModelRates:
     """The per-class rates of ``price`` (cached: the generator asks for the same model many times)."""
-    return _model_rates(price)
+    try:
+        return _cached_rates(price)
+    except TypeError:  # a price that cannot be hashed is computed each time
+        return _model_rates(price)
 
 
 @cache
+def _cached_rates(price: Price) -> ModelRates:
+    return _model_rates(price)
+
+
 def _model_rates(price: Price) -> ModelRates:
     legacy = _legacy_rates(price)
     rates = dict(legacy)

@@ -22,7 +22,7 @@ from genai_prices.types import ModelInfo, TieredPrices
 
 from ..cost.calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
 from ..cost.prices import Price, PriceBook
-from ..cost.token_classes import TokenClass
+from ..cost.token_classes import INPUT, OUTPUT, TokenClass
 from ..cost.usage import MODEL_KEYS, TOTAL_KEYS
 from .model_match import Atom, Literals, ModelCondition, Term, clause_terms, simplify
 from .ottl import alternation, attr, cache, lit, per_token, re_literal, set_where
@@ -46,11 +46,11 @@ _SYSTEM: Final = "gen_ai.system"
 _PROVIDER_NAME: Final = "gen_ai.provider.name"
 _OI_KIND: Final = "openinference.span.kind"
 
-REQUIRED: Final[tuple[str, ...]] = ("input", "output")
+REQUIRED: Final[tuple[str, ...]] = (INPUT.name, OUTPUT.name)
 """The classes every call has; unknown (nil) when absent, not 0."""
 NORMALISED: Final[Mapping[str, tuple[str, ...]]] = {
-    "input": ("cache_read", "cache_write"),
-    "output": ("reasoning",),
+    INPUT.name: ("cache_read", "cache_write"),
+    OUTPUT.name: ("reasoning",),
 }
 """The parts :func:`otel_usecase.cost.usage.read_usage` adds back to a count that cannot include them.
 
@@ -130,10 +130,10 @@ def prelude(read: Sequence[TokenClass]) -> tuple[tuple[str, tuple[str, ...]], ..
     tokens += first_of("total", TOTAL_KEYS)
 
     c = cache
-    (reasoning,) = NORMALISED["output"]
+    (reasoning,) = NORMALISED[OUTPUT.name]
     known = f"{c('total')} != nil and {c('input')} != nil and {c('output')} != nil"
     fixes = (
-        set_where(c("cached"), " + ".join(c(n) for n in NORMALISED["input"]), f"{model} != nil"),
+        set_where(c("cached"), " + ".join(c(n) for n in NORMALISED[INPUT.name]), f"{model} != nil"),
         set_where(c("input_fixed"), "true", f"{c('input')} != nil and {c('input')} < {c('cached')}"),
         set_where(c("input"), f"{c('input')} + {c('cached')}", f"{c('input_fixed')} == true"),
         set_where(c("output_fixed"), "true", f"{c('output')} != nil and {c('output')} < {c(reasoning)}"),
