@@ -32,7 +32,7 @@ from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
 from ..cost.prices import Price
-from ..cost.token_classes import BY_NAME, INCLUDED_IN, TOKEN_CLASSES, TokenClass
+from ..cost.token_classes import BY_NAME, INCLUDED_IN, TOKEN_CLASSES, TokenClass, unpriceable
 
 __all__ = ["Combination", "ModelRates", "leaves", "model_info", "model_rates", "unpriceable"]
 
@@ -154,21 +154,3 @@ def leaves(priced: Iterable[str]) -> dict[str, Combination]:
         return result
 
     return {name: leaf(name) for name in names}
-
-
-def unpriceable(priced: Iterable[str]) -> tuple[TokenClass, ...]:
-    """The classes that need their own price and would fall back to a text rate with these rates.
-
-    A class with ``needs_own_price`` is priceable when the model has a rate for it
-    or for a class it is part of that needs its own price too (cached audio
-    tokens priced at the audio input rate); otherwise its tokens would be priced
-    at the text rate of ``input`` or ``output``, a silent under-count.
-    """
-    names = set(priced)
-    return tuple(
-        c
-        for c in TOKEN_CLASSES
-        if c.needs_own_price
-        and c.name not in names
-        and not any(BY_NAME[parent].needs_own_price and parent in names for parent in INCLUDED_IN[c.name])
-    )

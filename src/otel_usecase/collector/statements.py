@@ -20,9 +20,10 @@ from typing import Final
 
 from genai_prices.types import ModelInfo, TieredPrices
 
+from ..cost.call import REASON_INCONSISTENT
 from ..cost.calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
 from ..cost.prices import Price, PriceBook
-from ..cost.token_classes import INPUT, OUTPUT, TokenClass
+from ..cost.token_classes import INPUT, OUTPUT, TokenClass, unknown_class_reason
 from ..cost.usage import MODEL_KEYS, TOTAL_KEYS
 from .model_match import Atom, Literals, ModelCondition, Term, clause_terms, simplify
 from .ottl import alternation, attr, cache, lit, per_token, re_literal, set_where
@@ -57,13 +58,8 @@ NORMALISED: Final[Mapping[str, tuple[str, ...]]] = {
 After step 4 a count is never smaller than these parts, so its leaf needs no check.
 """
 
-INCONSISTENT: Final = "inconsistent token counts"
+INCONSISTENT: Final = REASON_INCONSISTENT
 """The unpriced reason of a call whose parts exceed the count they are part of."""
-
-
-def unknown_class_reason(token_class: TokenClass) -> str:
-    """The unpriced reason of a call with tokens its model has no rate for (``unknown token class audio``)."""
-    return f"unknown token class {token_class.reason_label}"
 
 
 @dataclass(frozen=True, slots=True)

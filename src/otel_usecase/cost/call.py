@@ -17,6 +17,9 @@ from typing import Final, NamedTuple
 
 __all__ = [
     "COST_SOURCE_PROVIDER",
+    "REASON_INCONSISTENT",
+    "REASON_NO_USAGE",
+    "REASON_UNKNOWN_MODEL",
     "STATUS_NO_USAGE",
     "STATUS_PARTIAL",
     "STATUS_PRICED",
@@ -39,6 +42,14 @@ STATUS_UNPRICED: Final = "unpriced"
 """Usage read but no price: ``cost_usd`` is None and ``unpriced_reason`` says why."""
 STATUS_NO_USAGE: Final = "no_usage"
 """No usage on the span (``unpriced_reason`` ``no usage``)."""
+
+REASON_NO_USAGE: Final = "no usage"
+"""``unpriced_reason`` of a call without usage on its span."""
+REASON_UNKNOWN_MODEL: Final = "unknown model"
+"""``unpriced_reason`` of a call whose model no price source knows."""
+REASON_INCONSISTENT: Final = "inconsistent token counts"
+"""``unpriced_reason`` of a call whose parts exceed the count they are part of."""
+# ``unknown token class <label>``: see otel_usecase.cost.token_classes.unknown_class_reason.
 
 COST_SOURCE_PROVIDER: Final = "provider"
 """``cost_source`` of a call whose cost the provider or gateway billed (OpenRouter ``usage.cost`` ...)."""

@@ -81,6 +81,7 @@ from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstra
 
 from .. import config
 from .._log import logger, warn_rate_limited
+from .call import REASON_NO_USAGE, REASON_UNKNOWN_MODEL
 from .conditions import format_context, parse_context
 from .prices_file import OverrideModel, PricesFile, load_prices_file
 from .providers import map_provider, provider_key
@@ -395,16 +396,16 @@ class PriceBook:
             key = ctx = None
         tokens = usage.tokens
         if "input" not in tokens and "output" not in tokens:
-            return _new_tuple(Quote, (None, None, None, "no usage", key))
+            return _new_tuple(Quote, (None, None, None, REASON_NO_USAGE, key))
         model = usage.model
         entry = self._entry(usage.provider, model) if model is not None else None
         if entry is None:
-            return _new_tuple(Quote, (None, None, None, "unknown model", key))
+            return _new_tuple(Quote, (None, None, None, REASON_UNKNOWN_MODEL, key))
         try:
             compiled = entry.at(when, key, ctx)
         except Exception:  # bad price data must never break export
             logger.debug("otel-usecase: compiling the price of %r failed", model, exc_info=True)
-            return _new_tuple(Quote, (None, None, None, "unknown model", key))
+            return _new_tuple(Quote, (None, None, None, REASON_UNKNOWN_MODEL, key))
         price = compiled.price
         try:
             if len(tokens) == 2 and "input" in tokens and "output" in tokens:  # most calls: no parts

@@ -48,7 +48,8 @@ from typing import Final
 from genai_prices.data_units import unit_data
 from genai_prices.types import TieredPrices
 
-from .token_classes import BY_NAME, INCLUDED_IN, TOKEN_CLASSES
+from .call import REASON_INCONSISTENT
+from .token_classes import BY_NAME, INCLUDED_IN, TOKEN_CLASSES, unknown_class_reason, unpriceable
 
 __all__ = [
     "INCONSISTENT",
@@ -57,10 +58,9 @@ __all__ = [
     "PricesFileError",
     "compile_price",
     "evaluate",
-    "unknown_class_reason",
 ]
 
-INCONSISTENT: Final = "inconsistent token counts"
+INCONSISTENT: Final = REASON_INCONSISTENT
 _REQUESTS_KEY: Final = "requests_kcount"
 _ZERO: Final = Decimal(0)
 
@@ -236,13 +236,7 @@ def compile_price(
     )
     base_coefs, base_fee = coefficients(None)
     tiers = tuple((start, *coefficients(start)) for start in starts)
-    unpriced = {
-        c.name: c.reason_label
-        for c in TOKEN_CLASSES
-        if c.needs_own_price
-        and c.name not in own
-        and not any(BY_NAME[a].needs_own_price and a in own for a in INCLUDED_IN[c.name])
-    }
+    unpriced = {c.name: unknown_class_reason(c) for c in unpriceable(own)}
     rates = {name: rate for name, value in own.items() if (rate := _base(value)) is not None}
     fee_base = _base(request_fee)
     price = Price(
@@ -267,11 +261,6 @@ def compile_price(
         leaves=tuple(tuple(terms.items()) for terms in leaves.values() if len(terms) > 1),
         unpriced=MappingProxyType(unpriced),
     )
-
-
-def unknown_class_reason(label: str) -> str:
-    """The unpriced reason for a class that needs its own rate and has none."""
-    return f"unknown token class {label}"
 
 
 def evaluate(compiled: Compiled, tokens: Mapping[str, int]) -> Decimal | str:
@@ -304,7 +293,7 @@ def evaluate(compiled: Compiled, tokens: Mapping[str, int]) -> Decimal | str:
     unpriced = compiled.unpriced
     for name, count in counts.items():
         if count and name in unpriced:
-            return unknown_class_reason(unpriced[name])
+            return unpriced[name]
     coefs, fee = compiled.coefs, compiled.fee
     if compiled.tiers:
         total_input = counts.get("input", 0)

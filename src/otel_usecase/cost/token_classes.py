@@ -33,7 +33,7 @@ Each row says:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -50,6 +50,8 @@ __all__ = [
     "TOKEN_CLASSES",
     "TokenClass",
     "markdown_table",
+    "unknown_class_reason",
+    "unpriceable",
 ]
 
 
@@ -284,3 +286,27 @@ def markdown_table() -> str:
         own = "yes" if c.needs_own_price else "no"
         lines.append(f"| `{c.column}` | {included} | {own} | `{c.price_key}` | {keys} |")
     return "\n".join(lines)
+
+
+def unpriceable(priced: Iterable[str]) -> tuple[TokenClass, ...]:
+    """The classes a model with rates for the classes named ``priced`` cannot price.
+
+    A class with ``needs_own_price`` is priceable when the model has a rate for it,
+    or for a class it is part of that needs its own price too (cached audio tokens
+    at the audio input rate); otherwise its tokens would be priced at the text rate
+    of ``input`` or ``output``, a silent under-count. The one rule for the cost
+    engine (:mod:`otel_usecase.cost.rates`) and the collector's OTTL.
+    """
+    names = set(priced)
+    return tuple(
+        c
+        for c in TOKEN_CLASSES
+        if c.needs_own_price
+        and c.name not in names
+        and not any(BY_NAME[parent].needs_own_price and parent in names for parent in INCLUDED_IN[c.name])
+    )
+
+
+def unknown_class_reason(token_class: TokenClass) -> str:
+    """The unpriced reason of a call with tokens of ``token_class`` its model has no rate for."""
+    return f"unknown token class {token_class.reason_label}"
