@@ -95,12 +95,32 @@ def test_price_context_from_span_attributes(attrs: dict[str, Any], expected: dic
     assert price_context(attrs) == expected
 
 
-def test_the_requested_tier_is_never_billed() -> None:
-    # Traceloop when streaming chat and openai-v2 record the tier asked for; the bill follows the response.
-    assert price_context({"openai.request.service_tier": "priority"}) is None
-    assert price_context({"gen_ai.openai.request.service_tier": "flex"}) is None
+def test_the_served_tier_is_billed_not_the_requested_one() -> None:
     served = {"openai.request.service_tier": "auto", "openai.response.service_tier": "priority"}
     assert price_context(served) == {"service_tier": "priority"}
+    downgraded = {"openai.request.service_tier": "priority", "openai.response.service_tier": "default"}
+    assert price_context(downgraded) is None
+    downgraded_v2 = {"gen_ai.openai.request.service_tier": "flex", "gen_ai.openai.response.service_tier": "default"}
+    assert price_context(downgraded_v2) is None
+
+
+def test_without_a_served_tier_the_requested_one_is_billed_and_marked(caplog: pytest.LogCaptureFixture) -> None:
+    # Traceloop records no served tier for streamed chat: pricing a Priority request at the
+    # standard rate would halve it silently, so the requested tier is billed, and the context says so.
+    with caplog.at_level("WARNING", logger="otel_usecase"):
+        assert price_context({"openai.request.service_tier": "priority"}) == {
+            "service_tier": "priority",
+            "service_tier_from": "request",
+        }
+    assert "no served tier" in caplog.text and "openai.request.service_tier" in caplog.text
+    assert price_context({"gen_ai.openai.request.service_tier": "flex"}) == {
+        "service_tier": "flex",
+        "service_tier_from": "request",
+    }
+    assert price_context({"openai.request.service_tier": "auto"}) is None  # auto: standard
+    assert format_context(price_context({"openai.request.service_tier": "priority"})) == (
+        "service_tier=priority;service_tier_from=request"
+    )
 
 
 def _openinference(body: Any, mime: str = "application/json") -> dict[str, Any]:
@@ -153,7 +173,7 @@ def test_condition_keys_list_every_key_read() -> None:
         "gen_ai.openai.response.service_tier",
         "output.value",
     } <= CONDITION_KEYS
-    assert "openai.request.service_tier" not in CONDITION_KEYS
+    assert {"openai.request.service_tier", "gen_ai.openai.request.service_tier"} <= CONDITION_KEYS
     assert {f"usecase.price.{k}" for k in PASSTHROUGH_KEYS} <= CONDITION_KEYS
 
 

@@ -8,11 +8,15 @@ instrumentation; :data:`CONDITIONS` lists them, once, and :func:`price_context`
 turns a span's attributes into the context
 :meth:`~otel_usecase.cost.prices.PriceBook.quote` passes to genai-prices.
 
-The tier billed is the tier *served*, never the one requested
-(``openai.request.service_tier``, ``gen_ai.openai.request.service_tier``): a
-request for ``auto`` is served at ``default`` or ``priority``, a Priority request
-can be served at the standard tier, and the bill follows the response. A span
-that carries only the requested tier is priced at the standard rate.
+The tier billed is the tier *served*, not the one requested: a request for
+``auto`` is served at ``default`` or ``priority``, a Priority request can be
+served at the standard tier, and the bill follows the response. Only when a span
+carries no served tier at all (Traceloop's openai instrumentation does not
+record it for streamed chat) is the requested tier
+(``openai.request.service_tier``, ``gen_ai.openai.request.service_tier``) used,
+because pricing a Priority request at the standard rate would halve its cost
+without a word; the context then says so (``service_tier_from=request``) and a
+rate-limited warning names the attribute. ``auto`` requested is the standard price.
 
 Served tier values: ``priority``, ``flex``, ``scale``, ``fast`` (and any other
 short lower-case word, passed on as is) become ``service_tier=<value>``;
@@ -110,6 +114,25 @@ CONDITIONS: Final[tuple[Condition, ...]] = (
 )
 """Every instrumentation attribute read for a price condition; later rows win over earlier ones."""
 
+REQUESTED_TIER: Final[tuple[Condition, ...]] = (
+    Condition(
+        "openai.request.service_tier",
+        "service_tier",
+        _SERVED_TIER,
+        "requested tier (GenAI semconv; Traceloop): used only when no served tier is on the span",
+    ),
+    Condition(
+        "gen_ai.openai.request.service_tier",
+        "service_tier",
+        _SERVED_TIER,
+        "requested tier (deprecated semconv; openai-v2): used only when no served tier is on the span",
+    ),
+)
+"""Read only when no row of :data:`CONDITIONS` gave a served tier (see the module docstring)."""
+
+FROM_REQUEST: Final = ("service_tier_from", "request")
+"""Added to a context whose service tier is the requested one: the ledger shows the price is a best guess."""
+
 PASSTHROUGH_PREFIX: Final = "usecase.price."
 PASSTHROUGH_KEYS: Final[tuple[str, ...]] = ("processing", "route", "search_type", "service_tier", "speed")
 """The context keys genai-prices' data conditions on (``PriceVariant.when``), settable as ``usecase.price.<key>``."""
@@ -117,7 +140,9 @@ PASSTHROUGH_KEYS: Final[tuple[str, ...]] = ("processing", "route", "search_type"
 _PASSTHROUGH: Final = tuple((PASSTHROUGH_PREFIX + key, key) for key in PASSTHROUGH_KEYS)
 
 CONDITION_KEYS: Final[frozenset[str]] = frozenset(
-    {c.span_key for c in CONDITIONS} | {span_key for span_key, _ in _PASSTHROUGH} | {MIME_KEY}
+    {c.span_key for c in (*CONDITIONS, *REQUESTED_TIER)}
+    | {span_key for span_key, _ in _PASSTHROUGH}
+    | {MIME_KEY}
 )
 """Every span attribute :func:`price_context` reads (a receiver decodes only what is read)."""
 
@@ -158,6 +183,7 @@ def price_context(attributes: Mapping[str, Any]) -> PriceContext | None:
     """
     get = attributes.get
     context: dict[str, str] | None = None
+    served = False
     for condition in CONDITIONS:
         if condition.json_key is None:
             raw = get(condition.span_key)
@@ -175,6 +201,7 @@ def price_context(attributes: Mapping[str, Any]) -> PriceContext | None:
         value = _value(raw, condition.span_key)
         if value is None:
             continue
+        served = True
         if context is None:
             context = {}
         pair = condition.values.get(value, (condition.context_key, value))
@@ -182,6 +209,8 @@ def price_context(attributes: Mapping[str, Any]) -> PriceContext | None:
         context.pop(condition.context_key, None)
         if pair is not None:
             context[pair[0]] = pair[1]
+    if not served:
+        context = _requested_tier(get, context)
     for span_key, key in _PASSTHROUGH:
         raw = get(span_key)
         if raw is None:
@@ -193,6 +222,29 @@ def price_context(attributes: Mapping[str, Any]) -> PriceContext | None:
             context = {}
         context[key] = value
     return context or None
+
+
+def _requested_tier(get: Any, context: dict[str, str] | None) -> dict[str, str] | None:
+    """``context`` with the requested tier, for a span that carries no served tier."""
+    for condition in REQUESTED_TIER:
+        value = _value(get(condition.span_key), condition.span_key)
+        if value is None:
+            continue
+        pair = condition.values.get(value, (condition.context_key, value))
+        if pair is None:
+            return context
+        warn_rate_limited(
+            "conditions:requested:" + condition.span_key,
+            "otel-usecase: an LLM span has no served tier, only %s=%r: billing the requested tier "
+            "(the ledger's price_context says service_tier_from=request)",
+            condition.span_key,
+            value,
+        )
+        context = dict(context or {})
+        context[pair[0]] = pair[1]
+        context[FROM_REQUEST[0]] = FROM_REQUEST[1]
+        return context
+    return context
 
 
 def format_context(context: PriceContext | None) -> str | None:
