@@ -403,15 +403,17 @@ def test_postgres_reports_unpriced_and_huge_rows(pg_server: PostgresServer) -> N
     open_store(url).close()
     import psycopg
 
-    columns = ", ".join(Call._fields)
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(
-            f"INSERT INTO usecase_calls ({columns}) VALUES ({', '.join(['%s'] * len(Call._fields))})",
+            f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
             [
-                _call("run-priced", 1, cost=PER_CALL),
-                _call("run-unpriced", 2, model="acme-llm-cli-1", status="unpriced"),
-                _call("run-huge", 3, cost=0.01, input_tokens=MAX_INT64),
-                _call("run-huge", 4, cost=0.01, input_tokens=MAX_INT64),
+                row_of(call)
+                for call in (
+                    _call("run-priced", 1, cost=PER_CALL),
+                    _call("run-unpriced", 2, model="acme-llm-cli-1", status="unpriced"),
+                    _call("run-huge", 3, cost=0.01, input_tokens=MAX_INT64),
+                    _call("run-huge", 4, cost=0.01, input_tokens=MAX_INT64),
+                )
             ],
         )
     for by in GROUPINGS:

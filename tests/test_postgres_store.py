@@ -142,8 +142,8 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
             "calls": len(group),
             "input_tokens": sum(c.input_tokens or 0 for c in group),
             "output_tokens": sum(c.output_tokens or 0 for c in group),
-            "cached_tokens": sum(c.cache_read_tokens for c in group),
-            "reasoning_tokens": sum(c.reasoning_tokens for c in group),
+            "cached_tokens": sum(c.tokens.get("cache_read", 0) for c in group),
+            "reasoning_tokens": sum(c.tokens.get("reasoning", 0) for c in group),
             "cost_usd": sum(known) if known else None,
             "cost_complete": all(c.status == "priced" for c in group),
             "unpriced_calls": sum(c.status == "unpriced" for c in group),
@@ -813,7 +813,7 @@ def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
             assert row.calls == len(mine)
             assert row.input_tokens == sum(c.input_tokens or 0 for c in mine)
             assert row.output_tokens == sum(c.output_tokens or 0 for c in mine)
-            assert row.cached_tokens == sum(c.cache_read_tokens for c in mine)
+            assert row.cached_tokens == sum(c.tokens.get("cache_read", 0) for c in mine)
             assert row.cost_usd == pytest.approx(sum(c.cost_usd or 0.0 for c in mine), rel=1e-9)
             assert row.no_usage_calls == 0  # every no-usage copy lost to its full copy
         assert_report(store, expected, "use-case")

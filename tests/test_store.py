@@ -26,10 +26,10 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cost.call import Call
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.store import Store, StoreUnavailable, open_store
 from otel_usecase.store.postgres import PostgresStore
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost, report_json
 from .pg import PostgresServer
