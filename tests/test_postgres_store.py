@@ -26,10 +26,10 @@ import psycopg
 import pytest
 
 from otel_usecase.cost.calls import Call
-from otel_usecase.report import queries as report_module
 from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
 from otel_usecase.store.base import TOKEN_COLUMNS, redact_url
+from otel_usecase.store import postgres_reports
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
 from .pg import PostgresServer
@@ -432,7 +432,7 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
     assert inp == sum(c.input_tokens or 0 for c in calls)
 
     run = run_calls(store, "triage-run-2")
-    assert [r["span_id"] for r in run] == [
+    assert [r.span_id for r in run] == [
         c.span_id for c in sorted(calls, key=lambda c: c.start_ns) if c.run_id == "triage-run-2"
     ]
     [(errors,)] = store.query("SELECT SUM(error) FROM usecase_calls")
@@ -450,7 +450,7 @@ def test_runs_json_written_by_the_database_is_the_report(
     store = PostgresStore(db_url) if backend != "sqlite" else open_store(f"sqlite:///{tmp_path}/costs.db")
     together: list[int] = []
     if backend == "postgresql-split":
-        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        monkeypatch.setattr(postgres_reports, "SPLIT_FROM_PAGES", 0)
         query_together = store.query_together  # type: ignore[attr-defined]
 
         def counted(queries: Any) -> Any:
@@ -547,7 +547,7 @@ def test_a_split_run_report_falls_back_to_one_query_where_snapshots_cannot_be_ex
     try:
         with pytest.raises(StoreError, match="pg_export_snapshot"):
             reader.query_together([("SELECT 1", []), ("SELECT 2", [])])
-        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        monkeypatch.setattr(postgres_reports, "SPLIT_FROM_PAGES", 0)
         from_python = format_report(build_report(writer, "run"), "run", "json")
         assert json.loads(render_report(reader, "run", "json")) == json.loads(from_python)
     finally:
@@ -685,7 +685,7 @@ def test_values_with_percent_quotes_and_sql_round_trip_verbatim(store: PostgresS
         (TRICKY, "50% off%", "q?uote's 100%"),
     )
     assert rows == [(TRICKY, TRICKY, "?", "it's 100%", "?%", 3)]
-    assert [c["user_id"] for c in run_calls(store, TRICKY)] == [TRICKY]
+    assert [c.user_id for c in run_calls(store, TRICKY)] == [TRICKY]
     assert count_rows(store) == 2  # the DROP TABLE in the value stayed a value
     [row] = build_report(store, "run", use_case="q?uote's 100%")
     assert row.key == {"use_case": "q?uote's 100%", "run_id": TRICKY}
