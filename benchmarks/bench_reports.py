@@ -141,7 +141,7 @@ def run(quick: bool) -> list[dict]:
 
             server = PostgresServer().setup()
             pg_url = server.url
-        except Exception as exc:  # noqa: BLE001 - reported as SKIP with the reason
+        except Exception as exc:
             pg_skip = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             log(f"reports: PostgreSQL part skipped: {pg_skip}")
         stores = {"SQLite": open_store(sqlite_url)}

@@ -49,7 +49,7 @@ def test_cached_tokens_are_priced_at_the_cached_rate(
     expected = openai_cost(12_000, 800, 10_000, MINI_IN, MINI_OUT, MINI_CACHED)
     assert row["use_case"] == "document_summarization"
     assert row["cost_usd"] == pytest.approx(expected, rel=1e-9)
-    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (12_000, 800, 10_000)
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (12_000, 800, 10_000)
     assert (row["runs"], row["calls"], row["unpriced_calls"]) == (1, 1, 0)
 
 
