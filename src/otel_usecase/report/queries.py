@@ -74,6 +74,8 @@ _CLASSES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES)
 _CACHED: Final = ("cache_read", "cache_write")
 """The classes a table shows together as ``cached`` (a 1-hour cache write is part of ``cache_write``)."""
 _ALWAYS_SHOWN: Final = ("input", "output", *_CACHED, "reasoning")
+_KNOWN_OR_UNKNOWN: Final = ("input", "output")
+"""Classes whose count may be unknown (a call's ``tokens`` lacks them): shown as ``?``, never 0."""
 _OTHER_CLASSES: Final = tuple(c for c in _CLASSES if c not in _ALWAYS_SHOWN)
 """Classes a table shows only when some row has them (audio, image, video, 1-hour cache writes)."""
 
@@ -370,9 +372,9 @@ def _token_columns(totals: Iterable[Mapping[str, Any]]) -> tuple[list[str], list
 def _token_cells(tokens: Mapping[str, Any], parts: Sequence[tuple[str, ...]]) -> list[str]:
     cells = []
     for names in parts:
-        values = [tokens.get(name) for name in names]
+        values = [tokens.get(name, None if name in _KNOWN_OR_UNKNOWN else 0) for name in names]
         if len(values) == 1 and values[0] is None:
-            cells.append("?")  # an unknown input or output count
+            cells.append("?")  # an unknown input or output count (an absent part is 0)
         elif all(isinstance(v, int) or v is None for v in values):
             cells.append(f"{sum(v or 0 for v in values):,}")
         else:  # not a number a store of ours writes: shown, never fatal
