@@ -125,7 +125,8 @@ def row_of(call: Call) -> tuple[Any, ...]:
     """The ledger row of ``call``, in :data:`COLUMNS` order, read from the call by field name.
 
     Written out (not generated) because it runs once per stored call;
-    ``tests/test_store.py`` checks it column by column against :data:`COLUMNS`.
+    ``tests/test_cost.py::test_ledger_columns_are_the_call_fields`` writes a call with a distinct value in every
+    field and class and reads each back from its column.
     """
     tokens = call.tokens
     get = tokens.get
