@@ -30,13 +30,15 @@ from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import (
     SCHEMA_VERSION,
+    ReportFilter,
     Store,
     StoreError,
     StoreUnavailable,
     open_store,
     postgres_reports,
+    totals,
 )
-from otel_usecase.store.base import TOKEN_COLUMNS, redact_url
+from otel_usecase.store.base import COLUMNS, TOKEN_COLUMNS, redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
 from .pg import PostgresServer
@@ -448,6 +450,12 @@ def test_a_version_2_ledger_is_read_as_is_by_a_reader_and_upgraded_in_place_by_a
         else:
             indexed = [r[2] for r in writer.query("PRAGMA index_info(usecase_calls_run_totals)")]
             assert "input_audio_tokens" in indexed and indexed[-1] == "start_ns"
+            # the per-run totals of every report (here --by use-case --since) read only the index
+            from otel_usecase.store.sqlite import _TOKEN_SUM
+
+            sql, params = totals.run_totals_sql(("use_case",), ReportFilter(since_ns=T0), _TOKEN_SUM, COLUMNS)
+            plan = " ".join(r[3] for r in writer.query("EXPLAIN QUERY PLAN " + sql, params))
+            assert "COVERING INDEX usecase_calls_run_totals" in plan, plan
     finally:
         writer.close()
 
