@@ -73,7 +73,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _MAX_ROWS_PER_STATEMENT: Final = 512
-"""The largest multi-row INSERT: 512 rows of 24 columns bind 12,288 values, within SQLite's
+"""The largest multi-row INSERT: 512 rows of 37 columns bind 18,944 values, within SQLite's
 default limit of 32,766 since 3.32 (an older SQLite's lower limit is read at open)."""
 
 
