@@ -635,9 +635,7 @@ class PostgresStore:
         )
 
     def run_calls(self, run_id: str) -> list[Call]:
-        selected = ", ".join(totals.column(c, self._columns) for c in COLUMNS)
-        sql = f"SELECT {selected} FROM {TABLE} WHERE run_id = ? ORDER BY start_ns, span_id"
-        return [call_of(row) for row in self.query(sql, (run_id,))]
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""

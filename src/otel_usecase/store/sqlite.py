@@ -503,9 +503,7 @@ class SQLiteStore:
         return "[" + ",".join(record[0] for record in records) + "]"
 
     def run_calls(self, run_id: str) -> list[Call]:
-        selected = ", ".join(totals.column(c, self._columns) for c in COLUMNS)
-        sql = f"SELECT {selected} FROM {TABLE} WHERE run_id = ? ORDER BY start_ns, span_id"
-        return [call_of(row) for row in self.query(sql, (run_id,))]
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import add
 from typing import Any, Final
 
-from .base import LEDGER, RUN_TOTALS, TABLE, ReportFilter
+from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, ReportFilter
 
 __all__ = [
     "COST",
@@ -28,6 +28,7 @@ __all__ = [
     "group_runs",
     "incomplete",
     "percentile",
+    "run_calls_sql",
     "run_total_columns",
     "run_totals_sql",
     "where",
@@ -105,6 +106,13 @@ def run_totals_sql(
         + [f"{expression} AS {name}" for name, expression in run_total_columns(token_sum, present)]
     )
     return f"SELECT {selected} FROM {TABLE}{clause} GROUP BY {group}", params
+
+
+def run_calls_sql(run_id: str, present: Collection[str]) -> tuple[str, list[Any]]:
+    """The query of :meth:`~otel_usecase.store.base.Store.run_calls`: the ledger rows of one run in
+    :data:`~otel_usecase.store.base.COLUMNS` order (for :func:`~otel_usecase.store.base.call_of`)."""
+    selected = ", ".join(column(c, present) for c in COLUMNS)
+    return f"SELECT {selected} FROM {TABLE} WHERE run_id = ? ORDER BY start_ns, span_id", [run_id]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
