@@ -26,10 +26,10 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cost.call import Call
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.store import Store, StoreUnavailable, open_store
 from otel_usecase.store.postgres import PostgresStore
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost, report_json
 from .pg import PostgresServer
@@ -132,8 +132,7 @@ def test_many_bad_calls_anywhere_in_a_batch_are_all_set_apart(each_store: Store)
 @pytest.fixture
 def refusing_store(each_store: Store) -> Store:
     """The store with a rule of the database's own: an administrator's check against one model."""
-    if each_store.dialect == "postgresql":
-        assert isinstance(each_store, PostgresStore)
+    if isinstance(each_store, PostgresStore):
         with psycopg.connect(each_store._conninfo, autocommit=True) as conn:
             conn.execute("ALTER TABLE usecase_calls ADD CONSTRAINT no_banned CHECK (model <> 'banned-model')")
     else:
@@ -222,7 +221,7 @@ def wait_child(pid: int, timeout: float = 60.0) -> int:
 def test_a_child_forked_while_a_thread_writes_gets_its_own_store(each_store: Store) -> None:
     store = each_store
     store.write([make_call(0)])  # connection (and SQLite's checkpoint thread) open in the parent
-    backend = store.query("SELECT pg_backend_pid()") if store.dialect == "postgresql" else None
+    backend = store.query("SELECT pg_backend_pid()") if isinstance(store, PostgresStore) else None
     written: list[Call] = [make_call(0)]
     stop = threading.Event()
     entering = threading.Event()
@@ -530,3 +529,79 @@ def test_a_postgres_server_frozen_mid_session_is_cut_off_at_the_write_deadline(
         assert set(stored(store)) == {make_call(1).span_id, make_call(2).span_id}
     finally:
         store.close()
+
+
+# --- the package's import graph -----------------------------------------------------------------
+
+
+def _module_imports(package_root: Path) -> dict[str, set[str]]:
+    """Each module of the package -> the package modules it imports when it is imported.
+
+    Imports inside functions (``open_store`` imports its store on use) and under
+    ``if TYPE_CHECKING:`` do not run at import time and are not edges.
+    """
+    import ast
+
+    modules = {
+        ".".join(path.relative_to(package_root.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package_root.rglob("*.py")
+    }
+
+    def top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for node in body:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    yield from top_level(node.body)
+                yield from top_level(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+                    yield from top_level(block)
+            else:
+                yield node
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in top_level(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                source = (
+                    (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
+                )
+                for alias in node.names:
+                    target = f"{source}.{alias.name}"
+                    edges.add(target if target in modules else source)
+        graph[name] = {edge for edge in edges if edge in modules and edge != name}
+    return graph
+
+
+def test_no_import_cycle_anywhere_in_the_package() -> None:
+    """No module of otel_usecase imports, directly or not, a module that imports it back (e.g. store/base
+    and its stores: the factory lives in store/__init__, so base imports no store)."""
+    import otel_usecase
+
+    graph = _module_imports(Path(otel_usecase.__file__).parent)
+    assert graph["otel_usecase.store.sqlite"] >= {"otel_usecase.store.base"}  # the graph sees imports
+    assert not graph["otel_usecase.store.base"] & {"otel_usecase.store.sqlite", "otel_usecase.store.postgres"}
+    cycles = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(" -> ".join([*path[path.index(module) :], module]))
+            return
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -37,7 +37,7 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     store_help = "store URL (default: $OTEL_USECASE_STORE, else SQLite under ~/.local/share/otel-usecase)"
 
     report = commands.add_parser(
-        "report", help="cost per use case, run, experience, user, model, step or version"
+        "report", help="cost per use case, run, experience, user, model, step, version or cost source"
     )
     report.add_argument(
         "--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)"

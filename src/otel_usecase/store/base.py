@@ -19,7 +19,7 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -30,15 +30,19 @@ from ..cost.usage import MAX_TOKEN_COUNT
 
 __all__ = [
     "COLUMNS",
+    "GROUP_TOTALS",
     "LEDGER",
     "META_TABLE",
     "PRICE_COLUMNS",
+    "RUN_RECORD",
+    "RUN_TOTALS",
     "SCHEMA_VERSION",
     "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
     "RepriceFilter",
     "Repricing",
+    "ReportFilter",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -47,9 +51,9 @@ __all__ = [
     "call_of",
     "create_statements",
     "default_store_url",
+    "migrate",
     "missing_column_statements",
     "one_line",
-    "open_store",
     "parse_store_url",
     "plausible",
     "redact_url",
@@ -127,7 +131,8 @@ def row_of(call: Call) -> tuple[Any, ...]:
     """The ledger row of ``call``, in :data:`COLUMNS` order, read from the call by field name.
 
     Written out (not generated) because it runs once per stored call;
-    ``tests/test_store.py`` checks it column by column against :data:`COLUMNS`.
+    ``tests/test_cost.py::test_ledger_columns_are_the_call_fields`` writes a call with a distinct value in every
+    field and class and reads each back from its column.
     """
     tokens = call.tokens
     get = tokens.get
@@ -159,6 +164,25 @@ def row_of(call: Call) -> tuple[Any, ...]:
         call.computed_cost_usd,
         call.error,
     )
+
+
+_AT: Final = {name: i for i, name in enumerate(COLUMNS)}
+_TOKEN_AT: Final = tuple((c.name, _AT[c.column]) for c in token_classes.TOKEN_CLASSES)
+_FIELD_AT: Final = tuple((name, _AT[name]) for name in Call._fields if name != "tokens")
+
+
+def call_of(row: Sequence[Any]) -> Call:
+    """The :class:`Call` of a ledger row in :data:`COLUMNS` order (the inverse of :func:`row_of`).
+
+    ``tokens`` holds input and output when known and every other class that is not 0,
+    as the pricing code built it. Values are taken as stored (a report shows what
+    is there, whatever its type)."""
+    tokens = {
+        name: row[at]
+        for name, at in _TOKEN_AT
+        if row[at] is not None and (row[at] != 0 or name in ("input", "output"))
+    }
+    return Call(tokens=tokens, **{name: row[at] for name, at in _FIELD_AT})
 
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
@@ -205,14 +229,61 @@ class Unstorable(Exception):
     """
 
 
+class ReportFilter(NamedTuple):
+    """Which calls a report reads: those of one use case, those started at or after ``since_ns``."""
+
+    use_case: str | None = None
+    since_ns: int | None = None
+
+
+RUN_TOTALS: Final[tuple[str, ...]] = (
+    "calls",
+    *TOKEN_COLUMNS,
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+    "cost_usd",
+)
+"""The totals of one run (of one group), in the order :meth:`Store.run_totals` returns them after the key
+values: the number of calls, each token class's sum, the calls whose cost is unknown (``unpriced``,
+``no_usage``) or a lower bound (``partial``), and the cost (None when no call of the run has one)."""
+
+GROUP_TOTALS: Final[tuple[str, ...]] = (
+    "runs",
+    *RUN_TOTALS,
+    "avg_run_cost_usd",
+    "p50_run_cost_usd",
+    "p95_run_cost_usd",
+    "runs_left_out",
+)
+"""The totals of one group of runs, in the order :meth:`Store.group_totals` returns them after the key
+values: :data:`RUN_TOTALS` summed, and the average, p50 and p95 (linear interpolation between closest
+ranks) of the costs of the runs whose cost is complete, with the number of runs that leaves out."""
+
+RUN_RECORD: Final[tuple[str, ...]] = (
+    "use_case",
+    "run_id",
+    "runs",
+    "calls",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "cost_complete",
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+)
+"""The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
+
+
 class Store(Protocol):
-    """What the exporter, the receiver and the reports need of a store."""
+    """What the exporter, the receiver and the reports need of a store.
+
+    The report primitives (:meth:`run_totals`, :meth:`group_totals`,
+    :meth:`runs_json`, :meth:`run_calls`) are each store's own SQL; the report
+    package only aggregates and formats what they return.
+    """
 
     url: str
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``: lets a report use SQL one of them has and the other lacks."""
 
     def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
         """Write ``calls``; idempotent per (trace id, span id).
@@ -223,8 +294,21 @@ class Store(Protocol):
         down, read-only, disk full): then nothing of the batch is written.
         """
 
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """One row per run and value of the ledger columns ``keys``: those values, then :data:`RUN_TOTALS`."""
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """One row per value of the ledger columns ``keys``: those values, then :data:`GROUP_TOTALS`."""
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        """Every run as a JSON array of :data:`RUN_RECORD` records, most expensive first (unpriced last,
+        ties by use case then run id), written by the database; None when this database cannot."""
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        """The calls of one run, in time order (then span id)."""
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query written with ``?`` placeholders."""
+        """Run a read-only query written with ``?`` placeholders (for tools and tests; reports use the above)."""
 
     def close(self) -> None:
         """Release connections."""
@@ -480,11 +564,11 @@ INDEXES: Final[tuple[str, ...]] = (
     # index in order and never the table. Also finds one run. It is the only index
     # besides the primary key: each one more costs every write (about 1.2 us per row
     # in SQLite), and a filtered report scanning this index takes well under a second
-    # at a million rows.
+    # at a million rows. Every token class is in it, since every report sums them all
+    # (a part that is 0 takes one byte of an SQLite index entry).
     (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
-        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status, "
-        "start_ns)"
+        f"(run_id, use_case, {', '.join(TOKEN_COLUMNS)}, cost_usd, status, start_ns)"
     ),
 )
 
@@ -492,8 +576,11 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the covering index gains start_ns (a --since report read the table for
     # every row: 2.4 s instead of 0.9 s at 1M rows); the (use_case, start_ns) index goes.
     1: (f"DROP INDEX IF EXISTS {TABLE}_use_case", f"DROP INDEX IF EXISTS {TABLE}_run_totals"),
+    # 2 -> 3: the covering index gains every token class (reports sum them all).
+    2: (f"DROP INDEX IF EXISTS {TABLE}_run_totals",),
 }
-"""Statements taking a store from schema version N to N + 1, run before ``INDEXES``.
+"""Statements taking a store from schema version N to N + 1, run before the missing columns are added
+and ``INDEXES`` (re)created.
 
 Columns are not listed here: :func:`missing_column_statements` adds every column of
 :data:`LEDGER` an older ledger lacks (2 -> 3 added the cost-engine-v2 columns), so a
@@ -518,6 +605,76 @@ def missing_column_statements(existing: Iterable[str], types: dict[str, str]) ->
         for name, kind, constraint in LEDGER
         if name not in have
     ]
+
+
+Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+"""Run one statement written with ``?`` placeholders; the rows it returns (``[]`` for DDL)."""
+
+
+def migrate(
+    execute: Execute,
+    *,
+    tables: Collection[str],
+    columns: Callable[[], Iterable[str]],
+    types: Mapping[str, str],
+    create: bool,
+    store: str,
+) -> frozenset[str]:
+    """Bring a store's schema to :data:`SCHEMA_VERSION`, or check a reader can read it; the ledger's columns.
+
+    The one place that decides the schema, for both stores: each calls it inside
+    its own transaction (SQLite ``BEGIN IMMEDIATE``, PostgreSQL under an advisory
+    lock), with ``execute`` on that transaction, ``tables`` (which of
+    :data:`META_TABLE` and the ledger exist), ``columns`` (lists the ledger's
+    columns), its column ``types`` and ``store`` (how errors name it).
+
+    * A schema newer than this version, or an unreadable version: :class:`StoreError`
+      (upgrade otel-usecase; retrying will not help).
+    * A reader (``create=False``, the report commands) never changes the schema: a
+      missing ledger is a :class:`StoreError`; an older ledger is read as it is, and
+      the columns it has are returned so that reports read only those (a column a
+      newer version added reads as its default: 0 tokens, no cost source).
+    * A current ledger: nothing is executed (a role that may not run DDL can open it).
+    * Otherwise the tables are created if missing; an older ledger (a ledger without
+      a version row counts as version 1) gets :data:`UPGRADES` from its version on,
+      then every missing :data:`LEDGER` column (:func:`missing_column_statements`),
+      then the version row and :data:`INDEXES`.
+    """
+    has_meta, has_ledger = META_TABLE in tables, TABLE in tables
+    version: int | None = None
+    if has_meta:
+        found = execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'", ())
+        if found:
+            try:
+                version = int(found[0][0])
+            except (TypeError, ValueError):
+                raise StoreError(f"{store} has an unreadable schema version {found[0][0]!r}") from None
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{store} has schema version {version}, newer than this otel-usecase understands "
+            f"({SCHEMA_VERSION}): upgrade otel-usecase"
+        )
+    if not create:
+        if not has_ledger:
+            raise StoreError(f"{store} has no ledger table ({TABLE}): not an otel-usecase store")
+        return frozenset(COLUMNS) if version == SCHEMA_VERSION else frozenset(c.lower() for c in columns())
+    if has_ledger and version == SCHEMA_VERSION:
+        return frozenset(COLUMNS)
+    for statement in create_statements(dict(types)):
+        execute(statement, ())
+    if has_ledger:
+        for statement in upgrade_statements(version if version is not None else 1):
+            execute(statement, ())
+        for statement in missing_column_statements(columns(), dict(types)):
+            execute(statement, ())
+    execute(
+        f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+    for statement in INDEXES:
+        execute(statement, ())
+    return frozenset(COLUMNS)
 
 
 _URL_PASSWORD: Final = re.compile(
@@ -581,23 +738,6 @@ def parse_store_url(url: str) -> tuple[str, str]:
             "or postgresql://user@host/db"
         )
     return "sqlite", url
-
-
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
-    """Open (and create on first use) the store at ``url`` (default: :func:`default_store_url`).
-
-    ``create=False`` is for commands that only read (reports): a store that does not
-    exist, or has no ledger table, raises :class:`StoreError` naming the URL instead of
-    being created empty (a mistyped URL must not read as "no calls recorded").
-    """
-    kind, target = parse_store_url(url if url is not None else default_store_url())
-    if kind == "postgresql":
-        from .postgres import PostgresStore
-
-        return PostgresStore(target, create=create)
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(target, create=create)
 
 
 # --- re-pricing (``otel-usecase reprice``) ---------------------------------------------------

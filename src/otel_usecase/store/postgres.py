@@ -56,23 +56,23 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
+from . import postgres_reports, totals
 from .base import (
-    INDEXES,
+    COLUMNS,
     META_TABLE,
-    SCHEMA_VERSION,
     TABLE,
     RejectedCall,
+    ReportFilter,
     StoreError,
     StoreUnavailable,
     Unstorable,
-    create_statements,
-    missing_column_statements,
+    call_of,
+    migrate,
     one_line,
     plausible,
     redact_url,
     register_fork_hooks,
     row_of,
-    upgrade_statements,
     upsert_sql,
     write_isolating,
 )
@@ -121,7 +121,6 @@ _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
 _TYPES: Final = {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
-_CREATE: Final = create_statements(_TYPES)
 
 _WRITE_LIMITS: Final = (
     f"SELECT set_config('lock_timeout', '{_LOCK_TIMEOUT_MS}', true), "
@@ -348,8 +347,6 @@ class PostgresStore:
     closes, its parent's socket).
     """
 
-    dialect: Final = "postgresql"
-
     def __init__(
         self, conninfo: str, *, connect_timeout: float = CONNECT_TIMEOUT_S, create: bool = True
     ) -> None:
@@ -364,9 +361,11 @@ class PostgresStore:
         self._pid = os.getpid()
         self._closed = False
         self._create = create
+        self._columns: frozenset[str] = frozenset(COLUMNS)
+        """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
-            self._run("open", self._migrate)
+            self._columns = self._run("open", self._migrate)
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's connection and lock; the next call connects afresh.
@@ -477,54 +476,34 @@ class PostgresStore:
 
     # schema
 
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the schema if missing, under an advisory lock so concurrent first uses queue."""
+    def _migrate(self, conn: psycopg.Connection[Any]) -> frozenset[str]:
+        """Create or upgrade the schema (:func:`.base.migrate`) under an advisory lock, so concurrent
+        first uses queue; the ledger's columns."""
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
             cur.execute(f"SELECT to_regclass('{META_TABLE}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL")
             found = cur.fetchone()
             has_meta, has_ledger = found if found is not None else (False, False)
-            version: int | None = None
-            if has_meta:
-                cur.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'")
-                row = cur.fetchone()
-                if row is not None:
-                    try:
-                        version = int(row[0])
-                    except ValueError:
-                        raise StoreError(
-                            f"PostgreSQL store {self.url} has an unreadable schema version {row[0]!r}"
-                        ) from None
-            if version is not None and version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"PostgreSQL store {self.url} has schema version {version}, newer than this "
-                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
-                )
-            if version == SCHEMA_VERSION and has_ledger:
-                return  # nothing to create: no DDL, so a read-only role can open the store
-            if not self._create:  # a reader (reports): never create, say what is missing
-                if not has_ledger:
-                    raise StoreError(f"PostgreSQL store {self.url} has no ledger table ({TABLE})")
-                return
-            for statement in _CREATE:
-                cur.execute(statement)
-            if version is not None and has_ledger:
-                for statement in upgrade_statements(version):
-                    cur.execute(statement)
-                cur.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-                    "AND table_schema = current_schema()",
-                    (TABLE,),
-                )
-                for statement in missing_column_statements([row[0] for row in cur.fetchall()], _TYPES):
-                    cur.execute(statement)
-            cur.execute(
-                f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
+
+            def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                cur.execute(translate_placeholders(sql), tuple(params))
+                return cur.fetchall() if cur.description is not None else []
+
+            return migrate(
+                execute,
+                tables={name for name, there in ((META_TABLE, has_meta), (TABLE, has_ledger)) if there},
+                columns=lambda: [
+                    row[0]
+                    for row in execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                        "AND table_schema = current_schema()",
+                        (TABLE,),
+                    )
+                ],
+                types=_TYPES,
+                create=self._create,
+                store=f"PostgreSQL store {self.url}",
             )
-            for statement in INDEXES:
-                cur.execute(statement)
 
     # the Store protocol
 
@@ -639,6 +618,26 @@ class PostgresStore:
 
         with self._lock:
             return self._run("query", together)
+
+    # report primitives (see Store)
+
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return self.query(*totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, self._columns))
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return postgres_reports.group_totals(self.query, keys, filters, self._columns)
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        return postgres_reports.runs_json(
+            self.query,
+            self.query_together,
+            filters,
+            self._columns,
+            split_from_pages=postgres_reports.SPLIT_FROM_PAGES,
+        )
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""

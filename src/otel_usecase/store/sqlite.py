@@ -19,22 +19,22 @@ from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
+from . import totals
 from .base import (
     COLUMNS,
-    INDEXES,
     META_TABLE,
-    SCHEMA_VERSION,
+    RUN_RECORD,
     TABLE,
     RejectedCall,
+    ReportFilter,
     StoreError,
     StoreUnavailable,
     Unstorable,
-    create_statements,
-    missing_column_statements,
+    call_of,
+    migrate,
     plausible,
     register_fork_hooks,
     row_of,
-    upgrade_statements,
     upsert_sql,
     write_isolating,
 )
@@ -48,7 +48,11 @@ _BUSY_TIMEOUT_S: Final = 2.0
 """How long a write waits for another writer's lock before the store counts as unavailable."""
 
 _TYPES: Final = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"}
-_CREATE: Final = create_statements(_TYPES)
+
+_TOKEN_SUM: Final = "CAST(TOTAL({}) AS INTEGER)"
+"""An overflow-proof sum of a token column: SQLite's ``SUM`` of integers raises "integer overflow" past
+2**63 - 1 (one hostile or corrupt row is enough); ``TOTAL`` is a double, exact for integers below 2**53,
+and ``CAST`` saturates at 2**63 - 1 instead of failing."""
 
 _CHECKPOINT_EVERY_S: Final = 0.5
 _CACHE_KIB: Final = 16384
@@ -72,7 +76,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _MAX_ROWS_PER_STATEMENT: Final = 512
-"""The largest multi-row INSERT: 512 rows of 24 columns bind 12,288 values, within SQLite's
+"""The largest multi-row INSERT: 512 rows of 37 columns bind 18,944 values, within SQLite's
 default limit of 32,766 since 3.32 (an older SQLite's lower limit is read at open)."""
 
 
@@ -203,8 +207,6 @@ class SQLiteStore:
     write and opened afresh (:meth:`_connection`).
     """
 
-    dialect: Final = "sqlite"
-
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
         self.url = "sqlite:///" + path
@@ -226,6 +228,8 @@ class SQLiteStore:
         self._quiesced: list[threading.Lock] = []
         self._closed = False
         self._max_rows = _MAX_ROWS_PER_STATEMENT
+        self._columns: frozenset[str] = frozenset(COLUMNS)
+        """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
         self._open()
         register_fork_hooks(
             self,
@@ -256,10 +260,7 @@ class SQLiteStore:
         while self._max_rows > 1 and self._max_rows * len(COLUMNS) > variables:
             self._max_rows //= 2
         try:
-            if self._create:
-                self._migrate(conn)
-            else:
-                self._check_existing(conn)
+            self._columns = self._migrate(conn)
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -270,58 +271,40 @@ class SQLiteStore:
         self._conn = conn
         return conn
 
-    def _check_existing(self, conn: sqlite3.Connection) -> None:
-        """For a reader that must not create: the file holds a ledger this version can read."""
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if TABLE not in tables:
-            raise StoreError(
-                f"SQLite store {self.url} has no ledger table ({TABLE}): not an otel-usecase store"
-            )
-        found = None
-        if META_TABLE in tables:
-            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
-        if found is not None and str(found[0]).isdigit() and int(found[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
-                f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+    def _migrate(self, conn: sqlite3.Connection) -> frozenset[str]:
+        """Create or upgrade the schema (:func:`.base.migrate`) in one ``BEGIN IMMEDIATE`` transaction.
+
+        A reader (``create=False``) runs no transaction and changes nothing."""
+
+        def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, tuple(params)).fetchall()
+
+        def check(create: bool) -> frozenset[str]:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return migrate(
+                execute,
+                tables=tables & {META_TABLE, TABLE},
+                columns=lambda: [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")],
+                types=_TYPES,
+                create=create,
+                store=f"SQLite store {self.url}",
             )
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if not self._create:
+            return check(False)
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _CREATE:
-                conn.execute(statement)
-            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
-            if found is None:
-                conn.execute(
-                    f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(found[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
-                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
-                )
-            elif int(found[0]) < SCHEMA_VERSION:
-                for statement in upgrade_statements(int(found[0])):
-                    conn.execute(statement)
-                existing = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")]
-                for statement in missing_column_statements(existing, _TYPES):
-                    conn.execute(statement)
-                conn.execute(
-                    f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-                )
-            for statement in INDEXES:
-                conn.execute(statement)
+            columns = check(True)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return columns
 
     # the file under the store
 
@@ -482,6 +465,48 @@ class SQLiteStore:
                 return self._connection().execute(sql, tuple(params)).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot be read: {exc}") from exc
+
+    # report primitives (see Store)
+
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, self._columns))
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function."""
+        return totals.group_runs(self.run_totals(keys, filters), len(keys))
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        """One ``json_object`` per run, in report order; Python only joins them.
+
+        None when this SQLite cannot (built without the JSON functions) or a value
+        cannot go into JSON (a BLOB id): the report then formats the runs itself.
+        """
+        columns = dict(totals.run_total_columns(_TOKEN_SUM, self._columns))
+        # A non-finite sum (only from rows no exporter writes) is null, as a report shows it: SQLite writes Inf.
+        finite_cost = f"CASE WHEN {totals.COST} BETWEEN -1e308 AND 1e308 THEN {totals.COST} END"
+        complete = totals.incomplete(columns.__getitem__)
+        expressions = {
+            "use_case": "use_case",
+            "run_id": "run_id",
+            "runs": "1",
+            **columns,
+            "cost_usd": finite_cost,
+            "cost_complete": f"json(CASE WHEN {complete} = 0 THEN 'true' ELSE 'false' END)",
+        }
+        json_object = ", ".join(f"'{name}', {expressions[name]}" for name in RUN_RECORD)
+        clause, params = totals.where(filters)
+        sql = (
+            f"SELECT json_object({json_object}) FROM {TABLE}{clause} GROUP BY run_id, use_case "
+            f"ORDER BY {finite_cost} DESC, COALESCE(use_case, ''), run_id"
+        )  # SQLite sorts NULL below every number: unpriced runs come last
+        try:
+            records = self.query(sql, params)
+        except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
+            return None
+        return "[" + ",".join(record[0] for record in records) + "]"
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def close(self) -> None:
         with self._lock:

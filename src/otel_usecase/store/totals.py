@@ -1,0 +1,184 @@
+"""The report primitives' SQL that both stores share, and group totals computed in Python.
+
+Each store implements :meth:`~otel_usecase.store.base.Store.run_totals`,
+``group_totals`` and ``runs_json`` with its own SQL; what they have in common
+(standard SQL: the filters, the per-run select list, the status counts) is built
+here once, given the one thing that differs, how a token count is summed
+without overflowing (:func:`run_total_columns`). A store whose SQL has no
+percentile (SQLite) aggregates its run totals with :func:`group_runs`.
+
+Reports read only the columns the ledger has (``present``): a reader of a ledger
+of an older schema, which it never upgrades, reads a newer column as its default
+(0 tokens, no cost source), so old rows read as they always did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Iterable, Sequence
+from operator import add
+from typing import Any, Final
+
+from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, ReportFilter
+
+__all__ = [
+    "COST",
+    "STATUS_COUNTS",
+    "column",
+    "group_runs",
+    "incomplete",
+    "percentile",
+    "run_calls_sql",
+    "run_total_columns",
+    "run_totals_sql",
+    "where",
+]
+
+STATUS_COUNTS: Final = (
+    ("unpriced_calls", "unpriced"),
+    ("no_usage_calls", "no_usage"),
+    ("partial_calls", "partial"),
+)
+"""Calls whose cost is unknown (``unpriced``, ``no_usage``) or a lower bound (``partial``), by status."""
+
+COST: Final = "SUM(cost_usd)"
+"""A run's cost: NULL when no call of it has a cost (unknown, not $0)."""
+
+_DEFAULTS: Final = {name: "0" if "DEFAULT 0" in constraint else "NULL" for name, _, constraint in LEDGER}
+
+
+def column(name: str, present: Collection[str]) -> str:
+    """``name``, or its default (``0``, ``NULL``) when the ledger read has no such column."""
+    return name if name in present else _DEFAULTS[name]
+
+
+def where(filters: ReportFilter) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (with a leading space, or empty) and its parameters, ``?`` placeholders."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters.use_case is not None:
+        clauses.append("use_case = ?")
+        params.append(filters.use_case)
+    if filters.since_ns is not None:
+        clauses.append("start_ns >= ?")
+        params.append(filters.since_ns)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def run_total_columns(token_sum: str, present: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """One run's :data:`~otel_usecase.store.base.RUN_TOTALS` as (name, SQL expression), in that order.
+
+    ``token_sum`` is the store's overflow-proof sum of a token column (a format
+    string with one ``{}``): no stored row may make a report fail. ``cost_usd`` is
+    NULL when no call of the run has a cost. A run's cost is complete when it has
+    no unpriced, usage-less or partly read call (:func:`incomplete`): derived from
+    these counts rather than counted again, since each aggregate more costs the
+    biggest report (``--by run``) 5-8%.
+    """
+    expressions = {
+        "calls": "COUNT(*)",
+        "cost_usd": COST,
+        **{name: f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)" for name, status in STATUS_COUNTS},
+    }
+    return tuple(
+        (name, expressions.get(name) or (token_sum.format(name) if name in present else "0"))
+        for name in RUN_TOTALS
+    )
+
+
+def incomplete(counts: Callable[[str], str]) -> str:
+    """SQL that is 0 for a run (or group) whose cost is complete: ``counts(name)`` is how a count is read."""
+    return " + ".join(counts(name) for name, _ in STATUS_COUNTS)
+
+
+def run_totals_sql(
+    keys: Sequence[str], filters: ReportFilter, token_sum: str, present: Collection[str]
+) -> tuple[str, list[Any]]:
+    """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
+
+    Grouped by ``run_id`` first: the ledger's covering index is ordered by
+    (run_id, use_case), so the database streams over it without sorting.
+    """
+    clause, params = where(filters)
+    group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
+    selected = ", ".join(
+        [f"{column(k, present)} AS {k}" for k in keys]
+        + [f"{expression} AS {name}" for name, expression in run_total_columns(token_sum, present)]
+    )
+    return f"SELECT {selected} FROM {TABLE}{clause} GROUP BY {group}", params
+
+
+def run_calls_sql(run_id: str, present: Collection[str]) -> tuple[str, list[Any]]:
+    """The query of :meth:`~otel_usecase.store.base.Store.run_calls`: the ledger rows of one run in
+    :data:`~otel_usecase.store.base.COLUMNS` order (for :func:`~otel_usecase.store.base.call_of`)."""
+    selected = ", ".join(column(c, present) for c in COLUMNS)
+    return f"SELECT {selected} FROM {TABLE} WHERE run_id = ? ORDER BY start_ns, span_id", [run_id]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default); None for no values."""
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q
+    lower = math.floor(pos)
+    upper = math.ceil(pos)
+    if lower == upper:
+        return sorted_values[lower]
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (pos - lower)
+
+
+class _Group:
+    __slots__ = ("cost", "costs", "left_out", "runs", "sums")
+
+    def __init__(self, width: int) -> None:
+        self.runs = 0
+        self.sums: list[int] = [0] * width
+        self.cost: float | None = None
+        self.costs: list[float] = []
+        self.left_out = 0
+
+
+def group_runs(rows: Iterable[Sequence[Any]], n_keys: int) -> list[tuple[Any, ...]]:
+    """Run totals (``n_keys`` key values, then RUN_TOTALS) -> one GROUP_TOTALS row per key.
+
+    The counts (calls, tokens, status counts: every total but the cost, which
+    comes last) are integers from the store's SQL and summed as they are. The
+    per-run figures are over the runs whose cost is known and complete; a cost
+    that is not finite (a sum past 1e308, from no row an exporter writes) counts
+    as unknown.
+    """
+    groups: dict[tuple[Any, ...], _Group] = {}
+    width = len(RUN_TOTALS) - 1
+    for row in rows:
+        key = tuple(row[:n_keys])
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(width)
+        group.runs += 1
+        counts = row[n_keys:-1]
+        group.sums = list(map(add, group.sums, counts))
+        cost = row[-1]
+        if cost is not None and -1e308 <= cost <= 1e308:  # not NaN or infinite
+            group.cost = cost if group.cost is None else group.cost + cost
+        else:
+            cost = None
+        if cost is not None and not (counts[-1] or counts[-2] or counts[-3]):
+            group.costs.append(cost)
+        else:
+            group.left_out += 1
+    result = []
+    for key, group in groups.items():
+        costs = sorted(group.costs)
+        result.append(
+            (
+                *key,
+                group.runs,
+                *group.sums,
+                group.cost,
+                sum(costs) / len(costs) if costs else None,
+                percentile(costs, 0.5),
+                percentile(costs, 0.95),
+                group.left_out,
+            )
+        )
+    return result
