@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Final, TypeVar
 
+from ..store import open_store
 from ..store.base import (
     PRICE_COLUMNS,
     RepriceFilter,
@@ -46,7 +47,6 @@ from ..store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    open_store,
     parse_store_url,
 )
 from .call import (

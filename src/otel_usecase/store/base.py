@@ -40,9 +40,9 @@ __all__ = [
     "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
+    "ReportFilter",
     "RepriceFilter",
     "Repricing",
-    "ReportFilter",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -777,28 +777,6 @@ class Repricing(NamedTuple):
     old: Call
     """The row as it was read: the update applies only while the row is still exactly this."""
     new: Call
-
-
-_TOKEN_SLOTS: Final = tuple(
-    (c.name, COLUMNS.index(c.column), c.column in _KNOWN_OR_NULL) for c in token_classes.TOKEN_CLASSES
-)
-_FIELD_SLOTS: Final = tuple((name, COLUMNS.index(name)) for name in Call._fields if name != "tokens")
-
-
-def call_of(row: Sequence[Any]) -> Call:
-    """The :class:`~otel_usecase.cost.call.Call` of a ledger row in :data:`COLUMNS` order (inverse of :func:`row_of`).
-
-    A token part stored as 0 is left out of ``tokens`` (absent and 0 mean the
-    same); an input or output count stored NULL is left out (unknown).
-    """
-    if len(row) != len(COLUMNS):
-        raise ValueError(f"a ledger row has {len(COLUMNS)} columns, got {len(row)}")
-    tokens = {
-        name: row[i]
-        for name, i, known_or_null in _TOKEN_SLOTS
-        if row[i] is not None and (row[i] or known_or_null)
-    }
-    return Call(tokens=tokens, **{name: row[i] for name, i in _FIELD_SLOTS})
 
 
 def reprice_select_sql(filters: RepriceFilter, *, after: bool) -> tuple[str, list[Any]]:
