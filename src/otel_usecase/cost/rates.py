@@ -32,9 +32,9 @@ Two rules of our own, because a silent under-count is worse than no price:
   tokens on a model that has no rate for it, nor for a more general class that
   itself needs its own price (cached audio falls back to input audio), makes
   the call unpriced: ``unknown token class <label>``;
-* parts that exceed their whole (more cached than input tokens), or a usage
-  whose decomposition would give a priced unit a negative count, make it
-  unpriced: ``inconsistent token counts``.
+* parts that exceed their whole (more cached than input tokens, cache reads
+  plus writes above the input), or a usage whose decomposition would give a
+  priced unit a negative count, make it unpriced: ``inconsistent token counts``.
 """
 
 from __future__ import annotations
@@ -286,11 +286,13 @@ def evaluate(compiled: Compiled, tokens: Mapping[str, int]) -> Decimal | str:
     for count in counts.values():
         if type(count) is not int or count < 0:
             return INCONSISTENT
-    for whole, groups in _FILL:
+    for whole, groups in _FILL:  # most specific first, so a filled whole fills its own whole
+        sums = [sum(counts.get(part, 0) for part in group) for group in groups]
         if whole not in counts:
-            best = max(sum(counts.get(part, 0) for part in group) for group in groups)
-            if best:
-                counts[whole] = best
+            if max(sums):
+                counts[whole] = max(sums)
+        elif max(sums) > counts[whole]:  # disjoint parts (cache reads + writes) above their whole
+            return INCONSISTENT
     for name, count in counts.items():
         if count:
             for whole in INCLUDED_IN.get(name, ()):
