@@ -122,8 +122,12 @@ class CallSink(Generic[T]):
         """Accept the new calls and the better copies among ``calls``, store them, tell the subscribers.
 
         Of several copies of one request within ``calls``, only the most complete
-        is stored and told (as one event). Raises what the store raised; then
-        the sink is as before the put.
+        is stored and told (as one event); of equally complete ones, the one that
+        started first (the outermost instrumentation: the request as the
+        application saw it), so that what is kept does not depend on the order
+        of the spans in a batch (an OTLP request groups them by instrumentation
+        scope). A copy in a later put replaces only when more complete. Raises
+        what the store raised; then the sink is as before the put.
         """
         if not calls:
             return SinkResult(0, 0, 0, None)
@@ -145,11 +149,12 @@ class CallSink(Generic[T]):
                     undo.append((key, None))
                     continue
                 seen.move_to_end(key)
-                if completeness(call) <= completeness(old):
+                index = at.get(key)
+                rank, old_rank = completeness(call), completeness(old)
+                if rank < old_rank or (rank == old_rank and (index is None or call.start_ns >= old.start_ns)):
                     duplicates += 1
                     continue
                 seen[key] = call
-                index = at.get(key)
                 if index is None:
                     at[key] = len(accepted)
                     accepted.append(call)
