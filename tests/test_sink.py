@@ -37,6 +37,7 @@ from otel_usecase.serve.http_app import OTLPHttpApp
 from otel_usecase.serve.ingest import Ingest
 from otel_usecase.serve.listen import bind_http
 from otel_usecase.store import StoreUnavailable
+from otel_usecase.store.base import COLUMNS, row_of
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import mini_cost
@@ -192,6 +193,29 @@ def test_two_instrumentations_in_different_batches_are_counted_once(
         assert metric.events[1].replaced is not None and metric.events[1].replaced.status == STATUS_NO_USAGE
     assert costs(store_url) == [pytest.approx(mini_cost(1_000, 100))]
     assert exporter.sink.duplicates == (0 if first_copy == "without usage" else 1)
+
+
+@pytest.mark.parametrize("first", ["openai-v2", "traceloop"])
+def test_of_two_priced_copies_the_one_that_read_the_cached_part_is_kept(
+    recorded: Recorded, exporter: UseCaseCostExporter, store_url: str, fake_openai: FakeOpenAI, first: str
+) -> None:
+    """``-openai-v2`` does not record cached tokens, Traceloop does: the cached discount is kept either way."""
+    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100, cached_tokens=400))
+    spans = recorded.ask("cached-part")
+    v2 = [
+        s for s in spans if "openai_v2" in (s.instrumentation_scope.name if s.instrumentation_scope else "")
+    ]
+    traceloop = [s for s in spans if s not in v2]
+    assert (len(v2), len(traceloop)) == (1, 1)
+    metric = CostMetric()
+    exporter.sink.subscribe(metric)
+
+    exported(exporter, *([v2, traceloop] if first == "openai-v2" else [traceloop, v2]))
+
+    assert costs(store_url) == [pytest.approx(mini_cost(1_000, 100, 400))]
+    assert metric.requests == 1
+    assert metric.cost == pytest.approx(mini_cost(1_000, 100, 400))
+    assert metric.kinds == (["new", "replaces"] if first == "openai-v2" else ["new"])
 
 
 def test_two_copies_in_one_batch_are_one_event_for_the_better_copy(
@@ -408,21 +432,44 @@ def test_the_memory_setting_is_read_and_a_bad_value_falls_back(monkeypatch: pyte
 
 @pytest.mark.parametrize("status", ["no_usage", "partial", "priced", "unpriced", "other"])
 @pytest.mark.parametrize("source", [None, "provider", "genai-prices 0.2.3", "override 0123456789ab"])
-def test_the_ranking_is_the_same_in_python_and_in_the_stores_sql(status: str, source: str | None) -> None:
-    call = _call("1" * 16, status=status, source=source)
+@pytest.mark.parametrize(
+    "tokens", [{}, {"input": 10}, {"input": 10, "output": 0}, {"input": 10, "output": 2, "cache_read": 4}]
+)
+def test_the_ranking_is_the_same_in_python_and_in_the_stores_sql(
+    status: str, source: str | None, tokens: dict[str, int]
+) -> None:
+    """What the sink decides and what the upsert's WHERE decides are one rule, for every pair of copies."""
+    call = _call("1" * 16, status=status, source=source)._replace(tokens=tokens)
+    reference = _call("1" * 16, status=STATUS_PRICED, source="genai-prices 0.2.3")._replace(
+        tokens={"input": 10, "output": 2}
+    )
     with sqlite3.connect(":memory:") as conn:
-        conn.execute("CREATE TABLE t (status TEXT, cost_source TEXT)")
-        conn.execute("INSERT INTO t VALUES (?, ?)", (status, source))
-        (sql_rank,) = conn.execute(f"SELECT {completeness_sql('t')} FROM t").fetchone()
-    assert sql_rank == completeness(call)
+        conn.execute(f"CREATE TABLE t ({', '.join(COLUMNS)})")
+        conn.execute(f"CREATE TABLE u ({', '.join(COLUMNS)})")
+        conn.execute(f"INSERT INTO t VALUES ({', '.join('?' * len(COLUMNS))})", row_of(call))
+        conn.execute(f"INSERT INTO u VALUES ({', '.join('?' * len(COLUMNS))})", row_of(reference))
+        below, above = conn.execute(
+            f"SELECT {completeness_sql('t')} < {completeness_sql('u')}, {completeness_sql('t')} > {completeness_sql('u')}"
+            " FROM t, u"
+        ).fetchone()
+    assert (bool(below), bool(above)) == (
+        completeness(call) < completeness(reference),
+        completeness(call) > completeness(reference),
+    )
 
 
 def test_the_ranking_orders_copies_from_least_to_most_complete() -> None:
+    one = "1" * 16
     ranks = [
-        completeness(_call("1" * 16, status=STATUS_NO_USAGE, cost=None)),
-        completeness(_call("1" * 16, status=STATUS_PARTIAL)),
-        completeness(_call("1" * 16, status=STATUS_PRICED, source="genai-prices 0.2.3")),
-        completeness(_call("1" * 16, status=STATUS_PRICED, source=COST_SOURCE_PROVIDER)),
+        completeness(_call(one, status=STATUS_NO_USAGE, cost=None)),
+        completeness(_call(one, status=STATUS_PARTIAL)),
+        completeness(_call(one, status=STATUS_PRICED, source="genai-prices 0.2.3")),
+        completeness(
+            _call(one, status=STATUS_PRICED, source="genai-prices 0.2.3")._replace(
+                tokens={"input": 10, "output": 2, "cache_read": 4}
+            )
+        ),
+        completeness(_call(one, status=STATUS_PRICED, source=COST_SOURCE_PROVIDER)),
     ]
-    assert ranks == sorted(ranks) and len(set(ranks)) == 4
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
     assert {r.field for r in RANKS} <= set(Call._fields)

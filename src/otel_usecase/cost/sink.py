@@ -122,8 +122,8 @@ class CallSink(Generic[T]):
         """Accept the new calls and the better copies among ``calls``, store them, tell the subscribers.
 
         Of several copies of one request within ``calls``, only the most complete
-        is stored and told (as one event); of equally complete ones, the one that
-        started first (the outermost instrumentation: the request as the
+        (:func:`~otel_usecase.cost.dedup.completeness`) is stored and told (as one
+        event); of equally complete ones, the one that started first (the outermost instrumentation: the request as the
         application saw it), so that what is kept does not depend on the order
         of the spans in a batch (an OTLP request groups them by instrumentation
         scope). A copy in a later put replaces only when more complete. Raises
