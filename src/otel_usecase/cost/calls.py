@@ -17,7 +17,7 @@ the request is counted once, from one of them:
   SDK's ``generation``/``response`` span around the OpenAI client's span): the
   inner span is keyed by its outermost ancestor *that is the same request*
   (:func:`otel_usecase.cost.operations.same_request`), so both land on one ledger key
-  and the store keeps the one that has usage. The ancestor is known from the
+  and the call sink (:mod:`otel_usecase.cost.sink`) keeps the more complete one. The ancestor is known from the
   ``usecase.call.span_id`` attribute that the span processor stamps at start, or
   else from the parent being in the same batch. A chain, agent, tool, workflow
   or task parent is never the same request: every call under it counts.
@@ -27,11 +27,17 @@ the request is counted once, from one of them:
   ``usecase.call.duplicate_of`` when the client's span starts inside it, and a
   marked span is not a call.
 
-A span exported twice has the same key, and the store ignores the second copy.
+A span exported twice has the same key, and the call sink drops the second copy
+(as the store's upsert would).
+
+**Conditions and the provider's figure.** Each call is priced with the price
+conditions its span calls for (:func:`otel_usecase.cost.conditions.price_context`:
+the tier served, batch processing); a cost the provider or gateway billed
+(:func:`otel_usecase.cost.billed.billed_cost`) is the call's cost, ours kept beside it.
 
 **Partial usage.** A call whose usage could not be read in full (see
 :mod:`otel_usecase.cost.usage`) is stored ``partial`` with the cost of what could be
-read: a lower bound, never ``priced`` as if complete.
+read: a lower bound, never ``priced`` as if complete (a billed figure is the whole cost: ``priced``).
 """
 
 from __future__ import annotations
