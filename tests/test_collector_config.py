@@ -854,7 +854,7 @@ def engine_cost(book: PriceBook, attributes: Mapping[str, Any]) -> float | None:
     usage = read_usage(attributes)
     if not usage.has_usage:
         return None
-    return book.cost(usage)[0]
+    return book.quote(usage).cost_usd
 
 
 def test_generated_statements_price_like_the_cost_engine(program: Program, book: PriceBook) -> None:
@@ -895,7 +895,7 @@ def test_overrides_and_aliases(tmp_path: Path) -> None:
     ) == (pytest.approx((2000 * 1.5 + 1000 * 0.5 + 1000 * 4) / 1e6, rel=1e-12))
     for name in ("prod-4o", "gpt-4o", "gpt-4o-2024-08-06"):  # the override prices gpt-4o's dated names too
         assert cost_of(program, span(name, input=1000, output=1000)) == pytest.approx(0.01, rel=1e-12), name
-        assert book.cost(read_usage(span(name, input=1000, output=1000)))[0] == pytest.approx(0.01)
+        assert book.quote(read_usage(span(name, input=1000, output=1000))).cost_usd == pytest.approx(0.01)
 
 
 def test_same_model_twice_is_one_statement(book: PriceBook) -> None:
@@ -908,10 +908,10 @@ def test_a_rule_name_priced_differently_is_excluded(book: PriceBook) -> None:
     (model,) = cc.plan_transform(["gpt-4"], prices=book).models
     program = Program(cc.transform_statements(["gpt-4"], prices=book))
     assert cost_of(program, span("gpt-4-0613", input=1000, output=0)) == pytest.approx(
-        book.cost(read_usage(span("gpt-4-0613", input=1000, output=0)))[0]
+        book.quote(read_usage(span("gpt-4-0613", input=1000, output=0))).cost_usd
     )
     for name in ("gpt-4o", "gpt-4-turbo", "gpt-4-32k"):
-        engine = book.cost(read_usage(span(name, input=1000, output=0)))[0]
+        engine = book.quote(read_usage(span(name, input=1000, output=0))).cost_usd
         got = cost_of(program, span(name, input=1000, output=0))
         assert got is None or got == pytest.approx(engine), name
     assert model.statement.count(" where ") == 1

@@ -31,6 +31,7 @@ from otel_usecase.cost.prices import (
     map_provider,
     warn_unpriced,
 )
+from otel_usecase.cost.rates import evaluate
 from otel_usecase.cost.token_classes import BY_NAME, INCLUDED_IN, TOKEN_CLASSES
 from otel_usecase.cost.usage import LLMUsage, read_usage
 
@@ -989,6 +990,29 @@ def quote_unpriced_classes(book: PriceBook, u: LLMUsage) -> list[str]:
         and c.name not in own
         and not any(BY_NAME[a].needs_own_price and a in own for a in INCLUDED_IN[c.name])
     ]
+
+
+def test_the_fast_paths_agree_with_the_general_one(book: PriceBook) -> None:
+    """quote's inline paths (input/output, then cache and reasoning parts) = rates.evaluate, bad data included."""
+    rng = random.Random(5)
+    for model, provider in [
+        ("gpt-4o-mini", "openai"),
+        ("gemini-2.5-pro", "google"),
+        ("sonar-pro", "perplexity"),
+    ]:
+        compiled = book._entry(provider, model).at(LATE_2026, None, None)  # type: ignore[union-attr]
+        for _ in range(300):
+            inp, out = rng.randint(0, 300_000), rng.randint(0, 5000)
+            tokens = {"input": inp, "output": out}
+            for name, high in (("cache_read", inp), ("cache_write", inp // 2), ("reasoning", out + 10)):
+                if rng.random() < 0.5:
+                    tokens[name] = rng.randint(0, high)
+            general = evaluate(compiled, tokens)
+            quote = book.quote(LLMUsage(model, provider, tokens), when=LATE_2026)
+            if isinstance(general, Decimal):
+                assert quote.cost_usd == float(general), tokens
+            else:
+                assert (quote.cost_usd, quote.reason) == (None, general), tokens
 
 
 def _contexts(model: Any) -> list[dict[str, str] | None]:

@@ -85,6 +85,7 @@ from .conditions import format_context, parse_context
 from .prices_file import OverrideModel, PricesFile, load_prices_file
 from .providers import map_provider, provider_key
 from .rates import INCONSISTENT, Compiled, Price, PricesFileError, compile_price, evaluate
+from .token_classes import BY_NAME
 from .usage import LLMUsage
 
 __all__ = [
@@ -126,6 +127,9 @@ class Quote(NamedTuple):
 
 
 _new_tuple: Final = tuple.__new__
+_TEXT_CLASSES: Final = frozenset(("input", "output", "cache_read", "cache_write", "reasoning"))
+"""Classes whose counts the second fast path of :meth:`PriceBook.quote` prices (none needs its own price)."""
+assert _TEXT_CLASSES <= BY_NAME.keys() and not any(BY_NAME[name].needs_own_price for name in _TEXT_CLASSES)
 _EPOCH: Final = date(1970, 1, 1)
 
 
@@ -402,17 +406,47 @@ class PriceBook:
             logger.debug("otel-usecase: compiling the price of %r failed", model, exc_info=True)
             return _new_tuple(Quote, (None, None, None, "unknown model", key))
         price = compiled.price
-        if len(tokens) == 2 and "input" in tokens and "output" in tokens:  # most calls: no parts
-            coefs, fee = compiled.coefs, compiled.fee
-            input_tokens = tokens["input"]
-            if compiled.tiers:
-                for start, tier_coefs, tier_fee in compiled.tiers:
-                    if input_tokens > start:
-                        coefs, fee = tier_coefs, tier_fee
-                        break
-            usd = fee + coefs["input"] * input_tokens + coefs["output"] * tokens["output"]
-            return _new_tuple(Quote, (float(usd), price.source, price.detail, None, key))
-        result = evaluate(compiled, tokens)
+        try:
+            if len(tokens) == 2 and "input" in tokens and "output" in tokens:  # most calls: no parts
+                coefs, fee = compiled.coefs, compiled.fee
+                input_tokens = tokens["input"]
+                if compiled.tiers:
+                    for start, tier_coefs, tier_fee in compiled.tiers:
+                        if input_tokens > start:
+                            coefs, fee = tier_coefs, tier_fee
+                            break
+                usd = fee + coefs["input"] * input_tokens + coefs["output"] * tokens["output"]
+                return _new_tuple(Quote, (float(usd), price.source, price.detail, None, key))
+            if tokens.keys() <= _TEXT_CLASSES and "input" in tokens and "output" in tokens:
+                # cache and reasoning parts only (the next most common calls): two checks cover
+                # every rule of the general path, as these parts never need their own price.
+                get = tokens.get
+                input_tokens = tokens["input"]
+                cache_read, cache_write, reasoning = (
+                    get("cache_read", 0),
+                    get("cache_write", 0),
+                    get("reasoning", 0),
+                )
+                if (
+                    0 <= cache_read + cache_write <= input_tokens
+                    and 0 <= reasoning <= tokens["output"]
+                    and (cache_read >= 0 and cache_write >= 0)
+                ):
+                    coefs, fee = compiled.coefs, compiled.fee
+                    if compiled.tiers:
+                        for start, tier_coefs, tier_fee in compiled.tiers:
+                            if input_tokens > start:
+                                coefs, fee = tier_coefs, tier_fee
+                                break
+                    usd = fee
+                    for name, count in tokens.items():
+                        usd += coefs[name] * count
+                    return _new_tuple(Quote, (float(usd), price.source, price.detail, None, key))
+                result: Decimal | str = INCONSISTENT
+            else:
+                result = evaluate(compiled, tokens)
+        except (TypeError, ValueError, ArithmeticError):  # counts that are not numbers (built by hand)
+            result = INCONSISTENT
         if isinstance(result, Decimal):
             return _new_tuple(Quote, (float(result), price.source, price.detail, None, key))
         if result == INCONSISTENT:
