@@ -149,6 +149,9 @@ class CallSink(Generic[T]):
                     undo.append((key, None))
                     continue
                 seen.move_to_end(key)
+                if call == old:  # the same copy again (a resent batch): no need to rank it
+                    duplicates += 1
+                    continue
                 index = at.get(key)
                 rank, old_rank = completeness(call), completeness(old)
                 if rank < old_rank or (rank == old_rank and (index is None or call.start_ns >= old.start_ns)):
