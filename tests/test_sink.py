@@ -354,6 +354,57 @@ def test_serve_and_the_exporter_store_the_same_rows_and_tell_the_same_events(
     assert in_process_serve.ingest.calls_written == 6  # five new and one better copy
 
 
+def test_serve_reads_the_served_tier_and_the_billed_cost_over_otlp(
+    in_process_serve: InProcessServe, exporter: UseCaseCostExporter, store_url: str
+) -> None:
+    """The keys of price conditions and billed costs reach the cost engine through OTLP decoding.
+
+    gpt-5 served at Priority: $2.50/M input, $20/M output, so 8 in / 82 out = $0.00166. A gateway's
+    billed $0.0042 for a gpt-4o-mini call is its cost; our price ($0.15/M, $0.60/M) stays beside it.
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "sink-test-app"}))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    base = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai"}
+    for attributes in (
+        {
+            **base,
+            "gen_ai.request.model": "gpt-5",
+            "gen_ai.usage.input_tokens": 8,
+            "gen_ai.usage.output_tokens": 82,
+            "openai.response.service_tier": "priority",
+        },
+        {
+            **base,
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 1_000,
+            "gen_ai.usage.output_tokens": 100,
+            "llm.cost.total": 0.0042,
+        },
+    ):
+        tracer.start_span("chat", attributes=attributes).end()
+    spans = list(memory.get_finished_spans())
+    provider.shutdown()
+    over_otlp = OTLPSpanExporter(endpoint=in_process_serve.url, timeout=30)
+    try:
+        assert over_otlp.export(spans) == SpanExportResult.SUCCESS
+    finally:
+        over_otlp.shutdown()
+    exported(exporter, spans)
+
+    query = "SELECT model, cost_usd, cost_source, price_context, computed_cost_usd FROM usecase_calls ORDER BY model"
+    for url in (in_process_serve.ingest.store_url or "", store_url):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            mini, gpt5 = conn.execute(query).fetchall()
+        assert gpt5[0] == "gpt-5" and gpt5[1] == pytest.approx((8 * 2.50 + 82 * 20.00) / 1e6)
+        assert gpt5[3] == "service_tier=priority" and gpt5[2].startswith("genai-prices")
+        assert mini[1:3] == (0.0042, COST_SOURCE_PROVIDER)
+        assert mini[4] == pytest.approx(mini_cost(1_000, 100))
+
+
 def test_a_put_the_store_could_not_take_is_forgotten_so_the_retry_counts(
     recorded: Recorded, tmp_path: Path
 ) -> None:
