@@ -229,9 +229,10 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
 
     A conflicting row is replaced only when the new copy is more complete
     (the one ranking, :mod:`otel_usecase.cost.dedup`: ``no_usage`` < ``partial`` <
-    ``priced``/``unpriced`` < provider-billed): that is a second instrumentation of
-    the same request that saw more of the usage. Equal copies (a retry, a resent batch) change nothing. The condition
-    is only evaluated on a conflict, so new rows cost nothing more.
+    ``priced``/``unpriced`` < provider-billed, then more token classes read): that is
+    a second instrumentation of the same request that saw more of the usage. Equal
+    copies (a retry, a resent batch) change nothing. The condition is only
+    evaluated on a conflict, so new rows cost nothing more.
     (PostgreSQL refuses one statement that updates a row twice; it is sent one row
     per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
