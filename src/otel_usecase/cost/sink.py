@@ -21,8 +21,8 @@ in its buffer; ``serve``: the calls it refused) comes back in
 **Other subscribers** are told after the store; one that raises is logged
 (rate-limited) and counted in :attr:`CallSink.subscriber_errors`, and never stops
 the others, the store or the export. They are called on the thread that puts,
-under the sink's lock, in the order calls were accepted: keep them quick, and
-never call :meth:`CallSink.put` from one.
+under the sink's (re-entrant) lock, in the order calls were accepted, so a
+replacement is never told before the call it replaces: keep them quick.
 
 **Memory.** Copies are recognised by (trace id, span id) among the last
 ``memory`` calls accepted (``OTEL_USECASE_SINK_MEMORY``, an LRU), which covers
@@ -97,7 +97,7 @@ class CallSink(Generic[T]):
         self.memory = memory if memory is not None else SINK_MEMORY.read()
         self._seen: OrderedDict[_Key, Call] = OrderedDict()
         self._subscribers: list[Subscriber] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.duplicates = 0
         """Calls dropped as copies of a request already accepted (never counted twice)."""
         self.subscriber_errors = 0
@@ -116,7 +116,7 @@ class CallSink(Generic[T]):
 
     def after_fork_in_child(self) -> None:
         """A forked child gets a fresh lock (another thread may have held it at the fork); the memory stays."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def put(self, calls: Sequence[Call]) -> SinkResult[T]:
         """Accept the new calls and the better copies among ``calls``, store them, tell the subscribers.
