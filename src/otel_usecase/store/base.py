@@ -26,6 +26,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from .. import config
 from ..cost import token_classes
 from ..cost.call import Call
+from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
 
 __all__ = [
@@ -327,28 +328,15 @@ class Store(Protocol):
         """
 
 
-_COMPLETENESS: Final[tuple[str, ...]] = ("no_usage", "partial")
-"""Statuses from least to most complete; every other status (``priced``, ``unpriced``) ranks above them.
-
-``no_usage``: the usage was not on the span. ``partial``: part of it was
-unreadable, so the cost is a lower bound. ``priced``/``unpriced``: the whole usage
-was read (with or without a price)."""
-
-
-def _completeness(row: str) -> str:
-    """SQL ranking the ``status`` of ``row`` (a table name or ``excluded``) by :data:`_COMPLETENESS`."""
-    ranks = " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_COMPLETENESS))
-    return f"CASE {row}.status {ranks} ELSE {len(_COMPLETENESS)} END"
-
-
 def upsert_sql(placeholder: str, rows: int = 1) -> str:
     """The idempotent insert of ``rows`` rows, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
 
     A conflicting row is replaced only when the new copy is more complete
-    (:data:`_COMPLETENESS`: ``no_usage`` < ``partial`` < ``priced``/``unpriced``):
-    that is a second instrumentation of the same request that saw more of the
-    usage. Equal copies (a retry, a resent batch) change nothing. The condition
-    is only evaluated on a conflict, so new rows cost nothing more.
+    (the one ranking, :mod:`otel_usecase.cost.dedup`: ``no_usage`` < ``partial`` <
+    ``priced``/``unpriced`` < provider-billed, then more token classes read): that is
+    a second instrumentation of the same request that saw more of the usage. Equal
+    copies (a retry, a resent batch) change nothing. The condition is only
+    evaluated on a conflict, so new rows cost nothing more.
     (PostgreSQL refuses one statement that updates a row twice; it is sent one row
     per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
