@@ -59,6 +59,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 
 from otel_usecase import track_context
@@ -578,3 +580,52 @@ def test_anthropic_one_hour_cache_write_costs_the_one_hour_rate(rig: CostRig) ->
         3_000,
         10_000,
     )
+
+
+# -- every token class, span -> ledger -> report ------------------------------------------------------
+
+
+@st.composite
+def class_counts_and_keys(draw: st.DrawFn) -> tuple[dict[str, int], dict[str, int]]:
+    """Consistent counts for every class of the table, and span attributes carrying them.
+
+    Each class gets an exclusive part (tokens in no narrower class); a class's count is its own part plus
+    those of the classes included in it (``INCLUDED_IN``), so the counts are what a provider reports
+    (input includes cached and audio tokens ...). Each count goes on the span under one of its class's
+    span keys, so every convention the table lists is exercised.
+    """
+    from otel_usecase.cost.token_classes import INCLUDED_IN, TOKEN_CLASSES
+
+    own = {c.name: draw(st.integers(0, 5_000_000)) for c in TOKEN_CLASSES}
+    counts = {
+        c.name: own[c.name] + sum(own[d.name] for d in TOKEN_CLASSES if c.name in INCLUDED_IN[d.name])
+        for c in TOKEN_CLASSES
+    }
+    attributes = {draw(st.sampled_from(c.span_keys)): counts[c.name] for c in TOKEN_CLASSES}
+    return counts, attributes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=class_counts_and_keys())
+def test_every_token_class_round_trips_span_ledger_report(
+    drawn: tuple[dict[str, int], dict[str, int]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from otel_usecase.cost.token_classes import TOKEN_CLASSES
+
+    counts, attributes = drawn
+    store_url = "sqlite:///" + str(tmp_path_factory.mktemp("roundtrip") / "costs.db")
+    rig = CostRig(store_url, instrumentors=[])
+    try:
+        with track_context("round_trip"):
+            model_call(
+                rig,
+                {"gen_ai.provider.name": "openai", "gen_ai.request.model": "acme-round-trip", **attributes},
+            )
+        call = only_call(rig)
+        (row,) = rig.report()
+    finally:
+        rig.close()
+    for token_class in TOKEN_CLASSES:
+        expected = counts[token_class.name]
+        assert call[token_class.column] == expected, (token_class.name, attributes)
+        assert row[token_class.column] == expected, (token_class.name, attributes)
