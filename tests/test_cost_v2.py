@@ -18,6 +18,10 @@ Served service tier (the response's ``service_tier``, the tier OpenAI bills)
     ``gen_ai.openai.request.service_tier``; the Responses API is not instrumented at all (no span).
     OpenInference: no tier attribute; the served tier is only in ``output.value``, the raw response JSON
     (top-level ``service_tier``, also when streaming), and the requested one in ``llm.invocation_parameters``.
+    A span with only the requested tier is priced at the standard rate (the documented rule): the tier
+    billed is the one served. No response says "batch" for OpenAI's Batch API: an app marks such spans
+    ``usecase.price.processing = "batch"``; Anthropic's ``usage.service_tier`` (``batch``) is expected as
+    ``anthropic.response.service_tier``, which no installed instrumentation writes.
 Audio token counts (``prompt_tokens_details.audio_tokens`` / ``completion_tokens_details.audio_tokens``)
     Traceloop: none (only the input/output totals, so an audio call is indistinguishable from a text one).
     openai-v2: none. OpenInference: ``llm.token_count.prompt_details.audio`` and
