@@ -101,7 +101,7 @@ GENAI_PRICES = "genai-prices 0.2.3"
 #: The gpt-5 call of issue 13: 8 input tokens, 82 output tokens of which 64 reasoning.
 GPT5_CALL = FakeUsage(prompt_tokens=8, completion_tokens=82, reasoning_tokens=64)
 #: Where the served tier of an Anthropic response (``usage.service_tier``: standard | priority | batch) is
-#: expected on a span; no installed instrumentation writes it (see /work/coord/v2.md "Observed span keys").
+#: expected on a span (named like OpenAI's ``openai.response.service_tier``); no installed instrumentation writes it.
 ANTHROPIC_SERVED_TIER = "anthropic.response.service_tier"
 ONE_HOUR_CACHE_WRITE = "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens"
 
