@@ -72,7 +72,8 @@ from otel_usecase import track_context
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import M, report_json
-from .rigs import CostRig
+from .rigs import CostRig, unwrap_responses_leftovers
+from .servers import ServeProcess
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -668,3 +669,51 @@ def test_every_token_class_round_trips_span_ledger_report(
         expected = counts[token_class.name]
         assert call[token_class.column] == expected, (token_class.name, attributes)
         assert row[token_class.column] == expected, (token_class.name, attributes)
+
+
+# -- the same calls through `otel-usecase serve` ------------------------------------------------------
+
+
+def app_sending_to_serve(served: ServeProcess, instrumentor: Any, calls: Callable[[], None]) -> None:
+    """An app with the processor and the SDK's OTLP/HTTP exporter, sending to ``serve``."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_usecase import UseCaseSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(UseCaseSpanProcessor())
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=served.http_url)))
+    unwrap_responses_leftovers()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        calls()
+    finally:
+        instrumentor.uninstrument()
+        unwrap_responses_leftovers()
+        provider.shutdown()
+
+
+def test_tiers_and_billed_costs_are_priced_the_same_through_serve(
+    store_url: str, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """``serve`` reads the same span keys as the exporter: the served tier, OpenInference's raw response."""
+
+    def priority_call() -> None:
+        fake_openai.respond(model=None, usage=GPT5_CALL, service_tier="priority")
+        with track_context("priority_case"):
+            client.chat.completions.create(model="gpt-5", messages=MSG, service_tier="priority")
+
+    def gateway_call() -> None:
+        fake_openai.respond(model="openai/gpt-4o-mini", usage=OPENROUTER_CALL, service_tier=None)
+        with track_context("gateway_case"):
+            client.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG)
+
+    with ServeProcess(store_url) as served:
+        app_sending_to_serve(served, _traceloop(), priority_call)
+        app_sending_to_serve(served, _openinference(), lambda: (priority_call(), gateway_call()))
+        by_case = {r["use_case"]: r for r in report_json(store_url)}
+    assert by_case["priority_case"]["calls"] == 2
+    assert by_case["priority_case"]["cost_usd"] == pytest.approx(2 * gpt5_cost(GPT5_PRIORITY), rel=1e-9)
+    assert by_case["gateway_case"]["cost_usd"] == pytest.approx(OPENROUTER_BILLED, rel=1e-9)
