@@ -231,18 +231,18 @@ SERVED_PRIORITY = (GPT5_PRIORITY, "service_tier=priority")
 @pytest.mark.parametrize(
     ("instrumentation", "api", "billed"),
     [
-        ("traceloop", "chat", SERVED_PRIORITY),
+        pytest.param("traceloop", "chat", SERVED_PRIORITY, id="traceloop-chat"),
         # Traceloop 0.62.4 drops the served tier of a streamed chat completion and keeps only the requested
         # one; the documented rule (cost/conditions.py) is that a span with only the requested tier is priced
         # at the standard rate: the tier billed is the one served, and this span does not say which.
-        ("traceloop", "chat-stream", (GPT5_STANDARD, None)),
-        ("traceloop", "responses", SERVED_PRIORITY),
-        ("openai-v2", "chat", SERVED_PRIORITY),
-        ("openai-v2", "chat-stream", SERVED_PRIORITY),
+        pytest.param("traceloop", "chat-stream", (GPT5_STANDARD, None), id="traceloop-chat-stream"),
+        pytest.param("traceloop", "responses", SERVED_PRIORITY, id="traceloop-responses"),
+        pytest.param("openai-v2", "chat", SERVED_PRIORITY, id="openai-v2-chat"),
+        pytest.param("openai-v2", "chat-stream", SERVED_PRIORITY, id="openai-v2-chat-stream"),
         # openai-v2 2.3b0 does not instrument the Responses API: no span, so no ("openai-v2", "responses").
-        ("openinference", "chat", SERVED_PRIORITY),
-        ("openinference", "chat-stream", SERVED_PRIORITY),
-        ("openinference", "responses", SERVED_PRIORITY),
+        pytest.param("openinference", "chat", SERVED_PRIORITY, id="openinference-chat"),
+        pytest.param("openinference", "chat-stream", SERVED_PRIORITY, id="openinference-chat-stream"),
+        pytest.param("openinference", "responses", SERVED_PRIORITY, id="openinference-responses"),
     ],
 )
 def test_priority_tier_through_each_instrumentation(
@@ -287,11 +287,17 @@ def test_flex_tier_gpt5_call_costs_the_flex_price(
     ("requested", "served", "rates", "context"),
     [
         # Asked for Priority, the capacity was not there: served (and billed) at the standard tier.
-        ("priority", "default", GPT5_STANDARD, (None, "service_tier=default")),
+        pytest.param(
+            "priority", "default", GPT5_STANDARD, (None, "service_tier=default"), id="priority-served-default"
+        ),
         # Asked for nothing (auto) in a project whose default is Priority: billed at Priority.
-        (None, "priority", GPT5_PRIORITY, ("service_tier=priority",)),
-        ("auto", "priority", GPT5_PRIORITY, ("service_tier=priority",)),
-        ("flex", "default", GPT5_STANDARD, (None, "service_tier=default")),
+        pytest.param(None, "priority", GPT5_PRIORITY, ("service_tier=priority",), id="none-served-priority"),
+        pytest.param(
+            "auto", "priority", GPT5_PRIORITY, ("service_tier=priority",), id="auto-served-priority"
+        ),
+        pytest.param(
+            "flex", "default", GPT5_STANDARD, (None, "service_tier=default"), id="flex-served-default"
+        ),
     ],
 )
 def test_the_tier_billed_is_the_one_served_not_the_one_requested(
