@@ -18,8 +18,8 @@ Served service tier (the response's ``service_tier``, the tier OpenAI bills)
     ``gen_ai.openai.request.service_tier``; the Responses API is not instrumented at all (no span).
     OpenInference: no tier attribute; the served tier is only in ``output.value``, the raw response JSON
     (top-level ``service_tier``, also when streaming), and the requested one in ``llm.invocation_parameters``.
-    A span with only the requested tier is priced at the standard rate (the documented rule): the tier
-    billed is the one served. No response says "batch" for OpenAI's Batch API: an app marks such spans
+    The tier billed is the one served; a span with only the requested tier (Traceloop, streamed) is billed
+    at the requested tier and marked ``service_tier_from=request`` (the documented rule). No response says "batch" for OpenAI's Batch API: an app marks such spans
     ``usecase.price.processing = "batch"``; Anthropic's ``usage.service_tier`` (``batch``) is expected as
     ``anthropic.response.service_tier``, which no installed instrumentation writes.
 Audio token counts (``prompt_tokens_details.audio_tokens`` / ``completion_tokens_details.audio_tokens``)
@@ -233,9 +233,14 @@ SERVED_PRIORITY = (GPT5_PRIORITY, "service_tier=priority")
     [
         pytest.param("traceloop", "chat", SERVED_PRIORITY, id="traceloop-chat"),
         # Traceloop 0.62.4 drops the served tier of a streamed chat completion and keeps only the requested
-        # one; the documented rule (cost/conditions.py) is that a span with only the requested tier is priced
-        # at the standard rate: the tier billed is the one served, and this span does not say which.
-        pytest.param("traceloop", "chat-stream", (GPT5_STANDARD, None), id="traceloop-chat-stream"),
+        # one; with no served tier on the span the requested one is billed, and marked (cost/conditions.py):
+        # pricing a Priority request at the standard rate would halve it without a word.
+        pytest.param(
+            "traceloop",
+            "chat-stream",
+            (GPT5_PRIORITY, "service_tier=priority;service_tier_from=request"),
+            id="traceloop-chat-stream",
+        ),
         pytest.param("traceloop", "responses", SERVED_PRIORITY, id="traceloop-responses"),
         pytest.param("openai-v2", "chat", SERVED_PRIORITY, id="openai-v2-chat"),
         pytest.param("openai-v2", "chat-stream", SERVED_PRIORITY, id="openai-v2-chat-stream"),
