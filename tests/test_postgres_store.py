@@ -594,10 +594,11 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
         "input audio",
         "output audio",
     ]
-    without_audio = format_report(
-        build_report(store, "use-case", since="2026-01-01T00:00:00.054"), "use-case"
-    )
-    assert "audio" not in without_audio.splitlines()[2]
+    late = build_report(store, "use-case", since="2026-01-01T00:00:00.054")  # calls 54 on: none has audio
+    assert sum(r.calls for r in late) == 6 and all(r.tokens["input_audio"] == 0 for r in late)
+    assert "audio" not in format_report(late, "use-case").splitlines()[2]
+    runs = json.loads(render_report(store, "run", "json", since="2026-01-01"))
+    assert sum(r["output_audio_tokens"] for r in runs) == sum(c.tokens.get("output_audio", 0) for c in calls)
 
     # filtered reports pass ? parameters through
     only = [c for c in calls if c.use_case == "triage"]

@@ -622,17 +622,19 @@ class PostgresStore:
     # report primitives (see Store)
 
     def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        return self.query(*totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, self._columns))
+        summed = totals.summed_columns(self.query, filters, self._columns)
+        return self.query(*totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed))
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        return postgres_reports.group_totals(self.query, keys, filters, self._columns)
+        summed = totals.summed_columns(self.query, filters, self._columns)
+        return postgres_reports.group_totals(self.query, keys, filters, summed)
 
     def runs_json(self, filters: ReportFilter) -> str | None:
         return postgres_reports.runs_json(
             self.query,
             self.query_together,
             filters,
-            self._columns,
+            totals.summed_columns(self.query, filters, self._columns),
             split_from_pages=postgres_reports.SPLIT_FROM_PAGES,
         )
 

@@ -469,7 +469,7 @@ class SQLiteStore:
     # report primitives (see Store)
 
     def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        return self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, self._columns))
+        return self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, self._summed(filters)))
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
         """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function."""
@@ -481,7 +481,7 @@ class SQLiteStore:
         None when this SQLite cannot (built without the JSON functions) or a value
         cannot go into JSON (a BLOB id): the report then formats the runs itself.
         """
-        columns = dict(totals.run_total_columns(_TOKEN_SUM, self._columns))
+        columns = dict(totals.run_total_columns(_TOKEN_SUM, self._summed(filters)))
         # A non-finite sum (only from rows no exporter writes) is null, as a report shows it: SQLite writes Inf.
         finite_cost = f"CASE WHEN {totals.COST} BETWEEN -1e308 AND 1e308 THEN {totals.COST} END"
         complete = totals.incomplete(columns.__getitem__)
@@ -504,6 +504,9 @@ class SQLiteStore:
         except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
             return None
         return "[" + ",".join(record[0] for record in records) + "]"
+
+    def _summed(self, filters: ReportFilter) -> frozenset[str]:
+        return totals.summed_columns(self.query, filters, self._columns)
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
