@@ -52,11 +52,19 @@ from opentelemetry.trace import StatusCode
 
 from ..scope import keys as attr
 from .billed import BILLED_KEYS, billed_cost
-from .call import COST_SOURCE_PROVIDER, STATUS_NO_USAGE, STATUS_PARTIAL, STATUS_PRICED, STATUS_UNPRICED, Call
+from .call import (
+    COST_SOURCE_PROVIDER,
+    REASON_UNKNOWN_MODEL,
+    STATUS_NO_USAGE,
+    STATUS_PARTIAL,
+    STATUS_PRICED,
+    STATUS_UNPRICED,
+    Call,
+)
 from .conditions import CONDITION_KEYS, price_context
 from .operations import MODEL_OPERATIONS, NOT_CALL_OPERATIONS, OI_KIND, OI_MODEL_KINDS, same_request
-from .prices import PriceBook, warn_unpriced
-from .usage import READ_KEYS, read_usage
+from .prices import PriceBook, Quote, warn_unpriced
+from .usage import READ_KEYS, LLMUsage, read_usage
 
 __all__ = [
     "CALL_SPAN_ID",
@@ -72,6 +80,7 @@ __all__ = [
     "SpanView",
     "calls_from_spans",
     "is_model_call",
+    "status_of",
 ]
 
 UNTRACKED: Final = "(untracked)"
@@ -223,6 +232,18 @@ def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
 _new_tuple: Final = tuple.__new__
 
 
+def status_of(usage: LLMUsage, quote: Quote) -> str:
+    """The status of a call we priced (not billed): the one rule for the exporter, ``serve`` and ``reprice``.
+
+    ``priced`` when the usage was read in full and has a price, ``partial`` when it
+    has a price but part of the usage was unreadable (the cost is a lower bound),
+    ``unpriced`` when there is usage but no price, ``no_usage`` when there is none.
+    """
+    if quote.cost_usd is not None:
+        return STATUS_PRICED if usage.complete else STATUS_PARTIAL
+    return STATUS_UNPRICED if usage.has_usage else STATUS_NO_USAGE
+
+
 def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call:
     """The priced call of one model span.
 
@@ -244,14 +265,9 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
         cost, source, status, reason = billed, COST_SOURCE_PROVIDER, STATUS_PRICED, None
     else:
         cost, source = quote.cost_usd, quote.source
-        if cost is not None:
-            status = STATUS_PRICED if usage.complete else STATUS_PARTIAL
-        elif usage.has_usage:
-            status = STATUS_UNPRICED
-            if reason == "unknown model":
-                warn_unpriced(usage.model, usage.provider)
-        else:
-            status = STATUS_NO_USAGE
+        status = status_of(usage, quote)
+        if reason == REASON_UNKNOWN_MODEL and usage.has_usage:
+            warn_unpriced(usage.model, usage.provider)
     return _new_call(
         trace_hex,
         key,

@@ -51,12 +51,10 @@ from ..store.base import (
 )
 from .call import (
     COST_SOURCE_PROVIDER,
-    STATUS_NO_USAGE,
     STATUS_PARTIAL,
-    STATUS_PRICED,
-    STATUS_UNPRICED,
     Call,
 )
+from .calls import status_of
 from .conditions import parse_context
 from .prices import PriceBook
 from .usage import LLMUsage
@@ -97,15 +95,9 @@ def repriced(call: Call, prices: PriceBook) -> Call:
     quote = prices.quote(usage, when=_when(call.start_ns), context=parse_context(call.price_context))
     if call.cost_source == COST_SOURCE_PROVIDER:
         return call._replace(computed_cost_usd=quote.cost_usd)
-    if quote.cost_usd is not None:
-        status = STATUS_PRICED if usage.complete else STATUS_PARTIAL
-    elif usage.has_usage:
-        status = STATUS_UNPRICED
-    else:
-        status = STATUS_NO_USAGE
     return call._replace(
         cost_usd=quote.cost_usd,
-        status=status,
+        status=status_of(usage, quote),
         cost_source=quote.source,
         price_source=quote.detail,
         price_context=quote.context,
