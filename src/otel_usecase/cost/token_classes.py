@@ -33,11 +33,10 @@ Each row says:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
-
-from genai_prices.data_units import unit_data
+from functools import cache
+from typing import Any, Final
 
 __all__ = [
     "BY_NAME",
@@ -76,7 +75,7 @@ class TokenClass:
     @property
     def price_key(self) -> str:
         """genai-prices' price key for this class (``input_audio_mtok`` ...)."""
-        return str(unit_data[self.usage_key]["price_key"])
+        return str(_unit_data()[self.usage_key]["price_key"])
 
     @property
     def reason_label(self) -> str:
@@ -247,20 +246,43 @@ SPAN_KEYS: Final[frozenset[str]] = frozenset(key for c in TOKEN_CLASSES for key 
 """Every span attribute that carries a token count."""
 
 
-def _dimensions(token_class: TokenClass) -> frozenset[tuple[str, str]]:
-    return frozenset(unit_data[token_class.usage_key]["dimensions"].items())
+def _unit_data() -> Any:
+    """genai-prices' unit table, imported on first use.
+
+    Importing ``genai_prices`` loads its whole price data; the stores and the
+    ``report`` command read this module (the ledger's columns) and must not pay
+    for that, so only the price key and the inclusion below reach for it.
+    """
+    from genai_prices.data_units import unit_data
+
+    return unit_data
 
 
+@cache
 def _included_in() -> dict[str, tuple[str, ...]]:
     """For each class, the classes whose counts include it (genai-prices: dimensions a strict subset)."""
-    dims = {c.name: _dimensions(c) for c in TOKEN_CLASSES}
+    units = _unit_data()
+    dims = {c.name: frozenset(units[c.usage_key]["dimensions"].items()) for c in TOKEN_CLASSES}
     return {
         c.name: tuple(o.name for o in TOKEN_CLASSES if o is not c and dims[o.name] < dims[c.name])
         for c in TOKEN_CLASSES
     }
 
 
-INCLUDED_IN: Final[Mapping[str, tuple[str, ...]]] = _included_in()
+class _IncludedIn(Mapping[str, tuple[str, ...]]):
+    """:data:`INCLUDED_IN`, derived from genai-prices' units on first use (see :func:`_unit_data`)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return _included_in()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_included_in())
+
+    def __len__(self) -> int:
+        return len(TOKEN_CLASSES)
+
+
+INCLUDED_IN: Final[Mapping[str, tuple[str, ...]]] = _IncludedIn()
 """``cache_read`` -> ``("input",)``, ``cache_audio_read`` -> ``("input", "cache_read", "input_audio")`` ..."""
 
 
