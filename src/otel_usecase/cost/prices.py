@@ -85,7 +85,7 @@ from .call import REASON_NO_USAGE, REASON_UNKNOWN_MODEL
 from .conditions import format_context, parse_context
 from .prices_file import OverrideModel, PricesFile, load_prices_file
 from .providers import map_provider, provider_key
-from .rates import INCONSISTENT, Compiled, Price, PricesFileError, compile_price, evaluate
+from .rates import INCONSISTENT, Compiled, Price, PricesFileError, compile_price, evaluate, in_force
 from .token_classes import BY_NAME
 from .usage import LLMUsage
 
@@ -409,13 +409,10 @@ class PriceBook:
         price = compiled.price
         try:
             if len(tokens) == 2 and "input" in tokens and "output" in tokens:  # most calls: no parts
-                coefs, fee = compiled.coefs, compiled.fee
                 input_tokens = tokens["input"]
-                if compiled.tiers:
-                    for start, tier_coefs, tier_fee in compiled.tiers:
-                        if input_tokens > start:
-                            coefs, fee = tier_coefs, tier_fee
-                            break
+                coefs, fee = (
+                    in_force(compiled, input_tokens) if compiled.tiers else (compiled.coefs, compiled.fee)
+                )
                 usd = fee + coefs["input"] * input_tokens + coefs["output"] * tokens["output"]
                 return _new_tuple(Quote, (float(usd), price.source, price.detail, None, key))
             if tokens.keys() <= _TEXT_CLASSES and "input" in tokens and "output" in tokens:
@@ -433,12 +430,7 @@ class PriceBook:
                     and 0 <= reasoning <= tokens["output"]
                     and (cache_read >= 0 and cache_write >= 0)
                 ):
-                    coefs, fee = compiled.coefs, compiled.fee
-                    if compiled.tiers:
-                        for start, tier_coefs, tier_fee in compiled.tiers:
-                            if input_tokens > start:
-                                coefs, fee = tier_coefs, tier_fee
-                                break
+                    coefs, fee = in_force(compiled, input_tokens)
                     usd = fee
                     for name, count in tokens.items():
                         usd += coefs[name] * count

@@ -263,6 +263,18 @@ def compile_price(
     )
 
 
+def in_force(compiled: Compiled, total_input: int) -> tuple[Mapping[str, Decimal], Decimal]:
+    """The coefficients and per-request fee in force for a call with ``total_input`` input tokens.
+
+    genai-prices' cliff rule: past a tier's start, every token of the call is priced at that tier.
+    """
+    if compiled.tiers:
+        for start, tier_coefs, tier_fee in compiled.tiers:  # highest start first
+            if total_input > start:
+                return tier_coefs, tier_fee
+    return compiled.coefs, compiled.fee
+
+
 def evaluate(compiled: Compiled, tokens: Mapping[str, int]) -> Decimal | str:
     """The USD cost of ``tokens`` (any classes), or the reason there is none.
 
@@ -294,13 +306,7 @@ def evaluate(compiled: Compiled, tokens: Mapping[str, int]) -> Decimal | str:
     for name, count in counts.items():
         if count and name in unpriced:
             return unpriced[name]
-    coefs, fee = compiled.coefs, compiled.fee
-    if compiled.tiers:
-        total_input = counts.get("input", 0)
-        for start, tier_coefs, tier_fee in compiled.tiers:
-            if total_input > start:
-                coefs, fee = tier_coefs, tier_fee
-                break
+    coefs, fee = in_force(compiled, counts.get("input", 0))
     total = fee
     for name, count in counts.items():
         coef = coefs.get(name)

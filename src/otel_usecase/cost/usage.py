@@ -265,17 +265,18 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
         tokens["input"] = input_tokens
     if output_tokens is not None:
         tokens["output"] = output_tokens
-    if _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no part counts at all (one C call)
-        return _new_tuple(
-            LLMUsage,
-            (
-                model,
-                provider.lower() if provider is not None else None,
-                tokens,
-                operation,
-                complete,
-            ),
-        )
+    if not _DETAIL_KEYS.isdisjoint(attributes):  # most spans have no part counts at all (one C call)
+        _read_parts(attributes, tokens)
+    # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 5 arguments).
+    return _new_tuple(
+        LLMUsage, (model, provider.lower() if provider is not None else None, tokens, operation, complete)
+    )
+
+
+def _read_parts(attributes: Mapping[str, Any], tokens: dict[str, int]) -> None:
+    """Add the part counts (cache, reasoning, audio ...) to ``tokens``, and make input/output inclusive."""
+    input_tokens = tokens.get("input")
+    output_tokens = tokens.get("output")
     for token_class in _PART_CLASSES:
         count = _first_count(attributes, token_class.span_keys)
         if count:
@@ -310,18 +311,6 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
         tokens["input"] = input_tokens
     if output_tokens is not None:
         tokens["output"] = output_tokens
-
-    # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 5 arguments).
-    return _new_tuple(
-        LLMUsage,
-        (
-            model,
-            provider.lower() if provider is not None else None,
-            tokens,
-            operation,
-            complete,
-        ),
-    )
 
 
 def _text(value: object) -> str | None:

@@ -246,16 +246,7 @@ def _sort_key(row: ReportRow) -> tuple[Any, ...]:
 # --- records (JSON, CSV) -----------------------------------------------------------------
 
 _TOKEN_FIELDS: Final = tuple(c.column for c in token_classes.TOKEN_CLASSES)
-_ONE_RUN_FIELDS: Final = (
-    "runs",
-    "calls",
-    *_TOKEN_FIELDS,
-    "cost_usd",
-    "cost_complete",
-    "unpriced_calls",
-    "no_usage_calls",
-    "partial_calls",
-)
+_ONE_RUN_FIELDS: Final = RUN_RECORD[RUN_RECORD.index("runs") :]
 """The fields of a ``--by run`` record: one run's average, p50 and p95 are its cost, so they are left
 out (they cost the biggest report, written by the database, a seventh of its time)."""
 _RECORD_FIELDS: Final = (
