@@ -31,6 +31,9 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     call_of,
+    classes_to_mark,
+    mark_params,
+    mark_sql,
     migrate,
     plausible,
     register_fork_hooks,
@@ -230,6 +233,8 @@ class SQLiteStore:
         self._max_rows = _MAX_ROWS_PER_STATEMENT
         self._columns: frozenset[str] = frozenset(COLUMNS)
         """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
+        self._marked: set[str] = set()
+        """Token classes marked in the open file by this store's writes (:func:`.base.classes_to_mark`)."""
         self._open()
         register_fork_hooks(
             self,
@@ -269,6 +274,7 @@ class SQLiteStore:
                 raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
             raise
         self._conn = conn
+        self._marked = set()  # a file opened afresh (replaced, or after a fork) may have no marks yet
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> frozenset[str]:
@@ -428,13 +434,17 @@ class SQLiteStore:
         assert conn is not None
         sizes = _statement_sizes(len(calls), self._max_rows)
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        marks: list[str] = []
         start = 0
         for size in sizes:
             params = tuple(_flat(calls[start : start + size]) if len(sizes) > 1 else _flat(calls))
             if not plausible(params):
                 raise Unstorable("a token count or cost out of the ledger's range")
+            marks += classes_to_mark(params, self._marked.union(marks))
             statements.append((self._upsert(size), params))
             start += size
+        if marks:  # the first rows of a class: its mark goes in the same transaction (see .base.mark_sql)
+            statements.insert(0, (mark_sql("?", len(marks)), tuple(mark_params(marks))))
         try:
             if len(statements) == 1:
                 conn.execute(*statements[0])
@@ -448,6 +458,7 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._marked.update(marks)  # only once committed: a rolled-back mark is written again
         except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
             raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
         except (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError) as exc:
@@ -469,7 +480,11 @@ class SQLiteStore:
     # report primitives (see Store)
 
     def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        return self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, self._summed(filters)))
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed)),
+        )
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
         """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function."""
@@ -481,7 +496,10 @@ class SQLiteStore:
         None when this SQLite cannot (built without the JSON functions) or a value
         cannot go into JSON (a BLOB id): the report then formats the runs itself.
         """
-        columns = dict(totals.run_total_columns(_TOKEN_SUM, self._summed(filters)))
+        return totals.with_summed(self.query, self._columns, lambda summed: self._runs_json(filters, summed))
+
+    def _runs_json(self, filters: ReportFilter, summed: frozenset[str]) -> str | None:
+        columns = dict(totals.run_total_columns(_TOKEN_SUM, summed))
         # A non-finite sum (only from rows no exporter writes) is null, as a report shows it: SQLite writes Inf.
         finite_cost = f"CASE WHEN {totals.COST} BETWEEN -1e308 AND 1e308 THEN {totals.COST} END"
         complete = totals.incomplete(columns.__getitem__)
@@ -504,9 +522,6 @@ class SQLiteStore:
         except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
             return None
         return "[" + ",".join(record[0] for record in records) + "]"
-
-    def _summed(self, filters: ReportFilter) -> frozenset[str]:
-        return totals.summed_columns(self.query, filters, self._columns)
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
