@@ -19,7 +19,18 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import add
 from typing import Any, Final, TypeVar
 
-from .base import COLUMNS, LEDGER, MARKED_CLASSES, META_TABLE, RUN_TOTALS, TABLE, ReportFilter, seen_key
+from .base import (
+    COLUMNS,
+    GROUP_TOTALS,
+    LEDGER,
+    MARKED_CLASSES,
+    META_TABLE,
+    RUN_TOTALS,
+    TABLE,
+    TOKEN_COLUMNS,
+    ReportFilter,
+    seen_key,
+)
 
 __all__ = [
     "COST",
@@ -34,6 +45,8 @@ __all__ = [
     "summed_columns",
     "where",
     "with_summed",
+    "with_zeros",
+    "zero_columns",
 ]
 
 STATUS_COUNTS: Final = (
@@ -124,13 +137,14 @@ def run_total_columns(token_sum: str, present: Collection[str]) -> tuple[tuple[s
     these counts rather than counted again, since each aggregate more costs the
     biggest report (``--by run``) 5-8%.
     """
+    zeros = zero_columns(present)
     expressions = {
         "calls": "COUNT(*)",
         "cost_usd": COST,
         **{name: f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)" for name, status in STATUS_COUNTS},
     }
     return tuple(
-        (name, expressions.get(name) or (token_sum.format(name) if name in present else "0"))
+        (name, expressions.get(name) or ("0" if name in zeros else token_sum.format(name)))
         for name in RUN_TOTALS
     )
 
@@ -140,21 +154,55 @@ def incomplete(counts: Callable[[str], str]) -> str:
     return " + ".join(counts(name) for name, _ in STATUS_COUNTS)
 
 
+def zero_columns(summed: Collection[str]) -> tuple[str, ...]:
+    """The token columns a report does not sum (their totals are 0): those not in ``summed``, in order."""
+    return tuple(c for c in TOKEN_COLUMNS if c not in summed)
+
+
 def run_totals_sql(
-    keys: Sequence[str], filters: ReportFilter, token_sum: str, present: Collection[str]
+    keys: Sequence[str],
+    filters: ReportFilter,
+    token_sum: str,
+    present: Collection[str],
+    *,
+    zeros: bool = True,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
-    (run_id, use_case), so the database streams over it without sorting.
+    (run_id, use_case), so the database streams over it without sorting. With
+    ``zeros=False`` the token columns not summed (:func:`zero_columns`) are left
+    out instead of selected as 0 (for a store that aggregates the runs further:
+    9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
     clause, params = where(filters)
     group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
+    left_out = () if zeros else zero_columns(present)
     selected = ", ".join(
         [f"{column(k, present)} AS {k}" for k in keys]
-        + [f"{expression} AS {name}" for name, expression in run_total_columns(token_sum, present)]
+        + [
+            f"{expression} AS {name}"
+            for name, expression in run_total_columns(token_sum, present)
+            if name not in left_out
+        ]
     )
     return f"SELECT {selected} FROM {TABLE}{clause} GROUP BY {group}", params
+
+
+def with_zeros(rows: Iterable[Sequence[Any]], n_keys: int, summed: Collection[str]) -> list[tuple[Any, ...]]:
+    """Group rows (``n_keys`` key values, then :data:`~otel_usecase.store.base.GROUP_TOTALS` without the
+    token columns of :func:`zero_columns`) with those columns put back as 0, in their places."""
+    zeros = frozenset(zero_columns(summed))
+    if not zeros:
+        return [tuple(row) for row in rows]
+    kept = [i for i, name in enumerate(GROUP_TOTALS) if name not in zeros]
+    result = []
+    for row in rows:
+        full: list[Any] = [*row[:n_keys], *[0] * len(GROUP_TOTALS)]
+        for at, value in zip(kept, row[n_keys:]):
+            full[n_keys + at] = value
+        result.append(tuple(full))
+    return result
 
 
 def run_calls_sql(run_id: str, present: Collection[str]) -> tuple[str, list[Any]]:
@@ -197,8 +245,10 @@ def group_runs(rows: Iterable[Sequence[Any]], n_keys: int) -> list[tuple[Any, ..
     as unknown.
     """
     groups: dict[tuple[Any, ...], _Group] = {}
-    width = len(RUN_TOTALS) - 1
+    width = -1
     for row in rows:
+        if width < 0:
+            width = len(row) - n_keys - 1  # RUN_TOTALS, or fewer (run_totals_sql(zeros=False))
         key = tuple(row[:n_keys])
         group = groups.get(key)
         if group is None:
