@@ -28,7 +28,7 @@ from otel_usecase.cost.calls import Call
 from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.report.queries import CELL_LIMIT, GROUPINGS
 from otel_usecase.store import open_store
-from otel_usecase.store.base import COLUMNS, row_of
+from otel_usecase.store.base import COLUMNS, classes_to_mark, mark_params, mark_sql, row_of
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import mini_cost
@@ -321,10 +321,13 @@ def _insert_calls(store_url: str, calls: list[Call]) -> None:
     """``calls`` as rows, written with sqlite3 past every check of ours (a store made by open_store)."""
     open_store(store_url).close()
     conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+    rows = [row_of(call) for call in calls]
     conn.executemany(
-        f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-        [row_of(call) for call in calls],
+        f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
     )
+    marks = classes_to_mark([value for row in rows for value in row], ())
+    if marks:  # a writer past the store marks the audio, image, video classes itself (store.base.SEEN_PREFIX)
+        conn.execute(mark_sql("?", len(marks)), mark_params(marks))
     conn.commit()
     conn.close()
 

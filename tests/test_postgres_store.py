@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import pytest
@@ -30,15 +30,13 @@ from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
 from otel_usecase.store import (
     SCHEMA_VERSION,
-    ReportFilter,
     Store,
     StoreError,
     StoreUnavailable,
     open_store,
     postgres_reports,
-    totals,
 )
-from otel_usecase.store.base import COLUMNS, TOKEN_COLUMNS, redact_url
+from otel_usecase.store.base import TOKEN_COLUMNS, redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
 from .pg import PostgresServer
@@ -431,6 +429,11 @@ def test_a_version_2_ledger_is_read_as_is_by_a_reader_and_upgraded_in_place_by_a
         assert {"input_audio_tokens", "output_audio_tokens", "cost_source"} <= ledger_columns(writer, backend)
         for by in GROUPINGS:
             assert_report(writer, old, by)  # old rows read the same
+        # no 1-hour cache, audio, image or video tokens (v2 had no column for them), so no marks:
+        # the report queries read only the covering index, which holds the five older classes
+        assert indexed_columns(writer, backend) == INDEXED
+        plans = report_plans(writer, backend)
+        assert len(plans) >= 4 and [p for p in plans if not p.only_index] == []
         audio_in, audio_out = 1_200, 300  # gpt-4o-audio-preview: $40/M audio in, $80/M audio out
         new = make_call(500, run_id="audio-run")._replace(
             tokens={"input": 1_250, "output": 320, "input_audio": audio_in, "output_audio": audio_out},
@@ -440,24 +443,83 @@ def test_a_version_2_ledger_is_read_as_is_by_a_reader_and_upgraded_in_place_by_a
         assert writer.write([new]) == []
         [landed] = run_calls(writer, "audio-run")
         assert landed.tokens == new.tokens and landed.cost_source == "genai-prices 0.2.3"
+        assert seen_marks(writer) == {"token_class_seen:input_audio", "token_class_seen:output_audio"}
         for by in GROUPINGS:
-            assert_report(writer, [*old, new], by)
-        if backend == "postgresql":
-            [(definition,)] = writer.query(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = 'usecase_calls_run_totals'"
-            )
-            assert "input_audio_tokens" in definition
-        else:
-            indexed = [r[2] for r in writer.query("PRAGMA index_info(usecase_calls_run_totals)")]
-            assert "input_audio_tokens" in indexed and indexed[-1] == "start_ns"
-            # the per-run totals of every report (here --by use-case --since) read only the index
-            from otel_usecase.store.sqlite import _TOKEN_SUM
-
-            sql, params = totals.run_totals_sql(("use_case",), ReportFilter(since_ns=T0), _TOKEN_SUM, COLUMNS)
-            plan = " ".join(r[3] for r in writer.query("EXPLAIN QUERY PLAN " + sql, params))
-            assert "COVERING INDEX usecase_calls_run_totals" in plan, plan
+            assert_report(writer, [*old, new], by)  # the audio tokens summed: read from the table now
+        plans = report_plans(writer, backend)
+        assert plans and all("input_audio_tokens" in p.sql and not p.only_index for p in plans)
     finally:
         writer.close()
+
+
+INDEXED = (
+    "run_id, use_case, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "
+    "cost_usd, status, start_ns"
+)
+"""The covering index: what nearly every report reads (never the 1-hour cache, audio, image, video classes)."""
+
+
+def indexed_columns(store: Store, backend: str) -> str:
+    if backend == "postgresql":
+        [(definition,)] = store.query(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'usecase_calls_run_totals'"
+        )
+        return str(definition).split(" USING btree (", 1)[1].rstrip(")")
+    return ", ".join(r[2] for r in store.query("PRAGMA index_info(usecase_calls_run_totals)"))
+
+
+def seen_marks(store: Store) -> set[str]:
+    """The token classes the ledger is marked as having had (keys of the meta table)."""
+    return {
+        key for (key,) in store.query("SELECT key FROM otel_usecase_meta WHERE key LIKE 'token_class_seen:%'")
+    }
+
+
+class Plan(NamedTuple):
+    sql: str
+    plan: str
+    only_index: bool
+
+
+def report_plans(store: Store, backend: str) -> list[Plan]:
+    """The plan of every ledger query the reports ``--by run`` (table and JSON), ``--by use-case`` and
+    ``--by use-case --since`` run, and whether it reads the covering index alone (never the table)."""
+    recorded: list[tuple[str, list[Any]]] = []
+    query = store.query
+
+    def recording(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        recorded.append((sql, list(params)))
+        return query(sql, params)
+
+    store.query = recording  # type: ignore[method-assign]
+    try:
+        build_report(store, "run")
+        render_report(store, "run", "json")
+        build_report(store, "use-case")
+        build_report(store, "use-case", since="2026-01-01T00:00:00.010")
+    finally:
+        del store.query
+    if backend == "postgresql":  # what autovacuum does after a load: index-only scans need the visibility map
+        with psycopg.connect(store._conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute("VACUUM ANALYZE usecase_calls")
+    plans = []
+    for sql, params in recorded:
+        if "FROM usecase_calls" not in sql:
+            continue
+        if backend == "postgresql":
+            plan = "\n".join(str(r[0]) for r in store.query("EXPLAIN " + sql, params))
+            only = "Index Only Scan using usecase_calls_run_totals" in plan and not re.search(
+                r"Seq Scan|Index Scan|Bitmap", plan.replace("Index Only Scan", "")
+            )
+        else:
+            lines = [str(r[3]) for r in store.query("EXPLAIN QUERY PLAN " + sql, params)]
+            plan = "\n".join(lines)
+            reads = [line for line in lines if "usecase_calls" in line]
+            only = bool(reads) and all(
+                "USING COVERING INDEX usecase_calls_run_totals" in line for line in reads
+            )
+        plans.append(Plan(sql, plan, only))
+    return plans
 
 
 def test_newer_schema_version_is_refused_by_name(db_url: str) -> None:

@@ -32,12 +32,15 @@ from ..cost.usage import MAX_TOKEN_COUNT
 __all__ = [
     "COLUMNS",
     "GROUP_TOTALS",
+    "INDEXED_CLASSES",
     "LEDGER",
+    "MARKED_CLASSES",
     "META_TABLE",
     "PRICE_COLUMNS",
     "RUN_RECORD",
     "RUN_TOTALS",
     "SCHEMA_VERSION",
+    "SEEN_PREFIX",
     "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
@@ -50,8 +53,11 @@ __all__ = [
     "Unstorable",
     "broken_rule",
     "call_of",
+    "classes_to_mark",
     "create_statements",
     "default_store_url",
+    "mark_params",
+    "mark_sql",
     "migrate",
     "missing_column_statements",
     "one_line",
@@ -63,6 +69,7 @@ __all__ = [
     "reprice_update_params",
     "reprice_update_sql",
     "row_of",
+    "seen_key",
     "upgrade_statements",
     "write_isolating",
 ]
@@ -107,6 +114,18 @@ TOKEN_COLUMNS: Final[tuple[str, ...]] = token_classes.COLUMNS
 """One column per token class, in table order (``input_tokens``, ``output_tokens``, ``cache_read_tokens`` ...)."""
 _KNOWN_OR_NULL: Final = frozenset((token_classes.INPUT.column, token_classes.OUTPUT.column))
 """Input and output counts may be unknown (NULL, never 0); a part that is absent is 0."""
+
+INDEXED_CLASSES: Final = token_classes.TOKEN_CLASSES[:5]
+"""The token classes every report sums, in the covering index: input, output, cache reads and writes,
+reasoning (the classes the ledger had before schema 3). The later ones are summed only once the ledger has
+had one (:data:`MARKED_CLASSES`)."""
+
+MARKED_CLASSES: Final = token_classes.TOKEN_CLASSES[5:]
+"""The token classes added with schema 3 (1-hour cache writes, audio, image, video): 0 in most ledgers.
+Not in the covering index (each one more makes every report read more: 14 classes took the PostgreSQL
+index from 170 to 289 MiB and reports 25-64 % longer). The write that first stores a non-zero count of
+one also stores its mark (:func:`mark_sql`) in the same transaction; a report sums only the marked ones
+(:func:`.totals.summed_columns`), so a ledger without them is read from the index alone."""
 
 LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
     *_BEFORE_TOKENS,
@@ -350,6 +369,48 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
     )
 
 
+# --- the token classes a ledger has had ------------------------------------------------------
+
+SEEN_PREFIX: Final = "token_class_seen:"
+"""A :data:`META_TABLE` key ``token_class_seen:<class name>`` marks a class of :data:`MARKED_CLASSES` that
+some write stored a non-zero count of. Marks are only ever added: re-pricing changes no token count, and
+an upgraded version 2 ledger has none of these classes (it had no column for them), so none to backfill.
+A program writing rows past the store (plain SQL) must add the mark of such a class itself, or reports
+read that class as 0."""
+
+_MARKED_AT: Final = tuple((c.name, COLUMNS.index(c.column)) for c in MARKED_CLASSES)
+_WIDTH: Final = len(COLUMNS)
+
+
+def seen_key(name: str) -> str:
+    """The :data:`META_TABLE` key marking token class ``name`` as written (see :data:`SEEN_PREFIX`)."""
+    return SEEN_PREFIX + name
+
+
+def classes_to_mark(flat: Sequence[Any], marked: Collection[str]) -> list[str]:
+    """The classes of :data:`MARKED_CLASSES` not in ``marked`` with a non-zero count in ``flat`` (rows in
+    column order, one after the other, as :func:`plausible` reads them).
+
+    ``marked`` is a store's in-memory set of the marks it has written (or found)
+    since it connected: once a ledger's classes are marked this is a few set
+    lookups per batch; until then one C-level pass over a column slice per class.
+    """
+    return [name for name, at in _MARKED_AT if name not in marked and any(flat[at::_WIDTH])]
+
+
+def mark_sql(placeholder: str, marks: int) -> str:
+    """The insert of ``marks`` marks (key, value = the class's column) in :data:`META_TABLE`; an existing
+    mark is left alone (``ON CONFLICT DO NOTHING``, both stores). A store runs it in the transaction that
+    writes the rows with those tokens, so that a report can never see the rows without the mark."""
+    values = ", ".join([f"({placeholder}, {placeholder})"] * marks)
+    return f"INSERT INTO {META_TABLE} (key, value) VALUES {values} ON CONFLICT (key) DO NOTHING"
+
+
+def mark_params(names: Iterable[str]) -> list[str]:
+    """The parameters of :func:`mark_sql` for the classes ``names``."""
+    return [value for name in names for value in (seen_key(name), token_classes.BY_NAME[name].column)]
+
+
 # --- calls the ledger cannot hold ------------------------------------------------------------
 
 INT64_MIN: Final = -(2**63)
@@ -552,11 +613,11 @@ INDEXES: Final[tuple[str, ...]] = (
     # index in order and never the table. Also finds one run. It is the only index
     # besides the primary key: each one more costs every write (about 1.2 us per row
     # in SQLite), and a filtered report scanning this index takes well under a second
-    # at a million rows. Every token class is in it, since every report sums them all
-    # (a part that is 0 takes one byte of an SQLite index entry).
+    # at a million rows. Only the classes every report sums are in it (INDEXED_CLASSES);
+    # a ledger that has any of the others is read from the table too, correct and slower.
     (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
-        f"(run_id, use_case, {', '.join(TOKEN_COLUMNS)}, cost_usd, status, start_ns)"
+        f"(run_id, use_case, {', '.join(c.column for c in INDEXED_CLASSES)}, cost_usd, status, start_ns)"
     ),
 )
 
@@ -564,7 +625,8 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the covering index gains start_ns (a --since report read the table for
     # every row: 2.4 s instead of 0.9 s at 1M rows); the (use_case, start_ns) index goes.
     1: (f"DROP INDEX IF EXISTS {TABLE}_use_case", f"DROP INDEX IF EXISTS {TABLE}_run_totals"),
-    # 2 -> 3: the covering index gains every token class (reports sum them all).
+    # 2 -> 3: the covering index gains cache_write_tokens. The classes added with 3 need no
+    # marks (MARKED_CLASSES): a version 2 ledger had no column for them, so no such tokens.
     2: (f"DROP INDEX IF EXISTS {TABLE}_run_totals",),
 }
 """Statements taking a store from schema version N to N + 1, run before the missing columns are added

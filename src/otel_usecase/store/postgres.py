@@ -67,6 +67,9 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     call_of,
+    classes_to_mark,
+    mark_params,
+    mark_sql,
     migrate,
     one_line,
     plausible,
@@ -363,6 +366,8 @@ class PostgresStore:
         self._create = create
         self._columns: frozenset[str] = frozenset(COLUMNS)
         """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
+        self._marked: set[str] = set()
+        """Token classes this store's writes have marked since it connected (:func:`.base.classes_to_mark`)."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
             self._columns = self._run("open", self._migrate)
@@ -422,6 +427,7 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {self.url}: {one_line(exc)}") from exc
         self._conn = conn
         self._pid = os.getpid()
+        self._marked = set()  # a new connection (a failover, a fork) checks its marks afresh
         return conn, True
 
     def _discard(self) -> None:
@@ -523,8 +529,13 @@ class PostgresStore:
     def _write_batch(self, calls: Sequence[Call]) -> None:
         """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
-        if not plausible(tuple(chain.from_iterable(rows))):
+        flat = tuple(chain.from_iterable(rows))
+        if not plausible(flat):
             raise Unstorable("a token count or cost out of the ledger's range")
+        # The first rows of a class carry its mark, in their transaction (see .base.mark_sql); marks
+        # go first, in one order, so concurrent writers of the same new class never deadlock.
+        marks = sorted(classes_to_mark(flat, self._marked))
+        marking = (mark_sql("%s", len(marks)), mark_params(marks)) if marks else None
 
         deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
 
@@ -535,11 +546,14 @@ class PostgresStore:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(_WRITE_LIMITS)
+                    if marking is not None:
+                        cur.execute(*marking)
                     cur.executemany(self._insert, rows)
             finally:
                 watchdog.cancel()
 
         self._run(f"writing {len(rows)} calls", upsert)
+        self._marked.update(marks)  # only once committed: a rolled-back mark is written again
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
@@ -622,20 +636,32 @@ class PostgresStore:
     # report primitives (see Store)
 
     def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        summed = totals.summed_columns(self.query, filters, self._columns)
-        return self.query(*totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed))
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: self.query(
+                *totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed)
+            ),
+        )
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        summed = totals.summed_columns(self.query, filters, self._columns)
-        return postgres_reports.group_totals(self.query, keys, filters, summed)
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: postgres_reports.group_totals(self.query, keys, filters, summed),
+        )
 
     def runs_json(self, filters: ReportFilter) -> str | None:
-        return postgres_reports.runs_json(
+        return totals.with_summed(
             self.query,
-            self.query_together,
-            filters,
-            totals.summed_columns(self.query, filters, self._columns),
-            split_from_pages=postgres_reports.SPLIT_FROM_PAGES,
+            self._columns,
+            lambda summed: postgres_reports.runs_json(
+                self.query,
+                self.query_together,
+                filters,
+                summed,
+                split_from_pages=postgres_reports.SPLIT_FROM_PAGES,
+            ),
         )
 
     def run_calls(self, run_id: str) -> list[Call]:

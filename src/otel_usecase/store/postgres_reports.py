@@ -40,12 +40,13 @@ def group_totals(
     ranks, like :func:`.totals.percentile`, and skips NULLs: the runs whose cost is
     not known and complete are left out of the per-run figures as NULLs.
     """
-    per_run, params = totals.run_totals_sql(keys, filters, TOKEN_SUM, present)
+    per_run, params = totals.run_totals_sql(keys, filters, TOKEN_SUM, present, zeros=False)
+    zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
     key_cols = ", ".join(keys)
     complete_cost = f"CASE WHEN {totals.incomplete(str)} = 0 THEN cost_usd END"
     figures = {
         "runs": "COUNT(*)",
-        **{name: f"SUM({name})" for name in RUN_TOTALS},
+        **{name: "0" if name in zeros else f"SUM({name})" for name in RUN_TOTALS},
         "avg_run_cost_usd": f"AVG({complete_cost})",
         "p50_run_cost_usd": f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {complete_cost})",
         "p95_run_cost_usd": f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {complete_cost})",
@@ -80,13 +81,23 @@ def runs_json(
         "cost_usd": "r.c",
         "cost_complete": f"CASE WHEN {totals.incomplete(lambda name: 'r.' + name)} = 0 THEN 'true' ELSE 'false' END",
     }
-    pieces = []
+    # The token classes not summed (9 of 14 in most ledgers) are 0: their text joins the constant
+    # pieces around them, so they cost the records nothing.
+    zeros = totals.zero_columns(present)
+    pieces: list[str] = []
+    text = ""
     for i, name in enumerate(RUN_RECORD):
-        pieces.append(("'{" if i == 0 else "',") + f'"{name}":\'')
-        pieces.append(values.get(name, f"r.{name}::text"))
-    record = "concat(" + ", ".join(pieces) + ", '}')"
+        text += ("{" if i == 0 else ",") + f'"{name}":'
+        if name in zeros:
+            text += "0"
+            continue
+        pieces += [f"'{text}'", values.get(name, f"r.{name}::text")]
+        text = ""
+    record = "concat(" + ", ".join(pieces) + f", '{text}}}')"
     run_totals = ", ".join(
-        f"{expression} AS {name}" for name, expression in totals.run_total_columns(TOKEN_SUM, present)
+        f"{expression} AS {name}"
+        for name, expression in totals.run_total_columns(TOKEN_SUM, present)
+        if name not in zeros
     )
 
     def records(having: str) -> str:

@@ -31,6 +31,9 @@ from .base import (
     StoreUnavailable,
     Unstorable,
     call_of,
+    classes_to_mark,
+    mark_params,
+    mark_sql,
     migrate,
     plausible,
     register_fork_hooks,
@@ -198,6 +201,35 @@ class _Checkpointer:
         self._thread.join(10)
 
 
+def _record(expressions: dict[str, str], zeros: frozenset[str]) -> str:
+    """The SQL of one :data:`RUN_RECORD` JSON object: ``json_object`` over the fields with an expression,
+    the token fields of ``zeros`` (always 0) spliced in as text.
+
+    Each ``json_object`` pair costs every record (200k at a million calls); 9 of the 14 token
+    classes are 0 in most ledgers, so their text is a constant between the objects of the other
+    fields: ``rtrim(.., '}')`` drops an object's closing brace (its last value is a number, a
+    string or a boolean, never an object) and ``substr(.., 2)`` the opening one of the next.
+    """
+    segments: list[tuple[bool, list[str]]] = []  # (constant, items) of consecutive fields
+    for name in RUN_RECORD:
+        constant = name in zeros
+        item = f'"{name}":0' if constant else f"'{name}', {expressions[name]}"
+        if segments and segments[-1][0] == constant:
+            segments[-1][1].append(item)
+        else:
+            segments.append((constant, [item]))
+    last = len(segments) - 1
+    sql = []
+    for i, (constant, items) in enumerate(segments):
+        if constant:
+            sql.append("'" + ("{" if i == 0 else "") + ",".join(items) + ("}" if i == last else "") + "'")
+            continue
+        part = f"json_object({', '.join(items)})"
+        part = part if i == 0 else f"substr({part}, 2)"
+        sql.append(part if i == last else f"rtrim({part}, '}}')")
+    return " || ',' || ".join(sql)
+
+
 class SQLiteStore:
     """A :class:`~otel_usecase.store.Store` in one SQLite file.
 
@@ -230,6 +262,8 @@ class SQLiteStore:
         self._max_rows = _MAX_ROWS_PER_STATEMENT
         self._columns: frozenset[str] = frozenset(COLUMNS)
         """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
+        self._marked: set[str] = set()
+        """Token classes marked in the open file by this store's writes (:func:`.base.classes_to_mark`)."""
         self._open()
         register_fork_hooks(
             self,
@@ -269,6 +303,7 @@ class SQLiteStore:
                 raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
             raise
         self._conn = conn
+        self._marked = set()  # a file opened afresh (replaced, or after a fork) may have no marks yet
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> frozenset[str]:
@@ -428,13 +463,17 @@ class SQLiteStore:
         assert conn is not None
         sizes = _statement_sizes(len(calls), self._max_rows)
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        marks: list[str] = []
         start = 0
         for size in sizes:
             params = tuple(_flat(calls[start : start + size]) if len(sizes) > 1 else _flat(calls))
             if not plausible(params):
                 raise Unstorable("a token count or cost out of the ledger's range")
+            marks += classes_to_mark(params, self._marked.union(marks))
             statements.append((self._upsert(size), params))
             start += size
+        if marks:  # the first rows of a class: its mark goes in the same transaction (see .base.mark_sql)
+            statements.insert(0, (mark_sql("?", len(marks)), tuple(mark_params(marks))))
         try:
             if len(statements) == 1:
                 conn.execute(*statements[0])
@@ -448,6 +487,7 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._marked.update(marks)  # only once committed: a rolled-back mark is written again
         except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
             raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
         except (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError) as exc:
@@ -469,11 +509,23 @@ class SQLiteStore:
     # report primitives (see Store)
 
     def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        return self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, self._summed(filters)))
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed)),
+        )
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
-        """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function."""
-        return totals.group_runs(self.run_totals(keys, filters), len(keys))
+        """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function.
+
+        The runs come without the token columns not summed (9 of 14 in most ledgers), which
+        are put back as 0 in the groups only."""
+
+        def groups(summed: frozenset[str]) -> list[tuple[Any, ...]]:
+            runs = self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed, zeros=False))
+            return totals.with_zeros(totals.group_runs(runs, len(keys)), len(keys), summed)
+
+        return totals.with_summed(self.query, self._columns, groups)
 
     def runs_json(self, filters: ReportFilter) -> str | None:
         """One ``json_object`` per run, in report order; Python only joins them.
@@ -481,7 +533,10 @@ class SQLiteStore:
         None when this SQLite cannot (built without the JSON functions) or a value
         cannot go into JSON (a BLOB id): the report then formats the runs itself.
         """
-        columns = dict(totals.run_total_columns(_TOKEN_SUM, self._summed(filters)))
+        return totals.with_summed(self.query, self._columns, lambda summed: self._runs_json(filters, summed))
+
+    def _runs_json(self, filters: ReportFilter, summed: frozenset[str]) -> str | None:
+        columns = dict(totals.run_total_columns(_TOKEN_SUM, summed))
         # A non-finite sum (only from rows no exporter writes) is null, as a report shows it: SQLite writes Inf.
         finite_cost = f"CASE WHEN {totals.COST} BETWEEN -1e308 AND 1e308 THEN {totals.COST} END"
         complete = totals.incomplete(columns.__getitem__)
@@ -493,10 +548,10 @@ class SQLiteStore:
             "cost_usd": finite_cost,
             "cost_complete": f"json(CASE WHEN {complete} = 0 THEN 'true' ELSE 'false' END)",
         }
-        json_object = ", ".join(f"'{name}', {expressions[name]}" for name in RUN_RECORD)
+        record = _record(expressions, frozenset(totals.zero_columns(summed)))
         clause, params = totals.where(filters)
         sql = (
-            f"SELECT json_object({json_object}) FROM {TABLE}{clause} GROUP BY run_id, use_case "
+            f"SELECT {record} FROM {TABLE}{clause} GROUP BY run_id, use_case "
             f"ORDER BY {finite_cost} DESC, COALESCE(use_case, ''), run_id"
         )  # SQLite sorts NULL below every number: unpriced runs come last
         try:
@@ -504,9 +559,6 @@ class SQLiteStore:
         except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
             return None
         return "[" + ",".join(record[0] for record in records) + "]"
-
-    def _summed(self, filters: ReportFilter) -> frozenset[str]:
-        return totals.summed_columns(self.query, filters, self._columns)
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]

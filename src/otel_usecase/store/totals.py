@@ -17,10 +17,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import add
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from ..cost import token_classes
-from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, ReportFilter
+from .base import (
+    COLUMNS,
+    GROUP_TOTALS,
+    LEDGER,
+    MARKED_CLASSES,
+    META_TABLE,
+    RUN_TOTALS,
+    TABLE,
+    TOKEN_COLUMNS,
+    ReportFilter,
+    seen_key,
+)
 
 __all__ = [
     "COST",
@@ -34,6 +44,9 @@ __all__ = [
     "run_totals_sql",
     "summed_columns",
     "where",
+    "with_summed",
+    "with_zeros",
+    "zero_columns",
 ]
 
 STATUS_COUNTS: Final = (
@@ -49,31 +62,51 @@ COST: Final = "SUM(cost_usd)"
 _DEFAULTS: Final = {name: "0" if "DEFAULT 0" in constraint else "NULL" for name, _, constraint in LEDGER}
 
 
-_NEWER_CLASSES: Final = tuple(c.column for c in token_classes.TOKEN_CLASSES[5:])
-"""The token classes after the ledger's original five (1-hour cache writes, audio, image, video): 0 in
-most ledgers, and each one more sum costs a report at a million calls about 0.2 s (SQLite)."""
+_MARKS: Final = tuple((c.column, seen_key(c.name)) for c in MARKED_CLASSES)
+
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+_T = TypeVar("_T")
 
 
-def summed_columns(
-    query: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
-    filters: ReportFilter,
-    present: Collection[str],
-) -> frozenset[str]:
-    """The columns a report must sum: ``present``, without the newer token classes when no row the report
-    reads has one of them (their totals are then 0, written as constants).
+def summed_columns(query: Query, present: Collection[str]) -> frozenset[str]:
+    """The columns a report sums: ``present``, without the token classes of
+    :data:`~otel_usecase.store.base.MARKED_CLASSES` the ledger has never had a non-zero count of (their
+    totals are 0, written as constants).
 
-    One ``EXISTS`` over the covering index decides it (about a tenth of the sums
-    it saves; it stops at the first such row when there is one), so a ledger
-    without audio, image or video tokens reports as fast as before they existed.
+    Decided by the marks the store writes with the first such rows (one lookup
+    in the meta table, no scan of the ledger), so a report over a ledger
+    without 1-hour cache, audio, image or video tokens reads the covering index
+    alone, as fast as before those classes existed. A ledger that has one is
+    read from the table too, for every report: correct, and slower.
     """
-    newer = [c for c in _NEWER_CLASSES if c in present]
-    if not newer:
+    marked = [(column, key) for column, key in _MARKS if column in present]
+    if not marked:  # a reader of an older ledger, without these columns (and without marks)
         return frozenset(present)
-    clause, params = where(filters)
-    condition = " OR ".join(f"{c} <> 0" for c in newer)
-    sql = f"SELECT EXISTS (SELECT 1 FROM {TABLE}{clause}{' AND ' if clause else ' WHERE '}({condition}))"
-    rows = query(sql, params)
-    return frozenset(present) if rows and rows[0][0] else frozenset(present).difference(newer)
+    keys = [key for _, key in marked]
+    found = {
+        row[0]
+        for row in query(f"SELECT key FROM {META_TABLE} WHERE key IN ({', '.join('?' * len(keys))})", keys)
+    }
+    return frozenset(present).difference(column for column, key in marked if key not in found)
+
+
+def with_summed(query: Query, present: Collection[str], report: Callable[[frozenset[str]], _T]) -> _T:
+    """``report(summed)`` with :func:`summed_columns`, read again afterwards; run again if it changed.
+
+    A mark is committed with the first rows of its class, but the report runs in
+    a snapshot of its own, after the marks were read: rows committed in between
+    would have their tokens read as 0. Marks are only ever added, so if they are
+    the same after the report, every row it read had its mark before; if not,
+    the report is run again with the new ones (at most once per class in the
+    lifetime of a ledger). One more lookup in the meta table per report.
+    """
+    summed = summed_columns(query, present)
+    while True:
+        result = report(summed)
+        again = summed_columns(query, present)
+        if again == summed:
+            return result
+        summed = again
 
 
 def column(name: str, present: Collection[str]) -> str:
@@ -104,13 +137,14 @@ def run_total_columns(token_sum: str, present: Collection[str]) -> tuple[tuple[s
     these counts rather than counted again, since each aggregate more costs the
     biggest report (``--by run``) 5-8%.
     """
+    zeros = zero_columns(present)
     expressions = {
         "calls": "COUNT(*)",
         "cost_usd": COST,
         **{name: f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)" for name, status in STATUS_COUNTS},
     }
     return tuple(
-        (name, expressions.get(name) or (token_sum.format(name) if name in present else "0"))
+        (name, expressions.get(name) or ("0" if name in zeros else token_sum.format(name)))
         for name in RUN_TOTALS
     )
 
@@ -120,21 +154,55 @@ def incomplete(counts: Callable[[str], str]) -> str:
     return " + ".join(counts(name) for name, _ in STATUS_COUNTS)
 
 
+def zero_columns(summed: Collection[str]) -> tuple[str, ...]:
+    """The token columns a report does not sum (their totals are 0): those not in ``summed``, in order."""
+    return tuple(c for c in TOKEN_COLUMNS if c not in summed)
+
+
 def run_totals_sql(
-    keys: Sequence[str], filters: ReportFilter, token_sum: str, present: Collection[str]
+    keys: Sequence[str],
+    filters: ReportFilter,
+    token_sum: str,
+    present: Collection[str],
+    *,
+    zeros: bool = True,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
-    (run_id, use_case), so the database streams over it without sorting.
+    (run_id, use_case), so the database streams over it without sorting. With
+    ``zeros=False`` the token columns not summed (:func:`zero_columns`) are left
+    out instead of selected as 0 (for a store that aggregates the runs further:
+    9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
     clause, params = where(filters)
     group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
+    left_out = () if zeros else zero_columns(present)
     selected = ", ".join(
         [f"{column(k, present)} AS {k}" for k in keys]
-        + [f"{expression} AS {name}" for name, expression in run_total_columns(token_sum, present)]
+        + [
+            f"{expression} AS {name}"
+            for name, expression in run_total_columns(token_sum, present)
+            if name not in left_out
+        ]
     )
     return f"SELECT {selected} FROM {TABLE}{clause} GROUP BY {group}", params
+
+
+def with_zeros(rows: Iterable[Sequence[Any]], n_keys: int, summed: Collection[str]) -> list[tuple[Any, ...]]:
+    """Group rows (``n_keys`` key values, then :data:`~otel_usecase.store.base.GROUP_TOTALS` without the
+    token columns of :func:`zero_columns`) with those columns put back as 0, in their places."""
+    zeros = frozenset(zero_columns(summed))
+    if not zeros:
+        return [tuple(row) for row in rows]
+    kept = [i for i, name in enumerate(GROUP_TOTALS) if name not in zeros]
+    result = []
+    for row in rows:
+        full: list[Any] = [*row[:n_keys], *[0] * len(GROUP_TOTALS)]
+        for at, value in zip(kept, row[n_keys:]):
+            full[n_keys + at] = value
+        result.append(tuple(full))
+    return result
 
 
 def run_calls_sql(run_id: str, present: Collection[str]) -> tuple[str, list[Any]]:
@@ -177,8 +245,10 @@ def group_runs(rows: Iterable[Sequence[Any]], n_keys: int) -> list[tuple[Any, ..
     as unknown.
     """
     groups: dict[tuple[Any, ...], _Group] = {}
-    width = len(RUN_TOTALS) - 1
+    width = -1
     for row in rows:
+        if width < 0:
+            width = len(row) - n_keys - 1  # RUN_TOTALS, or fewer (run_totals_sql(zeros=False))
         key = tuple(row[:n_keys])
         group = groups.get(key)
         if group is None:
