@@ -74,13 +74,14 @@ def generate(total: int, rng: random.Random):
                     provider=map_provider(system),
                     model=model,
                     operation=operation,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cache_read_tokens=input_tokens // 4 if k % 3 == 0 else 0,
-                    cache_write_tokens=0,
-                    reasoning_tokens=0,
+                    tokens={
+                        "input": input_tokens,
+                        "output": output_tokens,
+                        "cache_read": input_tokens // 4 if k % 3 == 0 else 0,
+                    },
                     cost_usd=(input_tokens * 2.5 + output_tokens * 10) / 1e6,
                     status="priced",
+                    cost_source="genai-prices 0.2.3",
                     price_source="genai-prices 0.2.3",
                     error=0,
                 )
@@ -140,7 +141,7 @@ def run(quick: bool) -> list[dict]:
 
             server = PostgresServer().setup()
             pg_url = server.url
-        except Exception as exc:  # noqa: BLE001 - reported as SKIP with the reason
+        except Exception as exc:
             pg_skip = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             log(f"reports: PostgreSQL part skipped: {pg_skip}")
         stores = {"SQLite": open_store(sqlite_url)}

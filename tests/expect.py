@@ -1,9 +1,9 @@
 """Expected figures, computed from published prices (openai.com/api/pricing), and what reports say.
 
-  gpt-4o-mini  $0.15 input, $0.60 output, $0.075 cached input (per million tokens)
-  gpt-4o       $2.50 input, $10.00 output, $1.25 cached input
-  o3-mini      $1.10 input, $4.40 output, $0.55 cached input (reasoning tokens are billed as output)
-  text-embedding-3-small  $0.02 input
+gpt-4o-mini  $0.15 input, $0.60 output, $0.075 cached input (per million tokens)
+gpt-4o       $2.50 input, $10.00 output, $1.25 cached input
+o3-mini      $1.10 input, $4.40 output, $0.55 cached input (reasoning tokens are billed as output)
+text-embedding-3-small  $0.02 input
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ O3_MINI_IN, O3_MINI_OUT = 1.10, 4.40
 EMBED_SMALL_IN = 0.02
 
 
-def openai_cost(prompt: int, completion: int, cached: int, p_in: float, p_out: float, p_cached: float) -> float:
+def openai_cost(
+    prompt: int, completion: int, cached: int, p_in: float, p_out: float, p_cached: float
+) -> float:
     """OpenAI bills uncached prompt tokens, cached prompt tokens and completion tokens (reasoning included)."""
     return ((prompt - cached) * p_in + cached * p_cached + completion * p_out) / M
 

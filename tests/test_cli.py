@@ -25,10 +25,11 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cost.calls import Call
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.report.queries import CELL_LIMIT, GROUPINGS
 from otel_usecase.store import open_store
+from otel_usecase.store.base import COLUMNS, classes_to_mark, mark_params, mark_sql, row_of
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost
 from .pg import PostgresServer
@@ -149,7 +150,9 @@ def test_unpriced_is_never_shown_as_zero(filled: CostRig) -> None:
     assert runs["run-unpriced"]["cost_usd"] is None and runs["run-unpriced"]["cost_complete"] is False
     assert runs["run-mixed"]["cost_usd"] == pytest.approx(PER_CALL)  # a lower bound, marked so
     assert runs["run-mixed"]["cost_complete"] is False
-    assert not {"avg_run_cost_usd", "runs_left_out"} & runs["run-priced"].keys()  # one run's figures: its cost
+    assert (
+        not {"avg_run_cost_usd", "runs_left_out"} & runs["run-priced"].keys()
+    )  # one run's figures: its cost
     assert list(runs) == ["run-priced", "run-mixed", "run-unpriced"]  # most expensive first, unknown last
 
     # per-run figures of the use case: only the fully priced run, and how many were left out
@@ -207,12 +210,88 @@ def test_the_table_says_input_includes_cached_and_costs_share_one_precision(fill
     assert len(decimals) == 1, priced  # every cost in the table with the same number of decimals
 
 
+def test_runs_show_and_the_cost_source_split_say_where_each_cost_came_from(store_url: str) -> None:
+    """``runs show`` names each call's cost source, price context and why a call has no cost;
+    ``report --by cost-source`` splits the cost into provider-billed, genai-prices and override."""
+    priority = 8 * 2.50e-6 + 82 * 20.00e-6  # gpt-5 at the Priority tier: $2.50/M in, $20/M out
+    billed = 0.0042  # what the gateway billed (OpenRouter usage.cost), kept as the call's cost
+    override = 1_000 * 0.10e-6 + 200 * 0.40e-6  # a prices file's own rate for a house model
+    calls = [
+        _call("run-src", 1, cost=priority, model="gpt-5")._replace(
+            tokens={"input": 8, "output": 82, "reasoning": 64},
+            cost_source="genai-prices 0.2.3",
+            price_context="service_tier=priority",
+        ),
+        _call("run-src", 2, cost=billed)._replace(cost_source="provider", computed_cost_usd=0.0031),
+        _call("run-src", 3, cost=override, model="house-llm")._replace(cost_source="override 0123456789ab"),
+        _call("run-src", 4, model="gpt-4o-audio-preview", status="unpriced")._replace(
+            tokens={"input": 900, "output": 300, "input_audio": 700, "output_audio": 250},
+            unpriced_reason="unknown token class audio",
+        ),
+    ]
+    _insert_calls(store_url, calls)
+    table = ok("runs", "show", "run-src", "--store", store_url).stdout.splitlines()
+    assert table[0] == f"store {store_url}" and table[1].startswith("run run-src")
+    header = re.split(r"\s{2,}", table[4].strip())
+    assert header[3:13] == [
+        "input",
+        "output",
+        "cached",
+        "reasoning",
+        "input audio",
+        "output audio",
+        "cost",
+        "cost source",
+        "price context",
+        "unpriced reason",
+    ]
+    rows = {re.split(r"\s{2,}", line)[2]: re.split(r"\s{2,}", line) for line in table[6:10]}
+    assert rows["gpt-5"][9:12] == [f"${priority:.6f}", "genai-prices 0.2.3", "service_tier=priority"]
+    assert rows["gpt-4o-mini"][9:11] == [f"${billed:.6f}", "provider"]
+    assert rows["house-llm"][10] == "override 0123456789ab"
+    assert rows["gpt-4o-audio-preview"][7:9] == ["700", "250"]
+    assert rows["gpt-4o-audio-preview"][9:13] == ["unpriced", "-", "-", "unknown token class audio"]
+    records = json.loads(ok("runs", "show", "run-src", "--format", "json", "--store", store_url).stdout)
+    assert [(r["cost_source"], r["price_context"], r["unpriced_reason"]) for r in records] == [
+        ("genai-prices 0.2.3", "service_tier=priority", None),
+        ("provider", None, None),
+        ("override 0123456789ab", None, None),
+        (None, None, "unknown token class audio"),
+    ]
+    assert records[1]["computed_cost_usd"] == pytest.approx(0.0031)
+    assert (records[3]["input_audio_tokens"], records[3]["output_audio_tokens"]) == (700, 250)
+
+    split = json.loads(ok("report", "--by", "cost-source", "--format", "json", "--store", store_url).stdout)
+    assert [(r["cost_source"], r["calls"]) for r in split] == [
+        ("provider", 1),
+        ("genai-prices 0.2.3", 1),
+        ("override 0123456789ab", 1),
+        (None, 1),
+    ]
+    assert [r["cost_usd"] for r in split[:3]] == [
+        pytest.approx(billed),
+        pytest.approx(priority),
+        pytest.approx(override),
+    ]
+    assert split[3]["cost_usd"] is None and split[3]["input_audio_tokens"] == 700
+    by_source = ok("report", "--by", "cost-source", "--store", store_url).stdout
+    assert "provider" in by_source and "input audio" in by_source
+
+
 # --- no stored row makes a report fail --------------------------------------------------------
 
 MAX_INT64 = 2**63 - 1
 
 
-def _call(run_id: str, i: int, *, cost: float | None = None, status: str = "priced", **changes: Any) -> Call:
+def _call(
+    run_id: str,
+    i: int,
+    *,
+    cost: float | None = None,
+    status: str = "priced",
+    input_tokens: int = 1_000,
+    **changes: Any,
+) -> Call:
     call = Call(
         trace_id=f"{i:032x}",
         span_id=f"{i:016x}",
@@ -229,11 +308,7 @@ def _call(run_id: str, i: int, *, cost: float | None = None, status: str = "pric
         provider="openai",
         model="gpt-4o-mini",
         operation="chat",
-        input_tokens=1_000,
-        output_tokens=200,
-        cache_read_tokens=400,
-        cache_write_tokens=0,
-        reasoning_tokens=0,
+        tokens={"input": input_tokens, "output": 200, "cache_read": 400},
         cost_usd=cost,
         status=status,
         price_source="genai-prices",
@@ -246,10 +321,13 @@ def _insert_calls(store_url: str, calls: list[Call]) -> None:
     """``calls`` as rows, written with sqlite3 past every check of ours (a store made by open_store)."""
     open_store(store_url).close()
     conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+    rows = [row_of(call) for call in calls]
     conn.executemany(
-        f"INSERT INTO usecase_calls ({', '.join(Call._fields)}) VALUES ({', '.join('?' * len(Call._fields))})",
-        calls,
+        f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
     )
+    marks = classes_to_mark([value for row in rows for value in row], ())
+    if marks:  # a writer past the store marks the audio, image, video classes itself (store.base.SEEN_PREFIX)
+        conn.execute(mark_sql("?", len(marks)), mark_params(marks))
     conn.commit()
     conn.close()
 
@@ -396,15 +474,17 @@ def test_postgres_reports_unpriced_and_huge_rows(pg_server: PostgresServer) -> N
     open_store(url).close()
     import psycopg
 
-    columns = ", ".join(Call._fields)
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(
-            f"INSERT INTO usecase_calls ({columns}) VALUES ({', '.join(['%s'] * len(Call._fields))})",
+            f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
             [
-                _call("run-priced", 1, cost=PER_CALL),
-                _call("run-unpriced", 2, model="acme-llm-cli-1", status="unpriced"),
-                _call("run-huge", 3, cost=0.01, input_tokens=MAX_INT64),
-                _call("run-huge", 4, cost=0.01, input_tokens=MAX_INT64),
+                row_of(call)
+                for call in (
+                    _call("run-priced", 1, cost=PER_CALL),
+                    _call("run-unpriced", 2, model="acme-llm-cli-1", status="unpriced"),
+                    _call("run-huge", 3, cost=0.01, input_tokens=MAX_INT64),
+                    _call("run-huge", 4, cost=0.01, input_tokens=MAX_INT64),
+                )
             ],
         )
     for by in GROUPINGS:

@@ -49,7 +49,7 @@ def test_cached_tokens_are_priced_at_the_cached_rate(
     expected = openai_cost(12_000, 800, 10_000, MINI_IN, MINI_OUT, MINI_CACHED)
     assert row["use_case"] == "document_summarization"
     assert row["cost_usd"] == pytest.approx(expected, rel=1e-9)
-    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (12_000, 800, 10_000)
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (12_000, 800, 10_000)
     assert (row["runs"], row["calls"], row["unpriced_calls"]) == (1, 1, 0)
 
 
@@ -380,16 +380,41 @@ def test_runs_show_lists_the_calls(rig: CostRig, fake_openai: FakeOpenAI, client
 
 
 def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
-    """A Call is written as its own row: the table SQLite created must have exactly its fields, in order."""
+    """A Call is written as its own row: the table SQLite created has its fields by name, ``tokens`` spread
+    into one ``<class>_tokens`` column per token class, and each value lands in its own column."""
     import sqlite3
 
     from otel_usecase.cost.calls import Call
+    from otel_usecase.cost.token_classes import TOKEN_CLASSES
     from otel_usecase.store import open_store
 
-    open_store(store_url).close()
+    fields = list(Call._fields)
+    at = fields.index("tokens")
+    expected = (*fields[:at], *(f"{c.name}_tokens" for c in TOKEN_CLASSES), *fields[at + 1 :])
+    store = open_store(store_url)
     with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
         columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(usecase_calls)"))
-    assert columns == Call._fields
+    assert columns == expected
+    assert {"input_audio_tokens", "output_audio_tokens", "cost_source", "unpriced_reason"} <= set(columns)
+    # Every field and every class with a value of its own: a shifted column reads back wrong.
+    tokens = {c.name: 1_000 + i for i, c in enumerate(TOKEN_CLASSES)}
+    call = Call(
+        trace_id="t" * 32, span_id="s" * 16, start_ns=1, end_ns=2, service="svc", use_case="uc", run_id="run",
+        use_case_version="v", step="st", experience_name="en", experience_id="ei", user_id="u", provider="p",
+        model="m", operation="chat", tokens=tokens, cost_usd=0.25, status="priced", cost_source="provider",
+        price_source="ps", price_context="service_tier=priority", unpriced_reason="ur", computed_cost_usd=0.5,
+        error=1,
+    )  # fmt: skip
+    assert store.write([call]) == []
+    store.close()
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+        conn.row_factory = sqlite3.Row
+        (row,) = conn.execute("SELECT * FROM usecase_calls").fetchall()
+    for name in fields:
+        if name != "tokens":
+            assert row[name] == getattr(call, name), name
+    for name, count in tokens.items():
+        assert row[f"{name}_tokens"] == count, name
 
 
 def _ledger(store_url: str) -> list[tuple[object, ...]]:

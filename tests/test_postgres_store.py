@@ -20,16 +20,23 @@ from collections import defaultdict
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import pytest
 
-from otel_usecase.report import queries as report_module
 from otel_usecase.cost.calls import Call
+from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.report.queries import GROUPINGS, build_report, format_report, render_report, run_calls
-from otel_usecase.store import SCHEMA_VERSION, Store, StoreError, StoreUnavailable, open_store
-from otel_usecase.store.base import redact_url
+from otel_usecase.store import (
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+    postgres_reports,
+)
+from otel_usecase.store.base import TOKEN_COLUMNS, redact_url
 from otel_usecase.store.postgres import PostgresStore, translate_placeholders
 
 from .pg import PostgresServer
@@ -37,6 +44,8 @@ from .pg import PostgresServer
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 MINI_IN, MINI_OUT, MINI_CACHED = 0.15e-6, 0.60e-6, 0.075e-6  # gpt-4o-mini, USD per token
 GPT4O_IN, GPT4O_OUT = 2.50e-6, 10.00e-6
+
+CLASSES = tuple(c.name for c in TOKEN_CLASSES)
 
 _db_names = count()
 
@@ -94,29 +103,33 @@ def make_call(i: int, **changes: Any) -> Call:
         provider="openai",
         model="gpt-4o-mini",
         operation="chat",
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cached,
-        cache_write_tokens=0,
-        reasoning_tokens=0,
+        tokens={"input": input_tokens, "output": output_tokens, "cache_read": cached},
         cost_usd=(input_tokens - cached) * MINI_IN + cached * MINI_CACHED + output_tokens * MINI_OUT,
         status="priced",
+        cost_source="genai-prices 0.2.3",
         price_source="genai-prices",
         error=0,
     )
-    return call._replace(**changes)
+    return with_changes(call, **changes)
+
+
+def with_changes(call: Call, **changes: Any) -> Call:
+    """``call`` with fields replaced; a ``<class>_tokens`` keyword sets that token class's count."""
+    tokens = dict(call.tokens)
+    for column in [name for name in changes if name in TOKEN_COLUMNS]:
+        tokens[column.removesuffix("_tokens")] = changes.pop(column)
+    return call._replace(tokens=tokens, **changes)
 
 
 def no_usage_copy(call: Call) -> Call:
     """The same request seen by an instrumentation that did not get the usage."""
     return call._replace(
-        input_tokens=None,
-        output_tokens=None,
-        cache_read_tokens=0,
-        reasoning_tokens=0,
+        tokens={},
         cost_usd=None,
         status="no_usage",
+        cost_source=None,
         price_source=None,
+        unpriced_reason="no usage",
     )
 
 
@@ -139,10 +152,7 @@ def expected_report(calls: list[Call], by: str) -> dict[tuple[Any, ...], dict[st
         out[key] = {
             "runs": len(by_run),
             "calls": len(group),
-            "input_tokens": sum(c.input_tokens or 0 for c in group),
-            "output_tokens": sum(c.output_tokens or 0 for c in group),
-            "cached_tokens": sum(c.cache_read_tokens for c in group),
-            "reasoning_tokens": sum(c.reasoning_tokens for c in group),
+            **{f"{name}_tokens": sum(c.tokens.get(name) or 0 for c in group) for name in CLASSES},
             "cost_usd": sum(known) if known else None,
             "cost_complete": all(c.status == "priced" for c in group),
             "unpriced_calls": sum(c.status == "unpriced" for c in group),
@@ -169,10 +179,7 @@ def actual_report(store: Store, by: str) -> dict[tuple[Any, ...], dict[str, Any]
         tuple(r.key.values()): {
             "runs": r.runs,
             "calls": r.calls,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
-            "cached_tokens": r.cached_tokens,
-            "reasoning_tokens": r.reasoning_tokens,
+            **{f"{name}_tokens": r.tokens[name] for name in CLASSES},
             "cost_usd": r.cost_usd,
             "cost_complete": r.cost_complete,
             "unpriced_calls": r.unpriced_calls,
@@ -316,6 +323,205 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_
         store.close()
 
 
+# The version 2 ledger, as otel-usecase created it before the cost engine v2 (types per store).
+V2_LEDGER = """CREATE TABLE usecase_calls (
+    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, start_ns {int} NOT NULL, end_ns {int} NOT NULL,
+    service TEXT, use_case TEXT NOT NULL, run_id TEXT NOT NULL, use_case_version TEXT, step TEXT,
+    experience_name TEXT, experience_id TEXT, user_id TEXT, provider TEXT, model TEXT, operation TEXT,
+    input_tokens {int}, output_tokens {int}, cache_read_tokens {int} NOT NULL DEFAULT 0,
+    cache_write_tokens {int} NOT NULL DEFAULT 0, reasoning_tokens {int} NOT NULL DEFAULT 0,
+    cost_usd {real}, status TEXT NOT NULL, price_source TEXT, error {flag} NOT NULL DEFAULT 0,
+    PRIMARY KEY (trace_id, span_id)
+)"""
+V2_SCHEMA = (
+    "CREATE TABLE otel_usecase_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "INSERT INTO otel_usecase_meta (key, value) VALUES ('schema_version', '2')",
+    (
+        "CREATE INDEX usecase_calls_run_totals ON usecase_calls (run_id, use_case, input_tokens, "
+        "output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status, start_ns)"
+    ),
+)
+V2_COLUMNS = (
+    "trace_id, span_id, start_ns, end_ns, service, use_case, run_id, use_case_version, step, experience_name, "
+    "experience_id, user_id, provider, model, operation, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_write_tokens, reasoning_tokens, cost_usd, status, price_source, error"
+)
+
+
+def v2_row(call: Call) -> tuple[Any, ...]:
+    """``call`` as a version 2 ledger row (its five token columns; no cost source, context or reason)."""
+    t = call.tokens
+    return (
+        *call[:15],
+        t.get("input"),
+        t.get("output"),
+        t.get("cache_read", 0),
+        t.get("cache_write", 0),
+        t.get("reasoning", 0),
+        call.cost_usd,
+        call.status,
+        call.price_source,
+        call.error,
+    )
+
+
+def make_v2_ledger(backend: str, url: str, calls: list[Call]) -> None:
+    if backend == "postgresql":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(V2_LEDGER.format(int="BIGINT", real="DOUBLE PRECISION", flag="SMALLINT"))
+            for statement in V2_SCHEMA:
+                conn.execute(statement)
+            conn.cursor().executemany(
+                f"INSERT INTO usecase_calls ({V2_COLUMNS}) VALUES ({', '.join(['%s'] * 24)})",
+                [v2_row(c) for c in calls],
+            )
+    else:
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(V2_LEDGER.format(int="INTEGER", real="REAL", flag="INTEGER"))
+            for statement in V2_SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                f"INSERT INTO usecase_calls ({V2_COLUMNS}) VALUES ({', '.join(['?'] * 24)})",
+                [v2_row(c) for c in calls],
+            )
+
+
+def ledger_columns(store: Store, backend: str) -> set[str]:
+    if backend == "postgresql":
+        sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'usecase_calls'"
+        return {name for (name,) in store.query(sql)}
+    return {row[1] for row in store.query("PRAGMA table_info(usecase_calls)")}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_2_ledger_is_read_as_is_by_a_reader_and_upgraded_in_place_by_a_writer(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    """A report (a reader) of a v2 ledger changes nothing and reads it; a writer adds the v3 columns,
+    old rows read the same in every report, and new calls with audio tokens land."""
+    url = db_url if backend == "postgresql" else f"sqlite:///{tmp_path}/costs.db"
+    old = [
+        c._replace(cost_source=None, computed_cost_usd=None, price_context=None, unpriced_reason=None)
+        for c in mixed_calls()
+        if not (c.tokens.keys() - {"input", "output", "cache_read", "cache_write", "reasoning"})
+    ]
+    make_v2_ledger(backend, url, old)
+
+    reader = open_store(url, create=False)
+    try:
+        for by in GROUPINGS:
+            assert_report(reader, old, by)
+        from_sql = json.loads(render_report(reader, "run", "json"))
+        from_python = json.loads(format_report(build_report(reader, "run"), "run", "json"))
+        assert [list(r.items())[:2] for r in from_sql] == [list(r.items())[:2] for r in from_python]
+        for got, want in zip(from_sql, from_python):
+            assert got == {k: pytest.approx(v) if isinstance(v, float) else v for k, v in want.items()}
+        [first] = [c for c in run_calls(reader, old[0].run_id) if c.span_id == old[0].span_id]
+        assert first.tokens == {k: v for k, v in old[0].tokens.items() if v} and first.cost_source is None
+        assert reader.query("SELECT value FROM otel_usecase_meta") == [("2",)]  # nothing upgraded
+        assert "input_audio_tokens" not in ledger_columns(reader, backend)
+    finally:
+        reader.close()
+
+    writer = open_store(url)
+    try:
+        assert writer.query("SELECT value FROM otel_usecase_meta") == [(str(SCHEMA_VERSION),)]
+        assert {"input_audio_tokens", "output_audio_tokens", "cost_source"} <= ledger_columns(writer, backend)
+        for by in GROUPINGS:
+            assert_report(writer, old, by)  # old rows read the same
+        # no 1-hour cache, audio, image or video tokens (v2 had no column for them), so no marks:
+        # the report queries read only the covering index, which holds the five older classes
+        assert indexed_columns(writer, backend) == INDEXED
+        plans = report_plans(writer, backend)
+        assert len(plans) >= 4 and [p for p in plans if not p.only_index] == []
+        audio_in, audio_out = 1_200, 300  # gpt-4o-audio-preview: $40/M audio in, $80/M audio out
+        new = make_call(500, run_id="audio-run")._replace(
+            tokens={"input": 1_250, "output": 320, "input_audio": audio_in, "output_audio": audio_out},
+            cost_usd=50 * 2.5e-6 + audio_in * 40e-6 + 20 * 10e-6 + audio_out * 80e-6,
+            cost_source="genai-prices 0.2.3",
+        )
+        assert writer.write([new]) == []
+        [landed] = run_calls(writer, "audio-run")
+        assert landed.tokens == new.tokens and landed.cost_source == "genai-prices 0.2.3"
+        assert seen_marks(writer) == {"token_class_seen:input_audio", "token_class_seen:output_audio"}
+        for by in GROUPINGS:
+            assert_report(writer, [*old, new], by)  # the audio tokens summed: read from the table now
+        plans = report_plans(writer, backend)
+        assert plans and all("input_audio_tokens" in p.sql and not p.only_index for p in plans)
+    finally:
+        writer.close()
+
+
+INDEXED = (
+    "run_id, use_case, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "
+    "cost_usd, status, start_ns"
+)
+"""The covering index: what nearly every report reads (never the 1-hour cache, audio, image, video classes)."""
+
+
+def indexed_columns(store: Store, backend: str) -> str:
+    if backend == "postgresql":
+        [(definition,)] = store.query(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'usecase_calls_run_totals'"
+        )
+        return str(definition).split(" USING btree (", 1)[1].rstrip(")")
+    return ", ".join(r[2] for r in store.query("PRAGMA index_info(usecase_calls_run_totals)"))
+
+
+def seen_marks(store: Store) -> set[str]:
+    """The token classes the ledger is marked as having had (keys of the meta table)."""
+    return {
+        key for (key,) in store.query("SELECT key FROM otel_usecase_meta WHERE key LIKE 'token_class_seen:%'")
+    }
+
+
+class Plan(NamedTuple):
+    sql: str
+    plan: str
+    only_index: bool
+
+
+def report_plans(store: Store, backend: str) -> list[Plan]:
+    """The plan of every ledger query the reports ``--by run`` (table and JSON), ``--by use-case`` and
+    ``--by use-case --since`` run, and whether it reads the covering index alone (never the table)."""
+    recorded: list[tuple[str, list[Any]]] = []
+    query = store.query
+
+    def recording(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        recorded.append((sql, list(params)))
+        return query(sql, params)
+
+    store.query = recording  # type: ignore[method-assign]
+    try:
+        build_report(store, "run")
+        render_report(store, "run", "json")
+        build_report(store, "use-case")
+        build_report(store, "use-case", since="2026-01-01T00:00:00.010")
+    finally:
+        del store.query
+    if backend == "postgresql":  # what autovacuum does after a load: index-only scans need the visibility map
+        with psycopg.connect(store._conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute("VACUUM ANALYZE usecase_calls")
+    plans = []
+    for sql, params in recorded:
+        if "FROM usecase_calls" not in sql:
+            continue
+        if backend == "postgresql":
+            plan = "\n".join(str(r[0]) for r in store.query("EXPLAIN " + sql, params))
+            only = "Index Only Scan using usecase_calls_run_totals" in plan and not re.search(
+                r"Seq Scan|Index Scan|Bitmap", plan.replace("Index Only Scan", "")
+            )
+        else:
+            lines = [str(r[3]) for r in store.query("EXPLAIN QUERY PLAN " + sql, params)]
+            plan = "\n".join(lines)
+            reads = [line for line in lines if "usecase_calls" in line]
+            only = bool(reads) and all(
+                "USING COVERING INDEX usecase_calls_run_totals" in line for line in reads
+            )
+        plans.append(Plan(sql, plan, only))
+    return plans
+
+
 def test_newer_schema_version_is_refused_by_name(db_url: str) -> None:
     PostgresStore(db_url).close()
     newer = SCHEMA_VERSION + 41
@@ -394,11 +600,23 @@ def mixed_calls() -> list[Call]:
             call = call._replace(
                 model="gpt-4o",
                 cost_usd=call.input_tokens * GPT4O_IN + call.output_tokens * GPT4O_OUT,  # type: ignore[operator]
-                cache_read_tokens=0,
-                reasoning_tokens=i,
+                tokens={"input": call.input_tokens, "output": call.output_tokens, "reasoning": i},
             )
+        if i % 8 == 5:  # an audio call: its audio parts included in input and output
+            call = with_changes(call, input_audio_tokens=40 + i, output_audio_tokens=10 + i)
+        if i % 6 == 2:
+            call = call._replace(cost_source="provider", computed_cost_usd=call.cost_usd)
+        elif i % 11 == 4:
+            call = call._replace(cost_source="override 0123456789ab")
         if i % 10 == 3:
-            call = call._replace(model="local-llama", provider="ollama", cost_usd=None, status="unpriced")
+            call = call._replace(
+                model="local-llama",
+                provider="ollama",
+                cost_usd=None,
+                status="unpriced",
+                cost_source=None,
+                unpriced_reason="unknown model",
+            )
         if i % 10 == 7:
             call = no_usage_copy(call)
         calls.append(call)
@@ -411,12 +629,38 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
     store.write(calls[:25])
     store.write(calls[25:])
     assert count_rows(store) == len(calls)
-    for by in ("use-case", "run", "model", "user", "step", "version", "experience"):
+    for by in GROUPINGS:
         assert_report(store, calls, by)
     total = sum(c.cost_usd or 0.0 for c in calls)
     assert sum(r.cost_usd or 0.0 for r in build_report(store, "use-case")) == pytest.approx(total, rel=1e-12)
     assert sum(r.unpriced_calls for r in build_report(store, "model")) == 6
     assert sum(r.no_usage_calls for r in build_report(store, "model")) == 6
+    # where each cost came from: the split adds up to the total
+    split = {r.key["cost_source"]: r for r in build_report(store, "cost-source")}
+    assert split.keys() == {"provider", "genai-prices 0.2.3", "override 0123456789ab", None}
+    for source, row in split.items():
+        mine = [c for c in calls if c.cost_source == source]
+        assert row.calls == len(mine)
+        if source is not None:
+            assert row.cost_usd == pytest.approx(sum(c.cost_usd or 0.0 for c in mine), rel=1e-12)
+    assert split[None].cost_usd is None and split[None].unpriced_calls == 6
+    # audio tokens are summed too, and only then shown in a table
+    audio = sum(c.tokens.get("input_audio", 0) for c in calls)
+    assert audio > 0 and sum(r.tokens["input_audio"] for r in build_report(store, "use-case")) == audio
+    header = format_report(build_report(store, "use-case"), "use-case").splitlines()[2]
+    assert re.split(r"\s{2,}", header.strip())[3:9] == [
+        "input",
+        "output",
+        "cached",
+        "reasoning",
+        "input audio",
+        "output audio",
+    ]
+    late = build_report(store, "use-case", since="2026-01-01T00:00:00.054")  # calls 54 on: none has audio
+    assert sum(r.calls for r in late) == 6 and all(r.tokens["input_audio"] == 0 for r in late)
+    assert "audio" not in format_report(late, "use-case").splitlines()[2]
+    runs = json.loads(render_report(store, "run", "json", since="2026-01-01"))
+    assert sum(r["output_audio_tokens"] for r in runs) == sum(c.tokens.get("output_audio", 0) for c in calls)
 
     # filtered reports pass ? parameters through
     only = [c for c in calls if c.use_case == "triage"]
@@ -432,7 +676,7 @@ def test_written_calls_add_up_in_every_report(any_store: Store) -> None:
     assert inp == sum(c.input_tokens or 0 for c in calls)
 
     run = run_calls(store, "triage-run-2")
-    assert [r["span_id"] for r in run] == [
+    assert [r.span_id for r in run] == [
         c.span_id for c in sorted(calls, key=lambda c: c.start_ns) if c.run_id == "triage-run-2"
     ]
     [(errors,)] = store.query("SELECT SUM(error) FROM usecase_calls")
@@ -450,7 +694,7 @@ def test_runs_json_written_by_the_database_is_the_report(
     store = PostgresStore(db_url) if backend != "sqlite" else open_store(f"sqlite:///{tmp_path}/costs.db")
     together: list[int] = []
     if backend == "postgresql-split":
-        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        monkeypatch.setattr(postgres_reports, "SPLIT_FROM_PAGES", 0)
         query_together = store.query_together  # type: ignore[attr-defined]
 
         def counted(queries: Any) -> Any:
@@ -547,7 +791,7 @@ def test_a_split_run_report_falls_back_to_one_query_where_snapshots_cannot_be_ex
     try:
         with pytest.raises(StoreError, match="pg_export_snapshot"):
             reader.query_together([("SELECT 1", []), ("SELECT 2", [])])
-        monkeypatch.setattr(report_module, "_SPLIT_FROM_PAGES", 0)
+        monkeypatch.setattr(postgres_reports, "SPLIT_FROM_PAGES", 0)
         from_python = format_report(build_report(writer, "run"), "run", "json")
         assert json.loads(render_report(reader, "run", "json")) == json.loads(from_python)
     finally:
@@ -685,7 +929,7 @@ def test_values_with_percent_quotes_and_sql_round_trip_verbatim(store: PostgresS
         (TRICKY, "50% off%", "q?uote's 100%"),
     )
     assert rows == [(TRICKY, TRICKY, "?", "it's 100%", "?%", 3)]
-    assert [c["user_id"] for c in run_calls(store, TRICKY)] == [TRICKY]
+    assert [c.user_id for c in run_calls(store, TRICKY)] == [TRICKY]
     assert count_rows(store) == 2  # the DROP TABLE in the value stayed a value
     [row] = build_report(store, "run", use_case="q?uote's 100%")
     assert row.key == {"use_case": "q?uote's 100%", "run_id": TRICKY}
@@ -813,7 +1057,7 @@ def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
             assert row.calls == len(mine)
             assert row.input_tokens == sum(c.input_tokens or 0 for c in mine)
             assert row.output_tokens == sum(c.output_tokens or 0 for c in mine)
-            assert row.cached_tokens == sum(c.cache_read_tokens for c in mine)
+            assert row.cached_tokens == sum(c.tokens.get("cache_read", 0) for c in mine)
             assert row.cost_usd == pytest.approx(sum(c.cost_usd or 0.0 for c in mine), rel=1e-9)
             assert row.no_usage_calls == 0  # every no-usage copy lost to its full copy
         assert_report(store, expected, "use-case")

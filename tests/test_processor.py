@@ -233,7 +233,9 @@ def test_default_use_case_from_env(
     assert stamped(span) == {attr.USE_CASE_NAME: "nightly_batch"}
 
 
-def test_untrusted_baggage_is_dropped_or_normalised_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_untrusted_baggage_is_dropped_or_normalised_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     provider, exporter = _provider(UseCaseSpanProcessor())
     tracer = provider.get_tracer("opentelemetry.instrumentation.anthropic")
     ctx = baggage.set_baggage(attr.USE_CASE_NAME, "name with spaces")

@@ -16,7 +16,11 @@ import pytest
 from otel_usecase import config
 from otel_usecase.cost.prices import PriceBook, PricesFileError
 from otel_usecase.processor import UseCaseSpanProcessor
-from otel_usecase.scope.propagation import DEFAULT_INBOUND_KEYS, DEFAULT_OUTBOUND_KEYS, UseCaseBaggagePropagator
+from otel_usecase.scope.propagation import (
+    DEFAULT_INBOUND_KEYS,
+    DEFAULT_OUTBOUND_KEYS,
+    UseCaseBaggagePropagator,
+)
 from otel_usecase.store.base import default_store_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +35,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_STORE": ["mysql://u@h/db", "sqlite://costs.db", "sqlite://", "redis://localhost"],
     "OTEL_USECASE_BUFFER": ["lots", "-1", "1e5"],
     "OTEL_USECASE_EXPORT_WAIT_MS": ["soon", "-5"],
+    "OTEL_USECASE_SINK_MEMORY": ["many", "-1"],
     "OTEL_USECASE_READ_TIMEOUT": ["soon", "0", "2.5"],
     "OTEL_USECASE_INBOUND_KEYS": ["tenant", "usecase.id,userid", " , "],
     "OTEL_USECASE_OUTBOUND_KEYS": ["everything"],
@@ -46,6 +51,7 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_STORE": ("postgresql://u@h/db", "postgresql://u@h/db"),
     "OTEL_USECASE_BUFFER": (" 0 ", 0),
     "OTEL_USECASE_EXPORT_WAIT_MS": (" 250 ", 250),
+    "OTEL_USECASE_SINK_MEMORY": (" 0 ", 0),
     "OTEL_USECASE_READ_TIMEOUT": (" 7 ", 7),
     "OTEL_USECASE_INBOUND_KEYS": ("user.id", frozenset({"user.id"})),
     "OTEL_USECASE_OUTBOUND_KEYS": ("all", DEFAULT_OUTBOUND_KEYS | {"user.id"}),

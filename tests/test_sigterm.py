@@ -113,7 +113,9 @@ def test_sigterm_to_pid_1_keeps_its_calls_and_exits_143(store_url: str, answerin
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("no unshare(1) here: PID namespaces cannot be made")
-    probe = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False)
+    probe = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         pytest.skip(f"no PID namespaces here (unshare: {probe.stderr!r})")
     proc = start_script([unshare, "--pid", "--fork", "--mount-proc"], store_url, answering)

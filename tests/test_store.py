@@ -8,6 +8,7 @@ turned read-only or silent is an outage to buffer, not an error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -26,10 +27,10 @@ import pytest
 
 from otel_usecase import track_context
 from otel_usecase.cost.call import Call
+from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 from otel_usecase.store import Store, StoreUnavailable, open_store
 from otel_usecase.store.postgres import PostgresStore
 from otel_usecase.testing import FakeOpenAI, FakeUsage
-from otel_usecase.cost.usage import MAX_TOKEN_COUNT
 
 from .expect import mini_cost, report_json
 from .pg import PostgresServer
@@ -132,8 +133,7 @@ def test_many_bad_calls_anywhere_in_a_batch_are_all_set_apart(each_store: Store)
 @pytest.fixture
 def refusing_store(each_store: Store) -> Store:
     """The store with a rule of the database's own: an administrator's check against one model."""
-    if each_store.dialect == "postgresql":
-        assert isinstance(each_store, PostgresStore)
+    if isinstance(each_store, PostgresStore):
         with psycopg.connect(each_store._conninfo, autocommit=True) as conn:
             conn.execute("ALTER TABLE usecase_calls ADD CONSTRAINT no_banned CHECK (model <> 'banned-model')")
     else:
@@ -161,13 +161,157 @@ def test_a_call_only_the_database_refuses_is_found_and_the_rest_stored(refusing_
     assert stored(refusing_store) == expected([c for i, c in enumerate(calls) if i not in banned])
 
 
+# --- the token classes a ledger has had ---------------------------------------------------------
+
+AUDIO_IN, AUDIO_OUT, TEXT_IN, TEXT_OUT = 40e-6, 80e-6, 2.5e-6, 10e-6  # gpt-4o-audio-preview, USD per token
+
+
+def audio_call(i: int) -> Call:
+    """A gpt-4o-audio-preview call: its audio parts included in input and output, each at its own rate."""
+    audio_in, audio_out = 1_200 + i, 300 + i
+    return make_call(i, run_id="audio-run", model="gpt-4o-audio-preview")._replace(
+        tokens={
+            "input": audio_in + 50,
+            "output": audio_out + 20,
+            "input_audio": audio_in,
+            "output_audio": audio_out,
+        },
+        cost_usd=50 * TEXT_IN + audio_in * AUDIO_IN + 20 * TEXT_OUT + audio_out * AUDIO_OUT,
+    )
+
+
+def seen_marks(store: Store) -> set[str]:
+    return {
+        key for (key,) in store.query("SELECT key FROM otel_usecase_meta WHERE key LIKE 'token_class_seen:%'")
+    }
+
+
+def refuse_inserts(store: Store, table: str, refuse: bool) -> None:
+    """Add (or drop) an administrator's trigger refusing every insert into ``table``, as bad data."""
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store._conninfo, autocommit=True) as conn:
+            if refuse:
+                conn.execute(
+                    "CREATE OR REPLACE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'inserts refused here' USING ERRCODE = 'check_violation'; END $$"
+                )
+                conn.execute(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse_insert()"
+                )
+            else:
+                conn.execute(f"DROP TRIGGER refuse_{table} ON {table}")
+        return
+    import sqlite3
+
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
+        if refuse:
+            conn.execute(
+                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                "BEGIN SELECT RAISE(ABORT, 'inserts refused here'); END"
+            )
+        else:
+            conn.execute(f"DROP TRIGGER refuse_{table}")
+
+
+def test_a_token_class_is_marked_in_the_transaction_of_its_first_rows(each_store: Store) -> None:
+    from otel_usecase.report.queries import build_report, render_report
+
+    store = each_store
+    plain = [make_call(i) for i in range(6)]
+    assert store.write(plain) == []
+    # a ledger without audio tokens: no mark, and reports sum 0 of them
+    assert seen_marks(store) == set()
+    [row] = build_report(store, "use-case")
+    assert (row.calls, row.tokens["input_audio"], row.tokens["output_audio"]) == (6, 0, 0)
+
+    # the rows are refused: their mark is not left behind
+    first = audio_call(100)
+    refuse_inserts(store, "usecase_calls", True)
+    assert [r.call for r in store.write([first])] == [first]
+    refuse_inserts(store, "usecase_calls", False)
+    assert seen_marks(store) == set() and set(stored(store)) == {c.span_id for c in plain}
+
+    # the mark is refused: its rows are not written; a call that needs no mark still is
+    also = make_call(7)
+    refuse_inserts(store, "otel_usecase_meta", True)
+    assert [r.call for r in store.write([also, first])] == [first]
+    refuse_inserts(store, "otel_usecase_meta", False)
+    assert seen_marks(store) == set() and set(stored(store)) == {c.span_id for c in [*plain, also]}
+
+    # the same write again (the store remembers no mark it failed to commit): rows and marks together
+    audio = [first, audio_call(101)]
+    assert store.write(audio) == []
+    assert seen_marks(store) == {"token_class_seen:input_audio", "token_class_seen:output_audio"}
+    [row] = build_report(store, "use-case")
+    assert row.calls == 9 and row.cost_usd == pytest.approx(
+        sum(c.cost_usd or 0.0 for c in [*plain, also, *audio])
+    )
+    assert row.tokens["input_audio"] == (1_200 + 100) + (1_200 + 101)
+    assert row.tokens["output_audio"] == (300 + 100) + (300 + 101)
+    runs = {r["run_id"]: r for r in json.loads(render_report(store, "run", "json"))}
+    assert (runs["audio-run"]["input_audio_tokens"], runs["audio-run"]["output_audio_tokens"]) == (
+        1_300 + 1_301,
+        400 + 401,
+    )
+    assert runs["audio-run"]["input_image_tokens"] == 0  # a class never written is still 0
+
+
+def test_a_report_sums_audio_tokens_that_land_while_it_runs(
+    each_store: Store, store_url_of_each: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first audio call of the ledger lands (rows and mark) after the report read the marks and before
+    its totals: the report sees the new mark afterwards and sums again, so the tokens are never shown as 0."""
+    from otel_usecase.report.queries import build_report
+
+    store = each_store
+    assert store.write([make_call(i) for i in range(6)]) == []
+    other = open_store(store_url_of_each)  # another exporter, in another process in real life
+    audio = audio_call(100)
+    landed: list[list[Any]] = []
+    query = store.query
+
+    def query_then_land(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        rows = query(sql, params)
+        if "otel_usecase_meta" in sql and not landed:
+            landed.append(other.write([audio]))
+        return rows
+
+    monkeypatch.setattr(store, "query", query_then_land)
+    try:
+        [row] = build_report(store, "use-case")
+    finally:
+        other.close()
+    assert landed == [[]] and row.calls == 7
+    assert (row.tokens["input_audio"], row.tokens["output_audio"]) == (1_300, 400)
+
+
+def test_a_replaced_sqlite_file_gets_the_marks_of_its_own_calls(tmp_path: Path) -> None:
+    """The store forgets the marks it wrote when its file is replaced: the new file gets its own."""
+    from otel_usecase.report.queries import build_report
+
+    path = tmp_path / "costs.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.write([audio_call(1)]) == []
+        other = open_store(f"sqlite:///{tmp_path}/restored.db")
+        other.write([make_call(2)])
+        other.close()
+        os.replace(tmp_path / "restored.db", path)  # a backup without audio calls restored over the store
+        assert store.write([audio_call(3)]) == []
+        assert seen_marks(store) == {"token_class_seen:input_audio", "token_class_seen:output_audio"}
+        [row] = build_report(store, "use-case")
+        assert (row.calls, row.tokens["input_audio"]) == (2, 1_203)
+    finally:
+        store.close()
+
+
 # --- the more complete copy wins ------------------------------------------------------------
 
 
 def partial_copy(call: Call) -> Call:
     """The same request seen by an instrumentation that read the output count only (a lower bound)."""
     output_cost = (call.output_tokens or 0) * 0.60e-6
-    return call._replace(input_tokens=None, cache_read_tokens=0, cost_usd=output_cost, status="partial")
+    return call._replace(tokens={"output": call.output_tokens}, cost_usd=output_cost, status="partial")
 
 
 COPIES = {"no_usage": no_usage_copy, "partial": partial_copy, "priced": lambda c: c}
@@ -222,7 +366,7 @@ def wait_child(pid: int, timeout: float = 60.0) -> int:
 def test_a_child_forked_while_a_thread_writes_gets_its_own_store(each_store: Store) -> None:
     store = each_store
     store.write([make_call(0)])  # connection (and SQLite's checkpoint thread) open in the parent
-    backend = store.query("SELECT pg_backend_pid()") if store.dialect == "postgresql" else None
+    backend = store.query("SELECT pg_backend_pid()") if isinstance(store, PostgresStore) else None
     written: list[Call] = [make_call(0)]
     stop = threading.Event()
     entering = threading.Event()
@@ -530,3 +674,79 @@ def test_a_postgres_server_frozen_mid_session_is_cut_off_at_the_write_deadline(
         assert set(stored(store)) == {make_call(1).span_id, make_call(2).span_id}
     finally:
         store.close()
+
+
+# --- the package's import graph -----------------------------------------------------------------
+
+
+def _module_imports(package_root: Path) -> dict[str, set[str]]:
+    """Each module of the package -> the package modules it imports when it is imported.
+
+    Imports inside functions (``open_store`` imports its store on use) and under
+    ``if TYPE_CHECKING:`` do not run at import time and are not edges.
+    """
+    import ast
+
+    modules = {
+        ".".join(path.relative_to(package_root.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package_root.rglob("*.py")
+    }
+
+    def top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for node in body:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    yield from top_level(node.body)
+                yield from top_level(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+                    yield from top_level(block)
+            else:
+                yield node
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in top_level(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                source = (
+                    (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
+                )
+                for alias in node.names:
+                    target = f"{source}.{alias.name}"
+                    edges.add(target if target in modules else source)
+        graph[name] = {edge for edge in edges if edge in modules and edge != name}
+    return graph
+
+
+def test_no_import_cycle_anywhere_in_the_package() -> None:
+    """No module of otel_usecase imports, directly or not, a module that imports it back (e.g. store/base
+    and its stores: the factory lives in store/__init__, so base imports no store)."""
+    import otel_usecase
+
+    graph = _module_imports(Path(otel_usecase.__file__).parent)
+    assert graph["otel_usecase.store.sqlite"] >= {"otel_usecase.store.base"}  # the graph sees imports
+    assert not graph["otel_usecase.store.base"] & {"otel_usecase.store.sqlite", "otel_usecase.store.postgres"}
+    cycles = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(" -> ".join([*path[path.index(module) :], module]))
+            return
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

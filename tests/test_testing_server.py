@@ -228,6 +228,74 @@ def test_responses_endpoint(server: FakeOpenAI, client: openai.OpenAI) -> None:
     assert response.usage.output_tokens_details.reasoning_tokens == 4
 
 
+def test_audio_tokens_in_chat_and_responses_usage(server: FakeOpenAI, client: openai.OpenAI) -> None:
+    """The gpt-4o-audio-preview usage shape: audio counts are parts of the prompt and completion counts."""
+    server.respond(
+        usage=FakeUsage(
+            prompt_tokens=1_000, completion_tokens=500, input_audio_tokens=800, output_audio_tokens=400
+        )
+    )
+    chat = client.chat.completions.create(model="gpt-audio", messages=MESSAGES)
+    assert chat.usage is not None
+    assert chat.usage.prompt_tokens_details is not None and chat.usage.completion_tokens_details is not None
+    assert (chat.usage.prompt_tokens, chat.usage.prompt_tokens_details.audio_tokens) == (1_000, 800)
+    assert (chat.usage.completion_tokens, chat.usage.completion_tokens_details.audio_tokens) == (500, 400)
+    response = json.loads(client.responses.with_raw_response.create(model="gpt-audio", input="Hi").text)
+    assert response["usage"]["input_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 800}
+    assert response["usage"]["output_tokens_details"] == {"reasoning_tokens": 0, "audio_tokens": 400}
+    server.respond(usage=None)  # no audio: the documented Responses shape, unchanged
+    plain = json.loads(client.responses.with_raw_response.create(model="gpt-5", input="Hi").text)
+    assert plain["usage"]["input_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_service_tier_is_the_scripted_one_whatever_was_requested(
+    server: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    assert client.chat.completions.create(model="gpt-5", messages=MESSAGES).service_tier == "default"
+    server.respond(service_tier="priority")
+    assert client.chat.completions.create(model="gpt-5", messages=MESSAGES).service_tier == "priority"
+    assert client.responses.create(model="gpt-5", input="Hi").service_tier == "priority"
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-5", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert {chunk.service_tier for chunk in chunks} == {"priority"}
+    server.respond(service_tier="default")  # asked for priority, served at the standard tier
+    served = client.chat.completions.create(model="gpt-5", messages=MESSAGES, service_tier="priority")
+    assert served.service_tier == "default"
+    assert server.requests[-1].body is not None and server.requests[-1].body["service_tier"] == "priority"
+    server.respond(service_tier=None)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
+    assert "service_tier" not in json.loads(raw.text)
+    with pytest.raises(ValueError, match="service_tier"):
+        server.respond(service_tier="")
+    with pytest.raises(ValueError, match="service_tier"):
+        FakeOpenAI(service_tier=3)  # type: ignore[arg-type]
+
+
+def test_openrouter_billed_cost_in_usage(server: FakeOpenAI, client: openai.OpenAI) -> None:
+    details = {"upstream_inference_cost": None, "upstream_inference_prompt_cost": 0.0002}
+    server.respond(
+        model="openai/gpt-4o-mini",
+        usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100, cost=0.000231, cost_details=details),
+        service_tier=None,
+    )
+    chat = client.chat.completions.with_raw_response.create(model="openai/gpt-4o-mini", messages=MESSAGES)
+    usage = json.loads(chat.text)["usage"]
+    assert (usage["cost"], usage["is_byok"], usage["cost_details"]) == (0.000231, False, details)
+    response = client.responses.with_raw_response.create(model="openai/gpt-4o-mini", input="Hi")
+    assert json.loads(response.text)["usage"]["cost"] == 0.000231
+    stream = client.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    last = list(stream)[-1]
+    assert last.usage is not None and last.usage.model_dump()["cost"] == 0.000231
+    server.respond(usage=None)  # OpenAI itself sends no cost
+    plain = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert "cost" not in json.loads(plain.text)["usage"]
+
+
 # -- scripting: model, respond(), fail_next() ----------------------------------
 
 
@@ -341,6 +409,12 @@ def test_malformed_json_is_400(server: FakeOpenAI) -> None:
 def test_fake_usage_rejects_negative_values() -> None:
     with pytest.raises(ValueError):
         FakeUsage(prompt_tokens=-1)
+    with pytest.raises(ValueError, match="output_audio_tokens"):
+        FakeUsage(output_audio_tokens=-1)
+    for bad in (-0.01, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="FakeUsage.cost"):
+            FakeUsage(cost=bad)  # type: ignore[arg-type]
+    assert FakeUsage(cost=0).cost == 0
     assert FakeUsage(prompt_tokens=3, completion_tokens=4).total_tokens == 7
 
 

@@ -840,7 +840,7 @@ def test_sdk_baggage_member_check_is_still_there() -> None:
     """The one SDK-private read of the propagator (``_baggage.is_valid_member``); fails loudly if it moves."""
     from opentelemetry import baggage as sdk_baggage
 
-    from otel_usecase import _baggage, propagation
+    from otel_usecase.scope import _baggage, propagation
 
     assert _baggage.is_valid_member is getattr(sdk_baggage, "_is_valid_pair", None)
     assert _baggage.is_valid_member("tenant", "acme;prop=1")

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_usecase._log import reset_rate_limits
-from otel_usecase.testing import FakeOpenAI, FakeUsage
+from otel_usecase.cost.token_classes import TOKEN_CLASSES
 from otel_usecase.cost.usage import (
     INPUT_KEYS,
     MAX_TOKEN_COUNT,
@@ -30,6 +30,7 @@ from otel_usecase.cost.usage import (
     is_llm_usage_span,
     read_usage,
 )
+from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +38,23 @@ def _fresh_rate_limits() -> Iterator[None]:
     reset_rate_limits()
     yield
     reset_rate_limits()
+
+
+def five(
+    model: str | None,
+    provider: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    operation: str | None = None,
+) -> LLMUsage:
+    """An LLMUsage of the five classes every engine knew, as the old positional tuple read."""
+    tokens = {"input": input_tokens, "output": output_tokens}
+    parts = {"cache_read": cache_read, "cache_write": cache_write, "reasoning": reasoning}
+    counts = {k: v for k, v in tokens.items() if v is not None} | {k: v for k, v in parts.items() if v}
+    return LLMUsage(model, provider, counts, operation)
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -64,11 +82,7 @@ def test_traceloop_openai_chat_attributes() -> None:
     assert read_usage(attrs) == LLMUsage(
         model="gpt-4o-mini-2024-07-18",
         provider="openai",
-        input_tokens=1200,
-        output_tokens=300,
-        cache_read_tokens=1000,
-        cache_write_tokens=0,
-        reasoning_tokens=120,
+        tokens={"input": 1200, "output": 300, "cache_read": 1000, "reasoning": 120},
         operation="chat",
     )
 
@@ -85,7 +99,11 @@ def test_current_semconv_attributes() -> None:
     }
     usage = read_usage(attrs)
     assert (usage.input_tokens, usage.output_tokens) == (5000, 700)
-    assert (usage.cache_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (3000, 1000, 200)
+    assert (usage.count("cache_read"), usage.count("cache_write"), usage.count("reasoning")) == (
+        3000,
+        1000,
+        200,
+    )
     assert usage.model == "claude-sonnet-4-5"
 
 
@@ -98,7 +116,7 @@ def test_util_genai_cache_write_name() -> None:
             "gen_ai.usage.cache_write.input_tokens": 800,
         }
     )
-    assert usage.cache_write_tokens == 800
+    assert usage.count("cache_write") == 800
     assert usage.input_tokens == 900
 
 
@@ -116,7 +134,7 @@ def test_older_semconv_and_traceloop_names() -> None:
         "llm.request.type": "chat",
     }
     usage = read_usage(attrs)
-    assert usage == LLMUsage("claude-3-5-sonnet-20241022", "anthropic", 2600, 300, 2000, 500, 0, "chat")
+    assert usage == five("claude-3-5-sonnet-20241022", "anthropic", 2600, 300, 2000, 500, 0, "chat")
 
 
 def test_openinference_attributes() -> None:
@@ -132,7 +150,7 @@ def test_openinference_attributes() -> None:
         "llm.token_count.completion_details.reasoning": 50,
         "llm.token_count.total": 2900,
     }
-    assert read_usage(attrs) == LLMUsage("claude-3-5-sonnet-20241022", "anthropic", 2600, 300, 2000, 500, 50)
+    assert read_usage(attrs) == five("claude-3-5-sonnet-20241022", "anthropic", 2600, 300, 2000, 500, 50)
 
 
 def test_model_precedence_response_then_request_then_openinference() -> None:
@@ -156,7 +174,7 @@ def test_provider_precedence_and_lower_case() -> None:
 
 def test_nothing_known() -> None:
     usage = read_usage({})
-    assert usage == LLMUsage(None, None, None, None)
+    assert usage == five(None, None, None, None)
     assert not usage.has_usage
 
 
@@ -183,7 +201,7 @@ def test_anthropic_traceloop_062_input_already_includes_cache() -> None:
     }
     usage = read_usage(attrs)
     assert usage.input_tokens == 2600
-    assert (usage.cache_read_tokens, usage.cache_write_tokens) == (2000, 500)
+    assert (usage.count("cache_read"), usage.count("cache_write")) == (2000, 500)
 
 
 def test_anthropic_raw_input_smaller_than_cache_is_normalised() -> None:
@@ -367,7 +385,7 @@ def test_bad_value_falls_back_to_the_next_convention() -> None:
 
 def test_bad_cache_value_counts_as_zero() -> None:
     usage = read_usage({"gen_ai.usage.input_tokens": 40, "gen_ai.usage.cache_read.input_tokens": -3})
-    assert (usage.input_tokens, usage.cache_read_tokens) == (40, 0)
+    assert (usage.input_tokens, usage.count("cache_read")) == (40, 0)
 
 
 def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
@@ -427,8 +445,8 @@ def test_traceloop_openai_end_to_end() -> None:
     )
     chat, embeddings = _spans_from(OpenAIInstrumentor(), fake_usage)
     assert is_llm_usage_span(chat)
-    assert read_usage(chat) == LLMUsage("gpt-4o-mini", "openai", 1200, 300, 1000, 0, 120, "chat")
-    assert read_usage(embeddings) == LLMUsage(
+    assert read_usage(chat) == five("gpt-4o-mini", "openai", 1200, 300, 1000, 0, 120, "chat")
+    assert read_usage(embeddings) == five(
         "text-embedding-3-small", "openai", 1200, None, 0, 0, 0, "embeddings"
     )
 
@@ -439,7 +457,7 @@ def test_traceloop_openai_streaming_end_to_end() -> None:
     fake_usage = FakeUsage(prompt_tokens=1200, completion_tokens=300, cached_tokens=1000)
     chat, _ = _spans_from(OpenAIInstrumentor(), fake_usage, stream=True)
     usage = read_usage(chat)
-    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (1200, 300, 1000)
+    assert (usage.input_tokens, usage.output_tokens, usage.count("cache_read")) == (1200, 300, 1000)
 
 
 def test_openai_v2_end_to_end() -> None:
@@ -451,5 +469,89 @@ def test_openai_v2_end_to_end() -> None:
     instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
     chat, embeddings = _spans_from(instrumentor, fake_usage)
     # openai-v2 2.4b0 writes gen_ai.system and no cache / reasoning details.
-    assert read_usage(chat) == LLMUsage("gpt-4o-mini", "openai", 1200, 300, 0, 0, 0, "chat")
+    assert read_usage(chat) == five("gpt-4o-mini", "openai", 1200, 300, 0, 0, 0, "chat")
     assert read_usage(embeddings).input_tokens == 1200
+
+
+# -- every token class of the table ----------------------------------------------
+
+_PART_KEYS = [
+    pytest.param(c.name, key, id=key)
+    for c in TOKEN_CLASSES
+    if c.name not in ("input", "output")
+    for key in c.span_keys
+]
+
+
+@pytest.mark.parametrize(("name", "key"), _PART_KEYS)
+def test_every_class_is_read_from_each_of_its_span_keys(name: str, key: str) -> None:
+    attrs = {"gen_ai.usage.input_tokens": 5000, "gen_ai.usage.output_tokens": 3000, key: 700}
+    usage = read_usage(attrs)
+    assert usage.count(name) == 700
+    assert (usage.input_tokens, usage.output_tokens) == (5000, 3000)  # parts never change an inclusive whole
+
+
+def test_openinference_audio_tokens() -> None:
+    # openinference-instrumentation-openai 0.1.66, chat with audio in and out (the e2e helper's record)
+    attrs = {
+        "llm.system": "openai",
+        "llm.model_name": "gpt-4o-audio-preview-2025-06-03",
+        "llm.token_count.prompt": 1000,
+        "llm.token_count.completion": 500,
+        "llm.token_count.total": 1500,
+        "llm.token_count.prompt_details.audio": 600,
+        "llm.token_count.completion_details.audio": 400,
+        "llm.token_count.prompt_details.cache_read": 100,
+    }
+    usage = read_usage(attrs)
+    assert usage.tokens == {
+        "input": 1000,
+        "output": 500,
+        "input_audio": 600,
+        "output_audio": 400,
+        "cache_read": 100,
+    }
+
+
+def test_util_genai_per_modality_tokens() -> None:
+    # opentelemetry-util-genai's per-modality keys (a realtime call: audio, cached audio, images)
+    attrs = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.response.model": "gpt-realtime",
+        "gen_ai.usage.input_tokens": 2000,
+        "gen_ai.usage.output_tokens": 800,
+        "gen_ai.usage.cache_read.input_tokens": 900,
+        "gen_ai.usage.audio.input_tokens": 1500,
+        "gen_ai.usage.audio.cache_read.input_tokens": 700,
+        "gen_ai.usage.audio.output_tokens": 600,
+        "gen_ai.usage.image.input_tokens": 300,
+        "gen_ai.usage.image.cache_read.input_tokens": 100,
+    }
+    assert read_usage(attrs).tokens == {
+        "input": 2000,
+        "output": 800,
+        "cache_read": 900,
+        "input_audio": 1500,
+        "cache_audio_read": 700,
+        "output_audio": 600,
+        "input_image": 300,
+        "cache_image_read": 100,
+    }
+
+
+def test_anthropic_one_hour_cache_write_is_a_part_of_the_cache_writes() -> None:
+    # Anthropic usage.cache_creation.ephemeral_1h_input_tokens beside the 5m+1h total
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.usage.input_tokens": 12_000,
+        "gen_ai.usage.output_tokens": 200,
+        "gen_ai.usage.cache_creation.input_tokens": 10_000,
+        "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens": 6_000,
+    }
+    usage = read_usage(attrs)
+    assert (usage.count("cache_write"), usage.count("cache_write_1h"), usage.input_tokens) == (
+        10_000,
+        6_000,
+        12_000,
+    )

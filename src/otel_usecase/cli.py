@@ -37,7 +37,7 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     store_help = "store URL (default: $OTEL_USECASE_STORE, else SQLite under ~/.local/share/otel-usecase)"
 
     report = commands.add_parser(
-        "report", help="cost per use case, run, experience, user, model, step or version"
+        "report", help="cost per use case, run, experience, user, model, step, version or cost source"
     )
     report.add_argument(
         "--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)"
@@ -60,6 +60,18 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "--provider", metavar="P", help="provider as the instrumentation names it (openai, ...)"
     )
     prices.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
+    reprice = commands.add_parser(
+        "reprice", help="price stored calls again from their token counts (new prices, an overrides change)"
+    )
+    reprice.add_argument(
+        "--since", metavar="WHEN", help="only calls since: 24h, 7d, 30m or a date (2026-01-01)"
+    )
+    reprice.add_argument("--use-case", metavar="NAME", help="only this use case")
+    reprice.add_argument("--only-unpriced", action="store_true", help="only calls stored unpriced")
+    reprice.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    reprice.add_argument("--format", default="table", choices=("table", "json"))
+    reprice.add_argument("--store", metavar="URL", help=store_help)
+    reprice.add_argument("--prices", metavar="FILE", help="prices TOML file (default: $OTEL_USECASE_PRICES)")
     serve = commands.add_parser(
         "serve", help="OTLP receiver (HTTP and gRPC) that prices LLM spans into the store"
     )
@@ -164,6 +176,7 @@ def _per_million(value: object) -> str:
 def _prices(args: argparse.Namespace) -> int:
     """``otel-usecase prices``: the price a model gets (imports the price data only here)."""
     from .cost.prices import PriceBook, PricesFileError
+    from .cost.token_classes import TOKEN_CLASSES
 
     try:
         book = PriceBook(args.prices)
@@ -178,15 +191,19 @@ def _prices(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(f"model        {price.model}")
-        print(f"provider     {price.provider or '-'}")
-        print(f"input        {_per_million(price.input_mtok)}")
-        print(f"output       {_per_million(price.output_mtok)}")
-        print(f"cache read   {_per_million(price.cache_read_mtok)}")
-        print(f"cache write  {_per_million(price.cache_write_mtok)}")
+        print(f"model            {price.model}")
+        print(f"provider         {price.provider or '-'}")
+        for token_class in TOKEN_CLASSES:  # every class with its own rate; the others fall back
+            if token_class.name in price.rates or token_class.name in ("input", "output"):
+                label = token_class.name.replace("_", " ")
+                print(f"{label:<16} {_per_million(price.rates.get(token_class.name))}")
+        if price.per_request is not None:
+            print(f"per request      ${price.per_request}")
         if price.tiered:
-            print("tiers        yes (the prices above are the base tier)")
-        print(f"source       {price.source}")
+            print("tiers            yes (the prices above are the base tier)")
+        print(f"source           {price.source}")
+        if price.detail:
+            print(f"detail           {price.detail}")
         return 0
     except PricesFileError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
@@ -255,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
+    if args.command == "reprice":
+        from .cost import reprice
+
+        return reprice.run(args)
     try:
         if args.command == "prices":
             return _prices(args)

@@ -230,6 +230,15 @@ EXPORT_WAIT: Final = Setting(
     default_text="`500`",
     doc="how long an export waits for a healthy store to take its calls (never for a failing one)",
 )
+SINK_MEMORY: Final = Setting(
+    env="OTEL_USECASE_SINK_MEMORY",
+    parse=whole_number(0),
+    default=10_000,
+    accepts="a whole number >= 0",
+    default_text="`10000`",
+    doc="recent calls remembered to tell a second copy of a request from a new one (about 1 KB each; "
+    "see [One place where a priced call goes](#one-place-where-a-priced-call-goes))",
+)
 TOKEN: Final[Setting[str | None]] = Setting(
     env="OTEL_USECASE_TOKEN",
     parse=text,

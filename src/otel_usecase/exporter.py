@@ -4,8 +4,10 @@ Put it behind a ``BatchSpanProcessor`` next to your usual OTLP exporter, or let
 ``opentelemetry-instrument`` build it from ``OTEL_TRACES_EXPORTER=otlp,usecase``.
 It runs on the batch processor's worker thread, never on the request path.
 
-The exporter only prices the spans; a :class:`~otel_usecase.store.writer.StoreWriter`
-writes the calls on a thread of its own, so a store that is locked, down, hanging
+The exporter only prices the spans and puts the calls into its
+:class:`~otel_usecase.cost.sink.CallSink` (:attr:`UseCaseCostExporter.sink`), which drops
+copies of a request already accepted and tells subscribers; its store, a
+:class:`~otel_usecase.store.writer.StoreWriter`, writes the calls on a thread of its own, so a store that is locked, down, hanging
 or upgrading never holds the SDK's thread for more than ``OTEL_USECASE_EXPORT_WAIT_MS``
 per batch. Calls wait in a bounded buffer (``OTEL_USECASE_BUFFER``); what no longer
 fits is counted in :attr:`UseCaseCostExporter.dropped_calls` and logged.
@@ -23,8 +25,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from . import lifecycle
 from ._log import logger
 from .config import ENV_BUFFER, ENV_EXPORT_WAIT, buffer_size, export_wait_ms
+from .cost.call import Call
 from .cost.calls import calls_from_spans, views_from_readable
 from .cost.prices import PriceBook
+from .cost.sink import CallSink
 from .store import Store, StoreError, open_store
 from .store.writer import StoreWriter
 
@@ -76,6 +80,7 @@ class UseCaseCostExporter(SpanExporter):
         wait_ms = export_wait_millis if export_wait_millis is not None else export_wait_ms()
         self._export_wait_s = wait_ms / 1000
         self._writer = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
+        self._sink: CallSink[bool] = CallSink(self._submit)
         self._shutdown = False
         lifecycle.watch(self)
 
@@ -88,6 +93,11 @@ class UseCaseCostExporter(SpanExporter):
     def prices(self) -> PriceBook:
         """The price book in use."""
         return self._prices
+
+    @property
+    def sink(self) -> CallSink[bool]:
+        """Where the priced calls go: subscribe to it to see each request once (new, or a better copy)."""
+        return self._sink
 
     @property
     def buffered_calls(self) -> int:
@@ -115,11 +125,15 @@ class UseCaseCostExporter(SpanExporter):
         if not calls:
             return SpanExportResult.SUCCESS
         try:
-            kept = self._writer.submit(calls, self._export_wait_s)
+            kept = self._sink.put(calls).stored
         except Exception:
             logger.exception("otel_usecase: could not hand %d calls to the store writer", len(calls))
             return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if kept else SpanExportResult.FAILURE
+        return SpanExportResult.FAILURE if kept is False else SpanExportResult.SUCCESS
+
+    def _submit(self, calls: Sequence[Call]) -> bool:
+        """The sink's store: the writer's buffer, waiting a short while for a healthy store."""
+        return self._writer.submit(calls, self._export_wait_s)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait up to ``timeout_millis`` for every call priced so far to be in the store.
@@ -164,3 +178,4 @@ class UseCaseCostExporter(SpanExporter):
     def _after_fork_in_child(self) -> None:
         """Called by :mod:`otel_usecase.lifecycle` in a forked child: start over with an empty buffer."""
         self._writer.after_fork_in_child()
+        self._sink.after_fork_in_child()

@@ -6,10 +6,12 @@ honestly means driving the *real* ``openai`` client (and therefore the real
 instrumentation) end to end, but without network access, API keys, cost or
 flakiness. :class:`FakeOpenAI` speaks just enough of the OpenAI wire protocol
 (chat completions, streaming included, embeddings and a minimal Responses API)
-and lets a test pin the exact usage numbers, including the cached-prompt and
-reasoning-token details that drive the trickier price calculations, and make
-the model ask for tool calls (:meth:`FakeOpenAI.call_tools`), so that real
-agent frameworks run their tool loops against it.
+and lets a test pin the exact usage numbers, including the cached-prompt,
+reasoning and audio token details that drive the trickier price calculations,
+the service tier the answer says it was served at (billed at that tier's rate),
+and the billed cost an OpenAI-compatible gateway such as OpenRouter adds to the
+usage; and make the model ask for tool calls (:meth:`FakeOpenAI.call_tools`),
+so that real agent frameworks run their tool loops against it.
 
 It uses only the standard library on purpose, so that importing it never adds
 a dependency to the package. Typical use::
@@ -31,6 +33,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import socket
 import socketserver
 import struct
@@ -38,11 +41,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import EllipsisType, TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 from urllib.parse import urlsplit
 
 __all__ = ["FakeOpenAI", "FakeToolCall", "FakeUsage", "RecordedRequest", "main"]
@@ -56,6 +59,8 @@ _STREAM_PIECES: Final = 3
 _EMBEDDING_DIMENSIONS: Final = 8
 #: Wildcard addresses that would expose the server beyond this machine.
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::", "[::]"})
+#: The tier an answer says it was served at unless a test says otherwise (what OpenAI sends by default).
+_DEFAULT_SERVICE_TIER: Final = "default"
 
 
 @dataclass(frozen=True)
@@ -64,26 +69,52 @@ class FakeUsage:
 
     The fields follow the OpenAI API exactly, because that is what the pricing
     code has to interpret: ``prompt_tokens`` *includes* ``cached_tokens`` and
-    ``completion_tokens`` *includes* ``reasoning_tokens``. The two details are
-    sent as ``usage.prompt_tokens_details.cached_tokens`` and
-    ``usage.completion_tokens_details.reasoning_tokens``.
+    ``input_audio_tokens``, ``completion_tokens`` *includes* ``reasoning_tokens``
+    and ``output_audio_tokens``. The details are sent as
+    ``usage.prompt_tokens_details.{cached_tokens,audio_tokens}`` and
+    ``usage.completion_tokens_details.{reasoning_tokens,audio_tokens}`` (the
+    ``gpt-4o-audio-preview`` shape), and in the Responses API as
+    ``usage.input_tokens_details`` / ``usage.output_tokens_details``.
 
-    Only negative or non-integer values are rejected: inconsistent numbers
-    (say, more cached than prompt tokens) are allowed on purpose, so tests can
-    check how the pricing copes with odd data from a provider.
+    ``cost`` (USD) and ``cost_details`` are what OpenRouter adds to the usage
+    object: the amount it billed for the call. They are left out of the answer
+    when None, as OpenAI itself never sends them.
+
+    Only negative or non-integer counts (and a negative or non-finite cost) are
+    rejected: inconsistent numbers (say, more cached than prompt tokens) are
+    allowed on purpose, so tests can check how the pricing copes with odd data
+    from a provider.
     """
 
     prompt_tokens: int = 10
     completion_tokens: int = 5
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    cost: float | None = None
+    cost_details: Mapping[str, float | None] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
+        ):
             value = getattr(self, name)
             # bool is an int subclass, but True tokens is always a mistake.
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"FakeUsage.{name} must be a non-negative int, got {value!r}")
+        cost = self.cost
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0
+        ):
+            raise ValueError(f"FakeUsage.cost must be a non-negative number of USD or None, got {cost!r}")
+        if self.cost_details is not None and not isinstance(self.cost_details, Mapping):
+            raise ValueError(f"FakeUsage.cost_details must be a mapping or None, got {self.cost_details!r}")
 
     @property
     def total_tokens(self) -> int:
@@ -96,24 +127,50 @@ class FakeUsage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "audio_tokens": self.input_audio_tokens,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": self.reasoning_tokens,
-                "audio_tokens": 0,
+                "audio_tokens": self.output_audio_tokens,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },
+            **self._billed(),
         }
 
     def responses_usage(self) -> dict[str, Any]:
-        """The ``usage`` object of a Responses API response (input/output naming)."""
+        """The ``usage`` object of a Responses API response (input/output naming).
+
+        ``audio_tokens`` appear in the details only when non-zero: the Responses
+        API documents just ``cached_tokens`` and ``reasoning_tokens`` there, and
+        answers without audio keep that exact shape.
+        """
+        input_details: dict[str, int] = {"cached_tokens": self.cached_tokens}
+        output_details: dict[str, int] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.input_audio_tokens:
+            input_details["audio_tokens"] = self.input_audio_tokens
+        if self.output_audio_tokens:
+            output_details["audio_tokens"] = self.output_audio_tokens
         return {
             "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "input_tokens_details": input_details,
             "output_tokens": self.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "output_tokens_details": output_details,
             "total_tokens": self.total_tokens,
+            **self._billed(),
         }
+
+    def _billed(self) -> dict[str, Any]:
+        """OpenRouter's billed-cost fields of the usage object; empty when no cost is set."""
+        billed: dict[str, Any] = {}
+        if self.cost is not None:
+            billed["cost"] = self.cost
+            billed["is_byok"] = False
+        if self.cost_details is not None:
+            billed["cost_details"] = dict(self.cost_details)
+        return billed
 
 
 @dataclass(frozen=True)
@@ -185,6 +242,16 @@ class _Failure:
     message: str
 
 
+class _Answer(NamedTuple):
+    """The settings that apply to one request, taken together under the server's lock."""
+
+    failure: _Failure | None
+    model: str | None
+    usage: FakeUsage
+    tools: tuple[FakeToolCall, ...]
+    service_tier: str | None
+
+
 def _error_type(status: int) -> tuple[str, str | None]:
     """Map an HTTP status to OpenAI's ``error.type`` and ``error.code``.
 
@@ -210,6 +277,11 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
     """An OpenAI-style error document: ``{"error": {message, type, param, code}}``."""
     error_type, code = _error_type(status)
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def _served_tier(answer: _Answer) -> dict[str, str]:
+    """The ``service_tier`` field of an answer: the tier it was served (and is billed) at; absent when None."""
+    return {} if answer.service_tier is None else {"service_tier": answer.service_tier}
 
 
 def _split_text(text: str, pieces: int) -> list[str]:
@@ -362,12 +434,12 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        failure, model, usage, tools = fake._on_request(
+        answer = fake._on_request(
             RecordedRequest(method=self.command, path=self.path, headers=headers, body=body)
         )
 
-        if failure is not None:
-            self._send_error(failure.status, failure.message)
+        if answer.failure is not None:
+            self._send_error(answer.failure.status, answer.failure.message)
             return
         path = urlsplit(self.path).path.rstrip("/")
         routes = {
@@ -385,18 +457,17 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self._send_error(400, "The request body must be a JSON object.")
             return
-        route(body, model or str(body.get("model") or "unknown-model"), usage, tools)
+        route(body, answer._replace(model=answer.model or str(body.get("model") or "unknown-model")))
 
     # -- endpoints --------------------------------------------------------
 
-    def _chat_completions(
-        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
-    ) -> None:
+    def _chat_completions(self, body: dict[str, Any], answer: _Answer) -> None:
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.get("stream") is True:
-            self._stream_chat(body, completion_id, created, model, usage, tools)
+            self._stream_chat(body, completion_id, created, answer)
             return
+        tools = answer.tools
         message: dict[str, Any] = {
             "role": "assistant",
             "content": _REPLY_TEXT,
@@ -415,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": created,
-                "model": model,
+                "model": answer.model,
                 "choices": [
                     {
                         "index": 0,
@@ -424,21 +495,13 @@ class _Handler(BaseHTTPRequestHandler):
                         "finish_reason": "tool_calls" if tools else "stop",
                     }
                 ],
-                "usage": usage.chat_usage(),
-                "service_tier": "default",
+                "usage": answer.usage.chat_usage(),
+                **_served_tier(answer),
                 "system_fingerprint": "fp_fake",
             },
         )
 
-    def _stream_chat(
-        self,
-        body: dict[str, Any],
-        completion_id: str,
-        created: int,
-        model: str,
-        usage: FakeUsage,
-        tools: tuple[FakeToolCall, ...] = (),
-    ) -> None:
+    def _stream_chat(self, body: dict[str, Any], completion_id: str, created: int, answer: _Answer) -> None:
         """Send the reply as SSE chunks, the way the real API does.
 
         Usage only appears when ``stream_options.include_usage`` is true, in
@@ -448,11 +511,13 @@ class _Handler(BaseHTTPRequestHandler):
         """
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        tools, usage = answer.tools, answer.usage
         base: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": model,
+            "model": answer.model,
+            **_served_tier(answer),
             "system_fingerprint": "fp_fake",
         }
         if include_usage:
@@ -489,9 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _embeddings(
-        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
-    ) -> None:
+    def _embeddings(self, body: dict[str, Any], answer: _Answer) -> None:
+        usage = answer.usage
         inputs = _embedding_inputs(body.get("input"))
         dimensions = body.get("dimensions")
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
@@ -512,15 +576,14 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "object": "list",
                 "data": data,
-                "model": model,
+                "model": answer.model,
                 # Embeddings have no completion side: total == prompt.
                 "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
             },
         )
 
-    def _responses(
-        self, body: dict[str, Any], model: str, usage: FakeUsage, tools: tuple[FakeToolCall, ...] = ()
-    ) -> None:
+    def _responses(self, body: dict[str, Any], answer: _Answer) -> None:
+        tools = answer.tools
         """Minimal non-streaming Responses API; streaming is refused explicitly."""
         if body.get("stream") is True:
             self._send_error(400, "Streaming is not supported by the fake /v1/responses endpoint.")
@@ -543,9 +606,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "response",
                 "created_at": int(time.time()),
                 "status": "completed",
-                "model": model,
+                "model": answer.model,
                 "output": output,
-                "usage": usage.responses_usage(),
+                "usage": answer.usage.responses_usage(),
+                **_served_tier(answer),
                 "error": None,
                 "incomplete_details": None,
                 "instructions": body.get("instructions"),
@@ -615,6 +679,12 @@ class FakeOpenAI:
     ``model=None`` echoes the request's ``model`` back (what OpenAI does,
     modulo snapshot suffixes); a string pins the response model, useful to
     test pricing by the *response* model rather than the requested one.
+
+    ``service_tier`` is the tier the answers say they were served at
+    (``"priority"``, ``"flex"``, ``"scale"``; default ``"default"``, what OpenAI
+    sends for a standard request), whatever tier the request asked for: OpenAI
+    bills the tier it served, and a test of that needs the two to differ.
+    ``None`` leaves the field out, as OpenAI-compatible servers often do.
     """
 
     def __init__(
@@ -622,16 +692,19 @@ class FakeOpenAI:
         *,
         model: str | None = None,
         usage: FakeUsage | None = None,
+        service_tier: str | None = _DEFAULT_SERVICE_TIER,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"FakeOpenAI binds a specific interface only, not {host!r}")
+        _check_service_tier(service_tier)
         self._host = host.strip("[]")
         self._port = port
         self._lock = threading.Lock()
         self._model = model
         self._usage = usage if usage is not None else FakeUsage()
+        self._service_tier = service_tier
         self._failures: list[_Failure] = []
         self._tool_answers: list[tuple[FakeToolCall, ...]] = []
         self._requests: list[RecordedRequest] = []
@@ -707,18 +780,24 @@ class FakeOpenAI:
         *,
         model: str | EllipsisType | None = ...,
         usage: FakeUsage | EllipsisType | None = ...,
+        service_tier: str | EllipsisType | None = ...,
     ) -> None:
         """Change the answers of later requests; omitted arguments stay as they are.
 
-        ``model=None`` switches back to echoing the request model and
-        ``usage=None`` back to the default :class:`FakeUsage`. Thread-safe,
+        ``model=None`` switches back to echoing the request model,
+        ``usage=None`` back to the default :class:`FakeUsage` and
+        ``service_tier=None`` leaves the tier out of the answers. Thread-safe,
         so it can be called while a client is talking to the server.
         """
+        if service_tier is not ...:
+            _check_service_tier(service_tier)
         with self._lock:
             if model is not ...:
                 self._model = model
             if usage is not ...:
                 self._usage = usage if usage is not None else FakeUsage()
+            if service_tier is not ...:
+                self._service_tier = service_tier
 
     def fail_next(self, status: int = 500, times: int = 1, message: str = "injected failure") -> None:
         """Make the next ``times`` requests fail with ``status`` and an OpenAI-style error.
@@ -756,9 +835,7 @@ class FakeOpenAI:
         with self._lock:
             return list(self._requests)
 
-    def _on_request(
-        self, request: RecordedRequest
-    ) -> tuple[_Failure | None, str | None, FakeUsage, tuple[FakeToolCall, ...]]:
+    def _on_request(self, request: RecordedRequest) -> _Answer:
         """Record a request and atomically take the settings that apply to it.
 
         Doing both under one lock means a concurrent ``respond()``,
@@ -775,7 +852,13 @@ class FakeOpenAI:
                 and urlsplit(request.path).path.rstrip("/") in _MODEL_PATHS
             ):
                 tools = self._tool_answers.pop(0)
-            return failure, self._model, self._usage, tools
+            return _Answer(failure, self._model, self._usage, tools, self._service_tier)
+
+
+def _check_service_tier(service_tier: object) -> None:
+    """A service tier is a non-empty string (any value, so tests can send odd ones) or None."""
+    if service_tier is not None and (not isinstance(service_tier, str) or not service_tier):
+        raise ValueError(f"service_tier must be a non-empty string or None, got {service_tier!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

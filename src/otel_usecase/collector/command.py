@@ -3,11 +3,13 @@
 Why this exists: some teams want the cost on the span itself (``gen_ai.usage.cost``,
 USD) and a cost metric out of the collector they already run, without sending
 anything to ``otel-usecase serve``. The collector's ``transform`` processor can do
-the arithmetic with OTTL, but someone has to write one statement per model with
-the right prices, and keep them right. This module writes them from the same
-:class:`~otel_usecase.cost.prices.PriceBook` the cost engine uses, so the two agree
+the arithmetic with OTTL, but someone has to write the statements for each model
+with the right prices, and keep them right. This module writes them from the same
+:class:`~otel_usecase.cost.prices.PriceBook` and genai-prices data the cost engine uses, and
+from the token-class table (:data:`~otel_usecase.cost.token_classes.TOKEN_CLASSES`), so
+that a class added to the table is read and priced without touching this code
 (``tests/test_collector_config.py`` runs the generated statements on sample spans
-and compares them with ``PriceBook.cost``).
+and compares them with costs computed from the providers' published prices).
 
 Command line (to be wired as a subcommand of ``otel-usecase``)::
 
@@ -26,19 +28,29 @@ What the statements do, in order, all in the ``span`` context and all with one
    OpenInference ``LLM``/``EMBEDDING``, or a GenAI system/provider with usage).
 2. Take the model: ``gen_ai.response.model``, else ``gen_ai.request.model``, else
    ``llm.model_name``, lower-cased (genai-prices matches lower-cased names).
-3. Read the token counts as doubles (``Double(...)``; OTTL arithmetic needs both
-   sides of one type) into the per-span ``cache``, first present key wins, in the
-   key order of :mod:`otel_usecase.cost.usage`; cache reads/writes and reasoning
-   default to 0 when absent.
+3. Read the token counts of the classes the plan needs (:func:`.plan.read_classes`:
+   input, output, the parts step 4 normalises, any class a selected model prices,
+   and the classes that need their own price) as doubles (``Double(...)``; OTTL
+   arithmetic needs both sides of one type) into the per-span ``cache``, each
+   from its class's ``span_keys``, first present key wins; a missing part is 0.
 4. Apply :func:`otel_usecase.cost.usage.read_usage`'s two normalisations (cached parts
    added to an input count that cannot include them; a reported total that only
    adds up with them), then the engine's defaults for an unknown input or output.
-5. One statement per model computes the cost with the model's per-token prices
-   (printed as exact decimals from the Decimal prices), guarded by the model
-   name (genai-prices' own match rule for that model, translated to RE2, minus
-   any known name genai-prices prices differently) and by "not priced yet", so
-   the first matching statement wins.
-6. Copy the cost to ``gen_ai.usage.cost`` (a double, USD).
+5. One statement per model recognises it by name (genai-prices' own match rule
+   for that model, translated to RE2, minus any known name genai-prices prices
+   differently) and writes its key to ``cache["price"]``; the first match wins.
+6. A span with tokens of a class that needs its own price (audio, generated
+   images and video) and whose model has no rate for it gets
+   ``cache["unpriced_reason"]`` (``unknown token class audio``) instead of a
+   cost: priced as text it would be a silent under-count.
+7. One statement per model computes the cost: each class the model prices,
+   times its rate (exact decimals from the Decimal prices), for its count minus
+   the parts priced at their own rate, as genai-prices decomposes usage
+   (:mod:`.rates`); a part with no rate of its own stays in its parent's count.
+   Counts genai-prices would refuse (a part larger than its whole) give no cost
+   and the reason ``inconsistent token counts``.
+8. Copy the cost to ``gen_ai.usage.cost`` (a double, USD), or the reason to
+   ``usecase.cost.unpriced_reason``.
 
 Limits, said in the generated comments too: matching is by model name only (the
 provider on the span is not checked: ``--provider`` picks whose prices are used);
@@ -64,6 +76,7 @@ from .plan import (
     COST_ATTRIBUTE,
     DEFAULT_MODELS,
     PROCESSOR_ID,
+    UNPRICED_REASON_ATTRIBUTE,
     TransformPlan,
     clean_names,
     plan_transform,
@@ -86,6 +99,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "END_MARKER",
     "PROCESSOR_ID",
+    "UNPRICED_REASON_ATTRIBUTE",
     "ModelStatement",
     "TransformPlan",
     "add_transform_arguments",

@@ -7,19 +7,32 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._log import logger
-from ..cost.prices import Price, PriceBook
+from ..cost.prices import PriceBook
+from ..cost.token_classes import TOKEN_CLASSES, TokenClass
 from .model_match import probes
 from .ottl import attr, cache, set_where
-from .statements import ModelStatement, model_statement, prelude, rate_terms, same_model
+from .rates import ModelRates, model_rates
+from .statements import (
+    NORMALISED,
+    REQUIRED,
+    ModelStatement,
+    check_statements,
+    cost_terms,
+    model_statement,
+    prelude,
+    reason_statements,
+)
 
 __all__ = [
     "COST_ATTRIBUTE",
     "DEFAULT_MODELS",
     "PROCESSOR_ID",
+    "UNPRICED_REASON_ATTRIBUTE",
     "TransformPlan",
     "book_source",
     "clean_names",
     "plan_transform",
+    "read_classes",
     "transform_statements",
 ]
 
@@ -49,6 +62,9 @@ PROCESSOR_ID: Final = "transform/usecase_cost"
 COST_ATTRIBUTE: Final = "gen_ai.usage.cost"
 """The span attribute the generated statements write: the call's cost in USD (double)."""
 
+UNPRICED_REASON_ATTRIBUTE: Final = "usecase.cost.unpriced_reason"
+"""Written instead of the cost when a matched model cannot price the call (``unknown token class audio``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TransformPlan:
@@ -57,6 +73,10 @@ class TransformPlan:
     prelude: tuple[tuple[str, tuple[str, ...]], ...]
     """(comment, statements) groups that come before the per-model statements."""
     models: tuple[ModelStatement, ...]
+    reasons: tuple[str, ...]
+    """Unpriced reasons decided before pricing (a class the matched model has no rate for)."""
+    checks: tuple[str, ...]
+    """Unpriced reasons decided after pricing (counts genai-prices would refuse)."""
     finish: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     """(model, why) for the models asked for that got no statement."""
@@ -64,11 +84,16 @@ class TransformPlan:
     provider: str | None
     requested: tuple[str, ...] = ()
     """The model names asked for, cleaned (split on commas, de-duplicated)."""
+    read: tuple[TokenClass, ...] = ()
+    """The token classes whose counts the statements read (:func:`read_classes`)."""
 
     @property
     def statements(self) -> list[str]:
         out = [s for _, group in self.prelude for s in group]
-        out.extend(m.statement for m in self.models)
+        out.extend(m.match for m in self.models)
+        out.extend(self.reasons)
+        out.extend(m.cost for m in self.models)
+        out.extend(self.checks)
         out.extend(self.finish)
         return out
 
@@ -86,36 +111,86 @@ def plan_transform(
     book = prices if prices is not None else PriceBook()
     names = clean_names(models if models is not None else DEFAULT_MODELS)
     skipped: list[tuple[str, str]] = []
-    found: list[tuple[list[str], Price]] = []
+    found: list[tuple[list[str], ModelRates]] = []
     for name in names:
         price = book.lookup(name, provider)
         if price is None:
             where = f" at provider {provider!r}" if provider else ""
             skipped.append((name, f"no price{where} in {book_source(book)}"))
             continue
-        if rate_terms(price) == []:
+        rates = model_rates(price)
+        if not cost_terms(rates):
             skipped.append((name, f"its price ({price.source}) has no token rates"))
             continue
         for entry in found:
-            if same_model(entry[1], price):
+            other = entry[1]
+            if (other.price.provider, other.price.model, other.signature) == (
+                price.provider,
+                price.model,
+                rates.signature,
+            ):
                 entry[0].append(name)
                 break
         else:
-            found.append(([name], price))
+            found.append(([name], rates))
     for name, why in skipped:
         logger.warning("otel-usecase: collector-config: skipping model %r: %s", name, why)
 
     known_names = list(probes())
-    statements = tuple(model_statement(asked, price, book, provider, known_names) for asked, price in found)
+    keys = _keys([rates for _, rates in found])
+    statements = tuple(
+        model_statement(asked, rates, key, book, provider, known_names)
+        for (asked, rates), key in zip(found, keys, strict=True)
+    )
+    read = read_classes(statements)
     return TransformPlan(
-        prelude=prelude(),
+        prelude=prelude(read),
         models=statements,
-        finish=(set_where(attr(COST_ATTRIBUTE), cache("cost"), f"{cache('cost')} != nil"),),
+        reasons=reason_statements(read, statements),
+        checks=check_statements(statements),
+        finish=(
+            set_where(attr(COST_ATTRIBUTE), cache("cost"), f"{cache('cost')} != nil"),
+            set_where(
+                attr(UNPRICED_REASON_ATTRIBUTE),
+                cache("unpriced_reason"),
+                f"{cache('unpriced_reason')} != nil",
+            ),
+        ),
         skipped=tuple(skipped),
         source=book_source(book),
         provider=provider,
         requested=tuple(names),
+        read=read,
     )
+
+
+def read_classes(models: Sequence[ModelStatement]) -> tuple[TokenClass, ...]:
+    """The token classes whose counts the statements read, in table order.
+
+    Input and output and the parts step 4 normalises, always; any other class
+    only when a model of the plan prices it, or when one cannot price it and
+    must leave such a call unpriced. So a plan of text-only models reads no
+    image or video counts (those fall back to the input rate anyway).
+    """
+    needed = set(REQUIRED) | {part for parts in NORMALISED.values() for part in parts}
+    for model in models:
+        needed.update(model.rates.rates)
+        needed.update(c.name for c in model.rates.unpriceable())
+    return tuple(c for c in TOKEN_CLASSES if c.name in needed)
+
+
+def _keys(found: Sequence[ModelRates]) -> list[str]:
+    """The ``cache["price"]`` value of each model: ``provider/model``, made unique."""
+    keys: list[str] = []
+    for rates in found:
+        price = rates.price
+        key = f"{price.provider}/{price.model}" if price.provider else price.model
+        base, n = key, 1
+        while key in keys:
+            n += 1
+            key = f"{base}#{n}"
+        keys.append(key)
+    return keys
 
 
 def transform_statements(

@@ -1,70 +1,94 @@
-"""The OTTL statements: recognise a model call, read its model and token counts, price one model.
+"""The OTTL statements: recognise a model call, read its token counts, pick its price, price it.
 
 The first four groups (:func:`prelude`) mirror the cost engine, key for key:
-:func:`otel_usecase.cost.calls.is_model_call` and :func:`otel_usecase.cost.usage.read_usage`.
-:func:`model_statement` prices one model with its per-token rates, guarded by
-the model-name condition of :mod:`.model_match`.
+:func:`otel_usecase.cost.calls.is_model_call` and :func:`otel_usecase.cost.usage.read_usage`;
+the counts read are those of the token classes of
+:data:`~otel_usecase.cost.token_classes.TOKEN_CLASSES` the plan needs, each from
+the class's own ``span_keys``. Then, per model, :func:`model_statement` writes
+two statements: one that recognises the model by name (the condition of
+:mod:`.model_match`) and one that prices it, class by class, with the parts
+split as genai-prices splits them (:func:`.rates.leaves`). :func:`reason_statements`
+leaves a call unpriced, with the reason, when it has tokens of a class its model
+has no rate for and that must not be priced as text (audio ...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, TieredPrices
 
+from ..cost.call import REASON_INCONSISTENT
 from ..cost.calls import MODEL_OPERATIONS, NOT_CALL_OPERATIONS
 from ..cost.prices import Price, PriceBook
-from ..cost.usage import (
-    CACHE_READ_KEYS,
-    CACHE_WRITE_KEYS,
-    INPUT_KEYS,
-    MODEL_KEYS,
-    OUTPUT_KEYS,
-    REASONING_KEYS,
-    TOTAL_KEYS,
-)
+from ..cost.token_classes import INPUT, OUTPUT, TokenClass, unknown_class_reason
+from ..cost.usage import MODEL_KEYS, TOTAL_KEYS
 from .model_match import Atom, Literals, ModelCondition, Term, clause_terms, simplify
 from .ottl import alternation, attr, cache, lit, per_token, re_literal, set_where
+from .rates import Combination, ModelRates, leaves, model_info, model_rates
 
-__all__ = ["ModelStatement", "model_statement", "prelude", "rate_terms", "rates_of", "same_model"]
+__all__ = [
+    "INCONSISTENT",
+    "NORMALISED",
+    "REQUIRED",
+    "ModelStatement",
+    "check_statements",
+    "cost_terms",
+    "model_statement",
+    "prelude",
+    "reason_statements",
+    "unknown_class_reason",
+]
 
 _OPERATION: Final = "gen_ai.operation.name"
 _SYSTEM: Final = "gen_ai.system"
 _PROVIDER_NAME: Final = "gen_ai.provider.name"
 _OI_KIND: Final = "openinference.span.kind"
 
+REQUIRED: Final[tuple[str, ...]] = (INPUT.name, OUTPUT.name)
+"""The classes every call has; unknown (nil) when absent, not 0."""
+NORMALISED: Final[Mapping[str, tuple[str, ...]]] = {
+    INPUT.name: ("cache_read", "cache_write"),
+    OUTPUT.name: ("reasoning",),
+}
+"""The parts :func:`otel_usecase.cost.usage.read_usage` adds back to a count that cannot include them.
+
+After step 4 a count is never smaller than these parts, so its leaf needs no check.
+"""
+
+INCONSISTENT: Final = REASON_INCONSISTENT
+"""The unpriced reason of a call whose parts exceed the count they are part of."""
+
 
 @dataclass(frozen=True, slots=True)
 class ModelStatement:
-    """The statement that prices one model, and what it was made from."""
+    """The statements of one model, and what they were made from."""
 
     names: tuple[str, ...]
-    """The model names asked for that this statement prices."""
-    price: Price
-    statement: str
+    """The model names asked for that these statements price."""
+    rates: ModelRates
+    key: str
+    """The value the match statement writes to ``cache["price"]`` (``openai/gpt-4o``)."""
+    match: str
+    """``cache["price"]`` set to :attr:`key` when the span's model is this one."""
+    cost: str
+    """``cache["cost"]`` computed with this model's rates."""
     notes: tuple[str, ...]
-    """Caveats, written as comments above the statement."""
+    """Caveats, written as comments above the statements."""
+
+    @property
+    def price(self) -> Price:
+        return self.rates.price
+
+    @property
+    def statements(self) -> tuple[str, str]:
+        return (self.match, self.cost)
 
 
-def rates_of(price: Price) -> tuple[object, ...]:
-    return (
-        price.input_mtok,
-        price.output_mtok,
-        price.cache_read_mtok,
-        price.cache_write_mtok,
-        getattr(price, "reasoning_mtok", None),
-        getattr(price, "per_request", None),
-        price.tiered,
-    )
-
-
-def same_model(a: Price, b: Price) -> bool:
-    return (a.provider, a.model, rates_of(a)) == (b.provider, b.model, rates_of(b))
-
-
-def prelude() -> tuple[tuple[str, tuple[str, ...]], ...]:
+def prelude(read: Sequence[TokenClass]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Groups 1-4: is it a call, its model, the counts of the classes in ``read``, normalised."""
     call, model = cache("call"), cache("model")
     operation = attr(_OPERATION)
     kind = attr(_OI_KIND)
@@ -95,27 +119,25 @@ def prelude() -> tuple[tuple[str, tuple[str, ...]], ...]:
         ]
         return tuple(out)
 
-    tokens = (
-        first_of("input", INPUT_KEYS)
-        + first_of("output", OUTPUT_KEYS)
-        + first_of("cache_read", CACHE_READ_KEYS, "0.0")
-        + first_of("cache_write", CACHE_WRITE_KEYS, "0.0")
-        + first_of("reasoning", REASONING_KEYS, "0.0")
-        + first_of("total", TOTAL_KEYS)
-    )
+    tokens: tuple[str, ...] = ()
+    for token_class in read:
+        default = None if token_class.name in REQUIRED else "0.0"
+        tokens += first_of(token_class.name, token_class.span_keys, default)
+    tokens += first_of("total", TOTAL_KEYS)
 
     c = cache
+    (reasoning,) = NORMALISED[OUTPUT.name]
     known = f"{c('total')} != nil and {c('input')} != nil and {c('output')} != nil"
     fixes = (
-        set_where(c("cached"), f"{c('cache_read')} + {c('cache_write')}", f"{model} != nil"),
+        set_where(c("cached"), " + ".join(c(n) for n in NORMALISED[INPUT.name]), f"{model} != nil"),
         set_where(c("input_fixed"), "true", f"{c('input')} != nil and {c('input')} < {c('cached')}"),
         set_where(c("input"), f"{c('input')} + {c('cached')}", f"{c('input_fixed')} == true"),
-        set_where(c("output_fixed"), "true", f"{c('output')} != nil and {c('output')} < {c('reasoning')}"),
-        set_where(c("output"), f"{c('output')} + {c('reasoning')}", f"{c('output_fixed')} == true"),
+        set_where(c("output_fixed"), "true", f"{c('output')} != nil and {c('output')} < {c(reasoning)}"),
+        set_where(c("output"), f"{c('output')} + {c(reasoning)}", f"{c('output_fixed')} == true"),
         set_where(c("add_in"), "0.0", known),
         set_where(c("add_in"), c("cached"), f"{c('add_in')} != nil and {c('input_fixed')} == nil"),
         set_where(c("add_out"), "0.0", f"{c('add_in')} != nil"),
-        set_where(c("add_out"), c("reasoning"), f"{c('add_out')} != nil and {c('output_fixed')} == nil"),
+        set_where(c("add_out"), c(reasoning), f"{c('add_out')} != nil and {c('output_fixed')} == nil"),
         set_where(c("base"), f"{c('input')} + {c('output')}", f"{c('add_in')} != nil"),
         set_where(c("with_in"), f"{c('base')} + {c('add_in')}", f"{c('add_in')} != nil"),
         set_where(c("with_out"), f"{c('base')} + {c('add_out')}", f"{c('add_in')} != nil"),
@@ -148,13 +170,13 @@ def prelude() -> tuple[tuple[str, tuple[str, ...]], ...]:
             f"{c('fix')} == {lit('output')} or {c('fix')} == {lit('both')}",
         ),
         set_where(c("input"), c("cached"), f"{c('input')} == nil and {c('output')} != nil"),
-        set_where(c("output"), c("reasoning"), f"{c('output')} == nil and {c('input')} != nil"),
+        set_where(c("output"), c(reasoning), f"{c('output')} == nil and {c('input')} != nil"),
     )
     return (
         ("1. Is this span one model call? (as otel_usecase.cost.calls.is_model_call)", detect),
         ("2. The model: response model, else request model, else llm.model_name; lower-cased.", names),
         (
-            "3. Token counts as doubles, first present key wins; cached and reasoning parts default to 0.",
+            "3. Token counts by class, as doubles, first present key wins; a missing part is 0.",
             tokens,
         ),
         (
@@ -164,47 +186,18 @@ def prelude() -> tuple[tuple[str, tuple[str, ...]], ...]:
     )
 
 
-def rate_terms(price: Price) -> list[str]:
-    """The arithmetic terms of a price, in USD per token; [] when it has no token rates."""
-    c = cache
-    p_in, p_out = price.input_mtok, price.output_mtok
-    p_read, p_write = price.cache_read_mtok, price.cache_write_mtok
-    p_reason = getattr(price, "reasoning_mtok", None)
-    per_request = getattr(price, "per_request", None)
-    terms: list[str] = []
-    if p_in is not None:
-        parts = [c("input")]
-        if p_read is not None:
-            parts.append(c("cache_read"))
-        if p_write is not None:
-            parts.append(c("cache_write"))
-        base = parts[0] if len(parts) == 1 else "(" + " - ".join(parts) + ")"
-        terms.append(f"{base} * {per_token(p_in)}")
-    if p_read is not None:
-        terms.append(f"{c('cache_read')} * {per_token(p_read)}")
-    if p_write is not None:
-        terms.append(f"{c('cache_write')} * {per_token(p_write)}")
-    if p_out is not None:
-        out = f"({c('output')} - {c('reasoning')})" if p_reason is not None else c("output")
-        terms.append(f"{out} * {per_token(p_out)}")
-    if p_reason is not None:
-        terms.append(f"{c('reasoning')} * {per_token(p_reason)}")
-    if not terms:
-        return []
-    if per_request is not None:
-        terms.append(per_token(per_request * 1_000_000))
-    return terms
-
-
 def model_statement(
     asked: list[str],
-    price: Price,
+    rates: ModelRates,
+    key: str,
     book: PriceBook,
     provider: str | None,
     probes: list[tuple[str, bool]],
 ) -> ModelStatement:
+    """The match and cost statements of one model (see :class:`ModelStatement`)."""
+    price = rates.price
     notes: list[str] = []
-    info = _model_info(price)
+    info = model_info(price)
     own_names = list(dict.fromkeys(n.lower() for n in [*asked, price.model]))
     terms: list[Term] = [(Atom("^" + re_literal(n) + "$"),) for n in own_names]
     if info is not None:
@@ -215,14 +208,13 @@ def model_statement(
             terms.extend(rule_terms)
     condition = ModelCondition(tuple(terms), Literals())
 
-    rates = rates_of(price)
     exact_out: list[str] = []
     prefix_out: list[str] = []
     for probe, is_prefix in probes:
         if not condition.matches(probe) or probe in own_names:
             continue
         other = book.lookup(probe, provider)
-        if other is not None and rates_of(other) == rates:
+        if other is not None and model_rates(other).signature == rates.signature:
             continue
         if is_prefix and any(n.startswith(probe) for n in own_names):
             continue  # excluding the prefix would exclude a name asked for
@@ -249,25 +241,101 @@ def model_statement(
         notes.append(f"Tiered price: base tier only; calls{above} are priced at the base rate (too low).")
     if info is not None and not _static_price(info):
         notes.append("Its price changes by date or time of day: this is the price in force when generated.")
+    chosen = cache("price")
+    match = set_where(chosen, lit(key), f"{chosen} == nil and {cache('input')} != nil and {condition.ottl()}")
+    mine = f"{chosen} == {lit(key)} and {cache('unpriced_reason')} == nil"
+    checks = [f"{_combination(leaf)} >= 0.0" for leaf in _checked_leaves(rates)]
+    cost = set_where(cache("cost"), " + ".join(cost_terms(rates)), " and ".join([mine, *checks]))
+    return ModelStatement(
+        names=tuple(asked), rates=rates, key=key, match=match, cost=cost, notes=tuple(notes)
+    )
 
-    where = f"{cache('cost')} == nil and {cache('input')} != nil and {condition.ottl()}"
-    statement = set_where(cache("cost"), " + ".join(rate_terms(price)), where)
-    return ModelStatement(names=tuple(asked), price=price, statement=statement, notes=tuple(notes))
+
+def cost_terms(rates: ModelRates) -> list[str]:
+    """The terms of a price, in USD per token: each priced class's leaf count times its rate; [] if none."""
+    terms = []
+    for name, leaf in leaves(rates.rates).items():
+        count = _combination(leaf)
+        if len(leaf) > 1:
+            count = f"({count})"
+        terms.append(f"{count} * {per_token(rates.rates[name])}")
+    if terms and rates.per_request is not None:
+        terms.append(per_token(rates.per_request * 1_000_000))
+    return terms
 
 
-def _model_info(price: Price) -> ModelInfo | None:
-    """genai-prices' entry for the model a price belongs to, if it has one."""
-    snapshot = data_snapshot.get_snapshot()
-    for provider in snapshot.providers:
-        if price.provider is not None and provider.id != price.provider:
+def _checked_leaves(rates: ModelRates) -> list[Combination]:
+    """The leaves a bad span can make negative (genai-prices refuses to price those).
+
+    A count's leaf that subtracts only the parts step 4 normalises is never negative.
+    """
+    out = []
+    for name, leaf in leaves(rates.rates).items():
+        subtracted = {part for part, coefficient in leaf.items() if coefficient < 0}
+        if subtracted and not subtracted <= set(NORMALISED.get(name, ())):
+            out.append(leaf)
+    return out
+
+
+def _combination(leaf: Combination) -> str:
+    """``{"input": 1, "cache_read": -1}`` -> ``cache["input"] - cache["cache_read"]`` (the leaf's own class first)."""
+    text = ""
+    for name, coefficient in leaf.items():
+        size = abs(coefficient)
+        term = cache(name) if size == 1 else f"{size}.0 * {cache(name)}"
+        if not text:
+            text = term if coefficient > 0 else f"0.0 - {term}"
+        else:
+            text += f" {'+' if coefficient > 0 else '-'} {term}"
+    return text
+
+
+def reason_statements(read: Iterable[TokenClass], models: Sequence[ModelStatement]) -> tuple[str, ...]:
+    """Leave a call unpriced, with the reason, when its model has no rate for a class it must not price as text.
+
+    One statement per such class, not per model: the models that lack the rate
+    are named by their ``cache["price"]`` key, or the ones that have it,
+    whichever list is shorter.
+    """
+    chosen, reason = cache("price"), cache("unpriced_reason")
+    out = []
+    for token_class in read:
+        if not token_class.needs_own_price:
             continue
-        for info in provider.models:
-            if info.id == price.model:
-                return info
-    try:
-        return snapshot.find_provider_model(price.model, None, price.provider, None)[1]
-    except LookupError:
-        return None
+        lacking = [m.key for m in models if token_class in m.rates.unpriceable()]
+        if not lacking:
+            continue
+        having = [m.key for m in models if m.key not in lacking]
+        if not having:
+            which = f"{chosen} != nil"
+        elif len(lacking) <= len(having):
+            which = f"IsMatch({chosen}, {lit(_exactly(lacking))})"
+        else:
+            which = f"{chosen} != nil and not IsMatch({chosen}, {lit(_exactly(having))})"
+        out.append(
+            set_where(
+                reason,
+                lit(unknown_class_reason(token_class)),
+                f"{reason} == nil and {cache(token_class.name)} > 0.0 and {which}",
+            )
+        )
+    return tuple(out)
+
+
+def check_statements(models: Sequence[ModelStatement]) -> tuple[str, ...]:
+    """The reason of a call whose model matched but whose counts failed a leaf check (none if no checks)."""
+    if not any(_checked_leaves(m.rates) for m in models):
+        return ()
+    chosen, reason = cache("price"), cache("unpriced_reason")
+    return (
+        set_where(
+            reason, lit(INCONSISTENT), f"{chosen} != nil and {cache('cost')} == nil and {reason} == nil"
+        ),
+    )
+
+
+def _exactly(keys: Sequence[str]) -> str:
+    return "^" + alternation(re_literal(k) for k in keys) + "$"
 
 
 def _static_price(info: ModelInfo) -> bool:

@@ -1,39 +1,110 @@
 """The prices overrides file: a TOML file of model prices and aliases, read and checked.
 
 :class:`~otel_usecase.cost.prices.PriceBook` reads it when given one (argument, else
-``OTEL_USECASE_PRICES``). Every problem raises
-:class:`~otel_usecase.cost.prices.PricesFileError` naming the file, the line and the
-key, so a typo in a price never turns into silently wrong costs; finding the line
-of a key needs the small TOML key scanner below (``tomllib`` does not report
-positions of valid keys).
+``OTEL_USECASE_PRICES``)::
+
+    # USD per million tokens.
+    [models."gpt-4o"]              # any provider
+    input = 2.50                   # required
+    output = 10.00                 # required
+    cache_read = 1.25              # optional: any token class, by its name
+    input_audio = 40.0             # (input, output, cache_read, cache_write,
+    output_audio = 80.0            #  cache_write_1h, reasoning, input_audio, ...)
+
+    [[models."gpt-4o".variants]]   # a price under a condition (genai-prices' PriceVariant)
+    when = { service_tier = "priority" }
+    input = 4.25                   # the rates it changes; the others stay
+    output = 17.00
+
+    [models."openai/gpt-4o-mini"]  # only when the provider is openai
+    input = 0.15
+    output = 0.60
+
+    [models."llama-3.1-70b"]       # or name the provider with a key
+    provider = "groq"
+    input = 0.59
+    output = 0.79
+
+    [aliases]                      # names spans carry -> model names
+    "my-gpt4o-prod" = "gpt-4o"     # e.g. an Azure deployment name
+
+Rates are named by token class (:mod:`otel_usecase.cost.token_classes`); a class
+without a rate is priced at the rate of the nearest class that includes it
+(``cache_read`` as ``input``, ``reasoning`` as ``output``), except audio and
+generated images/video, whose tokens leave a call unpriced (``unknown token class
+audio``) when the model has no rate for them. A variant's ``when`` keys are the
+price-context keys of :mod:`otel_usecase.cost.conditions` (``service_tier``,
+``processing`` ...), matched exactly against the context a span calls for.
+
+Model names match case-insensitively, exactly, or through genai-prices: an
+override for ``gpt-4o`` also prices ``gpt-4o-2024-08-06``, which genai-prices
+knows as ``gpt-4o``. A ``prefix/`` is read as a provider only when the prefix
+is a provider name :func:`~otel_usecase.cost.providers.map_provider` knows;
+otherwise the whole key is the model name. An alias is resolved once (no chains)
+before any lookup, and its target is then priced by the overrides or by
+genai-prices.
+
+Every problem raises :class:`~otel_usecase.cost.rates.PricesFileError` naming the
+file, the line and the key (unreadable file, TOML syntax error, unknown section
+or field such as ``ouput``, missing ``input``/``output``, a price that is not a
+finite non-negative number, a duplicate model, a bad variant or alias), so a typo
+in a price never turns into silently wrong costs; finding the line of a key
+needs the small TOML key scanner below (``tomllib`` does not report positions of
+valid keys).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
-from .prices import Price, PricesFileError, _five, _provider_key, _Rates, map_provider
+from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, PriceVariant
 
-__all__ = ["load_prices_file"]
+from .conditions import PASSTHROUGH_KEYS
+from .providers import map_provider, provider_key
+from .rates import PricesFileError
+from .token_classes import BY_NAME, TOKEN_CLASSES
+
+__all__ = ["OverrideModel", "PricesFile", "load_prices_file"]
 
 # -- the overrides file -----------------------------------------------------
 
-_MODEL_FIELDS: Final = ("input", "output", "cache_read", "cache_write", "provider")
+_RATE_FIELDS: Final = tuple(c.name for c in TOKEN_CLASSES)
+_MODEL_FIELDS: Final = (*_RATE_FIELDS, "provider", "variants")
+_VARIANT_FIELDS: Final = (*_RATE_FIELDS, "when")
 _SECTIONS: Final = ("models", "aliases")
 
 
-def load_prices_file(path: str) -> tuple[dict[tuple[str | None, str], _Rates], dict[str, str]]:
+class OverrideModel(NamedTuple):
+    """One model of the file: who it is for and its prices, as genai-prices model data."""
+
+    provider: str | None
+    model: str
+    info: ModelInfo
+
+
+class PricesFile(NamedTuple):
+    """The file, read: models by (provider or None, lower-cased name), aliases, sha256 of its bytes."""
+
+    models: dict[tuple[str | None, str], OverrideModel]
+    aliases: dict[str, str]
+    digest: str
+
+
+def load_prices_file(path: str) -> PricesFile:
     """Read and check the overrides file; raise :class:`PricesFileError` on any problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise PricesFileError(path, None, None, f"cannot read it: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PricesFileError(path, None, None, f"not UTF-8 text: {exc.reason}") from exc
     try:
@@ -56,32 +127,23 @@ def load_prices_file(path: str) -> tuple[dict[tuple[str | None, str], _Rates], d
     models = data.get("models", {})
     if not isinstance(models, dict):
         fail(("models",), 'must be a table of models, e.g. [models."gpt-4o"]')
-    overrides: dict[tuple[str | None, str], _Rates] = {}
+    overrides: dict[tuple[str | None, str], OverrideModel] = {}
     where_seen: dict[tuple[str | None, str], str] = {}
-    source = f"override {path}"
     for name, entry in models.items():
         keys = ("models", name)
         if not name.strip():
             fail(keys, "empty model name")
         if not isinstance(entry, dict):
             fail(keys, "must be a table with input and output prices (USD per million tokens)")
-        for field in entry:
-            if field not in _MODEL_FIELDS:
-                fail(
-                    (*keys, field),
-                    f"unknown field{_suggest(field, _MODEL_FIELDS)}; allowed: {', '.join(_MODEL_FIELDS)}",
-                )
+        _check_fields(entry, keys, _MODEL_FIELDS, fail)
         for field in ("input", "output"):
             if field not in entry:
                 fail(keys, f"missing required field {field!r} (USD per million {field} tokens)")
-        prices = {
-            field: _price(entry[field], fail, (*keys, field)) for field in _MODEL_FIELDS[:4] if field in entry
-        }
         provider_name = entry.get("provider")
         if provider_name is not None and (not isinstance(provider_name, str) or not provider_name.strip()):
             fail((*keys, "provider"), f"must be a provider name (a non-empty string), got {provider_name!r}")
         model_name = name.strip()
-        provider = _provider_key(provider_name) if provider_name is not None else None
+        provider = provider_key(provider_name) if provider_name is not None else None
         if provider is None and "/" in model_name:
             prefix, rest = model_name.split("/", 1)
             if rest and map_provider(prefix) is not None:
@@ -90,23 +152,13 @@ def load_prices_file(path: str) -> tuple[dict[tuple[str | None, str], _Rates], d
         if key in where_seen:
             fail(keys, f"duplicate price for the same model as {where_seen[key]}")
         where_seen[key] = f"[models.{_quote(name, always=True)}]"
-        price = Price(
-            provider=provider,
-            model=model_name,
-            input_mtok=prices["input"],
-            output_mtok=prices["output"],
-            cache_read_mtok=prices.get("cache_read", prices["input"]),
-            cache_write_mtok=prices.get("cache_write", prices["input"]),
-            source=source,
+        info = ModelInfo(
+            id=model_name,
+            match=ClauseEquals(equals=model_name.lower()),
+            prices=_model_price(entry, keys, fail),
+            price_variants=_variants(entry.get("variants"), (*keys, "variants"), fail),
         )
-        overrides[key] = _Rates(
-            price=price,
-            base=_five(
-                (price.input_mtok, price.output_mtok, price.cache_read_mtok, price.cache_write_mtok, None)
-            ),
-            tiers=(),
-            per_call=Decimal(0),
-        )
+        overrides[key] = OverrideModel(provider, model_name, info)
 
     raw_aliases = data.get("aliases", {})
     if not isinstance(raw_aliases, dict):
@@ -121,10 +173,71 @@ def load_prices_file(path: str) -> tuple[dict[tuple[str | None, str], _Rates], d
         if alias.strip().lower() in aliases:
             fail(keys, "duplicate alias (names match case-insensitively)")
         aliases[alias.strip().lower()] = target.strip()
-    return overrides, aliases
+    return PricesFile(overrides, aliases, hashlib.sha256(raw).hexdigest())
 
 
-def _price(value: object, fail: Callable[[tuple[str, ...], str], NoReturn], keys: tuple[str, ...]) -> Decimal:
+_Fail = Callable[[tuple[str, ...], str], NoReturn]
+
+
+def _check_fields(
+    entry: dict[str, Any], keys: tuple[str, ...], allowed: tuple[str, ...], fail: _Fail
+) -> None:
+    for field in entry:
+        if field not in allowed:
+            fail(
+                (*keys, field),
+                f"unknown field{_suggest(field, allowed)}; allowed: {', '.join(allowed)}",
+            )
+
+
+def _model_price(entry: dict[str, Any], keys: tuple[str, ...], fail: _Fail) -> ModelPrice:
+    """The rates of ``entry`` (USD per million tokens by class name) as a genai-prices ModelPrice."""
+    return ModelPrice(
+        **{
+            BY_NAME[field].price_key: _price(entry[field], fail, (*keys, field))
+            for field in _RATE_FIELDS
+            if field in entry
+        }
+    )
+
+
+def _variants(raw: object, keys: tuple[str, ...], fail: _Fail) -> list[PriceVariant] | None:
+    """``[[models."NAME".variants]]``: prices that apply when the price context matches ``when``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        fail(keys, 'must be an array of tables: [[models."NAME".variants]] with when = { ... } and rates')
+    variants: list[PriceVariant] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            fail(keys, "each variant must be a table with when = { ... } and rates")
+        _check_fields(item, keys, _VARIANT_FIELDS, fail)
+        when = item.get("when")
+        if not isinstance(when, dict) or not when:
+            fail(
+                (*keys, "when"),
+                'missing or empty: say when the variant applies, e.g. when = { service_tier = "priority" }',
+            )
+        for condition, value in when.items():
+            if condition not in PASSTHROUGH_KEYS:
+                fail(
+                    (*keys, "when", condition),
+                    f"unknown condition{_suggest(condition, PASSTHROUGH_KEYS)}; allowed: {', '.join(PASSTHROUGH_KEYS)}",
+                )
+            if not isinstance(value, str) or not value.strip():
+                fail((*keys, "when", condition), f"must be a non-empty string, got {value!r}")
+        if not any(field in item for field in _RATE_FIELDS):
+            fail(keys, "a variant must set at least one rate (e.g. input = 2.50)")
+        variants.append(
+            PriceVariant(
+                when={k: v.strip().lower() for k, v in when.items()},
+                prices=_model_price(item, keys, fail),
+            )
+        )
+    return variants
+
+
+def _price(value: object, fail: _Fail, keys: tuple[str, ...]) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         fail(keys, f"must be a number (USD per million tokens), got {value!r}")
     price = Decimal(value)

@@ -112,6 +112,8 @@ from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
 from .._log import warn_rate_limited
+from .call import TokenCounts
+from .token_classes import BY_NAME, INPUT, OUTPUT, SPAN_KEYS, TOKEN_CLASSES
 
 __all__ = [
     "CACHE_READ_KEYS",
@@ -138,35 +140,11 @@ _OI_SYSTEM: Final = "llm.system"
 _OPERATION: Final = "gen_ai.operation.name"
 _TRACELOOP_REQUEST_TYPE: Final = "llm.request.type"
 
-INPUT_KEYS: Final = (
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.prompt_tokens",
-    "llm.token_count.prompt",
-    "llm.usage.prompt_tokens",
-)
-OUTPUT_KEYS: Final = (
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
-    "llm.usage.completion_tokens",
-)
-CACHE_READ_KEYS: Final = (
-    "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_read_input_tokens",
-    "llm.token_count.prompt_details.cache_read",
-)
-CACHE_WRITE_KEYS: Final = (
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_write.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
-    "llm.token_count.prompt_details.cache_write",
-)
-REASONING_KEYS: Final = (
-    "gen_ai.usage.reasoning.output_tokens",
-    "gen_ai.usage.reasoning_tokens",
-    "llm.usage.reasoning_tokens",
-    "llm.token_count.completion_details.reasoning",
-)
+INPUT_KEYS: Final = BY_NAME["input"].span_keys
+OUTPUT_KEYS: Final = BY_NAME["output"].span_keys
+CACHE_READ_KEYS: Final = BY_NAME["cache_read"].span_keys
+CACHE_WRITE_KEYS: Final = BY_NAME["cache_write"].span_keys
+REASONING_KEYS: Final = BY_NAME["reasoning"].span_keys
 TOTAL_KEYS: Final = (
     "gen_ai.usage.total_tokens",
     "llm.usage.total_tokens",
@@ -187,11 +165,7 @@ READ_KEYS: Final[frozenset[str]] = frozenset(
         _OI_SYSTEM,
         _OPERATION,
         _TRACELOOP_REQUEST_TYPE,
-        *INPUT_KEYS,
-        *OUTPUT_KEYS,
-        *CACHE_READ_KEYS,
-        *CACHE_WRITE_KEYS,
-        *REASONING_KEYS,
+        *SPAN_KEYS,
         *TOTAL_KEYS,
     )
 )
@@ -203,27 +177,38 @@ class LLMUsage(NamedTuple):
 
     A named tuple because one is built for every LLM span the exporter sees.
 
-    ``None`` token counts mean *unknown*, not zero: an unknown call is stored as
-    unpriced rather than priced at $0. The cache and reasoning parts default to 0
-    because most calls have none and their absence changes no price.
-    ``complete`` is False when a count the call must have could not be read (see
-    the module docstring): a price computed from it is a lower bound.
+    ``tokens`` maps token-class names (:mod:`otel_usecase.cost.token_classes`) to
+    counts, present classes only. A missing ``input`` or ``output`` means
+    *unknown*, not zero: an unknown call is stored as unpriced rather than priced
+    at $0. A missing part (cache, reasoning, audio ...) is 0: most calls have
+    none and its absence changes no price. ``complete`` is False when a count the
+    call must have could not be read (see the module docstring): a price computed
+    from it is a lower bound.
     """
 
     model: str | None
     provider: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
+    tokens: TokenCounts
     operation: str | None = None
     complete: bool = True
 
     @property
+    def input_tokens(self) -> int | None:
+        return self.tokens.get("input")
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.tokens.get("output")
+
+    def count(self, name: str) -> int:
+        """The count of token class ``name``, 0 when absent (also for an unknown input/output)."""
+        return self.tokens.get(name) or 0
+
+    @property
     def has_usage(self) -> bool:
         """True when the input or the output token count is known."""
-        return self.input_tokens is not None or self.output_tokens is not None
+        tokens = self.tokens
+        return "input" in tokens or "output" in tokens
 
 
 def is_llm_usage_span(attributes: Mapping[str, Any]) -> bool:
@@ -241,7 +226,8 @@ def is_llm_usage_span(attributes: Mapping[str, Any]) -> bool:
 _INPUT: Final = INPUT_KEYS[0]
 _OUTPUT: Final = OUTPUT_KEYS[0]
 _new_tuple: Final = tuple.__new__
-_DETAIL_KEYS: Final = frozenset((*CACHE_READ_KEYS, *CACHE_WRITE_KEYS, *REASONING_KEYS))
+_PART_CLASSES: Final = tuple(c for c in TOKEN_CLASSES if c is not INPUT and c is not OUTPUT)
+_DETAIL_KEYS: Final = frozenset(key for c in _PART_CLASSES for key in c.span_keys)
 
 
 def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
@@ -274,12 +260,30 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
         complete = output_tokens is None  # a request without input tokens: the count was lost
     elif output_tokens is None:
         complete = not _any_present(attributes, OUTPUT_KEYS)  # none (embeddings), or unreadable
-    if _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no cache or reasoning counts (one C call)
-        cache_read = cache_write = reasoning = 0
-    else:
-        cache_read = _first_count(attributes, CACHE_READ_KEYS) or 0
-        cache_write = _first_count(attributes, CACHE_WRITE_KEYS) or 0
-        reasoning = _first_count(attributes, REASONING_KEYS) or 0
+    tokens: dict[str, int] = {}
+    if input_tokens is not None:
+        tokens["input"] = input_tokens
+    if output_tokens is not None:
+        tokens["output"] = output_tokens
+    if not _DETAIL_KEYS.isdisjoint(attributes):  # most spans have no part counts at all (one C call)
+        _read_parts(attributes, tokens)
+    # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 5 arguments).
+    return _new_tuple(
+        LLMUsage, (model, provider.lower() if provider is not None else None, tokens, operation, complete)
+    )
+
+
+def _read_parts(attributes: Mapping[str, Any], tokens: dict[str, int]) -> None:
+    """Add the part counts (cache, reasoning, audio ...) to ``tokens``, and make input/output inclusive."""
+    input_tokens = tokens.get("input")
+    output_tokens = tokens.get("output")
+    for token_class in _PART_CLASSES:
+        count = _first_count(attributes, token_class.span_keys)
+        if count:
+            tokens[token_class.name] = count
+    cache_read = tokens.get("cache_read", 0)
+    cache_write = tokens.get("cache_write", 0)
+    reasoning = tokens.get("reasoning", 0)
 
     cached = cache_read + cache_write
     input_fixed = False
@@ -303,22 +307,10 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
             elif add_in and add_out and total == base + add_in + add_out:
                 input_tokens += add_in
                 output_tokens += add_out
-
-    # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 8 arguments).
-    return _new_tuple(
-        LLMUsage,
-        (
-            model,
-            provider.lower() if provider is not None else None,
-            input_tokens,
-            output_tokens,
-            cache_read,
-            cache_write,
-            reasoning,
-            operation,
-            complete,
-        ),
-    )
+    if input_tokens is not None:
+        tokens["input"] = input_tokens
+    if output_tokens is not None:
+        tokens["output"] = output_tokens
 
 
 def _text(value: object) -> str | None:

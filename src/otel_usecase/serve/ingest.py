@@ -1,7 +1,8 @@
-"""The receiver's side of the cost engine: decoded spans -> priced calls -> store.
+"""The receiver's side of the cost engine: decoded spans -> priced calls -> call sink -> store.
 
-This is deliberately thin: pricing, run grouping and de-duplication are
-:func:`otel_usecase.cost.calls.calls_from_spans`, exactly as in the exporter. What
+This is deliberately thin: pricing and run grouping are
+:func:`otel_usecase.cost.calls.calls_from_spans` and de-duplication is the
+:class:`~otel_usecase.cost.sink.CallSink`, exactly as in the exporter. What
 differs is failure handling: the receiver does not buffer; when the store is
 unavailable it tells the sender to retry (HTTP 503 / gRPC UNAVAILABLE), so the
 data stays with the sender (the collector's retry queue) and nothing is lost.
@@ -19,6 +20,7 @@ from .._log import warn_rate_limited
 from ..cost.call import Call
 from ..cost.calls import calls_from_spans
 from ..cost.prices import PriceBook
+from ..cost.sink import CallSink
 from ..store import RejectedCall, Store, StoreError, StoreUnavailable, open_store
 from .otlp import Decoded, Rejections
 
@@ -33,12 +35,19 @@ class Ingest:
         self._prices = prices
         self._store: Store | None = None
         self._lock = threading.Lock()
+        self._sink: CallSink[list[RejectedCall]] = CallSink(self._write_store)
         self.calls_written = 0
+        """Calls stored: new requests and better copies (duplicates and refused calls are not)."""
         self.spans_rejected = 0
 
     @property
     def store_url(self) -> str | None:
         return self._store_url
+
+    @property
+    def sink(self) -> CallSink[list[RejectedCall]]:
+        """Where the priced calls go: subscribe to it to see each request once (new, or a better copy)."""
+        return self._sink
 
     def open(self) -> None:
         """Open the store now, so a bad store is reported at startup."""
@@ -62,12 +71,9 @@ class Ingest:
         calls = calls_from_spans(decoded.spans, self._prices)
         rejections = decoded.rejections
         if calls:
-            try:
-                store = self._get_store()
-            except StoreError as exc:  # opened at startup; failing now means it went away
-                raise StoreUnavailable(str(exc)) from exc
-            refused = store.write(calls)
-            self.calls_written += len(calls) - len(refused)
+            result = self._sink.put(calls)
+            refused = result.stored or []
+            self.calls_written += result.new + result.replaced - len(refused)
             if refused:
                 rejections = rejections.copy()
                 _add_refused(rejections, calls, refused)
@@ -75,6 +81,14 @@ class Ingest:
             self.spans_rejected += rejections.count
             warn_rate_limited("serve:rejected", "refused spans of an OTLP request: %s", rejections.message())
         return rejections
+
+    def _write_store(self, calls: Sequence[Call]) -> list[RejectedCall]:
+        """The sink's store: written now; an outage raises, so the sender retries the request whole."""
+        try:
+            store = self._get_store()
+        except StoreError as exc:  # opened at startup; failing now means it went away
+            raise StoreUnavailable(str(exc)) from exc
+        return store.write(calls)
 
     def close(self) -> None:
         with self._lock:
@@ -87,13 +101,13 @@ def _add_refused(rejections: Rejections, calls: Sequence[Call], refused: Sequenc
     """Count the spans behind the calls the store refused.
 
     ``calls_from_spans`` makes one call per model span, keyed by trace id and
-    span id; two instrumentations of one request share a key. Each refused call
-    is one span of the request, matched by key and never counted beyond the
-    spans that carry that key.
+    span id; two instrumentations of one request share a key, and the sink hands
+    the store one call per key. A refused call stands for every span of the
+    request in this OTLP request that carries its key, each counted once.
     """
     per_key = Counter((call.trace_id, call.span_id) for call in calls)
     for call, reason in refused:
         key = (call.trace_id, call.span_id)
-        if per_key[key] > 0:
-            per_key[key] -= 1
-            rejections.add(f"span {call.span_id} of trace {call.trace_id}: {reason}")
+        spans = per_key.pop(key, 0)
+        if spans:
+            rejections.add(f"span {call.span_id} of trace {call.trace_id}: {reason}", spans)

@@ -19,45 +19,70 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 from .. import config
+from ..cost import token_classes
 from ..cost.call import Call
+from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
 
 __all__ = [
     "COLUMNS",
+    "GROUP_TOTALS",
+    "INDEXED_CLASSES",
     "LEDGER",
+    "MARKED_CLASSES",
     "META_TABLE",
+    "PRICE_COLUMNS",
+    "RUN_RECORD",
+    "RUN_TOTALS",
     "SCHEMA_VERSION",
+    "SEEN_PREFIX",
+    "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
+    "ReportFilter",
+    "RepriceFilter",
+    "Repricing",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "Unstorable",
     "broken_rule",
+    "call_of",
+    "classes_to_mark",
     "create_statements",
     "default_store_url",
+    "mark_params",
+    "mark_sql",
+    "migrate",
+    "missing_column_statements",
     "one_line",
-    "open_store",
     "parse_store_url",
     "plausible",
     "redact_url",
     "register_fork_hooks",
+    "reprice_select_sql",
+    "reprice_update_params",
+    "reprice_update_sql",
+    "row_of",
+    "seen_key",
     "upgrade_statements",
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 2
-"""1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index."""
+SCHEMA_VERSION: Final = 3
+"""1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
+3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
+and one column per token class of :mod:`otel_usecase.cost.token_classes`."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
 
-LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
+_BEFORE_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("trace_id", "text", "NOT NULL"),
     ("span_id", "text", "NOT NULL"),
     ("start_ns", "int", "NOT NULL"),
@@ -73,22 +98,111 @@ LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
     ("provider", "text", ""),
     ("model", "text", ""),
     ("operation", "text", ""),
-    ("input_tokens", "int", ""),
-    ("output_tokens", "int", ""),
-    ("cache_read_tokens", "int", "NOT NULL DEFAULT 0"),
-    ("cache_write_tokens", "int", "NOT NULL DEFAULT 0"),
-    ("reasoning_tokens", "int", "NOT NULL DEFAULT 0"),
+)
+_AFTER_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("cost_usd", "real", ""),
     ("status", "text", "NOT NULL"),
+    ("cost_source", "text", ""),
     ("price_source", "text", ""),
+    ("price_context", "text", ""),
+    ("unpriced_reason", "text", ""),
+    ("computed_cost_usd", "real", ""),
     ("error", "flag", "NOT NULL DEFAULT 0"),
 )
-"""The ledger's columns as (name, kind, constraint), in :class:`~otel_usecase.cost.calls.Call` field order.
+
+TOKEN_COLUMNS: Final[tuple[str, ...]] = token_classes.COLUMNS
+"""One column per token class, in table order (``input_tokens``, ``output_tokens``, ``cache_read_tokens`` ...)."""
+_KNOWN_OR_NULL: Final = frozenset((token_classes.INPUT.column, token_classes.OUTPUT.column))
+"""Input and output counts may be unknown (NULL, never 0); a part that is absent is 0."""
+
+INDEXED_CLASSES: Final = token_classes.TOKEN_CLASSES[:5]
+"""The token classes every report sums, in the covering index: input, output, cache reads and writes,
+reasoning (the classes the ledger had before schema 3). The later ones are summed only once the ledger has
+had one (:data:`MARKED_CLASSES`)."""
+
+MARKED_CLASSES: Final = token_classes.TOKEN_CLASSES[5:]
+"""The token classes added with schema 3 (1-hour cache writes, audio, image, video): 0 in most ledgers.
+Not in the covering index (each one more makes every report read more: 14 classes took the PostgreSQL
+index from 170 to 289 MiB and reports 25-64 % longer). The write that first stores a non-zero count of
+one also stores its mark (:func:`mark_sql`) in the same transaction; a report sums only the marked ones
+(:func:`.totals.summed_columns`), so a ledger without them is read from the index alone."""
+
+LEDGER: Final[tuple[tuple[str, str, str], ...]] = (
+    *_BEFORE_TOKENS,
+    *((column, "int", "" if column in _KNOWN_OR_NULL else "NOT NULL DEFAULT 0") for column in TOKEN_COLUMNS),
+    *_AFTER_TOKENS,
+)
+"""The ledger's columns as (name, kind, constraint): the fields of :class:`~otel_usecase.cost.call.Call`
+by name, with ``tokens`` spread into one column per token class.
 
 Defined once; each store maps the kinds (``text``, ``int``, ``real``, ``flag``) to its own types."""
 
 COLUMNS: Final[tuple[str, ...]] = tuple(name for name, _, _ in LEDGER)
-"""Ledger column names, in :class:`~otel_usecase.cost.calls.Call` field order."""
+"""Ledger column names, in row order (see :func:`row_of`)."""
+
+_PART_NAMES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES[2:])
+assert (
+    token_classes.TOKEN_CLASSES[0] is token_classes.INPUT
+    and token_classes.TOKEN_CLASSES[1] is token_classes.OUTPUT
+)
+
+
+def row_of(call: Call) -> tuple[Any, ...]:
+    """The ledger row of ``call``, in :data:`COLUMNS` order, read from the call by field name.
+
+    Written out (not generated) because it runs once per stored call;
+    ``tests/test_cost.py::test_ledger_columns_are_the_call_fields`` writes a call with a distinct value in every
+    field and class and reads each back from its column.
+    """
+    tokens = call.tokens
+    get = tokens.get
+    return (
+        call.trace_id,
+        call.span_id,
+        call.start_ns,
+        call.end_ns,
+        call.service,
+        call.use_case,
+        call.run_id,
+        call.use_case_version,
+        call.step,
+        call.experience_name,
+        call.experience_id,
+        call.user_id,
+        call.provider,
+        call.model,
+        call.operation,
+        get("input"),
+        get("output"),
+        *[get(name, 0) for name in _PART_NAMES],
+        call.cost_usd,
+        call.status,
+        call.cost_source,
+        call.price_source,
+        call.price_context,
+        call.unpriced_reason,
+        call.computed_cost_usd,
+        call.error,
+    )
+
+
+_AT: Final = {name: i for i, name in enumerate(COLUMNS)}
+_TOKEN_AT: Final = tuple((c.name, _AT[c.column]) for c in token_classes.TOKEN_CLASSES)
+_FIELD_AT: Final = tuple((name, _AT[name]) for name in Call._fields if name != "tokens")
+
+
+def call_of(row: Sequence[Any]) -> Call:
+    """The :class:`Call` of a ledger row in :data:`COLUMNS` order (the inverse of :func:`row_of`).
+
+    ``tokens`` holds input and output when known and every other class that is not 0,
+    as the pricing code built it. Values are taken as stored (a report shows what
+    is there, whatever its type)."""
+    tokens = {
+        name: row[at]
+        for name, at in _TOKEN_AT
+        if row[at] is not None and (row[at] != 0 or name in ("input", "output"))
+    }
+    return Call(tokens=tokens, **{name: row[at] for name, at in _FIELD_AT})
 
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
@@ -135,14 +249,61 @@ class Unstorable(Exception):
     """
 
 
+class ReportFilter(NamedTuple):
+    """Which calls a report reads: those of one use case, those started at or after ``since_ns``."""
+
+    use_case: str | None = None
+    since_ns: int | None = None
+
+
+RUN_TOTALS: Final[tuple[str, ...]] = (
+    "calls",
+    *TOKEN_COLUMNS,
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+    "cost_usd",
+)
+"""The totals of one run (of one group), in the order :meth:`Store.run_totals` returns them after the key
+values: the number of calls, each token class's sum, the calls whose cost is unknown (``unpriced``,
+``no_usage``) or a lower bound (``partial``), and the cost (None when no call of the run has one)."""
+
+GROUP_TOTALS: Final[tuple[str, ...]] = (
+    "runs",
+    *RUN_TOTALS,
+    "avg_run_cost_usd",
+    "p50_run_cost_usd",
+    "p95_run_cost_usd",
+    "runs_left_out",
+)
+"""The totals of one group of runs, in the order :meth:`Store.group_totals` returns them after the key
+values: :data:`RUN_TOTALS` summed, and the average, p50 and p95 (linear interpolation between closest
+ranks) of the costs of the runs whose cost is complete, with the number of runs that leaves out."""
+
+RUN_RECORD: Final[tuple[str, ...]] = (
+    "use_case",
+    "run_id",
+    "runs",
+    "calls",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "cost_complete",
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+)
+"""The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
+
+
 class Store(Protocol):
-    """What the exporter, the receiver and the reports need of a store."""
+    """What the exporter, the receiver and the reports need of a store.
+
+    The report primitives (:meth:`run_totals`, :meth:`group_totals`,
+    :meth:`runs_json`, :meth:`run_calls`) are each store's own SQL; the report
+    package only aggregates and formats what they return.
+    """
 
     url: str
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``: lets a report use SQL one of them has and the other lacks."""
 
     def write(self, calls: Sequence[Call]) -> list[RejectedCall]:
         """Write ``calls``; idempotent per (trace id, span id).
@@ -153,40 +314,48 @@ class Store(Protocol):
         down, read-only, disk full): then nothing of the batch is written.
         """
 
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """One row per run and value of the ledger columns ``keys``: those values, then :data:`RUN_TOTALS`."""
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """One row per value of the ledger columns ``keys``: those values, then :data:`GROUP_TOTALS`."""
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        """Every run as a JSON array of :data:`RUN_RECORD` records, most expensive first (unpriced last,
+        ties by use case then run id), written by the database; None when this database cannot."""
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        """The calls of one run, in time order (then span id)."""
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query written with ``?`` placeholders."""
+        """Run a read-only query written with ``?`` placeholders (for tools and tests; reports use the above)."""
 
     def close(self) -> None:
         """Release connections."""
 
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
 
-def row_of(call: Call) -> tuple[Any, ...]:
-    """The ledger row of ``call``: the call itself, whose fields are in column order."""
-    return call
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Write the new price columns of ``changes`` in one transaction; returns the changes applied.
 
-
-_COMPLETENESS: Final[tuple[str, ...]] = ("no_usage", "partial")
-"""Statuses from least to most complete; every other status (``priced``, ``unpriced``) ranks above them.
-
-``no_usage``: the usage was not on the span. ``partial``: part of it was
-unreadable, so the cost is a lower bound. ``priced``/``unpriced``: the whole usage
-was read (with or without a price)."""
-
-
-def _completeness(row: str) -> str:
-    """SQL ranking the ``status`` of ``row`` (a table name or ``excluded``) by :data:`_COMPLETENESS`."""
-    ranks = " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_COMPLETENESS))
-    return f"CASE {row}.status {ranks} ELSE {len(_COMPLETENESS)} END"
+        A row is updated only while it is still exactly ``change.old``
+        (:func:`reprice_update_sql`): one a writer replaced meanwhile is left as
+        the writer stored it. Raises :class:`StoreUnavailable` like ``write``.
+        """
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:
     """The idempotent insert of ``rows`` rows, shared by SQLite and PostgreSQL (both speak ``ON CONFLICT``).
 
     A conflicting row is replaced only when the new copy is more complete
-    (:data:`_COMPLETENESS`: ``no_usage`` < ``partial`` < ``priced``/``unpriced``):
-    that is a second instrumentation of the same request that saw more of the
-    usage. Equal copies (a retry, a resent batch) change nothing. The condition
-    is only evaluated on a conflict, so new rows cost nothing more.
+    (the one ranking, :mod:`otel_usecase.cost.dedup`: ``no_usage`` < ``partial`` <
+    ``priced``/``unpriced`` < provider-billed, then more token classes read): that is
+    a second instrumentation of the same request that saw more of the usage. Equal
+    copies (a retry, a resent batch) change nothing. The condition is only
+    evaluated on a conflict, so new rows cost nothing more.
     (PostgreSQL refuses one statement that updates a row twice; it is sent one row
     per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
@@ -200,21 +369,57 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
     )
 
 
+# --- the token classes a ledger has had ------------------------------------------------------
+
+SEEN_PREFIX: Final = "token_class_seen:"
+"""A :data:`META_TABLE` key ``token_class_seen:<class name>`` marks a class of :data:`MARKED_CLASSES` that
+some write stored a non-zero count of. Marks are only ever added: re-pricing changes no token count, and
+an upgraded version 2 ledger has none of these classes (it had no column for them), so none to backfill.
+A program writing rows past the store (plain SQL) must add the mark of such a class itself, or reports
+read that class as 0."""
+
+_MARKED_AT: Final = tuple((c.name, COLUMNS.index(c.column)) for c in MARKED_CLASSES)
+_WIDTH: Final = len(COLUMNS)
+
+
+def seen_key(name: str) -> str:
+    """The :data:`META_TABLE` key marking token class ``name`` as written (see :data:`SEEN_PREFIX`)."""
+    return SEEN_PREFIX + name
+
+
+def classes_to_mark(flat: Sequence[Any], marked: Collection[str]) -> list[str]:
+    """The classes of :data:`MARKED_CLASSES` not in ``marked`` with a non-zero count in ``flat`` (rows in
+    column order, one after the other, as :func:`plausible` reads them).
+
+    ``marked`` is a store's in-memory set of the marks it has written (or found)
+    since it connected: once a ledger's classes are marked this is a few set
+    lookups per batch; until then one C-level pass over a column slice per class.
+    """
+    return [name for name, at in _MARKED_AT if name not in marked and any(flat[at::_WIDTH])]
+
+
+def mark_sql(placeholder: str, marks: int) -> str:
+    """The insert of ``marks`` marks (key, value = the class's column) in :data:`META_TABLE`; an existing
+    mark is left alone (``ON CONFLICT DO NOTHING``, both stores). A store runs it in the transaction that
+    writes the rows with those tokens, so that a report can never see the rows without the mark."""
+    values = ", ".join([f"({placeholder}, {placeholder})"] * marks)
+    return f"INSERT INTO {META_TABLE} (key, value) VALUES {values} ON CONFLICT (key) DO NOTHING"
+
+
+def mark_params(names: Iterable[str]) -> list[str]:
+    """The parameters of :func:`mark_sql` for the classes ``names``."""
+    return [value for name in names for value in (seen_key(name), token_classes.BY_NAME[name].column)]
+
+
 # --- calls the ledger cannot hold ------------------------------------------------------------
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
-_TOKEN_COLUMNS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+_TOKEN_COLUMNS: Final = frozenset(TOKEN_COLUMNS)
 _NULLABLE: Final = frozenset(name for name, _, constraint in LEDGER if "NOT NULL" not in constraint)
-_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c not in _NULLABLE)
-_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in _TOKEN_COLUMNS if c in _NULLABLE)
+_COUNTS: Final = tuple(COLUMNS.index(c) for c in TOKEN_COLUMNS if c not in _NULLABLE)
+_NULLABLE_COUNTS: Final = tuple(COLUMNS.index(c) for c in TOKEN_COLUMNS if c in _NULLABLE)
 _COST: Final = COLUMNS.index("cost_usd")
 
 
@@ -254,7 +459,7 @@ def broken_rule(call: Call) -> str | None:
     stores' integer columns); token counts are 0..``MAX_TOKEN_COUNT``; the cost is a
     finite number; ``NOT NULL`` columns have a value.
     """
-    for (name, kind, constraint), value in zip(LEDGER, call):
+    for (name, kind, constraint), value in zip(LEDGER, row_of(call)):
         if value is None:
             if "NOT NULL" in constraint:
                 return f"{name} is required (NOT NULL), got None"
@@ -408,11 +613,11 @@ INDEXES: Final[tuple[str, ...]] = (
     # index in order and never the table. Also finds one run. It is the only index
     # besides the primary key: each one more costs every write (about 1.2 us per row
     # in SQLite), and a filtered report scanning this index takes well under a second
-    # at a million rows.
+    # at a million rows. Only the classes every report sums are in it (INDEXED_CLASSES);
+    # a ledger that has any of the others is read from the table too, correct and slower.
     (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
-        "(run_id, use_case, input_tokens, output_tokens, cache_read_tokens, reasoning_tokens, cost_usd, status, "
-        "start_ns)"
+        f"(run_id, use_case, {', '.join(c.column for c in INDEXED_CLASSES)}, cost_usd, status, start_ns)"
     ),
 )
 
@@ -420,13 +625,106 @@ UPGRADES: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: the covering index gains start_ns (a --since report read the table for
     # every row: 2.4 s instead of 0.9 s at 1M rows); the (use_case, start_ns) index goes.
     1: (f"DROP INDEX IF EXISTS {TABLE}_use_case", f"DROP INDEX IF EXISTS {TABLE}_run_totals"),
+    # 2 -> 3: the covering index gains cache_write_tokens. The classes added with 3 need no
+    # marks (MARKED_CLASSES): a version 2 ledger had no column for them, so no such tokens.
+    2: (f"DROP INDEX IF EXISTS {TABLE}_run_totals",),
 }
-"""Statements taking a store from schema version N to N + 1, run before ``INDEXES``."""
+"""Statements taking a store from schema version N to N + 1, run before the missing columns are added
+and ``INDEXES`` (re)created.
+
+Columns are not listed here: :func:`missing_column_statements` adds every column of
+:data:`LEDGER` an older ledger lacks (2 -> 3 added the cost-engine-v2 columns), so a
+new field or token class needs no upgrade code."""
 
 
 def upgrade_statements(found: int) -> list[str]:
     """The statements taking a store at schema version ``found`` to :data:`SCHEMA_VERSION`."""
     return [statement for version in range(found, SCHEMA_VERSION) for statement in UPGRADES.get(version, ())]
+
+
+def missing_column_statements(existing: Iterable[str], types: dict[str, str]) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each :data:`LEDGER` column not in ``existing``, with a store's types.
+
+    Both stores run it when they open a ledger of an older schema: added columns
+    take their default (0 for a token part, NULL otherwise), which is what those
+    calls had, so old rows read the same as before.
+    """
+    have = {name.lower() for name in existing}
+    return [
+        f"ALTER TABLE {TABLE} ADD COLUMN {name} {types[kind]} {constraint}".rstrip()
+        for name, kind, constraint in LEDGER
+        if name not in have
+    ]
+
+
+Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+"""Run one statement written with ``?`` placeholders; the rows it returns (``[]`` for DDL)."""
+
+
+def migrate(
+    execute: Execute,
+    *,
+    tables: Collection[str],
+    columns: Callable[[], Iterable[str]],
+    types: Mapping[str, str],
+    create: bool,
+    store: str,
+) -> frozenset[str]:
+    """Bring a store's schema to :data:`SCHEMA_VERSION`, or check a reader can read it; the ledger's columns.
+
+    The one place that decides the schema, for both stores: each calls it inside
+    its own transaction (SQLite ``BEGIN IMMEDIATE``, PostgreSQL under an advisory
+    lock), with ``execute`` on that transaction, ``tables`` (which of
+    :data:`META_TABLE` and the ledger exist), ``columns`` (lists the ledger's
+    columns), its column ``types`` and ``store`` (how errors name it).
+
+    * A schema newer than this version, or an unreadable version: :class:`StoreError`
+      (upgrade otel-usecase; retrying will not help).
+    * A reader (``create=False``, the report commands) never changes the schema: a
+      missing ledger is a :class:`StoreError`; an older ledger is read as it is, and
+      the columns it has are returned so that reports read only those (a column a
+      newer version added reads as its default: 0 tokens, no cost source).
+    * A current ledger: nothing is executed (a role that may not run DDL can open it).
+    * Otherwise the tables are created if missing; an older ledger (a ledger without
+      a version row counts as version 1) gets :data:`UPGRADES` from its version on,
+      then every missing :data:`LEDGER` column (:func:`missing_column_statements`),
+      then the version row and :data:`INDEXES`.
+    """
+    has_meta, has_ledger = META_TABLE in tables, TABLE in tables
+    version: int | None = None
+    if has_meta:
+        found = execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'", ())
+        if found:
+            try:
+                version = int(found[0][0])
+            except (TypeError, ValueError):
+                raise StoreError(f"{store} has an unreadable schema version {found[0][0]!r}") from None
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{store} has schema version {version}, newer than this otel-usecase understands "
+            f"({SCHEMA_VERSION}): upgrade otel-usecase"
+        )
+    if not create:
+        if not has_ledger:
+            raise StoreError(f"{store} has no ledger table ({TABLE}): not an otel-usecase store")
+        return frozenset(COLUMNS) if version == SCHEMA_VERSION else frozenset(c.lower() for c in columns())
+    if has_ledger and version == SCHEMA_VERSION:
+        return frozenset(COLUMNS)
+    for statement in create_statements(dict(types)):
+        execute(statement, ())
+    if has_ledger:
+        for statement in upgrade_statements(version if version is not None else 1):
+            execute(statement, ())
+        for statement in missing_column_statements(columns(), dict(types)):
+            execute(statement, ())
+    execute(
+        f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+    for statement in INDEXES:
+        execute(statement, ())
+    return frozenset(COLUMNS)
 
 
 _URL_PASSWORD: Final = re.compile(
@@ -492,18 +790,95 @@ def parse_store_url(url: str) -> tuple[str, str]:
     return "sqlite", url
 
 
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
-    """Open (and create on first use) the store at ``url`` (default: :func:`default_store_url`).
+# --- re-pricing (``otel-usecase reprice``) ---------------------------------------------------
+# Each store reads the calls to re-price in key order (``Store.calls_to_reprice``) and writes
+# their new price columns back only where the row is still the one read (``Store.reprice``).
 
-    ``create=False`` is for commands that only read (reports): a store that does not
-    exist, or has no ledger table, raises :class:`StoreError` naming the URL instead of
-    being created empty (a mistyped URL must not read as "no calls recorded").
+PRICE_COLUMNS: Final[tuple[str, ...]] = (
+    "cost_usd",
+    "status",
+    "cost_source",
+    "price_source",
+    "price_context",
+    "unpriced_reason",
+    "computed_cost_usd",
+)
+"""The columns re-pricing may change; every other column is what the span said and stays."""
+assert set(PRICE_COLUMNS) <= set(COLUMNS)
+
+_KEY_COLUMNS: Final = ("trace_id", "span_id")
+_GUARDED: Final = tuple(c for c in COLUMNS if c not in _KEY_COLUMNS)
+
+
+class RepriceFilter(NamedTuple):
+    """Which stored calls ``otel-usecase reprice`` looks at."""
+
+    since_ns: int | None = None
+    """Only calls that started at or after this time (ns since the epoch)."""
+    use_case: str | None = None
+    """Only the calls of this use case."""
+    only_unpriced: bool = False
+    """Only calls stored ``unpriced`` (a model unknown when they were recorded, say)."""
+
+
+class Repricing(NamedTuple):
+    """One stored call and the same call with its price columns (:data:`PRICE_COLUMNS`) recomputed."""
+
+    old: Call
+    """The row as it was read: the update applies only while the row is still exactly this."""
+    new: Call
+
+
+def reprice_select_sql(filters: RepriceFilter, *, after: bool) -> tuple[str, list[Any]]:
+    """The query of the next batch of calls to re-price, ``?`` placeholders, and its filter parameters.
+
+    Key order with a keyset (``(trace_id, span_id) > (?, ?)`` when ``after``; the
+    caller appends the key and then the batch size to the parameters): each batch
+    is one primary-key range scan however large the ledger, and rows that writers
+    add meanwhile are neither skipped before the cursor nor read twice.
     """
-    kind, target = parse_store_url(url if url is not None else default_store_url())
-    if kind == "postgresql":
-        from .postgres import PostgresStore
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.since_ns is not None:
+        where.append("start_ns >= ?")
+        params.append(filters.since_ns)
+    if filters.use_case is not None:
+        where.append("use_case = ?")
+        params.append(filters.use_case)
+    if filters.only_unpriced:
+        where.append("status = 'unpriced'")
+    if after:
+        where.append("(trace_id, span_id) > (?, ?)")
+    condition = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} {condition}ORDER BY trace_id, span_id LIMIT ?"
+    return sql, params
 
-        return PostgresStore(target, create=create)
-    from .sqlite import SQLiteStore
 
-    return SQLiteStore(target, create=create)
+def reprice_update_sql(placeholder: str, same: str) -> str:
+    """The conditional update of one call's price columns.
+
+    ``same`` is the dialect's NULL-safe equality (SQLite ``IS``, PostgreSQL ``IS
+    NOT DISTINCT FROM``). The row is updated only while every column still holds
+    the value read: a writer that replaced it meanwhile (a more complete copy of
+    the call, a provider-billed figure) wins, and the update changes nothing.
+    """
+    sets = ", ".join(f"{c} = {placeholder}" for c in PRICE_COLUMNS)
+    keys = " AND ".join(f"{c} = {placeholder}" for c in _KEY_COLUMNS)
+    guard = " AND ".join(f"{c} {same} {placeholder}" for c in _GUARDED)
+    return f"UPDATE {TABLE} SET {sets} WHERE {keys} AND {guard}"
+
+
+_PRICE_INDEXES: Final = tuple(COLUMNS.index(c) for c in PRICE_COLUMNS)
+_KEY_INDEXES: Final = tuple(COLUMNS.index(c) for c in _KEY_COLUMNS)
+_GUARD_INDEXES: Final = tuple(COLUMNS.index(c) for c in _GUARDED)
+
+
+def reprice_update_params(change: Repricing) -> tuple[Any, ...]:
+    """The parameters of :func:`reprice_update_sql` for ``change``."""
+    old = row_of(change.old)
+    new = row_of(change.new)
+    return (
+        *(new[i] for i in _PRICE_INDEXES),
+        *(old[i] for i in _KEY_INDEXES),
+        *(old[i] for i in _GUARD_INDEXES),
+    )

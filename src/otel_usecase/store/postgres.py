@@ -56,22 +56,26 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
+from . import postgres_reports, totals
 from .base import (
-    INDEXES,
+    COLUMNS,
     META_TABLE,
-    SCHEMA_VERSION,
     TABLE,
     RejectedCall,
+    ReportFilter,
     StoreError,
     StoreUnavailable,
     Unstorable,
-    create_statements,
+    call_of,
+    classes_to_mark,
+    mark_params,
+    mark_sql,
+    migrate,
     one_line,
     plausible,
     redact_url,
     register_fork_hooks,
     row_of,
-    upgrade_statements,
     upsert_sql,
     write_isolating,
 )
@@ -80,6 +84,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     import psycopg
+
+    from .base import RepriceFilter, Repricing
 
 __all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
@@ -117,9 +123,7 @@ _WRITE_DEADLINE_PER_ROW_S: Final = 0.001
 _ROLLBACK_RETRIES: Final = 3
 """Attempts at a batch rolled back by a deadlock or serialisation failure."""
 
-_CREATE: Final = create_statements(
-    {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
-)
+_TYPES: Final = {"text": "TEXT", "int": "BIGINT", "real": "DOUBLE PRECISION", "flag": "SMALLINT"}
 
 _WRITE_LIMITS: Final = (
     f"SELECT set_config('lock_timeout', '{_LOCK_TIMEOUT_MS}', true), "
@@ -346,8 +350,6 @@ class PostgresStore:
     closes, its parent's socket).
     """
 
-    dialect: Final = "postgresql"
-
     def __init__(
         self, conninfo: str, *, connect_timeout: float = CONNECT_TIMEOUT_S, create: bool = True
     ) -> None:
@@ -362,9 +364,13 @@ class PostgresStore:
         self._pid = os.getpid()
         self._closed = False
         self._create = create
+        self._columns: frozenset[str] = frozenset(COLUMNS)
+        """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
+        self._marked: set[str] = set()
+        """Token classes this store's writes have marked since it connected (:func:`.base.classes_to_mark`)."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
-            self._run("open", self._migrate)
+            self._columns = self._run("open", self._migrate)
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's connection and lock; the next call connects afresh.
@@ -421,6 +427,7 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {self.url}: {one_line(exc)}") from exc
         self._conn = conn
         self._pid = os.getpid()
+        self._marked = set()  # a new connection (a failover, a fork) checks its marks afresh
         return conn, True
 
     def _discard(self) -> None:
@@ -475,47 +482,34 @@ class PostgresStore:
 
     # schema
 
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the schema if missing, under an advisory lock so concurrent first uses queue."""
+    def _migrate(self, conn: psycopg.Connection[Any]) -> frozenset[str]:
+        """Create or upgrade the schema (:func:`.base.migrate`) under an advisory lock, so concurrent
+        first uses queue; the ledger's columns."""
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
             cur.execute(f"SELECT to_regclass('{META_TABLE}') IS NOT NULL, to_regclass('{TABLE}') IS NOT NULL")
             found = cur.fetchone()
             has_meta, has_ledger = found if found is not None else (False, False)
-            version: int | None = None
-            if has_meta:
-                cur.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'")
-                row = cur.fetchone()
-                if row is not None:
-                    try:
-                        version = int(row[0])
-                    except ValueError:
-                        raise StoreError(
-                            f"PostgreSQL store {self.url} has an unreadable schema version {row[0]!r}"
-                        ) from None
-            if version is not None and version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"PostgreSQL store {self.url} has schema version {version}, newer than this "
-                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
-                )
-            if version == SCHEMA_VERSION and has_ledger:
-                return  # nothing to create: no DDL, so a read-only role can open the store
-            if not self._create:  # a reader (reports): never create, say what is missing
-                if not has_ledger:
-                    raise StoreError(f"PostgreSQL store {self.url} has no ledger table ({TABLE})")
-                return
-            for statement in _CREATE:
-                cur.execute(statement)
-            if version is not None and has_ledger:
-                for statement in upgrade_statements(version):
-                    cur.execute(statement)
-            cur.execute(
-                f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
+
+            def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                cur.execute(translate_placeholders(sql), tuple(params))
+                return cur.fetchall() if cur.description is not None else []
+
+            return migrate(
+                execute,
+                tables={name for name, there in ((META_TABLE, has_meta), (TABLE, has_ledger)) if there},
+                columns=lambda: [
+                    row[0]
+                    for row in execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                        "AND table_schema = current_schema()",
+                        (TABLE,),
+                    )
+                ],
+                types=_TYPES,
+                create=self._create,
+                store=f"PostgreSQL store {self.url}",
             )
-            for statement in INDEXES:
-                cur.execute(statement)
 
     # the Store protocol
 
@@ -535,8 +529,13 @@ class PostgresStore:
     def _write_batch(self, calls: Sequence[Call]) -> None:
         """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
         rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
-        if not plausible(tuple(chain.from_iterable(rows))):
+        flat = tuple(chain.from_iterable(rows))
+        if not plausible(flat):
             raise Unstorable("a token count or cost out of the ledger's range")
+        # The first rows of a class carry its mark, in their transaction (see .base.mark_sql); marks
+        # go first, in one order, so concurrent writers of the same new class never deadlock.
+        marks = sorted(classes_to_mark(flat, self._marked))
+        marking = (mark_sql("%s", len(marks)), mark_params(marks)) if marks else None
 
         deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
 
@@ -547,11 +546,14 @@ class PostgresStore:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(_WRITE_LIMITS)
+                    if marking is not None:
+                        cur.execute(*marking)
                     cur.executemany(self._insert, rows)
             finally:
                 watchdog.cancel()
 
         self._run(f"writing {len(rows)} calls", upsert)
+        self._marked.update(marks)  # only once committed: a rolled-back mark is written again
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
@@ -631,6 +633,40 @@ class PostgresStore:
         with self._lock:
             return self._run("query", together)
 
+    # report primitives (see Store)
+
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: self.query(
+                *totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed)
+            ),
+        )
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: postgres_reports.group_totals(self.query, keys, filters, summed),
+        )
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: postgres_reports.runs_json(
+                self.query,
+                self.query_together,
+                filters,
+                summed,
+                split_from_pages=postgres_reports.SPLIT_FROM_PAGES,
+            ),
+        )
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
+
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""
         with self._lock:
@@ -639,6 +675,60 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+    # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
+
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
+        from .base import call_of, reprice_select_sql
+
+        sql, params = reprice_select_sql(filters, after=after is not None)
+        if after is not None:
+            params.extend(after)
+        params.append(limit)
+        statement = translate_placeholders(sql)
+
+        def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall()
+
+        with self._lock:
+            rows = self._run("reading calls to re-price", select)
+        return [call_of(row) for row in rows]
+
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.
+
+        In key order, like every write (no deadlock with an exporter's batch), under
+        the same lock and statement timeouts, pipelined (``executemany``); a batch
+        rolled back by a deadlock is run again, which the per-row condition makes
+        harmless. Returns the changes applied: those whose row was still the one read.
+        """
+        from .base import reprice_update_params, reprice_update_sql
+
+        if not changes:
+            return []
+        sql = reprice_update_sql("%s", "IS NOT DISTINCT FROM") + " RETURNING trace_id, span_id"
+        ordered = sorted(changes, key=lambda change: (change.old.trace_id, change.old.span_id))
+        params = [_clean(reprice_update_params(change)) for change in ordered]
+
+        def update(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+            updated: set[tuple[str, str]] = set()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_WRITE_LIMITS)
+                cur.executemany(sql, params, returning=True)
+                while True:
+                    updated.update((row[0], row[1]) for row in cur.fetchall())
+                    if not cur.nextset():
+                        break
+            return updated
+
+        with self._lock:
+            keys = self._run(f"re-pricing {len(params)} calls", update)
+        return [change for change in ordered if (change.old.trace_id, change.old.span_id) in keys]
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

@@ -14,35 +14,48 @@ import threading
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
+from . import totals
 from .base import (
     COLUMNS,
-    INDEXES,
     META_TABLE,
-    SCHEMA_VERSION,
+    RUN_RECORD,
     TABLE,
     RejectedCall,
+    ReportFilter,
     StoreError,
     StoreUnavailable,
     Unstorable,
-    create_statements,
+    call_of,
+    classes_to_mark,
+    mark_params,
+    mark_sql,
+    migrate,
     plausible,
     register_fork_hooks,
-    upgrade_statements,
+    row_of,
     upsert_sql,
     write_isolating,
 )
+
+if TYPE_CHECKING:
+    from .base import RepriceFilter, Repricing
 
 __all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_S: Final = 2.0
 """How long a write waits for another writer's lock before the store counts as unavailable."""
 
-_CREATE: Final = create_statements({"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"})
+_TYPES: Final = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"}
+
+_TOKEN_SUM: Final = "CAST(TOTAL({}) AS INTEGER)"
+"""An overflow-proof sum of a token column: SQLite's ``SUM`` of integers raises "integer overflow" past
+2**63 - 1 (one hostile or corrupt row is enough); ``TOTAL`` is a double, exact for integers below 2**53,
+and ``CAST`` saturates at 2**63 - 1 instead of failing."""
 
 _CHECKPOINT_EVERY_S: Final = 0.5
 _CACHE_KIB: Final = 16384
@@ -66,7 +79,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _MAX_ROWS_PER_STATEMENT: Final = 512
-"""The largest multi-row INSERT: 512 rows of 24 columns bind 12,288 values, within SQLite's
+"""The largest multi-row INSERT: 512 rows of 37 columns bind 18,944 values, within SQLite's
 default limit of 32,766 since 3.32 (an older SQLite's lower limit is read at open)."""
 
 
@@ -96,7 +109,7 @@ def _size(path: str) -> int:
 
 
 def _flat(calls: Sequence[Call]) -> Iterator[Any]:
-    return chain.from_iterable(calls)  # a Call is its own row, in column order (see row_of)
+    return chain.from_iterable(map(row_of, calls))
 
 
 class _Checkpointer:
@@ -188,6 +201,35 @@ class _Checkpointer:
         self._thread.join(10)
 
 
+def _record(expressions: dict[str, str], zeros: frozenset[str]) -> str:
+    """The SQL of one :data:`RUN_RECORD` JSON object: ``json_object`` over the fields with an expression,
+    the token fields of ``zeros`` (always 0) spliced in as text.
+
+    Each ``json_object`` pair costs every record (200k at a million calls); 9 of the 14 token
+    classes are 0 in most ledgers, so their text is a constant between the objects of the other
+    fields: ``rtrim(.., '}')`` drops an object's closing brace (its last value is a number, a
+    string or a boolean, never an object) and ``substr(.., 2)`` the opening one of the next.
+    """
+    segments: list[tuple[bool, list[str]]] = []  # (constant, items) of consecutive fields
+    for name in RUN_RECORD:
+        constant = name in zeros
+        item = f'"{name}":0' if constant else f"'{name}', {expressions[name]}"
+        if segments and segments[-1][0] == constant:
+            segments[-1][1].append(item)
+        else:
+            segments.append((constant, [item]))
+    last = len(segments) - 1
+    sql = []
+    for i, (constant, items) in enumerate(segments):
+        if constant:
+            sql.append("'" + ("{" if i == 0 else "") + ",".join(items) + ("}" if i == last else "") + "'")
+            continue
+        part = f"json_object({', '.join(items)})"
+        part = part if i == 0 else f"substr({part}, 2)"
+        sql.append(part if i == last else f"rtrim({part}, '}}')")
+    return " || ',' || ".join(sql)
+
+
 class SQLiteStore:
     """A :class:`~otel_usecase.store.Store` in one SQLite file.
 
@@ -196,8 +238,6 @@ class SQLiteStore:
     A store file deleted or replaced while in use is noticed before the next
     write and opened afresh (:meth:`_connection`).
     """
-
-    dialect: Final = "sqlite"
 
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
@@ -220,6 +260,10 @@ class SQLiteStore:
         self._quiesced: list[threading.Lock] = []
         self._closed = False
         self._max_rows = _MAX_ROWS_PER_STATEMENT
+        self._columns: frozenset[str] = frozenset(COLUMNS)
+        """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
+        self._marked: set[str] = set()
+        """Token classes marked in the open file by this store's writes (:func:`.base.classes_to_mark`)."""
         self._open()
         register_fork_hooks(
             self,
@@ -250,10 +294,7 @@ class SQLiteStore:
         while self._max_rows > 1 and self._max_rows * len(COLUMNS) > variables:
             self._max_rows //= 2
         try:
-            if self._create:
-                self._migrate(conn)
-            else:
-                self._check_existing(conn)
+            self._columns = self._migrate(conn)
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -262,57 +303,43 @@ class SQLiteStore:
                 raise StoreUnavailable(f"cannot open SQLite store {path!r}: {exc}") from exc
             raise
         self._conn = conn
+        self._marked = set()  # a file opened afresh (replaced, or after a fork) may have no marks yet
         return conn
 
-    def _check_existing(self, conn: sqlite3.Connection) -> None:
-        """For a reader that must not create: the file holds a ledger this version can read."""
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if TABLE not in tables:
-            raise StoreError(
-                f"SQLite store {self.url} has no ledger table ({TABLE}): not an otel-usecase store"
-            )
-        found = None
-        if META_TABLE in tables:
-            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
-        if found is not None and str(found[0]).isdigit() and int(found[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
-                f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
+    def _migrate(self, conn: sqlite3.Connection) -> frozenset[str]:
+        """Create or upgrade the schema (:func:`.base.migrate`) in one ``BEGIN IMMEDIATE`` transaction.
+
+        A reader (``create=False``) runs no transaction and changes nothing."""
+
+        def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, tuple(params)).fetchall()
+
+        def check(create: bool) -> frozenset[str]:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return migrate(
+                execute,
+                tables=tables & {META_TABLE, TABLE},
+                columns=lambda: [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")],
+                types=_TYPES,
+                create=create,
+                store=f"SQLite store {self.url}",
             )
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if not self._create:
+            return check(False)
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _CREATE:
-                conn.execute(statement)
-            found = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
-            if found is None:
-                conn.execute(
-                    f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(found[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"SQLite store {self.path!r} has schema version {found[0]}, newer than this "
-                    f"otel-usecase understands ({SCHEMA_VERSION}): upgrade otel-usecase"
-                )
-            elif int(found[0]) < SCHEMA_VERSION:
-                for statement in upgrade_statements(int(found[0])):
-                    conn.execute(statement)
-                conn.execute(
-                    f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-                )
-            for statement in INDEXES:
-                conn.execute(statement)
+            columns = check(True)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return columns
 
     # the file under the store
 
@@ -436,13 +463,17 @@ class SQLiteStore:
         assert conn is not None
         sizes = _statement_sizes(len(calls), self._max_rows)
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        marks: list[str] = []
         start = 0
         for size in sizes:
             params = tuple(_flat(calls[start : start + size]) if len(sizes) > 1 else _flat(calls))
             if not plausible(params):
                 raise Unstorable("a token count or cost out of the ledger's range")
+            marks += classes_to_mark(params, self._marked.union(marks))
             statements.append((self._upsert(size), params))
             start += size
+        if marks:  # the first rows of a class: its mark goes in the same transaction (see .base.mark_sql)
+            statements.insert(0, (mark_sql("?", len(marks)), tuple(mark_params(marks))))
         try:
             if len(statements) == 1:
                 conn.execute(*statements[0])
@@ -456,6 +487,7 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._marked.update(marks)  # only once committed: a rolled-back mark is written again
         except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
             raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
         except (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError) as exc:
@@ -473,6 +505,63 @@ class SQLiteStore:
                 return self._connection().execute(sql, tuple(params)).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot be read: {exc}") from exc
+
+    # report primitives (see Store)
+
+    def run_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        return totals.with_summed(
+            self.query,
+            self._columns,
+            lambda summed: self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed)),
+        )
+
+    def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
+        """Aggregated in Python (:func:`.totals.group_runs`): SQLite has no percentile function.
+
+        The runs come without the token columns not summed (9 of 14 in most ledgers), which
+        are put back as 0 in the groups only."""
+
+        def groups(summed: frozenset[str]) -> list[tuple[Any, ...]]:
+            runs = self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed, zeros=False))
+            return totals.with_zeros(totals.group_runs(runs, len(keys)), len(keys), summed)
+
+        return totals.with_summed(self.query, self._columns, groups)
+
+    def runs_json(self, filters: ReportFilter) -> str | None:
+        """One ``json_object`` per run, in report order; Python only joins them.
+
+        None when this SQLite cannot (built without the JSON functions) or a value
+        cannot go into JSON (a BLOB id): the report then formats the runs itself.
+        """
+        return totals.with_summed(self.query, self._columns, lambda summed: self._runs_json(filters, summed))
+
+    def _runs_json(self, filters: ReportFilter, summed: frozenset[str]) -> str | None:
+        columns = dict(totals.run_total_columns(_TOKEN_SUM, summed))
+        # A non-finite sum (only from rows no exporter writes) is null, as a report shows it: SQLite writes Inf.
+        finite_cost = f"CASE WHEN {totals.COST} BETWEEN -1e308 AND 1e308 THEN {totals.COST} END"
+        complete = totals.incomplete(columns.__getitem__)
+        expressions = {
+            "use_case": "use_case",
+            "run_id": "run_id",
+            "runs": "1",
+            **columns,
+            "cost_usd": finite_cost,
+            "cost_complete": f"json(CASE WHEN {complete} = 0 THEN 'true' ELSE 'false' END)",
+        }
+        record = _record(expressions, frozenset(totals.zero_columns(summed)))
+        clause, params = totals.where(filters)
+        sql = (
+            f"SELECT {record} FROM {TABLE}{clause} GROUP BY run_id, use_case "
+            f"ORDER BY {finite_cost} DESC, COALESCE(use_case, ''), run_id"
+        )  # SQLite sorts NULL below every number: unpriced runs come last
+        try:
+            records = self.query(sql, params)
+        except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
+            return None
+        return "[" + ",".join(record[0] for record in records) + "]"
+
+    def run_calls(self, run_id: str) -> list[Call]:
+        return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def close(self) -> None:
         with self._lock:
@@ -513,3 +602,47 @@ class SQLiteStore:
                 _INHERITED.append(inherited)
         self._conn = None
         self._checkpointer = None  # its thread did not survive the fork; the next write starts one
+
+    # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
+
+    def calls_to_reprice(
+        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+    ) -> list[Call]:
+        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
+        from .base import call_of, reprice_select_sql
+
+        sql, params = reprice_select_sql(filters, after=after is not None)
+        if after is not None:
+            params.extend(after)
+        params.append(limit)
+        return [call_of(row) for row in self.query(sql, params)]
+
+    def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
+        """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.
+
+        ``BEGIN IMMEDIATE`` queues behind an exporter's write like any writer
+        (the busy timeout, then :class:`StoreUnavailable`). Returns the changes
+        applied: those whose row was still the one read.
+        """
+        from .base import reprice_update_params, reprice_update_sql
+
+        if not changes:
+            return []
+        sql = reprice_update_sql("?", "IS")
+        applied: list[Repricing] = []
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for change in changes:
+                        if conn.execute(sql, reprice_update_params(change)).rowcount:
+                            applied.append(change)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
+        return applied
