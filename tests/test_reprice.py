@@ -29,7 +29,7 @@ from otel_usecase.cost.call import COST_SOURCE_PROVIDER, STATUS_PARTIAL, STATUS_
 from otel_usecase.cost.prices import PriceBook
 from otel_usecase.cost.reprice import reprice
 from otel_usecase.store import open_store
-from otel_usecase.store.base import COLUMNS, TABLE, RepriceFilter
+from otel_usecase.store.base import COLUMNS, TABLE, RepriceFilter, calls_to_reprice
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import M, mini_cost, report_json
@@ -372,7 +372,7 @@ def test_every_token_class_is_read_back_for_repricing(any_url: str) -> None:
     store = open_store(any_url)
     try:
         store.write([_call(1, tokens=tokens), _call(2, tokens={"output": 7})])
-        first, second = store.calls_to_reprice(RepriceFilter(), None, 10)
+        first, second = calls_to_reprice(store, RepriceFilter(), None, 10)
     finally:
         store.close()
     assert dict(first.tokens) == tokens
@@ -384,7 +384,7 @@ def test_a_row_a_writer_replaced_meanwhile_keeps_the_writers_copy(any_url: str) 
     try:
         # A partial copy (input unreadable) and an unpriced one, both stored with no cost.
         store.write([_call(1, status=STATUS_PARTIAL, tokens={"output": 300}), _call(2, status="unpriced")])
-        read = store.calls_to_reprice(RepriceFilter(), None, 10)
+        read = calls_to_reprice(store, RepriceFilter(), None, 10)
         assert [c.span_id for c in read] == [f"{1:016x}", f"{2:016x}"]
         book = PriceBook()
         from otel_usecase.cost.reprice import repriced
@@ -397,7 +397,7 @@ def test_a_row_a_writer_replaced_meanwhile_keeps_the_writers_copy(any_url: str) 
         applied = store.reprice(changes)
 
         assert [c.old.span_id for c in applied] == [f"{2:016x}"]
-        after = {c.span_id: c for c in store.calls_to_reprice(RepriceFilter(), None, 10)}
+        after = {c.span_id: c for c in calls_to_reprice(store, RepriceFilter(), None, 10)}
         assert after[f"{1:016x}"].cost_usd == 0.25  # the writer's copy, not our stale update
         assert after[f"{1:016x}"].cost_source == COST_SOURCE_PROVIDER
         assert after[f"{2:016x}"].cost_usd == pytest.approx(mini_cost(2_000, 300))

@@ -47,6 +47,7 @@ from ..store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    calls_to_reprice,
     parse_store_url,
 )
 from .call import (
@@ -162,7 +163,7 @@ def reprice(
     new_totals: list[float] = []
     after: tuple[str, str] | None = None
     while True:
-        calls = _retrying(store.calls_to_reprice, filters, after, batch_size)
+        calls = _retrying(calls_to_reprice, store, filters, after, batch_size)
         if not calls:
             break
         old_costs: list[float] = []

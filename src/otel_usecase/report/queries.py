@@ -32,7 +32,7 @@ from typing import Any, Final
 from ..cost import token_classes
 from ..cost.call import Call
 from ..store import ReportFilter, Store
-from ..store.base import GROUP_TOTALS, RUN_RECORD, RUN_TOTALS
+from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS
 from .text import CELL_LIMIT, NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
 
 __all__ = [
@@ -448,13 +448,7 @@ _CALL_FIELDS: Final = (
     "provider",
     "model",
     *_TOKEN_FIELDS,
-    "cost_usd",
-    "status",
-    "cost_source",
-    "price_source",
-    "price_context",
-    "unpriced_reason",
-    "computed_cost_usd",
+    *PRICE_COLUMNS,
     "trace_id",
     "span_id",
 )

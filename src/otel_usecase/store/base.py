@@ -53,9 +53,11 @@ __all__ = [
     "Unstorable",
     "broken_rule",
     "call_of",
+    "calls_to_reprice",
     "classes_to_mark",
     "create_statements",
     "default_store_url",
+    "filter_clauses",
     "mark_params",
     "mark_sql",
     "migrate",
@@ -332,11 +334,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-
-    def calls_to_reprice(
-        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
-    ) -> list[Call]:
-        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
 
     def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
         """Write the new price columns of ``changes`` in one transaction; returns the changes applied.
@@ -791,7 +788,7 @@ def parse_store_url(url: str) -> tuple[str, str]:
 
 
 # --- re-pricing (``otel-usecase reprice``) ---------------------------------------------------
-# Each store reads the calls to re-price in key order (``Store.calls_to_reprice``) and writes
+# ``reprice`` reads the calls to re-price in key order (:func:`calls_to_reprice`) and each store writes
 # their new price columns back only where the row is still the one read (``Store.reprice``).
 
 PRICE_COLUMNS: Final[tuple[str, ...]] = (
@@ -829,6 +826,33 @@ class Repricing(NamedTuple):
     new: Call
 
 
+def filter_clauses(use_case: str | None, since_ns: int | None) -> tuple[list[str], list[Any]]:
+    """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if use_case is not None:
+        clauses.append("use_case = ?")
+        params.append(use_case)
+    if since_ns is not None:
+        clauses.append("start_ns >= ?")
+        params.append(since_ns)
+    return clauses, params
+
+
+def calls_to_reprice(
+    store: Store, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
+) -> list[Call]:
+    """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order.
+
+    Through :meth:`Store.query`, so both stores read them the same way.
+    """
+    sql, params = reprice_select_sql(filters, after=after is not None)
+    if after is not None:
+        params.extend(after)
+    params.append(limit)
+    return [call_of(row) for row in store.query(sql, params)]
+
+
 def reprice_select_sql(filters: RepriceFilter, *, after: bool) -> tuple[str, list[Any]]:
     """The query of the next batch of calls to re-price, ``?`` placeholders, and its filter parameters.
 
@@ -837,14 +861,7 @@ def reprice_select_sql(filters: RepriceFilter, *, after: bool) -> tuple[str, lis
     is one primary-key range scan however large the ledger, and rows that writers
     add meanwhile are neither skipped before the cursor nor read twice.
     """
-    where: list[str] = []
-    params: list[Any] = []
-    if filters.since_ns is not None:
-        where.append("start_ns >= ?")
-        params.append(filters.since_ns)
-    if filters.use_case is not None:
-        where.append("use_case = ?")
-        params.append(filters.use_case)
+    where, params = filter_clauses(filters.use_case, filters.since_ns)
     if filters.only_unpriced:
         where.append("status = 'unpriced'")
     if after:

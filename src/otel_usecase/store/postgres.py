@@ -85,7 +85,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .base import RepriceFilter, Repricing
+    from .base import Repricing
 
 __all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
@@ -677,27 +677,6 @@ class PostgresStore:
         return f"PostgresStore({self.url!r})"
 
     # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
-
-    def calls_to_reprice(
-        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
-    ) -> list[Call]:
-        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
-        from .base import call_of, reprice_select_sql
-
-        sql, params = reprice_select_sql(filters, after=after is not None)
-        if after is not None:
-            params.extend(after)
-        params.append(limit)
-        statement = translate_placeholders(sql)
-
-        def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(statement, params)
-                return cur.fetchall()
-
-        with self._lock:
-            rows = self._run("reading calls to re-price", select)
-        return [call_of(row) for row in rows]
 
     def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
         """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.

@@ -43,7 +43,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from .base import RepriceFilter, Repricing
+    from .base import Repricing
 
 __all__ = ["SQLiteStore"]
 
@@ -604,18 +604,6 @@ class SQLiteStore:
         self._checkpointer = None  # its thread did not survive the fork; the next write starts one
 
     # re-pricing (otel-usecase reprice); imports kept here so this block stands alone
-
-    def calls_to_reprice(
-        self, filters: RepriceFilter, after: tuple[str, str] | None, limit: int
-    ) -> list[Call]:
-        """Up to ``limit`` stored calls matching ``filters`` whose key comes after ``after``, in key order."""
-        from .base import call_of, reprice_select_sql
-
-        sql, params = reprice_select_sql(filters, after=after is not None)
-        if after is not None:
-            params.extend(after)
-        params.append(limit)
-        return [call_of(row) for row in self.query(sql, params)]
 
     def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
         """Update the price columns of ``changes`` in one transaction, each only while its row is unchanged.

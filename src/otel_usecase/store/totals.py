@@ -29,6 +29,7 @@ from .base import (
     TABLE,
     TOKEN_COLUMNS,
     ReportFilter,
+    filter_clauses,
     seen_key,
 )
 
@@ -116,14 +117,7 @@ def column(name: str, present: Collection[str]) -> str:
 
 def where(filters: ReportFilter) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause (with a leading space, or empty) and its parameters, ``?`` placeholders."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if filters.use_case is not None:
-        clauses.append("use_case = ?")
-        params.append(filters.use_case)
-    if filters.since_ns is not None:
-        clauses.append("start_ns >= ?")
-        params.append(filters.since_ns)
+    clauses, params = filter_clauses(filters.use_case, filters.since_ns)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
