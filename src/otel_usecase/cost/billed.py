@@ -65,6 +65,8 @@ NOT_BILLED_KEYS: Final[tuple[str, ...]] = ("gen_ai.usage.cost",)
 
 def billed_cost(attributes: Mapping[str, Any]) -> float | None:
     """The USD cost the provider or gateway billed for this span's call, or None."""
+    if BILLED_KEYS.isdisjoint(attributes):  # most spans: none of the keys (one C call)
+        return None
     get = attributes.get
     for billed in BILLED:
         if billed.json_path is None:

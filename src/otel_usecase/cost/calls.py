@@ -244,6 +244,10 @@ def status_of(usage: LLMUsage, quote: Quote) -> str:
     return STATUS_UNPRICED if usage.has_usage else STATUS_NO_USAGE
 
 
+_PRICE_KEYS: Final = CONDITION_KEYS | BILLED_KEYS
+"""The span keys that can change a call's price besides its usage."""
+
+
 def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call:
     """The priced call of one model span.
 
@@ -256,8 +260,12 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
     get = a.get
     usage = read_usage(a)
     trace_hex = format(span.trace_id, "032x")
-    quote = prices.quote(usage, when=clock.at(span.start_ns), context=price_context(a))
-    billed = billed_cost(a)
+    if _PRICE_KEYS.isdisjoint(a):  # most spans: no price condition, no billed figure (one C call)
+        quote = prices.quote(usage, when=clock.at(span.start_ns))
+        billed = None
+    else:
+        quote = prices.quote(usage, when=clock.at(span.start_ns), context=price_context(a))
+        billed = billed_cost(a)
     reason = quote.reason
     cost: float | None
     source: str | None

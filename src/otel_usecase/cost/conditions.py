@@ -181,6 +181,8 @@ def price_context(attributes: Mapping[str, Any]) -> PriceContext | None:
 
     Never raises: a value that is not a short word is ignored with a rate-limited warning.
     """
+    if CONDITION_KEYS.isdisjoint(attributes):  # most spans: none of the keys (one C call)
+        return None
     get = attributes.get
     context: dict[str, str] | None = None
     served = False

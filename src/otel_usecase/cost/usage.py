@@ -228,6 +228,7 @@ _OUTPUT: Final = OUTPUT_KEYS[0]
 _new_tuple: Final = tuple.__new__
 _PART_CLASSES: Final = tuple(c for c in TOKEN_CLASSES if c is not INPUT and c is not OUTPUT)
 _DETAIL_KEYS: Final = frozenset(key for c in _PART_CLASSES for key in c.span_keys)
+_CLASS_OF_KEY: Final = {key: c.name for c in _PART_CLASSES for key in c.span_keys}
 
 
 def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
@@ -265,22 +266,23 @@ def read_usage(attributes: Mapping[str, Any]) -> LLMUsage:
         tokens["input"] = input_tokens
     if output_tokens is not None:
         tokens["output"] = output_tokens
-    if not _DETAIL_KEYS.isdisjoint(attributes):  # most spans have no part counts at all (one C call)
-        _read_parts(attributes, tokens)
+    if not _DETAIL_KEYS.isdisjoint(attributes):  # most spans: no part counts at all (one C call)
+        _read_parts(attributes, tokens, _DETAIL_KEYS.intersection(attributes))
     # tuple.__new__ skips the Python-level __new__ NamedTuple generates (a frame, 5 arguments).
     return _new_tuple(
         LLMUsage, (model, provider.lower() if provider is not None else None, tokens, operation, complete)
     )
 
 
-def _read_parts(attributes: Mapping[str, Any], tokens: dict[str, int]) -> None:
+def _read_parts(attributes: Mapping[str, Any], tokens: dict[str, int], present: frozenset[str]) -> None:
     """Add the part counts (cache, reasoning, audio ...) to ``tokens``, and make input/output inclusive."""
     input_tokens = tokens.get("input")
     output_tokens = tokens.get("output")
-    for token_class in _PART_CLASSES:
-        count = _first_count(attributes, token_class.span_keys)
+    # Only the classes one of whose keys the span has (``present``), not all thirteen.
+    for name in {_CLASS_OF_KEY[key] for key in present}:
+        count = _first_count(attributes, BY_NAME[name].span_keys)
         if count:
-            tokens[token_class.name] = count
+            tokens[name] = count
     cache_read = tokens.get("cache_read", 0)
     cache_write = tokens.get("cache_write", 0)
     reasoning = tokens.get("reasoning", 0)
