@@ -212,7 +212,7 @@ PRICES: Final[Setting[str | None]] = Setting(
     default=None,
     accepts="the path of a prices TOML file",
     default_text="unset",
-    doc="TOML file with price overrides and model aliases",
+    doc="TOML file with price overrides per model, token class and price condition (service tier, batch), and model aliases",
 )
 BUFFER: Final = Setting(
     env="OTEL_USECASE_BUFFER",
