@@ -290,6 +290,34 @@ DEMO_MODEL: Final = Setting(
 )
 
 
+# --- metrics (issue 14, part M) ---
+
+
+def _metric_attributes(raw: str) -> tuple[str, ...]:
+    from .metrics import parse_attributes
+
+    if raw.strip().lower() == "none":
+        return ()
+    return parse_attributes(raw.split(","))
+
+
+METRICS: Final = _flag(
+    "OTEL_USECASE_METRICS",
+    True,
+    "`false`: the exporter and `serve` record no cost metrics (see [Metrics](#metrics)); with no "
+    "`MeterProvider` configured they record none anyway",
+)
+METRIC_ATTRIBUTES: Final[Setting[tuple[str, ...]]] = Setting(
+    env="OTEL_USECASE_METRIC_ATTRIBUTES",
+    parse=_metric_attributes,
+    default=(),
+    accepts="none or a comma-separated list of user.id, experience.name, experience.id, usecase.id",
+    default_text="`none`",
+    doc="high-cardinality attributes added to the cost metrics (one time series per value: see "
+    "[Metrics](#metrics))",
+)
+
+
 SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
 )

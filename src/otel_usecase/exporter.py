@@ -22,7 +22,7 @@ from typing import Final
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import lifecycle
+from . import lifecycle, metrics
 from ._log import logger
 from .config import ENV_BUFFER, ENV_EXPORT_WAIT, buffer_size, export_wait_ms
 from .cost.call import Call
@@ -81,6 +81,7 @@ class UseCaseCostExporter(SpanExporter):
         self._export_wait_s = wait_ms / 1000
         self._writer = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
         self._sink: CallSink[bool] = CallSink(self._submit)
+        self._metrics = metrics.attach(self._sink, self)  # cost metrics, when a MeterProvider is set
         self._shutdown = False
         lifecycle.watch(self)
 

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
+from .. import metrics
 from .._log import warn_rate_limited
 from ..cost.call import Call
 from ..cost.calls import calls_from_spans
@@ -39,6 +40,10 @@ class Ingest:
         self.calls_written = 0
         """Calls stored: new requests and better copies (duplicates and refused calls are not)."""
         self.spans_rejected = 0
+        self.rejected_calls = 0
+        """Calls the store refused because of their own data (read by ``usecase.calls.dropped``)."""
+        self.dropped_calls = 0  # serve never buffers: an outage is the sender's to retry
+        metrics.attach(self._sink, self)
 
     @property
     def store_url(self) -> str | None:
@@ -74,6 +79,7 @@ class Ingest:
             result = self._sink.put(calls)
             refused = result.stored or []
             self.calls_written += result.new + result.replaced - len(refused)
+            self.rejected_calls += len(refused)
             if refused:
                 rejections = rejections.copy()
                 _add_refused(rejections, calls, refused)

@@ -1,0 +1,327 @@
+"""Cost as OpenTelemetry metrics: a call-sink subscriber that counts cost, calls and tokens.
+
+Why here: teams watch Grafana, not a CLI. The figures come from the
+:class:`~otel_usecase.cost.sink.CallSink`, so the in-process exporter and
+``otel-usecase serve`` emit the same numbers, and a request recorded by two
+instrumentations counts once (a better copy adds only its difference).
+
+Why the global ``MeterProvider``: the application's own metric pipeline (OTLP,
+Prometheus, whatever ``opentelemetry-instrument`` or its code set up) carries the
+figures; with none configured nothing is recorded and nothing is paid. The
+instruments come from the API's proxy meter, which forwards once a provider is
+set: ``opentelemetry-instrument`` builds the tracing pipeline (and this
+exporter) before the metrics pipeline.
+
+Instruments (scope ``otel_usecase``):
+
+* ``usecase.cost`` (USD), ``usecase.calls``, ``usecase.tokens`` (with
+  ``gen_ai.token.type`` from :mod:`otel_usecase.cost.token_classes`),
+  ``usecase.calls.unpriced`` (with ``usecase.unpriced.reason``): counters.
+* ``usecase.calls.dropped`` (with ``usecase.drop.reason``): an observable counter
+  over the live sources (exporters, ``serve``): ``buffer`` for calls the
+  exporter's writer could not keep (buffer full while the store was away, or not
+  written by shutdown), ``refused`` for calls the store refused for their data.
+  These calls were priced and are in ``usecase.cost``; the ledger misses them.
+
+**Speed.** ``Counter.add`` costs microseconds in the SDK; the exporter prices a
+span in about 36. So a batch is summed in plain Python, per attribute set, and
+each instrument is added to once per attribute set per batch.
+
+**Replaced copies.** A :class:`~otel_usecase.cost.sink.CallEvent` with
+``replaced`` adds ``call - replaced``: the cost and token differences, with the
+better copy's attributes, and no second call. A counter never goes down, so a
+negative difference (a provider's billed figure below our estimate) is not
+subtracted, and a call first seen unpriced stays in ``usecase.calls.unpriced``
+when a priced copy replaces it; the ledger (``otel-usecase report``) has the
+final figures.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+from typing import Any, Final, Protocol
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+
+from ._log import warn_rate_limited
+from .config import METRIC_ATTRIBUTES, METRICS
+from .cost.call import Call
+from .cost.sink import CallEvent, CallSink
+from .cost.token_classes import BY_NAME
+from .version import __version__
+
+__all__ = [
+    "DEFAULT_ATTRIBUTES",
+    "OPT_IN_ATTRIBUTES",
+    "CostMetrics",
+    "attach",
+    "meter_provider_set",
+]
+
+METER_NAME: Final = "otel_usecase"
+
+DEFAULT_ATTRIBUTES: Final[tuple[tuple[str, str], ...]] = (
+    ("usecase.name", "use_case"),
+    ("usecase.version", "use_case_version"),
+    ("usecase.step", "step"),
+    ("gen_ai.provider.name", "provider"),
+    ("gen_ai.response.model", "model"),
+    ("usecase.cost.source", "cost_source"),
+)
+"""(metric attribute, :class:`Call` field): the bounded attributes every data point carries.
+
+``gen_ai.response.model`` is the model the call was priced as: the response
+model (the dated snapshot billed), else the request model."""
+
+OPT_IN_ATTRIBUTES: Final[dict[str, str]] = {
+    "user.id": "user_id",
+    "experience.name": "experience_name",
+    "experience.id": "experience_id",
+    "usecase.id": "run_id",
+}
+"""Attributes added only when listed in ``OTEL_USECASE_METRIC_ATTRIBUTES`` (or ``attributes=``).
+
+Each distinct attribute set is a time series the metrics backend keeps (and
+bills) for as long as it retains data; a user id or a run id makes one per
+user or run. The ledger already answers per-user and per-run questions."""
+
+TOKEN_TYPE: Final = "gen_ai.token.type"
+UNPRICED_REASON: Final = "usecase.unpriced.reason"
+DROP_REASON: Final = "usecase.drop.reason"
+
+
+def meter_provider_set() -> bool:
+    """Whether a global ``MeterProvider`` was set (until then the API's proxy instruments drop everything).
+
+    The one read of the OpenTelemetry API's private state in this module
+    (``tests/test_metrics.py::test_meter_provider_set_reads_the_api`` fails
+    loudly if the API renames it); without it, a process with no metrics
+    pipeline would sum every batch for nothing.
+    """
+    return otel_metrics._internal._METER_PROVIDER is not None
+
+
+class DropSource(Protocol):
+    """What ``usecase.calls.dropped`` reads: an exporter, or ``serve``'s ingest."""
+
+    @property
+    def dropped_calls(self) -> int: ...
+
+    @property
+    def rejected_calls(self) -> int: ...
+
+
+class _DroppedCalls:
+    """The observable ``usecase.calls.dropped`` of one meter, over the live sources.
+
+    One per meter: the SDK keeps the first callback of an instrument registered
+    twice. A source's count may fall (a call given up at shutdown and written
+    after all; a forked child starts at 0); the counter takes only the rises, so
+    it never goes down, and keeps what a collected source had counted.
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self._lock = threading.Lock()
+        self._last: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+        self._totals = {"buffer": 0, "refused": 0}
+        self._attributes = {reason: {DROP_REASON: reason} for reason in self._totals}
+        meter.create_observable_counter(
+            "usecase.calls.dropped",
+            callbacks=[self._observe],
+            unit="{call}",
+            description="LLM calls priced but not stored: buffer (the writer could not keep them), "
+            "refused (the store refused their data)",
+        )
+
+    def add_source(self, source: DropSource) -> None:
+        with self._lock:
+            if source not in self._last:
+                self._last[source] = [0, 0]
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            for source, last in list(self._last.items()):
+                for index, (reason, now) in enumerate(
+                    (("buffer", source.dropped_calls), ("refused", source.rejected_calls))
+                ):
+                    if now > last[index]:
+                        self._totals[reason] += now - last[index]
+                    last[index] = now
+            totals = dict(self._totals)
+        return [Observation(value, self._attributes[reason]) for reason, value in totals.items()]
+
+
+_dropped_lock = threading.Lock()
+_dropped_global: _DroppedCalls | None = None
+_dropped_by_provider: weakref.WeakKeyDictionary[MeterProvider, _DroppedCalls] = weakref.WeakKeyDictionary()
+
+
+def _dropped_for(provider: MeterProvider | None, meter: Meter) -> _DroppedCalls:
+    global _dropped_global
+    with _dropped_lock:
+        if provider is None:
+            if _dropped_global is None:
+                _dropped_global = _DroppedCalls(meter)
+            return _dropped_global
+        found = _dropped_by_provider.get(provider)
+        if found is None:
+            found = _dropped_by_provider[provider] = _DroppedCalls(meter)
+        return found
+
+
+def parse_attributes(keys: Iterable[str]) -> tuple[str, ...]:
+    """The opt-in attribute keys among ``keys``; an unknown key raises ``ValueError`` naming it."""
+    chosen: list[str] = []
+    for key in keys:
+        key = key.strip()
+        if not key:
+            continue
+        if key not in OPT_IN_ATTRIBUTES:
+            raise ValueError(f"{key!r} is not one of {', '.join(OPT_IN_ATTRIBUTES)}")
+        if key not in chosen:
+            chosen.append(key)
+    return tuple(chosen)
+
+
+class CostMetrics:
+    """The sink subscriber: call it with each put's events; it adds once per attribute set.
+
+    ``meter_provider``: where to record (``None``: the global one, through the
+    API's proxy, so a provider set later still gets the figures). ``attributes``:
+    the opt-in attribute keys to add (``None``: ``OTEL_USECASE_METRIC_ATTRIBUTES``);
+    an unknown key raises ``ValueError``.
+    """
+
+    def __init__(
+        self, meter_provider: MeterProvider | None = None, *, attributes: Iterable[str] | None = None
+    ) -> None:
+        extra = parse_attributes(attributes) if attributes is not None else METRIC_ATTRIBUTES.read()
+        self.attribute_keys: tuple[str, ...] = tuple(k for k, _ in DEFAULT_ATTRIBUTES) + extra
+        fields = [f for _, f in DEFAULT_ATTRIBUTES] + [OPT_IN_ATTRIBUTES[k] for k in extra]
+        self._key_of = attrgetter(*fields)
+        self._explicit = meter_provider is not None
+        meter = otel_metrics.get_meter(METER_NAME, __version__, meter_provider=meter_provider)
+        self._cost = meter.create_counter(
+            "usecase.cost", unit="USD", description="What the LLM calls cost (billed, else priced)"
+        )
+        self._calls = meter.create_counter("usecase.calls", unit="{call}", description="LLM calls")
+        self._tokens = meter.create_counter(
+            "usecase.tokens", unit="{token}", description="Tokens of the LLM calls, by gen_ai.token.type"
+        )
+        self._unpriced = meter.create_counter(
+            "usecase.calls.unpriced",
+            unit="{call}",
+            description="LLM calls without a cost (no usage, unknown model ...), by usecase.unpriced.reason",
+        )
+        self._dropped = _dropped_for(meter_provider, meter)
+        self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.errors = 0
+
+    def watch_drops(self, source: DropSource) -> None:
+        """Count ``source``'s dropped and refused calls in ``usecase.calls.dropped`` (while it lives)."""
+        self._dropped.add_source(source)
+
+    def __call__(self, events: Sequence[CallEvent]) -> None:
+        if not self._explicit and not meter_provider_set():
+            return
+        try:
+            self._record(events)
+        except Exception as exc:  # never into the pipeline (the sink would catch it too, but say why here)
+            self.errors += 1
+            warn_rate_limited(
+                "metrics:record",
+                "otel_usecase: recording cost metrics for %d calls failed (%s: %s); the calls are stored",
+                len(events),
+                type(exc).__name__,
+                exc,
+            )
+
+    def _record(self, events: Sequence[CallEvent]) -> None:
+        key_of = self._key_of
+        # per attribute set: [cost, calls, {token class: count}]
+        sums: dict[tuple[Any, ...], list[Any]] = {}
+        unpriced: dict[tuple[tuple[Any, ...], str], int] = {}
+        for call, old in events:
+            key = key_of(call)
+            acc = sums.get(key)
+            if acc is None:
+                acc = sums[key] = [0.0, 0, {}]
+            cost = call.cost_usd
+            tokens: dict[str, int] = acc[2]
+            if old is None:
+                acc[1] += 1
+                if cost is None:
+                    reason = call.unpriced_reason or call.status
+                    unpriced[(key, reason)] = unpriced.get((key, reason), 0) + 1
+                else:
+                    acc[0] += cost
+                for name, count in call.tokens.items():
+                    tokens[name] = tokens.get(name, 0) + count
+            else:
+                _add_difference(acc, tokens, call, old)
+        self._flush(sums, unpriced)
+
+    def _flush(
+        self, sums: dict[tuple[Any, ...], list[Any]], unpriced: dict[tuple[tuple[Any, ...], str], int]
+    ) -> None:
+        for key, (cost, calls, tokens) in sums.items():
+            attributes = self._attributes_of(key)
+            if cost > 0:
+                self._cost.add(cost, attributes)
+            if calls:
+                self._calls.add(calls, attributes)
+            for name, count in tokens.items():
+                if count > 0:
+                    token_class = BY_NAME.get(name)
+                    token_type = token_class.token_type if token_class is not None else name
+                    self._tokens.add(count, {**attributes, TOKEN_TYPE: token_type})
+        for (key, reason), count in unpriced.items():
+            self._unpriced.add(count, {**self._attributes_of(key), UNPRICED_REASON: reason})
+
+    def _attributes_of(self, key: tuple[Any, ...]) -> dict[str, Any]:
+        """The attribute dict of a key tuple (a None field is left out), cached: few sets recur."""
+        found = self._attributes.get(key)
+        if found is None:
+            if len(self._attributes) >= 4096:
+                self._attributes.clear()
+            found = {k: v for k, v in zip(self.attribute_keys, key) if v is not None}
+            self._attributes[key] = found
+        return found
+
+
+def _add_difference(acc: list[Any], tokens: dict[str, int], call: Call, old: Call) -> None:
+    """Add ``call - old`` (a better copy of a request already counted): cost and tokens, never a call."""
+    if call.cost_usd is not None:
+        difference = call.cost_usd - (old.cost_usd or 0.0)
+        if difference > 0:
+            acc[0] += difference
+    before = old.tokens
+    for name, count in call.tokens.items():
+        more = count - before.get(name, 0)
+        if more > 0:
+            tokens[name] = tokens.get(name, 0) + more
+
+
+def attach(sink: CallSink[Any], source: DropSource | None = None) -> CostMetrics | None:
+    """Subscribe cost metrics to ``sink`` (unless ``OTEL_USECASE_METRICS=false``); never raises.
+
+    ``source``: what counts the calls lost after the sink (the exporter; ``serve``'s
+    ingest), read by ``usecase.calls.dropped``. Returns the subscriber, or None.
+    """
+    try:
+        if not METRICS.read():
+            return None
+        recorder = CostMetrics()
+        if source is not None:
+            recorder.watch_drops(source)
+        sink.subscribe(recorder)
+        return recorder
+    except Exception as exc:
+        warn_rate_limited(
+            "metrics:attach", "otel_usecase: cost metrics are off (%s: %s)", type(exc).__name__, exc
+        )
+        return None
