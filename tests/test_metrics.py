@@ -1,0 +1,445 @@
+"""Cost as OpenTelemetry metrics, read back the way a team would: from a real Prometheus server.
+
+Real parts: the real openai client through the real Traceloop (and contrib ``-openai-v2``)
+instrumentations against FakeOpenAI, the real exporter writing a real SQLite ledger, the
+real ``opentelemetry-exporter-prometheus`` endpoint on 127.0.0.1, scraped every second by
+Debian's ``prometheus`` binary (tests/prom.py), queried through its HTTP API; the
+zero-code case under a real ``opentelemetry-instrument``. Expected figures come from
+published prices (tests/expect.py), never from the code under test. The in-process
+tests read the SDK's ``InMemoryMetricReader``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_usecase import UseCaseCostExporter
+from otel_usecase.cost.usage import OUTPUT_KEYS
+from otel_usecase.metrics import CostMetrics
+from otel_usecase.testing import FakeOpenAI, FakeUsage
+
+from . import prom
+from .expect import GPT4O_CACHED, GPT4O_IN, GPT4O_OUT, mini_cost, openai_cost, report_json
+from .servers import free_port
+from .test_sink import CostMetric, Recorded, without_usage
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "dashboards" / "grafana-llm-cost.json"
+RULES = ROOT / "dashboards" / "prometheus-rules.yml"
+APP = Path(__file__).parent / "apps" / "metrics_app.py"
+BIN = Path(sys.executable).parent
+
+# tests/apps/metrics_app.py's PLAN, each call answered with this usage:
+PROMPT, COMPLETION, CACHED = 1_000, 200, 400
+MINI_CALLS, GPT4O_CALLS, UNKNOWN_CALLS = 5, 2, 1
+CALLS = MINI_CALLS + GPT4O_CALLS + UNKNOWN_CALLS
+SUMMARIZE_COST = MINI_CALLS * mini_cost(PROMPT, COMPLETION, CACHED)
+CHAT_COST = GPT4O_CALLS * openai_cost(PROMPT, COMPLETION, CACHED, GPT4O_IN, GPT4O_OUT, GPT4O_CACHED)
+
+needs_prometheus = pytest.mark.skipif(
+    not prom.available(), reason="no prometheus binary (.ci/run installs it)"
+)
+
+
+# --- fixtures: the app, scraped by a real Prometheus -------------------------------------------------
+
+
+class App:
+    """tests/apps/metrics_app.py as a subprocess; it serves its metrics until :meth:`close`."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the app flushes its calls into the ledger first
+        if line.strip() != "READY":
+            self.close()
+            raise AssertionError(f"the app did not get ready: {line!r} {self.stderr}")
+        self.stderr = ""
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            try:
+                _, self.stderr = self.proc.communicate("", timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, self.stderr = self.proc.communicate(timeout=10)
+        return self.proc.wait(10)
+
+
+def app_env(store_url: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "OTEL_USECASE_STORE": store_url, "OTEL_BSP_SCHEDULE_DELAY": "200", **extra}
+
+
+class Scraped:
+    def __init__(self, prometheus: prom.PrometheusServer, store_url: str) -> None:
+        self.prometheus = prometheus
+        self.store_url = store_url
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    """The app (its own MeterProvider, the documented way) made its calls; Prometheus scraped them."""
+    if not prom.available():
+        pytest.skip("no prometheus binary (.ci/run installs it)")
+    workdir = tmp_path_factory.mktemp("scraped")
+    store_url = "sqlite:///" + str(workdir / "costs.db")
+    port = free_port()
+    with FakeOpenAI(
+        usage=FakeUsage(prompt_tokens=PROMPT, completion_tokens=COMPLETION, cached_tokens=CACHED)
+    ) as fake:
+        app = App([sys.executable, str(APP), fake.base_url, "code", str(port)], app_env(store_url))
+        try:
+            with prom.PrometheusServer(workdir / "prometheus", [f"127.0.0.1:{port}"], [RULES]) as prometheus:
+                calls = prometheus.wait_for("sum(usecase_calls_total)", lambda v: v == CALLS)
+                assert calls == CALLS, prometheus.log_text()
+                yield Scraped(prometheus, store_url)
+        finally:
+            assert app.close() == 0, app.stderr
+
+
+def by_label(prometheus: prom.PrometheusServer, expr: str, label: str) -> dict[str, float]:
+    answer = prometheus.query(expr)
+    assert answer["status"] == "success", answer
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in answer["data"]["result"]}
+
+
+# --- the figures in Prometheus ------------------------------------------------------------------------
+
+
+def test_prometheus_cost_equals_the_ledger_and_published_prices(scraped: Scraped) -> None:
+    prometheus = scraped.prometheus
+    ledger = sum(row["cost_usd"] or 0.0 for row in report_json(scraped.store_url))
+    total = prometheus.value("sum(usecase_cost_USD_total)")
+    assert total == pytest.approx(SUMMARIZE_COST + CHAT_COST, rel=1e-9)
+    assert total == pytest.approx(ledger, rel=1e-9)
+    by_use_case = by_label(prometheus, "sum by (usecase_name) (usecase_cost_USD_total)", "usecase_name")
+    assert by_use_case == {"summarize": pytest.approx(SUMMARIZE_COST), "chat": pytest.approx(CHAT_COST)}
+    by_step = by_label(
+        prometheus, 'sum by (usecase_step) (usecase_calls_total{usecase_name="summarize"})', "usecase_step"
+    )
+    assert by_step == {"draft": 3, "review": 2}
+
+
+def test_prometheus_tokens_per_type_and_unpriced_and_dropped_calls(scraped: Scraped) -> None:
+    prometheus = scraped.prometheus
+    tokens = by_label(prometheus, "sum by (gen_ai_token_type) (usecase_tokens_total)", "gen_ai_token_type")
+    assert tokens == {"input": CALLS * PROMPT, "output": CALLS * COMPLETION, "cache_read": CALLS * CACHED}
+    unpriced = prometheus.query("usecase_calls_unpriced_total")["data"]["result"]
+    assert [
+        (r["metric"]["gen_ai_response_model"], r["metric"]["usecase_unpriced_reason"], r["value"][1])
+        for r in unpriced
+    ] == [("acme-unknown-1", "unknown model", "1")]
+    assert by_label(prometheus, "usecase_calls_dropped_total", "usecase_drop_reason") == {
+        "buffer": 0,
+        "refused": 0,
+    }
+
+
+def test_high_cardinality_labels_are_not_in_prometheus_by_default(scraped: Scraped) -> None:
+    """Every call had its own user id; by default no series carries it (one series per user otherwise)."""
+    answer = scraped.prometheus.api("series", **{"match[]": '{__name__=~"usecase_.*"}'})
+    labels = {name for series in answer["data"] for name in series}
+    assert {
+        "usecase_name",
+        "usecase_version",
+        "usecase_step",
+        "gen_ai_provider_name",
+        "gen_ai_response_model",
+    } <= labels
+    assert not labels & {"user_id", "experience_name", "experience_id", "usecase_id"}
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert len(exprs) >= 10
+    return exprs
+
+
+def grafana_substituted(expr: str) -> str:
+    """What Grafana sends for the dashboard's variables (all use cases, a 1 minute step)."""
+    for variable, value in (("$use_case", ".*"), ("$__rate_interval", "1m"), ("$__range", "1h")):
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def test_every_dashboard_and_rule_expression_evaluates_with_data(scraped: Scraped) -> None:
+    prometheus = scraped.prometheus
+    # rate() needs two samples of each series: wait for a few scrapes
+    assert prometheus.wait_for("min(count_over_time(usecase_calls_total[1m]))", lambda v: (v or 0) >= 3) >= 3
+    for expr in dashboard_queries():
+        answer = prometheus.query(grafana_substituted(expr))
+        assert answer["status"] == "success", (expr, answer)
+        assert answer["data"]["result"], f"no data for the dashboard's {expr}"
+    variable = json.loads(DASHBOARD.read_text())["templating"]["list"][0]["definition"]
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable).groups()  # type: ignore[union-attr]
+    values = prometheus.api(f"label/{label}/values", **{"match[]": metric})["data"]
+    assert set(values) == {"summarize", "chat"}
+
+    if Path(prom.PROMTOOL).is_file():
+        check = subprocess.run(
+            [prom.PROMTOOL, "check", "rules", str(RULES)], check=False, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    records = [
+        m.group(1) for m in re.finditer(r"^\s*- record: (\S+)$", RULES.read_text(), flags=re.MULTILINE)
+    ]
+    assert len(records) >= 8
+    for record in records:
+        value = prometheus.wait_for(f"count({record})", lambda v: v is not None)
+        assert value, f"recording rule {record} produced nothing: {prometheus.api('rules')}"
+    rules = [r for g in prometheus.api("rules")["data"]["groups"] for r in g["rules"]]
+    assert {r["name"] for r in rules} == set(records)
+    assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+    cost_rate = by_label(prometheus, "usecase_name:usecase_cost_USD:rate5m", "usecase_name")
+    assert set(cost_rate) == {"summarize", "chat"}
+
+
+@needs_prometheus
+def test_zero_code_under_opentelemetry_instrument_with_the_prometheus_exporter(tmp_path: Path) -> None:
+    """No OpenTelemetry code in the app: the env of opentelemetry-instrument is all it takes.
+
+    Both OpenAI instrumentations are installed, so each request has two spans: counted once.
+    """
+    store_url = "sqlite:///" + str(tmp_path / "costs.db")
+    port = free_port()
+    env = app_env(
+        store_url,
+        OTEL_TRACES_EXPORTER="usecase",
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_SERVICE_NAME="zero-code-metrics",
+    )
+    usage = FakeUsage(prompt_tokens=PROMPT, completion_tokens=COMPLETION, cached_tokens=CACHED)
+    with FakeOpenAI(usage=usage) as fake:
+        app = App(
+            [str(BIN / "opentelemetry-instrument"), sys.executable, str(APP), fake.base_url, "zero"], env
+        )
+        try:
+            with prom.PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{port}"]) as prometheus:
+                calls = prometheus.wait_for("sum(usecase_calls_total)", lambda v: v == CALLS)
+                cost = prometheus.value("sum(usecase_cost_USD_total)")
+                services = by_label(prometheus, "count by (job, instance) (usecase_calls_total)", "job")
+        finally:
+            assert app.close() == 0, app.stderr
+    assert len(fake.requests) == CALLS
+    assert calls == CALLS  # two spans per request, each request once
+    assert cost == pytest.approx(SUMMARIZE_COST + CHAT_COST, rel=1e-9)
+    ledger = sum(row["cost_usd"] or 0.0 for row in report_json(store_url))
+    assert cost == pytest.approx(ledger, rel=1e-9)
+    assert set(services) == {"app"}
+
+
+# --- in process: the SDK's in-memory reader ------------------------------------------------------------
+
+
+class Points:
+    """The data points an ``InMemoryMetricReader`` holds: (name, attributes) -> value."""
+
+    def __init__(self, reader: InMemoryMetricReader) -> None:
+        self.points: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics if data else []:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:  # type: ignore[union-attr]
+                        self.points.setdefault(metric.name, []).append(
+                            (dict(point.attributes or {}), point.value)
+                        )  # type: ignore[union-attr]
+
+    def total(self, name: str, **match: Any) -> float:
+        return sum(
+            v for attrs, v in self.points.get(name, []) if all(attrs.get(k) == m for k, m in match.items())
+        )
+
+    def keys(self, name: str) -> set[str]:
+        return {k for attrs, _ in self.points.get(name, []) for k in attrs}
+
+
+@pytest.fixture
+def metered() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider, reader
+    provider.shutdown()
+
+
+@pytest.fixture
+def recorded(fake_openai: FakeOpenAI) -> Iterator[Recorded]:
+    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
+    rec = Recorded(fake_openai)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def exporter(store_url: str) -> Iterator[UseCaseCostExporter]:
+    exp = UseCaseCostExporter(store=store_url)
+    try:
+        yield exp
+    finally:
+        exp.shutdown()
+
+
+def without_output(span: ReadableSpan) -> ReadableSpan:
+    """The span as an instrumentation that read the prompt's count but not the completion's records it."""
+    attributes = {k: v for k, v in (span.attributes or {}).items() if k not in OUTPUT_KEYS}
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+@pytest.mark.parametrize("first_copy", ["without usage", "without output tokens"])
+def test_a_better_copy_in_a_later_batch_adds_only_its_difference(
+    recorded: Recorded,
+    exporter: UseCaseCostExporter,
+    store_url: str,
+    metered: tuple[MeterProvider, InMemoryMetricReader],
+    first_copy: str,
+) -> None:
+    """Two instrumentations on one request, the less complete copy exported first: one call, its cost once."""
+    provider, reader = metered
+    metrics = CostMetrics(provider)
+    exporter.sink.subscribe(metrics)
+    seen = CostMetric()
+    exporter.sink.subscribe(seen)
+    inner, outer = recorded.ask("two-batches")
+    worse = without_usage(inner) if first_copy == "without usage" else without_output(inner)
+    assert exporter.export([worse]).name == "SUCCESS"
+    assert exporter.export([outer]).name == "SUCCESS"
+    assert exporter.force_flush(30_000)
+    assert seen.kinds == ["new", "replaces"]  # the premise: the second copy replaced the first
+    points = Points(reader)
+    assert points.total("usecase.calls") == 1
+    assert points.total("usecase.cost") == pytest.approx(mini_cost(1_000, 100))
+    assert points.total("usecase.tokens", **{"gen_ai.token.type": "input"}) == 1_000
+    assert points.total("usecase.tokens", **{"gen_ai.token.type": "output"}) == 100
+    # A counter never goes down: a call first seen without usage stays counted as such (documented).
+    assert points.total("usecase.calls.unpriced") == (1 if first_copy == "without usage" else 0)
+    (row,) = report_json(store_url)
+    assert (row["calls"], row["cost_usd"]) == (1, pytest.approx(points.total("usecase.cost")))
+
+
+def test_two_instrumentations_in_one_batch_count_once(
+    recorded: Recorded, exporter: UseCaseCostExporter, metered: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    provider, reader = metered
+    exporter.sink.subscribe(CostMetrics(provider))
+    spans = recorded.ask("one-batch", times=3)
+    assert len(spans) == 6
+    assert exporter.export(spans).name == "SUCCESS"
+    points = Points(reader)
+    assert points.total("usecase.calls") == 3
+    assert points.total("usecase.cost") == pytest.approx(3 * mini_cost(1_000, 100))
+    assert points.total("usecase.calls.unpriced") == 0
+
+
+def test_high_cardinality_attributes_only_when_listed(
+    recorded: Recorded,
+    exporter: UseCaseCostExporter,
+    metered: tuple[MeterProvider, InMemoryMetricReader],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otel_usecase import track_context
+
+    provider, reader = metered
+    default = CostMetrics(provider)
+    monkeypatch.setenv("OTEL_USECASE_METRIC_ATTRIBUTES", "user.id, experience.name")
+    listed_reader = InMemoryMetricReader()
+    listed_provider = MeterProvider(metric_readers=[listed_reader])
+    listed = CostMetrics(listed_provider)
+    exporter.sink.subscribe(default)
+    exporter.sink.subscribe(listed)
+    recorded.memory.clear()
+    with track_context("support", user_id="u-42", experience_name="help_center"):
+        recorded.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    spans = [
+        s for s in recorded.memory.get_finished_spans() if (s.attributes or {}).get("gen_ai.operation.name")
+    ]
+    assert exporter.export(spans).name == "SUCCESS"
+    assert not Points(reader).keys("usecase.cost") & {"user.id", "experience.name"}
+    points = Points(listed_reader)
+    listed_provider.shutdown()
+    assert points.keys("usecase.cost") >= {"user.id", "experience.name"}
+    assert points.total(
+        "usecase.cost", **{"user.id": "u-42", "experience.name": "help_center"}
+    ) == pytest.approx(mini_cost(1_000, 100))
+
+
+def test_a_bad_metric_attributes_value_warns_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, metered: tuple[MeterProvider, Any]
+) -> None:
+    monkeypatch.setenv("OTEL_USECASE_METRIC_ATTRIBUTES", "user.id,email")
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"):
+        metrics = CostMetrics(metered[0])
+    assert "OTEL_USECASE_METRIC_ATTRIBUTES='user.id,email' is not accepted" in caplog.text
+    assert "'email' is not one of user.id" in caplog.text
+    assert "user.id" not in metrics.attribute_keys  # the default: bounded attributes only
+    with pytest.raises(ValueError, match="'email' is not one of"):
+        CostMetrics(metered[0], attributes=["email"])
+
+
+def test_dropped_calls_are_counted(
+    recorded: Recorded, store_url: str, metered: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    """A full buffer (here: no room at all) loses the calls from the ledger; the metric shows how many."""
+    provider, reader = metered
+    exporter = UseCaseCostExporter(store=store_url, max_buffered_calls=0)
+    try:
+        metrics = CostMetrics(provider)
+        metrics.watch_drops(exporter)
+        exporter.sink.subscribe(metrics)
+        spans = recorded.ask("dropped", times=2)
+        exporter.export(spans)
+        assert exporter.dropped_calls == 2
+        points = Points(reader)
+        assert points.total("usecase.calls.dropped", **{"usecase.drop.reason": "buffer"}) == 2
+        assert points.total("usecase.calls") == 2  # priced, counted, and missing from the ledger
+    finally:
+        exporter.shutdown()
+
+
+def test_no_meter_provider_no_work_and_the_api_read_still_works() -> None:
+    """``meter_provider_set`` reads the API's private global; this fails loudly if the API renames it."""
+    code = (
+        "from opentelemetry import metrics\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from otel_usecase.metrics import meter_provider_set\n"
+        "assert not meter_provider_set()\n"
+        "metrics.set_meter_provider(MeterProvider())\n"
+        "assert meter_provider_set()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
