@@ -33,7 +33,7 @@ from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from . import prom
 from .expect import GPT4O_CACHED, GPT4O_IN, GPT4O_OUT, mini_cost, openai_cost, report_json
-from .servers import free_port
+from .servers import ServeProcess, free_port, wait_for_port
 from .test_sink import CostMetric, Recorded, without_usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,6 +248,71 @@ def test_zero_code_under_opentelemetry_instrument_with_the_prometheus_exporter(t
     assert set(services) == {"app"}
 
 
+class InstrumentedServe(ServeProcess):
+    """``otel-usecase serve`` under ``opentelemetry-instrument``: its metrics pipeline from the env alone."""
+
+    def start(self) -> InstrumentedServe:
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "opentelemetry-instrument"),
+                str(BIN / "otel-usecase"),
+                "serve",
+                "--http",
+                f"127.0.0.1:{self.http_port}",
+                "--grpc",
+                f"127.0.0.1:{self.grpc_port}",
+                "--store",
+                self.store_url,
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for_port(self.http_port, timeout=60, proc=self.proc)
+        return self
+
+
+@needs_prometheus
+def test_serve_emits_the_same_metrics_as_the_exporter(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """Spans sent over OTLP to ``serve`` are counted by ``serve``'s own metrics pipeline."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from .test_serve import app_sending_to
+
+    store_url = "sqlite:///" + str(tmp_path / "served.db")
+    port = free_port()
+    env = {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    fake_openai.respond(
+        usage=FakeUsage(prompt_tokens=PROMPT, completion_tokens=COMPLETION, cached_tokens=CACHED)
+    )
+    with InstrumentedServe(store_url, env=env) as served:
+        wait_for_port(port, timeout=60, proc=served.proc)
+        app_sending_to(
+            OTLPSpanExporter(endpoint=served.http_url), fake_openai, [("summarize", "a", 3), ("chat", "b", 2)]
+        )
+        with prom.PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{port}"]) as prometheus:
+            calls = prometheus.wait_for("sum(usecase_calls_total)", lambda v: v == 5)
+            by_use_case = by_label(
+                prometheus, "sum by (usecase_name) (usecase_cost_USD_total)", "usecase_name"
+            )
+            dropped = by_label(prometheus, "usecase_calls_dropped_total", "usecase_drop_reason")
+    assert calls == 5
+    assert by_use_case == {
+        "summarize": pytest.approx(3 * mini_cost(PROMPT, COMPLETION, CACHED)),
+        "chat": pytest.approx(2 * mini_cost(PROMPT, COMPLETION, CACHED)),
+    }
+    assert dropped == {"buffer": 0, "refused": 0}
+    ledger = {row["use_case"]: row["cost_usd"] for row in report_json(store_url)}
+    assert ledger == by_use_case
+
+
 # --- in process: the SDK's in-memory reader ------------------------------------------------------------
 
 
@@ -443,3 +508,23 @@ def test_no_meter_provider_no_work_and_the_api_read_still_works() -> None:
         "assert meter_provider_set()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_two_exporters_of_one_process_add_up(
+    recorded: Recorded, tmp_path: Path, metered: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    """The SDK keeps one callback per instrument: both exporters' calls must still be in the one total."""
+    provider, reader = metered
+    exporters = [UseCaseCostExporter(store="sqlite:///" + str(tmp_path / f"{i}.db")) for i in range(2)]
+    try:
+        for i, exporter in enumerate(exporters):
+            exporter.sink.subscribe(CostMetrics(provider))
+            spans = recorded.ask(f"exporter-{i}", times=i + 1)
+            assert exporter.export(spans).name == "SUCCESS"
+    finally:
+        for exporter in exporters:
+            exporter.shutdown()
+    points = Points(reader)
+    assert points.total("usecase.calls", **{"usecase.name": "exporter-0"}) == 1
+    assert points.total("usecase.calls", **{"usecase.name": "exporter-1"}) == 2
+    assert points.total("usecase.cost") == pytest.approx(3 * mini_cost(1_000, 100))

@@ -12,20 +12,22 @@ instruments come from the API's proxy meter, which forwards once a provider is
 set: ``opentelemetry-instrument`` builds the tracing pipeline (and this
 exporter) before the metrics pipeline.
 
-Instruments (scope ``otel_usecase``):
+Instruments (scope ``otel_usecase``), all monotonic counters:
 
 * ``usecase.cost`` (USD), ``usecase.calls``, ``usecase.tokens`` (with
   ``gen_ai.token.type`` from :mod:`otel_usecase.cost.token_classes`),
-  ``usecase.calls.unpriced`` (with ``usecase.unpriced.reason``): counters.
-* ``usecase.calls.dropped`` (with ``usecase.drop.reason``): an observable counter
-  over the live sources (exporters, ``serve``): ``buffer`` for calls the
-  exporter's writer could not keep (buffer full while the store was away, or not
-  written by shutdown), ``refused`` for calls the store refused for their data.
-  These calls were priced and are in ``usecase.cost``; the ledger misses them.
+  ``usecase.calls.unpriced`` (with ``usecase.unpriced.reason``).
+* ``usecase.calls.dropped`` (with ``usecase.drop.reason``), over the live sources
+  (exporters, ``serve``): ``buffer`` for calls the exporter's writer could not
+  keep (buffer full while the store was away, or not written by shutdown),
+  ``refused`` for calls the store refused for their data. These calls were
+  priced and are in ``usecase.cost``; the ledger misses them.
 
-**Speed.** ``Counter.add`` costs microseconds in the SDK; the exporter prices a
-span in about 36. So a batch is summed in plain Python, per attribute set, and
-each instrument is added to once per attribute set per batch.
+**Speed.** ``Counter.add`` costs about 30 us in the SDK; the exporter prices a
+span in about 36. So a batch is summed in plain Python per attribute set into
+running totals, and the counters are *observable* ones that the SDK reads once
+per collection (see :class:`_Totals`): what a batch costs does not depend on
+how many attribute sets it has.
 
 **Replaced copies.** A :class:`~otel_usecase.cost.sink.CallEvent` with
 ``replaced`` adds ``call - replaced``: the cost and token differences, with the
@@ -115,61 +117,143 @@ class DropSource(Protocol):
     def rejected_calls(self) -> int: ...
 
 
-class _DroppedCalls:
-    """The observable ``usecase.calls.dropped`` of one meter, over the live sources.
+_Key = tuple[tuple[str, ...], tuple[Any, ...]]
+"""(attribute names, values): one attribute set, as the subscribers sum them."""
 
-    One per meter: the SDK keeps the first callback of an instrument registered
-    twice. A source's count may fall (a call given up at shutdown and written
-    after all; a forked child starts at 0); the counter takes only the rises, so
-    it never goes down, and keeps what a collected source had counted.
+_OVERFLOW: Final[_Key] = (("otel.metric.overflow",), (True,))
+MAX_ATTRIBUTE_SETS: Final = 10_000
+"""Attribute sets kept per meter; later new sets are summed under ``otel.metric.overflow=true`` (the
+SDK's own convention; its default limit, 2000 per instrument, applies first)."""
+
+
+class _Totals:
+    """The running totals of one meter and its observable counters; every subscriber of the process adds here.
+
+    Why observable counters over running totals: ``Counter.add`` costs about 30 us
+    per call in the SDK (attribute cleaning and hashing, on a loaded 2-core host),
+    and a batch of 512 calls spread over many use cases, versions, steps and models
+    has hundreds of attribute sets: adding per batch would cost more than pricing
+    the spans. Here a batch costs one dict update per attribute set, and the SDK
+    reads each total once per collection (a scrape, or the export interval).
+
+    One per meter because the SDK keeps only the first callback of an instrument
+    registered twice; two exporters in one process add to the same totals. A
+    source's drop count may fall (a call given up at shutdown and written after
+    all; a forked child starts at 0): only its rises are added, so the counter
+    never goes down, and what a source had counted stays when it is collected.
     """
 
     def __init__(self, meter: Meter) -> None:
-        self._lock = threading.Lock()
-        self._last: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
-        self._totals = {"buffer": 0, "refused": 0}
-        self._attributes = {reason: {DROP_REASON: reason} for reason in self._totals}
+        self.lock = threading.Lock()
+        self.cost: dict[_Key, float] = {}
+        self.calls: dict[_Key, int] = {}
+        self.tokens: dict[tuple[_Key, str], int] = {}
+        self.unpriced: dict[tuple[_Key, str], int] = {}
+        self.attributes: dict[_Key, dict[str, Any]] = {_OVERFLOW: {"otel.metric.overflow": True}}
+        self._labelled: dict[tuple[_Key, str, str], dict[str, Any]] = {}
+        self._sources: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+        self._dropped = {"buffer": 0, "refused": 0}
+        self._drop_attributes = {reason: {DROP_REASON: reason} for reason in self._dropped}
+        meter.create_observable_counter(
+            "usecase.cost",
+            callbacks=[self._observe_cost],
+            unit="USD",
+            description="What the LLM calls cost (billed by the provider, else priced)",
+        )
+        meter.create_observable_counter(
+            "usecase.calls", callbacks=[self._observe_calls], unit="{call}", description="LLM calls"
+        )
+        meter.create_observable_counter(
+            "usecase.tokens",
+            callbacks=[self._observe_tokens],
+            unit="{token}",
+            description="Tokens of the LLM calls, by gen_ai.token.type",
+        )
+        meter.create_observable_counter(
+            "usecase.calls.unpriced",
+            callbacks=[self._observe_unpriced],
+            unit="{call}",
+            description="LLM calls without a cost (no usage, unknown model ...), by usecase.unpriced.reason",
+        )
         meter.create_observable_counter(
             "usecase.calls.dropped",
-            callbacks=[self._observe],
+            callbacks=[self._observe_dropped],
             unit="{call}",
-            description="LLM calls priced but not stored: buffer (the writer could not keep them), "
-            "refused (the store refused their data)",
+            description="LLM calls priced but not stored: buffer (the exporter's writer could not keep "
+            "them), refused (the store refused their data)",
         )
 
-    def add_source(self, source: DropSource) -> None:
-        with self._lock:
-            if source not in self._last:
-                self._last[source] = [0, 0]
+    def key(self, names: tuple[str, ...], values: tuple[Any, ...]) -> _Key:
+        """The key of an attribute set (holding ``lock``); a new set past the limit is the overflow set."""
+        key = (names, values)
+        if key not in self.attributes:
+            if len(self.attributes) > MAX_ATTRIBUTE_SETS:
+                return _OVERFLOW
+            self.attributes[key] = {k: v for k, v in zip(names, values) if v is not None}
+        return key
 
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            for source, last in list(self._last.items()):
+    def add_source(self, source: DropSource) -> None:
+        with self.lock:
+            if source not in self._sources:
+                self._sources[source] = [0, 0]
+
+    def _labelled_attributes(self, key: _Key, label: str, value: str) -> dict[str, Any]:
+        found = self._labelled.get((key, label, value))
+        if found is None:
+            found = self._labelled[(key, label, value)] = {**self.attributes[key], label: value}
+        return found
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            return [Observation(v, self.attributes[k]) for k, v in self.cost.items()]
+
+    def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            return [Observation(v, self.attributes[k]) for k, v in self.calls.items()]
+
+    def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            return [
+                Observation(v, self._labelled_attributes(k, TOKEN_TYPE, t))
+                for (k, t), v in self.tokens.items()
+            ]
+
+    def _observe_unpriced(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            return [
+                Observation(v, self._labelled_attributes(k, UNPRICED_REASON, r))
+                for (k, r), v in self.unpriced.items()
+            ]
+
+    def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self.lock:
+            for source, last in list(self._sources.items()):
                 for index, (reason, now) in enumerate(
                     (("buffer", source.dropped_calls), ("refused", source.rejected_calls))
                 ):
                     if now > last[index]:
-                        self._totals[reason] += now - last[index]
+                        self._dropped[reason] += now - last[index]
                     last[index] = now
-            totals = dict(self._totals)
-        return [Observation(value, self._attributes[reason]) for reason, value in totals.items()]
+            return [Observation(v, self._drop_attributes[r]) for r, v in self._dropped.items()]
 
 
-_dropped_lock = threading.Lock()
-_dropped_global: _DroppedCalls | None = None
-_dropped_by_provider: weakref.WeakKeyDictionary[MeterProvider, _DroppedCalls] = weakref.WeakKeyDictionary()
+_totals_lock = threading.Lock()
+_global_totals: _Totals | None = None
+_totals_by_provider: weakref.WeakKeyDictionary[MeterProvider, _Totals] = weakref.WeakKeyDictionary()
 
 
-def _dropped_for(provider: MeterProvider | None, meter: Meter) -> _DroppedCalls:
-    global _dropped_global
-    with _dropped_lock:
+def _totals_for(provider: MeterProvider | None) -> _Totals:
+    """The totals of ``provider``'s meter (None: the global provider, through the API's proxy)."""
+    global _global_totals
+    with _totals_lock:
         if provider is None:
-            if _dropped_global is None:
-                _dropped_global = _DroppedCalls(meter)
-            return _dropped_global
-        found = _dropped_by_provider.get(provider)
+            if _global_totals is None:
+                _global_totals = _Totals(otel_metrics.get_meter(METER_NAME, __version__))
+            return _global_totals
+        found = _totals_by_provider.get(provider)
         if found is None:
-            found = _dropped_by_provider[provider] = _DroppedCalls(meter)
+            meter = otel_metrics.get_meter(METER_NAME, __version__, meter_provider=provider)
+            found = _totals_by_provider[provider] = _Totals(meter)
         return found
 
 
@@ -188,7 +272,7 @@ def parse_attributes(keys: Iterable[str]) -> tuple[str, ...]:
 
 
 class CostMetrics:
-    """The sink subscriber: call it with each put's events; it adds once per attribute set.
+    """The sink subscriber: call it with each put's events; it sums them per attribute set.
 
     ``meter_provider``: where to record (``None``: the global one, through the
     API's proxy, so a provider set later still gets the figures). ``attributes``:
@@ -204,26 +288,12 @@ class CostMetrics:
         fields = [f for _, f in DEFAULT_ATTRIBUTES] + [OPT_IN_ATTRIBUTES[k] for k in extra]
         self._key_of = attrgetter(*fields)
         self._explicit = meter_provider is not None
-        meter = otel_metrics.get_meter(METER_NAME, __version__, meter_provider=meter_provider)
-        self._cost = meter.create_counter(
-            "usecase.cost", unit="USD", description="What the LLM calls cost (billed, else priced)"
-        )
-        self._calls = meter.create_counter("usecase.calls", unit="{call}", description="LLM calls")
-        self._tokens = meter.create_counter(
-            "usecase.tokens", unit="{token}", description="Tokens of the LLM calls, by gen_ai.token.type"
-        )
-        self._unpriced = meter.create_counter(
-            "usecase.calls.unpriced",
-            unit="{call}",
-            description="LLM calls without a cost (no usage, unknown model ...), by usecase.unpriced.reason",
-        )
-        self._dropped = _dropped_for(meter_provider, meter)
-        self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._totals = _totals_for(meter_provider)
         self.errors = 0
 
     def watch_drops(self, source: DropSource) -> None:
         """Count ``source``'s dropped and refused calls in ``usecase.calls.dropped`` (while it lives)."""
-        self._dropped.add_source(source)
+        self._totals.add_source(source)
 
     def __call__(self, events: Sequence[CallEvent]) -> None:
         if not self._explicit and not meter_provider_set():
@@ -263,34 +333,28 @@ class CostMetrics:
                     tokens[name] = tokens.get(name, 0) + count
             else:
                 _add_difference(acc, tokens, call, old)
-        self._flush(sums, unpriced)
+        self._add(sums, unpriced)
 
-    def _flush(
+    def _add(
         self, sums: dict[tuple[Any, ...], list[Any]], unpriced: dict[tuple[tuple[Any, ...], str], int]
     ) -> None:
-        for key, (cost, calls, tokens) in sums.items():
-            attributes = self._attributes_of(key)
-            if cost > 0:
-                self._cost.add(cost, attributes)
-            if calls:
-                self._calls.add(calls, attributes)
-            for name, count in tokens.items():
-                if count > 0:
-                    token_class = BY_NAME.get(name)
-                    token_type = token_class.token_type if token_class is not None else name
-                    self._tokens.add(count, {**attributes, TOKEN_TYPE: token_type})
-        for (key, reason), count in unpriced.items():
-            self._unpriced.add(count, {**self._attributes_of(key), UNPRICED_REASON: reason})
-
-    def _attributes_of(self, key: tuple[Any, ...]) -> dict[str, Any]:
-        """The attribute dict of a key tuple (a None field is left out), cached: few sets recur."""
-        found = self._attributes.get(key)
-        if found is None:
-            if len(self._attributes) >= 4096:
-                self._attributes.clear()
-            found = {k: v for k, v in zip(self.attribute_keys, key) if v is not None}
-            self._attributes[key] = found
-        return found
+        """Add one batch's sums to the running totals: one dict update per attribute set."""
+        totals = self._totals
+        names = self.attribute_keys
+        with totals.lock:
+            total_cost, total_calls, total_tokens = totals.cost, totals.calls, totals.tokens
+            for values, (cost, calls, tokens) in sums.items():
+                key = totals.key(names, values)
+                total_cost[key] = total_cost.get(key, 0.0) + cost
+                total_calls[key] = total_calls.get(key, 0) + calls
+                for name, count in tokens.items():
+                    if count > 0:
+                        token_class = BY_NAME.get(name)
+                        labelled = (key, token_class.token_type if token_class is not None else name)
+                        total_tokens[labelled] = total_tokens.get(labelled, 0) + count
+            for (values, reason), count in unpriced.items():
+                labelled = (totals.key(names, values), reason)
+                totals.unpriced[labelled] = totals.unpriced.get(labelled, 0) + count
 
 
 def _add_difference(acc: list[Any], tokens: dict[str, int], call: Call, old: Call) -> None:
