@@ -117,10 +117,21 @@ class DropSource(Protocol):
     def rejected_calls(self) -> int: ...
 
 
-_Key = tuple[tuple[str, ...], tuple[Any, ...]]
-"""(attribute names, values): one attribute set, as the subscribers sum them."""
+class _Entry:
+    """The running totals of one attribute set (mutated under :attr:`_Totals.lock`)."""
 
-_OVERFLOW: Final[_Key] = (("otel.metric.overflow",), (True,))
+    __slots__ = ("attributes", "calls", "cost", "tokens", "unpriced")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+        self.cost = 0.0
+        self.calls = 0
+        self.tokens: dict[str, int] = {}
+        """By token class name (``gen_ai.token.type`` is looked up at collection)."""
+        self.unpriced: dict[str, int] = {}
+        """By ``usecase.unpriced.reason``."""
+
+
 MAX_ATTRIBUTE_SETS: Final = 10_000
 """Attribute sets kept per meter; later new sets are summed under ``otel.metric.overflow=true`` (the
 SDK's own convention; its default limit, 2000 per instrument, applies first)."""
@@ -133,11 +144,12 @@ class _Totals:
     per call in the SDK (attribute cleaning and hashing, on a loaded 2-core host),
     and a batch of 512 calls spread over many use cases, versions, steps and models
     has hundreds of attribute sets: adding per batch would cost more than pricing
-    the spans. Here a batch costs one dict update per attribute set, and the SDK
-    reads each total once per collection (a scrape, or the export interval).
+    the spans. Here a call costs a few dict operations on its attribute set's
+    :class:`_Entry`, and the SDK reads each total once per collection (a scrape,
+    or the export interval), on the collecting thread.
 
     One per meter because the SDK keeps only the first callback of an instrument
-    registered twice; two exporters in one process add to the same totals. A
+    registered twice; two exporters in one process add to the same entries. A
     source's drop count may fall (a call given up at shutdown and written after
     all; a forked child starts at 0): only its rises are added, so the counter
     never goes down, and what a source had counted stays when it is collected.
@@ -145,12 +157,11 @@ class _Totals:
 
     def __init__(self, meter: Meter) -> None:
         self.lock = threading.Lock()
-        self.cost: dict[_Key, float] = {}
-        self.calls: dict[_Key, int] = {}
-        self.tokens: dict[tuple[_Key, str], int] = {}
-        self.unpriced: dict[tuple[_Key, str], int] = {}
-        self.attributes: dict[_Key, dict[str, Any]] = {_OVERFLOW: {"otel.metric.overflow": True}}
-        self._labelled: dict[tuple[_Key, str, str], dict[str, Any]] = {}
+        self._entries: dict[tuple[str, ...], dict[tuple[Any, ...], _Entry]] = {}
+        """Attribute names -> their values -> the entry (one dict per attribute configuration)."""
+        self._count = 0
+        self._overflow = _Entry({"otel.metric.overflow": True})
+        self._labelled: dict[tuple[int, str, str], dict[str, Any]] = {}
         self._sources: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
         self._dropped = {"buffer": 0, "refused": 0}
         self._drop_attributes = {reason: {DROP_REASON: reason} for reason in self._dropped}
@@ -183,46 +194,56 @@ class _Totals:
             "them), refused (the store refused their data)",
         )
 
-    def key(self, names: tuple[str, ...], values: tuple[Any, ...]) -> _Key:
-        """The key of an attribute set (holding ``lock``); a new set past the limit is the overflow set."""
-        key = (names, values)
-        if key not in self.attributes:
-            if len(self.attributes) > MAX_ATTRIBUTE_SETS:
-                return _OVERFLOW
-            self.attributes[key] = {k: v for k, v in zip(names, values) if v is not None}
-        return key
+    def entries_for(self, names: tuple[str, ...]) -> dict[tuple[Any, ...], _Entry]:
+        """The entries of the attribute sets with these names, by their values (a subscriber reads it directly)."""
+        with self.lock:
+            return self._entries.setdefault(names, {})
+
+    def new_entry(self, names: tuple[str, ...], values: tuple[Any, ...]) -> _Entry:
+        """Add the entry of a new attribute set (holding ``lock``); past the limit, the overflow entry."""
+        if self._count >= MAX_ATTRIBUTE_SETS:
+            return self._overflow
+        self._count += 1
+        entry = _Entry({k: v for k, v in zip(names, values) if v is not None})
+        self._entries[names][values] = entry
+        return entry
 
     def add_source(self, source: DropSource) -> None:
         with self.lock:
             if source not in self._sources:
                 self._sources[source] = [0, 0]
 
-    def _labelled_attributes(self, key: _Key, label: str, value: str) -> dict[str, Any]:
-        found = self._labelled.get((key, label, value))
+    def _all(self) -> list[_Entry]:
+        return [e for by_values in self._entries.values() for e in by_values.values()] + [self._overflow]
+
+    def _labelled_attributes(self, entry: _Entry, label: str, value: str) -> dict[str, Any]:
+        found = self._labelled.get((id(entry), label, value))
         if found is None:
-            found = self._labelled[(key, label, value)] = {**self.attributes[key], label: value}
+            found = self._labelled[(id(entry), label, value)] = {**entry.attributes, label: value}
         return found
 
     def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [Observation(v, self.attributes[k]) for k, v in self.cost.items()]
+            return [Observation(e.cost, e.attributes) for e in self._all() if e.calls or e.cost]
 
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [Observation(v, self.attributes[k]) for k, v in self.calls.items()]
+            return [Observation(e.calls, e.attributes) for e in self._all() if e.calls]
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
             return [
-                Observation(v, self._labelled_attributes(k, TOKEN_TYPE, t))
-                for (k, t), v in self.tokens.items()
+                Observation(count, self._labelled_attributes(e, TOKEN_TYPE, _token_type(name)))
+                for e in self._all()
+                for name, count in e.tokens.items()
             ]
 
     def _observe_unpriced(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
             return [
-                Observation(v, self._labelled_attributes(k, UNPRICED_REASON, r))
-                for (k, r), v in self.unpriced.items()
+                Observation(count, self._labelled_attributes(e, UNPRICED_REASON, reason))
+                for e in self._all()
+                for reason, count in e.unpriced.items()
             ]
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -235,6 +256,11 @@ class _Totals:
                         self._dropped[reason] += now - last[index]
                     last[index] = now
             return [Observation(v, self._drop_attributes[r]) for r, v in self._dropped.items()]
+
+
+def _token_type(name: str) -> str:
+    token_class = BY_NAME.get(name)
+    return token_class.token_type if token_class is not None else name
 
 
 _totals_lock = threading.Lock()
@@ -272,7 +298,7 @@ def parse_attributes(keys: Iterable[str]) -> tuple[str, ...]:
 
 
 class CostMetrics:
-    """The sink subscriber: call it with each put's events; it sums them per attribute set.
+    """The sink subscriber: call it with each put's events; it adds them to the running totals.
 
     ``meter_provider``: where to record (``None``: the global one, through the
     API's proxy, so a provider set later still gets the figures). ``attributes``:
@@ -289,6 +315,8 @@ class CostMetrics:
         self._key_of = attrgetter(*fields)
         self._explicit = meter_provider is not None
         self._totals = _totals_for(meter_provider)
+        self._entries = self._totals.entries_for(self.attribute_keys)
+        """Attribute values -> the entry, shared with every subscriber of the meter with these names."""
         self.errors = 0
 
     def watch_drops(self, source: DropSource) -> None:
@@ -299,7 +327,8 @@ class CostMetrics:
         if not self._explicit and not meter_provider_set():
             return
         try:
-            self._record(events)
+            with self._totals.lock:
+                self._record(events)
         except Exception as exc:  # never into the pipeline (the sink would catch it too, but say why here)
             self.errors += 1
             warn_rate_limited(
@@ -311,58 +340,37 @@ class CostMetrics:
             )
 
     def _record(self, events: Sequence[CallEvent]) -> None:
+        """Add each event to its attribute set's entry (holding the totals' lock: no I/O, no SDK call)."""
         key_of = self._key_of
-        # per attribute set: [cost, calls, {token class: count}]
-        sums: dict[tuple[Any, ...], list[Any]] = {}
-        unpriced: dict[tuple[tuple[Any, ...], str], int] = {}
+        entries = self._entries
         for call, old in events:
-            key = key_of(call)
-            acc = sums.get(key)
-            if acc is None:
-                acc = sums[key] = [0.0, 0, {}]
-            cost = call.cost_usd
-            tokens: dict[str, int] = acc[2]
+            values = key_of(call)
+            entry = entries.get(values)
+            if entry is None:
+                entry = self._totals.new_entry(self.attribute_keys, values)
+            tokens = entry.tokens
             if old is None:
-                acc[1] += 1
+                entry.calls += 1
+                cost = call.cost_usd
                 if cost is None:
                     reason = call.unpriced_reason or call.status
-                    unpriced[(key, reason)] = unpriced.get((key, reason), 0) + 1
+                    entry.unpriced[reason] = entry.unpriced.get(reason, 0) + 1
                 else:
-                    acc[0] += cost
+                    entry.cost += cost
                 for name, count in call.tokens.items():
-                    tokens[name] = tokens.get(name, 0) + count
+                    if count:
+                        tokens[name] = tokens.get(name, 0) + count
             else:
-                _add_difference(acc, tokens, call, old)
-        self._add(sums, unpriced)
-
-    def _add(
-        self, sums: dict[tuple[Any, ...], list[Any]], unpriced: dict[tuple[tuple[Any, ...], str], int]
-    ) -> None:
-        """Add one batch's sums to the running totals: one dict update per attribute set."""
-        totals = self._totals
-        names = self.attribute_keys
-        with totals.lock:
-            total_cost, total_calls, total_tokens = totals.cost, totals.calls, totals.tokens
-            for values, (cost, calls, tokens) in sums.items():
-                key = totals.key(names, values)
-                total_cost[key] = total_cost.get(key, 0.0) + cost
-                total_calls[key] = total_calls.get(key, 0) + calls
-                for name, count in tokens.items():
-                    if count > 0:
-                        token_class = BY_NAME.get(name)
-                        labelled = (key, token_class.token_type if token_class is not None else name)
-                        total_tokens[labelled] = total_tokens.get(labelled, 0) + count
-            for (values, reason), count in unpriced.items():
-                labelled = (totals.key(names, values), reason)
-                totals.unpriced[labelled] = totals.unpriced.get(labelled, 0) + count
+                _add_difference(entry, call, old)
 
 
-def _add_difference(acc: list[Any], tokens: dict[str, int], call: Call, old: Call) -> None:
+def _add_difference(entry: _Entry, call: Call, old: Call) -> None:
     """Add ``call - old`` (a better copy of a request already counted): cost and tokens, never a call."""
     if call.cost_usd is not None:
         difference = call.cost_usd - (old.cost_usd or 0.0)
         if difference > 0:
-            acc[0] += difference
+            entry.cost += difference
+    tokens = entry.tokens
     before = old.tokens
     for name, count in call.tokens.items():
         more = count - before.get(name, 0)
