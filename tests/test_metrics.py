@@ -528,3 +528,76 @@ def test_two_exporters_of_one_process_add_up(
     assert points.total("usecase.calls", **{"usecase.name": "exporter-0"}) == 1
     assert points.total("usecase.calls", **{"usecase.name": "exporter-1"}) == 2
     assert points.total("usecase.cost") == pytest.approx(3 * mini_cost(1_000, 100))
+
+
+def test_attribute_sets_past_the_limit_are_summed_as_overflow(
+    monkeypatch: pytest.MonkeyPatch, metered: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    """Memory stays bounded whatever the attribute values; no call is lost from the totals."""
+    import otel_usecase.metrics as metrics_module
+    from otel_usecase.cost.call import Call
+    from otel_usecase.cost.sink import CallEvent
+
+    monkeypatch.setattr(metrics_module, "MAX_ATTRIBUTE_SETS", 2)
+    provider, reader = metered
+    recorder = CostMetrics(provider)
+    cost = mini_cost(1_000, 100)
+    calls = [
+        Call(
+            "t", f"s{i}", 0, 1, None, f"case-{i}", "run", None, None, None, None, None, "openai",
+            "gpt-4o-mini", "chat", {"input": 1_000, "output": 100}, cost, "priced", "genai-prices",
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    recorder([CallEvent(call) for call in calls])
+    points = Points(reader)
+    assert points.total("usecase.calls", **{"usecase.name": "case-0"}) == 1
+    assert points.total("usecase.calls", **{"usecase.name": "case-1"}) == 1
+    assert points.total("usecase.calls", **{"otel.metric.overflow": True}) == 3
+    assert points.total("usecase.cost") == pytest.approx(5 * cost)
+
+
+def test_a_forked_child_counts_its_own_calls_even_if_a_collection_held_the_lock(
+    recorded: Recorded, exporter: UseCaseCostExporter, metered: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    """gunicorn/multiprocessing: the child starts from zero (no call counted in two processes) and never hangs."""
+    import signal
+    import threading
+
+    import otel_usecase.metrics as metrics_module
+
+    provider, reader = metered
+    metrics = CostMetrics(provider)
+    exporter.sink.subscribe(metrics)
+    assert exporter.export(recorded.ask("before-fork")).name == "SUCCESS"
+    totals = metrics_module._totals_for(provider)
+    held, release = threading.Event(), threading.Event()
+
+    def collect_forever() -> None:  # a collection in progress on another thread at fork()
+        with totals.lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=collect_forever)
+    holder.start()
+    assert held.wait(30)
+    spans = recorded.ask("in-the-child", times=2)
+    pid = os.fork()
+    if pid == 0:  # the child: must not hang on the inherited lock, must count only its own calls
+        signal.alarm(20)
+        status = 1
+        try:
+            exporter.export(spans)
+            points = Points(reader)
+            if (
+                points.total("usecase.calls") == 2
+                and points.total("usecase.calls", **{"usecase.name": "before-fork"}) == 0
+            ):
+                status = 0
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join(30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Points(reader).total("usecase.calls") == 1  # the parent's own

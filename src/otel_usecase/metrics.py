@@ -32,14 +32,15 @@ how many attribute sets it has.
 **Replaced copies.** A :class:`~otel_usecase.cost.sink.CallEvent` with
 ``replaced`` adds ``call - replaced``: the cost and token differences, with the
 better copy's attributes, and no second call. A counter never goes down, so a
-negative difference (a provider's billed figure below our estimate) is not
-subtracted, and a call first seen unpriced stays in ``usecase.calls.unpriced``
+negative difference (the better copy read the cached part of the prompt the
+first one missed, so it costs less) is not subtracted, and a call first seen unpriced stays in ``usecase.calls.unpriced``
 when a priced copy replaces it; the ledger (``otel-usecase report``) has the
 final figures.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -100,7 +101,7 @@ def meter_provider_set() -> bool:
     """Whether a global ``MeterProvider`` was set (until then the API's proxy instruments drop everything).
 
     The one read of the OpenTelemetry API's private state in this module
-    (``tests/test_metrics.py::test_meter_provider_set_reads_the_api`` fails
+    (``tests/test_metrics.py::test_no_meter_provider_no_work_and_the_api_read_still_works`` fails
     loudly if the API renames it); without it, a process with no metrics
     pipeline would sum every batch for nothing.
     """
@@ -208,6 +209,20 @@ class _Totals:
         self._entries[names][values] = entry
         return entry
 
+    def after_fork_in_child(self) -> None:
+        """A forked child counts its own calls: zero totals and a fresh lock (a parent thread may have held it).
+
+        The entries stay (subscribers hold their dicts), their numbers are zeroed.
+        The sources' last counts stay too: a child's exporter starts its own at 0,
+        which adds nothing.
+        """
+        self.lock = threading.Lock()
+        for entry in self._all():
+            entry.cost, entry.calls = 0.0, 0
+            entry.tokens.clear()
+            entry.unpriced.clear()
+        self._dropped = dict.fromkeys(self._dropped, 0)
+
     def add_source(self, source: DropSource) -> None:
         with self.lock:
             if source not in self._sources:
@@ -222,29 +237,36 @@ class _Totals:
             found = self._labelled[(id(entry), label, value)] = {**entry.attributes, label: value}
         return found
 
+    # The callbacks copy the totals under the lock and build the SDK's observations outside it, so a
+    # collection holds the exporter's thread for a copy of the numbers, not for the SDK's work.
+
     def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [Observation(e.cost, e.attributes) for e in self._all() if e.calls or e.cost]
+            totals = [(e.cost, e.attributes) for e in self._all() if e.calls or e.cost]
+        return [Observation(value, attributes) for value, attributes in totals]
 
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [Observation(e.calls, e.attributes) for e in self._all() if e.calls]
+            totals = [(e.calls, e.attributes) for e in self._all() if e.calls]
+        return [Observation(value, attributes) for value, attributes in totals]
 
     def _observe_tokens(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [
-                Observation(count, self._labelled_attributes(e, TOKEN_TYPE, _token_type(name)))
+            totals = [
+                (count, self._labelled_attributes(e, TOKEN_TYPE, _token_type(name)))
                 for e in self._all()
                 for name, count in e.tokens.items()
             ]
+        return [Observation(value, attributes) for value, attributes in totals]
 
     def _observe_unpriced(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
-            return [
-                Observation(count, self._labelled_attributes(e, UNPRICED_REASON, reason))
+            totals = [
+                (count, self._labelled_attributes(e, UNPRICED_REASON, reason))
                 for e in self._all()
                 for reason, count in e.unpriced.items()
             ]
+        return [Observation(value, attributes) for value, attributes in totals]
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
         with self.lock:
@@ -266,6 +288,18 @@ def _token_type(name: str) -> str:
 _totals_lock = threading.Lock()
 _global_totals: _Totals | None = None
 _totals_by_provider: weakref.WeakKeyDictionary[MeterProvider, _Totals] = weakref.WeakKeyDictionary()
+
+
+def _after_fork_in_child() -> None:
+    global _totals_lock
+    _totals_lock = threading.Lock()
+    for totals in [_global_totals, *_totals_by_provider.values()]:
+        if totals is not None:
+            totals.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _totals_for(provider: MeterProvider | None) -> _Totals:
