@@ -497,17 +497,39 @@ def test_dropped_calls_are_counted(
         exporter.shutdown()
 
 
+NO_PROVIDER_YET = """
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_usecase.cost.call import Call
+from otel_usecase.cost.sink import CallEvent
+from otel_usecase.metrics import CostMetrics, _totals_for, meter_provider_set
+
+def call(span_id):
+    return Call("t", span_id, 0, 1, None, "case", "run", None, None, None, None, None, "openai",
+                "gpt-4o-mini", "chat", {"input": 10, "output": 1}, 0.5, "priced", "genai-prices")
+
+recorder = CostMetrics()  # the global provider, as the exporter under opentelemetry-instrument
+assert not meter_provider_set()
+recorder([CallEvent(call("a"))])
+assert not _totals_for(None).entries_for(recorder.attribute_keys)  # nothing summed, nothing kept
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+assert meter_provider_set()
+recorder([CallEvent(call("b"))])
+points = {m.name: [p.value for p in m.data.data_points]
+          for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+assert points["usecase.calls"] == [1] and points["usecase.cost"] == [0.5], points
+"""
+
+
 def test_no_meter_provider_no_work_and_the_api_read_still_works() -> None:
-    """``meter_provider_set`` reads the API's private global; this fails loudly if the API renames it."""
-    code = (
-        "from opentelemetry import metrics\n"
-        "from opentelemetry.sdk.metrics import MeterProvider\n"
-        "from otel_usecase.metrics import meter_provider_set\n"
-        "assert not meter_provider_set()\n"
-        "metrics.set_meter_provider(MeterProvider())\n"
-        "assert meter_provider_set()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    """Before a global MeterProvider is set nothing is summed; once set (after the exporter), it gets the figures.
+
+    ``meter_provider_set`` reads the API's private global: this fails loudly if the API renames it.
+    """
+    subprocess.run([sys.executable, "-c", NO_PROVIDER_YET], check=True, timeout=60)
 
 
 def test_two_exporters_of_one_process_add_up(
