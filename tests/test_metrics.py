@@ -61,6 +61,7 @@ class App:
     """tests/apps/metrics_app.py as a subprocess; it serves its metrics until :meth:`close`."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.stderr = ""
         self.proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -69,15 +70,14 @@ class App:
         if line.strip() != "READY":
             self.close()
             raise AssertionError(f"the app did not get ready: {line!r} {self.stderr}")
-        self.stderr = ""
 
     def close(self) -> int:
-        if self.proc.poll() is None:
-            try:
-                _, self.stderr = self.proc.communicate("", timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                _, self.stderr = self.proc.communicate(timeout=10)
+        """Close its stdin (it exits, flushing as a process does) and wait; killed after 60 s."""
+        try:
+            _, self.stderr = self.proc.communicate("", timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate(timeout=10)
         return self.proc.wait(10)
 
 
@@ -237,7 +237,6 @@ def test_zero_code_under_opentelemetry_instrument_with_the_prometheus_exporter(t
             with prom.PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{port}"]) as prometheus:
                 calls = prometheus.wait_for("sum(usecase_calls_total)", lambda v: v == CALLS)
                 cost = prometheus.value("sum(usecase_cost_USD_total)")
-                services = by_label(prometheus, "count by (job, instance) (usecase_calls_total)", "job")
         finally:
             assert app.close() == 0, app.stderr
     assert len(fake.requests) == CALLS
@@ -245,7 +244,6 @@ def test_zero_code_under_opentelemetry_instrument_with_the_prometheus_exporter(t
     assert cost == pytest.approx(SUMMARIZE_COST + CHAT_COST, rel=1e-9)
     ledger = sum(row["cost_usd"] or 0.0 for row in report_json(store_url))
     assert cost == pytest.approx(ledger, rel=1e-9)
-    assert set(services) == {"app"}
 
 
 class InstrumentedServe(ServeProcess):
