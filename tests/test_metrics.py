@@ -11,6 +11,7 @@ tests read the SDK's ``InMemoryMetricReader``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -18,10 +19,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
@@ -33,7 +36,7 @@ from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from . import prom
 from .expect import GPT4O_CACHED, GPT4O_IN, GPT4O_OUT, mini_cost, openai_cost, report_json
-from .servers import ServeProcess, free_port, wait_for_port
+from .servers import LoopbackHTTPServer, ServeProcess, free_port, wait_for_port
 from .test_sink import CostMetric, Recorded, without_usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,6 +247,80 @@ def test_zero_code_under_opentelemetry_instrument_with_the_prometheus_exporter(t
     assert cost == pytest.approx(SUMMARIZE_COST + CHAT_COST, rel=1e-9)
     ledger = sum(row["cost_usd"] or 0.0 for row in report_json(store_url))
     assert cost == pytest.approx(ledger, rel=1e-9)
+
+
+class OTLPMetricsReceiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP metrics endpoint on loopback: keeps every decoded request."""
+
+    requests: ClassVar[list[ExportMetricsServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        type(self).requests.append(request)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def last_cumulative(requests: list[ExportMetricsServiceRequest], name: str, by: str) -> dict[str, float]:
+    """The latest value of each series of a cumulative sum ``name``, summed by the attribute ``by``."""
+    latest: dict[tuple[tuple[str, str], ...], tuple[int, float]] = {}
+    for request in requests:
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != name:
+                        continue
+                    assert metric.sum.is_monotonic and metric.sum.aggregation_temporality == 2  # CUMULATIVE
+                    for point in metric.sum.data_points:
+                        attributes = tuple(sorted((a.key, a.value.string_value) for a in point.attributes))
+                        value = point.as_double if point.HasField("as_double") else float(point.as_int)
+                        if point.time_unix_nano >= latest.get(attributes, (0, 0.0))[0]:
+                            latest[attributes] = (point.time_unix_nano, value)
+    totals: dict[str, float] = {}
+    for attributes, (_, value) in latest.items():
+        key = dict(attributes).get(by, "")
+        totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def test_zero_code_under_opentelemetry_instrument_with_the_otlp_metric_exporter(tmp_path: Path) -> None:
+    """``OTEL_METRICS_EXPORTER=otlp``: the figures reach an OTLP/HTTP endpoint (a Collector's, a vendor's)."""
+    store_url = "sqlite:///" + str(tmp_path / "costs.db")
+    OTLPMetricsReceiver.requests = []
+    with LoopbackHTTPServer(OTLPMetricsReceiver, "/v1/metrics") as receiver:
+        env = app_env(
+            store_url,
+            OTEL_TRACES_EXPORTER="usecase",
+            OTEL_METRICS_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=receiver.url,
+            OTEL_METRIC_EXPORT_INTERVAL="500",
+            OTEL_LOGS_EXPORTER="none",
+        )
+        usage = FakeUsage(prompt_tokens=PROMPT, completion_tokens=COMPLETION, cached_tokens=CACHED)
+        with FakeOpenAI(usage=usage) as fake:
+            app = App(
+                [str(BIN / "opentelemetry-instrument"), sys.executable, str(APP), fake.base_url, "zero"], env
+            )
+            assert app.close() == 0, app.stderr  # the SDK's shutdown exports the last figures
+    requests = OTLPMetricsReceiver.requests
+    assert requests
+    by_use_case = last_cumulative(requests, "usecase.cost", "usecase.name")
+    assert by_use_case == {"summarize": pytest.approx(SUMMARIZE_COST), "chat": pytest.approx(CHAT_COST)}
+    assert sum(last_cumulative(requests, "usecase.calls", "usecase.name").values()) == CALLS
+    tokens = last_cumulative(requests, "usecase.tokens", "gen_ai.token.type")
+    assert tokens == {"input": CALLS * PROMPT, "output": CALLS * COMPLETION, "cache_read": CALLS * CACHED}
+    ledger = {row["use_case"]: row["cost_usd"] for row in report_json(store_url)}
+    assert ledger == {"summarize": pytest.approx(SUMMARIZE_COST), "chat": pytest.approx(CHAT_COST)}
 
 
 class InstrumentedServe(ServeProcess):
