@@ -114,7 +114,7 @@ BAD_SETTINGS = [
     BadSetting("OTEL_USECASE_PRICES", "{tmp}/missing.toml", "exporter", "prices TOML file"),
     BadSetting("OTEL_USECASE_PRICES", "{tmp}/broken.toml", "exporter", "prices TOML file"),
     BadSetting("OTEL_USECASE_BUFFER", "lots", "exporter", "whole number"),
-    BadSetting("OTEL_USECASE_METRIC_ATTRIBUTES", "user.id,email", "exporter", "comma-separated list of user.id"),
+    BadSetting("OTEL_USECASE_METRIC_ATTRIBUTES", "user.id,email", "exporter", "list of user.id"),
     BadSetting("OTEL_USECASE_ENABLED", "maybe", "hook", "true or false"),
     BadSetting("OTEL_USECASE_SPANS", "everything", "hook", "llm or all"),
     BadSetting("OTEL_USECASE_DEFAULT_NAME", "bad name!", "hook", "letters, digits"),
