@@ -166,7 +166,6 @@ class AlertDispatcher:
         self._queue_size = queue_size
         self._closed = False
         self._store: Store | None = None
-        self._delivered = self._given_up = self._lost = 0
         self._handled: OrderedDict[AlertKey, None] = OrderedDict()
         self._reset()
         register_fork_hooks(self, after_in_child=AlertDispatcher.after_fork_in_child)
@@ -181,6 +180,7 @@ class AlertDispatcher:
         self._waiting: list[Crossing] = []
         self._jobs: dict[AlertKey, _Job] = {}
         self._outstanding = 0
+        self._delivered = self._given_up = self._lost = 0
         self._stopping = False
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._store_due = 0.0
