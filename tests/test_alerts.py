@@ -594,3 +594,28 @@ def test_a_store_made_before_alerts_existed_gets_the_table(
         assert d.flush(30)
         assert len(receiver.deliveries()) == 1
     assert len(rows(store_url)) == 1
+
+
+def test_the_readme_receiver_snippet_accepts_a_real_alert_and_refuses_forgeries_and_replays(
+    store_url: str, closing: list[AlertDispatcher]
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = [
+        block for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL) if "def accept" in block
+    ]
+    receiver_code: dict[str, Any] = {}
+    exec(snippet, receiver_code)  # noqa: S102 - the README's own snippet, run as a user would paste it
+    receiver_code["SECRET"] = SECRET.encode()
+    with Receiver() as receiver:
+        d = dispatcher(store_url, receiver.url)
+        closing.append(d)
+        d.notify(crossing())
+        assert d.flush(30)
+        (got,) = receiver.deliveries()
+    signature = got.headers["X-Otel-Usecase-Signature"]
+    accept = receiver_code["accept"]
+    assert accept(got.body.replace(b"8.0125", b"0.0125"), signature) is None  # a forged body
+    assert accept(got.body, None) is None  # unsigned
+    assert accept(got.body, signature)["budget"] == "support-bot-daily"
+    assert accept(got.body, signature) is None  # the same alert again: a replay

@@ -39,6 +39,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_READ_TIMEOUT": ["soon", "0", "2.5"],
     "OTEL_USECASE_INBOUND_KEYS": ["tenant", "usecase.id,userid", " , "],
     "OTEL_USECASE_OUTBOUND_KEYS": ["everything"],
+    "OTEL_USECASE_ALERT_LEASE_S": ["a minute", "10"],
+    "OTEL_USECASE_ALERT_RETRY_FOR_S": ["forever", "-1"],
 }
 """For every row whose parser has a rule, values that break it."""
 
@@ -55,6 +57,8 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_READ_TIMEOUT": (" 7 ", 7),
     "OTEL_USECASE_INBOUND_KEYS": ("user.id", frozenset({"user.id"})),
     "OTEL_USECASE_OUTBOUND_KEYS": ("all", DEFAULT_OUTBOUND_KEYS | {"user.id"}),
+    "OTEL_USECASE_ALERT_LEASE_S": (" 90 ", 90),
+    "OTEL_USECASE_ALERT_RETRY_FOR_S": ("0", 0),
 }
 
 
