@@ -7,6 +7,7 @@ here directly (the spend tracker that produces them is tested with budgets).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -60,12 +61,15 @@ class Got(NamedTuple):
     body: bytes
     status: int
     verified: bool
+    at_ns: int
+    """When it arrived (wall clock)."""
 
 
 class Receiver:
     """A webhook receiver on 127.0.0.1 answering the scripted statuses in turn (then 200).
 
-    ``"hang"`` in the script holds that request unanswered until the receiver closes.
+    ``"hang"`` in the script holds that request unanswered until the receiver closes; ``"drip"`` answers
+    with a status line that never ends (a space every 0.1 s).
     """
 
     def __init__(self, port: int = 0, answers: list[int | str] | None = None) -> None:
@@ -85,10 +89,17 @@ class Receiver:
                     receiver.hanging.set()
                     receiver.release.wait(120)
                     return
+                if answer == "drip":  # a status line that never ends, one byte at a time
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(b"HTTP/1.1")
+                        while not receiver.release.wait(0.1):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                    return
                 status = int(answer)
                 ok = verify(body, self.headers.get("X-Otel-Usecase-Signature"), SECRET)
                 with receiver.lock:
-                    receiver.got.append(Got(dict(self.headers), body, status, ok))
+                    receiver.got.append(Got(dict(self.headers), body, status, ok, time.time_ns()))
                 text = b"bad hook: unknown channel" if status == 400 else b"ok"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(text)))
@@ -167,6 +178,7 @@ def rows(store_url: str) -> list[dict[str, Any]]:
             "window_key",
             "threshold",
             "claimed_by",
+            "claimed_ns",
             "attempts",
             "next_ns",
             "delivered_ns",
@@ -355,19 +367,20 @@ def test_a_process_killed_after_claiming_is_delivered_by_another_dispatcher_afte
         )[0]
     finally:
         err = app.kill()  # a real SIGKILL: no close(), no release, the claim stays
-    killed = time.monotonic()
+    (last,) = rows(shared_store)
     assert f":{app.pid}:" in owner_row["claimed_by"] and owner_row["delivered_ns"] is None
+    assert last["claimed_by"] == owner_row["claimed_by"]
     assert "Connection refused" in (owner_row["last_error"] or "")
     assert SECRET not in err
     with Receiver(port) as receiver:
         taker = dispatcher(shared_store, webhook, lease_s=lease_s, timeout_s=1.0)
         closing.append(taker)
         wait_for(receiver.deliveries, "the taker to deliver")
-        delivered = time.monotonic()
         time.sleep(lease_s)  # a second delivery would come within a lease
         (got,) = receiver.deliveries()
     assert got.verified and json.loads(got.body)["budget"] == "support-bot-daily"
-    assert delivered - killed >= lease_s / 2  # the owner's last renewal was at most a quarter lease before
+    # Not before a whole lease after the killed owner's last renewal (the store's clock; SQLite's has ms).
+    assert got.at_ns - last["claimed_ns"] >= lease_s * 1e9 - 2e6
     (row,) = rows(shared_store)
     assert f":{os.getpid()}:" in row["claimed_by"] and row["delivered_ns"] is not None
     assert row["attempts"] >= 2 and row["last_error"] is None
@@ -376,16 +389,16 @@ def test_a_process_killed_after_claiming_is_delivered_by_another_dispatcher_afte
 def test_a_live_owner_keeps_its_claim_past_the_lease_and_delivers_once(
     store_url: str, closing: list[AlertDispatcher]
 ) -> None:
-    lease_s = 1.5
+    lease_s = 3.0
     port = free_port()
     webhook = f"http://127.0.0.1:{port}/hooks/budget"
-    owner = dispatcher(store_url, webhook, lease_s=lease_s, timeout_s=0.5)
-    other = dispatcher(store_url, webhook, lease_s=lease_s, timeout_s=0.5)
+    owner = dispatcher(store_url, webhook, lease_s=lease_s, timeout_s=1.0)
+    other = dispatcher(store_url, webhook, lease_s=lease_s, timeout_s=1.0)
     closing += [owner, other]
     owner.notify(crossing())
     wait_for(lambda: [r for r in rows(store_url) if r["attempts"] >= 1], "the owner's first attempt")
     other.notify(crossing())  # the other process saw the same crossing: it is the owner's
-    time.sleep(3 * lease_s)  # the owner, alive and retrying, renews; the other never takes it over
+    time.sleep(2 * lease_s)  # the owner, alive and retrying, renews; the other never takes it over
     (row,) = rows(store_url)
     assert row["delivered_ns"] is None and row["attempts"] >= 2
     claimed_by = row["claimed_by"]
@@ -434,6 +447,20 @@ def test_5xx_and_429_are_retried_to_one_success_with_the_same_signed_body(
     assert len({g.body for g in got}) == 1 and all(g.verified for g in got)
     (row,) = rows(store_url)
     assert row["attempts"] == 4 and row["delivered_ns"] is not None
+
+
+def test_an_answer_that_never_ends_is_cut_at_twice_the_timeout_and_retried(
+    store_url: str, closing: list[AlertDispatcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_usecase"), Receiver(answers=["drip", 200]) as receiver:
+        d = dispatcher(store_url, receiver.url, timeout_s=0.5)
+        closing.append(d)
+        d.notify(crossing())
+        assert d.flush(30)
+        assert len(receiver.deliveries()) == 1
+    assert any("no answer within 1 s" in r.getMessage() for r in caplog.records)
+    (row,) = rows(store_url)
+    assert row["attempts"] == 2 and row["delivered_ns"] is not None
 
 
 def test_400_is_not_retried_and_is_logged(
