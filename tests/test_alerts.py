@@ -102,6 +102,8 @@ class Receiver:
                     receiver.got.append(Got(dict(self.headers), body, status, ok, time.time_ns()))
                 text = b"bad hook: unknown channel" if status == 400 else b"ok"
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "1")
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text)
@@ -445,6 +447,7 @@ def test_5xx_and_429_are_retried_to_one_success_with_the_same_signed_body(
         got = list(receiver.got)
     assert [g.status for g in got] == [503, 500, 429, 200]
     assert len({g.body for g in got}) == 1 and all(g.verified for g in got)
+    assert got[3].at_ns - got[2].at_ns >= 0.99e9  # the 429's Retry-After: 1 beats the 0.4 s backoff
     (row,) = rows(store_url)
     assert row["attempts"] == 4 and row["delivered_ns"] is not None
 
@@ -646,3 +649,19 @@ def test_the_readme_receiver_snippet_accepts_a_real_alert_and_refuses_forgeries_
     assert accept(got.body, None) is None  # unsigned
     assert accept(got.body, signature)["budget"] == "support-bot-daily"
     assert accept(got.body, signature) is None  # the same alert again: a replay
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("hooks.example.com/x", "must start with http:// or https://"),
+        ("ftp://hooks.example.com/x", "must start with http:// or https://"),
+        ("https:///x", "must name a host"),
+        ("https://hooks.example.com:99999/x", "valid host and port"),
+        ("https://hooks.example.com/a b", "spaces or control characters"),
+        ("", "non-empty URL"),
+    ],
+)
+def test_a_bad_webhook_argument_raises_naming_the_rule(url: str, rule: str, store_url: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(rule)):
+        AlertDispatcher(store_url, webhook=url)

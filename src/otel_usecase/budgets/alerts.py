@@ -18,9 +18,10 @@ bounded in-memory queue. A daemon thread does the rest:
 3. **Lease**: the owner renews its claims every quarter of the lease while it
    retries. A claim not renewed for ``OTEL_USECASE_ALERT_LEASE_S`` (the owner was
    killed, or is gone) is taken over by another dispatcher, which sends the
-   stored body. The lease is at least three request timeouts and the claim is
-   renewed right before each POST, so a live owner's attempt always ends before
-   anyone may take its claim over: never two deliveries while the owner lives.
+   stored body. The claim is renewed right before each POST, an attempt is cut
+   at two request timeouts (:func:`~.webhook.post`) and the lease is at least
+   three, so a live owner's attempt always ends before anyone may take its claim
+   over: never two deliveries while the owner lives.
 
 Nothing here raises into the app (``notify`` never raises or blocks; a full
 queue counts and logs the lost alert), the signing secret is never logged, and
@@ -59,6 +60,8 @@ TIMEOUT_S: Final = 10.0
 BACKOFF_S: Final = 1.0
 """Default delay before the first retry; doubled per attempt, with jitter, up to :data:`MAX_BACKOFF_S`."""
 MAX_BACKOFF_S: Final = 300.0
+RETRY_AFTER_MAX_S: Final = 3600.0
+"""The longest ``Retry-After`` honoured (beyond the backoff's own ceiling: the receiver knows best)."""
 QUEUE_SIZE: Final = 1000
 """Crossings waiting to be claimed; beyond it a crossing is lost, counted and logged."""
 EXIT_S: Final = 2.0
@@ -593,7 +596,7 @@ class AlertDispatcher:
         ceiling: float = min(self._max_backoff_s, self._backoff_s * float(2 ** min(attempts - 1, 30)))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)
         if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self._max_backoff_s))
+            delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
         return delay
 
 
