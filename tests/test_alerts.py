@@ -609,14 +609,21 @@ def test_without_a_secret_alerts_go_unsigned_with_one_warning(
 
 
 def test_a_store_made_before_alerts_existed_gets_the_table(
-    store_url: str, closing: list[AlertDispatcher]
+    shared_store: str, closing: list[AlertDispatcher]
 ) -> None:
-    import sqlite3
+    open_store(shared_store).close()
+    # As a current ledger written by the previous version: migrate() runs no DDL on it, no alerts table.
+    if shared_store.startswith("postgresql"):
+        import psycopg
 
-    open_store(store_url).close()
-    path = store_url[len("sqlite:///") :]
-    with sqlite3.connect(path) as conn:  # as a store written by the previous version: no alerts table
-        conn.execute("DROP TABLE otel_usecase_alerts")
+        with psycopg.connect(shared_store, autocommit=True) as conn:
+            conn.execute("DROP TABLE otel_usecase_alerts")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(shared_store[len("sqlite:///") :]) as conn:
+            conn.execute("DROP TABLE otel_usecase_alerts")
+    store_url = shared_store
     with Receiver() as receiver:
         d = dispatcher(store_url, receiver.url)
         closing.append(d)
