@@ -41,6 +41,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_OUTBOUND_KEYS": ["everything"],
     "OTEL_USECASE_METRICS": ["sometimes"],
     "OTEL_USECASE_METRIC_ATTRIBUTES": ["email", "user.id,tenant"],
+    "OTEL_USECASE_ALERT_LEASE_S": ["a minute", "10"],
+    "OTEL_USECASE_ALERT_RETRY_FOR_S": ["forever", "-1"],
 }
 """For every row whose parser has a rule, values that break it."""
 
@@ -59,6 +61,8 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_OUTBOUND_KEYS": ("all", DEFAULT_OUTBOUND_KEYS | {"user.id"}),
     "OTEL_USECASE_METRICS": ("off", False),
     "OTEL_USECASE_METRIC_ATTRIBUTES": (" user.id , experience.name", ("user.id", "experience.name")),
+    "OTEL_USECASE_ALERT_LEASE_S": (" 90 ", 90),
+    "OTEL_USECASE_ALERT_RETRY_FOR_S": ("0", 0),
 }
 
 

@@ -318,6 +318,44 @@ METRIC_ATTRIBUTES: Final[Setting[tuple[str, ...]]] = Setting(
 )
 
 
+# --- alerts (C): budget alert webhooks; read by budgets/alerts.py ---
+# The webhook row is text: budgets/webhook.py checks the URL and warns without quoting it (it may hold
+# a secret in its path or query); the secret row never fails, so it is never quoted either.
+ALERT_WEBHOOK: Final[Setting[str | None]] = Setting(
+    env="OTEL_USECASE_ALERT_WEBHOOK",
+    parse=text,
+    default=None,
+    accepts="an http:// or https:// URL",
+    default_text="unset",
+    doc="where budget alerts are POSTed when the budget names no webhook of its own (see [Alerts](#alerts))",
+)
+ALERT_SECRET: Final[Setting[str | None]] = Setting(
+    env="OTEL_USECASE_ALERT_SECRET",
+    parse=text,
+    default=None,
+    accepts="any text (32 random bytes or more advised)",
+    default_text="unset",
+    doc="key of the `X-Otel-Usecase-Signature` HMAC-SHA256 of each alert body (unset: alerts go unsigned, "
+    "with a warning)",
+)
+ALERT_LEASE: Final = Setting(
+    env="OTEL_USECASE_ALERT_LEASE_S",
+    parse=whole_number(30),
+    default=60,
+    accepts="a whole number of seconds >= 30",
+    default_text="`60`",
+    doc="how long an alert claimed by a process that stopped renewing its claim waits before another "
+    "process delivers it",
+)
+ALERT_RETRY_FOR: Final = Setting(
+    env="OTEL_USECASE_ALERT_RETRY_FOR_S",
+    parse=whole_number(0),
+    default=86_400,
+    accepts="a whole number of seconds >= 0",
+    default_text="`86400`",
+    doc="how long after the crossing an alert is retried (no answer, 5xx, 408, 429) before it is given up",
+)
+
 SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
 )

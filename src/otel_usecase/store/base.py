@@ -28,6 +28,7 @@ from ..cost import token_classes
 from ..cost.call import Call
 from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
+from .alerts import ALERTS_DDL, AlertKey, ClaimedAlert
 
 __all__ = [
     "COLUMNS",
@@ -215,6 +216,7 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     return (
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns},\n    PRIMARY KEY (trace_id, span_id)\n)",
+        *ALERTS_DDL,  # alerts: the claims table (store/alerts.py)
     )
 
 
@@ -342,6 +344,28 @@ class Store(Protocol):
         (:func:`reprice_update_sql`): one a writer replaced meanwhile is left as
         the writer stored it. Raises :class:`StoreUnavailable` like ``write``.
         """
+
+    # --- alerts ---
+    # The claims of budget alerts (store/alerts.py); each raises StoreUnavailable/StoreError like ``write``.
+
+    def alerts_prepare(self) -> None:
+        """Create the alerts table if this store predates it (a current ledger runs no ``migrate`` DDL)."""
+
+    def alert_claim(self, alert: ClaimedAlert, owner: str) -> bool:
+        """Insert the row of ``alert`` claimed by ``owner``; False when another process has it already."""
+
+    def alert_renew(self, key: AlertKey, owner: str) -> bool:
+        """Renew ``owner``'s lease on a pending alert; False when ``owner`` no longer holds it."""
+
+    def alert_attempted(self, key: AlertKey, owner: str, error: str | None, retry_in_ns: int | None) -> bool:
+        """Record an attempt: delivered (``error`` None), to retry in ``retry_in_ns``, or given up (None)."""
+
+    def alert_take_over(self, owner: str, lease_ns: int, has_default: bool, limit: int) -> list[ClaimedAlert]:
+        """Claim up to ``limit`` pending alerts whose lease is older than ``lease_ns`` (those sent to the
+        default webhook only when ``has_default``); the rows now ``owner``'s."""
+
+    def alert_release(self, owner: str) -> int:
+        """Let other processes take over ``owner``'s pending alerts at once (it is stopping)."""
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:
