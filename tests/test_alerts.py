@@ -456,12 +456,13 @@ def test_an_answer_that_never_ends_is_cut_at_twice_the_timeout_and_retried(
     store_url: str, closing: list[AlertDispatcher], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="otel_usecase"), Receiver(answers=["drip", 200]) as receiver:
-        d = dispatcher(store_url, receiver.url, timeout_s=0.5)
+        # 2 s, not less: on a loaded machine the 200 that follows must come within the timeout
+        d = dispatcher(store_url, receiver.url, timeout_s=2.0)
         closing.append(d)
         d.notify(crossing())
-        assert d.flush(30)
+        assert d.flush(60)
         assert len(receiver.deliveries()) == 1
-    assert any("no answer within 1 s" in r.getMessage() for r in caplog.records)
+    assert any("no answer within 4 s" in r.getMessage() for r in caplog.records)
     (row,) = rows(store_url)
     assert row["attempts"] == 2 and row["delivered_ns"] is not None
 
