@@ -146,10 +146,11 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) ->
     except (ValueError, TypeError) as exc:  # checked by webhook_problem first; kept for safety
         return Sent(False, False, f"the webhook URL cannot be used ({type(exc).__name__})")
     watchdog: threading.Timer | None = None
+    cut = threading.Event()
     try:
         connection.connect()
         if connection.sock is not None:
-            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut, (connection.sock,))
+            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut, (connection.sock, cut))
             watchdog.daemon = True
             watchdog.start()
         connection.request("POST", path, body=body, headers=sent)
@@ -158,8 +159,8 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) ->
         status = response.status
         retry_after = _seconds(response.getheader("Retry-After"))
     except (OSError, http.client.HTTPException) as exc:
-        cut = watchdog is not None and not watchdog.is_alive() and time.monotonic() >= deadline
-        return Sent(False, True, f"no answer within {2 * timeout_s:g} s" if cut else _describe(exc))
+        # The event, not the timer's liveness: the blocked read fails while the timer thread is still in _cut.
+        return Sent(False, True, f"no answer within {2 * timeout_s:g} s" if cut.is_set() else _describe(exc))
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -174,8 +175,9 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) ->
     return Sent(False, False, detail)
 
 
-def _cut(sock: socket.socket) -> None:
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
     """Shut the socket of a request past its deadline: the blocked read fails at once."""
+    cut.set()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 
