@@ -1,10 +1,28 @@
 """Budgets, spend windows and alerts: watch and limit what a use case costs.
 
-Public API re-exported here (see ``__all__``).
+* :mod:`.model`: the records (:class:`Budget`, :class:`Crossing`, :class:`BudgetExceeded`) and their rules;
+* :mod:`.windows`: which window instance a moment or run falls in (time zones, DST);
+* :mod:`.tracker`: the in-memory spend per budget window, refreshed from the store, and the scope check;
+* :mod:`.api`: keep budgets in the store, their status, :func:`check_budget`;
+* :mod:`.cli`: ``otel-usecase budgets set|list|delete|status``.
 """
 
 from __future__ import annotations
 
+from .api import BudgetStatus, budget_status, check_budget, delete_budget, list_budgets, set_budget
 from .model import Budget, BudgetExceeded, Crossing
+from .tracker import SpendTracker, enable
 
-__all__ = ["Budget", "BudgetExceeded", "Crossing"]
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "BudgetStatus",
+    "Crossing",
+    "SpendTracker",
+    "budget_status",
+    "check_budget",
+    "delete_budget",
+    "enable",
+    "list_budgets",
+    "set_budget",
+]
