@@ -39,6 +39,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_READ_TIMEOUT": ["soon", "0", "2.5"],
     "OTEL_USECASE_INBOUND_KEYS": ["tenant", "usecase.id,userid", " , "],
     "OTEL_USECASE_OUTBOUND_KEYS": ["everything"],
+    "OTEL_USECASE_BUDGET_REFRESH_S": ["soon", "0", "-1", "inf", "nan"],
 }
 """For every row whose parser has a rule, values that break it."""
 
@@ -55,6 +56,7 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_READ_TIMEOUT": (" 7 ", 7),
     "OTEL_USECASE_INBOUND_KEYS": ("user.id", frozenset({"user.id"})),
     "OTEL_USECASE_OUTBOUND_KEYS": ("all", DEFAULT_OUTBOUND_KEYS | {"user.id"}),
+    "OTEL_USECASE_BUDGET_REFRESH_S": (" 0.5 ", 0.5),
 }
 
 

@@ -414,12 +414,21 @@ class SpendTracker:
     # --- the sink's side ---
 
     def on_events(self, events: Sequence[CallEvent]) -> None:
-        """A sink subscriber: count each accepted call (the better copy minus the one it replaces)."""
+        """A sink subscriber: count each accepted call (the better copy minus the one it replaces).
+
+        Only calls of a use case that has a budget are kept: without budgets this
+        costs the exporter one check per batch, and a dict lookup per call otherwise.
+        """
+        if not self._by_use_case:
+            return  # no budgets: nothing to count (a budget set later reads these calls from the store)
         crossings: list[Crossing] = []
         with self._lock:
             pending = self._pending
+            by_use_case = self._by_use_case
             touched: dict[tuple[str, str], WindowInstance] = {}
             for call, replaced in events:
+                if call.use_case not in by_use_case:
+                    continue  # no budget on its use case: the same
                 key = (call.trace_id, call.span_id)
                 before = pending.pop(key, None)
                 if before is not None:
@@ -578,6 +587,8 @@ def _parse(rows: list[tuple[str, str, int]]) -> dict[str, Budget]:
 # --- the process's trackers ---------------------------------------------------------------
 
 _trackers: dict[str, SpendTracker] = {}
+_active: tuple[SpendTracker, ...] = ()
+"""The trackers as a tuple, for the scope check (no copy per scope entry); rebuilt when one starts or stops."""
 _explicit: set[str] = set()
 _registry_lock = threading.Lock()
 
@@ -620,7 +631,9 @@ def detach_sink(sink: CallSink[Any], tracker: SpendTracker | None) -> None:
                 if tracker.store_url in _explicit or _trackers.get(tracker.store_url) is not tracker:
                     return
                 del _trackers[tracker.store_url]
-                if not _trackers:
+                if _trackers:
+                    _install_scope_hooks()
+                else:
                     _remove_scope_hooks()
             tracker.stop(0)
     except Exception:
@@ -654,7 +667,7 @@ def enable(store: Store | str | None = None, *, wait_s: float = 0.0) -> SpendTra
 
 def _check_scope(scope: Scope) -> None:
     """``track_context.__enter__``: raise for an exhausted block budget; anything else never raises."""
-    for tracker in tuple(_trackers.values()):
+    for tracker in _active:
         try:
             tracker.check(scope)
         except BudgetExceeded:
@@ -667,7 +680,7 @@ def _check_scope(scope: Scope) -> None:
 
 def _remaining(scope: Scope) -> tuple[float | None, BudgetExceeded | None]:
     best: float | None = None
-    for tracker in tuple(_trackers.values()):
+    for tracker in _active:
         try:
             left, exceeded = tracker.remaining(scope)
         except Exception as exc:
@@ -683,15 +696,19 @@ def _remaining(scope: Scope) -> tuple[float | None, BudgetExceeded | None]:
 
 
 def _install_scope_hooks() -> None:
+    global _active
     from ..scope import tracking
 
+    _active = tuple(_trackers.values())
     tracking._budget_check = _check_scope
     tracking._budget_remaining = _remaining
 
 
 def _remove_scope_hooks() -> None:
+    global _active
     from ..scope import tracking
 
+    _active = tuple(_trackers.values())
     tracking._budget_check = None
     tracking._budget_remaining = None
 
