@@ -102,15 +102,47 @@ def _unpriced(call: Call | None) -> int:
 
 
 class _State:
-    """One budget: its current window (cached), the store's spend per window key and the local additions."""
+    """One budget: its current window (cached), the store's spend per window key and the local additions.
 
-    __slots__ = ("budget", "current", "local", "runs_seen", "stored")
+    The selector and the current window are copied into plain slots and the spend
+    kept summed per key (``totals``), so the scope check reads attributes and one dict.
+    """
+
+    __slots__ = (
+        "amount",
+        "block",
+        "budget",
+        "current",
+        "end",
+        "experience_name",
+        "key",
+        "local",
+        "run",
+        "runs_seen",
+        "start",
+        "stored",
+        "totals",
+        "user_id",
+        "version",
+    )
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
+        self.amount = budget.amount_usd
+        self.block = budget.mode == "block"
+        self.run = budget.window == "run"
+        self.user_id, self.experience_name, self.version = (
+            budget.user_id,
+            budget.experience_name,
+            budget.version,
+        )
         self.current: WindowInstance | None = None
+        self.key = "total"
+        self.start = self.end = 0
         self.stored: dict[str, tuple[float, int]] = {}
         self.local: dict[str, list[float]] = {}
+        self.totals: dict[str, float] = {}
+        """``stored`` + ``local`` cost per window key (what the check reads)."""
         self.runs_seen: OrderedDict[str, None] = OrderedDict()
 
     def window(self, at_ns: int, run_id: str | None) -> WindowInstance:
@@ -123,8 +155,14 @@ class _State:
             return current
         instance = window_at(budget.window, budget.timezone, at_ns)
         if current is None or at_ns >= (current.start_ns or 0):
-            self.current = instance
+            self.set_current(instance)
         return instance
+
+    def set_current(self, instance: WindowInstance) -> None:
+        self.current = instance
+        self.key = instance.key
+        self.start = instance.start_ns if instance.start_ns is not None else 0
+        self.end = instance.end_ns if instance.end_ns is not None else 0
 
     def spent(self, key: str) -> tuple[float, int]:
         stored = self.stored.get(key, (0.0, 0))
@@ -132,6 +170,22 @@ class _State:
         if local is None:
             return stored
         return stored[0] + local[0], stored[1] + int(local[1])
+
+    def sum_totals(self) -> None:
+        totals = {key: cost for key, (cost, _) in self.stored.items()}
+        for key, (cost, _) in self.local.items():
+            totals[key] = totals.get(key, 0.0) + cost
+        self.totals = totals
+
+    def instance_key(self, now: int, run_id: str | None) -> str:
+        """The key of the window a check at ``now`` falls in (the fast path of :meth:`window`)."""
+        if self.run:
+            return "run:" + (run_id or "")
+        if self.end == 0 and self.budget.window == "total":
+            return "total"
+        if self.start <= now < self.end:
+            return self.key
+        return self.window(now, None).key
 
 
 class SpendTracker:
@@ -164,6 +218,7 @@ class SpendTracker:
         self._lock = threading.RLock()
         self._states: dict[str, _State] = {}
         self._by_use_case: dict[str, tuple[_State, ...]] = {}
+        self._block_by_use_case: dict[str, tuple[_State, ...]] = {}
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self._told: set[tuple[str, str, int]] = set()
         self._sinks: list[CallSink[Any]] = []
@@ -342,11 +397,13 @@ class SpendTracker:
                 state = states[name] = _State(budget)
                 old = self._states.get(name)
                 if old is not None and old.budget == budget:
-                    state.runs_seen, state.current = old.runs_seen, old.current
+                    state.runs_seen = old.runs_seen
+                    if old.current is not None:
+                        state.set_current(old.current)
             touched: dict[tuple[str, str], WindowInstance] = {}
             for name, instance, spend in windows:
                 state = states[name]
-                state.current = instance
+                state.set_current(instance)
                 state.stored = {instance.key: (spend.cost_usd, spend.unpriced_calls)}
                 touched[(name, instance.key)] = instance
             for name, per_run in runs:
@@ -367,6 +424,7 @@ class SpendTracker:
                         del self._pending[key]  # the store has it as we do: in its totals from now on
             by_use_case: dict[str, list[_State]] = {}
             for state in states.values():
+                state.sum_totals()  # the stored figures; _add below adds the pending calls
                 by_use_case.setdefault(state.budget.use_case, []).append(state)
             for pending in self._pending.values():
                 self._add(
@@ -378,6 +436,11 @@ class SpendTracker:
                 )
             self._states = states
             self._by_use_case = {use_case: tuple(group) for use_case, group in by_use_case.items()}
+            self._block_by_use_case = {
+                use_case: tuple(state for state in group if state.block)
+                for use_case, group in by_use_case.items()
+                if any(state.block for state in group)
+            }
             crossings = self._crossings(touched)
             if len(self._told) > _MAX_TOLD:
                 self._told.clear()  # at worst one more alert claim (the store keeps it once) and log line
@@ -409,6 +472,7 @@ class SpendTracker:
             else:
                 local[0] += cost
                 local[1] += unpriced
+            state.totals[key] = state.totals.get(key, 0.0) + cost
             touched[(state.budget.name, key)] = instance
 
     # --- the sink's side ---
@@ -512,45 +576,58 @@ class SpendTracker:
 
     def check(self, scope: Scope) -> None:
         """Raise :class:`BudgetExceeded` when an exhausted ``block`` budget selects ``scope``."""
-        states = self._by_use_case.get(scope.use_case_name)  # type: ignore[arg-type]
+        states = self._block_by_use_case.get(scope.use_case_name)  # type: ignore[arg-type]
         if states is None:
             return
-        self._worst(states, scope, block_only=True)
+        now = time.time_ns()
+        for state in states:
+            if (
+                (state.user_id is not None and state.user_id != scope.user_id)
+                or (state.experience_name is not None and state.experience_name != scope.experience_name)
+                or (state.version is not None and state.version != scope.use_case_version)
+            ):
+                continue
+            key = state.instance_key(now, scope.use_case_id)
+            spent = state.totals.get(key, 0.0)
+            if spent >= state.amount:
+                raise BudgetExceeded(
+                    state.budget,
+                    key,
+                    spent,
+                    state.amount,
+                    state.end if key == state.key and state.end else None,
+                )
 
     def remaining(self, scope: Scope) -> tuple[float | None, BudgetExceeded | None]:
         """The remaining USD of the tightest budget selecting ``scope`` (None: none), and the exhausted
-        ``block`` budget's exception if there is one."""
+        ``block`` budget's exception if there is one.
+
+        A ``run`` budget counts another process's calls of the scope's run from the
+        next refresh on (its run id is refreshed from then on), this process's at once.
+        """
         states = self._by_use_case.get(scope.use_case_name)  # type: ignore[arg-type]
         if states is None:
             return None, None
-        return self._worst(states, scope, block_only=False)
-
-    def _worst(
-        self, states: tuple[_State, ...], scope: Scope, *, block_only: bool
-    ) -> tuple[float | None, BudgetExceeded | None]:
         now = time.time_ns()
         remaining: float | None = None
         for state in states:
             budget = state.budget
-            if block_only and budget.mode != "block":
-                continue
             if not budget.selects(
                 scope.use_case_name, scope.user_id, scope.experience_name, scope.use_case_version
             ):
                 continue
             run_id = scope.use_case_id
-            if budget.window == "run" and run_id is not None and run_id not in state.runs_seen:
-                state.runs_seen[run_id] = (
-                    None  # refreshed from the store from now on (another process's calls)
-                )
-            instance = state.window(now, run_id)
-            spent = state.spent(instance.key)[0]
-            if budget.mode == "block" and spent >= budget.amount_usd:
-                exceeded = BudgetExceeded(budget, instance.key, spent, budget.amount_usd, instance.end_ns)
-                if block_only:
-                    raise exceeded
-                return 0.0, exceeded
-            left = budget.amount_usd - spent
+            if state.run and run_id is not None and run_id not in state.runs_seen:
+                with self._lock:
+                    state.runs_seen[run_id] = None
+                    while len(state.runs_seen) > _MAX_RUNS:
+                        state.runs_seen.popitem(last=False)
+            key = state.instance_key(now, run_id)
+            spent = state.totals.get(key, 0.0)
+            if state.block and spent >= state.amount:
+                end = state.end if key == state.key and state.end else None
+                return 0.0, BudgetExceeded(budget, key, spent, state.amount, end)
+            left = state.amount - spent
             remaining = left if remaining is None else min(remaining, left)
         return (None if remaining is None else max(remaining, 0.0)), None
 
