@@ -458,3 +458,74 @@ def test_read_only_budget_commands_never_create_a_store(tmp_path: Path) -> None:
         assert done.returncode == 1 and "does not exist" in done.stderr
     assert not (tmp_path / "nowhere.db").exists()
     assert delete_budget  # the Python API says the same (StoreError), tested through the CLI
+
+
+# --- counting each call once, however its write and the refresh interleave -------------------
+
+
+def _ledger_call(span: str, cost: float, status: str = "priced") -> Any:
+    from otel_usecase.cost.call import Call
+
+    now = time.time_ns()
+    return Call(
+        trace_id="0" * 31 + "1",
+        span_id=span.rjust(16, "0"),
+        start_ns=now,
+        end_ns=now + 1,
+        service=None,
+        use_case="summarize",
+        run_id="r",
+        use_case_version=None,
+        step=None,
+        experience_name=None,
+        experience_id=None,
+        user_id=None,
+        provider="openai",
+        model="gpt-4o-mini",
+        operation="chat",
+        tokens={"input": 1, "output": 1},
+        cost_usd=cost,
+        status=status,
+    )
+
+
+def test_local_calls_count_once_before_during_and_after_they_reach_the_store(store_url: str) -> None:
+    from otel_usecase.cost.sink import CallEvent, CallSink
+
+    set_budget(name="once", use_case="summarize", amount_usd=100.0, mode="block", store=store_url)
+    store = open_store(store_url)
+    tracker = budget_tracker.SpendTracker(store_url, refresh_s=3600)  # refreshed by hand below
+    try:
+        assert tracker.refresh()
+        sink: CallSink[Any] = CallSink(store.write)
+        tracker.attach(sink)
+
+        def spent() -> float:
+            [view] = tracker.view()
+            return view.spent_usd
+
+        sink.put([_ledger_call("a", 1.0, "partial")])  # stored, then told
+        assert spent() == pytest.approx(1.0)
+        store.write([_ledger_call("c", 2.0)])  # another process's call
+        assert spent() == pytest.approx(1.0)
+        assert tracker.refresh() and spent() == pytest.approx(3.0)
+
+        # A better copy of "a" told before the writer stored it: its difference counts at once,
+        # and neither the refresh that finds the old copy nor the one that finds the new counts it again.
+        tracker.on_events([CallEvent(_ledger_call("a", 1.5), _ledger_call("a", 1.0, "partial"))])
+        assert spent() == pytest.approx(3.5)
+        assert tracker.refresh() and spent() == pytest.approx(3.5)
+        store.write([_ledger_call("a", 1.5)])
+        assert tracker.refresh() and spent() == pytest.approx(3.5)
+
+        # A call told but never stored (its write lost) still counts here, on every refresh.
+        tracker.on_events([CallEvent(_ledger_call("b", 0.25))])
+        for _ in range(3):
+            assert tracker.refresh() and spent() == pytest.approx(3.75)
+        assert list(tracker._pending) == [("0" * 31 + "1", "b".rjust(16, "0"))]
+        # A call of a use case without a budget is not kept at all.
+        tracker.on_events([CallEvent(_ledger_call("z", 9.0)._replace(use_case="translate"))])
+        assert len(tracker._pending) == 1
+    finally:
+        tracker.stop()
+        store.close()

@@ -85,12 +85,14 @@ class BudgetView(NamedTuple):
 class _Pending:
     """A local call the store did not have at the last refresh, and what the store had of it then."""
 
-    __slots__ = ("base_cost", "base_unpriced", "call")
+    __slots__ = ("base_cost", "base_unpriced", "call", "found")
 
     def __init__(self, call: Call, base_cost: float, base_unpriced: int) -> None:
         self.call = call
         self.base_cost = base_cost
         self.base_unpriced = base_unpriced
+        self.found = 0
+        """Refreshes that found a copy of it in the store."""
 
 
 def _cost(call: Call | None) -> float:
@@ -420,8 +422,11 @@ class SpendTracker:
                     stored = costs[key]
                     pending.base_cost = 0.0 if stored is None else stored
                     pending.base_unpriced = 1 if stored is None else 0
-                    if stored is not None and stored == pending.call.cost_usd:
-                        del self._pending[key]  # the store has it as we do: in its totals from now on
+                    pending.found += 1
+                    if stored == pending.call.cost_usd or pending.found > 1:
+                        # In the store's totals from now on. A copy that differs twice is not one still
+                        # being written: the store kept another (its own ranking), and its figure counts.
+                        del self._pending[key]
             by_use_case: dict[str, list[_State]] = {}
             for state in states.values():
                 state.sum_totals()  # the stored figures; _add below adds the pending calls
