@@ -29,6 +29,7 @@ from _common import log, median, row
 
 from otel_usecase import track_context
 from otel_usecase.budgets import Budget, enable, set_budget
+from otel_usecase.budgets import registry as budget_registry
 from otel_usecase.budgets import tracker as budget_tracker
 from otel_usecase.scope import tracking
 
@@ -54,7 +55,7 @@ def run(quick: bool) -> list[dict]:
         "sqlite:///" + str(tmp / "other.db"),
         [Budget(f"other-{i}", f"other_{i}", 10.0, mode="block") for i in range(3)],
     )
-    budget_tracker.reset()
+    budget_registry.reset()
     matching = _tracker(
         "sqlite:///" + str(tmp / "matching.db"),
         [
@@ -63,17 +64,17 @@ def run(quick: bool) -> list[dict]:
             Budget("per-run", "summarize", 1e6, window="run", mode="block"),
         ],
     )
-    budget_tracker.reset()
+    budget_registry.reset()
     setups = {"no tracker": None, "tracker, no matching budget": unrelated, "3 matching budgets": matching}
     manager = track_context("summarize", user_id="u-1")
 
     def time_block(tracker: budget_tracker.SpendTracker | None) -> float:
-        budget_tracker._trackers.clear()
+        budget_registry._trackers.clear()
         if tracker is None:
-            budget_tracker._remove_scope_hooks()
+            budget_registry._remove_scope_hooks()
         else:
-            budget_tracker._trackers[tracker.store_url] = tracker
-            budget_tracker._install_scope_hooks()
+            budget_registry._trackers[tracker.store_url] = tracker
+            budget_registry._install_scope_hooks()
         start = time.thread_time_ns()
         for _ in range(entries):
             with manager:
@@ -89,8 +90,8 @@ def run(quick: bool) -> list[dict]:
         for name in order:
             per_entry[name].append(time_block(setups[name]))
         log(f"budgets: repetition {repetition + 1}/{repetitions}")
-    budget_tracker._trackers.clear()
-    budget_tracker._remove_scope_hooks()
+    budget_registry._trackers.clear()
+    budget_registry._remove_scope_hooks()
     assert tracking._budget_check is None
 
     base = median(per_entry["no tracker"])

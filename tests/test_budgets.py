@@ -32,6 +32,7 @@ from otel_usecase.budgets import (
     list_budgets,
     set_budget,
 )
+from otel_usecase.budgets import registry as budget_registry
 from otel_usecase.budgets import tracker as budget_tracker
 from otel_usecase.scope import privacy
 from otel_usecase.store import open_store
@@ -51,9 +52,9 @@ APP = Path(__file__).parent / "apps" / "budget_app.py"
 def _fast_refresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Trackers refresh every 0.3 s here (5 s by default), and none outlives its test."""
     monkeypatch.setenv("OTEL_USECASE_BUDGET_REFRESH_S", "0.3")
-    budget_tracker.reset()
+    budget_registry.reset()
     yield
-    budget_tracker.reset()
+    budget_registry.reset()
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -140,7 +141,7 @@ def test_a_block_budget_raises_at_scope_entry_once_spend_reaches_the_limit(
     rig: CostRig, client: openai.OpenAI
 ) -> None:
     set_budget(name="daily", use_case="summarize", amount_usd=2.5 * COST, mode="block", store=rig.store_url)
-    tracker = budget_tracker.tracker_for(rig.store_url)
+    tracker = budget_registry.tracker_for(rig.store_url)
     wait_until(lambda: known(tracker, "daily"), what="the tracker to read the budget")
     for _ in range(2):
         with track_context("summarize"):
@@ -180,7 +181,7 @@ def test_a_warn_budget_logs_each_threshold_once_per_window_and_tells_each_crossi
     rig: CostRig, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     set_budget(name="soft", use_case="summarize", amount_usd=1.5 * COST, store=rig.store_url)
-    tracker = budget_tracker.tracker_for(rig.store_url)
+    tracker = budget_registry.tracker_for(rig.store_url)
     crossings: list[Crossing] = []
     tracker.on_crossing = crossings.append  # where the coordinator wires the alert dispatcher
     wait_until(lambda: known(tracker, "soft"), what="the tracker to read the budget")
@@ -214,7 +215,7 @@ def test_a_run_budget_counts_the_calls_of_one_run(rig: CostRig, client: openai.O
         mode="block",
         store=rig.store_url,
     )
-    tracker = budget_tracker.tracker_for(rig.store_url)
+    tracker = budget_registry.tracker_for(rig.store_url)
     wait_until(lambda: known(tracker, "per-run") or tracker.refreshes > 2, what="a refresh")
     with track_context("agent", use_case_id="run-1"):
         call(client)

@@ -3,6 +3,7 @@
 * :mod:`.model`: the records (:class:`Budget`, :class:`Crossing`, :class:`BudgetExceeded`) and their rules;
 * :mod:`.windows`: which window instance a moment or run falls in (time zones, DST);
 * :mod:`.tracker`: the in-memory spend per budget window, refreshed from the store, and the scope check;
+* :mod:`.registry`: one tracker per store (exporter, ``serve``, :func:`enable`) and the scope hooks;
 * :mod:`.api`: keep budgets in the store, their status, :func:`check_budget`;
 * :mod:`.cli`: ``otel-usecase budgets set|list|delete|status``.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from .api import BudgetStatus, budget_status, check_budget, delete_budget, list_budgets, set_budget
 from .model import Budget, BudgetExceeded, Crossing
-from .tracker import SpendTracker, enable
+from .registry import enable
+from .tracker import SpendTracker
 
 __all__ = [
     "Budget",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .model import Budget
+from .model import Budget, stored_budgets
 from .windows import window_at
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _opened(store: Store | str | None, *, create: bool) -> Iterator[Store]:
 def _wake(store: Store | str | None) -> None:
     """Tell this process's tracker of ``store`` to refresh soon (the change shows without waiting)."""
     from ..store.base import default_store_url
-    from .tracker import trackers
+    from .registry import trackers
 
     url = store.url if store is not None and not isinstance(store, str) else store or default_store_url()
     for tracker in trackers():
@@ -95,10 +95,9 @@ def list_budgets(store: Store | str | None = None) -> list[Budget]:
     A stored budget this version cannot read is left out with a logged warning.
     Raises ``StoreError`` when the store does not exist (never creates it).
     """
-    from .tracker import _parse
 
     with _opened(store, create=False) as opened:
-        return list(_parse(opened.load_budgets()).values())
+        return list(stored_budgets(opened.load_budgets()).values())
 
 
 def delete_budget(name: str, store: Store | str | None = None) -> bool:
@@ -112,12 +111,11 @@ def delete_budget(name: str, store: Store | str | None = None) -> bool:
 def budget_status(store: Store | str | None = None, *, at_ns: int | None = None) -> list[BudgetStatus]:
     """Each budget's spend, limit, remaining and window, read from the store now (at ``at_ns``: now)."""
     from ..store.budget_sql import Spend, SpendQuery
-    from .tracker import _parse
 
     now = time.time_ns() if at_ns is None else at_ns
     statuses = []
     with _opened(store, create=False) as opened:
-        for budget in _parse(opened.load_budgets()).values():
+        for budget in stored_budgets(opened.load_budgets()).values():
             selector = SpendQuery(budget.use_case, budget.user_id, budget.experience_name, budget.version)
             if budget.window == "run":
                 run = opened.latest_run(selector)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
+from .._log import warn_rate_limited
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "MODES",
@@ -22,6 +24,7 @@ __all__ = [
     "Crossing",
     "Mode",
     "Window",
+    "stored_budgets",
 ]
 
 Window = Literal["run", "hour", "day", "week", "month", "total"]
@@ -233,3 +236,16 @@ class BudgetExceeded(Exception):
             f"budget {budget.name!r} (use case {budget.use_case!r}, {budget.window} window {window_key}) "
             f"is exhausted: spent ${spent_usd:.6f} of ${limit_usd:.6f}"
         )
+
+
+def stored_budgets(rows: list[tuple[str, str, int]]) -> dict[str, Budget]:
+    """The stored budgets that are valid here; a bad one is logged (rate-limited) and left out, never raised."""
+    budgets = {}
+    for name, spec, _ in rows:
+        try:
+            budgets[name] = Budget.from_json(spec)
+        except ValueError as exc:
+            warn_rate_limited(
+                f"budgets:bad:{name}", "otel_usecase: stored budget %r is ignored: %s", name, exc
+            )
+    return budgets

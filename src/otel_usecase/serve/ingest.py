@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from .._log import warn_rate_limited
-from ..budgets import tracker as budget_tracker
+from ..budgets import registry as budget_registry
 from ..cost.call import Call
 from ..cost.calls import calls_from_spans
 from ..cost.prices import PriceBook
@@ -37,7 +37,7 @@ class Ingest:
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._sink: CallSink[list[RejectedCall]] = CallSink(self._write_store)
-        budget_tracker.attach_sink(self._sink, store_url or default_store_url())
+        budget_registry.attach_sink(self._sink, store_url or default_store_url())
         self.calls_written = 0
         """Calls stored: new requests and better copies (duplicates and refused calls are not)."""
         self.spans_rejected = 0
