@@ -7,6 +7,7 @@ and 5 completion tokens, so each gpt-4o-mini call costs 10 * $0.15/M + 5 * $0.60
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -386,10 +387,14 @@ def pg_server() -> Iterator[Any]:
         yield server
 
 
+_db_names = itertools.count()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cli_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_server").create_database("budgets_cli"))
+        name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+        return str(request.getfixturevalue("pg_server").create_database(f"b{next(_db_names)}_{name}"))
     return "sqlite:///" + str(tmp_path / "cli.db")
 
 
@@ -434,6 +439,12 @@ def test_cli_round_trip_set_list_status_delete(cli_store: str, client: openai.Op
                 call(client)
         rig.flush()
         assert rig.exporter.force_flush()
+        # The exporter's tracker reads this store's spend (window totals and its calls' keys) too.
+        tracker = budget_registry.tracker_for(cli_store)
+        seen = tracker.refreshes
+        wait_until(lambda: tracker.refreshes >= seen + 2, what="two refreshes")
+        assert tracker.refresh_errors == 0
+        assert [view.spent_usd for view in tracker.view()] == [pytest.approx(4 * COST)]
     finally:
         rig.close()
     status = cli("status", "--format", "json", "--store", cli_store)
@@ -490,7 +501,8 @@ def _ledger_call(span: str, cost: float, status: str = "priced") -> Any:
     )
 
 
-def test_local_calls_count_once_before_during_and_after_they_reach_the_store(store_url: str) -> None:
+def test_local_calls_count_once_before_during_and_after_they_reach_the_store(cli_store: str) -> None:
+    store_url = cli_store
     from otel_usecase.cost.sink import CallEvent, CallSink
 
     set_budget(name="once", use_case="summarize", amount_usd=100.0, mode="block", store=store_url)
