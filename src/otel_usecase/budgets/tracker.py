@@ -337,6 +337,10 @@ class SpendTracker:
             )
             return True
         except Exception as exc:  # a store outage, bad rows: keep the last figures, try again
+            if self._stop.is_set():
+                return (
+                    False  # stopped meanwhile (the exporter shut down and its store closed): nothing to say
+                )
             self.refresh_errors += 1
             warn_rate_limited(
                 f"budgets:refresh:{self._url}",
