@@ -542,3 +542,31 @@ def test_local_calls_count_once_before_during_and_after_they_reach_the_store(cli
     finally:
         tracker.stop()
         store.close()
+
+
+def test_a_block_budget_on_a_hashed_user_blocks_that_user_only(rig: CostRig, client: openai.OpenAI) -> None:
+    privacy.set_user_id_hmac_key("budget-test-hmac-key-0123456789")
+    try:
+        set_budget(
+            name="alice-cap",
+            use_case="chat",
+            user_id="alice",
+            amount_usd=1.5 * COST,
+            mode="block",
+            store=rig.store_url,
+        )
+        tracker = budget_registry.tracker_for(rig.store_url)
+        wait_until(lambda: known(tracker, "alice-cap"), what="the tracker to read the budget")
+        for user in ("alice", "alice", "bob"):
+            with track_context("chat", user_id=user):
+                call(client)
+        rig.flush()
+        with pytest.raises(BudgetExceeded) as info, track_context("chat", user_id="alice"):
+            pass
+        assert info.value.spent_usd == pytest.approx(2 * COST)  # bob's call is not alice's
+        with track_context("chat", user_id="bob"):
+            assert check_budget() is None
+        [status] = budget_status(rig.store_url)
+        assert status.spent_usd == pytest.approx(2 * COST)  # the store agrees, by the hashed id
+    finally:
+        privacy.reset_user_id_hmac_key()
