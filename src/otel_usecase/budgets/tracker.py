@@ -337,19 +337,20 @@ class SpendTracker:
             )
             return True
         except Exception as exc:  # a store outage, bad rows: keep the last figures, try again
-            if self._stop.is_set():
-                return (
-                    False  # stopped meanwhile (the exporter shut down and its store closed): nothing to say
-                )
+            if self._stop.is_set():  # stopped meanwhile (the exporter shut down, its store closed)
+                return False
             self.refresh_errors += 1
-            warn_rate_limited(
-                f"budgets:refresh:{self._url}",
-                "otel_usecase: could not refresh the budgets from store %s (%s: %s); "
-                "checks use the last spend read plus this process's calls",
-                self._url,
-                type(exc).__name__,
-                exc,
-            )
+            if not self._states:  # no budgets known: the exporter already reports its store's outage
+                logger.debug("otel_usecase budgets: could not look for budgets in %s: %s", self._url, exc)
+            else:
+                warn_rate_limited(
+                    f"budgets:refresh:{self._url}",
+                    "otel_usecase: could not refresh the budgets from store %s (%s: %s); "
+                    "checks use the last spend read plus this process's calls",
+                    self._url,
+                    type(exc).__name__,
+                    exc,
+                )
             if self._given is None:
                 self._close_own_store()
             return False
