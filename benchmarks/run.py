@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine  # noqa: E402
 
-BENCHMARKS = ("processor", "exporter", "receiver", "memory", "reports", "metrics")
+BENCHMARKS = ("processor", "exporter", "receiver", "memory", "reports", "metrics", "budgets")
 _MARK = "@@BENCH-ROWS@@ "
 
 

@@ -298,7 +298,8 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_
             names = {
                 n
                 for (n,) in store.query(
-                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('usecase_calls', 'otel_usecase_meta')"
+                    "SELECT name FROM sqlite_master WHERE type = 'index' "
+                    "AND tbl_name IN ('usecase_calls', 'otel_usecase_meta')"  # the tables this test is about
                 )
             }
             assert names == {

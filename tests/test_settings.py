@@ -43,6 +43,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_METRIC_ATTRIBUTES": ["email", "user.id,tenant"],
     "OTEL_USECASE_ALERT_LEASE_S": ["a minute", "10"],
     "OTEL_USECASE_ALERT_RETRY_FOR_S": ["forever", "-1"],
+    "OTEL_USECASE_BUDGET_REFRESH_S": ["soon", "0", "-1", "inf", "nan"],
 }
 """For every row whose parser has a rule, values that break it."""
 
@@ -63,6 +64,7 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_METRIC_ATTRIBUTES": (" user.id , experience.name", ("user.id", "experience.name")),
     "OTEL_USECASE_ALERT_LEASE_S": (" 90 ", 90),
     "OTEL_USECASE_ALERT_RETRY_FOR_S": ("0", 0),
+    "OTEL_USECASE_BUDGET_REFRESH_S": (" 0.5 ", 0.5),
 }
 
 

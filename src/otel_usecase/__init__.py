@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .budgets.api import check_budget
+    from .budgets.model import BudgetExceeded
     from .exporter import UseCaseCostExporter
     from .processor import UseCaseSpanProcessor
     from .scope import keys as attributes
@@ -31,12 +33,14 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "BudgetExceeded",
     "Scope",
     "UseCaseCostExporter",
     "UseCaseSpanProcessor",
     "UseCaseWarning",
     "__version__",
     "attributes",
+    "check_budget",
     "current_scope",
     "propagate_context_to_threads",
     "set_default_use_case",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 _HOMES: Final = {
+    "BudgetExceeded": ".budgets.model",
+    "check_budget": ".budgets.api",
     "Scope": ".scope.tracking",
     "UseCaseWarning": ".scope.tracking",
     "current_scope": ".scope.tracking",

@@ -109,6 +109,10 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "the store takes one writer at a time; raise it only for a store with a slow network round trip)",
     )
 
+    from .budgets.cli import add_arguments as add_budget_arguments
+
+    add_budget_arguments(commands, store_help)
+
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
     collector_commands = collector.add_subparsers(
         dest="collector_config_command", required=True, metavar="COMMAND"
@@ -272,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
+    if args.command == "budgets":
+        from .budgets.cli import run as run_budgets
+
+        return run_budgets(args)
     if args.command == "reprice":
         from .cost import reprice
 

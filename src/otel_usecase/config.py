@@ -356,6 +356,31 @@ ALERT_RETRY_FOR: Final = Setting(
     doc="how long after the crossing an alert is retried (no answer, 5xx, 408, 429) before it is given up",
 )
 
+
+# --- budgets (issue 14, part B) ---
+
+
+def _seconds(raw: str) -> float:
+    """A number of seconds > 0 (a fraction is fine)."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("not more than 0 and finite")
+    return value
+
+
+BUDGET_REFRESH: Final = Setting(
+    env="OTEL_USECASE_BUDGET_REFRESH_S",
+    parse=_seconds,
+    default=5.0,
+    accepts="a number of seconds > 0",
+    default_text="`5`",
+    doc="how often each process reads the budgets and every process's spend from the store; calls of "
+    "other processes count here within this plus their export delay (see [Budgets](#budgets))",
+)
+
 SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
 )

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import lifecycle, metrics
 from ._log import logger
+from .budgets import registry as budget_registry
 from .config import ENV_BUFFER, ENV_EXPORT_WAIT, buffer_size, export_wait_ms
 from .cost.call import Call
 from .cost.calls import calls_from_spans, views_from_readable
@@ -82,6 +83,7 @@ class UseCaseCostExporter(SpanExporter):
         self._writer = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
         self._sink: CallSink[bool] = CallSink(self._submit)
         self._metrics = metrics.attach(self._sink, self)  # cost metrics, when a MeterProvider is set
+        self._budgets = budget_registry.attach_sink(self._sink, given if given is not None else url)
         self._shutdown = False
         lifecycle.watch(self)
 
@@ -158,6 +160,7 @@ class UseCaseCostExporter(SpanExporter):
         if self._shutdown:
             return
         self._shutdown = True
+        budget_registry.detach_sink(self._sink, self._budgets)
         try:
             lost = self._writer.close(min(timeout_millis / 1000, _SHUTDOWN_FLUSH_MAX_S))
             if lost:

@@ -7,8 +7,13 @@ raises ``ValueError`` where it is defined) lives with the record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal, NamedTuple
+from zoneinfo import ZoneInfo
+
+from .._log import warn_rate_limited
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -19,6 +24,7 @@ __all__ = [
     "Crossing",
     "Mode",
     "Window",
+    "stored_budgets",
 ]
 
 Window = Literal["run", "hour", "day", "week", "month", "total"]
@@ -37,6 +43,16 @@ class Budget:
     the budget when every field that is set equals the call's. ``timezone`` (an
     IANA name) says where an hour, day, week (Monday first) or month starts.
     ``webhook``: where this budget's alerts go (``None``: ``OTEL_USECASE_ALERT_WEBHOOK``).
+
+    Validated on construction (names are code: a bad budget raises ``ValueError``
+    naming the value and the rule where it is defined). ``user_id`` and ``version``
+    are ids, normalised as a scope normalises them; ``user_id`` is stored the way
+    scopes store it (``hmac-sha256:<hex>`` when ``OTEL_USECASE_USER_ID_HMAC_KEY``
+    is set), so a budget on a user selects that user's calls.
+
+    No tag selector yet: tags do not exist on scopes or calls (issue 15 adds
+    them); a ``tag`` field is to be added here, in :meth:`selects` and in the
+    spend queries (``store/budget_sql.py``) with them.
     """
 
     name: str
@@ -50,6 +66,134 @@ class Budget:
     experience_name: str | None = None
     version: str | None = None
     webhook: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..scope.validation import check_name, scope_id
+
+        check_name("name", self.name)
+        check_name("use_case", self.use_case)
+        amount = self.amount_usd
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+            raise ValueError(f"amount_usd={amount!r} is not a finite number of US dollars")
+        if amount <= 0:
+            raise ValueError(f"amount_usd={amount!r} must be more than 0 (US dollars per window)")
+        _set(self, "amount_usd", float(amount))
+        if self.window not in WINDOWS:
+            raise ValueError(f"window={self.window!r} is not one of {', '.join(WINDOWS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
+        _check_timezone(self.timezone)
+        _set(self, "thresholds", _checked_thresholds(self.thresholds))
+        if self.user_id is not None:
+            _set(self, "user_id", _stored_user_id(scope_id("user_id", self.user_id)))
+        if self.experience_name is not None:
+            check_name("experience_name", self.experience_name)
+        if self.version is not None:
+            _set(self, "version", scope_id("use_case_version", self.version))
+        if self.webhook is not None and (
+            not isinstance(self.webhook, str) or not self.webhook.startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"webhook={self.webhook!r} is not an http:// or https:// URL")
+
+    def selects(
+        self, use_case: str | None, user_id: str | None, experience_name: str | None, version: str | None
+    ) -> bool:
+        """Whether a call or scope with these values counts towards this budget (every set field equal)."""
+        return (
+            use_case == self.use_case
+            and (self.user_id is None or user_id == self.user_id)
+            and (self.experience_name is None or experience_name == self.experience_name)
+            and (self.version is None or version == self.version)
+        )
+
+    def selector(self) -> dict[str, str]:
+        """The selector's set fields, by name (for messages, ``status`` and alert payloads)."""
+        values = {
+            "use_case": self.use_case,
+            "user_id": self.user_id,
+            "experience_name": self.experience_name,
+            "version": self.version,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def to_json(self) -> str:
+        """The budget as stored (the ``spec`` column): a JSON object of every field."""
+        values: dict[str, Any] = asdict(self)
+        values["thresholds"] = list(self.thresholds)
+        values["user_id"] = None if self.user_id is None else str(self.user_id)
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, spec: str) -> Budget:
+        """A budget read back from the store. Raises ``ValueError`` when ``spec`` is not a valid budget.
+
+        A stored user id that is already hashed is trusted (the store is the
+        operator's, and hashing it again would select nobody); fields this
+        version does not know (a newer writer) are ignored.
+        """
+        from ..scope.privacy import is_hashed_user_id, trust_hashed_user_id
+
+        try:
+            values = json.loads(spec)
+        except ValueError as exc:
+            raise ValueError(f"budget spec is not JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"budget spec is not a JSON object: {spec[:200]!r}")  # noqa: TRY004 (data, one error type)
+        known = {key: value for key, value in values.items() if key in cls.__dataclass_fields__}
+        user = known.get("user_id")
+        if isinstance(user, str) and is_hashed_user_id(user):
+            known["user_id"] = trust_hashed_user_id(user)
+        if isinstance(known.get("thresholds"), list):
+            known["thresholds"] = tuple(known["thresholds"])
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ValueError(f"budget spec {spec[:200]!r} is not a budget: {exc}") from None
+
+
+def _set(budget: Budget, field: str, value: object) -> None:
+    object.__setattr__(budget, field, value)  # frozen: normalised once, in __post_init__
+
+
+def _check_timezone(name: object) -> None:
+    try:
+        if not isinstance(name, str):
+            raise TypeError
+        ZoneInfo(name)
+    except Exception:
+        raise ValueError(
+            f"timezone={name!r} is not an IANA time zone name (such as UTC, Europe/Paris or America/New_York)"
+        ) from None
+
+
+def _checked_thresholds(given: object) -> tuple[int, ...]:
+    """Sorted, without repeats; each a whole percent from 1 to 1000."""
+    if isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+        raise ValueError(f"thresholds={given!r} is not a list of whole percents (such as 50, 80, 100)")
+    values = list(given)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise ValueError(
+                f"threshold {value!r} in thresholds={given!r} is not a whole percent from 1 to 1000"
+            )
+    if not values:
+        raise ValueError("thresholds=() is empty: give at least one percent (such as 100)")
+    return tuple(sorted(set(values)))
+
+
+def _stored_user_id(user_id: str | None) -> str | None:
+    """The user id as scopes store it (hashed when hashing is on), so the budget selects that user's calls."""
+    if user_id is None:
+        return None
+    from ..scope.tracking import _telemetry_user_id
+
+    stored = _telemetry_user_id(user_id)
+    if stored is None:
+        raise ValueError(
+            "user_id cannot be selected: user ids are dropped from all telemetry because "
+            "OTEL_USECASE_USER_ID_HMAC_KEY is too short (see its error in the log)"
+        )
+    return stored
 
 
 class Crossing(NamedTuple):
@@ -92,3 +236,16 @@ class BudgetExceeded(Exception):
             f"budget {budget.name!r} (use case {budget.use_case!r}, {budget.window} window {window_key}) "
             f"is exhausted: spent ${spent_usd:.6f} of ${limit_usd:.6f}"
         )
+
+
+def stored_budgets(rows: list[tuple[str, str, int]]) -> dict[str, Budget]:
+    """The stored budgets that are valid here; a bad one is logged (rate-limited) and left out, never raised."""
+    budgets = {}
+    for name, spec, _ in rows:
+        try:
+            budgets[name] = Budget.from_json(spec)
+        except ValueError as exc:
+            warn_rate_limited(
+                f"budgets:bad:{name}", "otel_usecase: stored budget %r is ignored: %s", name, exc
+            )
+    return budgets

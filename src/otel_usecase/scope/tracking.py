@@ -70,6 +70,19 @@ class Scope:
     experience_id_original: str | None = None
     """The experience id as given, when ``experience_id`` is not that value (a derived GUID)."""
 
+    @property
+    def remaining_usd(self) -> float | None:
+        """What the tightest budget selecting this scope has left in its current window, in USD.
+
+        ``None`` when no budget selects it (or no spend tracker runs); 0 when one
+        is exhausted. The answer :func:`otel_usecase.check_budget` gives, read from
+        memory (no I/O), without raising.
+        """
+        remaining = _budget_remaining
+        if remaining is None:
+            return None
+        return remaining(self)[0]
+
     def attributes(self) -> dict[str, str]:
         """The set values keyed by their baggage / span attribute names."""
         return {
@@ -128,6 +141,15 @@ def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
     if not isinstance(bag, dict) or not bag:
         return None, False
     return _inbound_scope(bag), False
+
+
+# --- budgets: set by otel_usecase.budgets.tracker when a spend tracker runs -------------------
+
+_budget_check: Callable[[Scope], None] | None = None
+"""Raises ``BudgetExceeded`` for an exhausted ``block`` budget selecting a scope; None: no tracker runs
+(then a scope entry costs one global read more than before budgets existed)."""
+_budget_remaining: Callable[[Scope], tuple[float | None, Exception | None]] | None = None
+"""The remaining USD of the tightest budget selecting a scope, and the exhausted block budget's exception."""
 
 
 # --- process-wide default use case -------------------------------------------------------
@@ -330,6 +352,9 @@ class _ScopeManager:
 
     def __enter__(self) -> Scope:
         scope, ctx = _scope_context(self._req)
+        check = _budget_check
+        if check is not None:
+            check(scope)  # an exhausted block budget raises BudgetExceeded here, before anything is attached
         token = otel_context.attach(ctx)
         _ENTERED.set((*_ENTERED.get(), (self, token)))
         return scope
@@ -445,13 +470,21 @@ def track(
     return functools.partial(_decorate, req=req)
 
 
+def _checked(req: _Request) -> Context:
+    """The context of a new scope for ``req``, after the budget check (which may raise ``BudgetExceeded``)."""
+    scope, ctx = _scope_context(req)
+    check = _budget_check
+    if check is not None:
+        check(scope)
+    return ctx
+
+
 def _decorate(func: _F, req: _Request) -> _F:
     if inspect.isasyncgenfunction(func):
 
         @functools.wraps(func)
         def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            _, ctx = _scope_context(req)
-            return _scoped_async_generator(func(*args, **kwargs), ctx)
+            return _scoped_async_generator(func(*args, **kwargs), _checked(req))
 
         return cast(_F, agen_wrapper)
 
@@ -459,8 +492,7 @@ def _decorate(func: _F, req: _Request) -> _F:
 
         @functools.wraps(func)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            _, ctx = _scope_context(req)
-            return _scoped_generator(func(*args, **kwargs), ctx)
+            return _scoped_generator(func(*args, **kwargs), _checked(req))
 
         return cast(_F, gen_wrapper)
 
@@ -468,7 +500,7 @@ def _decorate(func: _F, req: _Request) -> _F:
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = otel_context.attach(_scope_context(req)[1])
+            token = otel_context.attach(_checked(req))
             try:
                 return await func(*args, **kwargs)
             finally:
@@ -478,7 +510,7 @@ def _decorate(func: _F, req: _Request) -> _F:
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = otel_context.attach(_scope_context(req)[1])
+        token = otel_context.attach(_checked(req))
         try:
             return func(*args, **kwargs)
         finally:

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 
 from .. import metrics
 from .._log import warn_rate_limited
+from ..budgets import registry as budget_registry
 from ..cost.call import Call
 from ..cost.calls import calls_from_spans
 from ..cost.prices import PriceBook
 from ..cost.sink import CallSink
-from ..store import RejectedCall, Store, StoreError, StoreUnavailable, open_store
+from ..store import RejectedCall, Store, StoreError, StoreUnavailable, default_store_url, open_store
 from .otlp import Decoded, Rejections
 
 __all__ = ["Ingest", "StoreUnavailable"]
@@ -37,6 +38,7 @@ class Ingest:
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._sink: CallSink[list[RejectedCall]] = CallSink(self._write_store)
+        budget_registry.attach_sink(self._sink, store_url or default_store_url())
         self.calls_written = 0
         """Calls stored: new requests and better copies (duplicates and refused calls are not)."""
         self.spans_rejected = 0

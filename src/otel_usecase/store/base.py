@@ -21,7 +21,7 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from .. import config
 from ..cost import token_classes
@@ -29,6 +29,9 @@ from ..cost.call import Call
 from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
 from .alerts import ALERTS_DDL, AlertKey, ClaimedAlert
+
+if TYPE_CHECKING:
+    from .budget_sql import SpendQuery, SpendSnapshot
 
 __all__ = [
     "COLUMNS",
@@ -210,6 +213,8 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
+    from . import budget_sql  # imports this module
+
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
     )
@@ -217,6 +222,7 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns},\n    PRIMARY KEY (trace_id, span_id)\n)",
         *ALERTS_DDL,  # alerts: the claims table (store/alerts.py)
+        budget_sql.CREATE_BUDGETS,
     )
 
 
@@ -366,6 +372,28 @@ class Store(Protocol):
 
     def alert_release(self, owner: str) -> int:
         """Let other processes take over ``owner``'s pending alerts at once (it is stopping)."""
+
+    # --- budgets --- (SQL in store/budget_sql.py; each store runs it in its own transactions)
+
+    def save_budget(self, name: str, spec: str, updated_ns: int) -> None:
+        """Insert or replace budget ``name`` (``spec``: its JSON); creates the budgets table and spend index."""
+
+    def delete_budget(self, name: str) -> bool:
+        """Delete budget ``name``; whether there was one."""
+
+    def load_budgets(self) -> list[tuple[str, str, int]]:
+        """Every budget as ``(name, spec, updated_ns)``, by name; ``[]`` when the store has no budgets table."""
+
+    def budget_spend(
+        self,
+        windows: Sequence[SpendQuery],
+        runs: Sequence[tuple[SpendQuery, Sequence[str]]],
+        keys: Sequence[tuple[str, str]],
+    ) -> SpendSnapshot:
+        """The spend of each window, of each run asked for and the stored cost of each call key, on one snapshot."""
+
+    def latest_run(self, query: SpendQuery) -> str | None:
+        """The run id of the most recent call ``query`` selects (``budgets status`` of a ``run`` budget)."""
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

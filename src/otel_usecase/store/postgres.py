@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from .base import Repricing
+    from .budget_sql import SpendQuery, SpendSnapshot
 
 __all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
@@ -775,6 +776,82 @@ class PostgresStore:
 
     def alert_release(self, owner: str) -> int:
         return len(self._alert_rows("releasing alerts", self._ALERT_SQL.release, (owner,)))
+
+    # --- budgets --- (the SQL is budget_sql's; imports kept here so this block stands alone)
+
+    def save_budget(self, name: str, spec: str, updated_ns: int) -> None:
+        from .budget_sql import SAVE_STATEMENTS, UPSERT_SQL
+
+        def save(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                # Queued like migrate(): concurrent CREATE ... IF NOT EXISTS can otherwise collide.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                for statement in SAVE_STATEMENTS:
+                    cur.execute(statement)
+                cur.execute(translate_placeholders(UPSERT_SQL), (name, spec, updated_ns))
+
+        with self._lock:
+            self._run("saving a budget", save)
+
+    def _budgets_table(self, cur: psycopg.Cursor[Any]) -> bool:
+        from .budget_sql import BUDGETS_TABLE
+
+        cur.execute(f"SELECT to_regclass('{BUDGETS_TABLE}') IS NOT NULL")
+        found = cur.fetchone()
+        return bool(found and found[0])
+
+    def delete_budget(self, name: str) -> bool:
+        from .budget_sql import DELETE_SQL
+
+        def delete(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction(), conn.cursor() as cur:
+                if not self._budgets_table(cur):
+                    return False
+                cur.execute(translate_placeholders(DELETE_SQL), (name,))
+                return cur.rowcount > 0
+
+        with self._lock:
+            return self._run("deleting a budget", delete)
+
+    def load_budgets(self) -> list[tuple[str, str, int]]:
+        from .budget_sql import LIST_SQL
+
+        def load(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+            with conn.transaction(), conn.cursor() as cur:
+                if not self._budgets_table(cur):
+                    return []  # a store written before budgets existed: none
+                cur.execute(LIST_SQL)
+                return [(str(n), str(s), int(u)) for n, s, u in cur.fetchall()]
+
+        with self._lock:
+            return self._run("reading the budgets", load)
+
+    def budget_spend(
+        self,
+        windows: Sequence[SpendQuery],
+        runs: Sequence[tuple[SpendQuery, Sequence[str]]],
+        keys: Sequence[tuple[str, str]],
+    ) -> SpendSnapshot:
+        from .budget_sql import snapshot
+
+        def read(conn: psycopg.Connection[Any]) -> SpendSnapshot:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+                def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                    cur.execute(translate_placeholders(sql), tuple(params))
+                    return cur.fetchall()
+
+                return snapshot(execute, windows, runs, keys)
+
+        with self._lock:
+            return self._run("reading the spend", read)
+
+    def latest_run(self, query: SpendQuery) -> str | None:
+        from .budget_sql import latest_run_sql
+
+        rows = self.query(*latest_run_sql(query))
+        return str(rows[0][0]) if rows else None
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

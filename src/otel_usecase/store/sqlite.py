@@ -11,10 +11,10 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 from .._log import logger
@@ -44,6 +44,9 @@ from .base import (
 
 if TYPE_CHECKING:
     from .base import Repricing
+    from .budget_sql import SpendQuery, SpendSnapshot
+
+_T = TypeVar("_T")
 
 __all__ = ["SQLiteStore"]
 
@@ -656,3 +659,79 @@ class SQLiteStore:
 
     def alert_release(self, owner: str) -> int:
         return len(self._alert_rows(self._ALERT_SQL.release, (owner,)))
+
+    # --- budgets --- (the SQL is budget_sql's; imports kept here so this block stands alone)
+
+    def _budgets_table(self, conn: sqlite3.Connection) -> bool:
+        from .budget_sql import BUDGETS_TABLE
+
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (BUDGETS_TABLE,)
+        )
+        return found.fetchone() is not None
+
+    def _in_transaction(self, what: str, op: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
+        """Run ``op`` in one transaction (``BEGIN IMMEDIATE`` for a write; a read sees one snapshot)."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = op(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} cannot {what}: {exc}") from exc
+
+    def save_budget(self, name: str, spec: str, updated_ns: int) -> None:
+        from .budget_sql import SAVE_STATEMENTS, UPSERT_SQL
+
+        def save(conn: sqlite3.Connection) -> None:
+            for statement in SAVE_STATEMENTS:
+                conn.execute(statement)
+            conn.execute(UPSERT_SQL, (name, spec, updated_ns))
+
+        self._in_transaction("save a budget", save, write=True)
+
+    def delete_budget(self, name: str) -> bool:
+        from .budget_sql import DELETE_SQL
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            return self._budgets_table(conn) and conn.execute(DELETE_SQL, (name,)).rowcount > 0
+
+        return self._in_transaction("delete a budget", delete, write=True)
+
+    def load_budgets(self) -> list[tuple[str, str, int]]:
+        from .budget_sql import LIST_SQL
+
+        def load(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            if not self._budgets_table(conn):
+                return []  # a store written before budgets existed: none
+            return [(str(n), str(s), int(u)) for n, s, u in conn.execute(LIST_SQL).fetchall()]
+
+        return self._in_transaction("read the budgets", load, write=False)
+
+    def budget_spend(
+        self,
+        windows: Sequence[SpendQuery],
+        runs: Sequence[tuple[SpendQuery, Sequence[str]]],
+        keys: Sequence[tuple[str, str]],
+    ) -> SpendSnapshot:
+        from .budget_sql import snapshot
+
+        def read(conn: sqlite3.Connection) -> SpendSnapshot:
+            return snapshot(
+                lambda sql, params: conn.execute(sql, tuple(params)).fetchall(), windows, runs, keys
+            )
+
+        return self._in_transaction("read the spend", read, write=False)
+
+    def latest_run(self, query: SpendQuery) -> str | None:
+        from .budget_sql import latest_run_sql
+
+        rows = self.query(*latest_run_sql(query))
+        return str(rows[0][0]) if rows else None
