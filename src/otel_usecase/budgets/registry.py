@@ -19,22 +19,47 @@ from typing import TYPE_CHECKING, Any
 from .._log import logger, warn_rate_limited
 from ..cost.sink import CallSink
 from .model import BudgetExceeded, Crossing
-from .tracker import SpendTracker, _no_crossing_handler
+from .tracker import SpendTracker
 
 if TYPE_CHECKING:
     from ..scope.tracking import Scope
     from ..store import Store
+    from .alerts import AlertDispatcher
 
-__all__ = ["attach_sink", "detach_sink", "enable", "reset", "tracker_for", "trackers"]
+__all__ = ["attach_sink", "detach_sink", "dispatchers", "enable", "reset", "tracker_for", "trackers"]
 
 
 def _crossing_handler(store_url: str) -> Callable[[Crossing], None]:
     """What the trackers this module creates (exporter, ``serve``, :func:`enable`) tell a crossing.
 
-    The one place the alerts attach: ``AlertDispatcher(store_url).notify``
-    (``budgets/alerts.py``) once it exists; a no-op until then.
+    The one place the alerts attach: the crossing goes to the process's
+    :class:`~otel_usecase.budgets.alerts.AlertDispatcher` of ``store_url``,
+    created on the first crossing (a process whose budgets never cross keeps no
+    alert thread or store connection). ``notify`` only queues, so this never
+    blocks the sink's or the refresh thread.
     """
-    return _no_crossing_handler
+
+    def notify(crossing: Crossing) -> None:
+        dispatcher = _dispatchers.get(store_url)
+        if dispatcher is None:
+            from .alerts import AlertDispatcher
+
+            with _registry_lock:
+                dispatcher = _dispatchers.get(store_url)
+                if dispatcher is None:
+                    dispatcher = _dispatchers[store_url] = AlertDispatcher(store_url)
+        dispatcher.notify(crossing)
+
+    return notify
+
+
+_dispatchers: dict[str, AlertDispatcher] = {}
+"""The process's alert dispatcher per store URL (they survive a fork: each resets itself in the child)."""
+
+
+def dispatchers() -> list[AlertDispatcher]:
+    """The alert dispatchers running in this process (for :func:`otel_usecase.lifecycle.flush`)."""
+    return list(_dispatchers.values())
 
 
 # --- the process's trackers ---------------------------------------------------------------
@@ -167,14 +192,18 @@ def _remove_scope_hooks() -> None:
 
 
 def reset() -> None:
-    """Stop every tracker and remove the scope hooks (tests)."""
+    """Stop every tracker and alert dispatcher and remove the scope hooks (tests)."""
     with _registry_lock:
         stopped = list(_trackers.values())
+        closing = list(_dispatchers.values())
         _trackers.clear()
+        _dispatchers.clear()
         _explicit.clear()
         _remove_scope_hooks()
     for tracker in stopped:
         tracker.stop(1.0)
+    for dispatcher in closing:
+        dispatcher.close(1.0)
 
 
 def _after_fork_in_child() -> None:
