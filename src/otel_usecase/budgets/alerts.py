@@ -5,7 +5,7 @@ The spend tracker calls :meth:`AlertDispatcher.notify` (on the exporter's or
 bounded in-memory queue. A daemon thread does the rest:
 
 1. **Claim** the crossing in the store (``otel_usecase_alerts``, see
-   :mod:`otel_usecase.store.alerts`): ``INSERT ... ON CONFLICT DO NOTHING``; the
+   :mod:`otel_usecase.store.alert_sql`): ``INSERT ... ON CONFLICT DO NOTHING``; the
    process whose insert made the row delivers it, every other process drops it.
    So a crossing that several processes (workers, hosts, ``serve`` instances)
    see at once is sent at most once.
@@ -47,7 +47,7 @@ from typing import Any, Final, NamedTuple
 from .. import config
 from .._log import logger, warn_rate_limited
 from ..store import Store, StoreError, open_store
-from ..store.alerts import AlertKey, ClaimedAlert
+from ..store.alert_sql import AlertKey, ClaimedAlert
 from ..store.base import redact_url, register_fork_hooks
 from .model import Budget, Crossing
 from .payload import payload

@@ -28,7 +28,7 @@ from ..cost import token_classes
 from ..cost.call import Call
 from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
-from .alerts import ALERTS_DDL, AlertKey, ClaimedAlert
+from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
@@ -221,7 +221,7 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     return (
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns},\n    PRIMARY KEY (trace_id, span_id)\n)",
-        *ALERTS_DDL,  # alerts: the claims table (store/alerts.py)
+        *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
     )
 
@@ -352,7 +352,7 @@ class Store(Protocol):
         """
 
     # --- alerts ---
-    # The claims of budget alerts (store/alerts.py); each raises StoreUnavailable/StoreError like ``write``.
+    # The claims of budget alerts (store/alert_sql.py); each raises StoreUnavailable/StoreError like ``write``.
 
     def alerts_prepare(self) -> None:
         """Create the alerts table if this store predates it (a current ledger runs no ``migrate`` DDL)."""

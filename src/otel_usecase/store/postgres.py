@@ -56,7 +56,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
-from . import alerts, postgres_reports, totals
+from . import alert_sql, postgres_reports, totals
 from .base import (
     COLUMNS,
     META_TABLE,
@@ -711,12 +711,14 @@ class PostgresStore:
         return [change for change in ordered if (change.old.trace_id, change.old.span_id) in keys]
 
     # --- alerts ---
-    # The claims of budget alerts (store/alerts.py: the table, the SQL and why it is safe across processes).
+    # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).
 
-    _ALERT_SQL: Final = alerts.AlertSQL(
+    _ALERT_SQL: Final = alert_sql.AlertSQL(
         *(
             translate_placeholders(sql)
-            for sql in alerts.alert_sql("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)")
+            for sql in alert_sql.alert_sql(
+                "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000000 AS BIGINT)"
+            )
         )
     )
     """The clock is the server's: processes on hosts whose clocks disagree still agree on a lease's age."""
@@ -739,24 +741,24 @@ class PostgresStore:
         def prepare(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (alerts.ALERTS_TABLE,))
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (alert_sql.ALERTS_TABLE,))
                 found = cur.fetchone()
                 if not (found and found[0]):
-                    for statement in alerts.ALERTS_DDL:
+                    for statement in alert_sql.ALERTS_DDL:
                         cur.execute(statement)
 
         with self._lock:
             self._run("creating the alerts table", prepare)
 
-    def alert_claim(self, alert: alerts.ClaimedAlert, owner: str) -> bool:
+    def alert_claim(self, alert: alert_sql.ClaimedAlert, owner: str) -> bool:
         params = _clean((*alert.key, alert.payload, alert.webhook, owner))
         return bool(self._alert_rows("claiming an alert", self._ALERT_SQL.claim, params))
 
-    def alert_renew(self, key: alerts.AlertKey, owner: str) -> bool:
+    def alert_renew(self, key: alert_sql.AlertKey, owner: str) -> bool:
         return bool(self._alert_rows("renewing an alert", self._ALERT_SQL.renew, _clean((*key, owner))))
 
     def alert_attempted(
-        self, key: alerts.AlertKey, owner: str, error: str | None, retry_in_ns: int | None
+        self, key: alert_sql.AlertKey, owner: str, error: str | None, retry_in_ns: int | None
     ) -> bool:
         sql = self._ALERT_SQL
         if error is None:
@@ -768,11 +770,11 @@ class PostgresStore:
 
     def alert_take_over(
         self, owner: str, lease_ns: int, has_default: bool, limit: int
-    ) -> list[alerts.ClaimedAlert]:
+    ) -> list[alert_sql.ClaimedAlert]:
         default = int(has_default)
         params = (owner, lease_ns, default, limit, lease_ns, default)
         rows = self._alert_rows("taking over alerts", self._ALERT_SQL.take_over, params)
-        return [alerts.ClaimedAlert(alerts.AlertKey(r[0], r[1], r[2]), r[3], r[4], r[5]) for r in rows]
+        return [alert_sql.ClaimedAlert(alert_sql.AlertKey(r[0], r[1], r[2]), r[3], r[4], r[5]) for r in rows]
 
     def alert_release(self, owner: str) -> int:
         return len(self._alert_rows("releasing alerts", self._ALERT_SQL.release, (owner,)))

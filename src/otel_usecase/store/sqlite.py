@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
-from . import alerts, totals
+from . import alert_sql, totals
 from .base import (
     COLUMNS,
     META_TABLE,
@@ -612,9 +612,9 @@ class SQLiteStore:
         return applied
 
     # --- alerts ---
-    # The claims of budget alerts (store/alerts.py: the table, the SQL and why it is safe across processes).
+    # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).
 
-    _ALERT_SQL: Final = alerts.alert_sql(
+    _ALERT_SQL: Final = alert_sql.alert_sql(
         "(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) * 1000000)"
     )
     """The clock is SQLite's (milliseconds): every process of one SQLite file is on one host."""
@@ -627,19 +627,19 @@ class SQLiteStore:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take alert writes: {exc}") from exc
 
     def alerts_prepare(self) -> None:
-        for statement in alerts.ALERTS_DDL:
+        for statement in alert_sql.ALERTS_DDL:
             self._alert_rows(statement, ())
 
-    def alert_claim(self, alert: alerts.ClaimedAlert, owner: str) -> bool:
+    def alert_claim(self, alert: alert_sql.ClaimedAlert, owner: str) -> bool:
         return bool(
             self._alert_rows(self._ALERT_SQL.claim, (*alert.key, alert.payload, alert.webhook, owner))
         )
 
-    def alert_renew(self, key: alerts.AlertKey, owner: str) -> bool:
+    def alert_renew(self, key: alert_sql.AlertKey, owner: str) -> bool:
         return bool(self._alert_rows(self._ALERT_SQL.renew, (*key, owner)))
 
     def alert_attempted(
-        self, key: alerts.AlertKey, owner: str, error: str | None, retry_in_ns: int | None
+        self, key: alert_sql.AlertKey, owner: str, error: str | None, retry_in_ns: int | None
     ) -> bool:
         sql = self._ALERT_SQL
         if error is None:
@@ -650,12 +650,12 @@ class SQLiteStore:
 
     def alert_take_over(
         self, owner: str, lease_ns: int, has_default: bool, limit: int
-    ) -> list[alerts.ClaimedAlert]:
+    ) -> list[alert_sql.ClaimedAlert]:
         default = int(has_default)
         rows = self._alert_rows(
             self._ALERT_SQL.take_over, (owner, lease_ns, default, limit, lease_ns, default)
         )
-        return [alerts.ClaimedAlert(alerts.AlertKey(r[0], r[1], r[2]), r[3], r[4], r[5]) for r in rows]
+        return [alert_sql.ClaimedAlert(alert_sql.AlertKey(r[0], r[1], r[2]), r[3], r[4], r[5]) for r in rows]
 
     def alert_release(self, owner: str) -> int:
         return len(self._alert_rows(self._ALERT_SQL.release, (owner,)))
