@@ -15,7 +15,7 @@ from otel_usecase import UseCaseSpanProcessor, set_default_use_case
 from otel_usecase._log import reset_rate_limits
 from otel_usecase.testing import FakeOpenAI
 
-from .rigs import CostRig
+from .rigs import CostRig, unwrap_traceloop_leftovers
 
 
 class Traced:
@@ -40,6 +40,7 @@ def _clean_state() -> Iterator[None]:
     import otel_usecase.scope.tracking as scope_module
 
     scope_module._default_set_in_code = False
+    unwrap_traceloop_leftovers()
 
 
 @pytest.fixture

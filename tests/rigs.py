@@ -13,35 +13,39 @@ from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor
 
 from .expect import report_json
 
-_RESPONSES_METHODS = (
-    "Responses.create",
-    "Responses.retrieve",
-    "Responses.parse",
-    "Responses.cancel",
-    "AsyncResponses.create",
-    "AsyncResponses.retrieve",
-    "AsyncResponses.parse",
-    "AsyncResponses.cancel",
-)
+_TRACELOOP_MODULE = "opentelemetry.instrumentation.openai."
+"""Traceloop's wrappers live in this package (``-openai-v2``'s in ``opentelemetry.instrumentation.openai_v2``)."""
 
 
-def unwrap_responses_leftovers() -> None:
-    """Undo the Responses API wrappers an earlier Traceloop ``OpenAIInstrumentor`` left behind.
+def unwrap_traceloop_leftovers() -> None:
+    """Undo the wrappers an uninstrumented Traceloop ``OpenAIInstrumentor`` left on the openai client.
 
-    Traceloop 0.62.4's ``_uninstrument`` unwraps the Responses API in the same ``try`` as
-    ``openai.resources.beta.chat.completions``, a module openai 3.x no longer has: the ImportError
-    skips the rest, so ``Responses.create`` stays wrapped with the first provider's tracer and a later
-    instrumentor's Responses spans go to that (shut down) provider. Without this, whichever test
-    instruments second sees no Responses API span at all.
+    Traceloop 0.62.4's ``_uninstrument`` unwraps in ``try`` blocks that import modules openai 3.x no
+    longer has (``openai.resources.beta.chat.completions``): the ImportError skips the rest, so
+    ``Responses.create`` and ``Completions.create`` stay wrapped with the first provider's tracer. Each
+    instrument/uninstrument cycle (one per test) then adds a layer: a later instrumentor's Responses
+    spans go to a shut-down provider, and after a few dozen chat layers a stream through ``-openai-v2``
+    (whose metrics probe the wrapped stream's attributes) takes minutes. Apps instrument once; tests
+    clean up here, after every test (``conftest._clean_state``). Only Traceloop's own wrappers, only
+    from the top and only while Traceloop is not instrumented: another instrumentor's live wrapper stays.
     """
-    from openai.resources import responses
-    from opentelemetry.instrumentation.utils import unwrap
+    import wrapt
+    from openai.resources import completions, embeddings, responses
+    from openai.resources.chat import completions as chat_completions
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
-    for path in _RESPONSES_METHODS:
-        owner_name, method = path.split(".")
-        owner = getattr(responses, owner_name)
-        while hasattr(getattr(owner, method, None), "__wrapped__"):
-            unwrap(owner, method)
+    if OpenAIInstrumentor().is_instrumented_by_opentelemetry:
+        return
+    for module in (chat_completions, completions, embeddings, responses):
+        for owner in vars(module).values():
+            if not isinstance(owner, type) or not owner.__module__.startswith(module.__name__):
+                continue
+            for name, member in list(vars(owner).items()):
+                while isinstance(member, wrapt.ObjectProxy) and getattr(
+                    getattr(member, "_self_wrapper", None), "__module__", ""
+                ).startswith(_TRACELOOP_MODULE):
+                    member = member.__wrapped__
+                    setattr(owner, name, member)
 
 
 class CostRig:
@@ -79,7 +83,7 @@ class CostRig:
             from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2Instrumentor
 
             self.instrumentors.append(OpenAIV2Instrumentor())
-        unwrap_responses_leftovers()
+        unwrap_traceloop_leftovers()
         for instrumentor in self.instrumentors:
             instrumentor.instrument(tracer_provider=self.provider)
 
@@ -89,7 +93,7 @@ class CostRig:
     def close(self) -> None:
         for instrumentor in reversed(self.instrumentors):
             instrumentor.uninstrument()
-        unwrap_responses_leftovers()
+        unwrap_traceloop_leftovers()
         self.provider.shutdown()
 
     def report(self, by: str = "use-case", **kwargs: Any) -> list[dict[str, Any]]:

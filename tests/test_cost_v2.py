@@ -72,7 +72,7 @@ from otel_usecase import track_context
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .expect import M, report_json
-from .rigs import CostRig, unwrap_responses_leftovers
+from .rigs import CostRig, unwrap_traceloop_leftovers
 from .servers import ServeProcess
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -696,13 +696,13 @@ def app_sending_to_serve(served: ServeProcess, instrumentor: Any, calls: Callabl
     provider = TracerProvider()
     provider.add_span_processor(UseCaseSpanProcessor())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=served.http_url)))
-    unwrap_responses_leftovers()
+    unwrap_traceloop_leftovers()
     instrumentor.instrument(tracer_provider=provider)
     try:
         calls()
     finally:
         instrumentor.uninstrument()
-        unwrap_responses_leftovers()
+        unwrap_traceloop_leftovers()
         provider.shutdown()
 
 
