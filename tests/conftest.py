@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_usecase import UseCaseSpanProcessor, set_default_use_case
+from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, set_default_use_case
 from otel_usecase._log import reset_rate_limits
-from otel_usecase.testing import FakeOpenAI
+from otel_usecase.testing import FakeOpenAI, FakeUsage
 
-from .rigs import CostRig, unwrap_traceloop_leftovers
+from .rigs import CostRig, Recorded, unwrap_traceloop_leftovers
 
 
 class Traced:
@@ -97,3 +97,23 @@ def instrumented_httpx(traced: Traced) -> Iterator[None]:
         yield
     finally:
         instrumentor.uninstrument()
+
+
+# Both OpenAI instrumentations on one provider: each request gives two LLM spans (tests of the sink).
+@pytest.fixture
+def recorded(fake_openai: FakeOpenAI) -> Iterator[Recorded]:
+    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
+    rec = Recorded(fake_openai)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def exporter(store_url: str) -> Iterator[UseCaseCostExporter]:
+    exp = UseCaseCostExporter(store=store_url)
+    try:
+        yield exp
+    finally:
+        exp.shutdown()

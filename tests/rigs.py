@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
+import openai
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor
+from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, track_context
+from otel_usecase.testing import FakeOpenAI
 
 from .expect import report_json
 
@@ -100,3 +103,37 @@ class CostRig:
         """What ``otel-usecase report --format json`` says once everything exported is written."""
         self.flush()
         return report_json(self.store_url, by, **kwargs)
+
+
+class Recorded:
+    """A provider with our processor and both OpenAI instrumentations; finished spans kept in memory."""
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2Instrumentor
+
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "sink-test-app"}))
+        self.provider.add_span_processor(UseCaseSpanProcessor())
+        self.memory = InMemorySpanExporter()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        self.instrumentors: list[Any] = [OpenAIInstrumentor(), OpenAIV2Instrumentor()]
+        for instrumentor in self.instrumentors:
+            instrumentor.instrument(tracer_provider=self.provider)
+        self.client = openai.OpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+
+    def ask(self, use_case: str, times: int = 1) -> list[ReadableSpan]:
+        """``times`` requests in one run; returns their LLM spans (two per request), in the order they ended."""
+        self.memory.clear()
+        with track_context(use_case):
+            for _ in range(times):
+                self.client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+                )
+        return [
+            s for s in self.memory.get_finished_spans() if (s.attributes or {}).get("gen_ai.operation.name")
+        ]
+
+    def close(self) -> None:
+        for instrumentor in reversed(self.instrumentors):
+            instrumentor.uninstrument()
+        self.provider.shutdown()

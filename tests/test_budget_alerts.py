@@ -25,8 +25,8 @@ from otel_usecase.testing import FakeOpenAI
 
 from .expect import mini_cost, report_json
 from .rigs import CostRig
-from .test_alerts import SECRET, Receiver
 from .test_budgets import _instrumented_env, known, today_utc, wait_until
+from .webhooks import SECRET, Receiver
 
 COST = mini_cost(10, 5)
 MSG = [{"role": "user", "content": "hello"}]

@@ -39,6 +39,7 @@ from otel_usecase.scope import privacy
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI
 
+from .builders import a_call
 from .expect import mini_cost
 from .rigs import CostRig
 from .servers import ServeProcess
@@ -476,26 +477,12 @@ def test_read_only_budget_commands_never_create_a_store(tmp_path: Path) -> None:
 
 
 def _ledger_call(span: str, cost: float, status: str = "priced") -> Any:
-    from otel_usecase.cost.call import Call
-
     now = time.time_ns()
-    return Call(
-        trace_id="0" * 31 + "1",
+    return a_call(
         span_id=span.rjust(16, "0"),
         start_ns=now,
         end_ns=now + 1,
-        service=None,
         use_case="summarize",
-        run_id="r",
-        use_case_version=None,
-        step=None,
-        experience_name=None,
-        experience_id=None,
-        user_id=None,
-        provider="openai",
-        model="gpt-4o-mini",
-        operation="chat",
-        tokens={"input": 1, "output": 1},
         cost_usd=cost,
         status=status,
     )

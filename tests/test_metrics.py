@@ -35,9 +35,11 @@ from otel_usecase.metrics import CostMetrics
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from . import prom
+from .builders import a_call
 from .expect import GPT4O_CACHED, GPT4O_IN, GPT4O_OUT, mini_cost, openai_cost, report_json
+from .rigs import Recorded
 from .servers import LoopbackHTTPServer, ServeProcess, free_port, wait_for_port
-from .test_sink import CostMetric, Recorded, without_usage
+from .test_sink import CostMetric, without_usage
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "grafana-llm-cost.json"
@@ -422,25 +424,6 @@ def metered() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
     provider.shutdown()
 
 
-@pytest.fixture
-def recorded(fake_openai: FakeOpenAI) -> Iterator[Recorded]:
-    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
-    rec = Recorded(fake_openai)
-    try:
-        yield rec
-    finally:
-        rec.close()
-
-
-@pytest.fixture
-def exporter(store_url: str) -> Iterator[UseCaseCostExporter]:
-    exp = UseCaseCostExporter(store=store_url)
-    try:
-        yield exp
-    finally:
-        exp.shutdown()
-
-
 def without_output(span: ReadableSpan) -> ReadableSpan:
     """The span as an instrumentation that read the prompt's count but not the completion's records it."""
     attributes = {k: v for k, v in (span.attributes or {}).items() if k not in OUTPUT_KEYS}
@@ -582,8 +565,10 @@ from otel_usecase.cost.sink import CallEvent
 from otel_usecase.metrics import CostMetrics, _totals_for, meter_provider_set
 
 def call(span_id):
-    return Call("t", span_id, 0, 1, None, "case", "run", None, None, None, None, None, "openai",
-                "gpt-4o-mini", "chat", {"input": 10, "output": 1}, 0.5, "priced", "genai-prices")
+    return Call(trace_id="t", span_id=span_id, start_ns=0, end_ns=1, service=None, use_case="case",
+                run_id="run", use_case_version=None, step=None, experience_name=None, experience_id=None,
+                user_id=None, provider="openai", model="gpt-4o-mini", operation="chat",
+                tokens={"input": 10, "output": 1}, cost_usd=0.5, status="priced", cost_source="genai-prices")
 
 recorder = CostMetrics()  # the global provider, as the exporter under opentelemetry-instrument
 assert not meter_provider_set()
@@ -632,7 +617,6 @@ def test_attribute_sets_past_the_limit_are_summed_as_overflow(
 ) -> None:
     """Memory stays bounded whatever the attribute values; no call is lost from the totals."""
     import otel_usecase.metrics as metrics_module
-    from otel_usecase.cost.call import Call
     from otel_usecase.cost.sink import CallEvent
 
     monkeypatch.setattr(metrics_module, "MAX_ATTRIBUTE_SETS", 2)
@@ -640,12 +624,15 @@ def test_attribute_sets_past_the_limit_are_summed_as_overflow(
     recorder = CostMetrics(provider)
     cost = mini_cost(1_000, 100)
     calls = [
-        Call(
-            "t", f"s{i}", 0, 1, None, f"case-{i}", "run", None, None, None, None, None, "openai",
-            "gpt-4o-mini", "chat", {"input": 1_000, "output": 100}, cost, "priced", "genai-prices",
+        a_call(
+            span_id=f"s{i}",
+            use_case=f"case-{i}",
+            tokens={"input": 1_000, "output": 100},
+            cost_usd=cost,
+            cost_source="genai-prices",
         )
         for i in range(5)
-    ]  # fmt: skip
+    ]
     recorder([CallEvent(call) for call in calls])
     points = Points(reader)
     assert points.total("usecase.calls", **{"usecase.name": "case-0"}) == 1

@@ -32,6 +32,7 @@ from otel_usecase.store import open_store
 from otel_usecase.store.base import COLUMNS, TABLE, RepriceFilter, calls_to_reprice
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
+from .builders import a_call
 from .expect import M, mini_cost, report_json
 from .pg import PostgresServer
 from .rigs import CostRig
@@ -229,7 +230,7 @@ def _call(
     cost_usd: float | None = None,
     cost_source: str | None = None,
 ) -> Call:
-    return Call(
+    return a_call(
         trace_id=f"{key:032x}",
         span_id=f"{key:016x}",
         start_ns=start_ns,
@@ -237,14 +238,6 @@ def _call(
         service="svc",
         use_case=use_case,
         run_id=f"run-{key}",
-        use_case_version=None,
-        step=None,
-        experience_name=None,
-        experience_id=None,
-        user_id=None,
-        provider="openai",
-        model="gpt-4o-mini",
-        operation="chat",
         tokens=tokens if tokens is not None else {"input": 2_000, "output": 300},
         cost_usd=cost_usd,
         status=status,

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 import uvicorn
 from opentelemetry.sdk.resources import Resource
@@ -26,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, track_context
+from otel_usecase import UseCaseCostExporter
 from otel_usecase.cost.call import COST_SOURCE_PROVIDER, STATUS_NO_USAGE, STATUS_PARTIAL, STATUS_PRICED, Call
 from otel_usecase.cost.dedup import RANKS, completeness, completeness_sql
 from otel_usecase.cost.prices import PriceBook
@@ -40,7 +39,9 @@ from otel_usecase.store import StoreUnavailable
 from otel_usecase.store.base import COLUMNS, row_of
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
+from .builders import a_call
 from .expect import mini_cost
+from .rigs import Recorded
 
 MSG = [{"role": "user", "content": "hello"}]
 USAGE_KEYS = frozenset(INPUT_KEYS) | frozenset(OUTPUT_KEYS)
@@ -69,57 +70,6 @@ class CostMetric:
 
 
 # --- fixtures: real spans of real instrumentations ------------------------------------------------
-
-
-class Recorded:
-    """A provider with our processor and both OpenAI instrumentations; finished spans kept in memory."""
-
-    def __init__(self, fake: FakeOpenAI) -> None:
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2Instrumentor
-
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "sink-test-app"}))
-        self.provider.add_span_processor(UseCaseSpanProcessor())
-        self.memory = InMemorySpanExporter()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
-        self.instrumentors: list[Any] = [OpenAIInstrumentor(), OpenAIV2Instrumentor()]
-        for instrumentor in self.instrumentors:
-            instrumentor.instrument(tracer_provider=self.provider)
-        self.client = openai.OpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
-
-    def ask(self, use_case: str, times: int = 1) -> list[ReadableSpan]:
-        """``times`` requests in one run; returns their LLM spans (two per request), in the order they ended."""
-        self.memory.clear()
-        with track_context(use_case):
-            for _ in range(times):
-                self.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
-        return [
-            s for s in self.memory.get_finished_spans() if (s.attributes or {}).get("gen_ai.operation.name")
-        ]
-
-    def close(self) -> None:
-        for instrumentor in reversed(self.instrumentors):
-            instrumentor.uninstrument()
-        self.provider.shutdown()
-
-
-@pytest.fixture
-def recorded(fake_openai: FakeOpenAI) -> Iterator[Recorded]:
-    fake_openai.respond(usage=FakeUsage(prompt_tokens=1_000, completion_tokens=100))
-    rec = Recorded(fake_openai)
-    try:
-        yield rec
-    finally:
-        rec.close()
-
-
-@pytest.fixture
-def exporter(store_url: str) -> Iterator[UseCaseCostExporter]:
-    exp = UseCaseCostExporter(store=store_url)
-    try:
-        yield exp
-    finally:
-        exp.shutdown()
 
 
 def without_usage(span: ReadableSpan) -> ReadableSpan:
@@ -439,27 +389,8 @@ def test_a_put_the_store_could_not_take_is_forgotten_so_the_retry_counts(
 def _call(
     span_id: str, status: str = STATUS_PRICED, cost: float | None = 0.001, source: str | None = None
 ) -> Call:
-    return Call(
-        trace_id="0" * 31 + "1",
-        span_id=span_id,
-        start_ns=1,
-        end_ns=2,
-        service=None,
-        use_case="u",
-        run_id="r",
-        use_case_version=None,
-        step=None,
-        experience_name=None,
-        experience_id=None,
-        user_id=None,
-        provider="openai",
-        model="gpt-4o-mini",
-        operation="chat",
-        tokens={"input": 1, "output": 1} if status != STATUS_NO_USAGE else {},
-        cost_usd=cost,
-        status=status,
-        cost_source=source,
-    )
+    tokens = {"input": 1, "output": 1} if status != STATUS_NO_USAGE else {}
+    return a_call(span_id=span_id, tokens=tokens, cost_usd=cost, status=status, cost_source=source)
 
 
 def test_the_memory_is_bounded_and_forgets_the_oldest() -> None:
