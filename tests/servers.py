@@ -72,8 +72,12 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] 
 class ServeProcess:
     """``otel-usecase serve`` as a real subprocess on free loopback ports."""
 
-    def __init__(self, store_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, store_url: str, *extra: str, env: dict[str, str] | None = None, instrumented: bool = False
+    ) -> None:
+        """``instrumented``: run it under ``opentelemetry-instrument`` (its SDK pipelines from ``env``)."""
         self.store_url = store_url
+        self.instrumented = instrumented
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.extra = extra
@@ -91,6 +95,7 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         self.proc = subprocess.Popen(
             [
+                *([str(BIN / "opentelemetry-instrument")] if self.instrumented else []),
                 str(BIN / "otel-usecase"),
                 "serve",
                 "--http",
@@ -106,7 +111,7 @@ class ServeProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for_port(self.http_port, proc=self.proc)
+        wait_for_port(self.http_port, timeout=60 if self.instrumented else 20, proc=self.proc)
         wait_for_port(self.grpc_port, proc=self.proc)
         return self
 

@@ -325,31 +325,6 @@ def test_zero_code_under_opentelemetry_instrument_with_the_otlp_metric_exporter(
     assert ledger == {"summarize": pytest.approx(SUMMARIZE_COST), "chat": pytest.approx(CHAT_COST)}
 
 
-class InstrumentedServe(ServeProcess):
-    """``otel-usecase serve`` under ``opentelemetry-instrument``: its metrics pipeline from the env alone."""
-
-    def start(self) -> InstrumentedServe:
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "opentelemetry-instrument"),
-                str(BIN / "otel-usecase"),
-                "serve",
-                "--http",
-                f"127.0.0.1:{self.http_port}",
-                "--grpc",
-                f"127.0.0.1:{self.grpc_port}",
-                "--store",
-                self.store_url,
-            ],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for_port(self.http_port, timeout=60, proc=self.proc)
-        return self
-
-
 @needs_prometheus
 def test_serve_emits_the_same_metrics_as_the_exporter(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     """Spans sent over OTLP to ``serve`` are counted by ``serve``'s own metrics pipeline."""
@@ -369,7 +344,7 @@ def test_serve_emits_the_same_metrics_as_the_exporter(tmp_path: Path, fake_opena
     fake_openai.respond(
         usage=FakeUsage(prompt_tokens=PROMPT, completion_tokens=COMPLETION, cached_tokens=CACHED)
     )
-    with InstrumentedServe(store_url, env=env) as served:
+    with ServeProcess(store_url, env=env, instrumented=True) as served:
         wait_for_port(port, timeout=60, proc=served.proc)
         app_sending_to(
             OTLPSpanExporter(endpoint=served.http_url), fake_openai, [("summarize", "a", 3), ("chat", "b", 2)]
