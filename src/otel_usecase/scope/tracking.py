@@ -143,7 +143,7 @@ def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
     return _inbound_scope(bag), False
 
 
-# --- budgets: set by otel_usecase.budgets.tracker when a spend tracker runs -------------------
+# --- budgets: set by otel_usecase.budgets.registry when a spend tracker runs -------------------
 
 _budget_check: Callable[[Scope], None] | None = None
 """Raises ``BudgetExceeded`` for an exhausted ``block`` budget selecting a scope; None: no tracker runs
