@@ -43,6 +43,11 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)"
     )
     report.add_argument("--use-case", metavar="NAME", help="only this use case")
+    report.add_argument(
+        "--user", metavar="ID", help="only this user (the id the app gives; hashed as scopes hash it)"
+    )
+    report.add_argument("--experience", metavar="NAME", help="only this experience (name)")
+    report.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     report.add_argument("--format", default="table", choices=FORMATS)
     report.add_argument("--store", metavar="URL", help=store_help)
@@ -233,7 +238,16 @@ def _read(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.command == "report":
-            text = render_report(store, args.by, args.format, use_case=args.use_case, since=args.since)
+            text = render_report(
+                store,
+                args.by,
+                args.format,
+                use_case=args.use_case,
+                since=args.since,
+                user=args.user,
+                experience=args.experience,
+                version=args.use_case_version,
+            )
         else:
             calls = run_calls(store, args.run_id)
             if not calls:

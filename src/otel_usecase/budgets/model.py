@@ -185,9 +185,9 @@ def _stored_user_id(user_id: str | None) -> str | None:
     """The user id as scopes store it (hashed when hashing is on), so the budget selects that user's calls."""
     if user_id is None:
         return None
-    from ..scope.tracking import _telemetry_user_id
+    from ..scope.tracking import stored_user_id
 
-    stored = _telemetry_user_id(user_id)
+    stored = stored_user_id(user_id)
     if stored is None:
         raise ValueError(
             "user_id cannot be selected: user ids are dropped from all telemetry because "

@@ -148,18 +148,52 @@ def parse_since(value: str | None, now: float | None = None) -> int | None:
     return int(moment.timestamp() * 1e9)
 
 
-def _filters(use_case: str | None, since: str | None) -> ReportFilter:
-    return ReportFilter(use_case=use_case, since_ns=parse_since(since))
+def _filters(
+    use_case: str | None,
+    since: str | None,
+    user: str | None = None,
+    experience: str | None = None,
+    version: str | None = None,
+) -> ReportFilter:
+    """The store's filter: ``user`` is the id as the app gives it, stored form found as a scope finds it."""
+    user_id = None
+    if user is not None:
+        from ..scope.tracking import stored_user_id
+
+        user_id = stored_user_id(user)
+        if user_id is None:
+            raise ReportError(
+                "--user cannot select anything: user ids are dropped from all telemetry because "
+                "OTEL_USECASE_USER_ID_HMAC_KEY is too short"
+            )
+    return ReportFilter(
+        use_case=use_case,
+        since_ns=parse_since(since),
+        user_id=user_id,
+        experience_name=experience,
+        use_case_version=version,
+    )
 
 
 def build_report(
-    store: Store, by: str = "use-case", *, use_case: str | None = None, since: str | None = None
+    store: Store,
+    by: str = "use-case",
+    *,
+    use_case: str | None = None,
+    since: str | None = None,
+    user: str | None = None,
+    experience: str | None = None,
+    version: str | None = None,
 ) -> list[ReportRow]:
-    """Totals per group plus average, p50 and p95 cost per run, most expensive first."""
+    """Totals per group plus average, p50 and p95 cost per run, most expensive first.
+
+    ``use_case``, ``user``, ``experience``, ``version``: only the calls with that value (``user`` as the
+    app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later.
+    """
     if by not in GROUPINGS:
         raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
     keys = GROUPINGS[by]
-    filters = _filters(use_case, since)
+    filters = _filters(use_case, since, user, experience, version)
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
@@ -305,8 +339,11 @@ def render_report(
     *,
     use_case: str | None = None,
     since: str | None = None,
+    user: str | None = None,
+    experience: str | None = None,
+    version: str | None = None,
 ) -> str:
-    """The report as ``otel-usecase report`` prints it.
+    """The report as ``otel-usecase report`` prints it (filters as :func:`build_report`).
 
     ``--by run --format json`` is one record per run, often 200k and more;
     building and encoding those in Python takes longer than the query itself, so
@@ -319,10 +356,13 @@ def render_report(
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "json" and by == "run":
-        text = store.runs_json(_filters(use_case, since))
+        text = store.runs_json(_filters(use_case, since, user, experience, version))
         if text is not None:
             return text
-    return format_report(build_report(store, by, use_case=use_case, since=since), by, fmt)
+    rows = build_report(
+        store, by, use_case=use_case, since=since, user=user, experience=experience, version=version
+    )
+    return format_report(rows, by, fmt)
 
 
 # --- tables ------------------------------------------------------------------------------

@@ -260,8 +260,9 @@ class _Request:
         )
 
 
-def _telemetry_user_id(given: str) -> str | None:
-    """The stored form of a user id from a scope: hashed when hashing is on, else storable as it is.
+def stored_user_id(given: str) -> str | None:
+    """The stored form of a user id given to a scope (or a budget, or a report filter): hashed when hashing
+    is on, else storable as it is, so the same raw id selects the same rows everywhere.
 
     ``None`` when user ids are dropped (an HMAC key in the environment that is too short).
     """
@@ -297,7 +298,7 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
 
     # Hashed when OTEL_USECASE_USER_ID_HMAC_KEY is set, before the comparison below and before it
     # reaches the Scope and the baggage, so the raw id never leaves the process (idempotent).
-    user_id = None if req.user_id is None else _telemetry_user_id(req.user_id)
+    user_id = None if req.user_id is None else stored_user_id(req.user_id)
     if user_id is not None and outer.user_id is not None and user_id != outer.user_id:
         if outer_is_local:
             raise ValueError(

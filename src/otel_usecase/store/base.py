@@ -260,10 +260,14 @@ class Unstorable(Exception):
 
 
 class ReportFilter(NamedTuple):
-    """Which calls a report reads: those of one use case, those started at or after ``since_ns``."""
+    """Which calls a report reads: each field that is set must equal the call's (``since_ns``: started at or
+    after). ``user_id`` is the stored form (hashed when hashing is on)."""
 
     use_case: str | None = None
     since_ns: int | None = None
+    user_id: str | None = None
+    experience_name: str | None = None
+    use_case_version: str | None = None
 
 
 RUN_TOTALS: Final[tuple[str, ...]] = (
@@ -878,13 +882,26 @@ class Repricing(NamedTuple):
     new: Call
 
 
-def filter_clauses(use_case: str | None, since_ns: int | None) -> tuple[list[str], list[Any]]:
+def filter_clauses(
+    use_case: str | None,
+    since_ns: int | None,
+    *,
+    user_id: str | None = None,
+    experience_name: str | None = None,
+    use_case_version: str | None = None,
+) -> tuple[list[str], list[Any]]:
     """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share."""
     clauses: list[str] = []
     params: list[Any] = []
-    if use_case is not None:
-        clauses.append("use_case = ?")
-        params.append(use_case)
+    for column, value in (
+        ("use_case", use_case),
+        ("user_id", user_id),
+        ("experience_name", experience_name),
+        ("use_case_version", use_case_version),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
     if since_ns is not None:
         clauses.append("start_ns >= ?")
         params.append(since_ns)

@@ -117,7 +117,13 @@ def column(name: str, present: Collection[str]) -> str:
 
 def where(filters: ReportFilter) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause (with a leading space, or empty) and its parameters, ``?`` placeholders."""
-    clauses, params = filter_clauses(filters.use_case, filters.since_ns)
+    clauses, params = filter_clauses(
+        filters.use_case,
+        filters.since_ns,
+        user_id=filters.user_id,
+        experience_name=filters.experience_name,
+        use_case_version=filters.use_case_version,
+    )
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
