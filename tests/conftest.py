@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
 
 import openai
@@ -15,6 +17,7 @@ from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, set_default_
 from otel_usecase._log import reset_rate_limits
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
+from .pg import PostgresServer
 from .rigs import CostRig, Recorded, unwrap_traceloop_leftovers
 
 
@@ -117,3 +120,23 @@ def exporter(store_url: str) -> Iterator[UseCaseCostExporter]:
         yield exp
     finally:
         exp.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server in a temporary directory, one per test module (stopped by its PID)."""
+    with PostgresServer() as server:
+        yield server
+
+
+_databases = count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sqlite_or_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL every process of the test can share: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+        return server.create_database(f"t{next(_databases)}_{name}")
+    return "sqlite:///" + str(tmp_path / "costs.db")

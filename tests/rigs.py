@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import openai
@@ -137,3 +137,21 @@ class Recorded:
         for instrumentor in reversed(self.instrumentors):
             instrumentor.uninstrument()
         self.provider.shutdown()
+
+
+def without_keys(span: ReadableSpan, keys: Collection[str]) -> ReadableSpan:
+    """A copy of ``span`` without the attributes ``keys``: the same request as another instrumentation saw it."""
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={k: v for k, v in (span.attributes or {}).items() if k not in keys},
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +27,6 @@ from otel_usecase.budgets.alerts import AlertDispatcher
 from otel_usecase.budgets.model import Budget, Crossing
 from otel_usecase.store import open_store
 
-from .pg import PostgresServer
 from .servers import free_port
 from .webhooks import SECRET, Receiver
 
@@ -39,7 +37,6 @@ DAY_END = DAY_START + timedelta(days=1)
 WINDOW_KEY = DAY_START.isoformat()
 NOW_NS = time.time_ns() // 10**6 * 10**6
 """When the test's crossings happened: now (retries stop a day after the crossing), to the millisecond."""
-_names = count()
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -115,22 +112,6 @@ def closing() -> Iterator[list[AlertDispatcher]]:
     yield started
     for d in started:
         d.close(1.0)
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL every process of the test shares: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("pg_server")
-        name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
-        return server.create_database(f"a{next(_names)}_{name}")
-    return "sqlite:///" + str(tmp_path / "costs.db")
 
 
 class App:
@@ -242,45 +223,46 @@ def test_each_threshold_is_its_own_alert_and_the_id_is_stable(
 
 
 def test_two_app_processes_notifying_the_same_crossing_at_once_deliver_it_once(
-    shared_store: str, tmp_path: Path
+    sqlite_or_postgres: str, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
     with Receiver() as receiver:
-        apps = [App(shared_store, receiver.url, go) for _ in range(2)]
+        apps = [App(sqlite_or_postgres, receiver.url, go) for _ in range(2)]
         go.touch()
         results = [app.finish() for app in apps]
         assert len(receiver.deliveries()) == 1
         assert receiver.deliveries()[0].verified
     assert sorted(stats["delivered"] for stats, _ in results) == [0, 1]
     assert all(stats["flushed"] and stats["lost"] == 0 for stats, _ in results)
-    (row,) = rows(shared_store)
+    (row,) = rows(sqlite_or_postgres)
     assert row["attempts"] == 1 and row["delivered_ns"] is not None
     for _, err in results:
         assert SECRET not in err
 
 
 def test_a_process_killed_after_claiming_is_delivered_by_another_dispatcher_after_the_lease(
-    shared_store: str, tmp_path: Path, closing: list[AlertDispatcher]
+    sqlite_or_postgres: str, tmp_path: Path, closing: list[AlertDispatcher]
 ) -> None:
     lease_s = 3.0
     port = free_port()
     webhook = f"http://127.0.0.1:{port}/hooks/budget"  # nothing listens: the owner keeps retrying
     go = tmp_path / "go"
     go.touch()
-    app = App(shared_store, webhook, go, lease_s=lease_s, hold=True)
+    app = App(sqlite_or_postgres, webhook, go, lease_s=lease_s, hold=True)
     try:
         owner_row = wait_for(
-            lambda: [r for r in rows(shared_store) if r["attempts"] >= 1], "the app to claim and try once"
+            lambda: [r for r in rows(sqlite_or_postgres) if r["attempts"] >= 1],
+            "the app to claim and try once",
         )[0]
     finally:
         err = app.kill()  # a real SIGKILL: no close(), no release, the claim stays
-    (last,) = rows(shared_store)
+    (last,) = rows(sqlite_or_postgres)
     assert f":{app.pid}:" in owner_row["claimed_by"] and owner_row["delivered_ns"] is None
     assert last["claimed_by"] == owner_row["claimed_by"]
     assert "Connection refused" in (owner_row["last_error"] or "")
     assert SECRET not in err
     with Receiver(port) as receiver:
-        taker = dispatcher(shared_store, webhook, lease_s=lease_s, timeout_s=1.0)
+        taker = dispatcher(sqlite_or_postgres, webhook, lease_s=lease_s, timeout_s=1.0)
         closing.append(taker)
         wait_for(receiver.deliveries, "the taker to deliver")
         time.sleep(lease_s)  # a second delivery would come within a lease
@@ -288,7 +270,7 @@ def test_a_process_killed_after_claiming_is_delivered_by_another_dispatcher_afte
     assert got.verified and json.loads(got.body)["budget"] == "support-bot-daily"
     # Not before a whole lease after the killed owner's last renewal (the store's clock; SQLite's has ms).
     assert got.at_ns - last["claimed_ns"] >= lease_s * 1e9 - 2e6
-    (row,) = rows(shared_store)
+    (row,) = rows(sqlite_or_postgres)
     assert f":{os.getpid()}:" in row["claimed_by"] and row["delivered_ns"] is not None
     assert row["attempts"] >= 2 and row["last_error"] is None
 
@@ -515,21 +497,21 @@ def test_without_a_secret_alerts_go_unsigned_with_one_warning(
 
 
 def test_a_store_made_before_alerts_existed_gets_the_table(
-    shared_store: str, closing: list[AlertDispatcher]
+    sqlite_or_postgres: str, closing: list[AlertDispatcher]
 ) -> None:
-    open_store(shared_store).close()
+    open_store(sqlite_or_postgres).close()
     # As a current ledger written by the previous version: migrate() runs no DDL on it, no alerts table.
-    if shared_store.startswith("postgresql"):
+    if sqlite_or_postgres.startswith("postgresql"):
         import psycopg
 
-        with psycopg.connect(shared_store, autocommit=True) as conn:
+        with psycopg.connect(sqlite_or_postgres, autocommit=True) as conn:
             conn.execute("DROP TABLE otel_usecase_alerts")
     else:
         import sqlite3
 
-        with sqlite3.connect(shared_store[len("sqlite:///") :]) as conn:
+        with sqlite3.connect(sqlite_or_postgres[len("sqlite:///") :]) as conn:
             conn.execute("DROP TABLE otel_usecase_alerts")
-    store_url = shared_store
+    store_url = sqlite_or_postgres
     with Receiver() as receiver:
         d = dispatcher(store_url, receiver.url)
         closing.append(d)

@@ -37,7 +37,7 @@ from otel_usecase.testing import FakeOpenAI, FakeUsage
 from . import prom
 from .builders import a_call
 from .expect import GPT4O_CACHED, GPT4O_IN, GPT4O_OUT, mini_cost, openai_cost, report_json
-from .rigs import Recorded
+from .rigs import Recorded, without_keys
 from .servers import LoopbackHTTPServer, ServeProcess, free_port, wait_for_port
 from .test_sink import CostMetric, without_usage
 
@@ -401,21 +401,7 @@ def metered() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
 
 def without_output(span: ReadableSpan) -> ReadableSpan:
     """The span as an instrumentation that read the prompt's count but not the completion's records it."""
-    attributes = {k: v for k, v in (span.attributes or {}).items() if k not in OUTPUT_KEYS}
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return without_keys(span, OUTPUT_KEYS)
 
 
 @pytest.mark.parametrize("first_copy", ["without usage", "without output tokens"])

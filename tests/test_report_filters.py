@@ -7,11 +7,8 @@ FakeOpenAI's default 10 prompt and 5 completion tokens, so it costs 10 * $0.15/M
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +19,14 @@ from otel_usecase import track_context
 from otel_usecase.scope import privacy
 
 from .expect import mini_cost, report_json
-from .pg import PostgresServer
 from .rigs import CostRig
 
 COST = mini_cost(10, 5)
 MSG = [{"role": "user", "content": "hello"}]
 BIN = Path(sys.executable).parent
-_names = count()
 
 # (user, experience, version, calls)
 WORK = [("alice", "chat", "v1", 2), ("bob", "chat", "v2", 1), ("alice", "search", "v2", 1)]
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("pg_server")
-        name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
-        return server.create_database(f"f{next(_names)}_{name}")
-    return "sqlite:///" + str(tmp_path / "costs.db")
 
 
 def spend(rig: CostRig, client: openai.OpenAI) -> None:
@@ -63,25 +43,25 @@ def totals(store_url: str, by: str = "use-case", **filters: Any) -> tuple[int, f
 
 
 def test_each_filter_and_their_combination_select_the_calls_a_user_expects(
-    any_store: str, client: openai.OpenAI
+    sqlite_or_postgres: str, client: openai.OpenAI
 ) -> None:
-    rig = CostRig(any_store)
+    rig = CostRig(sqlite_or_postgres)
     try:
         spend(rig, client)
     finally:
         rig.close()
-    assert totals(any_store) == (4, pytest.approx(4 * COST))
-    assert totals(any_store, user="alice") == (3, pytest.approx(3 * COST))
-    assert totals(any_store, experience="chat") == (3, pytest.approx(3 * COST))
-    assert totals(any_store, version="v2") == (2, pytest.approx(2 * COST))
-    assert totals(any_store, user="alice", version="v2") == (1, pytest.approx(COST))
-    assert totals(any_store, user="carol") == (0, 0)
+    assert totals(sqlite_or_postgres) == (4, pytest.approx(4 * COST))
+    assert totals(sqlite_or_postgres, user="alice") == (3, pytest.approx(3 * COST))
+    assert totals(sqlite_or_postgres, experience="chat") == (3, pytest.approx(3 * COST))
+    assert totals(sqlite_or_postgres, version="v2") == (2, pytest.approx(2 * COST))
+    assert totals(sqlite_or_postgres, user="alice", version="v2") == (1, pytest.approx(COST))
+    assert totals(sqlite_or_postgres, user="carol") == (0, 0)
     # --by run --format json is written by the store's own SQL: the same filters apply there
-    runs = report_json(any_store, "run", user="alice", experience="chat")
+    runs = report_json(sqlite_or_postgres, "run", user="alice", experience="chat")
     assert [(r["calls"], r["cost_usd"]) for r in runs] == [(2, pytest.approx(2 * COST))]
 
     out = subprocess.run(
-        [str(BIN / "otel-usecase"), "report", "--store", any_store, "--format", "json",
+        [str(BIN / "otel-usecase"), "report", "--store", sqlite_or_postgres, "--format", "json",
          "--user", "alice", "--experience", "search", "--version", "v2"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip

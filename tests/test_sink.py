@@ -41,7 +41,7 @@ from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .builders import a_call
 from .expect import mini_cost
-from .rigs import Recorded
+from .rigs import Recorded, without_keys
 
 MSG = [{"role": "user", "content": "hello"}]
 USAGE_KEYS = frozenset(INPUT_KEYS) | frozenset(OUTPUT_KEYS)
@@ -69,25 +69,12 @@ class CostMetric:
         return ["new" if e.replaced is None else "replaces" for e in self.events]
 
 
-# --- fixtures: real spans of real instrumentations ------------------------------------------------
-
-
 def without_usage(span: ReadableSpan) -> ReadableSpan:
     """The same span as an instrumentation that did not see the usage (a stream without usage) records it."""
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes={k: v for k, v in (span.attributes or {}).items() if k not in USAGE_KEYS},
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return without_keys(span, USAGE_KEYS)
+
+
+# --- fixtures: real spans of real instrumentations ------------------------------------------------
 
 
 def ledger(store_url: str) -> list[tuple[Any, ...]]:
