@@ -32,6 +32,7 @@ from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
+    from .rollup_sql import ViewSQL
 
 __all__ = [
     "COLUMNS",
@@ -261,13 +262,14 @@ class Unstorable(Exception):
 
 class ReportFilter(NamedTuple):
     """Which calls a report reads: each field that is set must equal the call's (``since_ns``: started at or
-    after). ``user_id`` is the stored form (hashed when hashing is on)."""
+    after; ``until_ns``: started before). ``user_id`` is the stored form (hashed when hashing is on)."""
 
     use_case: str | None = None
     since_ns: int | None = None
     user_id: str | None = None
     experience_name: str | None = None
     use_case_version: str | None = None
+    until_ns: int | None = None
 
 
 RUN_TOTALS: Final[tuple[str, ...]] = (
@@ -340,6 +342,9 @@ class Store(Protocol):
 
     def run_calls(self, run_id: str) -> list[Call]:
         """The calls of one run, in time order (then span id)."""
+
+    def view_sql(self) -> ViewSQL:
+        """What the dashboard's view queries (store/rollup_sql.py) need to know of this store."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (for tools and tests; reports use the above)."""
@@ -889,6 +894,7 @@ def filter_clauses(
     user_id: str | None = None,
     experience_name: str | None = None,
     use_case_version: str | None = None,
+    until_ns: int | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share."""
     clauses: list[str] = []
@@ -905,6 +911,9 @@ def filter_clauses(
     if since_ns is not None:
         clauses.append("start_ns >= ?")
         params.append(since_ns)
+    if until_ns is not None:
+        clauses.append("start_ns < ?")
+        params.append(until_ns)
     return clauses, params
 
 

@@ -123,6 +123,7 @@ def where(filters: ReportFilter) -> tuple[str, list[Any]]:
         user_id=filters.user_id,
         experience_name=filters.experience_name,
         use_case_version=filters.use_case_version,
+        until_ns=filters.until_ns,
     )
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
