@@ -1,27 +1,405 @@
-"""The SQL of the dashboard's views (:mod:`otel_usecase.report.views`), for both stores.
+"""The rollups: per-hour and per-run totals the databases keep beside the ledger, and the dashboard's SQL.
 
-Each query is built here from the filters and the one thing that differs per
-store, :class:`ViewSQL` (how a token count is summed without overflowing, the
-ledger's columns); :mod:`~otel_usecase.report.views` runs them through
-:meth:`~otel_usecase.store.base.Store.query` and shapes the rows.
+Two tables, maintained by the database itself in the transaction that writes
+the ledger (so a report can never see a call without its totals, nor twice):
+
+* :data:`HOUR_ROLLUP`, one row per (hour, use case, version, experience name,
+  provider, model, step, cost source): calls, token sums, cost, the unpriced,
+  no-usage, partial and error counts. Sums over time, stacked series, the
+  overview.
+* :data:`RUN_ROLLUP`, one row per (use case, run id, hour, user, experience name and
+  id, version, tags): the same totals plus the cell's first and last call. Runs:
+  their number, a page of runs, the per-run cost distribution, the per-run
+  figures of a report. A run within one hour (most) is one row.
+
+Both are keyed by hour, so a filter on whole hours reads them exactly; any other
+filter (a start time mid-hour, a model with a user ...) reads the ledger, which
+is exact too, only slower (:func:`answerable`).
+
+How they stay exact:
+
+* SQLite: row triggers (``AFTER INSERT``, ``AFTER UPDATE``) add each new row and
+  take each replaced one out, inside the writer's transaction (writers are
+  serialised by SQLite's lock).
+* PostgreSQL: statement-level triggers with transition tables aggregate the rows
+  a statement inserted or changed and apply the deltas in key order (``INSERT
+  ... SELECT ... GROUP BY ... ORDER BY key ON CONFLICT DO UPDATE``): every writer
+  locks rollup rows in the same order, so concurrent writers queue instead of
+  deadlocking. The store writes a batch in one statement, so the rollups cost one
+  trigger run per batch.
+* A replaced row (a more complete copy, ``reprice``) is subtracted from its old
+  cells and added to its new ones; the first/last times of a run cell it leaves are
+  computed again from the ledger (a run's rows, read through the covering index).
+* Costs are sums of doubles, so the rollup's cost equals the ledger's ``SUM`` to
+  floating-point rounding (added and taken out in another order); counts and
+  tokens are integers and exactly equal. A cost is known (not NULL) when the cell
+  has a call with a cost (``cost_calls``).
+* Created and filled from the ledger by the schema migration (schema 5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, Final, NamedTuple
 
 from . import totals
-from .base import TABLE, TOKEN_COLUMNS, ReportFilter
+from .base import COLUMNS, TABLE, TOKEN_COLUMNS, ReportFilter
 
 __all__ = [
+    "HOUR_NS",
+    "HOUR_ROLLUP",
+    "MEASURES",
+    "RUN_FIELDS",
+    "RUN_ROLLUP",
     "SERIES_KEYS",
     "ViewSQL",
+    "ddl",
     "run_costs_sql",
     "runs_sql",
     "series_sql",
     "summary_sql",
 ]
+
+HOUR_NS: Final = 3_600_000_000_000
+HOUR_ROLLUP: Final = "usecase_hour_rollup"
+RUN_ROLLUP: Final = "usecase_run_rollup"
+
+_HOUR_KEYS: Final = (
+    "use_case",
+    "use_case_version",
+    "experience_name",
+    "provider",
+    "model",
+    "step",
+    "cost_source",
+)
+"""The hour rollup's key columns after ``hour_ns``."""
+
+
+def _run_keys() -> tuple[str, ...]:
+    """The run rollup's key columns after ``use_case, run_id, hour_ns`` (``tags`` once the ledger has it)."""
+    return ("user_id", "experience_name", "experience_id", "use_case_version") + (
+        ("tags",) if "tags" in COLUMNS else ()
+    )
+
+
+_NULLABLE_KEYS: Final = frozenset(
+    ("use_case_version", "experience_name", "provider", "model", "step", "cost_source")
+    + ("user_id", "experience_id", "tags")
+)
+
+MEASURES: Final = (
+    "calls",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "cost_calls",
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+    "error_calls",
+)
+"""What each rollup row sums, in order."""
+
+
+def _measure(name: str, row: str) -> str:
+    """The contribution of one ledger row (``row``: ``NEW``, ``OLD`` or a table alias) to ``name``."""
+    if name == "calls":
+        return "1"
+    if name in TOKEN_COLUMNS:
+        return f"COALESCE({row}.{name}, 0)"
+    if name == "cost_usd":
+        return f"COALESCE({row}.cost_usd, 0)"
+    if name == "cost_calls":
+        return f"CASE WHEN {row}.cost_usd IS NULL THEN 0 ELSE 1 END"
+    if name == "error_calls":
+        return f"COALESCE({row}.error, 0)"
+    status = {"unpriced_calls": "unpriced", "no_usage_calls": "no_usage", "partial_calls": "partial"}[name]
+    return f"CASE WHEN {row}.status = '{status}' THEN 1 ELSE 0 END"
+
+
+def _hour(row: str) -> str:
+    """The start of the UTC hour of ``row.start_ns`` (floor, also before 1970)."""
+    return f"({row}.start_ns - (({row}.start_ns % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS})"
+
+
+class _Dialect(NamedTuple):
+    none: str
+    """A text no key holds, standing for NULL in the unique indexes (ids never hold control characters)."""
+    least: str
+    greatest: str
+    real: str
+    int: str
+
+
+_DIALECTS: Final = {
+    "sqlite": _Dialect("char(1)", "MIN", "MAX", "REAL", "INTEGER"),
+    "postgresql": _Dialect("chr(1)", "LEAST", "GREATEST", "DOUBLE PRECISION", "BIGINT"),
+}
+
+
+def _key_expr(column: str, dialect: _Dialect) -> str:
+    return f"COALESCE({column}, {dialect.none})" if column in _NULLABLE_KEYS else column
+
+
+def _hour_key() -> tuple[str, ...]:
+    return ("hour_ns", *_HOUR_KEYS)
+
+
+def _run_key() -> tuple[str, ...]:
+    return ("use_case", "run_id", "hour_ns", *_run_keys())
+
+
+def _tables(d: _Dialect) -> list[str]:
+    def measures() -> str:
+        kinds = {"cost_usd": f"{d.real} NOT NULL DEFAULT 0"}
+        return ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in MEASURES)
+
+    def key_columns(keys: Sequence[str]) -> str:
+        return ", ".join(
+            f"{k} {d.int} NOT NULL"
+            if k == "hour_ns"
+            else f"{k} TEXT{'' if k in _NULLABLE_KEYS else ' NOT NULL'}"
+            for k in keys
+        )
+
+    def unique(table: str, keys: Sequence[str]) -> str:
+        return (
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} "
+            f"({', '.join(_key_expr(k, d) for k in keys)})"
+        )
+
+    return [
+        f"CREATE TABLE IF NOT EXISTS {HOUR_ROLLUP} ({key_columns(_hour_key())}, {measures()})",
+        unique(HOUR_ROLLUP, _hour_key()),
+        (
+            f"CREATE TABLE IF NOT EXISTS {RUN_ROLLUP} ({key_columns(_run_key())}, "
+            f"first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, end_ns {d.int} NOT NULL, {measures()})"
+        ),
+        unique(RUN_ROLLUP, _run_key()),
+        f"CREATE INDEX IF NOT EXISTS {RUN_ROLLUP}_latest ON {RUN_ROLLUP} (first_ns)",
+    ]
+
+
+def _conflict(keys: Sequence[str], d: _Dialect) -> str:
+    return f"ON CONFLICT ({', '.join(_key_expr(k, d) for k in keys)})"
+
+
+def _add_measures(table: str) -> str:
+    return ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
+
+
+def _add_times(table: str, d: _Dialect) -> str:
+    return (
+        f"first_ns = {d.least}({table}.first_ns, excluded.first_ns), "
+        f"last_ns = {d.greatest}({table}.last_ns, excluded.last_ns), "
+        f"end_ns = {d.greatest}({table}.end_ns, excluded.end_ns)"
+    )
+
+
+def _key_values(keys: Sequence[str], row: str) -> list[str]:
+    return [_hour(row) if k == "hour_ns" else f"{row}.{k}" for k in keys]
+
+
+# --- SQLite: row triggers --------------------------------------------------------------------
+
+
+def _sqlite_add(row: str) -> list[str]:
+    """Statements adding ledger row ``row`` (``NEW``) to both rollups."""
+    d = _DIALECTS["sqlite"]
+    hour_keys, run_keys = _hour_key(), _run_key()
+    hour_values = [*_key_values(hour_keys, row), *(_measure(m, row) for m in MEASURES)]
+    run_values = [
+        *_key_values(run_keys, row),
+        f"{row}.start_ns",
+        f"{row}.start_ns",
+        f"{row}.end_ns",
+        *(_measure(m, row) for m in MEASURES),
+    ]
+    return [
+        (
+            f"INSERT INTO {HOUR_ROLLUP} ({', '.join((*hour_keys, *MEASURES))}) "
+            f"VALUES ({', '.join(hour_values)}) {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures(HOUR_ROLLUP)}"
+        ),
+        (
+            f"INSERT INTO {RUN_ROLLUP} ({', '.join((*run_keys, 'first_ns', 'last_ns', 'end_ns', *MEASURES))}) "
+            f"VALUES ({', '.join(run_values)}) {_conflict(run_keys, d)} "
+            f"DO UPDATE SET {_add_times(RUN_ROLLUP, d)}, {_add_measures(RUN_ROLLUP)}"
+        ),
+    ]
+
+
+def _same_cell(keys: Sequence[str], row: str) -> str:
+    return " AND ".join(
+        f"{k} = {value}" if k not in _NULLABLE_KEYS else f"{k} IS {value}"
+        for k, value in zip(keys, _key_values(keys, row))
+    )
+
+
+def _sqlite_subtract(row: str) -> list[str]:
+    """Statements taking ledger row ``row`` (``OLD``) out of both rollups; its run cell's times recomputed."""
+    minus = ", ".join(f"{m} = {m} - ({_measure(m, row)})" for m in MEASURES)
+    run_cell = _same_cell(_run_key(), row)
+    ledger_cell = " AND ".join(
+        [
+            f"c.use_case = {row}.use_case",
+            f"c.run_id = {row}.run_id",
+            f"{_hour('c')} = {_hour(row)}",
+            *(f"c.{k} IS {row}.{k}" for k in _run_keys()),
+        ]
+    )
+    times = ", ".join(
+        f"{name} = COALESCE((SELECT {agg}(c.{column}) FROM {TABLE} AS c WHERE {ledger_cell}), {name})"
+        for name, agg, column in (
+            ("first_ns", "MIN", "start_ns"),
+            ("last_ns", "MAX", "start_ns"),
+            ("end_ns", "MAX", "end_ns"),
+        )
+    )
+    return [
+        f"UPDATE {HOUR_ROLLUP} SET {minus} WHERE {_same_cell(_hour_key(), row)}",
+        f"UPDATE {RUN_ROLLUP} SET {minus} WHERE {run_cell}",
+        f"DELETE FROM {RUN_ROLLUP} WHERE {run_cell} AND calls <= 0",
+        f"UPDATE {RUN_ROLLUP} SET {times} WHERE {run_cell}",
+    ]
+
+
+def _sqlite_ddl() -> list[str]:
+    d = _DIALECTS["sqlite"]
+    body_insert = ";\n    ".join(_sqlite_add("NEW"))
+    # The update trigger runs after the ledger row changed: the old row's run cell is recomputed from
+    # the ledger as it is now (without the old copy), then the new copy is added.
+    body_update = ";\n    ".join([*_sqlite_subtract("OLD"), *_sqlite_add("NEW")])
+    return [
+        *_tables(d),
+        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_rollup_insert AFTER INSERT ON {TABLE} BEGIN\n    {body_insert};\nEND",
+        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_rollup_update AFTER UPDATE ON {TABLE} BEGIN\n    {body_update};\nEND",
+    ]
+
+
+# --- PostgreSQL: statement-level triggers with transition tables ------------------------------
+
+
+def _pg_apply(source: str, sign_column: bool) -> list[str]:
+    """Upserts adding the rows of ``source`` (a transition table or a query with a ``sign`` column when
+    ``sign_column``) to both rollups, aggregated per cell and applied in key order."""
+    d = _DIALECTS["postgresql"]
+    hour_keys, run_keys = _hour_key(), _run_key()
+
+    def summed(m: str) -> str:
+        contribution = _measure(m, "r")
+        return f"SUM(r.sign * ({contribution}))" if sign_column else f"SUM({contribution})"
+
+    def grouped(keys: Sequence[str]) -> tuple[str, str]:
+        values = _key_values(keys, "r")
+        order = ", ".join(_key_expr(v, d) if k in _NULLABLE_KEYS else v for k, v in zip(keys, values))
+        return ", ".join(values), order
+
+    hour_values, hour_order = grouped(hour_keys)
+    run_values, run_order = grouped(run_keys)
+    # Old rows' times are within their cell's already: LEAST/GREATEST with them change nothing, and a
+    # cell only old rows touch needs a value here too (NOT NULL is checked before the conflict is).
+    times = "MIN(r.start_ns), MAX(r.start_ns), MAX(r.end_ns)"
+    measures = ", ".join(summed(m) for m in MEASURES)
+    hour_cols = ", ".join((*hour_keys, *MEASURES))
+    run_cols = ", ".join((*run_keys, "first_ns", "last_ns", "end_ns", *MEASURES))
+    return [
+        (
+            f"INSERT INTO {HOUR_ROLLUP} AS t ({hour_cols}) SELECT {hour_values}, {measures} FROM {source} AS r "
+            f"GROUP BY {hour_values} ORDER BY {hour_order} {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures('t')}"
+        ),
+        (
+            f"INSERT INTO {RUN_ROLLUP} AS t ({run_cols}) SELECT {run_values}, {times}, {measures} FROM {source} AS r "
+            f"GROUP BY {run_values} ORDER BY {run_order} {_conflict(run_keys, d)} "
+            f"DO UPDATE SET {_add_times('t', d)}, {_add_measures('t')}"
+        ),
+    ]
+
+
+def _pg_ddl() -> list[str]:
+    d = _DIALECTS["postgresql"]
+    columns = ", ".join(COLUMNS)
+    changed = (
+        f"(SELECT 1 AS sign, {columns} FROM new_rows UNION ALL SELECT -1 AS sign, {columns} FROM old_rows)"
+    )
+    run_keys = _run_key()
+    old_cells = ", ".join(_key_values(run_keys, "o"))
+    match = " AND ".join(
+        f"t.{k} = x.{k}" if k not in _NULLABLE_KEYS else f"t.{k} IS NOT DISTINCT FROM x.{k}" for k in run_keys
+    )
+    ledger_match = " AND ".join(
+        [
+            "c.use_case = x.use_case",
+            "c.run_id = x.run_id",
+            f"{_hour('c')} = x.hour_ns",
+            *(f"c.{k} IS NOT DISTINCT FROM x.{k}" for k in _run_keys()),
+        ]
+    )
+    recompute = (
+        f"UPDATE {RUN_ROLLUP} AS t SET first_ns = s.first_ns, last_ns = s.last_ns, end_ns = s.end_ns "
+        f"FROM (SELECT x.*, (SELECT MIN(c.start_ns) FROM {TABLE} AS c WHERE {ledger_match}) AS first_ns, "
+        f"(SELECT MAX(c.start_ns) FROM {TABLE} AS c WHERE {ledger_match}) AS last_ns, "
+        f"(SELECT MAX(c.end_ns) FROM {TABLE} AS c WHERE {ledger_match}) AS end_ns "
+        f"FROM (SELECT DISTINCT {old_cells} FROM old_rows AS o) AS x({', '.join(run_keys)})) AS s "
+        f"WHERE {match.replace('x.', 's.')} AND s.first_ns IS NOT NULL"
+    )
+    emptied = (
+        f"DELETE FROM {RUN_ROLLUP} AS t USING (SELECT DISTINCT {old_cells} FROM old_rows AS o) "
+        f"AS x({', '.join(run_keys)}) WHERE {match} AND t.calls <= 0"
+    )
+    insert_body = ";\n  ".join(_pg_apply("new_rows", False))
+    update_body = ";\n  ".join([*_pg_apply(changed, True), emptied, recompute])
+    return [
+        *_tables(d),
+        (
+            f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n  {insert_body};\n  RETURN NULL;\nEND\n$$"
+        ),
+        (
+            f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_update() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n  {update_body};\n  RETURN NULL;\nEND\n$$"
+        ),
+        f"DROP TRIGGER IF EXISTS {TABLE}_rollup_insert ON {TABLE}",
+        (
+            f"CREATE TRIGGER {TABLE}_rollup_insert AFTER INSERT ON {TABLE} REFERENCING NEW TABLE AS new_rows "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_rollup_insert()"
+        ),
+        f"DROP TRIGGER IF EXISTS {TABLE}_rollup_update ON {TABLE}",
+        (
+            f"CREATE TRIGGER {TABLE}_rollup_update AFTER UPDATE ON {TABLE} "
+            f"REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_rollup_update()"
+        ),
+    ]
+
+
+def _backfill(dialect: str) -> list[str]:
+    """Fill both (empty) rollups from the ledger, one aggregate each."""
+    d = _DIALECTS[dialect]
+    hour_keys, run_keys = _hour_key(), _run_key()
+    hour_values = ", ".join(_key_values(hour_keys, "r"))
+    run_values = ", ".join(_key_values(run_keys, "r"))
+    measures = ", ".join(f"SUM({_measure(m, 'r')})" for m in MEASURES)
+    del d
+    return [
+        f"DELETE FROM {HOUR_ROLLUP}",
+        f"DELETE FROM {RUN_ROLLUP}",
+        (
+            f"INSERT INTO {HOUR_ROLLUP} ({', '.join((*hour_keys, *MEASURES))}) "
+            f"SELECT {hour_values}, {measures} FROM {TABLE} AS r GROUP BY {hour_values}"
+        ),
+        (
+            f"INSERT INTO {RUN_ROLLUP} ({', '.join((*run_keys, 'first_ns', 'last_ns', 'end_ns', *MEASURES))}) "
+            f"SELECT {run_values}, MIN(r.start_ns), MAX(r.start_ns), MAX(r.end_ns), {measures} "
+            f"FROM {TABLE} AS r GROUP BY {run_values}"
+        ),
+    ]
+
+
+def ddl(dialect: str, *, backfill: bool) -> list[str]:
+    """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
+    ``backfill``) the statements filling them from the ledger. Idempotent; run by the schema migration."""
+    statements = _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
+    return statements + (_backfill(dialect) if backfill else [])
 
 
 class ViewSQL(NamedTuple):
@@ -33,6 +411,8 @@ class ViewSQL(NamedTuple):
     """The store's overflow-proof sum of a token column (a format string with one ``{}``)."""
     present: frozenset[str]
     """The ledger's columns (fewer in a ledger of an older schema, read as it is)."""
+    rollups: bool = False
+    """Whether the store has the rollups (a reader of a ledger older than schema 5 has not)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {

@@ -41,7 +41,7 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
-from .rollup_sql import ViewSQL
+from .rollup_sql import RUN_ROLLUP, ViewSQL
 
 if TYPE_CHECKING:
     from .base import Repricing
@@ -239,6 +239,8 @@ class SQLiteStore:
         """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
         self._marked: set[str] = set()
         """Token classes marked in the open file by this store's writes (:func:`.base.classes_to_mark`)."""
+        self._rollups = False
+        """Whether the file has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         self._open()
         register_fork_hooks(
             self,
@@ -270,6 +272,10 @@ class SQLiteStore:
             self._max_rows //= 2
         try:
             self._columns = self._migrate(conn)
+            self._rollups = (
+                conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (RUN_ROLLUP,)).fetchone()
+                is not None
+            )
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -541,7 +547,7 @@ class SQLiteStore:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def view_sql(self) -> ViewSQL:
-        return ViewSQL("sqlite", _TOKEN_SUM, self._columns)
+        return ViewSQL("sqlite", _TOKEN_SUM, self._columns, self._rollups)
 
     def close(self) -> None:
         with self._lock:
