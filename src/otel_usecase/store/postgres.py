@@ -676,7 +676,13 @@ class PostgresStore:
             self.query,
             self._columns,
             lambda summed: self.query(
-                *totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed)
+                *totals.run_totals_sql(
+                    keys,
+                    filters,
+                    postgres_reports.TOKEN_SUM,
+                    summed,
+                    tag_value=postgres_reports.tag_value(summed),
+                )
             ),
         )
 
@@ -704,7 +710,13 @@ class PostgresStore:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def view_sql(self) -> ViewSQL:
-        return ViewSQL("postgresql", postgres_reports.TOKEN_SUM, self._columns, self._rollups)
+        return ViewSQL(
+            "postgresql",
+            postgres_reports.TOKEN_SUM,
+            self._columns,
+            self._rollups,
+            postgres_reports.tag_value(self._columns),
+        )
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""

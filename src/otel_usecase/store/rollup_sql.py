@@ -39,11 +39,11 @@ How they stay exact:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from . import totals
-from .base import COLUMNS, TABLE, TOKEN_COLUMNS, ReportFilter
+from .base import COLUMNS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
 __all__ = [
     "HOUR_NS",
@@ -413,6 +413,9 @@ class ViewSQL(NamedTuple):
     """The ledger's columns (fewer in a ledger of an older schema, read as it is)."""
     rollups: bool = False
     """Whether the store has the rollups (a reader of a ledger older than schema 5 has not)."""
+    tag_value: TagValue | None = None
+    """The store's SQL for a tag's value (:data:`~otel_usecase.store.base.TagValue`); the rollups' ``tags``
+    column holds the same JSON text as the ledger's."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {
@@ -424,49 +427,147 @@ SERIES_KEYS: Final[dict[str, str]] = {
     "version": "use_case_version",
     "cost-source": "cost_source",
 }
-"""``by`` values of a cost series and the one ledger column each stacks by."""
+"""``by`` values of a cost series and the one column each stacks by."""
 
 _STATUS_COUNTS: Final = tuple(
     (name, f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)") for name, status in totals.STATUS_COUNTS
 )
 
+_RUN_COLUMNS: Final = frozenset(("use_case", "run_id", "user_id", "experience_name", "experience_id",
+                                 "use_case_version", "tags"))  # fmt: skip
+_HOUR_COLUMNS: Final = frozenset(_HOUR_KEYS)
 
-def _tokens(view: ViewSQL) -> list[str]:
-    return [view.token_sum.format(c) if c in view.present else "0" for c in TOKEN_COLUMNS]
+
+def _whole_hours(ns: int | None) -> bool:
+    return ns is None or ns % HOUR_NS == 0
 
 
-def _error_count(present: Collection[str]) -> str:
-    return "SUM(error)" if "error" in present else "0"
+def hour_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
+    """Whether :data:`HOUR_ROLLUP` gives exactly the ledger's sums for ``filters``: on whole hours, without
+    a user or tag filter (the hour rollup is not kept per user or tag)."""
+    return (
+        view.rollups
+        and filters.user_id is None
+        and not filters.tags
+        and _whole_hours(filters.since_ns)
+        and _whole_hours(filters.until_ns)
+    )
+
+
+def run_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
+    """Whether :data:`RUN_ROLLUP` gives exactly the ledger's figures for ``filters``: on whole hours."""
+    return view.rollups and _whole_hours(filters.since_ns) and _whole_hours(filters.until_ns)
+
+
+class _Source(NamedTuple):
+    """Where a view query reads (the ledger or a rollup) and how it sums there."""
+
+    table: str
+    clause: str
+    params: list[Any]
+    measures: dict[str, str]
+    """``calls``, each token column, ``cost_usd`` (NULL when no call has a cost), the status and error counts."""
+    time: str
+    """The column a time bucket is computed from."""
+    first: str
+    last: str
+    end: str
+
+
+_COUNTS: Final = ("unpriced_calls", "no_usage_calls", "partial_calls", "error_calls")
+
+
+def _ledger(view: ViewSQL, filters: ReportFilter) -> _Source:
+    clause, params = totals.where(filters, view.tag_value)
+    measures = {
+        "calls": "COUNT(*)",
+        **{c: view.token_sum.format(c) if c in view.present else "0" for c in TOKEN_COLUMNS},
+        "cost_usd": totals.COST,
+        **dict(_STATUS_COUNTS),
+        "error_calls": "SUM(error)" if "error" in view.present else "0",
+    }
+    return _Source(
+        TABLE, clause, params, measures, "start_ns", "MIN(start_ns)", "MAX(start_ns)", "MAX(end_ns)"
+    )
+
+
+def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
+    clauses, params = filter_clauses(
+        filters.use_case,
+        None,
+        user_id=filters.user_id,
+        experience_name=filters.experience_name,
+        use_case_version=filters.use_case_version,
+        tags=filters.tags,
+        tag_value=view.tag_value,
+    )
+    if filters.since_ns is not None:
+        clauses.append("hour_ns >= ?")
+        params.append(filters.since_ns)
+    if filters.until_ns is not None:
+        clauses.append("hour_ns < ?")
+        params.append(filters.until_ns)
+    measures = {
+        "calls": view.token_sum.format("calls"),
+        **{c: view.token_sum.format(c) for c in TOKEN_COLUMNS},
+        "cost_usd": "CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END",
+        **{c: view.token_sum.format(c) for c in _COUNTS},
+    }
+    clause = " WHERE " + " AND ".join(clauses) if clauses else ""
+    return _Source(table, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)")
+
+
+def _sums_source(view: ViewSQL, filters: ReportFilter, key: str | None = None) -> _Source:
+    """The cheapest exact source of sums (optionally stacked by column ``key``)."""
+    if hour_rollup_answers(view, filters) and (key is None or key in _HOUR_COLUMNS):
+        return _rollup(view, filters, HOUR_ROLLUP)
+    if run_rollup_answers(view, filters) and (key is None or key in _RUN_COLUMNS):
+        return _rollup(view, filters, RUN_ROLLUP)
+    return _ledger(view, filters)
+
+
+def _runs_source(view: ViewSQL, filters: ReportFilter) -> _Source:
+    """The cheapest exact source of per-run figures."""
+    if run_rollup_answers(view, filters):
+        return _rollup(view, filters, RUN_ROLLUP)
+    return _ledger(view, filters)
 
 
 def summary_sql(view: ViewSQL, filters: ReportFilter) -> tuple[str, list[Any]]:
     """One row: calls, :data:`~otel_usecase.store.base.TOKEN_COLUMNS` sums, cost, the unpriced, no-usage,
     partial and error counts, then the number of runs (of (use case, run id))."""
-    clause, params = totals.where(filters)
+    sums = _sums_source(view, filters)
+    runs = _runs_source(view, filters)
+    m = sums.measures
     selected = ", ".join(
         [
-            "COUNT(*)",
-            *_tokens(view),
-            totals.COST,
-            *(expression for _, expression in _STATUS_COUNTS),
-            _error_count(view.present),
-            f"(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {TABLE}{clause} GROUP BY run_id, use_case) AS runs)",
+            m["calls"],
+            *(m[c] for c in TOKEN_COLUMNS),
+            m["cost_usd"],
+            *(m[c] for c in _COUNTS),
+            (
+                f"(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {runs.table}{runs.clause} "
+                "GROUP BY use_case, run_id) AS runs)"
+            ),
         ]
     )
-    return f"SELECT {selected} FROM {TABLE}{clause}", [*params, *params]
+    return f"SELECT {selected} FROM {sums.table}{sums.clause}", [*runs.params, *sums.params]
 
 
 def series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]]:
-    """(bucket start ns, key value, cost, calls) per bucket of ``bucket_ns`` and value of column ``key``,
-    in bucket then key order."""
-    clause, params = totals.where(filters)
-    key_sql = key if key in view.present else "NULL"
-    bucket = f"(start_ns - start_ns % {int(bucket_ns)})"
+    """(bucket start ns, key value, cost, calls) per bucket of ``bucket_ns`` (a whole number of hours) and
+    value of column ``key``, in bucket then key order."""
+    source = _sums_source(view, filters, key)
+    key_sql = key if key in view.present or source.table != TABLE else "NULL"
+    width = int(bucket_ns)
+    bucket = f"({source.time} - (({source.time} % {width}) + {width}) % {width})"
+    calls = source.measures["calls"]
     sql = (
-        f"SELECT {bucket} AS bucket, {key_sql} AS series, {totals.COST}, COUNT(*) FROM {TABLE}{clause} "
-        f"GROUP BY {bucket}, {key_sql} ORDER BY bucket, series"
+        f"SELECT {bucket} AS bucket, {key_sql} AS series, {source.measures['cost_usd']}, {calls} "
+        f"FROM {source.table}{source.clause} GROUP BY {bucket}, {key_sql} HAVING {calls} > 0 "
+        "ORDER BY bucket, series"
     )
-    return sql, params
+    return sql, source.params
 
 
 RUN_FIELDS: Final = (
@@ -487,43 +588,74 @@ RUN_FIELDS: Final = (
 """The columns of each row of :func:`runs_sql`, in order."""
 
 
-def runs_sql(
-    view: ViewSQL, filters: ReportFilter, order: str, limit: int, offset: int
-) -> tuple[str, list[Any]]:
-    """A page of runs (:data:`RUN_FIELDS`): ``newest`` (latest first call first) or ``cost`` (most
-    expensive first, unknown cost last); ties by use case then run id."""
-    clause, params = totals.where(filters)
-    present = view.present
+def _run_columns(view: ViewSQL, source: _Source) -> list[str]:
+    """:data:`RUN_FIELDS` of one run (grouped by use case and run id) from ``source``."""
+    present = view.present if source.table == TABLE else _RUN_COLUMNS
 
     def latest(column: str) -> str:
         return f"MAX({column})" if column in present else "NULL"
 
-    incomplete = " + ".join(expression for _, expression in _STATUS_COUNTS)
-    selected = ", ".join(
-        [
-            "use_case",
-            "run_id",
-            "MIN(start_ns) AS first_ns",
-            "MAX(end_ns)",
-            *(latest(c) for c in ("user_id", "experience_name", "experience_id", "use_case_version", "tags")),
-            "COUNT(*)",
-            *_tokens(view),
-            f"{totals.COST} AS cost",
-            incomplete,
-        ]
-    )
+    m = source.measures
+    return [
+        "use_case",
+        "run_id",
+        f"{source.first} AS first_ns",
+        source.end,
+        *(latest(c) for c in ("user_id", "experience_name", "experience_id", "use_case_version", "tags")),
+        m["calls"],
+        *(m[c] for c in TOKEN_COLUMNS),
+        f"{m['cost_usd']} AS cost",
+        " + ".join(m[c] for c in _COUNTS[:3]),
+        f"{source.last} AS last_ns",
+    ]
+
+
+def runs_sql(
+    view: ViewSQL, filters: ReportFilter, order: str, limit: int, offset: int
+) -> tuple[str, list[Any]]:
+    """A page of runs (:data:`RUN_FIELDS`, then the start of the run's latest call): ``newest`` (the most
+    recently active first: latest call first) or ``cost`` (most expensive first, unknown cost last); ties by
+    use case then run id."""
+    source = _runs_source(view, filters)
     ordering = (
-        "first_ns DESC, use_case, run_id"
+        "last_ns DESC, use_case, run_id"
         if order == "newest"
-        else "CASE WHEN SUM(cost_usd) IS NULL THEN 1 ELSE 0 END, cost DESC, use_case, run_id"
+        else f"CASE WHEN {source.measures['cost_usd']} IS NULL THEN 1 ELSE 0 END, cost DESC, use_case, run_id"
     )
-    sql = f"SELECT {selected} FROM {TABLE}{clause} GROUP BY run_id, use_case ORDER BY {ordering} LIMIT ? OFFSET ?"
-    return sql, [*params, int(limit), int(offset)]
+    sql = (
+        f"SELECT {', '.join(_run_columns(view, source))} FROM {source.table}{source.clause} "
+        f"GROUP BY run_id, use_case ORDER BY {ordering} LIMIT ? OFFSET ?"
+    )
+    return sql, [*source.params, int(limit), int(offset)]
+
+
+def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[str, list[Any]] | None:
+    """The (use case, run id) of the ``rows`` run cells with the latest last call, latest first, read
+    through the rollup's index on ``last_ns`` (None when the rollup cannot answer ``filters``).
+
+    The first ``n`` distinct runs among them are the ``n`` most recently active runs: a run's latest
+    call is in its latest cell. :func:`runs_of_sql` then sums just those runs."""
+    if not run_rollup_answers(view, filters):
+        return None
+    source = _rollup(view, filters, RUN_ROLLUP)
+    sql = f"SELECT use_case, run_id FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
+    return sql, [*source.params, int(rows)]
+
+
+def runs_of_sql(view: ViewSQL, filters: ReportFilter, run_ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """:data:`RUN_FIELDS` (then the latest call) of the runs ``run_ids`` (the caller keeps those of the
+    right use case), read from the run rollup."""
+    source = _rollup(view, filters, RUN_ROLLUP)
+    marks = ", ".join("?" * len(run_ids))
+    condition = f"{source.clause} AND run_id IN ({marks})" if source.clause else f" WHERE run_id IN ({marks})"
+    sql = f"SELECT {', '.join(_run_columns(view, source))} FROM {RUN_ROLLUP}{condition} GROUP BY run_id, use_case"
+    return sql, [*source.params, *run_ids]
 
 
 def run_costs_sql(view: ViewSQL, filters: ReportFilter) -> tuple[str, list[Any]]:
     """(cost, incomplete calls) of every run the filters select, in no particular order."""
-    del view  # the same on every store
-    clause, params = totals.where(filters)
-    incomplete = " + ".join(expression for _, expression in _STATUS_COUNTS)
-    return f"SELECT {totals.COST}, {incomplete} FROM {TABLE}{clause} GROUP BY run_id, use_case", params
+    source = _runs_source(view, filters)
+    m = source.measures
+    incomplete = " + ".join(m[c] for c in _COUNTS[:3])
+    sql = f"SELECT {m['cost_usd']}, {incomplete} FROM {source.table}{source.clause} GROUP BY run_id, use_case"
+    return sql, source.params
