@@ -682,6 +682,7 @@ class PostgresStore:
                     postgres_reports.TOKEN_SUM,
                     summed,
                     tag_value=postgres_reports.tag_value(summed),
+                    rollups=self._rollups,
                 )
             ),
         )
@@ -690,7 +691,9 @@ class PostgresStore:
         return totals.with_summed(
             self.query,
             self._columns,
-            lambda summed: postgres_reports.group_totals(self.query, keys, filters, summed),
+            lambda summed: postgres_reports.group_totals(
+                self.query, keys, filters, summed, rollups=self._rollups
+            ),
         )
 
     def runs_json(self, filters: ReportFilter) -> str | None:

@@ -39,11 +39,11 @@ How they stay exact:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Final, NamedTuple
 
 from . import totals
-from .base import COLUMNS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
+from .base import COLUMNS, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
 __all__ = [
     "HOUR_NS",
@@ -176,7 +176,7 @@ def _tables(d: _Dialect) -> list[str]:
             f"first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, end_ns {d.int} NOT NULL, {measures()})"
         ),
         unique(RUN_ROLLUP, _run_key()),
-        f"CREATE INDEX IF NOT EXISTS {RUN_ROLLUP}_latest ON {RUN_ROLLUP} (first_ns)",
+        f"CREATE INDEX IF NOT EXISTS {RUN_ROLLUP}_latest ON {RUN_ROLLUP} (last_ns)",
     ]
 
 
@@ -659,3 +659,33 @@ def run_costs_sql(view: ViewSQL, filters: ReportFilter) -> tuple[str, list[Any]]
     incomplete = " + ".join(m[c] for c in _COUNTS[:3])
     sql = f"SELECT {m['cost_usd']}, {incomplete} FROM {source.table}{source.clause} GROUP BY run_id, use_case"
     return sql, source.params
+
+
+def run_totals_sql(
+    keys: Sequence[str],
+    filters: ReportFilter,
+    token_sum: str,
+    summed: Collection[str],
+    *,
+    zeros: bool,
+    tag_value: TagValue | None,
+) -> tuple[str, list[Any]] | None:
+    """:func:`.totals.run_totals_sql` read from :data:`RUN_ROLLUP`: the same columns, one row per run and
+    value of ``keys``; None when the rollup cannot answer (a key it does not keep, a mid-hour window)."""
+    view = ViewSQL("", token_sum, frozenset(summed), True, tag_value)
+    if not set(keys) <= _RUN_COLUMNS or not run_rollup_answers(view, filters):
+        return None
+    source = _rollup(view, filters, RUN_ROLLUP)
+    left_out = frozenset(() if zeros else totals.zero_columns(summed))
+    expressions = {
+        name: "0" if name in TOKEN_COLUMNS and name not in summed else source.measures[name]
+        for name in RUN_TOTALS
+    }
+    selected = ", ".join(
+        [
+            *(f"{k} AS {k}" for k in keys),
+            *(f"{expressions[n]} AS {n}" for n in RUN_TOTALS if n not in left_out),
+        ]
+    )
+    group = ", ".join(dict.fromkeys(("use_case", "run_id", *keys)))
+    return f"SELECT {selected} FROM {RUN_ROLLUP}{source.clause} GROUP BY {group}", source.params

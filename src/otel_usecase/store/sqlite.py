@@ -495,7 +495,9 @@ class SQLiteStore:
             self.query,
             self._columns,
             lambda summed: self.query(
-                *totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed, tag_value=self._tag_value)
+                *totals.run_totals_sql(
+                    keys, filters, _TOKEN_SUM, summed, tag_value=self._tag_value, rollups=self._rollups
+                )
             ),
         )
 
@@ -508,7 +510,13 @@ class SQLiteStore:
         def groups(summed: frozenset[str]) -> list[tuple[Any, ...]]:
             runs = self.query(
                 *totals.run_totals_sql(
-                    keys, filters, _TOKEN_SUM, summed, zeros=False, tag_value=self._tag_value
+                    keys,
+                    filters,
+                    _TOKEN_SUM,
+                    summed,
+                    zeros=False,
+                    tag_value=self._tag_value,
+                    rollups=self._rollups,
                 )
             )
             return totals.with_zeros(totals.group_runs(runs, len(keys)), len(keys), summed)

@@ -174,8 +174,12 @@ def run_totals_sql(
     *,
     zeros: bool = True,
     tag_value: TagValue | None = None,
+    rollups: bool = False,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
+
+    ``rollups``: the store has them; they are read instead of the ledger when they hold the answer
+    exactly (:func:`.rollup_sql.run_totals_sql`: keys a run has, whole-hour windows).
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
     (run_id, use_case), so the database streams over it without sorting. With
@@ -183,6 +187,12 @@ def run_totals_sql(
     out instead of selected as 0 (for a store that aggregates the runs further:
     9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
+    if rollups:
+        from . import rollup_sql  # imports this module
+
+        found = rollup_sql.run_totals_sql(keys, filters, token_sum, present, zeros=zeros, tag_value=tag_value)
+        if found is not None:
+            return found
     clause, params = where(filters, tag_value)
     group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
     left_out = () if zeros else zero_columns(present)
