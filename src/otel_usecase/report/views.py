@@ -174,6 +174,10 @@ def list_runs(
         page = _latest_runs(store, view, filters, limit, offset)
         if page is not None:
             return page
+    else:
+        dearest = rollup_sql.dearest_runs_sql(view, filters, limit, offset)
+        if dearest is not None:
+            return _runs_of(store, view, filters, [(u, r) for u, r in store.query(*dearest)])
     rows = store.query(*rollup_sql.runs_sql(view, filters, order, limit, offset))
     return [_run_row(row) for row in rows]
 
@@ -194,7 +198,13 @@ def _latest_runs(
         if len(runs) >= wanted or len(found) < cells:
             break
         cells *= 4
-    page = runs[offset:wanted]
+    return _runs_of(store, view, filters, runs[offset:wanted])
+
+
+def _runs_of(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, page: Sequence[tuple[str, str]]
+) -> list[RunRow]:
+    """The :class:`RunRow` of each (use case, run id) of ``page``, in that order, from the run rollup."""
     if not page:
         return []
     rows = store.query(*rollup_sql.runs_of_sql(view, filters, sorted({run_id for _, run_id in page})))

@@ -642,6 +642,23 @@ def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[st
     return sql, [*source.params, int(rows)]
 
 
+def dearest_runs_sql(
+    view: ViewSQL, filters: ReportFilter, limit: int, offset: int
+) -> tuple[str, list[Any]] | None:
+    """The (use case, run id) of a page of runs, most expensive first (unknown cost last, ties by use case
+    then run id), summing only the cost (None when the run rollup cannot answer ``filters``);
+    :func:`runs_of_sql` then sums everything of just those runs."""
+    if not run_rollup_answers(view, filters):
+        return None
+    source = _rollup(view, filters, RUN_ROLLUP)
+    cost = source.measures["cost_usd"]
+    sql = (
+        f"SELECT use_case, run_id FROM {RUN_ROLLUP}{source.clause} GROUP BY use_case, run_id "
+        f"ORDER BY CASE WHEN {cost} IS NULL THEN 1 ELSE 0 END, {cost} DESC, use_case, run_id LIMIT ? OFFSET ?"
+    )
+    return sql, [*source.params, int(limit), int(offset)]
+
+
 def runs_of_sql(view: ViewSQL, filters: ReportFilter, run_ids: Sequence[str]) -> tuple[str, list[Any]]:
     """:data:`RUN_FIELDS` (then the latest call) of the runs ``run_ids`` (the caller keeps those of the
     right use case), read from the run rollup."""
