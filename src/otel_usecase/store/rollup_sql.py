@@ -706,3 +706,21 @@ def run_totals_sql(
     )
     group = ", ".join(dict.fromkeys(("use_case", "run_id", *keys)))
     return f"SELECT {selected} FROM {RUN_ROLLUP}{source.clause} GROUP BY {group}", source.params
+
+
+QUARTER_HOUR_NS: Final = 900_000_000_000
+
+
+def cell_run_totals_sql(view: ViewSQL, filters: ReportFilter, *, rollup: bool) -> tuple[str, list[Any]]:
+    """(cell start ns, use case, run id, :data:`~otel_usecase.store.base.RUN_TOTALS`) per run and cell of
+    time: the run rollup's hours (``rollup``; the caller checks :func:`run_rollup_answers`), else the
+    ledger's quarter hours. Reports by day, week or month in any time zone add cells up into periods."""
+    source = _rollup(view, filters, RUN_ROLLUP) if rollup else _ledger(view, filters)
+    width = HOUR_NS if rollup else QUARTER_HOUR_NS
+    cell = f"({source.time} - (({source.time} % {width}) + {width}) % {width})"
+    selected = ", ".join(source.measures[name] for name in RUN_TOTALS)
+    sql = (
+        f"SELECT {cell} AS cell, use_case, run_id, {selected} FROM {source.table}{source.clause} "
+        f"GROUP BY {cell}, use_case, run_id"
+    )
+    return sql, source.params
