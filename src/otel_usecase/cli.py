@@ -71,7 +71,9 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     listing.add_argument("--experience", metavar="NAME", help="only this experience (name)")
     listing.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
     listing.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
-    listing.add_argument("--order", default="newest", choices=("newest", "cost"), help="newest (default) or cost")
+    listing.add_argument(
+        "--order", default="newest", choices=("newest", "cost"), help="newest (default) or cost"
+    )
     listing.add_argument("--limit", metavar="N", type=int, default=50, help="runs per page (default 50)")
     listing.add_argument("--offset", metavar="N", type=int, default=0, help="runs to skip (default 0)")
     listing.add_argument("--format", default="table", choices=("table", "json", "csv"))

@@ -129,11 +129,15 @@ class _Dialect(NamedTuple):
     greatest: str
     real: str
     int: str
+    total: str
+    """The type of a token sum: SQLite's integers turn into reals past int64 instead of failing;
+    PostgreSQL's ``bigint`` would fail the write of a row past the store with a count near 2**63
+    (the store itself bounds counts), so its token sums are ``numeric``, as its reports' sums are."""
 
 
 _DIALECTS: Final = {
-    "sqlite": _Dialect("char(1)", "MIN", "MAX", "REAL", "INTEGER"),
-    "postgresql": _Dialect("chr(1)", "LEAST", "GREATEST", "DOUBLE PRECISION", "BIGINT"),
+    "sqlite": _Dialect("char(1)", "MIN", "MAX", "REAL", "INTEGER", "INTEGER"),
+    "postgresql": _Dialect("chr(1)", "LEAST", "GREATEST", "DOUBLE PRECISION", "BIGINT", "NUMERIC"),
 }
 
 
@@ -151,7 +155,10 @@ def _run_key() -> tuple[str, ...]:
 
 def _tables(d: _Dialect) -> list[str]:
     def measures() -> str:
-        kinds = {"cost_usd": f"{d.real} NOT NULL DEFAULT 0"}
+        kinds = {
+            "cost_usd": f"{d.real} NOT NULL DEFAULT 0",
+            **{t: f"{d.total} NOT NULL DEFAULT 0" for t in TOKEN_COLUMNS},
+        }
         return ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in MEASURES)
 
     def key_columns(keys: Sequence[str]) -> str:
