@@ -194,7 +194,7 @@ def _latest_runs(
         if query is None:
             return None
         found = store.query(*query)
-        runs = list(dict.fromkeys((use_case, run_id) for use_case, run_id in found))
+        runs = list(dict.fromkeys((row[0], row[1]) for row in found))
         if len(runs) >= wanted or len(found) < cells:
             break
         cells *= 4

@@ -686,7 +686,7 @@ class PostgresStore:
                     postgres_reports.TOKEN_SUM,
                     summed,
                     tag_value=postgres_reports.tag_value(summed),
-                    rollups=self._rollups,
+                    rollups="postgresql" if self._rollups else None,
                 )
             ),
         )

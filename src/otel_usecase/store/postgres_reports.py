@@ -68,7 +68,13 @@ def group_totals(
     not known and complete are left out of the per-run figures as NULLs.
     """
     per_run, params = totals.run_totals_sql(
-        keys, filters, TOKEN_SUM, present, zeros=False, tag_value=tag_value(present), rollups=rollups
+        keys,
+        filters,
+        TOKEN_SUM,
+        present,
+        zeros=False,
+        tag_value=tag_value(present),
+        rollups="postgresql" if rollups else None,
     )
     zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
     key_cols = ", ".join(keys)

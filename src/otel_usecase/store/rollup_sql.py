@@ -40,10 +40,11 @@ How they stay exact:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from functools import cache
 from typing import Any, Final, NamedTuple
 
 from . import totals
-from .base import COLUMNS, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
+from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
 __all__ = [
     "HOUR_NS",
@@ -207,51 +208,68 @@ def _key_values(keys: Sequence[str], row: str) -> list[str]:
     return [_hour(row) if k == "hour_ns" else f"{row}.{k}" for k in keys]
 
 
-# --- SQLite: row triggers --------------------------------------------------------------------
+# --- SQLite: row triggers into a pending table, folded per write -------------------------------
+
+PENDING: Final = "usecase_rollup_pending"
+"""SQLite: the ledger rows written (``sign`` 1) and replaced (``sign`` -1) since the last fold."""
 
 
-def _sqlite_add(row: str) -> list[str]:
-    """Statements adding ledger row ``row`` (``NEW``) to both rollups."""
+def _pending_columns() -> tuple[str, ...]:
+    needed = {"start_ns", "end_ns", *_HOUR_KEYS, *_run_key(), *TOKEN_COLUMNS, "cost_usd", "status", "error"}
+    return tuple(c for c in COLUMNS if c in needed)
+
+
+def _sqlite_tables() -> list[str]:
+    kinds = {name: kind for name, kind, _ in LEDGER}
+    types = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"}
+    columns = ", ".join(f"{c} {types[kinds[c]]}" for c in _pending_columns())
+    return [f"CREATE TABLE IF NOT EXISTS {PENDING} (sign INTEGER NOT NULL, {columns})"]
+
+
+def _sqlite_triggers() -> list[str]:
+    cols = _pending_columns()
+    names = ", ".join(cols)
+
+    def values(sign: int, row: str) -> str:
+        return f"({sign}, {', '.join(f'{row}.{c}' for c in cols)})"
+
+    return [
+        f"DROP TRIGGER IF EXISTS {TABLE}_rollup_insert",
+        f"DROP TRIGGER IF EXISTS {TABLE}_rollup_update",
+        (
+            f"CREATE TRIGGER {TABLE}_rollup_insert AFTER INSERT ON {TABLE} BEGIN "
+            f"INSERT INTO {PENDING} (sign, {names}) VALUES {values(1, 'NEW')}; END"
+        ),
+        (
+            f"CREATE TRIGGER {TABLE}_rollup_update AFTER UPDATE ON {TABLE} BEGIN "
+            f"INSERT INTO {PENDING} (sign, {names}) VALUES {values(-1, 'OLD')}, {values(1, 'NEW')}; END"
+        ),
+    ]
+
+
+@cache
+def sqlite_fold() -> tuple[str, ...]:
+    """SQLite: the statements adding the pending rows to both rollups (aggregated per cell), removing the run
+    cells they emptied, recomputing the times of the run cells rows left, and emptying the pending table.
+    The store runs them in every writing transaction, after its writes (:data:`PENDING`)."""
     d = _DIALECTS["sqlite"]
     hour_keys, run_keys = _hour_key(), _run_key()
-    hour_values = [*_key_values(hour_keys, row), *(_measure(m, row) for m in MEASURES)]
-    run_values = [
-        *_key_values(run_keys, row),
-        f"{row}.start_ns",
-        f"{row}.start_ns",
-        f"{row}.end_ns",
-        *(_measure(m, row) for m in MEASURES),
-    ]
-    return [
-        (
-            f"INSERT INTO {HOUR_ROLLUP} ({', '.join((*hour_keys, *MEASURES))}) "
-            f"VALUES ({', '.join(hour_values)}) {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures(HOUR_ROLLUP)}"
-        ),
-        (
-            f"INSERT INTO {RUN_ROLLUP} ({', '.join((*run_keys, 'first_ns', 'last_ns', 'end_ns', *MEASURES))}) "
-            f"VALUES ({', '.join(run_values)}) {_conflict(run_keys, d)} "
-            f"DO UPDATE SET {_add_times(RUN_ROLLUP, d)}, {_add_measures(RUN_ROLLUP)}"
-        ),
-    ]
-
-
-def _same_cell(keys: Sequence[str], row: str) -> str:
-    return " AND ".join(
-        f"{k} = {value}" if k not in _NULLABLE_KEYS else f"{k} IS {value}"
-        for k, value in zip(keys, _key_values(keys, row))
+    measures = ", ".join(f"SUM(r.sign * ({_measure(m, 'r')}))" for m in MEASURES)
+    hour_values = ", ".join(_key_values(hour_keys, "r"))
+    run_values = ", ".join(_key_values(run_keys, "r"))
+    hour_cols = ", ".join((*hour_keys, *MEASURES))
+    run_cols = ", ".join((*run_keys, "first_ns", "last_ns", "end_ns", *MEASURES))
+    left = " AND ".join(
+        f"t.{k} = {v}" if k not in _NULLABLE_KEYS else f"t.{k} IS {v}"
+        for k, v in zip(run_keys, _key_values(run_keys, "o"))
     )
-
-
-def _sqlite_subtract(row: str) -> list[str]:
-    """Statements taking ledger row ``row`` (``OLD``) out of both rollups; its run cell's times recomputed."""
-    minus = ", ".join(f"{m} = {m} - ({_measure(m, row)})" for m in MEASURES)
-    run_cell = _same_cell(_run_key(), row)
+    left_cells = f"SELECT t.rowid FROM {PENDING} AS o JOIN {RUN_ROLLUP} AS t ON {left} WHERE o.sign < 0"
     ledger_cell = " AND ".join(
         [
-            f"c.use_case = {row}.use_case",
-            f"c.run_id = {row}.run_id",
-            f"{_hour('c')} = {_hour(row)}",
-            *(f"c.{k} IS {row}.{k}" for k in _run_keys()),
+            f"c.use_case = {RUN_ROLLUP}.use_case",
+            f"c.run_id = {RUN_ROLLUP}.run_id",
+            f"{_hour('c')} = {RUN_ROLLUP}.hour_ns",
+            *(f"c.{k} IS {RUN_ROLLUP}.{k}" for k in _run_keys()),
         ]
     )
     times = ", ".join(
@@ -262,25 +280,25 @@ def _sqlite_subtract(row: str) -> list[str]:
             ("end_ns", "MAX", "end_ns"),
         )
     )
-    return [
-        f"UPDATE {HOUR_ROLLUP} SET {minus} WHERE {_same_cell(_hour_key(), row)}",
-        f"UPDATE {RUN_ROLLUP} SET {minus} WHERE {run_cell}",
-        f"DELETE FROM {RUN_ROLLUP} WHERE {run_cell} AND calls <= 0",
-        f"UPDATE {RUN_ROLLUP} SET {times} WHERE {run_cell}",
-    ]
+    return (
+        (
+            f"INSERT INTO {HOUR_ROLLUP} ({hour_cols}) SELECT {hour_values}, {measures} FROM {PENDING} AS r WHERE true "
+            f"GROUP BY {hour_values} {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures(HOUR_ROLLUP)}"
+        ),
+        (
+            f"INSERT INTO {RUN_ROLLUP} ({run_cols}) SELECT {run_values}, MIN(r.start_ns), MAX(r.start_ns), "
+            f"MAX(r.end_ns), {measures} FROM {PENDING} AS r WHERE true GROUP BY {run_values} {_conflict(run_keys, d)} "
+            f"DO UPDATE SET {_add_times(RUN_ROLLUP, d)}, {_add_measures(RUN_ROLLUP)}"
+        ),
+        f"DELETE FROM {RUN_ROLLUP} WHERE calls <= 0 AND rowid IN ({left_cells})",
+        f"UPDATE {RUN_ROLLUP} SET {times} WHERE rowid IN ({left_cells})",
+        f"DELETE FROM {PENDING}",
+    )
 
 
 def _sqlite_ddl() -> list[str]:
     d = _DIALECTS["sqlite"]
-    body_insert = ";\n    ".join(_sqlite_add("NEW"))
-    # The update trigger runs after the ledger row changed: the old row's run cell is recomputed from
-    # the ledger as it is now (without the old copy), then the new copy is added.
-    body_update = ";\n    ".join([*_sqlite_subtract("OLD"), *_sqlite_add("NEW")])
-    return [
-        *_tables(d),
-        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_rollup_insert AFTER INSERT ON {TABLE} BEGIN\n    {body_insert};\nEND",
-        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_rollup_update AFTER UPDATE ON {TABLE} BEGIN\n    {body_update};\nEND",
-    ]
+    return [*_tables(d), *_sqlite_tables(), *_sqlite_triggers()]
 
 
 # --- PostgreSQL: statement-level triggers with transition tables ------------------------------
@@ -388,6 +406,7 @@ def _backfill(dialect: str) -> list[str]:
     measures = ", ".join(f"SUM({_measure(m, 'r')})" for m in MEASURES)
     del d
     return [
+        *([f"DELETE FROM {PENDING}"] if dialect == "sqlite" else []),
         f"DELETE FROM {HOUR_ROLLUP}",
         f"DELETE FROM {RUN_ROLLUP}",
         (
@@ -521,7 +540,32 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         **{c: view.token_sum.format(c) for c in _COUNTS},
     }
     clause = " WHERE " + " AND ".join(clauses) if clauses else ""
-    return _Source(table, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)")
+    source = _with_pending(table) if view.dialect == "sqlite" else table
+    return _Source(
+        source, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)"
+    )
+
+
+@cache
+def _with_pending(table: str) -> str:
+    """SQLite: ``table`` with the rows still pending (:data:`PENDING`) added as cells of their own: a
+    derived table with the rollup's columns, so a query reads everything committed."""
+    run = table == RUN_ROLLUP
+    keys = _run_key() if run else _hour_key()
+    values = _key_values(keys, "r")
+    selected = [f"{v} AS {k}" for k, v in zip(keys, values)]
+    if run:  # the times of the rows added only (a replaced row's cell is recomputed by the fold)
+        selected += [
+            "MIN(CASE WHEN r.sign > 0 THEN r.start_ns END) AS first_ns",
+            "MAX(CASE WHEN r.sign > 0 THEN r.start_ns END) AS last_ns",
+            "MAX(CASE WHEN r.sign > 0 THEN r.end_ns END) AS end_ns",
+        ]
+    selected += [f"SUM(r.sign * ({_measure(m, 'r')})) AS {m}" for m in MEASURES]
+    columns = ", ".join((*keys, *(("first_ns", "last_ns", "end_ns") if run else ()), *MEASURES))
+    return (
+        f"(SELECT {columns} FROM {table} UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
+        f"GROUP BY {', '.join(values)}) AS {table}_now"
+    )
 
 
 def _sums_source(view: ViewSQL, filters: ReportFilter, key: str | None = None) -> _Source:
@@ -645,8 +689,18 @@ def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[st
     if not run_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, RUN_ROLLUP)
-    sql = f"SELECT use_case, run_id FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
-    return sql, [*source.params, int(rows)]
+    latest = (
+        f"SELECT use_case, run_id, last_ns FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
+    )
+    if view.dialect != "sqlite":
+        return latest, [*source.params, int(rows)]
+    # The rollup's latest cells through its index, and the rows still pending (few): merged, latest first.
+    pending = (
+        f"SELECT use_case, run_id, start_ns AS last_ns FROM (SELECT {_hour('r')} AS hour_ns, r.* FROM {PENDING} "
+        f"AS r WHERE r.sign > 0) AS p{source.clause}"
+    )
+    sql = f"SELECT use_case, run_id FROM (SELECT * FROM ({latest}) UNION ALL {pending}) ORDER BY last_ns DESC LIMIT ?"
+    return sql, [*source.params, int(rows), *source.params, int(rows)]
 
 
 def dearest_runs_sql(
@@ -660,7 +714,7 @@ def dearest_runs_sql(
     source = _rollup(view, filters, RUN_ROLLUP)
     cost = source.measures["cost_usd"]
     sql = (
-        f"SELECT use_case, run_id FROM {RUN_ROLLUP}{source.clause} GROUP BY use_case, run_id "
+        f"SELECT use_case, run_id FROM {source.table}{source.clause} GROUP BY use_case, run_id "
         f"ORDER BY CASE WHEN {cost} IS NULL THEN 1 ELSE 0 END, {cost} DESC, use_case, run_id LIMIT ? OFFSET ?"
     )
     return sql, [*source.params, int(limit), int(offset)]
@@ -672,7 +726,7 @@ def runs_of_sql(view: ViewSQL, filters: ReportFilter, run_ids: Sequence[str]) ->
     source = _rollup(view, filters, RUN_ROLLUP)
     marks = ", ".join("?" * len(run_ids))
     condition = f"{source.clause} AND run_id IN ({marks})" if source.clause else f" WHERE run_id IN ({marks})"
-    sql = f"SELECT {', '.join(_run_columns(view, source))} FROM {RUN_ROLLUP}{condition} GROUP BY run_id, use_case"
+    sql = f"SELECT {', '.join(_run_columns(view, source))} FROM {source.table}{condition} GROUP BY run_id, use_case"
     return sql, [*source.params, *run_ids]
 
 
@@ -693,10 +747,11 @@ def run_totals_sql(
     *,
     zeros: bool,
     tag_value: TagValue | None,
+    dialect: str,
 ) -> tuple[str, list[Any]] | None:
     """:func:`.totals.run_totals_sql` read from :data:`RUN_ROLLUP`: the same columns, one row per run and
     value of ``keys``; None when the rollup cannot answer (a key it does not keep, a mid-hour window)."""
-    view = ViewSQL("", token_sum, frozenset(summed), True, tag_value)
+    view = ViewSQL(dialect, token_sum, frozenset(summed), True, tag_value)
     if not set(keys) <= _RUN_COLUMNS or not run_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, RUN_ROLLUP)
@@ -712,7 +767,7 @@ def run_totals_sql(
         ]
     )
     group = ", ".join(dict.fromkeys(("use_case", "run_id", *keys)))
-    return f"SELECT {selected} FROM {RUN_ROLLUP}{source.clause} GROUP BY {group}", source.params
+    return f"SELECT {selected} FROM {source.table}{source.clause} GROUP BY {group}", source.params
 
 
 QUARTER_HOUR_NS: Final = 900_000_000_000

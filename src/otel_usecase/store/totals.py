@@ -174,12 +174,12 @@ def run_totals_sql(
     *,
     zeros: bool = True,
     tag_value: TagValue | None = None,
-    rollups: bool = False,
+    rollups: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
 
-    ``rollups``: the store has them; they are read instead of the ledger when they hold the answer
-    exactly (:func:`.rollup_sql.run_totals_sql`: keys a run has, whole-hour windows).
+    ``rollups``: the store's dialect when it has them; they are read instead of the ledger when they hold
+    the answer exactly (:func:`.rollup_sql.run_totals_sql`: keys a run has, whole-hour windows).
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
     (run_id, use_case), so the database streams over it without sorting. With
@@ -190,7 +190,9 @@ def run_totals_sql(
     if rollups:
         from . import rollup_sql  # imports this module
 
-        found = rollup_sql.run_totals_sql(keys, filters, token_sum, present, zeros=zeros, tag_value=tag_value)
+        found = rollup_sql.run_totals_sql(
+            keys, filters, token_sum, present, zeros=zeros, tag_value=tag_value, dialect=rollups
+        )
         if found is not None:
             return found
     clause, params = where(filters, tag_value)
