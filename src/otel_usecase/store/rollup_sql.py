@@ -18,9 +18,12 @@ is exact too, only slower (:func:`answerable`).
 
 How they stay exact:
 
-* SQLite: row triggers (``AFTER INSERT``, ``AFTER UPDATE``) add each new row and
-  take each replaced one out, inside the writer's transaction (writers are
-  serialised by SQLite's lock).
+* SQLite: row triggers (``AFTER INSERT``, ``AFTER UPDATE``) set each new row, and
+  each replaced one with a minus sign, aside in :data:`PENDING`, inside the
+  writer's transaction; a writer folds them into the rollups every second or so
+  (:func:`sqlite_fold`: one update per cell, not per call; a row-by-row upsert
+  doubled the cost of a write), and readers add the pending rows themselves
+  (:func:`_with_pending`), so every figure is exact from the commit on.
 * PostgreSQL: statement-level triggers with transition tables aggregate the rows
   a statement inserted or changed and apply the deltas in key order (``INSERT
   ... SELECT ... GROUP BY ... ORDER BY key ON CONFLICT DO UPDATE``): every writer
