@@ -13,7 +13,7 @@ ANALYZE`` after the load, as autovacuum would.
 
 Timed: each view function on one open store (as the dashboard's server holds it), for
 the overview (no filter; the last 7 days in whole hours), one use case, one user and
-one tag: median of 5 after one untimed call. Target: each under 500 ms.
+one tag: median of 3 after one untimed call. Target: each under 500 ms.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     total = 200_000 if quick else 10_000_000
-    reps = 1 if quick else 5
+    reps = 1 if quick else 3
     directory = Path(tempfile.mkdtemp(prefix="otel-usecase-dashboard-"))
     server = None
     rows: list[dict[str, Any]] = []

@@ -22,7 +22,8 @@ from otel_usecase.cost.call import STATUS_PARTIAL
 from otel_usecase.cost.prices import PriceBook
 from otel_usecase.cost.reprice import reprice
 from otel_usecase.report import views
-from otel_usecase.store import ReportFilter, Store, open_store
+from otel_usecase.report.queries import build_report
+from otel_usecase.store import ReportFilter, Store, StoreUnavailable, open_store
 from otel_usecase.store.base import COLUMNS, TABLE, TOKEN_COLUMNS, row_of
 
 from .builders import a_call
@@ -252,19 +253,38 @@ def test_the_migration_rolls_up_a_ledger_written_before_the_rollups(sqlite_or_po
         store.close()
 
 
-def test_rows_written_past_the_store_count_at_once_and_are_folded_by_its_next_write(tmp_path: Path) -> None:
+def test_rows_written_past_the_store_count_at_once_and_are_folded_by_its_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'costs.db'}"
-    store = open_store(url)
+    store: Any = open_store(url)
     try:
-        store.write([call(1)])
-        _execute(url, [], [call(2), call(3)])  # plain SQL: the triggers set the rows aside
-        assert store.view_sql().rollups
-        s = views.summary(store, ReportFilter())  # the views add what is pending
-        assert (s.calls, s.runs) == (3, 3) and s.cost_usd == pytest.approx(3 * mini_cost(100, 50))
-        assert store.query("SELECT COUNT(*) FROM usecase_rollup_pending") == [(3,)]
-        store.fold()  # (a writer does so every second, and when it closes)
+        store.write([call(1, start_ns=T0)])
+        store.fold()
+        _execute(
+            url, [], [call(2, start_ns=T0 + HOUR), call(3, start_ns=T0 + 2 * HOUR)]
+        )  # plain SQL: set aside
+        fold = store.fold
+
+        def cannot_fold() -> None:
+            raise StoreUnavailable("a read-only file, say")
+
+        monkeypatch.setattr(store, "fold", cannot_fold)
+        assert store.view_sql().pending  # so every query adds the pending rows to the rollups
+        pending = [views.summary(store, ReportFilter()), views.list_runs(store, ReportFilter()),
+                   views.cost_series(store, ReportFilter(), "hour"), views.run_histogram(store, ReportFilter()),
+                   build_report(store, "user"), build_report(store, "run")]  # fmt: skip
+        assert (pending[0].calls, pending[0].runs) == (3, 3)
+        assert pending[0].cost_usd == pytest.approx(3 * mini_cost(100, 50))
+        assert [r.run_id for r in pending[1]] == ["run-0", "run-2", "run-1"]  # newest first
+        assert store.query("SELECT COUNT(*) FROM usecase_rollup_pending") == [(2,)]
+        monkeypatch.setattr(store, "fold", fold)
+        assert not store.view_sql().pending  # a store that can write folds them first
         assert store.query("SELECT COUNT(*) FROM usecase_rollup_pending") == [(0,)]
-        assert views.summary(store, ReportFilter()) == s
+        folded = [views.summary(store, ReportFilter()), views.list_runs(store, ReportFilter()),
+                  views.cost_series(store, ReportFilter(), "hour"), views.run_histogram(store, ReportFilter()),
+                  build_report(store, "user"), build_report(store, "run")]  # fmt: skip
+        assert folded == pending
         assert_rollups_match_ledger(store)
     finally:
         store.close()

@@ -445,6 +445,8 @@ class ViewSQL(NamedTuple):
     tag_value: TagValue | None = None
     """The store's SQL for a tag's value (:data:`~otel_usecase.store.base.TagValue`); the rollups' ``tags``
     column holds the same JSON text as the ledger's."""
+    pending: bool = False
+    """SQLite: rows are pending (:data:`PENDING`): queries add them (slower: no index on the union)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {
@@ -543,7 +545,7 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         **{c: view.token_sum.format(c) for c in _COUNTS},
     }
     clause = " WHERE " + " AND ".join(clauses) if clauses else ""
-    source = _with_pending(table) if view.dialect == "sqlite" else table
+    source = _with_pending(table) if view.pending else table
     return _Source(
         source, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)"
     )
@@ -695,7 +697,7 @@ def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[st
     latest = (
         f"SELECT use_case, run_id, last_ns FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
     )
-    if view.dialect != "sqlite":
+    if not view.pending:
         return latest, [*source.params, int(rows)]
     # The rollup's latest cells through its index, and the rows still pending (few): merged, latest first.
     pending = (
@@ -751,10 +753,11 @@ def run_totals_sql(
     zeros: bool,
     tag_value: TagValue | None,
     dialect: str,
+    pending: bool = False,
 ) -> tuple[str, list[Any]] | None:
     """:func:`.totals.run_totals_sql` read from :data:`RUN_ROLLUP`: the same columns, one row per run and
     value of ``keys``; None when the rollup cannot answer (a key it does not keep, a mid-hour window)."""
-    view = ViewSQL(dialect, token_sum, frozenset(summed), True, tag_value)
+    view = ViewSQL(dialect, token_sum, frozenset(summed), True, tag_value, pending)
     if not set(keys) <= _RUN_COLUMNS or not run_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, RUN_ROLLUP)

@@ -621,12 +621,24 @@ class SQLiteStore:
             with contextlib.suppress(StoreUnavailable):  # busy now: the next write folds
                 self._fold_locked()
 
+    def _pending(self) -> bool:
+        """Whether rows are pending (not folded): first folded if this connection may write (a report
+        then reads the rollups through their indexes), else added by every query."""
+        if not self._rollups or not self.query(f"SELECT 1 FROM {rollup_sql.PENDING} LIMIT 1"):
+            return False
+        with contextlib.suppress(StoreError):  # busy, or a read-only file: read them as they are
+            self.fold()
+            return bool(self.query(f"SELECT 1 FROM {rollup_sql.PENDING} LIMIT 1"))
+        return True
+
     def _rollups_current(self) -> str | None:
         """The dialect for :func:`.totals.run_totals_sql` when this file has the rollups."""
-        return "sqlite" if self._rollups else None
+        if not self._rollups:
+            return None
+        return "sqlite+pending" if self._pending() else "sqlite"
 
     def view_sql(self) -> ViewSQL:
-        return ViewSQL("sqlite", _TOKEN_SUM, self._columns, self._rollups, self._tag_value)
+        return ViewSQL("sqlite", _TOKEN_SUM, self._columns, self._rollups, self._tag_value, self._pending())
 
     def close(self) -> None:
         with self._lock:

@@ -178,8 +178,9 @@ def run_totals_sql(
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
 
-    ``rollups``: the store's dialect when it has them; they are read instead of the ledger when they hold
-    the answer exactly (:func:`.rollup_sql.run_totals_sql`: keys a run has, whole-hour windows).
+    ``rollups``: the store's dialect when it has them (``sqlite+pending`` while rows are pending); they are
+    read instead of the ledger when they hold the answer exactly (:func:`.rollup_sql.run_totals_sql`: keys
+    a run has, whole-hour windows).
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
     (run_id, use_case), so the database streams over it without sorting. With
@@ -191,7 +192,14 @@ def run_totals_sql(
         from . import rollup_sql  # imports this module
 
         found = rollup_sql.run_totals_sql(
-            keys, filters, token_sum, present, zeros=zeros, tag_value=tag_value, dialect=rollups
+            keys,
+            filters,
+            token_sum,
+            present,
+            zeros=zeros,
+            tag_value=tag_value,
+            dialect=rollups.removesuffix("+pending"),
+            pending=rollups.endswith("+pending"),
         )
         if found is not None:
             return found
