@@ -9,15 +9,20 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import openai
 import pytest
 
+from otel_usecase import UseCaseWarning, track, track_context
+from otel_usecase.scope.validation import normalised_id
 from otel_usecase.store import open_store
 from otel_usecase.store.base import ReportFilter
 
 from .builders import a_call
 from .expect import mini_cost
+from .rigs import CostRig
 
 COST = mini_cost(10, 5)
+MSG = [{"role": "user", "content": "hello"}]
 
 
 def _stored(store_url: str, calls: list[Any]) -> None:
@@ -111,3 +116,56 @@ def test_a_schema_3_ledger_gains_the_tags_column_and_its_calls_read_as_untagged(
     _stored(store_url, [a_call(span_id="2" * 16, tags={"tenant": "acme"})])  # a writer upgrades
     assert _filtered(store_url, ("tenant", "acme"))[0] == 1
     assert _filtered(store_url)[0] == 2
+
+
+# --- scopes: track_context / @track --------------------------------------------------------------
+
+
+def test_scope_tags_are_inherited_overridden_and_checked() -> None:
+    with track_context("support", tags={"tenant": "acme", "team": "search"}) as outer:
+        assert dict(outer.tags) == {"tenant": "acme", "team": "search"}
+        with track_context(use_case_step="answer", tags={"team": "billing", "flag": "beta"}) as inner:
+            assert dict(inner.tags) == {"tenant": "acme", "team": "billing", "flag": "beta"}
+        with track_context("other_use_case") as other:  # a new run still carries the tenant
+            assert dict(other.tags) == {"tenant": "acme", "team": "search"}
+    with track_context("support", tags={"ticket": 42}) as converted:  # int ids are converted, as ids are
+        assert dict(converted.tags) == {"ticket": "42"}
+
+
+def test_a_bad_tag_key_raises_naming_it_and_the_rule() -> None:
+    with pytest.raises(ValueError, match=r"tag key='tenant id' is not a valid name: use only letters"):
+        track_context("support", tags={"tenant id": "acme"})
+    with pytest.raises(ValueError, match=r"tag key='x{65}' is not a valid name"):
+        track_context("support", tags={"x" * 65: "acme"})
+    with pytest.raises(TypeError, match=r"tags=\['tenant'\] is not a mapping"):
+        track_context("support", tags=["tenant"])  # type: ignore[arg-type]
+
+
+def test_a_bad_tag_value_is_normalised_with_a_warning_never_raised() -> None:
+    with pytest.warns(UseCaseWarning, match=r"tags\['tenant'\]='acme\\nx' breaks the id rule"):
+        manager = track_context("support", tags={"tenant": "acme\nx"})
+    with manager as scope:
+        assert scope.tags["tenant"] == normalised_id("acme\nx") != "acme\nx"
+
+
+def test_more_than_ten_tags_after_merging_are_dropped_with_a_warning_naming_them() -> None:
+    outer = track_context("support", tags={f"k{i}": "v" for i in range(8)})
+    inner = track_context(tags={"k0": "new", "extra1": "a", "extra2": "b", "extra3": "c", "extra4": "d"})
+    with (
+        outer,
+        pytest.warns(UseCaseWarning, match=r"tags 'extra3', 'extra4' dropped: a scope holds at most 10"),
+    ):
+        scope = inner.__enter__()
+    inner.__exit__(None, None, None)
+    assert len(scope.tags) == 10
+    assert scope.tags["k0"] == "new" and "extra2" in scope.tags and "extra3" not in scope.tags
+
+
+def test_track_decorator_takes_tags(rig: CostRig, client: openai.OpenAI) -> None:
+    @track("summarize", tags={"tenant": "acme"})
+    def summarize() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+
+    summarize()
+    (row,) = rig.report("tag:tenant")
+    assert (row["tag:tenant"], row["calls"], row["cost_usd"]) == ("acme", 1, pytest.approx(COST))

@@ -406,7 +406,7 @@ def _stamp(span: Span, values: Mapping[str, str]) -> None:
 
 def _clean(bag: Mapping[str, object]) -> dict[str, str]:
     found = _scope._inbound_scope(bag)
-    return found.attributes() if found is not None else {}
+    return found.span_attributes() if found is not None else {}
 
 
 def _has_processor(provider: object) -> bool:
