@@ -151,12 +151,10 @@ def test_a_bad_tag_value_is_normalised_with_a_warning_never_raised() -> None:
 def test_more_than_ten_tags_after_merging_are_dropped_with_a_warning_naming_them() -> None:
     outer = track_context("support", tags={f"k{i}": "v" for i in range(8)})
     inner = track_context(tags={"k0": "new", "extra1": "a", "extra2": "b", "extra3": "c", "extra4": "d"})
-    with (
-        outer,
-        pytest.warns(UseCaseWarning, match=r"tags 'extra3', 'extra4' dropped: a scope holds at most 10"),
-    ):
-        scope = inner.__enter__()
-    inner.__exit__(None, None, None)
+    with outer:
+        with pytest.warns(UseCaseWarning, match=r"tags 'extra3', 'extra4' dropped: a scope holds at most 10"):
+            scope = inner.__enter__()
+        inner.__exit__(None, None, None)
     assert len(scope.tags) == 10
     assert scope.tags["k0"] == "new" and "extra2" in scope.tags and "extra3" not in scope.tags
 
