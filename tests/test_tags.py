@@ -6,7 +6,11 @@ costs 10 * $0.15/M + 5 * $0.60/M unless a test says otherwise.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -23,6 +27,7 @@ from .rigs import CostRig
 
 COST = mini_cost(10, 5)
 MSG = [{"role": "user", "content": "hello"}]
+BIN = Path(sys.executable).parent
 
 
 def _stored(store_url: str, calls: list[Any]) -> None:
@@ -167,3 +172,93 @@ def test_track_decorator_takes_tags(rig: CostRig, client: openai.OpenAI) -> None
     summarize()
     (row,) = rig.report("tag:tenant")
     assert (row["tag:tenant"], row["calls"], row["cost_usd"]) == ("acme", 1, pytest.approx(COST))
+
+
+# --- through real calls: stamped, stored, filtered and grouped ---------------------------------------
+
+
+def _spend_tagged(rig: CostRig, client: openai.OpenAI) -> None:
+    """acme/search: 2 calls, acme/billing: 1 call (an inner scope overriding the team), globex: 1, none: 1."""
+    ask = lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]  # noqa: E731
+    with track_context("support", tags={"tenant": "acme", "team": "search"}):
+        ask()
+        ask()
+        with track_context(use_case_step="refund", tags={"team": "billing"}):
+            ask()
+    with track_context("support", tags={"tenant": "globex"}):
+        ask()
+    with track_context("support"):
+        ask()
+    rig.flush()
+
+
+def _cli_report(store_url: str, *args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(BIN / "otel-usecase"), "report", "--store", store_url, "--format", "json", *args],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    rows: list[dict[str, Any]] = json.loads(out)
+    return rows
+
+
+def test_tags_are_stamped_stored_and_reported_by_the_cli_in_both_stores(
+    sqlite_or_postgres: str, client: openai.OpenAI
+) -> None:
+    rig = CostRig(sqlite_or_postgres)
+    try:
+        _spend_tagged(rig, client)
+        stamped = [
+            s.attributes or {} for s in rig.captured.get_finished_spans() if s.name.startswith("openai")
+        ]
+    finally:
+        rig.close()
+    assert sorted(
+        (a.get("usecase.tag.tenant", ""), a.get("usecase.tag.team", ""), a.get("usecase.tags", ""))
+        for a in stamped
+    ) == [
+        ("", "", ""),
+        ("acme", "billing", "team,tenant"),
+        ("acme", "search", "team,tenant"),
+        ("acme", "search", "team,tenant"),
+        ("globex", "", "tenant"),
+    ]
+    by_tenant = {
+        r["tag:tenant"]: (r["calls"], r["cost_usd"])
+        for r in _cli_report(sqlite_or_postgres, "--by", "tag:tenant")
+    }
+    assert by_tenant == {
+        "acme": (3, pytest.approx(3 * COST)),
+        "globex": (1, pytest.approx(COST)),
+        None: (1, pytest.approx(COST)),  # calls without the tag: one row, no value
+    }
+    rows = _cli_report(sqlite_or_postgres, "--tag", "tenant=acme", "--tag", "team=search")
+    assert [(r["calls"], r["cost_usd"]) for r in rows] == [(2, pytest.approx(2 * COST))]
+    by_team = {
+        r["tag:team"]: r["calls"]
+        for r in _cli_report(sqlite_or_postgres, "--by", "tag:team", "--tag", "tenant=acme")
+    }
+    assert by_team == {"search": 2, "billing": 1}
+    runs = _cli_report(sqlite_or_postgres, "--by", "run", "--tag", "tenant=globex")  # the store's own JSON
+    assert [(r["calls"], r["cost_usd"]) for r in runs] == [(1, pytest.approx(COST))]
+
+
+def test_report_table_groups_by_a_tag_and_bad_options_are_usage_errors(
+    rig: CostRig, client: openai.OpenAI
+) -> None:
+    _spend_tagged(rig, client)
+    table = subprocess.run(
+        [str(BIN / "otel-usecase"), "report", "--store", rig.store_url, "--by", "tag:tenant"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "tag:tenant" in table and "acme" in table and "globex" in table
+    for args, message in (
+        (["--tag", "tenant"], "--tag 'tenant' is not KEY=VALUE"),
+        (["--tag", "ten ant=acme"], "--tag 'ten ant=acme' is not KEY=VALUE"),
+        (["--by", "tag:ten ant"], "the tag key 'ten ant' is not a valid name"),
+        (["--by", "tenant"], "--by 'tenant' is not one of use-case"),
+    ):
+        done = subprocess.run(
+            [str(BIN / "otel-usecase"), "report", "--store", rig.store_url, *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
