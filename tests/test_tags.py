@@ -10,20 +10,30 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
+from opentelemetry import context, propagate
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_usecase import UseCaseWarning, track, track_context
+from otel_usecase import Scope, UseCaseWarning, current_scope, track, track_context
+from otel_usecase.scope.propagation import UseCaseBaggagePropagator
 from otel_usecase.scope.validation import normalised_id
 from otel_usecase.store import open_store
 from otel_usecase.store.base import ReportFilter
 
 from .builders import a_call
+from .conftest import Traced
 from .expect import mini_cost
 from .rigs import CostRig
+from .servers import LoopbackHTTPServer
 
 COST = mini_cost(10, 5)
 MSG = [{"role": "user", "content": "hello"}]
@@ -179,7 +189,10 @@ def test_track_decorator_takes_tags(rig: CostRig, client: openai.OpenAI) -> None
 
 def _spend_tagged(rig: CostRig, client: openai.OpenAI) -> None:
     """acme/search: 2 calls, acme/billing: 1 call (an inner scope overriding the team), globex: 1, none: 1."""
-    ask = lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]  # noqa: E731
+
+    def ask() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+
     with track_context("support", tags={"tenant": "acme", "team": "search"}):
         ask()
         ask()
@@ -259,6 +272,123 @@ def test_report_table_groups_by_a_tag_and_bad_options_are_usage_errors(
     ):
         done = subprocess.run(
             [str(BIN / "otel-usecase"), "report", "--store", rig.store_url, *args],
-            capture_output=True, text=True, timeout=120,
+            check=False, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+# --- across services: baggage and the trust rules --------------------------------------------------
+
+
+class Downstream(LoopbackHTTPServer):
+    """Service B: extracts each request's context with its own propagator, then calls the LLM (no scope)."""
+
+    def __init__(self, llm: openai.OpenAI) -> None:
+        self.extractor: TextMapPropagator = UseCaseBaggagePropagator()
+        self.scopes: list[Scope | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                token = context.attach(
+                    outer.extractor.extract(headers, TraceContextTextMapPropagator().extract(headers))
+                )
+                try:
+                    outer.scopes.append(current_scope())
+                    llm.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+                finally:
+                    context.detach(token)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        super().__init__(Handler, "/answer")
+
+
+@pytest.fixture
+def downstream(client: openai.OpenAI) -> Iterator[Downstream]:
+    with Downstream(client) as service:
+        yield service
+
+
+@pytest.fixture
+def sending_with() -> Iterator[Callable[[TextMapPropagator], None]]:
+    """Service A's global propagator: ``tracecontext`` + the given baggage propagator (restored after)."""
+    previous = propagate.get_global_textmap()
+
+    def install(baggage_propagator: TextMapPropagator) -> None:
+        propagate.set_global_textmap(
+            CompositePropagator([TraceContextTextMapPropagator(), baggage_propagator])
+        )
+
+    try:
+        yield install
+    finally:
+        propagate.set_global_textmap(previous)
+
+
+def _tags_on_llm_spans(traced: Traced) -> list[dict[str, str]]:
+    """The ``usecase.tag.<key>`` attributes (by key) and the ``usecase.tags`` list (``*``) of each LLM span."""
+    tags = []
+    for span in traced.llm_spans():
+        attributes = span.attributes or {}
+        found = {
+            k.removeprefix("usecase.tag."): str(v)
+            for k, v in attributes.items()
+            if k.startswith("usecase.tag.")
+        }
+        if "usecase.tags" in attributes:
+            found["*"] = str(attributes["usecase.tags"])
+        tags.append(found)
+    traced.exporter.clear()
+    return tags
+
+
+def test_tags_travel_as_baggage_and_are_accepted_only_where_the_trust_rules_allow(
+    traced: Traced,
+    downstream: Downstream,
+    instrumented_httpx: None,
+    sending_with: Callable[[TextMapPropagator], None],
+) -> None:
+    sending_with(UseCaseBaggagePropagator())  # A sends all our keys but user.id: tags included by default
+    with track_context("support", tags={"tenant": "acme", "team": "search"}) as scope:
+        downstream.extractor = UseCaseBaggagePropagator(
+            accept_inbound="usecase.name,usecase.id,usecase.tag.*"
+        )
+        httpx.post(downstream.url, json={})
+        downstream.extractor = UseCaseBaggagePropagator(accept_inbound="usecase.name,usecase.id")
+        httpx.post(downstream.url, json={})
+        downstream.extractor = UseCaseBaggagePropagator()  # an edge: accepts none of our keys
+        httpx.post(downstream.url, json={})
+    trusted, without_tags, edge = downstream.scopes
+    assert trusted is not None and trusted.use_case_id == scope.use_case_id
+    assert dict(trusted.tags) == {"tenant": "acme", "team": "search"}
+    assert without_tags is not None and dict(without_tags.tags) == {}
+    assert edge is None
+    assert _tags_on_llm_spans(traced) == [{"tenant": "acme", "team": "search", "*": "team,tenant"}, {}, {}]
+
+    sending_with(UseCaseBaggagePropagator(send_outbound="usecase.name,usecase.id"))  # A keeps its tags home
+    downstream.extractor = UseCaseBaggagePropagator(accept_inbound="all")
+    with track_context("support", tags={"tenant": "acme"}):
+        httpx.post(downstream.url, json={})
+    assert downstream.scopes[-1] is not None and dict(downstream.scopes[-1].tags) == {}
+
+
+def test_hostile_inbound_tags_are_checked_like_a_local_scope(downstream: Downstream, traced: Traced) -> None:
+    downstream.extractor = UseCaseBaggagePropagator(accept_inbound="all")
+    many = ",".join(f"usecase.tag.k{i:02d}=v" for i in range(12))
+    header = f"usecase.name=support,usecase.tag.tenant=acme%0Acorp,usecase.tag.a+b=x,{many}"
+    response = httpx.post(downstream.url, json={}, headers={"baggage": header})
+    assert response.status_code == 200
+    (scope,) = downstream.scopes
+    assert scope is not None
+    assert scope.tags["tenant"] == normalised_id("acme\ncorp")  # normalised as an id, never raised
+    assert "a+b" not in scope.tags  # not a name: dropped
+    assert len(scope.tags) == 10  # bounded: the rest dropped
+    (stamped,) = _tags_on_llm_spans(traced)
+    assert stamped["tenant"] == normalised_id("acme\ncorp") and len(stamped) == 11  # 10 tags and the list
