@@ -21,19 +21,22 @@ import pytest
 from opentelemetry import context, propagate
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_usecase import Scope, UseCaseWarning, current_scope, track, track_context
+from otel_usecase import Scope, UseCaseSpanProcessor, UseCaseWarning, current_scope, track, track_context
 from otel_usecase.scope.propagation import UseCaseBaggagePropagator
 from otel_usecase.scope.validation import normalised_id
 from otel_usecase.store import open_store
 from otel_usecase.store.base import ReportFilter
+from otel_usecase.testing import FakeOpenAI
 
 from .builders import a_call
 from .conftest import Traced
 from .expect import mini_cost
 from .rigs import CostRig
-from .servers import LoopbackHTTPServer
+from .servers import LoopbackHTTPServer, ServeProcess
 
 COST = mini_cost(10, 5)
 MSG = [{"role": "user", "content": "hello"}]
@@ -392,3 +395,75 @@ def test_hostile_inbound_tags_are_checked_like_a_local_scope(downstream: Downstr
     assert len(scope.tags) == 10  # bounded: the rest dropped
     (stamped,) = _tags_on_llm_spans(traced)
     assert stamped["tenant"] == normalised_id("acme\ncorp") and len(stamped) == 11  # 10 tags and the list
+
+
+# --- serve: the OTLP path ------------------------------------------------------------------------------
+
+
+def _otlp_span(span_id: str, attributes: dict[str, str]) -> dict[str, Any]:
+    """One gpt-4o-mini chat span as OTLP/JSON (10 input, 5 output tokens), with string ``attributes``."""
+    return {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": span_id,
+        "name": "openai.chat",
+        "startTimeUnixNano": str(1_760_000_000_000_000_000),
+        "endTimeUnixNano": str(1_760_000_001_000_000_000),
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+            {"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o-mini"}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "10"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "5"}},
+            *({"key": k, "value": {"stringValue": v}} for k, v in attributes.items()),
+        ],
+    }
+
+
+def test_serve_stores_the_tags_of_spans_from_any_sender(store_url: str, fake_openai: FakeOpenAI) -> None:
+    """From this package's processor (through the SDK's OTLP exporter) and from a sender without it (OTLP/JSON
+    with only ``usecase.tag.<key>`` attributes, or a ``usecase.tags`` list that does not match them)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    with ServeProcess(store_url) as served:
+        provider = TracerProvider()
+        provider.add_span_processor(UseCaseSpanProcessor())
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=served.http_url)))
+        instrumentor = OpenAIInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            llm = openai.OpenAI(base_url=fake_openai.base_url, api_key="k", max_retries=0)
+            with track_context("sdk_app", tags={"tenant": "acme"}):
+                llm.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+        finally:
+            instrumentor.uninstrument()
+            provider.shutdown()
+        spans = [
+            _otlp_span("eee19b7ec3c1b174", {"usecase.name": "json_app", "usecase.tag.tenant": "globex"}),
+            _otlp_span(
+                "eee19b7ec3c1b175",
+                {"usecase.name": "json_app", "usecase.tags": "tenant,ghost", "usecase.tag.team": "ops\u0007"},
+            ),
+        ]
+        body = {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "go-app"}, "spans": spans}]}]}
+        response = httpx.post(served.http_url, json=body, timeout=30)
+        assert response.status_code == 200 and response.json() == {}, response.text
+        assert served.healthz()["calls_written"] == 3
+    store = open_store(store_url, create=False)
+    try:
+        stored = [row[0] for row in store.query("SELECT tags FROM usecase_calls")]
+    finally:
+        store.close()
+    assert sorted(stored) == [
+        '{"team":"' + normalised_id("ops\u0007") + '"}',  # the tags it has, whatever list came with it
+        '{"tenant":"acme"}',
+        '{"tenant":"globex"}',
+    ]
+    by_tenant = {
+        r["tag:tenant"]: (r["calls"], r["cost_usd"]) for r in _cli_report(store_url, "--by", "tag:tenant")
+    }
+    assert by_tenant == {
+        "acme": (1, pytest.approx(COST)),
+        "globex": (1, pytest.approx(COST)),
+        None: (1, pytest.approx(COST)),
+    }
