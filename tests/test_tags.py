@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -25,7 +26,18 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_usecase import Scope, UseCaseSpanProcessor, UseCaseWarning, current_scope, track, track_context
+from otel_usecase import (
+    BudgetExceeded,
+    Scope,
+    UseCaseSpanProcessor,
+    UseCaseWarning,
+    check_budget,
+    current_scope,
+    track,
+    track_context,
+)
+from otel_usecase.budgets import budget_status
+from otel_usecase.budgets import registry as budget_registry
 from otel_usecase.scope.propagation import UseCaseBaggagePropagator
 from otel_usecase.scope.validation import normalised_id
 from otel_usecase.store import open_store
@@ -467,3 +479,66 @@ def test_serve_stores_the_tags_of_spans_from_any_sender(store_url: str, fake_ope
         "globex": (1, pytest.approx(COST)),
         None: (1, pytest.approx(COST)),
     }
+
+
+# --- budgets: the tag selector ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgets_refresh_fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Trackers refresh every 0.3 s (5 s by default), and none outlives the test."""
+    monkeypatch.setenv("OTEL_USECASE_BUDGET_REFRESH_S", "0.3")
+    budget_registry.reset()
+    yield
+    budget_registry.reset()
+
+
+def _wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_block_budget_on_a_tag_blocks_that_tenant_only_in_both_stores(
+    sqlite_or_postgres: str, client: openai.OpenAI, budgets_refresh_fast: None
+) -> None:
+    done = subprocess.run(
+        [str(BIN / "otel-usecase"), "budgets", "set", "acme-cap", "--use-case", "support", "--tag", "tenant=acme",
+         "--amount", str(1.5 * COST), "--mode", "block", "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "budget 'acme-cap' set" in done.stdout
+    rig = CostRig(sqlite_or_postgres)
+    try:
+        tracker = budget_registry.tracker_for(sqlite_or_postgres)
+        _wait_until(
+            lambda: any(v.budget.name == "acme-cap" for v in tracker.view()), "the tracker to read it"
+        )
+        for tenant in ("acme", "acme", "globex"):
+            with track_context("support", tags={"tenant": tenant, "team": "search"}):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+        rig.flush()
+        with pytest.raises(BudgetExceeded) as info, track_context("support", tags={"tenant": "acme"}):
+            pytest.fail("the scope was entered")
+        assert info.value.spent_usd == pytest.approx(2 * COST)  # globex's call is not acme's
+        with track_context("support", tags={"tenant": "globex"}):
+            assert check_budget() is None
+        with track_context("support"):  # no tenant: not selected either
+            assert check_budget() is None
+    finally:
+        rig.close()
+    [status] = budget_status(sqlite_or_postgres)  # the store's own SQL agrees
+    assert status.spent_usd == pytest.approx(2 * COST)
+    listed = subprocess.run(
+        [str(BIN / "otel-usecase"), "budgets", "list", "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "use_case=support tag:tenant=acme" in listed
+    bad = subprocess.run(
+        [str(BIN / "otel-usecase"), "budgets", "set", "x", "--use-case", "support", "--tag", "ten ant=acme",
+         "--amount", "1", "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "tag key='ten ant' is not a valid name" in bad.stderr
