@@ -22,6 +22,8 @@ import pytest
 from opentelemetry import context, propagate
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -38,6 +40,7 @@ from otel_usecase import (
 )
 from otel_usecase.budgets import budget_status
 from otel_usecase.budgets import registry as budget_registry
+from otel_usecase.metrics import CostMetrics
 from otel_usecase.scope.propagation import UseCaseBaggagePropagator
 from otel_usecase.scope.validation import normalised_id
 from otel_usecase.store import open_store
@@ -542,3 +545,50 @@ def test_a_block_budget_on_a_tag_blocks_that_tenant_only_in_both_stores(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "tag key='ten ant' is not a valid name" in bad.stderr
+
+
+# --- metrics: tag.<key> opt-in -----------------------------------------------------------------------
+
+
+def _cost_points(reader: InMemoryMetricReader) -> list[tuple[dict[str, Any], float]]:
+    """The ``usecase.cost`` data points as (attributes, value)."""
+    data = reader.get_metrics_data()
+    return [
+        (dict(point.attributes or {}), point.value)  # type: ignore[union-attr]
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "usecase.cost"
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+
+
+def test_a_tag_is_a_metric_attribute_only_when_listed(
+    rig: CostRig, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default_reader, listed_reader = InMemoryMetricReader(), InMemoryMetricReader()
+    default_provider = MeterProvider(metric_readers=[default_reader])
+    listed_provider = MeterProvider(metric_readers=[listed_reader])
+    try:
+        rig.exporter.sink.subscribe(CostMetrics(default_provider))
+        monkeypatch.setenv("OTEL_USECASE_METRIC_ATTRIBUTES", "tag.tenant")
+        rig.exporter.sink.subscribe(CostMetrics(listed_provider))
+        _spend_tagged(rig, client)
+        by_tenant: dict[object, float] = {}
+        for attributes, value in _cost_points(listed_reader):
+            tenant = attributes.get("usecase.tag.tenant")
+            by_tenant[tenant] = by_tenant.get(tenant, 0.0) + value
+        assert by_tenant == {
+            "acme": pytest.approx(3 * COST),
+            "globex": pytest.approx(COST),
+            None: pytest.approx(COST),
+        }
+        assert not any("usecase.tag.tenant" in a for a, _ in _cost_points(default_reader))
+        assert not any(
+            "usecase.tag.team" in a for a, _ in _cost_points(listed_reader)
+        )  # only the tags listed
+    finally:
+        default_provider.shutdown()
+        listed_provider.shutdown()
+    with pytest.raises(ValueError, match=r"'tag.ten ant' is not one of user.id.* or tag.<key>"):
+        CostMetrics(listed_provider, attributes=["tag.ten ant"])
