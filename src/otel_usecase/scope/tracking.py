@@ -347,11 +347,15 @@ def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope,
     scope = _resolve(req, outer, outer_is_local)
     values = scope.attributes()
     stamped = scope.span_attributes() if scope.tags else values
-    bag = {
-        k: v
-        for k, v in baggage_of(ctx).items()
-        if k not in attr.ALL_KEYS and not k.startswith(attr.TAG_PREFIX)
-    }
+    if outer_is_local and outer is not None and not outer.tags:
+        # A local scope without tags wrote a baggage dict without tag entries: no prefix test per entry.
+        bag = {k: v for k, v in baggage_of(ctx).items() if k not in attr.ALL_KEYS}
+    else:  # upstream tags (accepted ones are in scope.tags, refused ones must not travel on) or ours
+        bag = {
+            k: v
+            for k, v in baggage_of(ctx).items()
+            if k not in attr.ALL_KEYS and not k.startswith(attr.TAG_PREFIX)
+        }
     bag.update(values)
     ctx = otel_context.set_value(BAGGAGE_KEY, bag, ctx)
     ctx = otel_context.set_value(SCOPE_KEY, (scope, bag, stamped), ctx)
