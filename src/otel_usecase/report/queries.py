@@ -51,6 +51,7 @@ __all__ = [
     "parse_since",
     "parse_tag_filters",
     "render_report",
+    "report_rows",
     "run_calls",
     "safe_text",
 ]
@@ -224,21 +225,29 @@ def build_report(
     experience: str | None = None,
     version: str | None = None,
     tags: Iterable[str] | None = None,
+    limit: int | None = None,
 ) -> list[ReportRow]:
     """Totals per group plus average, p50 and p95 cost per run, most expensive first.
 
     ``use_case``, ``user``, ``experience``, ``version``: only the calls with that value (``user`` as the
     app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later;
-    ``tags``: ``KEY=VALUE`` strings, every one must match. ``by`` is a :data:`GROUPINGS` name or ``tag:KEY``.
+    ``tags``: ``KEY=VALUE`` strings, every one must match; ``limit``: only the ``limit`` most expensive groups.
+    ``by`` is a :data:`GROUPINGS` name or ``tag:KEY``.
     """
+    return report_rows(store, by, _filters(use_case, since, user, experience, version, tags), limit=limit)
+
+
+def report_rows(store: Store, by: str, filters: ReportFilter, *, limit: int | None = None) -> list[ReportRow]:
+    """:func:`build_report` for a store filter (what the dashboard's views hold): the one report query."""
     keys = grouping(by)
-    filters = _filters(use_case, since, user, experience, version, tags)
+    if limit is not None and limit < 1:
+        raise ReportError(f"--limit {limit!r} must be at least 1")
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
         result = [_group_row(r, keys) for r in store.group_totals(keys, filters)]
     result.sort(key=_sort_key)
-    return result
+    return result if limit is None else result[:limit]
 
 
 _RUN_AT: Final = {name: i for i, name in enumerate(RUN_TOTALS)}
