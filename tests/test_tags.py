@@ -157,6 +157,8 @@ def test_a_schema_3_ledger_gains_the_tags_column_and_its_calls_read_as_untagged(
 def test_scope_tags_are_inherited_overridden_and_checked() -> None:
     with track_context("support", tags={"tenant": "acme", "team": "search"}) as outer:
         assert dict(outer.tags) == {"tenant": "acme", "team": "search"}
+        with pytest.raises(TypeError):  # a scope is frozen, its tags too
+            outer.tags["tenant"] = "globex"  # type: ignore[index]
         with track_context(use_case_step="answer", tags={"team": "billing", "flag": "beta"}) as inner:
             assert dict(inner.tags) == {"tenant": "acme", "team": "billing", "flag": "beta"}
         with track_context("other_use_case") as other:  # a new run still carries the tenant

@@ -22,7 +22,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
@@ -152,7 +152,9 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
         values[attr.EXPERIENCE_ID] = stored
         if stored != given:
             values.setdefault(attr.EXPERIENCE_ID_ORIGINAL, given)
-    return Scope.from_attributes(values, tags or NO_TAGS) if values or tags else None
+    return (
+        Scope.from_attributes(values, MappingProxyType(tags) if tags else NO_TAGS) if values or tags else None
+    )
 
 
 def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
@@ -283,7 +285,7 @@ class _Request:
             experience_id=stored_experience,
             user_id=None if user_id is None else scope_id("user_id", user_id),
             experience_id_original=given_experience if given_experience != stored_experience else None,
-            tags=NO_TAGS if tags is None else (scope_tags(tags) or NO_TAGS),
+            tags=NO_TAGS if tags is None else (MappingProxyType(scope_tags(tags)) or NO_TAGS),
         )
 
 

@@ -38,6 +38,7 @@ import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from .. import config
@@ -340,7 +341,7 @@ def bounded_tags(outer: Mapping[str, str], inner: Mapping[str, str]) -> Mapping[
             UseCaseWarning,
             stacklevel=_caller_stacklevel(),
         )
-    return merged
+    return MappingProxyType(merged)  # a scope is frozen: so are its tags
 
 
 def inbound_tags(bag: Mapping[str, object]) -> dict[str, str]:
