@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 from opentelemetry import context, propagate
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.metrics import MeterProvider
@@ -385,12 +386,16 @@ def test_tags_travel_as_baggage_and_are_accepted_only_where_the_trust_rules_allo
         httpx.post(downstream.url, json={})
         downstream.extractor = UseCaseBaggagePropagator()  # an edge: accepts none of our keys
         httpx.post(downstream.url, json={})
-    trusted, without_tags, edge = downstream.scopes
+        downstream.extractor = W3CBaggagePropagator()  # an internal service with the standard propagator
+        httpx.post(downstream.url, json={})
+    trusted, without_tags, edge, internal = downstream.scopes
+    assert internal is not None and dict(internal.tags) == {"tenant": "acme", "team": "search"}
     assert trusted is not None and trusted.use_case_id == scope.use_case_id
     assert dict(trusted.tags) == {"tenant": "acme", "team": "search"}
     assert without_tags is not None and dict(without_tags.tags) == {}
     assert edge is None
-    assert _tags_on_llm_spans(traced) == [{"tenant": "acme", "team": "search", "*": "team,tenant"}, {}, {}]
+    both = {"tenant": "acme", "team": "search", "*": "team,tenant"}
+    assert _tags_on_llm_spans(traced) == [both, {}, {}, both]
 
     sending_with(UseCaseBaggagePropagator(send_outbound="usecase.name,usecase.id"))  # A keeps its tags home
     downstream.extractor = UseCaseBaggagePropagator(accept_inbound="all")

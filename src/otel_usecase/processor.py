@@ -1,4 +1,4 @@
-"""The span processor that stamps use case, run, experience and user onto LLM spans.
+"""The span processor that stamps use case, run, experience, user and tags onto LLM spans.
 
 It runs on every span the application starts, so ``on_start`` is built around a
 fast exit: no baggage and no default use case means one dict lookup and return,

@@ -1,4 +1,4 @@
-"""Scopes: which use case, run, experience and user the current work belongs to.
+"""Scopes: which use case, run, experience and user the current work belongs to, and its tags.
 
 A scope is entered with :func:`track_context` (a context manager) or :func:`track`
 (a decorator). Its resolved values are written into W3C baggage, so they follow
