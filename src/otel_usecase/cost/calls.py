@@ -97,6 +97,8 @@ ENGINE_KEYS: Final[frozenset[str]] = (
             *attr.ALL_KEYS,
             attr.CALL_SPAN_ID,
             attr.CALL_DUPLICATE_OF,
+            attr.OUTCOME_NAME,  # outcome spans (otel_usecase.outcomes): serve stores them too
+            attr.OUTCOME_VALUE,
             OI_KIND,
             "gen_ai.operation.name",
             "gen_ai.system",

@@ -483,8 +483,11 @@ def _unknown_cost_notes(unpriced: int, no_usage: int, partial: int) -> list[str]
 _CALL_FIELDS: Final = (
     "start_ns",
     "use_case",
+    "use_case_version",
     "step",
     "user_id",
+    "experience_name",
+    "experience_id",
     "provider",
     "model",
     *_TOKEN_FIELDS,
@@ -512,9 +515,13 @@ def _call_record(call: Call) -> dict[str, Any]:
     return record
 
 
-def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
+def format_run(
+    run_id: str, calls: Sequence[Call], fmt: str = "table", *, outcomes: Sequence[Any] = ()
+) -> str:
     """Render the calls of one run, each with where its cost came from (cost source, price context)
-    and, for a call without a cost, why."""
+    and, for a call without a cost, why; the table's title says the run's use case, version, user and
+    experience (and tags), and its last line the run's ``outcomes``
+    (:class:`~otel_usecase.store.outcome_sql.Outcome`, summed per name)."""
     if fmt == "json":
         return json.dumps([_call_record(c) for c in calls], indent=2, default=str)
     if fmt == "csv":
@@ -548,8 +555,15 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
         ]
         for c in calls
     ]
-    first = calls[0]
-    title = f"run {safe_text(run_id)}  use case {safe_text(first.use_case)}  user {safe_text(first.user_id)}"
+    title = "  ".join(
+        (
+            f"run {safe_text(run_id)}",
+            f"use case {_values(calls, 'use_case')}",
+            f"version {_values(calls, 'use_case_version')}",
+            f"user {_values(calls, 'user_id')}",
+            f"experience {_values(calls, 'experience_name')} ({_values(calls, 'experience_id')})",
+        )
+    )
     costs = [c.cost_usd if isinstance(c.cost_usd, int | float) else None for c in calls]
     complete = all(c.status == "priced" for c in calls)
     numeric = 3 + len(token_headers) + 1  # text again from the cost source on
@@ -564,7 +578,25 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
             *(sum(1 for c in calls if c.status == s) for s in ("unpriced", "no_usage", "partial"))
         ),
     ]
+    if outcomes:
+        achieved: dict[str, list[float]] = {}
+        for outcome in outcomes:
+            achieved.setdefault(outcome.name, []).append(outcome.value)
+        lines.append(
+            "outcomes "
+            + ", ".join(
+                f"{safe_text(name)} x{len(values)} (value {sum(values):g})"
+                for name, values in sorted(achieved.items())
+            )
+        )
     return "\n".join(lines)
+
+
+def _values(calls: Sequence[Call], field: str) -> str:
+    """The run's value of ``field`` as its calls carry it: one value, or each in order (a version changed
+    mid-run); ``-`` when none has one."""
+    seen = dict.fromkeys(getattr(c, field) for c in calls if getattr(c, field) is not None)
+    return ", ".join(safe_text(v) for v in seen) if seen else safe_text(None)
 
 
 def _call_cost(call: Call, decimals: int) -> str:
