@@ -46,7 +46,7 @@ from opentelemetry import trace
 
 from ._log import logger, warn_rate_limited
 from .scope import keys as attr
-from .scope.validation import UseCaseWarning, check_name, is_name, scope_id
+from .scope.validation import NAME_RULE, UseCaseWarning, check_name, is_name, scope_id
 from .store.outcome_sql import Outcome
 from .version import __version__
 
@@ -191,13 +191,16 @@ def record_outcome(
     return False
 
 
-def outcomes_from_spans(spans: Iterable[SpanView]) -> list[Outcome]:
+def outcomes_from_spans(
+    spans: Iterable[SpanView], refused: list[tuple[SpanView, str]] | None = None
+) -> list[Outcome]:
     """The outcomes among finished spans (exporter and ``serve`` alike): spans with ``usecase.outcome.name``.
 
     The run is found as for a call: ``usecase.id``, else the trace (a use case without
-    run ids); the use case ``usecase.name``, else ``(untracked)``. A span with a name
-    that breaks the name rule or a value that is not a finite number is skipped with
-    a rate-limited warning (it came from outside: ``record_outcome`` never sends one).
+    run ids); the use case ``usecase.name``, else ``(untracked)``. A span whose name
+    breaks the name rule or whose value is not a finite number came from outside
+    (``record_outcome`` never sends one): it is skipped, added to ``refused`` with the
+    reason (``serve`` tells the sender) and logged (rate-limited).
     """
     found: list[Outcome] = []
     key = attr.OUTCOME_NAME
@@ -206,19 +209,24 @@ def outcomes_from_spans(spans: Iterable[SpanView]) -> list[Outcome]:
         name = attributes.get(key)
         if name is None:
             continue
-        value = _finite(attributes.get(attr.OUTCOME_VALUE))
-        if not isinstance(name, str) or not is_name(name) or value is None:
-            warn_rate_limited(
-                "outcomes:bad-span",
-                "otel_usecase: skipping outcome span %032x/%016x: name %r / value %r break the rules "
-                "(a name of letters, digits, '.', '-', '_'; a finite number)",
-                span.trace_id,
-                span.span_id,
-                name,
-                attributes.get(attr.OUTCOME_VALUE),
-            )
+        raw = attributes.get(attr.OUTCOME_VALUE)
+        value = _finite(raw)
+        if not isinstance(name, str) or not is_name(name):
+            reason = f"{key} {name!r} is not a valid name: use {NAME_RULE}"
+        elif value is None:
+            reason = f"{attr.OUTCOME_VALUE} {raw!r} is not a finite number"
+        else:
+            found.append(_outcome(span, name, value))
             continue
-        found.append(_outcome(span, name, value))
+        if refused is not None:
+            refused.append((span, reason))
+        warn_rate_limited(
+            "outcomes:bad-span",
+            "otel_usecase: skipping outcome span %016x of trace %032x: %s",
+            span.span_id,
+            span.trace_id,
+            reason,
+        )
     return found
 
 

@@ -32,7 +32,7 @@ from typing import Any, Final
 from ..cost import token_classes
 from ..cost.call import Call
 from ..store import ReportFilter, Store
-from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS
+from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS, tags_json
 from .text import CELL_LIMIT, NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
 
 __all__ = [
@@ -488,6 +488,7 @@ _CALL_FIELDS: Final = (
     "user_id",
     "experience_name",
     "experience_id",
+    "tags",
     "provider",
     "model",
     *_TOKEN_FIELDS,
@@ -508,7 +509,9 @@ def _call_record(call: Call) -> dict[str, Any]:
     tokens = call.tokens
     for name in _CALL_FIELDS:
         token_class = _TOKEN_FIELD_OF.get(name)
-        if token_class is None:
+        if name == "tags":
+            record[name] = dict(call.tags)  # JSON: an object ({} without tags)
+        elif token_class is None:
             record[name] = getattr(call, name)
         else:
             record[name] = tokens.get(token_class, None if token_class in ("input", "output") else 0)
@@ -529,7 +532,9 @@ def format_run(
         writer = csv.DictWriter(out, fieldnames=list(_CALL_FIELDS))
         writer.writeheader()
         for call in calls:
-            writer.writerow({k: csv_cell(v) for k, v in _call_record(call).items()})
+            record = _call_record(call)
+            record["tags"] = tags_json(call.tags) if call.tags else None  # the ledger's text of them
+            writer.writerow({k: csv_cell(v) for k, v in record.items()})
         return out.getvalue()
     if not calls:
         return f"no calls recorded for run {safe_text(run_id)}"
@@ -564,6 +569,9 @@ def format_run(
             f"experience {_values(calls, 'experience_name')} ({_values(calls, 'experience_id')})",
         )
     )
+    tags = dict.fromkeys(f"{k}={v}" for c in calls for k, v in sorted(c.tags.items()))
+    if tags:
+        title += "  tags " + ", ".join(safe_text(t) for t in tags)
     costs = [c.cost_usd if isinstance(c.cost_usd, int | float) else None for c in calls]
     complete = all(c.status == "priced" for c in calls)
     numeric = 3 + len(token_headers) + 1  # text again from the cost source on

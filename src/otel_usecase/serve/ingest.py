@@ -24,7 +24,7 @@ from .. import metrics
 from .._log import warn_rate_limited
 from ..budgets import registry as budget_registry
 from ..cost.call import Call
-from ..cost.calls import calls_from_spans
+from ..cost.calls import SpanView, calls_from_spans
 from ..cost.prices import PriceBook
 from ..cost.sink import CallSink
 from ..outcomes import outcomes_from_spans
@@ -85,14 +85,16 @@ class Ingest:
         """
         calls = calls_from_spans(decoded.spans, self._prices)
         rejections = decoded.rejections
-        outcomes = outcomes_from_spans(decoded.spans)
-        if outcomes:
-            refused_outcomes = self._write_outcomes(outcomes)
-            self.outcomes_written += len(outcomes) - len(refused_outcomes)
-            if refused_outcomes:
-                rejections = rejections.copy()
-                for outcome, reason in refused_outcomes:
-                    rejections.add(f"outcome span {outcome.span_id} of trace {outcome.trace_id}: {reason}")
+        unusable: list[tuple[SpanView, str]] = []
+        outcomes = outcomes_from_spans(decoded.spans, unusable)
+        refused_outcomes = self._write_outcomes(outcomes) if outcomes else []
+        self.outcomes_written += len(outcomes) - len(refused_outcomes)
+        if unusable or refused_outcomes:
+            rejections = rejections.copy()
+            for span, reason in unusable:
+                rejections.add(f"outcome span {span.span_id:016x} of trace {span.trace_id:032x}: {reason}")
+            for outcome, reason in refused_outcomes:
+                rejections.add(f"outcome span {outcome.span_id} of trace {outcome.trace_id}: {reason}")
         if calls:
             result = self._sink.put(calls)
             refused = result.stored or []
