@@ -33,6 +33,7 @@ from otel_usecase import (
     UseCaseSpanProcessor,
     UseCaseWarning,
     record_outcome,
+    set_default_use_case,
     track_context,
 )
 from otel_usecase.outcomes import outcome_counts
@@ -201,6 +202,23 @@ def test_an_outcome_exported_twice_is_stored_once(rig: CostRig, answering: FakeO
     )
 
 
+def test_with_a_default_use_case_and_no_run_id_the_run_is_the_trace_as_for_its_calls(
+    rig: CostRig, answering: FakeOpenAI
+) -> None:
+    set_default_use_case("support")  # no scope, no run id: each trace (request) is a run
+    client = openai.OpenAI(base_url=answering.base_url, api_key="k", max_retries=0)
+    tracer = rig.provider.get_tracer("app")
+    for resolved in (True, False):
+        with tracer.start_as_current_span("request"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+            if resolved:
+                assert record_outcome("ticket_resolved", tracer_provider=rig.provider)
+    written(rig)
+    (support,) = per_outcome(rig.store_url, "ticket_resolved")
+    assert (support["runs"], support["runs_with_outcome"]) == (2, 1)
+    assert support["cost_per_outcome_usd"] == pytest.approx(2 * CALL)
+
+
 # --- data never raises; what is not recorded is said and counted --------------------------------
 
 
@@ -213,12 +231,14 @@ def test_bad_values_and_missing_runs_warn_and_are_counted_never_raise(rig: CostR
         for bad in (float("nan"), float("inf"), "3", None, True):
             with pytest.warns(UseCaseWarning, match=f"value={bad!r} is not a finite number"):
                 assert record_outcome("ticket_resolved", bad, tracer_provider=provider) is False  # type: ignore[arg-type]
+        with pytest.warns(UseCaseWarning, match=r"use_case='billing' is not the current run's \('support'\)"):
+            assert record_outcome("ticket_resolved", use_case="billing", tracer_provider=provider) is False
     with pytest.warns(UseCaseWarning, match="outside any scope: record it inside track_context"):
         assert record_outcome("ticket_resolved", tracer_provider=provider) is False
     with pytest.warns(UseCaseWarning, match=r"run_id='t-1' outside any scope: pass use_case="):
         assert record_outcome("ticket_resolved", run_id="t-1", tracer_provider=provider) is False
     after = outcome_counts()
-    assert after.not_recorded - before.not_recorded == 7 and after.recorded == before.recorded
+    assert after.not_recorded - before.not_recorded == 8 and after.recorded == before.recorded
     written(rig)
     store = open_store(rig.store_url)
     try:

@@ -148,12 +148,18 @@ def record_outcome(
                 f"outcome {name!r} for run_id={run!r} outside any scope: pass use_case= (the run's use case)"
             )
     else:
-        case = use_case or (scope.use_case_name if scope is not None else None)
-        if case is None:
+        current = scope.use_case_name if scope is not None else None
+        if current is None:
             return _refuse(
                 f"outcome {name!r} outside any scope: record it inside track_context()/@track, "
                 "or pass run_id= and use_case="
             )
+        if use_case is not None and use_case != current:
+            return _refuse(
+                f"outcome {name!r}: use_case={use_case!r} is not the current run's ({current!r}); "
+                "pass run_id= to record it for a run of another use case"
+            )
+        case = current
         # A scope without a run id (the default use case): the run is the trace, as for its calls.
         run = scope.use_case_id if scope is not None else None
     attributes: dict[str, Any] = {
