@@ -476,6 +476,7 @@ def test_apps_exporting_to_serve_record_outcomes_there(
         else:
             app_exporting(OTLPSpanExporter(endpoint=served.http_url), answering)
             support = wait_for_outcomes(store_url, "ticket_resolved", 1.0)
+        assert served.healthz()["outcomes_written"] == 1
     assert (support["runs"], support["runs_without_outcome"]) == (2, 1)
     assert support["cost_per_outcome_usd"] == pytest.approx(3 * CALL)
 
