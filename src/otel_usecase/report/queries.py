@@ -48,6 +48,7 @@ __all__ = [
     "money",
     "parse_since",
     "render_report",
+    "report_rows",
     "run_calls",
     "safe_text",
 ]
@@ -184,22 +185,30 @@ def build_report(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    limit: int | None = None,
 ) -> list[ReportRow]:
     """Totals per group plus average, p50 and p95 cost per run, most expensive first.
 
     ``use_case``, ``user``, ``experience``, ``version``: only the calls with that value (``user`` as the
-    app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later.
+    app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later;
+    ``limit``: only the ``limit`` most expensive groups.
     """
+    return report_rows(store, by, _filters(use_case, since, user, experience, version), limit=limit)
+
+
+def report_rows(store: Store, by: str, filters: ReportFilter, *, limit: int | None = None) -> list[ReportRow]:
+    """:func:`build_report` for a store filter (what the dashboard's views hold): the one report query."""
     if by not in GROUPINGS:
         raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    if limit is not None and limit < 1:
+        raise ReportError(f"--limit {limit!r} must be at least 1")
     keys = GROUPINGS[by]
-    filters = _filters(use_case, since, user, experience, version)
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
         result = [_group_row(r, keys) for r in store.group_totals(keys, filters)]
     result.sort(key=_sort_key)
-    return result
+    return result if limit is None else result[:limit]
 
 
 _RUN_AT: Final = {name: i for i, name in enumerate(RUN_TOTALS)}

@@ -35,6 +35,7 @@ from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
+    from .rollup_sql import ViewSQL
 
 __all__ = [
     "COLUMNS",
@@ -299,8 +300,8 @@ class Unstorable(Exception):
 
 class ReportFilter(NamedTuple):
     """Which calls a report reads: each field that is set must equal the call's (``since_ns``: started at or
-    after). ``user_id`` is the stored form (hashed when hashing is on). ``tags``: (key, value) pairs the call's
-    tags must all have."""
+    after; ``until_ns``: started before). ``user_id`` is the stored form (hashed when hashing is on).
+    ``tags``: (key, value) pairs the call's tags must all have."""
 
     use_case: str | None = None
     since_ns: int | None = None
@@ -308,6 +309,7 @@ class ReportFilter(NamedTuple):
     experience_name: str | None = None
     use_case_version: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    until_ns: int | None = None
 
 
 RUN_TOTALS: Final[tuple[str, ...]] = (
@@ -380,6 +382,9 @@ class Store(Protocol):
 
     def run_calls(self, run_id: str) -> list[Call]:
         """The calls of one run, in time order (then span id)."""
+
+    def view_sql(self) -> ViewSQL:
+        """What the dashboard's view queries (store/rollup_sql.py) need to know of this store."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (for tools and tests; reports use the above)."""
@@ -953,6 +958,7 @@ def filter_clauses(
     use_case_version: str | None = None,
     tags: Sequence[tuple[str, str]] = (),
     tag_value: TagValue | None = None,
+    until_ns: int | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share.
 
@@ -972,6 +978,9 @@ def filter_clauses(
     if since_ns is not None:
         clauses.append("start_ns >= ?")
         params.append(since_ns)
+    if until_ns is not None:
+        clauses.append("start_ns < ?")
+        params.append(until_ns)
     if tags:
         if tag_value is None:
             raise ValueError("this query cannot filter by tag: no tag_value SQL given for its store")

@@ -79,6 +79,7 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
+from .rollup_sql import ViewSQL
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -674,6 +675,9 @@ class PostgresStore:
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
+
+    def view_sql(self) -> ViewSQL:
+        return ViewSQL("postgresql", postgres_reports.TOKEN_SUM, self._columns)
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""

@@ -42,6 +42,7 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
+from .rollup_sql import ViewSQL
 
 if TYPE_CHECKING:
     from .base import Repricing
@@ -553,6 +554,9 @@ class SQLiteStore:
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
+
+    def view_sql(self) -> ViewSQL:
+        return ViewSQL("sqlite", _TOKEN_SUM, self._columns)
 
     def close(self) -> None:
         with self._lock:

@@ -129,6 +129,7 @@ def where(filters: ReportFilter, tag_value: TagValue | None = None) -> tuple[str
         use_case_version=filters.use_case_version,
         tags=filters.tags,
         tag_value=tag_value,
+        until_ns=filters.until_ns,
     )
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 

@@ -1,0 +1,240 @@
+"""What the dashboard shows, as functions of a store and a filter: the numbers the CLI prints too.
+
+Each function answers one panel (a summary, a cost series, a top list, a page of
+runs, the per-run cost histogram) with named records; the SQL is
+:mod:`otel_usecase.store.rollup_sql`'s, the formatting the caller's. ``top`` is
+:func:`~otel_usecase.report.queries.build_report` itself, so a dashboard table and
+``otel-usecase report`` can never disagree.
+
+Unpriced is unknown, not free, as in every report: a cost no call has is None,
+and ``cost_complete`` False marks a lower bound (some call unpriced, without
+usage, or only partly read).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple
+
+from ..cost import token_classes
+from ..store import ReportFilter, Store, rollup_sql
+from ..store.totals import percentile
+from .queries import ReportError, ReportRow, report_rows
+
+__all__ = [
+    "BUCKETS",
+    "Histogram",
+    "RunRow",
+    "SeriesPoint",
+    "Summary",
+    "cost_series",
+    "list_runs",
+    "run_histogram",
+    "summary",
+    "top",
+]
+
+BUCKETS: Final[dict[str, int]] = {"hour": 3_600_000_000_000, "day": 86_400_000_000_000}
+"""Series bucket widths in ns (UTC: a day bucket starts at 00:00 UTC)."""
+
+_CLASSES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES)
+_NO_TAGS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+class Summary(NamedTuple):
+    """The totals of every call the filter selects."""
+
+    cost_usd: float | None
+    """None when no call has a cost; a lower bound unless ``cost_complete``."""
+    cost_complete: bool
+    calls: int
+    runs: int
+    unpriced_calls: int
+    no_usage_calls: int
+    partial_calls: int
+    error_calls: int
+    tokens: dict[str, int]
+    """Every token class's total, by class name."""
+
+
+class SeriesPoint(NamedTuple):
+    """The cost of one series (``key``: a use case, a model ...) in one time bucket."""
+
+    start_ns: int
+    key: str | None
+    cost_usd: float | None
+    calls: int
+
+
+class RunRow(NamedTuple):
+    """One run: its calls' totals, its first call's start and last call's end."""
+
+    use_case: str
+    run_id: str
+    start_ns: int
+    end_ns: int
+    user_id: str | None
+    experience_name: str | None
+    experience_id: str | None
+    use_case_version: str | None
+    tags: Mapping[str, str]
+    calls: int
+    tokens: dict[str, int]
+    cost_usd: float | None
+    cost_complete: bool
+
+
+class Histogram(NamedTuple):
+    """The distribution of run costs over the runs whose cost is known and complete.
+
+    ``edges`` has one more entry than ``counts`` (``bins`` equal widths from the
+    cheapest to the dearest run; the last bin includes its upper edge). Empty when
+    no run has a complete cost."""
+
+    edges: list[float]
+    counts: list[int]
+    p50: float | None
+    p95: float | None
+    runs_left_out: int
+
+
+def _number(value: Any) -> float | None:
+    """A cost as a float; None when unknown or not finite (a sum past 1e308: no real cost is)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if -1e308 <= number <= 1e308 else None
+
+
+def _tokens(values: Sequence[Any]) -> dict[str, int]:
+    return {name: int(value or 0) for name, value in zip(_CLASSES, values)}
+
+
+def summary(store: Store, filters: ReportFilter) -> Summary:
+    """Total cost, calls, runs, unknown-cost and error counts, tokens per class."""
+    view = store.view_sql()
+    row = store.query(*rollup_sql.summary_sql(view, filters))[0]
+    n = len(_CLASSES)
+    calls = int(row[0] or 0)
+    tokens = _tokens(row[1 : 1 + n])
+    cost = _number(row[1 + n])
+    unpriced, no_usage, partial, errors, runs = (int(v or 0) for v in row[2 + n : 7 + n])
+    return Summary(
+        cost_usd=cost,
+        cost_complete=unpriced + no_usage + partial == 0,
+        calls=calls,
+        runs=runs,
+        unpriced_calls=unpriced,
+        no_usage_calls=no_usage,
+        partial_calls=partial,
+        error_calls=errors,
+        tokens=tokens,
+    )
+
+
+def cost_series(
+    store: Store, filters: ReportFilter, bucket: Literal["hour", "day"], by: str = "use-case"
+) -> list[SeriesPoint]:
+    """Cost and calls per ``bucket`` (UTC) and value of ``by``, in time then key order.
+
+    ``by`` is one of :data:`~otel_usecase.store.rollup_sql.SERIES_KEYS` (``model`` stacks by model name,
+    ``step`` by step name across use cases)."""
+    if bucket not in BUCKETS:
+        raise ReportError(f"bucket {bucket!r} is not one of {', '.join(BUCKETS)}")
+    key = rollup_sql.SERIES_KEYS.get(by)
+    if key is None:
+        raise ReportError(f"by {by!r} is not one of {', '.join(rollup_sql.SERIES_KEYS)}")
+    rows = store.query(*rollup_sql.series_sql(store.view_sql(), filters, BUCKETS[bucket], key))
+    return [
+        SeriesPoint(int(start), None if series is None else str(series), _number(cost), int(calls))
+        for start, series, cost, calls in rows
+    ]
+
+
+def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[ReportRow]:
+    """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value), unpriced last: the report's rows."""
+    return report_rows(store, by, filters, limit=limit)
+
+
+def _tags(value: Any) -> Mapping[str, str]:
+    """A run's tags from the ledger's canonical JSON text; no tags (or unreadable text) is empty."""
+    if not value:
+        return _NO_TAGS
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        return _NO_TAGS
+    if not isinstance(parsed, dict):
+        return _NO_TAGS
+    return MappingProxyType({str(k): str(v) for k, v in parsed.items()})
+
+
+def list_runs(
+    store: Store,
+    filters: ReportFilter,
+    order: Literal["newest", "cost"] = "newest",
+    limit: int = 50,
+    offset: int = 0,
+) -> list[RunRow]:
+    """A page of runs: ``newest`` first (by their first call) or most expensive first (unknown cost last)."""
+    if order not in ("newest", "cost"):
+        raise ReportError(f"order {order!r} is not one of newest, cost")
+    if limit < 1 or offset < 0:
+        raise ReportError(f"limit {limit!r} must be at least 1 and offset {offset!r} at least 0")
+    rows = store.query(*rollup_sql.runs_sql(store.view_sql(), filters, order, limit, offset))
+    n = len(_CLASSES)
+    result = []
+    for row in rows:
+        use_case, run_id, start, end, user, exp_name, exp_id, version, tags, calls = row[:10]
+        result.append(
+            RunRow(
+                use_case=use_case,
+                run_id=run_id,
+                start_ns=int(start),
+                end_ns=int(end),
+                user_id=user,
+                experience_name=exp_name,
+                experience_id=exp_id,
+                use_case_version=version,
+                tags=_tags(tags),
+                calls=int(calls),
+                tokens=_tokens(row[10 : 10 + n]),
+                cost_usd=_number(row[10 + n]),
+                cost_complete=int(row[11 + n] or 0) == 0,
+            )
+        )
+    return result
+
+
+def run_histogram(store: Store, filters: ReportFilter, bins: int = 20) -> Histogram:
+    """The distribution of the cost per run, with p50 and p95 (as the report's per-run figures)."""
+    if bins < 1:
+        raise ReportError(f"bins {bins!r} must be at least 1")
+    rows = store.query(*rollup_sql.run_costs_sql(store.view_sql(), filters))
+    costs: list[float] = []
+    left_out = 0
+    for cost, incomplete in rows:
+        known = _number(cost)
+        if known is None or incomplete:
+            left_out += 1
+        else:
+            costs.append(known)
+    costs.sort()
+    return histogram(costs, bins, left_out)
+
+
+def histogram(costs: Sequence[float], bins: int, left_out: int) -> Histogram:
+    """``bins`` equal-width bins over sorted ``costs`` (one bin when they are all equal)."""
+    if not costs:
+        return Histogram([], [], None, None, left_out)
+    low, high = costs[0], costs[-1]
+    if high <= low:
+        return Histogram([low, high], [len(costs)], low, high, left_out)
+    width = (high - low) / bins
+    edges = [low + width * i for i in range(bins)] + [high]
+    counts = [0] * bins
+    for cost in costs:
+        counts[min(int((cost - low) / width), bins - 1)] += 1
+    return Histogram(edges, counts, percentile(costs, 0.5), percentile(costs, 0.95), left_out)

@@ -1,0 +1,137 @@
+"""report/views.py: the dashboard's numbers, on SQLite and real PostgreSQL.
+
+Calls are written as the exporter writes them (``Store.write``), each with the cost published prices give
+(gpt-4o-mini: $0.15/M input, $0.60/M output); the expected figures are computed here from those prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from otel_usecase.report import views
+from otel_usecase.report.queries import build_report
+from otel_usecase.store import ReportFilter, Store, open_store
+
+from .builders import a_call
+from .expect import mini_cost
+
+HOUR = 3_600_000_000_000
+DAY = 24 * HOUR
+T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
+
+
+@pytest.fixture
+def store(sqlite_or_postgres: str) -> Iterator[Store]:
+    opened = open_store(sqlite_or_postgres)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def call(n: int, *, run: str, use_case: str = "summarize", at: int = T0, tokens: tuple[int, int] = (100, 50),
+         priced: bool = True, **fields: object) -> object:  # fmt: skip
+    prompt, completion = tokens
+    return a_call(
+        trace_id=f"{n:032x}",
+        span_id=f"{n:016x}",
+        start_ns=at,
+        end_ns=at + 1_000_000,
+        use_case=use_case,
+        run_id=run,
+        tokens={"input": prompt, "output": completion},
+        cost_usd=mini_cost(prompt, completion) if priced else None,
+        status="priced" if priced else "unpriced",
+        **fields,
+    )
+
+
+def spend(store: Store) -> None:
+    store.write(
+        [
+            call(1, run="r1", at=T0, user_id="alice", experience_name="chat"),
+            call(2, run="r1", at=T0 + 10, user_id="alice", experience_name="chat", tokens=(1000, 10)),
+            call(3, run="r2", at=T0 + HOUR, user_id="bob", tokens=(10, 5)),
+            call(4, run="r3", use_case="search", at=T0 + DAY, tokens=(2000, 400)),
+            call(5, run="r4", use_case="search", at=T0 + DAY + 5, priced=False, model="mystery-1"),
+        ]
+    )
+
+
+def test_summary_adds_up_what_published_prices_give(store: Store) -> None:
+    spend(store)
+    s = views.summary(store, ReportFilter())
+    priced = mini_cost(100, 50) + mini_cost(1000, 10) + mini_cost(10, 5) + mini_cost(2000, 400)
+    assert s.cost_usd == pytest.approx(priced)
+    assert (s.calls, s.runs, s.unpriced_calls, s.cost_complete) == (5, 4, 1, False)
+    assert s.tokens["input"] == 100 + 1000 + 10 + 2000 + 100
+    assert s.tokens["output"] == 50 + 10 + 5 + 400 + 50
+    only = views.summary(store, ReportFilter(use_case="summarize"))
+    assert (only.calls, only.runs, only.cost_complete) == (3, 2, True)
+    assert only.cost_usd == pytest.approx(mini_cost(100, 50) + mini_cost(1000, 10) + mini_cost(10, 5))
+    empty = views.summary(store, ReportFilter(use_case="nothing"))
+    assert (empty.cost_usd, empty.calls, empty.runs, empty.cost_complete) == (None, 0, 0, True)
+
+
+def test_until_is_exclusive_and_combines_with_since(store: Store) -> None:
+    spend(store)
+    first_hour = views.summary(store, ReportFilter(since_ns=T0, until_ns=T0 + HOUR))
+    assert (first_hour.calls, first_hour.runs) == (2, 1)
+    assert first_hour.cost_usd == pytest.approx(mini_cost(100, 50) + mini_cost(1000, 10))
+
+
+def test_cost_series_buckets_by_hour_and_day_in_utc(store: Store) -> None:
+    spend(store)
+    days = views.cost_series(store, ReportFilter(), "day")
+    assert [(p.start_ns, p.key, p.calls) for p in days] == [
+        (T0, "summarize", 3),
+        (T0 + DAY, "search", 2),
+    ]
+    assert days[1].cost_usd == pytest.approx(mini_cost(2000, 400))
+    hours = views.cost_series(store, ReportFilter(use_case="summarize"), "hour", by="user")
+    assert [(p.start_ns, p.key, p.calls) for p in hours] == [(T0, "alice", 2), (T0 + HOUR, "bob", 1)]
+    assert hours[0].cost_usd == pytest.approx(mini_cost(100, 50) + mini_cost(1000, 10))
+
+
+def test_top_is_the_report_most_expensive_first(store: Store) -> None:
+    spend(store)
+    rows = views.top(store, ReportFilter(), "use-case", limit=1)
+    assert [r.key for r in rows] == [{"use_case": "search"}]
+    assert rows == build_report(store, "use-case", limit=1)
+    assert [r.key["use_case"] for r in views.top(store, ReportFilter(), "use-case")] == [
+        "search",
+        "summarize",
+    ]
+
+
+def test_list_runs_pages_newest_or_dearest_first(store: Store) -> None:
+    spend(store)
+    newest = views.list_runs(store, ReportFilter())
+    assert [r.run_id for r in newest] == ["r4", "r3", "r2", "r1"]
+    r1 = newest[-1]
+    assert (r1.use_case, r1.user_id, r1.experience_name, r1.calls) == ("summarize", "alice", "chat", 2)
+    assert (r1.start_ns, r1.end_ns) == (T0, T0 + 10 + 1_000_000)
+    assert r1.tokens["input"] == 1100 and r1.cost_complete
+    assert r1.cost_usd == pytest.approx(mini_cost(100, 50) + mini_cost(1000, 10))
+    assert dict(r1.tags) == {}
+    dearest = views.list_runs(store, ReportFilter(), order="cost")
+    assert [r.run_id for r in dearest] == ["r3", "r1", "r2", "r4"]  # unknown cost last
+    assert (dearest[-1].cost_usd, dearest[-1].cost_complete) == (None, False)
+    page = views.list_runs(store, ReportFilter(), order="cost", limit=2, offset=1)
+    assert [r.run_id for r in page] == ["r1", "r2"]
+
+
+def test_run_histogram_counts_complete_runs_and_marks_p50_p95(store: Store) -> None:
+    spend(store)
+    h = views.run_histogram(store, ReportFilter(), bins=4)
+    costs = sorted([mini_cost(100, 50) + mini_cost(1000, 10), mini_cost(10, 5), mini_cost(2000, 400)])
+    assert h.runs_left_out == 1  # r4: unpriced
+    assert sum(h.counts) == 3 and len(h.edges) == 5
+    assert h.edges[0] == pytest.approx(costs[0]) and h.edges[-1] == pytest.approx(costs[-1])
+    assert h.counts[0] == 1 and h.counts[-1] == 1  # the cheapest and the dearest at the ends
+    assert h.p50 == pytest.approx(costs[1])
+    assert h.p95 == pytest.approx(costs[1] + (costs[2] - costs[1]) * 0.9)
+    none = views.run_histogram(store, ReportFilter(use_case="nothing"))
+    assert none == views.Histogram([], [], None, None, 0)
