@@ -175,6 +175,26 @@ def test_cost_per_outcome_by_version_filters_and_formats(shared_rig: CostRig, an
     assert bad.returncode == 2 and "not an outcome name" in bad.stderr
 
 
+def test_a_run_whose_version_changed_counts_once_in_the_group_of_most_of_its_calls(
+    rig: CostRig, answering: FakeOpenAI
+) -> None:
+    client = openai.OpenAI(base_url=answering.base_url, api_key="k", max_retries=0)
+    for version, calls in (("v1", 2), ("v2", 1)):  # one run, its version changed mid-run
+        with track_context("support", use_case_id="t-9", use_case_version=version):
+            for _ in range(calls):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    with track_context("support", use_case_id="t-9", use_case_version="v2"):
+        assert record_outcome("ticket_resolved", tracer_provider=rig.provider)
+    written(rig)
+    by_version = {
+        r["use_case_version"]: r for r in per_outcome(rig.store_url, "ticket_resolved", "--by", "version")
+    }
+    assert (by_version["v1"]["runs"], by_version["v1"]["outcome_value"]) == (1, 1.0)  # 2 of its 3 calls
+    assert by_version["v1"]["cost_per_outcome_usd"] == pytest.approx(2 * CALL)
+    assert (by_version["v2"]["runs"], by_version["v2"]["calls"], by_version["v2"]["outcomes"]) == (0, 1, 0)
+    assert by_version["v2"]["cost_usd"] == pytest.approx(CALL)  # its cost stays where its call is
+
+
 def test_outcomes_of_runs_outside_the_selection_are_counted_not_lost(
     rig: CostRig, answering: FakeOpenAI
 ) -> None:

@@ -28,7 +28,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from ..scope.validation import NAME_RULE, is_name
@@ -113,8 +113,10 @@ class _Group:
     outcomes: int = 0
     value: float = 0.0
     calls: int = 0
-    costs: list[float] = field(default_factory=list)
-    without: list[float] = field(default_factory=list)
+    cost: float | None = None
+    """The sum of the known costs of the group's calls (None: no call has one)."""
+    without: float | None = None
+    """The same, of the runs without the outcome."""
     complete: bool = True
 
 
@@ -128,7 +130,9 @@ def _cost(value: Any) -> float | None:
 def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> OutcomeReport:
     """Per group of ``by``: the runs ``filters`` select, their outcomes named ``name`` and the cost per outcome.
 
-    Most expensive group first (unpriced last), ties in key order.
+    Most expensive group first (unpriced last), ties in key order. The runs' totals come
+    from :meth:`Store.run_totals` (the report's own query); the work here is a few
+    dictionary operations per run.
     """
     if not isinstance(name, str) or not is_name(name):
         raise ReportError(f"--per-outcome {name!r} is not an outcome name: use {NAME_RULE}")
@@ -140,42 +144,60 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     keys = GROUPINGS[by]
     extra = tuple(k for k in keys if k != "use_case")
     n = 2 + len(extra)  # use_case, run_id, then the grouping's other columns
+    at = [0 if k == "use_case" else 2 + extra.index(k) for k in keys]
+    calls_at, cost_at = n + _AT["calls"], n + _AT["cost_usd"]
+    incomplete = [n + i for i in _INCOMPLETE]
+
+    def key_of(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple([row[i] for i in at])
+
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
         for row in store.outcome_totals(name, filters.use_case)
     }
-    # Per run, its rows (one per value of the grouping) and the group it counts in.
-    runs: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
+    # Per run, its row, or its rows when its calls carry several values of the grouping.
+    runs: dict[tuple[Any, Any], Any] = {}
+    split: set[tuple[Any, Any]] = set()
     for row in store.run_totals(("use_case", "run_id", *extra), filters):
-        runs.setdefault((row[0], row[1]), []).append(tuple(row))
+        run = (row[0], row[1])
+        seen = runs.get(run)
+        if seen is None:
+            runs[run] = row
+        elif run in split:
+            seen.append(row)
+        else:
+            runs[run] = [seen, row]
+            split.add(run)
     groups: dict[tuple[Any, ...], _Group] = {}
-
-    def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        values = dict(zip(("use_case", "run_id", *extra), row[:n]))
-        return tuple(values[k] for k in keys)
-
-    for run, rows in runs.items():
-        home = min(rows, key=lambda r: (-r[n + _AT["calls"]], _order(key_of(r))))
+    for run, found in runs.items():
         got = achieved.pop(run, None)
+        rows = found if run in split else (found,)
         for row in rows:
-            group = groups.setdefault(key_of(row), _Group())
-            totals = row[n:]
-            group.calls += int(totals[_AT["calls"]])
-            cost = _cost(totals[_AT["cost_usd"]])
+            key = key_of(row)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group()
+            group.calls += int(row[calls_at])
+            cost = _cost(row[cost_at])
             if cost is not None:
-                group.costs.append(cost)
+                group.cost = cost if group.cost is None else group.cost + cost
                 if got is None:
-                    group.without.append(cost)
-            if any(totals[i] for i in _INCOMPLETE):
+                    group.without = cost if group.without is None else group.without + cost
+            if group.complete and any(row[i] for i in incomplete):
                 group.complete = False
+        home = min(rows, key=lambda r: (-r[calls_at], _order(key_of(r)))) if run in split else found
         group = groups[key_of(home)]
         group.runs += 1
         if got is not None:
             group.with_outcome += 1
             group.outcomes += got[0]
             group.value += got[1]
-    since = filters.since_ns
-    outside = [got for got in achieved.values() if since is None or got[2] >= since]
+    since, until = filters.since_ns, filters.until_ns
+    outside = [
+        got
+        for got in achieved.values()
+        if (since is None or got[2] >= since) and (until is None or got[2] < until)
+    ]
     result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
     result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
     return OutcomeReport(result, sum(o[0] for o in outside), sum(o[1] for o in outside))
@@ -201,8 +223,8 @@ def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
 
 
 def _row(key: dict[str, Any], name: str, group: _Group) -> OutcomeRow:
-    cost = sum_known(group.costs)
-    per_outcome = cost / group.value if cost is not None and group.value > 0 else None
+    cost = group.cost
+    without = group.without if group.without is not None or cost is None else 0.0
     return OutcomeRow(
         key=key,
         outcome=name,
@@ -213,10 +235,8 @@ def _row(key: dict[str, Any], name: str, group: _Group) -> OutcomeRow:
         calls=group.calls,
         cost_usd=cost,
         cost_complete=group.complete,
-        cost_per_outcome_usd=per_outcome,
-        cost_without_outcome_usd=sum_known(group.without)
-        if group.without
-        else (0.0 if cost is not None else None),
+        cost_per_outcome_usd=cost / group.value if cost is not None and group.value > 0 else None,
+        cost_without_outcome_usd=without,
     )
 
 
