@@ -190,7 +190,12 @@ class UseCaseCostExporter(SpanExporter):
         try:
             deadline = time.monotonic() + timeout_millis / 1000
             done = self._writer.flush(timeout_millis / 1000)
-            return self._outcomes.flush(max(deadline - time.monotonic(), 0.0)) and done
+            if self._outcomes.flush(max(deadline - time.monotonic(), 0.0)):
+                return done
+            logger.error(
+                "otel_usecase: %d outcomes not yet written to %s", self._outcomes.buffered, self._shown_url
+            )
+            return False
         except Exception:
             logger.exception("otel_usecase: flushing the store writer failed")
             return False
