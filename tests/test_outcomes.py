@@ -38,6 +38,7 @@ from otel_usecase import (
 )
 from otel_usecase.outcomes import outcome_counts
 from otel_usecase.report.outcomes import outcome_costs
+from otel_usecase.scope.validation import reset_warnings
 from otel_usecase.store import ReportFilter, open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
@@ -243,6 +244,7 @@ def test_with_a_default_use_case_and_no_run_id_the_run_is_the_trace_as_for_its_c
 
 
 def test_bad_values_and_missing_runs_warn_and_are_counted_never_raise(rig: CostRig) -> None:
+    reset_warnings()  # warnings are rate-limited per process (ten a minute, with the ids')
     provider = rig.provider
     before = outcome_counts()
     with pytest.raises(ValueError, match=r"outcome name='ticket resolved' is not a valid name"):

@@ -47,6 +47,7 @@ from opentelemetry import trace
 from ._log import logger, warn_rate_limited
 from .scope import keys as attr
 from .scope.validation import NAME_RULE, UseCaseWarning, check_name, is_name, scope_id
+from .scope.validation import _first_warning as first_warning  # the ids' rate limit, shared
 from .store.outcome_sql import Outcome
 from .version import __version__
 
@@ -95,9 +96,11 @@ def _count(which: int) -> None:
 
 
 def _refuse(message: str) -> bool:
-    """Warn (a :class:`UseCaseWarning` at the caller, as for a repaired id) and count an outcome not recorded."""
+    """Count an outcome not recorded and warn about it as about a repaired id: a :class:`UseCaseWarning`
+    at the caller, once per distinct message and at most ten a minute (with the ids' warnings)."""
     _count(1)
-    warnings.warn(f"{message}; the outcome is not recorded", UseCaseWarning, stacklevel=3)
+    if first_warning(hash(message)):
+        warnings.warn(f"{message}; the outcome is not recorded", UseCaseWarning, stacklevel=3)
     return False
 
 
