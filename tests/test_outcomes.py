@@ -503,6 +503,21 @@ def test_apps_exporting_to_serve_record_outcomes_there(
     assert support["cost_per_outcome_usd"] == pytest.approx(3 * CALL)
 
 
+@pytest.mark.parametrize("name", ["gateway.yaml", "loadbalancing.yaml"])
+def test_the_shipped_collector_configs_send_outcome_spans_to_the_cost_engine(name: str) -> None:
+    """Their filter keeps only LLM spans for ``serve``; an outcome span is kept too (a plain one is not)."""
+    from .test_collector_config import filter_drops, load
+
+    drops = filter_drops(load(name), "filter/llm_spans")
+    outcome = {
+        "usecase.outcome.name": "ticket_resolved",
+        "usecase.outcome.value": 1.0,
+        "usecase.name": "support",
+    }
+    assert not drops(outcome)
+    assert drops({"usecase.name": "support", "usecase.id": "t-1"})
+
+
 def outcome_request(trace_id: str, span_id: str, run: str) -> dict[str, Any]:
     """An OTLP/JSON request with one outcome span, as ``record_outcome`` sends it."""
     now = str(time.time_ns())
