@@ -416,8 +416,9 @@ def test_runs_show_names_experience_user_version_tags_cost_source_and_outcomes(
 
 @pytest.mark.parametrize("ending", ["exit", "sigterm"])
 def test_opentelemetry_instrument_app_records_outcomes_and_flushes_them_at_exit_and_sigterm(
-    ending: str, store_url: str, answering: FakeOpenAI
+    ending: str, sqlite_or_postgres: str, answering: FakeOpenAI
 ) -> None:
+    store_url = sqlite_or_postgres
     proc = subprocess.Popen(
         [
             str(BIN / "opentelemetry-instrument"),
