@@ -282,6 +282,35 @@ def test_without_an_sdk_provider_or_sampled_out_an_outcome_is_counted(
     assert (after.not_recorded - before.not_recorded, after.sampled_out - before.sampled_out) == (1, 1)
 
 
+def test_outcomes_wait_out_a_locked_store_and_are_written_once_when_it_is_free(
+    rig: CostRig, answering: FakeOpenAI
+) -> None:
+    client = openai.OpenAI(base_url=answering.base_url, api_key="k", max_retries=0)
+    with track_context("support", use_case_id="t-0"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    written(rig)  # the store exists
+    locker = sqlite3.connect(rig.store_url.removeprefix("sqlite:///"), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock, for longer than a busy timeout
+    try:
+        with track_context("support", use_case_id="t-1"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+            assert record_outcome("ticket_resolved", tracer_provider=rig.provider)
+        rig.flush()  # the export does not wait for a store that is failing
+        assert rig.exporter.buffered_outcomes == 1
+        assert not rig.exporter.force_flush(500)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert rig.exporter.force_flush(60_000)
+    (support,) = per_outcome(rig.store_url, "ticket_resolved")
+    assert (support["runs"], support["outcomes"], support["cost_per_outcome_usd"]) == (
+        2,
+        1,
+        pytest.approx(2 * CALL),
+    )
+    assert rig.exporter.dropped_outcomes == 0
+
+
 def test_outcomes_a_store_cannot_take_are_counted_and_logged_at_shutdown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
