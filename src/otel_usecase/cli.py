@@ -14,7 +14,9 @@ from .report.queries import (
     GROUPINGS,
     ReportError,
     format_run,
+    grouping,
     parse_since,
+    parse_tag_filters,
     render_report,
     report_filter,
     run_calls,
@@ -44,8 +46,9 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     report.add_argument(
         "--by",
         default="use-case",
-        choices=[*GROUPINGS, *PERIODS],
-        help="what one row is (default use-case); day, week, month: a calendar period (UTC unless --tz)",
+        metavar="BY",
+        help=f"what one row is: {', '.join(GROUPINGS)}, tag:KEY, or a calendar period: "
+        f"{', '.join(PERIODS)} (UTC unless --tz) (default use-case)",
     )
     report.add_argument("--tz", metavar="ZONE", help="time zone of --by day|week|month, e.g. Europe/Paris")
     report.add_argument("--limit", metavar="N", type=int, help="only the N most expensive rows")
@@ -55,8 +58,21 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     )
     report.add_argument("--experience", metavar="NAME", help="only this experience (name)")
     report.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
+    report.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help="only calls with this tag (repeatable: every one must match)",
+    )
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     report.add_argument("--format", default="table", choices=FORMATS)
+    report.add_argument(
+        "--per-outcome",
+        metavar="NAME",
+        help="cost per outcome NAME (record_outcome) per group: the runs' cost / the outcome's sum; "
+        "--by use-case, version, experience or user",
+    )
     report.add_argument("--store", metavar="URL", help=store_help)
 
     runs = commands.add_parser("runs", help="look at single runs")
@@ -70,6 +86,13 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     listing.add_argument("--user", metavar="ID", help="only this user (hashed as scopes hash it)")
     listing.add_argument("--experience", metavar="NAME", help="only this experience (name)")
     listing.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
+    listing.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help="only runs with this tag (repeatable)",
+    )
     listing.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     listing.add_argument(
         "--order", default="newest", choices=("newest", "cost"), help="newest (default) or cost"
@@ -251,13 +274,31 @@ def _read(args: argparse.Namespace) -> int:
     parse_store_url(url)  # a malformed URL or --since is a usage error (exit 2), before anything is opened
     if args.command == "report" or getattr(args, "runs_command", None) == "list":
         parse_since(args.since)
+        parse_tag_filters(args.tags)
+    if args.command == "report" and args.by not in PERIODS:
+        grouping(args.by)
     try:
         store = open_store(url, create=False)
     except StoreError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 1
     try:
-        if args.command == "report":
+        if args.command == "report" and args.per_outcome is not None:
+            from .report.outcomes import render_outcomes
+
+            text = render_outcomes(
+                store,
+                args.per_outcome,
+                args.by,
+                args.format,
+                use_case=args.use_case,
+                since=args.since,
+                user=args.user,
+                experience=args.experience,
+                version=args.use_case_version,
+                tags=args.tags,
+            )
+        elif args.command == "report":
             text = render_report(
                 store,
                 args.by,
@@ -267,6 +308,7 @@ def _read(args: argparse.Namespace) -> int:
                 user=args.user,
                 experience=args.experience,
                 version=args.use_case_version,
+                tags=args.tags,
                 limit=args.limit,
                 tz=args.tz,
             )
@@ -280,7 +322,7 @@ def _read(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            text = format_run(args.run_id, calls, args.format)
+            text = format_run(args.run_id, calls, args.format, outcomes=store.run_outcomes(args.run_id))
     except StoreError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 1
@@ -303,7 +345,9 @@ def _runs_list(store: Store, args: argparse.Namespace) -> str:
     from .report.runs_list import format_runs
     from .report.views import list_runs
 
-    filters = report_filter(args.use_case, args.since, args.user, args.experience, args.use_case_version)
+    filters = report_filter(
+        args.use_case, args.since, args.user, args.experience, args.use_case_version, args.tags
+    )
     return format_runs(list_runs(store, filters, args.order, args.limit, args.offset), args.format)
 
 

@@ -31,8 +31,9 @@ from typing import Any, Final
 
 from ..cost import token_classes
 from ..cost.call import Call
+from ..scope.validation import NAME_RULE, is_name, normalised_id
 from ..store import ReportFilter, Store
-from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS
+from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS, tags_json
 from .text import CELL_LIMIT, NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
 
 __all__ = [
@@ -46,8 +47,10 @@ __all__ = [
     "format_report",
     "format_run",
     "group_row",
+    "grouping",
     "money",
     "parse_since",
+    "parse_tag_filters",
     "render_report",
     "report_filter",
     "report_rows",
@@ -69,7 +72,40 @@ GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
 """``--by`` values and the ledger columns each one groups by.
 
 ``cost-source`` splits the cost by where it came from: ``provider`` (billed by the
-provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``."""
+provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``.
+Besides these, ``tag:<key>`` groups by the value of one tag (:func:`grouping`)."""
+
+TAG_GROUPING: Final = "tag:"
+"""``--by tag:<key>``: one row per value of tag ``<key>``; calls without it are one row with no value."""
+
+
+def grouping(by: str) -> tuple[str, ...]:
+    """The report keys of ``--by`` value ``by``: those of :data:`GROUPINGS`, or ``("tag:<key>",)``."""
+    keys = GROUPINGS.get(by)
+    if keys is not None:
+        return keys
+    if by.startswith(TAG_GROUPING):
+        key = by[len(TAG_GROUPING) :]
+        if is_name(key):
+            return (by,)
+        raise ReportError(f"--by {by!r}: the tag key {key!r} is not a valid name ({NAME_RULE})")
+    raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)} or tag:KEY")
+
+
+def parse_tag_filters(pairs: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--tag KEY=VALUE`` options as the filter's (key, value) pairs; a malformed one is a
+    :class:`ReportError` naming it and the rule. The value is matched as stored (an id, as a scope
+    stores it)."""
+    parsed: list[tuple[str, str]] = []
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not is_name(key) or not value:
+            raise ReportError(
+                f"--tag {pair!r} is not KEY=VALUE with a key of {NAME_RULE} and a non-empty value"
+            )
+        parsed.append((key, normalised_id(value)))
+    return tuple(parsed)
+
 
 FORMATS: Final = ("table", "json", "csv")
 """``--format`` values."""
@@ -158,8 +194,10 @@ def _filters(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
 ) -> ReportFilter:
-    """The store's filter: ``user`` is the id as the app gives it, stored form found as a scope finds it."""
+    """The store's filter: ``user`` is the id as the app gives it, stored form found as a scope finds it;
+    ``tags`` the ``KEY=VALUE`` of ``--tag`` (every one must match)."""
     user_id = None
     if user is not None:
         from ..scope.tracking import stored_user_id
@@ -176,6 +214,7 @@ def _filters(
         user_id=user_id,
         experience_name=experience,
         use_case_version=version,
+        tags=parse_tag_filters(tags),
     )
 
 
@@ -185,9 +224,10 @@ def report_filter(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
 ) -> ReportFilter:
     """The store filter of the report options (``runs list`` takes the same)."""
-    return _filters(use_case, since, user, experience, version)
+    return _filters(use_case, since, user, experience, version, tags)
 
 
 def build_report(
@@ -199,24 +239,24 @@ def build_report(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
     limit: int | None = None,
 ) -> list[ReportRow]:
     """Totals per group plus average, p50 and p95 cost per run, most expensive first.
 
     ``use_case``, ``user``, ``experience``, ``version``: only the calls with that value (``user`` as the
     app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later;
-    ``limit``: only the ``limit`` most expensive groups.
+    ``tags``: ``KEY=VALUE`` strings, every one must match; ``limit``: only the ``limit`` most expensive groups.
+    ``by`` is a :data:`GROUPINGS` name or ``tag:KEY``.
     """
-    return report_rows(store, by, _filters(use_case, since, user, experience, version), limit=limit)
+    return report_rows(store, by, _filters(use_case, since, user, experience, version, tags), limit=limit)
 
 
 def report_rows(store: Store, by: str, filters: ReportFilter, *, limit: int | None = None) -> list[ReportRow]:
     """:func:`build_report` for a store filter (what the dashboard's views hold): the one report query."""
-    if by not in GROUPINGS:
-        raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    keys = grouping(by)
     if limit is not None and limit < 1:
         raise ReportError(f"--limit {limit!r} must be at least 1")
-    keys = GROUPINGS[by]
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
@@ -362,12 +402,12 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
 
 
 def _keys(by: str) -> tuple[str, ...]:
-    """The key columns of a report's rows: :data:`GROUPINGS`, or ``period`` (``--by day|week|month``)."""
+    """The key columns of a report's rows: :func:`grouping`'s, or ``period`` (``--by day|week|month``)."""
     from .periods import KEYS, PERIODS
 
     if by in PERIODS:
         return KEYS
-    return GROUPINGS[by]
+    return grouping(by)
 
 
 def render_report(
@@ -380,6 +420,7 @@ def render_report(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
     limit: int | None = None,
     tz: str | None = None,
 ) -> str:
@@ -394,15 +435,15 @@ def render_report(
     """
     from .periods import PERIODS, period_rows
 
-    if by not in GROUPINGS and by not in PERIODS:
-        raise ReportError(f"--by {by!r} is not one of {', '.join((*GROUPINGS, *PERIODS))}")
+    if by not in PERIODS:
+        grouping(by)  # a bad --by is an error naming it
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if tz is not None and by not in PERIODS:
         raise ReportError(f"--tz {tz!r} applies to --by {', '.join(PERIODS)} only, not --by {by!r}")
     if limit is not None and limit < 1:
         raise ReportError(f"--limit {limit!r} must be at least 1")
-    filters = _filters(use_case, since, user, experience, version)
+    filters = _filters(use_case, since, user, experience, version, tags)
     if by in PERIODS:
         return format_report(period_rows(store, by, filters, tz, limit=limit), by, fmt)
     if fmt == "json" and by == "run" and limit is None:
@@ -530,8 +571,12 @@ def _unknown_cost_notes(unpriced: int, no_usage: int, partial: int) -> list[str]
 _CALL_FIELDS: Final = (
     "start_ns",
     "use_case",
+    "use_case_version",
     "step",
     "user_id",
+    "experience_name",
+    "experience_id",
+    "tags",
     "provider",
     "model",
     *_TOKEN_FIELDS,
@@ -552,16 +597,22 @@ def _call_record(call: Call) -> dict[str, Any]:
     tokens = call.tokens
     for name in _CALL_FIELDS:
         token_class = _TOKEN_FIELD_OF.get(name)
-        if token_class is None:
+        if name == "tags":
+            record[name] = dict(call.tags)  # JSON: an object ({} without tags)
+        elif token_class is None:
             record[name] = getattr(call, name)
         else:
             record[name] = tokens.get(token_class, None if token_class in ("input", "output") else 0)
     return record
 
 
-def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
+def format_run(
+    run_id: str, calls: Sequence[Call], fmt: str = "table", *, outcomes: Sequence[Any] = ()
+) -> str:
     """Render the calls of one run, each with where its cost came from (cost source, price context)
-    and, for a call without a cost, why."""
+    and, for a call without a cost, why; the table's title says the run's use case, version, user and
+    experience (and tags), and its last line the run's ``outcomes``
+    (:class:`~otel_usecase.store.outcome_sql.Outcome`, summed per name)."""
     if fmt == "json":
         return json.dumps([_call_record(c) for c in calls], indent=2, default=str)
     if fmt == "csv":
@@ -569,7 +620,9 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
         writer = csv.DictWriter(out, fieldnames=list(_CALL_FIELDS))
         writer.writeheader()
         for call in calls:
-            writer.writerow({k: csv_cell(v) for k, v in _call_record(call).items()})
+            record = _call_record(call)
+            record["tags"] = tags_json(call.tags) if call.tags else None  # the ledger's text of them
+            writer.writerow({k: csv_cell(v) for k, v in record.items()})
         return out.getvalue()
     if not calls:
         return f"no calls recorded for run {safe_text(run_id)}"
@@ -595,8 +648,18 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
         ]
         for c in calls
     ]
-    first = calls[0]
-    title = f"run {safe_text(run_id)}  use case {safe_text(first.use_case)}  user {safe_text(first.user_id)}"
+    title = "  ".join(
+        (
+            f"run {safe_text(run_id)}",
+            f"use case {_values(calls, 'use_case')}",
+            f"version {_values(calls, 'use_case_version')}",
+            f"user {_values(calls, 'user_id')}",
+            f"experience {_values(calls, 'experience_name')} ({_values(calls, 'experience_id')})",
+        )
+    )
+    tags = dict.fromkeys(f"{k}={v}" for c in calls for k, v in sorted(c.tags.items()))
+    if tags:
+        title += "  tags " + ", ".join(safe_text(t) for t in tags)
     costs = [c.cost_usd if isinstance(c.cost_usd, int | float) else None for c in calls]
     complete = all(c.status == "priced" for c in calls)
     numeric = 3 + len(token_headers) + 1  # text again from the cost source on
@@ -611,7 +674,25 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
             *(sum(1 for c in calls if c.status == s) for s in ("unpriced", "no_usage", "partial"))
         ),
     ]
+    if outcomes:
+        achieved: dict[str, list[float]] = {}
+        for outcome in outcomes:
+            achieved.setdefault(outcome.name, []).append(outcome.value)
+        lines.append(
+            "outcomes "
+            + ", ".join(
+                f"{safe_text(name)} x{len(values)} (value {sum(values):g})"
+                for name, values in sorted(achieved.items())
+            )
+        )
     return "\n".join(lines)
+
+
+def _values(calls: Sequence[Call], field: str) -> str:
+    """The run's value of ``field`` as its calls carry it: one value, or each in order (a version changed
+    mid-run); ``-`` when none has one."""
+    seen = dict.fromkeys(getattr(c, field) for c in calls if getattr(c, field) is not None)
+    return ", ".join(safe_text(v) for v in seen) if seen else safe_text(None)
 
 
 def _call_cost(call: Call, decimals: int) -> str:

@@ -77,7 +77,7 @@ def group_totals(
         rollups="postgresql" if rollups else None,
     )
     zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
-    key_cols = ", ".join(keys)
+    key_cols = ", ".join(totals.key_names(keys))
     complete_cost = f"CASE WHEN {totals.incomplete(str)} = 0 THEN cost_usd END"
     figures = {
         "runs": "COUNT(*)",

@@ -222,6 +222,15 @@ def _pending_columns() -> tuple[str, ...]:
     return tuple(c for c in COLUMNS if c in needed)
 
 
+def _sqlite_total(expression: str, measure: str) -> str:
+    """SQLite's sum of ``expression`` that never fails: ``SUM`` raises "integer overflow" on a row of 2**63 - 1
+    tokens (a program writing past the store can leave one); ``TOTAL`` is a double, exact below 2**53, and the
+    cast back saturates, as the reports' token sums do."""
+    if measure == "cost_usd":
+        return f"TOTAL({expression})"
+    return f"CAST(TOTAL({expression}) AS INTEGER)"
+
+
 def _sqlite_tables() -> list[str]:
     kinds = {name: kind for name, kind, _ in LEDGER}
     types = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "flag": "INTEGER"}
@@ -257,7 +266,7 @@ def sqlite_fold() -> tuple[str, ...]:
     The store runs them in every writing transaction, after its writes (:data:`PENDING`)."""
     d = _DIALECTS["sqlite"]
     hour_keys, run_keys = _hour_key(), _run_key()
-    measures = ", ".join(f"SUM(r.sign * ({_measure(m, 'r')}))" for m in MEASURES)
+    measures = ", ".join(_sqlite_total(f"r.sign * ({_measure(m, 'r')})", m) for m in MEASURES)
     hour_values = ", ".join(_key_values(hour_keys, "r"))
     run_values = ", ".join(_key_values(run_keys, "r"))
     hour_cols = ", ".join((*hour_keys, *MEASURES))
@@ -406,7 +415,10 @@ def _backfill(dialect: str) -> list[str]:
     hour_keys, run_keys = _hour_key(), _run_key()
     hour_values = ", ".join(_key_values(hour_keys, "r"))
     run_values = ", ".join(_key_values(run_keys, "r"))
-    measures = ", ".join(f"SUM({_measure(m, 'r')})" for m in MEASURES)
+    measures = ", ".join(
+        _sqlite_total(_measure(m, "r"), m) if dialect == "sqlite" else f"SUM({_measure(m, 'r')})"
+        for m in MEASURES
+    )
     del d
     return [
         *([f"DELETE FROM {PENDING}"] if dialect == "sqlite" else []),
@@ -565,7 +577,7 @@ def _with_pending(table: str) -> str:
             "MAX(CASE WHEN r.sign > 0 THEN r.start_ns END) AS last_ns",
             "MAX(CASE WHEN r.sign > 0 THEN r.end_ns END) AS end_ns",
         ]
-    selected += [f"SUM(r.sign * ({_measure(m, 'r')})) AS {m}" for m in MEASURES]
+    selected += [_sqlite_total("r.sign * (" + _measure(m, "r") + ")", m) + f" AS {m}" for m in MEASURES]
     columns = ", ".join((*keys, *(("first_ns", "last_ns", "end_ns") if run else ()), *MEASURES))
     return (
         f"(SELECT {columns} FROM {table} UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
