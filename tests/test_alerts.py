@@ -188,6 +188,7 @@ def test_an_alert_arrives_once_signed_with_every_field(
         "user_id": "u-42",
         "experience_name": None,
         "version": None,
+        "tags": {},
     }
     assert body["mode"] == "warn"
     window = body["window"]

@@ -25,7 +25,8 @@ SELECTOR_FIELDS: Final[tuple[str, ...]] = tuple(
     for name in ("use_case", "user_id", "experience_name", "version", "tag", "tags")
     if name in {f.name for f in fields(Budget)}
 )
-"""The fields of :class:`Budget` that select calls, in the body's ``selector`` (each one, ``null`` when unset)."""
+"""The fields of :class:`Budget` that select calls, in the body's ``selector`` (each one, ``null`` when unset;
+``tags`` an object of the tags a call must have, ``{}`` when none)."""
 
 
 def alert_id(budget: str, window_key: str, threshold: int) -> str:
@@ -48,7 +49,10 @@ def payload(crossing: Crossing) -> bytes:
     body: dict[str, Any] = {
         "id": alert_id(budget.name, crossing.window_key, crossing.threshold),
         "budget": budget.name,
-        "selector": {name: _plain(getattr(budget, name)) for name in SELECTOR_FIELDS},
+        "selector": {
+            name: dict(budget.tags) if name == "tags" else _plain(getattr(budget, name))
+            for name in SELECTOR_FIELDS
+        },
         "mode": budget.mode,
         "window": {
             "kind": budget.window,
