@@ -214,7 +214,10 @@ def _ui(args: argparse.Namespace) -> int:
             raise ValueError("--listen off: nothing to serve")
         token = read_token_file(args.token_file) if args.token_file else None
         url = args.store or default_store_url()
-        parse_store_url(url)
+        try:
+            parse_store_url(url)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
         return run(UIOptions(listen=listen, store=url, token=token))
     except ValueError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)

@@ -7,10 +7,12 @@ dashboard has no other access control. The token is never printed.
 
 from __future__ import annotations
 
+import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ..config import TOKEN
 from ..store import open_store
@@ -55,6 +57,21 @@ def check_exposure(host: str, token: str | None, flag: str) -> None:
         )
 
 
+def _run_until_signal(server: Any, sock: socket.socket) -> None:
+    """Serve until SIGTERM/SIGINT, then exit normally (uvicorn raises the signal again after its graceful
+    shutdown: our handler, in place before uvicorn's and again after, takes it)."""
+
+    def _stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(options: UIOptions) -> int:
     """Serve until SIGTERM/SIGINT; ValueError for options that cannot work, OSError when the port cannot be bound."""
     import uvicorn
@@ -88,7 +105,7 @@ def run(options: UIOptions) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            server.run(sockets=[sock])
+            _run_until_signal(server, sock)
         finally:
             sock.close()
     finally:
