@@ -12,7 +12,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 BIN = Path(sys.executable).parent
 
@@ -210,7 +210,7 @@ class UIProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> UIProcess:
+    def start(self) -> Self:
         self.proc = subprocess.Popen(
             [str(BIN / "otel-usecase"), "ui", "--store", self.store_url, "--listen", f"127.0.0.1:{self.port}",
              *self.extra],
@@ -226,7 +226,7 @@ class UIProcess:
         _, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, err
 
-    def __enter__(self) -> UIProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
