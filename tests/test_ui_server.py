@@ -35,7 +35,9 @@ CSP = (
 def ledger(store_url: str) -> str:
     store = open_store(store_url)
     try:
-        assert store.write([a_call(start_ns=1_700_000_000_000_000_000, end_ns=1_700_000_001_000_000_000)]) == []
+        assert (
+            store.write([a_call(start_ns=1_700_000_000_000_000_000, end_ns=1_700_000_001_000_000_000)]) == []
+        )
     finally:
         store.close()
     return store_url

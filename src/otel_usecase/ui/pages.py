@@ -146,7 +146,7 @@ def _summary_figures(summary: views.Summary) -> Markup:
         [
             (
                 "Total cost",
-                _cost(summary.cost_usd, summary.cost_complete, decimals),
+                "$0.00" if summary.calls == 0 else _cost(summary.cost_usd, summary.cost_complete, decimals),
                 None if summary.cost_complete else "a lower bound: some calls have no known cost",
             ),
             (
