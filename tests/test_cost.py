@@ -403,7 +403,7 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
         use_case_version="v", step="st", experience_name="en", experience_id="ei", user_id="u", provider="p",
         model="m", operation="chat", tokens=tokens, cost_usd=0.25, status="priced", cost_source="provider",
         price_source="ps", price_context="service_tier=priority", unpriced_reason="ur", computed_cost_usd=0.5,
-        error=1,
+        error=1, tags={"tenant": "acme", "team": "search"},
     )  # fmt: skip
     assert store.write([call]) == []
     store.close()
@@ -411,7 +411,9 @@ def test_ledger_columns_are_the_call_fields(store_url: str) -> None:
         conn.row_factory = sqlite3.Row
         (row,) = conn.execute("SELECT * FROM usecase_calls").fetchall()
     for name in fields:
-        if name != "tokens":
+        if name == "tags":
+            assert row[name] == '{"team":"search","tenant":"acme"}'
+        elif name != "tokens":
             assert row[name] == getattr(call, name), name
     for name, count in tokens.items():
         assert row[f"{name}_tokens"] == count, name

@@ -17,6 +17,7 @@ def _distinct_call() -> Call:
         values[field] = f"v-{field}" if "str" in kind else 1_000 + i
     values["cost_usd"], values["computed_cost_usd"] = 0.25, 0.5
     values["tokens"] = {c.name: 10_000 + i for i, c in enumerate(TOKEN_CLASSES)}
+    values["tags"] = {"tenant": "v-tags"}
     return Call(**values)
 
 
@@ -24,7 +25,9 @@ def test_every_column_gets_the_field_or_token_class_of_its_name() -> None:
     call = _distinct_call()
     row = dict(zip(COLUMNS, row_of(call), strict=True))
     for field in Call._fields:
-        if field != "tokens":
+        if field == "tags":
+            assert row[field] == '{"tenant":"v-tags"}'
+        elif field != "tokens":
             assert row[field] == getattr(call, field), field
     for c in TOKEN_CLASSES:
         assert row[c.column] == call.tokens[c.name], c.column

@@ -13,10 +13,12 @@ can never shift another's column.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final, NamedTuple
 
 __all__ = [
     "COST_SOURCE_PROVIDER",
+    "NO_TAGS",
     "REASON_INCONSISTENT",
     "REASON_NO_USAGE",
     "REASON_UNKNOWN_MODEL",
@@ -53,6 +55,9 @@ REASON_INCONSISTENT: Final = "inconsistent token counts"
 
 COST_SOURCE_PROVIDER: Final = "provider"
 """``cost_source`` of a call whose cost the provider or gateway billed (OpenRouter ``usage.cost`` ...)."""
+
+NO_TAGS: Final[Mapping[str, str]] = MappingProxyType({})
+"""The tags of a call made outside any scope with tags: one shared, immutable empty mapping."""
 
 
 class Call(NamedTuple):
@@ -94,6 +99,9 @@ class Call(NamedTuple):
     computed_cost_usd: float | None = None
     error: int = 0
     """1 when the span's status was ERROR (a failed request), else 0."""
+    tags: Mapping[str, str] = NO_TAGS
+    """The custom properties of the call's scope (``track_context(tags={"tenant": "acme"})``): keys follow the
+    name rule, values the id rule; stored as one JSON object in the ledger's ``tags`` column."""
 
     @property
     def input_tokens(self) -> int | None:

@@ -15,6 +15,7 @@ back as a :class:`RejectedCall` naming the field, the rule and the value.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -25,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from .. import config
 from ..cost import token_classes
-from ..cost.call import Call
+from ..cost.call import NO_TAGS, Call
 from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
+from ..scope.validation import check_name
 from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ __all__ = [
     "RUN_TOTALS",
     "SCHEMA_VERSION",
     "SEEN_PREFIX",
+    "TAGS_COLUMN",
     "TOKEN_COLUMNS",
     "UPGRADES",
     "RejectedCall",
@@ -55,6 +58,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TagValue",
     "Unstorable",
     "broken_rule",
     "call_of",
@@ -77,14 +81,16 @@ __all__ = [
     "reprice_update_sql",
     "row_of",
     "seen_key",
+    "tags_json",
+    "tags_of",
     "upgrade_statements",
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
-and one column per token class of :mod:`otel_usecase.cost.token_classes`."""
+and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -115,6 +121,7 @@ _AFTER_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("unpriced_reason", "text", ""),
     ("computed_cost_usd", "real", ""),
     ("error", "flag", "NOT NULL DEFAULT 0"),
+    ("tags", "text", ""),
 )
 
 TOKEN_COLUMNS: Final[tuple[str, ...]] = token_classes.COLUMNS
@@ -146,6 +153,9 @@ Defined once; each store maps the kinds (``text``, ``int``, ``real``, ``flag``) 
 
 COLUMNS: Final[tuple[str, ...]] = tuple(name for name, _, _ in LEDGER)
 """Ledger column names, in row order (see :func:`row_of`)."""
+
+TAGS_COLUMN: Final = "tags"
+"""The ledger column of a call's tags: NULL when it has none, else :func:`tags_json` of them."""
 
 _PART_NAMES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES[2:])
 assert (
@@ -190,12 +200,38 @@ def row_of(call: Call) -> tuple[Any, ...]:
         call.unpriced_reason,
         call.computed_cost_usd,
         call.error,
+        tags_json(call.tags) if call.tags else None,
     )
+
+
+def tags_json(tags: Mapping[str, str]) -> str:
+    """The ``tags`` column's text of non-empty ``tags``: one JSON object, keys sorted, no spaces, UTF-8 as is.
+
+    One canonical text per set of tags, so equal tags are equal text (the dedup upsert and
+    ``reprice``'s guard compare rows column by column)."""
+    return json.dumps(dict(sorted(tags.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def tags_of(text: object) -> Mapping[str, str]:
+    """The tags of a ``tags`` column value (the inverse of :func:`tags_json`; NULL is no tags).
+
+    A value no otel-usecase wrote (not a JSON object: a program writing rows past
+    the store) is read as no tags rather than failing the report that reads it."""
+    if text is None:
+        return NO_TAGS
+    try:
+        found = json.loads(text) if isinstance(text, (str, bytes)) else None
+    except ValueError:
+        return NO_TAGS
+    if not isinstance(found, dict) or not found:
+        return NO_TAGS
+    return {str(key): value if isinstance(value, str) else json.dumps(value) for key, value in found.items()}
 
 
 _AT: Final = {name: i for i, name in enumerate(COLUMNS)}
 _TOKEN_AT: Final = tuple((c.name, _AT[c.column]) for c in token_classes.TOKEN_CLASSES)
-_FIELD_AT: Final = tuple((name, _AT[name]) for name in Call._fields if name != "tokens")
+_FIELD_AT: Final = tuple((name, _AT[name]) for name in Call._fields if name not in ("tokens", "tags"))
+_TAGS_AT: Final = _AT[TAGS_COLUMN]
 
 
 def call_of(row: Sequence[Any]) -> Call:
@@ -209,7 +245,7 @@ def call_of(row: Sequence[Any]) -> Call:
         for name, at in _TOKEN_AT
         if row[at] is not None and (row[at] != 0 or name in ("input", "output"))
     }
-    return Call(tokens=tokens, **{name: row[at] for name, at in _FIELD_AT})
+    return Call(tokens=tokens, tags=tags_of(row[_TAGS_AT]), **{name: row[at] for name, at in _FIELD_AT})
 
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
@@ -262,13 +298,15 @@ class Unstorable(Exception):
 
 class ReportFilter(NamedTuple):
     """Which calls a report reads: each field that is set must equal the call's (``since_ns``: started at or
-    after; ``until_ns``: started before). ``user_id`` is the stored form (hashed when hashing is on)."""
+    after; ``until_ns``: started before). ``user_id`` is the stored form (hashed when hashing is on).
+    ``tags``: (key, value) pairs the call's tags must all have."""
 
     use_case: str | None = None
     since_ns: int | None = None
     user_id: str | None = None
     experience_name: str | None = None
     use_case_version: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
     until_ns: int | None = None
 
 
@@ -887,6 +925,13 @@ class Repricing(NamedTuple):
     new: Call
 
 
+TagValue = Callable[[str], tuple[str, Any]]
+"""A store's SQL for the value of one tag in the ``tags`` column (its JSON): ``tag_value(key)`` is an
+expression with one ``?`` placeholder and that placeholder's parameter (SQLite ``json_extract(tags, ?)``
+with the JSON path of the key, PostgreSQL ``(tags::jsonb ->> ?)`` with the key). NULL when the call has
+no such tag. Keys are names (the name rule), so a key never needs quoting inside a path."""
+
+
 def filter_clauses(
     use_case: str | None,
     since_ns: int | None,
@@ -894,9 +939,14 @@ def filter_clauses(
     user_id: str | None = None,
     experience_name: str | None = None,
     use_case_version: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+    tag_value: TagValue | None = None,
     until_ns: int | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share."""
+    """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share.
+
+    ``tags`` need the store's ``tag_value`` (its SQL dialect); a key that breaks the name
+    rule is a ``ValueError`` naming it (the CLI checks keys before they get here)."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -914,6 +964,13 @@ def filter_clauses(
     if until_ns is not None:
         clauses.append("start_ns < ?")
         params.append(until_ns)
+    if tags:
+        if tag_value is None:
+            raise ValueError("this query cannot filter by tag: no tag_value SQL given for its store")
+        for key, value in tags:
+            expression, param = tag_value(check_name("tag key", key))
+            clauses.append(f"{expression} = ?")
+            params.extend((param, value))
     return clauses, params
 
 

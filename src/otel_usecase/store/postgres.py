@@ -642,7 +642,13 @@ class PostgresStore:
             self.query,
             self._columns,
             lambda summed: self.query(
-                *totals.run_totals_sql(keys, filters, postgres_reports.TOKEN_SUM, summed)
+                *totals.run_totals_sql(
+                    keys,
+                    filters,
+                    postgres_reports.TOKEN_SUM,
+                    summed,
+                    tag_value=postgres_reports.tag_value(summed),
+                )
             ),
         )
 

@@ -13,15 +13,37 @@ from typing import Any, Final
 
 from .._log import logger
 from . import totals
-from .base import GROUP_TOTALS, RUN_RECORD, RUN_TOTALS, TABLE, ReportFilter, StoreError, StoreUnavailable
+from .base import (
+    GROUP_TOTALS,
+    RUN_RECORD,
+    RUN_TOTALS,
+    TABLE,
+    TAGS_COLUMN,
+    ReportFilter,
+    StoreError,
+    StoreUnavailable,
+    TagValue,
+)
 
-__all__ = ["SPLIT_FROM_PAGES", "TOKEN_SUM", "group_totals", "runs_json"]
+__all__ = ["SPLIT_FROM_PAGES", "TOKEN_SUM", "group_totals", "runs_json", "tag_value"]
 
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 QueryTogether = Callable[[Sequence[tuple[str, Sequence[Any]]]], list[list[tuple[Any, ...]]]]
 
 TOKEN_SUM: Final = "COALESCE(SUM({}), 0)"
 """PostgreSQL sums ``bigint`` into ``numeric``, which cannot overflow (read back as ``int``)."""
+
+
+def tag_value(present: Collection[str]) -> TagValue:
+    """The value of a call's tag (:data:`~otel_usecase.store.base.TagValue`): the ``tags`` text as
+    ``jsonb``, ``->>`` the key; NULL on a ledger older than the ``tags`` column (no call has tags)."""
+    column = totals.column(TAGS_COLUMN, present)
+
+    def value(key: str) -> tuple[str, Any]:
+        return f"({column}::jsonb ->> ?)", key
+
+    return value
+
 
 SPLIT_FROM_PAGES: Final = 4096
 """A ledger of at least this many 8 KiB pages (about 100k calls) gets its ``--by run`` JSON written in
@@ -40,7 +62,9 @@ def group_totals(
     ranks, like :func:`.totals.percentile`, and skips NULLs: the runs whose cost is
     not known and complete are left out of the per-run figures as NULLs.
     """
-    per_run, params = totals.run_totals_sql(keys, filters, TOKEN_SUM, present, zeros=False)
+    per_run, params = totals.run_totals_sql(
+        keys, filters, TOKEN_SUM, present, zeros=False, tag_value=tag_value(present)
+    )
     zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
     key_cols = ", ".join(keys)
     complete_cost = f"CASE WHEN {totals.incomplete(str)} = 0 THEN cost_usd END"
@@ -72,7 +96,7 @@ def runs_json(
     formatted once. An unknown cost (no priced call) and a non-finite one (impossible
     from the exporter) are written as null.
     """
-    where, params = totals.where(filters)
+    where, params = totals.where(filters, tag_value(present))
     cost_text = "CASE WHEN t.cost_usd BETWEEN -1e308 AND 1e308 THEN t.cost_usd::text ELSE 'null' END"
     values = {
         "use_case": "COALESCE(to_json(r.use_case)::text, 'null')",

@@ -25,6 +25,7 @@ from .base import (
     META_TABLE,
     RUN_RECORD,
     TABLE,
+    TAGS_COLUMN,
     RejectedCall,
     ReportFilter,
     StoreError,
@@ -83,7 +84,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _MAX_ROWS_PER_STATEMENT: Final = 512
-"""The largest multi-row INSERT: 512 rows of 37 columns bind 18,944 values, within SQLite's
+"""The largest multi-row INSERT: 512 rows of 38 columns bind 19,456 values, within SQLite's
 default limit of 32,766 since 3.32 (an older SQLite's lower limit is read at open)."""
 
 
@@ -487,7 +488,9 @@ class SQLiteStore:
         return totals.with_summed(
             self.query,
             self._columns,
-            lambda summed: self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed)),
+            lambda summed: self.query(
+                *totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed, tag_value=self._tag_value)
+            ),
         )
 
     def group_totals(self, keys: Sequence[str], filters: ReportFilter) -> list[tuple[Any, ...]]:
@@ -497,7 +500,11 @@ class SQLiteStore:
         are put back as 0 in the groups only."""
 
         def groups(summed: frozenset[str]) -> list[tuple[Any, ...]]:
-            runs = self.query(*totals.run_totals_sql(keys, filters, _TOKEN_SUM, summed, zeros=False))
+            runs = self.query(
+                *totals.run_totals_sql(
+                    keys, filters, _TOKEN_SUM, summed, zeros=False, tag_value=self._tag_value
+                )
+            )
             return totals.with_zeros(totals.group_runs(runs, len(keys)), len(keys), summed)
 
         return totals.with_summed(self.query, self._columns, groups)
@@ -526,7 +533,7 @@ class SQLiteStore:
         # Every field, the classes not summed as constant 0 pairs: splicing their text in between
         # two objects measured no faster (the cost is the longer text, not the pairs).
         record = "json_object(" + ", ".join(f"'{name}', {expressions[name]}" for name in RUN_RECORD) + ")"
-        clause, params = totals.where(filters)
+        clause, params = totals.where(filters, self._tag_value)
         sql = (
             f"SELECT {record} FROM {TABLE}{clause} GROUP BY run_id, use_case "
             f"ORDER BY {finite_cost} DESC, COALESCE(use_case, ''), run_id"
@@ -536,6 +543,13 @@ class SQLiteStore:
         except (StoreError, sqlite3.Error):  # a locked file fails the report's own query next, by name
             return None
         return "[" + ",".join(record[0] for record in records) + "]"
+
+    def _tag_value(self, key: str) -> tuple[str, Any]:
+        """The value of tag ``key`` of a call (:data:`~otel_usecase.store.base.TagValue`): SQLite's
+        ``json_extract`` with the key quoted in the path (a name, so never a ``"`` in it); NULL on a
+        ledger older than the ``tags`` column (no call has tags)."""
+        column = totals.column(TAGS_COLUMN, self._columns)
+        return f"json_extract({column}, ?)", f'$."{key}"'
 
     def run_calls(self, run_id: str) -> list[Call]:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]

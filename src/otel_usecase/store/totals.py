@@ -29,6 +29,7 @@ from .base import (
     TABLE,
     TOKEN_COLUMNS,
     ReportFilter,
+    TagValue,
     filter_clauses,
     seen_key,
 )
@@ -115,14 +116,19 @@ def column(name: str, present: Collection[str]) -> str:
     return name if name in present else _DEFAULTS[name]
 
 
-def where(filters: ReportFilter) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (with a leading space, or empty) and its parameters, ``?`` placeholders."""
+def where(filters: ReportFilter, tag_value: TagValue | None = None) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (with a leading space, or empty) and its parameters, ``?`` placeholders.
+
+    ``tag_value`` is the store's SQL for a tag's value (:data:`~otel_usecase.store.base.TagValue`), needed
+    when ``filters.tags`` is set."""
     clauses, params = filter_clauses(
         filters.use_case,
         filters.since_ns,
         user_id=filters.user_id,
         experience_name=filters.experience_name,
         use_case_version=filters.use_case_version,
+        tags=filters.tags,
+        tag_value=tag_value,
         until_ns=filters.until_ns,
     )
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
@@ -167,6 +173,7 @@ def run_totals_sql(
     present: Collection[str],
     *,
     zeros: bool = True,
+    tag_value: TagValue | None = None,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
 
@@ -176,7 +183,7 @@ def run_totals_sql(
     out instead of selected as 0 (for a store that aggregates the runs further:
     9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
-    clause, params = where(filters)
+    clause, params = where(filters, tag_value)
     group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
     left_out = () if zeros else zero_columns(present)
     selected = ", ".join(
