@@ -17,6 +17,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Final, NamedTuple
 
+from ..report.queries import ReportError
 from ..store import Store, StoreError
 from .auth import UIAuth
 from .markup import el
@@ -129,7 +130,7 @@ class DashboardApp:
             params = parse_params(scope.get("query_string", b""), route.params)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, route.handler, self.store, params, self.root)
-        except BadRequest as exc:
+        except (BadRequest, ReportError) as exc:
             return error_page(400, str(exc), self.root, api=path.startswith("/api/"))
         except StoreError as exc:
             logger.warning("dashboard: the store could not be read: %s", exc)

@@ -438,7 +438,7 @@ def run(store: Store, params: Params, root: str) -> Response:
     costs = [c.cost_usd for c in calls if isinstance(c.cost_usd, int | float)]
     complete = all(c.status == "priced" for c in calls)
     extra = sorted({n for c in calls for n, v in c.tokens.items() if v and n not in _ALWAYS})
-    tags = getattr(first, "tags", None) or {}
+    tags = first.tags
     facts = el(
         "dl",
         [

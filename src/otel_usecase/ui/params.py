@@ -14,9 +14,10 @@ from typing import Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode
 
 from ..report.queries import ReportError, parse_since
+from ..scope.validation import NAME_RULE, is_name
 from ..store import ReportFilter
 
-__all__ = ["FILTER_PARAMS", "BadRequest", "Filters", "Params", "parse_params"]
+__all__ = ["FILTER_PARAMS", "BadRequest", "Filters", "Params", "parse_params", "query_string"]
 
 FILTER_PARAMS: Final = ("since", "until", "use_case", "user", "experience", "version", "tag")
 """The filters of every page and API route (``tag`` repeats: ``tag=tenant=acme&tag=team=search``)."""
@@ -44,23 +45,15 @@ class Filters(NamedTuple):
     def report_filter(self, now: float | None = None) -> ReportFilter:
         """The store's filter (``since``/``until``: a duration ago, or a date; ``until`` exclusive)."""
         now = time.time() if now is None else now
-        fields: dict[str, object] = {
-            "use_case": self.use_case,
-            "since_ns": _when("since", self.since, now),
-            "user_id": self.user,
-            "experience_name": self.experience,
-            "use_case_version": self.version,
-        }
-        until_ns = _when("until", self.until, now)
-        if until_ns is not None:
-            if "until_ns" not in ReportFilter._fields:
-                raise BadRequest("until: this version's store cannot filter by an end time yet")
-            fields["until_ns"] = until_ns
-        if self.tags:
-            if "tags" not in ReportFilter._fields:
-                raise BadRequest("tag: this version's store cannot filter by tags yet")
-            fields["tags"] = self.tags
-        return ReportFilter(**fields)  # type: ignore[arg-type]
+        return ReportFilter(
+            use_case=self.use_case,
+            since_ns=_when("since", self.since, now),
+            until_ns=_when("until", self.until, now),
+            user_id=self.user,
+            experience_name=self.experience,
+            use_case_version=self.version,
+            tags=self.tags,
+        )
 
     def pairs(self) -> list[tuple[str, str]]:
         """The filters as GET parameters (unset ones left out), in a fixed order."""
@@ -139,6 +132,8 @@ def parse_params(query: bytes | str, own: Sequence[str]) -> Params:
             key, sep, tag_value = value.partition("=")
             if not sep or not key:
                 raise BadRequest(f"tag={value!r} is not KEY=VALUE")
+            if not is_name(key):
+                raise BadRequest(f"tag key {key!r} is not a tag key: {NAME_RULE}")
             if key in tags and tags[key] != tag_value:
                 raise BadRequest(f"tag {key!r} is given twice with different values")
             tags[key] = tag_value
