@@ -20,7 +20,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import openai
 import pytest
@@ -34,6 +36,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from otel_usecase import track_context
+from otel_usecase.budgets.api import set_budget
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
@@ -80,6 +83,8 @@ HOSTILE_RUN = "<img src=x onerror=\"document.title='pwned'\">\u202e" + "R" * 400
 BIDI_USER = "\u202eecila"
 HOSTILE_EXPERIENCE = "</td></tr></table><h1>broken</h1>"
 HOSTILE_COST = 0.25  # written through the store API: the cost as stored
+HOSTILE_TAG = ("tenant", "<b>acme</b>")
+SUPPORT_BUDGET_USD = 0.002
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +114,14 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> str:
         hostile = a_call(
             trace_id="f" * 32, span_id="e" * 16, start_ns=now, end_ns=now + 1_000_000, use_case=HOSTILE_USE_CASE,
             run_id=HOSTILE_RUN, user_id=BIDI_USER, experience_name=HOSTILE_EXPERIENCE, cost_usd=HOSTILE_COST,
-            tokens={"input": 7, "output": 3},
+            tokens={"input": 7, "output": 3}, tags=MappingProxyType(dict([HOSTILE_TAG])),
         )  # fmt: skip
         assert store.write([hostile]) == []
     finally:
         store.close()
+    set_budget(
+        name="support-total", use_case="support", amount_usd=SUPPORT_BUDGET_USD, window="total", store=url
+    )
     return url
 
 
@@ -343,6 +351,13 @@ def test_filters_are_the_url_and_the_url_reproduces_the_view(
     # a range with no calls (until an hour ago) shows nothing, not a wrong total
     browser.get(ui.url + "/?until=1h")
     assert figure(browser, "calls") == "0"
+    # a tag: all must match (the value is hostile text, shown as text in the form)
+    browser.get(ui.url + "/?" + urlencode({"tag": "=".join(HOSTILE_TAG)}))
+    assert figure(browser, "calls") == "1"
+    assert_shows(figure(browser, "total-cost"), HOSTILE_COST)
+    assert "=".join(HOSTILE_TAG) in [i.get_attribute("value") for i in browser.find_elements(By.NAME, "tag")]
+    browser.get(ui.url + "/?" + urlencode({"tag": "tenant=nobody"}))
+    assert figure(browser, "calls") == "0"
     # experience and version combine
     browser.get(ui.url + "/use-case?use_case=support&version=v2")
     assert_shows(figure(browser, "total-cost"), run_cost(WORK[1]) + run_cost(WORK[2]))
@@ -428,3 +443,18 @@ def test_everything_works_with_javascript_disabled(ui: UIProcess, ledger: str, b
         screenshot(browser, "no-javascript")
     finally:
         browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})  # type: ignore[attr-defined]
+
+
+def test_budgets_show_spend_against_the_limit(ui: UIProcess, ledger: str, browser: WebDriver) -> None:
+    browser.get(ui.url + "/budgets")
+    (row,) = rows(browser, "budgets")
+    support = sum(run_cost(w) for w in WORK if w.use_case == "support")
+    assert row["budget"] == "support-total" and row["use case"] == "support"
+    assert_shows(row["spent"], support)
+    assert_shows(row["limit"], SUPPORT_BUDGET_USD)
+    assert_shows(row["remaining"], max(SUPPORT_BUDGET_USD - support, 0.0))
+    assert row["used"] == f"{100 * support / SUPPORT_BUDGET_USD:.1f}%"
+    status = json.loads(cli(ledger, "budgets", "status", "--format", "json"))
+    link = browser.find_element(By.LINK_TEXT, "JSON").get_attribute("href")
+    assert link and json.loads(fetch(link)) == status
+    screenshot(browser, "budgets")

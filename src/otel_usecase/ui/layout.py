@@ -159,26 +159,29 @@ def table(
     )
 
 
-def downloads(root: str, api_path: str, filters: Filters, **own: str | int | None) -> Markup:
-    """CSV and JSON links to the API route that gives this table in the CLI's formats."""
-    return el(
-        "p",
-        "Download: ",
-        el(
-            "a",
-            "CSV",
-            href=f"{root}{api_path}{query_string(filters, **own, format='csv')}",
-            class_="download",
-        ),
-        " ",
-        el(
-            "a",
-            "JSON",
-            href=f"{root}{api_path}{query_string(filters, **own, format='json')}",
-            class_="download",
-        ),
-        class_="downloads",
-    )
+def downloads(
+    root: str,
+    api_path: str,
+    filters: Filters,
+    formats: tuple[str, ...] = ("csv", "json"),
+    **own: str | int | None,
+) -> Markup:
+    """Links to the API route that gives this table in the CLI's formats (CSV and JSON)."""
+    links = [
+        join(
+            [
+                el(
+                    "a",
+                    fmt.upper(),
+                    href=f"{root}{api_path}{query_string(filters, **own, format=fmt)}",
+                    class_="download",
+                ),
+                " ",
+            ]
+        )
+        for fmt in formats
+    ]
+    return el("p", "Download: ", links, class_="downloads")
 
 
 def usd(value: float | None, decimals: int, complete: bool = True) -> str:

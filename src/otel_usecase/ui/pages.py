@@ -589,7 +589,7 @@ def budgets(store: Store, params: Params, root: str) -> Response:
         )
         if any(s.unpriced_calls for s in statuses)
         else None,
-        downloads(root, "/api/budgets", filters),
+        downloads(root, "/api/budgets", filters, ("json",)),
         class_="panel",
     )
     return _html("Budgets", body, root, "/budgets", filters)
