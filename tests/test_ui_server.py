@@ -143,3 +143,46 @@ def test_serve_ui_serves_the_dashboard_under_ui_beside_the_receiver(ledger: str)
         code, err = serve.terminate()
     assert code == 0
     assert "dashboard on http://127.0.0.1:" in err
+
+
+PAGES = ("/", "/use-case?use_case=u", "/run?id=r0", "/users", "/experiences", "/models", "/budgets")
+
+
+def test_every_page_and_route_answers_over_sqlite_and_postgresql_as_the_cli_does(
+    sqlite_or_postgres: str,
+) -> None:
+    store = open_store(sqlite_or_postgres)
+    try:
+        calls = [
+            a_call(span_id=f"{i:016x}", run_id=f"r{i % 3}", user_id=f"user-{i % 2}",
+                   start_ns=1_700_000_000_000_000_000 + i * 3_600_000_000_000, end_ns=1_700_000_000_000_000_001 + i * 3_600_000_000_000,
+                   tokens={"input": 100 * i, "output": 10 * i}, cost_usd=(100 * i * 0.15 + 10 * i * 0.6) / 1e6)
+            for i in range(12)
+        ]  # fmt: skip
+        assert store.write(calls) == []
+    finally:
+        store.close()
+    with UIProcess(sqlite_or_postgres) as ui:
+        for path in PAGES:
+            status, headers, body = get(ui.url + path)
+            assert status == 200, (path, body[:500])
+            assert headers["Content-Type"] == "text/html; charset=utf-8"
+        for by in ("use-case", "run", "user", "model", "step", "version", "cost-source"):
+            for fmt in ("csv", "json"):
+                status, _, body = get(f"{ui.url}/api/report?by={by}&format={fmt}")
+                assert status == 200
+                expected = subprocess.run(
+                    [str(BIN / "otel-usecase"), "report", "--by", by, "--format", fmt, "--store", sqlite_or_postgres],
+                    capture_output=True, timeout=120, check=True,
+                ).stdout  # fmt: skip
+                assert body + b"\n" == expected, (by, fmt)
+        status, _, body = get(ui.url + "/api/summary")
+        summary = json.loads(body)
+        assert summary["calls"] == 12 and summary["runs"] == 3
+        assert summary["cost_usd"] == pytest.approx(
+            sum(100 * i * 0.15 + 10 * i * 0.6 for i in range(12)) / 1e6
+        )
+        status, _, body = get(ui.url + "/api/series?bucket=hour")
+        assert sum(p["calls"] for p in json.loads(body)) == 12
+        status, _, body = get(ui.url + "/api/runs?order=cost&limit=2")
+        assert [r["run_id"] for r in json.loads(body)] == ["r2", "r1"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ..report import views
-from ..report.queries import GROUPINGS, format_report, format_run, report_rows, run_calls
+from ..report.queries import GROUPINGS, format_run, render_rows, run_calls
 from ..report.text import csv_cell
 from ..store import Store
 from .app import CSV, JSON, Response
@@ -77,8 +77,9 @@ def report(store: Store, params: Params, root: str) -> Response:
     fmt = _fmt(params)
     by = params.choice("by", tuple(GROUPINGS), "use-case")
     limit = params.number("limit", 0, 1, 10**9) if params.get("limit") is not None else None
-    rows = report_rows(store, by, params.filters.report_filter(), limit=limit)
-    return _file(f"report-by-{by}", fmt, format_report(rows, by, fmt))
+    return _file(
+        f"report-by-{by}", fmt, render_rows(store, by, fmt, params.filters.report_filter(), limit=limit)
+    )
 
 
 _RUN_FIELDS: Final = (
