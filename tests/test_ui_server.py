@@ -186,3 +186,18 @@ def test_every_page_and_route_answers_over_sqlite_and_postgresql_as_the_cli_does
         assert sum(p["calls"] for p in json.loads(body)) == 12
         status, _, body = get(ui.url + "/api/runs?order=cost&limit=2")
         assert [r["run_id"] for r in json.loads(body)] == ["r2", "r1"]
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(ledger: str, tmp_path: Path) -> None:
+    """A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) reads nothing."""
+    with UIProcess(ledger) as ui:
+        for host in ("evil.example", f"evil.example:{ui.port}", "127.0.0.1.nip.io", "10.0.0.1"):
+            status, _, body = get(ui.url + "/api/summary", {"Host": host})
+            assert status == 403, host
+            assert b"DNS rebinding" in body
+        for host in (f"127.0.0.1:{ui.port}", f"localhost:{ui.port}", "[::1]", "localhost"):
+            assert get(ui.url + "/api/summary", {"Host": host})[0] == 200, host
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with UIProcess(ledger, "--token-file", str(token_file)) as ui:  # a token: any name, with the token
+        assert get(ui.url + "/", {"Host": "dashboard.internal", "Authorization": f"Bearer {TOKEN}"})[0] == 200

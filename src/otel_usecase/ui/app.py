@@ -19,7 +19,7 @@ from typing import Any, Final, NamedTuple
 
 from ..report.queries import ReportError
 from ..store import Store, StoreError
-from .auth import UIAuth
+from .auth import UIAuth, loopback_host
 from .markup import el
 from .params import BadRequest, Params, parse_params
 
@@ -102,6 +102,13 @@ class DashboardApp:
 
     async def _answer(self, scope: Scope) -> Response:
         headers = dict(scope.get("headers") or ())
+        if not self.auth.enabled and not loopback_host(headers.get(b"host")):
+            return error_page(
+                403,
+                "This dashboard answers only to a loopback name (127.0.0.1, localhost, [::1]) when it has no "
+                "token: another name pointing here could be a DNS rebinding attack.",
+                self.root,
+            )
         if not self.auth.allows(headers.get(b"authorization")):
             return error_page(
                 401,

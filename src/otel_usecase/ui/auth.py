@@ -15,7 +15,7 @@ import socket
 
 from ..serve.auth import TokenCheck
 
-__all__ = ["UIAuth", "is_loopback"]
+__all__ = ["UIAuth", "is_loopback", "loopback_host"]
 
 
 class UIAuth:
@@ -60,3 +60,25 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def loopback_host(header: bytes | None) -> bool:
+    """Whether a request's ``Host`` names this machine by a loopback name (``127.0.0.1``, ``[::1]``, ``localhost``).
+
+    Without a token the dashboard only listens on loopback, but a web page elsewhere can point a name
+    of its own at 127.0.0.1 (DNS rebinding) and read the answers as same-origin: those requests carry
+    that name in ``Host``, and are refused.
+    """
+    if not header:
+        return False
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
