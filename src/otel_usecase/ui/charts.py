@@ -263,7 +263,7 @@ def histogram(
         )
     label_every = max(1, math.ceil(len(edges) / 6))
     for i, edge in enumerate(edges):
-        if i % label_every == 0 or i == len(edges) - 1:
+        if (i % label_every == 0 and len(edges) - 1 - i >= label_every / 2) or i == len(edges) - 1:
             parts.append(
                 el(
                     "text",
@@ -271,7 +271,7 @@ def histogram(
                     x=f"{x_of(edge):.1f}",
                     y=_H - _BOTTOM + 16,
                     class_="axis",
-                    text_anchor="middle",
+                    text_anchor="end" if i == len(edges) - 1 else "start" if i == 0 else "middle",
                 )
             )
     for name, marked, dy in (("p50", p50, 0), ("p95", p95, 14)):
