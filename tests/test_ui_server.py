@@ -201,3 +201,18 @@ def test_without_a_token_only_loopback_host_names_are_answered(ledger: str, tmp_
     token_file.write_text(TOKEN)
     with UIProcess(ledger, "--token-file", str(token_file)) as ui:  # a token: any name, with the token
         assert get(ui.url + "/", {"Host": "dashboard.internal", "Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_a_missing_store_or_token_file_is_a_clear_error_and_nothing_is_created(tmp_path: Path) -> None:
+    missing = "sqlite:///" + str(tmp_path / "nowhere.db")
+    done = subprocess.run(
+        [str(BIN / "otel-usecase"), "ui", "--store", missing, "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "nowhere.db" in done.stderr
+    assert not (tmp_path / "nowhere.db").exists()
+    done = subprocess.run(
+        [str(BIN / "otel-usecase"), "ui", "--store", missing, "--token-file", str(tmp_path / "no-token")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--token-file" in done.stderr and "cannot be read" in done.stderr
