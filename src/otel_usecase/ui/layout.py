@@ -51,6 +51,7 @@ def page(
     filters: Filters | None,
     hidden: Sequence[tuple[str, str]] = (),
     heading: object = None,
+    extra: Sequence[tuple[str, str, str, str]] = (),
 ) -> str:
     """A whole page: ``title`` is text (escaped), ``body`` Markup; the filter form unless ``filters`` is None."""
     keep = query_string(filters) if filters is not None else ""
@@ -61,7 +62,7 @@ def page(
             for target, label in NAV
         ],
     )
-    form = _filter_form(filters, root + path, hidden) if filters is not None else None
+    form = _filter_form(filters, root + path, hidden, extra) if filters is not None else None
     document = join(
         [
             raw("<!DOCTYPE html>"),
@@ -99,8 +100,18 @@ _FIELDS: Final = (
 )
 
 
-def _filter_form(filters: Filters, action: str, hidden: Sequence[tuple[str, str]]) -> Markup:
+def _filter_form(
+    filters: Filters,
+    action: str,
+    hidden: Sequence[tuple[str, str]],
+    extra: Sequence[tuple[str, str, str, str]] = (),
+) -> Markup:
+    """The filters, plus the page's ``extra`` text fields ((name, label, value, hint) each)."""
     inputs = [
+        el("label", el("span", label), el("input", type="text", name=name, value=value, placeholder=hint))
+        for name, label, value, hint in extra
+    ]
+    inputs += [
         el(
             "label",
             el("span", label),
