@@ -48,7 +48,6 @@ __all__ = [
     "money",
     "parse_since",
     "render_report",
-    "render_rows",
     "report_rows",
     "run_calls",
     "safe_text",
@@ -361,20 +360,18 @@ def render_report(
     in the same order and with the same fields as :func:`format_report`. Other
     reports go through :func:`build_report`.
     """
-    return render_rows(store, by, fmt, _filters(use_case, since, user, experience, version))
-
-
-def render_rows(store: Store, by: str, fmt: str, filters: ReportFilter, *, limit: int | None = None) -> str:
-    """:func:`render_report` for a store filter (the dashboard's ``/api/report``): the same text."""
     if by not in GROUPINGS:
         raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "json" and by == "run" and limit is None:
-        text = store.runs_json(filters)
+    if fmt == "json" and by == "run":
+        text = store.runs_json(_filters(use_case, since, user, experience, version))
         if text is not None:
             return text
-    return format_report(report_rows(store, by, filters, limit=limit), by, fmt)
+    rows = build_report(
+        store, by, use_case=use_case, since=since, user=user, experience=experience, version=version
+    )
+    return format_report(rows, by, fmt)
 
 
 # --- tables ------------------------------------------------------------------------------
