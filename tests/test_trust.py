@@ -37,8 +37,8 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_usecase import Scope, current_scope, track_context
-from otel_usecase.scope import privacy
 from otel_usecase.scope import keys as attr
+from otel_usecase.scope import privacy
 from otel_usecase.scope.propagation import (
     DEFAULT_INBOUND_KEYS,
     DEFAULT_OUTBOUND_KEYS,
@@ -48,8 +48,8 @@ from otel_usecase.scope.propagation import (
     UseCaseBaggagePropagator,
     parse_keys,
 )
-from otel_usecase.testing import FakeOpenAI
 from otel_usecase.scope.validation import clean_inbound
+from otel_usecase.testing import FakeOpenAI
 
 from .conftest import Traced
 from .rigs import CostRig
@@ -859,15 +859,19 @@ def test_sdk_baggage_member_check_is_still_there() -> None:
 def test_defaults() -> None:
     propagator = UseCaseBaggagePropagator()
     assert propagator.accept_inbound == DEFAULT_INBOUND_KEYS == frozenset()
-    assert propagator.send_outbound == DEFAULT_OUTBOUND_KEYS == frozenset(attr.ALL_KEYS) - {attr.USER_ID}
+    assert (
+        propagator.send_outbound
+        == DEFAULT_OUTBOUND_KEYS
+        == frozenset((*attr.ALL_KEYS, attr.TAG_KEYS)) - {attr.USER_ID}
+    )
     assert propagator.fields == {"baggage"}
 
 
 @pytest.mark.parametrize(
     ("spec", "keys"),
     [
-        ("all", set(attr.ALL_KEYS)),
-        (" ALL ", set(attr.ALL_KEYS)),
+        ("all", {*attr.ALL_KEYS, attr.TAG_KEYS}),
+        (" ALL ", {*attr.ALL_KEYS, attr.TAG_KEYS}),
         ("None", set()),
         ("usecase.id, User.Id ,", {attr.USE_CASE_ID, attr.USER_ID}),
         ([attr.EXPERIENCE_ID], {attr.EXPERIENCE_ID}),

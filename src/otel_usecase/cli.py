@@ -13,7 +13,9 @@ from .report.queries import (
     GROUPINGS,
     ReportError,
     format_run,
+    grouping,
     parse_since,
+    parse_tag_filters,
     render_report,
     run_calls,
     safe_text,
@@ -40,7 +42,10 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "report", help="cost per use case, run, experience, user, model, step, version or cost source"
     )
     report.add_argument(
-        "--by", default="use-case", choices=list(GROUPINGS), help="what one row is (default use-case)"
+        "--by",
+        default="use-case",
+        metavar="BY",
+        help=f"what one row is: {', '.join(GROUPINGS)} or tag:KEY (default use-case)",
     )
     report.add_argument("--use-case", metavar="NAME", help="only this use case")
     report.add_argument(
@@ -48,6 +53,13 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     )
     report.add_argument("--experience", metavar="NAME", help="only this experience (name)")
     report.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
+    report.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help="only calls with this tag (repeatable: every one must match)",
+    )
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     report.add_argument("--format", default="table", choices=FORMATS)
     report.add_argument("--store", metavar="URL", help=store_help)
@@ -280,6 +292,8 @@ def _read(args: argparse.Namespace) -> int:
     parse_store_url(url)  # a malformed URL or --since is a usage error (exit 2), before anything is opened
     if args.command == "report":
         parse_since(args.since)
+        grouping(args.by)
+        parse_tag_filters(args.tags)
     try:
         store = open_store(url, create=False)
     except StoreError as exc:
@@ -296,6 +310,7 @@ def _read(args: argparse.Namespace) -> int:
                 user=args.user,
                 experience=args.experience,
                 version=args.use_case_version,
+                tags=args.tags,
             )
         else:
             calls = run_calls(store, args.run_id)

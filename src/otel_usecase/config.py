@@ -259,7 +259,7 @@ INBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
     env="OTEL_USECASE_INBOUND_KEYS",
     parse=_keys,
     default=None,  # propagation.DEFAULT_INBOUND_KEYS
-    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
+    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, usecase.tag.* ...)",
     default_text="`none`",
     doc="with the `usecase_baggage` propagator: our keys accepted from inbound requests",
 )
@@ -267,7 +267,7 @@ OUTBOUND_KEYS: Final[Setting[frozenset[str] | None]] = Setting(
     env="OTEL_USECASE_OUTBOUND_KEYS",
     parse=_keys,
     default=None,  # propagation.DEFAULT_OUTBOUND_KEYS
-    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, ...)",
+    accepts="all, none or a comma-separated list of our baggage keys (usecase.id, user.id, usecase.tag.* ...)",
     default_text="all but `user.id`",
     doc="with the `usecase_baggage` propagator: our keys sent on outbound requests",
 )
@@ -311,7 +311,7 @@ METRIC_ATTRIBUTES: Final[Setting[tuple[str, ...]]] = Setting(
     env="OTEL_USECASE_METRIC_ATTRIBUTES",
     parse=_metric_attributes,
     default=(),
-    accepts="none or a comma-separated list of user.id, experience.name, experience.id, usecase.id",
+    accepts="none or a comma-separated list of user.id, experience.name, experience.id, usecase.id, tag.KEY",
     default_text="`none`",
     doc="high-cardinality attributes added to the cost metrics (one time series per value: see "
     "[Metrics](#metrics))",

@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Final, Protocol
 
@@ -55,6 +55,7 @@ from .config import METRIC_ATTRIBUTES, METRICS
 from .cost.call import Call
 from .cost.sink import CallEvent, CallSink
 from .cost.token_classes import BY_NAME
+from .scope.keys import TAG_PREFIX
 from .version import __version__
 
 __all__ = [
@@ -90,7 +91,12 @@ OPT_IN_ATTRIBUTES: Final[dict[str, str]] = {
 
 Each distinct attribute set is a time series the metrics backend keeps (and
 bills) for as long as it retains data; a user id or a run id makes one per
-user or run. The ledger already answers per-user and per-run questions."""
+user or run. The ledger already answers per-user and per-run questions.
+Besides these, ``tag.<key>`` adds the call's tag ``<key>`` as ``usecase.tag.<key>``
+(:data:`TAG_OPTION`), bounded like every attribute set (:data:`MAX_ATTRIBUTE_SETS`)."""
+
+TAG_OPTION: Final = "tag."
+"""``tag.<key>`` in ``OTEL_USECASE_METRIC_ATTRIBUTES``: the call's tag ``<key>`` on the data points."""
 
 TOKEN_TYPE: Final = "gen_ai.token.type"
 UNPRICED_REASON: Final = "usecase.unpriced.reason"
@@ -318,14 +324,21 @@ def _totals_for(provider: MeterProvider | None) -> _Totals:
 
 
 def parse_attributes(keys: Iterable[str]) -> tuple[str, ...]:
-    """The opt-in attribute keys among ``keys``; an unknown key raises ``ValueError`` naming it."""
+    """The opt-in attribute keys among ``keys`` (``tag.<key>`` included); an unknown key raises ``ValueError``
+    naming it."""
+    from .scope.validation import is_name
+
     chosen: list[str] = []
     for key in keys:
         key = key.strip()
         if not key:
             continue
-        if key not in OPT_IN_ATTRIBUTES:
-            raise ValueError(f"{key!r} is not one of {', '.join(OPT_IN_ATTRIBUTES)}")
+        if key not in OPT_IN_ATTRIBUTES and not (
+            key.startswith(TAG_OPTION) and is_name(key[len(TAG_OPTION) :])
+        ):
+            raise ValueError(
+                f"{key!r} is not one of {', '.join(OPT_IN_ATTRIBUTES)} or tag.<key> (a tag key: a name)"
+            )
         if key not in chosen:
             chosen.append(key)
     return tuple(chosen)
@@ -344,9 +357,16 @@ class CostMetrics:
         self, meter_provider: MeterProvider | None = None, *, attributes: Iterable[str] | None = None
     ) -> None:
         extra = parse_attributes(attributes) if attributes is not None else METRIC_ATTRIBUTES.read()
-        self.attribute_keys: tuple[str, ...] = tuple(k for k, _ in DEFAULT_ATTRIBUTES) + extra
-        fields = [f for _, f in DEFAULT_ATTRIBUTES] + [OPT_IN_ATTRIBUTES[k] for k in extra]
-        self._key_of = attrgetter(*fields)
+        fields = [f for _, f in DEFAULT_ATTRIBUTES] + [
+            OPT_IN_ATTRIBUTES[k] for k in extra if k in OPT_IN_ATTRIBUTES
+        ]
+        tags = tuple(k[len(TAG_OPTION) :] for k in extra if k not in OPT_IN_ATTRIBUTES)
+        self.attribute_keys: tuple[str, ...] = (
+            *(k for k, _ in DEFAULT_ATTRIBUTES),
+            *(k for k in extra if k in OPT_IN_ATTRIBUTES),
+            *(TAG_PREFIX + tag for tag in tags),
+        )
+        self._key_of = _key_getter(attrgetter(*fields), tags)
         self._explicit = meter_provider is not None
         self._totals = _totals_for(meter_provider)
         self._entries = self._totals.entries_for(self.attribute_keys)
@@ -396,6 +416,20 @@ class CostMetrics:
                         tokens[name] = tokens.get(name, 0) + count
             else:
                 _add_difference(entry, call, old)
+
+
+def _key_getter(
+    fields: Callable[[Call], tuple[Any, ...]], tags: tuple[str, ...]
+) -> Callable[[Call], tuple[Any, ...]]:
+    """The attribute values of a call: its fields, then (with ``tag.<key>`` options) its tags' values."""
+    if not tags:
+        return fields
+
+    def values(call: Call) -> tuple[Any, ...]:
+        get = call.tags.get
+        return (*fields(call), *(get(tag) for tag in tags))
+
+    return values
 
 
 def _add_difference(entry: _Entry, call: Call, old: Call) -> None:

@@ -1,4 +1,4 @@
-"""The span processor that stamps use case, run, experience and user onto LLM spans.
+"""The span processor that stamps use case, run, experience, user and tags onto LLM spans.
 
 It runs on every span the application starts, so ``on_start`` is built around a
 fast exit: no baggage and no default use case means one dict lookup and return,
@@ -406,7 +406,7 @@ def _stamp(span: Span, values: Mapping[str, str]) -> None:
 
 def _clean(bag: Mapping[str, object]) -> dict[str, str]:
     found = _scope._inbound_scope(bag)
-    return found.attributes() if found is not None else {}
+    return found.span_attributes() if found is not None else {}
 
 
 def _has_processor(provider: object) -> bool:

@@ -110,13 +110,13 @@ def delete_budget(name: str, store: Store | str | None = None) -> bool:
 
 def budget_status(store: Store | str | None = None, *, at_ns: int | None = None) -> list[BudgetStatus]:
     """Each budget's spend, limit, remaining and window, read from the store now (at ``at_ns``: now)."""
-    from ..store.budget_sql import Spend, SpendQuery
+    from ..store.budget_sql import Spend
 
     now = time.time_ns() if at_ns is None else at_ns
     statuses = []
     with _opened(store, create=False) as opened:
         for budget in stored_budgets(opened.load_budgets()).values():
-            selector = SpendQuery(budget.use_case, budget.user_id, budget.experience_name, budget.version)
+            selector = budget.spend_query()
             if budget.window == "run":
                 run = opened.latest_run(selector)
                 instance = window_at("run", budget.timezone, now, run)

@@ -45,6 +45,13 @@ def add_arguments(commands: Any, store_help: str) -> None:
     put.add_argument("--user", metavar="ID", help="only this user's calls")
     put.add_argument("--experience", metavar="NAME", help="only this experience's calls")
     put.add_argument("--version", metavar="V", help="only this use case version's calls")
+    put.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help="only calls with this tag (repeatable: every one must match)",
+    )
     put.add_argument("--webhook", metavar="URL", help="where this budget's alerts go")
     put.add_argument("--store", metavar="URL", help=store_help)
     listing = sub.add_parser("list", help="the budgets in the store")
@@ -63,6 +70,17 @@ def _thresholds(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"--thresholds {text!r} is not a comma-separated list of whole percents") from None
+
+
+def _tags(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--tag KEY=VALUE`` options as pairs (the budget checks the key and the value)."""
+    parsed = []
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--tag {pair!r} is not KEY=VALUE")
+        parsed.append((key, value))
+    return tuple(parsed)
 
 
 def _when(ns: int | None, zone: str) -> str:
@@ -124,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                     experience_name=args.experience,
                     version=args.version,
                     webhook=args.webhook,
+                    tags=_tags(args.tags),
                 )
             except ValueError as exc:
                 print(f"otel-usecase: {exc}", file=sys.stderr)

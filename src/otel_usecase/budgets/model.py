@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Final, Literal, NamedTuple
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from .._log import warn_rate_limited
+
+if TYPE_CHECKING:
+    from ..store.budget_sql import SpendQuery
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -31,6 +36,7 @@ Window = Literal["run", "hour", "day", "week", "month", "total"]
 WINDOWS: Final[tuple[Window, ...]] = ("run", "hour", "day", "week", "month", "total")
 Mode = Literal["warn", "block"]
 MODES: Final[tuple[Mode, ...]] = ("warn", "block")
+_NO_TAGS: Final[Mapping[str, str]] = MappingProxyType({})
 DEFAULT_THRESHOLDS: Final[tuple[int, ...]] = (50, 80, 100)
 """Alert thresholds, in percent of the amount, when a budget names none."""
 
@@ -48,11 +54,9 @@ class Budget:
     naming the value and the rule where it is defined). ``user_id`` and ``version``
     are ids, normalised as a scope normalises them; ``user_id`` is stored the way
     scopes store it (``hmac-sha256:<hex>`` when ``OTEL_USECASE_USER_ID_HMAC_KEY``
-    is set), so a budget on a user selects that user's calls.
-
-    No tag selector yet: tags do not exist on scopes or calls (issue 15 adds
-    them); a ``tag`` field is to be added here, in :meth:`selects` and in the
-    spend queries (``store/budget_sql.py``) with them.
+    is set), so a budget on a user selects that user's calls. ``tags``: (key, value)
+    pairs a call's tags must all have (keys are names, values ids normalised as a
+    scope's), kept sorted by key.
     """
 
     name: str
@@ -66,6 +70,7 @@ class Budget:
     experience_name: str | None = None
     version: str | None = None
     webhook: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         from ..scope.validation import check_name, scope_id
@@ -94,17 +99,31 @@ class Budget:
             not isinstance(self.webhook, str) or not self.webhook.startswith(("http://", "https://"))
         ):
             raise ValueError(f"webhook={self.webhook!r} is not an http:// or https:// URL")
+        _set(self, "tags", _checked_tags(self.tags))
 
     def selects(
-        self, use_case: str | None, user_id: str | None, experience_name: str | None, version: str | None
+        self,
+        use_case: str | None,
+        user_id: str | None,
+        experience_name: str | None,
+        version: str | None,
+        tags: Mapping[str, str] = _NO_TAGS,
     ) -> bool:
-        """Whether a call or scope with these values counts towards this budget (every set field equal)."""
+        """Whether a call or scope with these values counts towards this budget (every set field equal,
+        every tag of the selector among ``tags``)."""
         return (
             use_case == self.use_case
             and (self.user_id is None or user_id == self.user_id)
             and (self.experience_name is None or experience_name == self.experience_name)
             and (self.version is None or version == self.version)
+            and (not self.tags or has_tags(tags, self.tags))
         )
+
+    def spend_query(self) -> SpendQuery:
+        """The store query of this budget's calls (window bounds set by the caller)."""
+        from ..store.budget_sql import SpendQuery
+
+        return SpendQuery(self.use_case, self.user_id, self.experience_name, self.version, tags=self.tags)
 
     def selector(self) -> dict[str, str]:
         """The selector's set fields, by name (for messages, ``status`` and alert payloads)."""
@@ -113,6 +132,7 @@ class Budget:
             "user_id": self.user_id,
             "experience_name": self.experience_name,
             "version": self.version,
+            **{f"tag:{key}": value for key, value in self.tags},
         }
         return {key: value for key, value in values.items() if value is not None}
 
@@ -145,10 +165,37 @@ class Budget:
             known["user_id"] = trust_hashed_user_id(user)
         if isinstance(known.get("thresholds"), list):
             known["thresholds"] = tuple(known["thresholds"])
+        if isinstance(known.get("tags"), list):
+            known["tags"] = tuple(tuple(pair) if isinstance(pair, list) else pair for pair in known["tags"])
         try:
             return cls(**known)
         except TypeError as exc:
             raise ValueError(f"budget spec {spec[:200]!r} is not a budget: {exc}") from None
+
+
+def has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``tags`` has every (key, value) of ``wanted``."""
+    return all(tags.get(key) == value for key, value in wanted)
+
+
+def _checked_tags(given: object) -> tuple[tuple[str, str], ...]:
+    """A budget's tag selector as sorted (key, value) pairs: from pairs or a mapping; keys are names
+    (``ValueError`` naming a bad one), values ids (normalised as a scope's)."""
+    from ..scope.validation import check_name, scope_id
+
+    pairs = given.items() if isinstance(given, Mapping) else given
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise ValueError(f"tags={given!r} is not a mapping or (key, value) pairs")
+    checked: dict[str, str] = {}
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"tag {pair!r} in tags={given!r} is not a (key, value) pair")
+        key = check_name("tag key", pair[0])
+        value = scope_id(f"tags[{key!r}]", pair[1])
+        if value is None:
+            raise ValueError(f"tag {key!r} in tags={given!r} has an empty value")
+        checked[key] = value
+    return tuple(sorted(checked.items()))
 
 
 def _set(budget: Budget, field: str, value: object) -> None:

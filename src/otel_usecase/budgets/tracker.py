@@ -44,7 +44,7 @@ from ..config import BUDGET_REFRESH
 from ..cost.call import STATUS_PRICED, Call
 from ..cost.sink import CallEvent, CallSink
 from ..store.budget_sql import Spend, SpendQuery
-from .model import Budget, BudgetExceeded, Crossing, stored_budgets
+from .model import Budget, BudgetExceeded, Crossing, has_tags, stored_budgets
 from .windows import WindowInstance, window_at
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ class _State:
         "runs_seen",
         "start",
         "stored",
+        "tags",
         "totals",
         "user_id",
         "version",
@@ -124,10 +125,11 @@ class _State:
         self.amount = budget.amount_usd
         self.block = budget.mode == "block"
         self.run = budget.window == "run"
-        self.user_id, self.experience_name, self.version = (
+        self.user_id, self.experience_name, self.version, self.tags = (
             budget.user_id,
             budget.experience_name,
             budget.version,
+            budget.tags,
         )
         self.current: WindowInstance | None = None
         self.key = "total"
@@ -364,7 +366,7 @@ class SpendTracker:
         windows, runs = [], []
         with self._lock:
             for name, budget in budgets.items():
-                selector = SpendQuery(budget.use_case, budget.user_id, budget.experience_name, budget.version)
+                selector = budget.spend_query()
                 if budget.window == "run":
                     state = self._states.get(name)
                     seen = list(state.runs_seen) if state is not None and state.budget == budget else []
@@ -457,7 +459,7 @@ class SpendTracker:
     ) -> None:
         for state in by_use_case.get(call.use_case, ()):
             if not state.budget.selects(
-                call.use_case, call.user_id, call.experience_name, call.use_case_version
+                call.use_case, call.user_id, call.experience_name, call.use_case_version, call.tags
             ):
                 continue
             instance = state.window(call.start_ns, call.run_id)
@@ -586,6 +588,7 @@ class SpendTracker:
                 (state.user_id is not None and state.user_id != scope.user_id)
                 or (state.experience_name is not None and state.experience_name != scope.experience_name)
                 or (state.version is not None and state.version != scope.use_case_version)
+                or (state.tags and not has_tags(scope.tags, state.tags))
             ):
                 continue
             key = state.instance_key(now, scope.use_case_id)
@@ -614,7 +617,7 @@ class SpendTracker:
         for state in states:
             budget = state.budget
             if not budget.selects(
-                scope.use_case_name, scope.user_id, scope.experience_name, scope.use_case_version
+                scope.use_case_name, scope.user_id, scope.experience_name, scope.use_case_version, scope.tags
             ):
                 continue
             run_id = scope.use_case_id

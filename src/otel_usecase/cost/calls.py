@@ -51,6 +51,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from ..scope import keys as attr
+from ..scope.validation import is_name, normalised_id
 from .billed import BILLED_KEYS, billed_cost
 from .call import (
     COST_SOURCE_PROVIDER,
@@ -98,6 +99,7 @@ ENGINE_KEYS: Final[frozenset[str]] = (
             *attr.ALL_KEYS,
             attr.CALL_SPAN_ID,
             attr.CALL_DUPLICATE_OF,
+            attr.TAG_NAMES,
             OI_KIND,
             "gen_ai.operation.name",
             "gen_ai.system",
@@ -105,7 +107,8 @@ ENGINE_KEYS: Final[frozenset[str]] = (
         )
     )
 )
-"""Every span attribute the cost engine reads; the rest (prompts, completions, ...) it never needs."""
+"""Every span attribute the cost engine reads, besides the tags (``usecase.tag.<key>``, found through
+``usecase.tags``); the rest (prompts, completions, ...) it never needs."""
 
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = {}
 
@@ -233,6 +236,30 @@ def _call_key(span: SpanView, by_id: Mapping[int, SpanView]) -> str:
 _new_tuple: Final = tuple.__new__
 
 
+def tags_of_span(attributes: Mapping[str, Any]) -> Mapping[str, str]:
+    """The tags on a span: the ``usecase.tag.<key>`` attributes of the keys ``usecase.tags`` lists.
+
+    Read through that list (one lookup for a span without tags, instead of a scan of
+    every attribute). Never raises: a key that is not a name or has no value is
+    skipped, a value that is not a storable id is normalised as a scope would
+    (a call is never refused by the ledger for its tags), at most ``MAX_TAGS``.
+    """
+    names = attributes.get(attr.TAG_NAMES)
+    if not isinstance(names, str) or not names:
+        return NO_TAGS
+    tags: dict[str, str] = {}
+    for name in names.split(","):
+        value = attributes.get(attr.TAG_PREFIX + name)
+        if value is None or not is_name(name):
+            continue
+        text = value if isinstance(value, str) else str(value)
+        if text:
+            tags[name] = normalised_id(text)
+            if len(tags) == attr.MAX_TAGS:
+                break
+    return tags or NO_TAGS
+
+
 def status_of(usage: LLMUsage, quote: Quote) -> str:
     """The status of a call we priced (not billed): the one rule for the exporter, ``serve`` and ``reprice``.
 
@@ -302,7 +329,7 @@ def _call(span: SpanView, key: str, prices: PriceBook, clock: _DayClock) -> Call
         reason,
         quote.cost_usd,
         1 if span.error else 0,
-        NO_TAGS,
+        NO_TAGS if attr.TAG_NAMES not in a else tags_of_span(a),
     )
 
 

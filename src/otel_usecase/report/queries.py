@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from ..cost import token_classes
 from ..cost.call import Call
+from ..scope.validation import NAME_RULE, is_name, normalised_id
 from ..store import ReportFilter, Store
 from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS
 from .text import CELL_LIMIT, NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
@@ -45,8 +46,10 @@ __all__ = [
     "cost_decimals",
     "format_report",
     "format_run",
+    "grouping",
     "money",
     "parse_since",
+    "parse_tag_filters",
     "render_report",
     "report_rows",
     "run_calls",
@@ -66,7 +69,40 @@ GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
 """``--by`` values and the ledger columns each one groups by.
 
 ``cost-source`` splits the cost by where it came from: ``provider`` (billed by the
-provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``."""
+provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``.
+Besides these, ``tag:<key>`` groups by the value of one tag (:func:`grouping`)."""
+
+TAG_GROUPING: Final = "tag:"
+"""``--by tag:<key>``: one row per value of tag ``<key>``; calls without it are one row with no value."""
+
+
+def grouping(by: str) -> tuple[str, ...]:
+    """The report keys of ``--by`` value ``by``: those of :data:`GROUPINGS`, or ``("tag:<key>",)``."""
+    keys = GROUPINGS.get(by)
+    if keys is not None:
+        return keys
+    if by.startswith(TAG_GROUPING):
+        key = by[len(TAG_GROUPING) :]
+        if is_name(key):
+            return (by,)
+        raise ReportError(f"--by {by!r}: the tag key {key!r} is not a valid name ({NAME_RULE})")
+    raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)} or tag:KEY")
+
+
+def parse_tag_filters(pairs: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--tag KEY=VALUE`` options as the filter's (key, value) pairs; a malformed one is a
+    :class:`ReportError` naming it and the rule. The value is matched as stored (an id, as a scope
+    stores it)."""
+    parsed: list[tuple[str, str]] = []
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not is_name(key) or not value:
+            raise ReportError(
+                f"--tag {pair!r} is not KEY=VALUE with a key of {NAME_RULE} and a non-empty value"
+            )
+        parsed.append((key, normalised_id(value)))
+    return tuple(parsed)
+
 
 FORMATS: Final = ("table", "json", "csv")
 """``--format`` values."""
@@ -155,8 +191,10 @@ def _filters(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
 ) -> ReportFilter:
-    """The store's filter: ``user`` is the id as the app gives it, stored form found as a scope finds it."""
+    """The store's filter: ``user`` is the id as the app gives it, stored form found as a scope finds it;
+    ``tags`` the ``KEY=VALUE`` of ``--tag`` (every one must match)."""
     user_id = None
     if user is not None:
         from ..scope.tracking import stored_user_id
@@ -173,6 +211,7 @@ def _filters(
         user_id=user_id,
         experience_name=experience,
         use_case_version=version,
+        tags=parse_tag_filters(tags),
     )
 
 
@@ -185,24 +224,24 @@ def build_report(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
     limit: int | None = None,
 ) -> list[ReportRow]:
     """Totals per group plus average, p50 and p95 cost per run, most expensive first.
 
     ``use_case``, ``user``, ``experience``, ``version``: only the calls with that value (``user`` as the
     app passes it to a scope: hashed the same way when hashing is on); ``since``: calls started then or later;
-    ``limit``: only the ``limit`` most expensive groups.
+    ``tags``: ``KEY=VALUE`` strings, every one must match; ``limit``: only the ``limit`` most expensive groups.
+    ``by`` is a :data:`GROUPINGS` name or ``tag:KEY``.
     """
-    return report_rows(store, by, _filters(use_case, since, user, experience, version), limit=limit)
+    return report_rows(store, by, _filters(use_case, since, user, experience, version, tags), limit=limit)
 
 
 def report_rows(store: Store, by: str, filters: ReportFilter, *, limit: int | None = None) -> list[ReportRow]:
     """:func:`build_report` for a store filter (what the dashboard's views hold): the one report query."""
-    if by not in GROUPINGS:
-        raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    keys = grouping(by)
     if limit is not None and limit < 1:
         raise ReportError(f"--limit {limit!r} must be at least 1")
-    keys = GROUPINGS[by]
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
@@ -323,7 +362,7 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
     An unknown cost is JSON ``null`` / an empty CSV cell / ``unpriced`` in the
     table; ``cost_complete`` false marks a lower bound (``>= $...`` in the table).
     """
-    keys = GROUPINGS[by]
+    keys = grouping(by)
     fields = _fields(keys)
     if fmt == "json":
         # Compact: one call into json's C encoder (indent= falls back to the Python one).
@@ -351,6 +390,7 @@ def render_report(
     user: str | None = None,
     experience: str | None = None,
     version: str | None = None,
+    tags: Iterable[str] | None = None,
 ) -> str:
     """The report as ``otel-usecase report`` prints it (filters as :func:`build_report`).
 
@@ -360,16 +400,22 @@ def render_report(
     in the same order and with the same fields as :func:`format_report`. Other
     reports go through :func:`build_report`.
     """
-    if by not in GROUPINGS:
-        raise ReportError(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    grouping(by)
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "json" and by == "run":
-        text = store.runs_json(_filters(use_case, since, user, experience, version))
+        text = store.runs_json(_filters(use_case, since, user, experience, version, tags))
         if text is not None:
             return text
     rows = build_report(
-        store, by, use_case=use_case, since=since, user=user, experience=experience, version=version
+        store,
+        by,
+        use_case=use_case,
+        since=since,
+        user=user,
+        experience=experience,
+        version=version,
+        tags=tags,
     )
     return format_report(rows, by, fmt)
 

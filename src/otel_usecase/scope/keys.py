@@ -27,6 +27,18 @@ EXPERIENCE_ID_ORIGINAL: Final = "experience.id.original"
 """The experience id the application gave when it was not stored as is: a session id such as
 ``sess_9f8a7b`` (``experience.id`` is then its UUIDv5) or a GUID in another case or format."""
 
+TAG_PREFIX: Final = "usecase.tag."
+"""A scope's tag ``<key>`` travels as baggage ``usecase.tag.<key>`` and is stamped on LLM spans under the
+same key (``usecase.tag.tenant=acme``)."""
+TAG_KEYS: Final = "usecase.tag.*"
+"""Every tag key at once, in the trust settings (``OTEL_USECASE_INBOUND_KEYS=usecase.id,usecase.tag.*``)."""
+TAG_NAMES: Final = "usecase.tags"
+"""On an LLM span with tags: their keys, sorted, comma-separated (``team,tenant``), stamped by the span
+processor beside the ``usecase.tag.<key>`` attributes, so that the cost engine reads a span's tags with one
+lookup instead of a scan of every attribute. Not a baggage key (each service stamps its own)."""
+MAX_TAGS: Final = 10
+"""The most tags a scope holds (after merging with the enclosing scope's); more are dropped with a warning."""
+
 ALL_KEYS: Final[tuple[str, ...]] = (
     USE_CASE_NAME,
     USE_CASE_ID,
@@ -55,6 +67,10 @@ __all__ = [
     "EXPERIENCE_ID",
     "EXPERIENCE_ID_ORIGINAL",
     "EXPERIENCE_NAME",
+    "MAX_TAGS",
+    "TAG_KEYS",
+    "TAG_NAMES",
+    "TAG_PREFIX",
     "USER_ID",
     "USE_CASE_ID",
     "USE_CASE_NAME",

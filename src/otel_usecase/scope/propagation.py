@@ -94,12 +94,21 @@ ENV_OUTBOUND_KEYS: Final = config.OUTBOUND_KEYS.env
 ENTRY_POINT_NAME: Final = "usecase_baggage"
 """The name under the ``opentelemetry_propagator`` entry point group, for ``OTEL_PROPAGATORS``."""
 
-_OUR_KEYS: Final = frozenset(attr.ALL_KEYS)
+_OUR_KEYS: Final = frozenset((*attr.ALL_KEYS, attr.TAG_KEYS))
+"""Our keys as the settings name them: the scope's keys and ``usecase.tag.*`` for every tag at once."""
+_SETTING_ORDER: Final = (*attr.ALL_KEYS, attr.TAG_KEYS)
+
+
+def _setting_key(name: str) -> str:
+    """The key of the trust settings that governs baggage entry ``name`` (``usecase.tag.*`` for any tag)."""
+    return attr.TAG_KEYS if name.startswith(attr.TAG_PREFIX) else name
+
 
 DEFAULT_INBOUND_KEYS: Final[frozenset[str]] = frozenset()
 """None of our keys: an edge must not let a client say whose run or user a request belongs to."""
 DEFAULT_OUTBOUND_KEYS: Final[frozenset[str]] = _OUR_KEYS - {attr.USER_ID}
-"""All our keys but ``user.id``: enough for cross-service attribution, no personal data in headers."""
+"""All our keys but ``user.id`` (tags included): enough for cross-service attribution, no personal data in
+headers."""
 
 KeySpec = str | Iterable[str]
 """``"all"``, ``"none"``, ``"usecase.name,usecase.id"``, or an iterable of our keys."""
@@ -110,7 +119,7 @@ def parse_keys(spec: KeySpec) -> frozenset[str]:
 
     ``all`` and ``none`` are case-insensitive; list items are stripped and
     lower-cased (all our keys are lower case) and must each be one of
-    :data:`otel_usecase.scope.keys.ALL_KEYS`. An empty string is rejected
+    :data:`otel_usecase.scope.keys.ALL_KEYS` or ``usecase.tag.*`` (every tag). An empty string is rejected
     rather than read as ``none``, so that a half-written setting is noticed.
     """
     if isinstance(spec, str):
@@ -129,7 +138,7 @@ def parse_keys(spec: KeySpec) -> frozenset[str]:
         if item == "":
             continue
         if item not in _OUR_KEYS:
-            raise ValueError(f"{item!r} is not one of our keys ({', '.join(attr.ALL_KEYS)}), all or none")
+            raise ValueError(f"{item!r} is not one of our keys ({', '.join(_SETTING_ORDER)}), all or none")
         keys.add(item)
     return frozenset(keys)
 
@@ -149,7 +158,7 @@ def _describe(keys: frozenset[str]) -> str:
         return "all"
     if not keys:
         return "none"
-    return ",".join(k for k in attr.ALL_KEYS if k in keys)
+    return ",".join(k for k in _SETTING_ORDER if k in keys)
 
 
 def _warn_if_standard_baggage_also_configured() -> None:
@@ -185,6 +194,7 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
         self._inbound = _resolve_keys(config.INBOUND_KEYS, accept_inbound, DEFAULT_INBOUND_KEYS)
         self._outbound = _resolve_keys(config.OUTBOUND_KEYS, send_outbound, DEFAULT_OUTBOUND_KEYS)
         self._withheld = _OUR_KEYS - self._outbound
+        self._tags_withheld = attr.TAG_KEYS in self._withheld
         _warn_if_standard_baggage_also_configured()
 
     @property
@@ -247,10 +257,11 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
         kept: dict[str, object] = {}
         refused: list[str] = []
         for name, value in inbound.items():
-            if name not in _OUR_KEYS:
+            setting = _setting_key(name)
+            if setting not in _OUR_KEYS:
                 kept[name] = value
                 continue
-            if name not in self._inbound:
+            if setting not in self._inbound:
                 refused.append(name)
                 continue
             cleaned = accept_inbound(name, value)
@@ -296,7 +307,7 @@ class UseCaseBaggagePropagator(W3CBaggagePropagator):
         """``bag`` itself when nothing changes, else a filtered copy (a few entries: cheaper than a cache)."""
         out: dict[str, object] | None = None
         for name, value in bag.items():
-            if name in self._withheld:
+            if name in self._withheld or (self._tags_withheld and name.startswith(attr.TAG_PREFIX)):
                 if out is None:
                     out = dict(bag)
                 del out[name]

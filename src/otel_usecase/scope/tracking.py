@@ -1,4 +1,4 @@
-"""Scopes: which use case, run, experience and user the current work belongs to.
+"""Scopes: which use case, run, experience and user the current work belongs to, and its tags.
 
 A scope is entered with :func:`track_context` (a context manager) or :func:`track`
 (a decorator). Its resolved values are written into W3C baggage, so they follow
@@ -21,8 +21,8 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, fields
-from types import TracebackType
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
@@ -30,18 +30,22 @@ from opentelemetry.context import Context
 
 from .. import config
 from .._log import logger, warn_rate_limited
+from ..cost.call import NO_TAGS
 from . import keys as attr
 from ._baggage import BAGGAGE_KEY, baggage_of
 from .privacy import user_id_for_telemetry
 from .validation import (
     UseCaseWarning,
     accept_inbound,
+    bounded_tags,
     check_name,
     experience_guid,
+    inbound_tags,
     log_experience_derivation,
     new_guid,
     normalised_id,
     scope_id,
+    scope_tags,
 )
 
 __all__ = [
@@ -69,6 +73,9 @@ class Scope:
     user_id: str | None = None
     experience_id_original: str | None = None
     """The experience id as given, when ``experience_id`` is not that value (a derived GUID)."""
+    tags: Mapping[str, str] = field(default_factory=lambda: NO_TAGS, hash=False)
+    """The scope's tags (``track_context(tags={"tenant": "acme"})``), with the enclosing scopes': at most
+    :data:`~otel_usecase.scope.keys.MAX_TAGS`. Travel as baggage ``usecase.tag.<key>``."""
 
     @property
     def remaining_usd(self) -> float | None:
@@ -84,21 +91,36 @@ class Scope:
         return remaining(self)[0]
 
     def attributes(self) -> dict[str, str]:
-        """The set values keyed by their baggage / span attribute names."""
-        return {
+        """The set values keyed by their baggage / span attribute names (a tag under ``usecase.tag.<key>``)."""
+        values = {
             key: value
-            for key, value in zip(attr.ALL_KEYS, (getattr(self, f.name) for f in fields(self)))
+            for key, value in zip(attr.ALL_KEYS, (getattr(self, f.name) for f in _KEYED_FIELDS))
             if value is not None
         }
+        for key, value in self.tags.items():
+            values[attr.TAG_PREFIX + key] = value
+        return values
+
+    def span_attributes(self) -> dict[str, str]:
+        """What the span processor stamps on an LLM span of this scope: :meth:`attributes`, and with tags
+        their keys under ``usecase.tags`` (:data:`~otel_usecase.scope.keys.TAG_NAMES`)."""
+        values = self.attributes()
+        if self.tags:
+            values[attr.TAG_NAMES] = ",".join(sorted(self.tags))
+        return values
 
     @classmethod
-    def from_attributes(cls, values: Mapping[str, str]) -> Scope:
-        """Build a scope from a mapping keyed by baggage / span attribute names."""
-        return cls(*(values.get(key) for key in attr.ALL_KEYS))
+    def from_attributes(cls, values: Mapping[str, str], tags: Mapping[str, str] = NO_TAGS) -> Scope:
+        """Build a scope from a mapping keyed by baggage / span attribute names, and its ``tags``."""
+        return cls(**{f.name: values.get(key) for f, key in zip(_KEYED_FIELDS, attr.ALL_KEYS)}, tags=tags)
+
+
+_KEYED_FIELDS: Final = fields(Scope)[: len(attr.ALL_KEYS)]
+"""The fields of :class:`Scope` that are one key each, in the order of :data:`~.keys.ALL_KEYS`."""
 
 
 SCOPE_KEY: Final = otel_context.create_key("otel_usecase.scope.tracking")
-"""Context key of the local scope, stored as ``(scope, baggage dict it wrote, its attributes)``.
+"""Context key of the local scope, stored as ``(scope, baggage dict it wrote, its span attributes)``.
 
 Keeping them together lets us tell a scope entered in this process (whose rules,
 such as the fixed user of a run, are enforced, and whose values are already
@@ -123,13 +145,16 @@ def _inbound_scope(bag: Mapping[str, object]) -> Scope | None:
         value = accept_inbound(key, raw)
         if value is not None:
             values[key] = value
+    tags = inbound_tags(bag)
     given = values.get(attr.EXPERIENCE_ID) or values.get(attr.EXPERIENCE_ID_ORIGINAL)
     if given is not None:
         stored = experience_guid(given)
         values[attr.EXPERIENCE_ID] = stored
         if stored != given:
             values.setdefault(attr.EXPERIENCE_ID_ORIGINAL, given)
-    return Scope.from_attributes(values) if values else None
+    return (
+        Scope.from_attributes(values, MappingProxyType(tags) if tags else NO_TAGS) if values or tags else None
+    )
 
 
 def _enclosing(ctx: Context) -> tuple[Scope | None, bool]:
@@ -227,6 +252,7 @@ class _Request:
     experience_id: str | None
     user_id: str | None
     experience_id_original: str | None
+    tags: Mapping[str, str]
 
     @classmethod
     def checked(
@@ -238,8 +264,10 @@ class _Request:
         experience_name: str | None,
         experience_id: object,
         user_id: object,
+        tags: object = None,
     ) -> _Request:
-        """Names checked (they raise), ids normalised (they never raise on content)."""
+        """Names checked (they raise), ids normalised (they never raise on content); tag keys are names,
+        tag values ids."""
         given_experience = None if experience_id is None else scope_id("experience_id", experience_id)
         stored_experience = None if given_experience is None else experience_guid(given_experience)
         if given_experience is not None and stored_experience != given_experience:
@@ -257,6 +285,7 @@ class _Request:
             experience_id=stored_experience,
             user_id=None if user_id is None else scope_id("user_id", user_id),
             experience_id_original=given_experience if given_experience != stored_experience else None,
+            tags=NO_TAGS if tags is None else (MappingProxyType(scope_tags(tags)) or NO_TAGS),
         )
 
 
@@ -309,7 +338,8 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
     if user_id is None:
         user_id = outer.user_id
 
-    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id, exp_original)
+    tags = bounded_tags(outer.tags, req.tags)
+    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id, exp_original, tags)
 
 
 def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope, Context]:
@@ -318,10 +348,19 @@ def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope,
     outer, outer_is_local = _enclosing(ctx)
     scope = _resolve(req, outer, outer_is_local)
     values = scope.attributes()
-    bag = {k: v for k, v in baggage_of(ctx).items() if k not in attr.ALL_KEYS}
+    stamped = scope.span_attributes() if scope.tags else values
+    if outer_is_local and outer is not None and not outer.tags:
+        # A local scope without tags wrote a baggage dict without tag entries: no prefix test per entry.
+        bag = {k: v for k, v in baggage_of(ctx).items() if k not in attr.ALL_KEYS}
+    else:  # upstream tags (accepted ones are in scope.tags, refused ones must not travel on) or ours
+        bag = {
+            k: v
+            for k, v in baggage_of(ctx).items()
+            if k not in attr.ALL_KEYS and not k.startswith(attr.TAG_PREFIX)
+        }
     bag.update(values)
     ctx = otel_context.set_value(BAGGAGE_KEY, bag, ctx)
-    ctx = otel_context.set_value(SCOPE_KEY, (scope, bag, values), ctx)
+    ctx = otel_context.set_value(SCOPE_KEY, (scope, bag, stamped), ctx)
     return scope, ctx
 
 
@@ -402,6 +441,7 @@ def track_context(
     experience_name: str | None = None,
     experience_id: str | None = None,
     user_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> _ScopeManager:
     """Open a scope: ``with track_context("summarize", user_id=uid) as scope: ...``.
 
@@ -412,6 +452,11 @@ def track_context(
     ids never raise on their content (they are normalised with a
     :class:`UseCaseWarning`, see :mod:`otel_usecase.scope.validation`). The object can
     be kept and entered by many threads and tasks at once.
+
+    ``tags`` are a few custom properties of the work (``{"tenant": "acme", "team":
+    "search"}``): keys are names (a bad one raises), values ids; the enclosing
+    scope's tags are inherited (the same key is overridden), at most
+    :data:`~otel_usecase.scope.keys.MAX_TAGS` in all (more are dropped with a warning).
     """
     return _ScopeManager(
         _Request.checked(
@@ -422,6 +467,7 @@ def track_context(
             experience_name,
             experience_id,
             user_id,
+            tags,
         )
     )
 
@@ -438,6 +484,7 @@ def track(
     experience_name: str | None = None,
     experience_id: str | None = None,
     user_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Callable[[_F], _F]: ...
 def track(
     use_case_name: Any = None,
@@ -448,6 +495,7 @@ def track(
     experience_name: str | None = None,
     experience_id: str | None = None,
     user_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Any:
     """Decorate a function so that every call runs in a new scope.
 
@@ -467,6 +515,7 @@ def track(
         experience_name,
         experience_id,
         user_id,
+        tags,
     )
     return functools.partial(_decorate, req=req)
 

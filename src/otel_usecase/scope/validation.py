@@ -36,7 +36,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from .. import config
@@ -51,14 +53,17 @@ __all__ = [
     "NAME_RULE",
     "UseCaseWarning",
     "accept_inbound",
+    "bounded_tags",
     "check_name",
     "clean_inbound",
     "experience_guid",
     "id_problem",
+    "inbound_tags",
     "is_name",
     "new_guid",
     "normalised_id",
     "scope_id",
+    "scope_tags",
 ]
 
 
@@ -285,6 +290,96 @@ def _caller_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+
+# --- tags ----------------------------------------------------------------------------------
+
+
+def scope_tags(tags: object) -> dict[str, str]:
+    """The tags given to a scope in code, as they will be stored (at most :data:`~.keys.MAX_TAGS` of them
+    are kept once merged with the enclosing scope's, see :func:`bounded_tags`).
+
+    ``tags`` is a mapping (anything else is a bug in the code: ``TypeError``).
+    Keys are names (a bad key raises ``ValueError`` naming it and the rule, like
+    any name); values are ids (:func:`scope_id`: int and ``uuid.UUID`` converted,
+    a value that breaks the id rule normalised with a :class:`UseCaseWarning`, an
+    empty value dropped).
+    """
+    if not isinstance(tags, Mapping):
+        raise TypeError(f"tags={tags!r} is not a mapping: use tags={{'tenant': 'acme'}}")
+    checked: dict[str, str] = {}
+    for key, value in tags.items():
+        name = check_name("tag key", key)
+        stored = scope_id(f"tags[{name!r}]", value)
+        if stored is not None:
+            checked[name] = stored
+    return checked
+
+
+def bounded_tags(outer: Mapping[str, str], inner: Mapping[str, str]) -> Mapping[str, str]:
+    """The tags of a scope: the enclosing scope's, with ``inner``'s added or overriding, at most
+    :data:`~.keys.MAX_TAGS` keys.
+
+    A key of ``inner`` that would be one too many is dropped with a
+    :class:`UseCaseWarning` naming it (once per distinct set of dropped keys,
+    rate-limited): tags are stored, sent as baggage and stamped on every LLM span
+    of the scope, so their number stays small whatever the code does.
+    """
+    if not inner:
+        return outer
+    merged = dict(outer)
+    dropped: list[str] = []
+    for key, value in inner.items():
+        if key in merged or len(merged) < attr.MAX_TAGS:
+            merged[key] = value
+        else:
+            dropped.append(key)
+    if dropped and _first_warning(hash(("tags", tuple(dropped)))):
+        warnings.warn(
+            f"tags {', '.join(map(repr, dropped))} dropped: a scope holds at most {attr.MAX_TAGS} tags "
+            f"(with those of its enclosing scopes: {', '.join(map(repr, merged))})",
+            UseCaseWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+    return MappingProxyType(merged)  # a scope is frozen: so are its tags
+
+
+def inbound_tags(bag: Mapping[str, object]) -> dict[str, str]:
+    """The tags of a baggage mapping from another service, by the rules a local scope follows.
+
+    Never raises: an entry whose key is not a name is dropped, a value is
+    normalised as an id (:func:`accept_inbound`), and past :data:`~.keys.MAX_TAGS`
+    the rest are dropped; each problem is logged, rate-limited.
+    """
+    tags: dict[str, str] = {}
+    extra: list[str] = []
+    for full_key, raw in bag.items():
+        if not full_key.startswith(attr.TAG_PREFIX):
+            continue
+        key = full_key[len(attr.TAG_PREFIX) :]
+        if not is_name(key):
+            warn_rate_limited(
+                "baggage:tag-key",
+                "otel_usecase dropped baggage entry %r: a tag key must follow the name rule (%s)",
+                _shown(full_key),
+                NAME_RULE,
+            )
+            continue
+        value = accept_inbound(full_key, raw)
+        if value is None:
+            continue
+        if len(tags) < attr.MAX_TAGS:
+            tags[key] = value
+        else:
+            extra.append(key)
+    if extra:
+        warn_rate_limited(
+            "baggage:tags",
+            "otel_usecase dropped baggage tags %s: at most %d tags are kept",
+            ", ".join(extra),
+            attr.MAX_TAGS,
+        )
+    return tags
 
 
 # --- inbound values (baggage from another service) ----------------------------------------

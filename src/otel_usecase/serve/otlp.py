@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ..cost.calls import ENGINE_KEYS, SpanView
+from ..scope.keys import TAG_NAMES, TAG_PREFIX
 from .wire import WireError, fields
 
 __all__ = [
@@ -299,15 +300,19 @@ def _engine_attributes(key_values: Any, engine_keys: frozenset[str] = ENGINE_KEY
     """The attributes the cost engine reads, converted from protobuf.
 
     Every protobuf field read builds a Python object (about 1 us per attribute),
-    and prompts or completions can be most of a span: only ``ENGINE_KEYS`` are
+    and prompts or completions can be most of a span: only ``ENGINE_KEYS`` and the
+    tags (``usecase.tag.<key>``, listed under ``usecase.tags`` for the engine) are
     converted. Most of those are non-empty strings, read without asking which
     kind of value it is (``WhichOneof`` looks the oneof up by name on every call).
     """
     attributes: dict[str, Any] = {}
+    tags: list[str] | None = None
     for kv in key_values:
         key = kv.key
         if key not in engine_keys:
-            continue
+            if not key.startswith(TAG_PREFIX):
+                continue
+            tags = [key[len(TAG_PREFIX) :]] if tags is None else [*tags, key[len(TAG_PREFIX) :]]
         value = kv.value
         text = value.string_value
         if text:
@@ -320,6 +325,12 @@ def _engine_attributes(key_values: Any, engine_keys: frozenset[str] = ENGINE_KEY
             attributes[key] = text
         else:
             attributes[key] = _value(value)
+    # The tags are the usecase.tag.<key> attributes the span has, whatever list it was sent with
+    # (a service without our span processor sends none): the cost engine reads them through the list.
+    if tags is not None:
+        attributes[TAG_NAMES] = ",".join(tags)
+    elif TAG_NAMES in attributes:
+        del attributes[TAG_NAMES]
     return attributes
 
 

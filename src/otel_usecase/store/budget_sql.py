@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from .base import TABLE
+from .base import TABLE, TagValue, filter_clauses
 
 __all__ = [
     "BUDGETS_TABLE",
@@ -65,6 +65,9 @@ class SpendQuery(NamedTuple):
     version: str | None = None
     start_ns: int | None = None
     end_ns: int | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs the calls' tags must all have; read through the store's ``tag_value`` SQL (not in
+    the spend index: a budget with tags reads its use case's rows of the window from the ledger)."""
 
 
 class Spend(NamedTuple):
@@ -95,7 +98,7 @@ _SUMS: Final = (
 )
 
 
-def _where(query: SpendQuery) -> tuple[str, list[Any]]:
+def _where(query: SpendQuery, tag_value: TagValue | None) -> tuple[str, list[Any]]:
     clauses: list[str] = ["use_case = ?"]
     params: list[Any] = [query.use_case]
     for column, value in (
@@ -112,18 +115,25 @@ def _where(query: SpendQuery) -> tuple[str, list[Any]]:
     if query.end_ns is not None:
         clauses.append("start_ns < ?")
         params.append(query.end_ns)
+    if query.tags:
+        tag_clauses, tag_params = filter_clauses(None, None, tags=query.tags, tag_value=tag_value)
+        clauses += tag_clauses
+        params += tag_params
     return " AND ".join(clauses), params
 
 
-def window_sql(query: SpendQuery) -> tuple[str, list[Any]]:
-    """One row: the cost and the unpriced calls of ``query``'s calls."""
-    where, params = _where(query)
+def window_sql(query: SpendQuery, tag_value: TagValue | None = None) -> tuple[str, list[Any]]:
+    """One row: the cost and the unpriced calls of ``query``'s calls (``tag_value``: the store's tag SQL,
+    needed for a query with tags)."""
+    where, params = _where(query, tag_value)
     return f"SELECT {_SUMS} FROM {TABLE} WHERE {where}", params
 
 
-def runs_sql(query: SpendQuery, run_ids: Sequence[str]) -> list[tuple[str, list[Any]]]:
+def runs_sql(
+    query: SpendQuery, run_ids: Sequence[str], tag_value: TagValue | None = None
+) -> list[tuple[str, list[Any]]]:
     """Statements returning ``(run_id, cost, unpriced calls)`` for each of ``run_ids`` that has calls."""
-    where, params = _where(query._replace(start_ns=None, end_ns=None))
+    where, params = _where(query._replace(start_ns=None, end_ns=None), tag_value)
     statements = []
     for at in range(0, len(run_ids), _CHUNK):
         chunk = list(run_ids[at : at + _CHUNK])
@@ -152,9 +162,9 @@ def cost_sql(keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
     return statements
 
 
-def latest_run_sql(query: SpendQuery) -> tuple[str, list[Any]]:
+def latest_run_sql(query: SpendQuery, tag_value: TagValue | None = None) -> tuple[str, list[Any]]:
     """One row or none: the run id of the selector's most recent call (``budgets status`` of a run budget)."""
-    where, params = _where(query._replace(start_ns=None, end_ns=None))
+    where, params = _where(query._replace(start_ns=None, end_ns=None), tag_value)
     return f"SELECT run_id FROM {TABLE} WHERE {where} ORDER BY start_ns DESC LIMIT 1", params
 
 
@@ -163,17 +173,18 @@ def snapshot(
     windows: Sequence[SpendQuery],
     runs: Sequence[tuple[SpendQuery, Sequence[str]]],
     keys: Sequence[tuple[str, str]],
+    tag_value: TagValue | None = None,
 ) -> SpendSnapshot:
     """Run every statement of a refresh through ``execute(sql, params) -> rows`` (inside one transaction)."""
     totals = []
     for query in windows:
-        rows = execute(*window_sql(query))
+        rows = execute(*window_sql(query, tag_value))
         cost, unpriced = rows[0] if rows else (0, 0)
         totals.append(Spend(float(cost or 0), int(unpriced or 0)))
     per_run: list[dict[str, Spend]] = []
     for query, run_ids in runs:
         found: dict[str, Spend] = {}
-        for sql, params in runs_sql(query, run_ids):
+        for sql, params in runs_sql(query, run_ids, tag_value):
             for run_id, cost, unpriced in execute(sql, params):
                 found[str(run_id)] = Spend(float(cost or 0), int(unpriced or 0))
         per_run.append(found)

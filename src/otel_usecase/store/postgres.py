@@ -854,7 +854,7 @@ class PostgresStore:
                     cur.execute(translate_placeholders(sql), tuple(params))
                     return cur.fetchall()
 
-                return snapshot(execute, windows, runs, keys)
+                return snapshot(execute, windows, runs, keys, postgres_reports.tag_value(self._columns))
 
         with self._lock:
             return self._run("reading the spend", read)
@@ -862,7 +862,7 @@ class PostgresStore:
     def latest_run(self, query: SpendQuery) -> str | None:
         from .budget_sql import latest_run_sql
 
-        rows = self.query(*latest_run_sql(query))
+        rows = self.query(*latest_run_sql(query, postgres_reports.tag_value(self._columns)))
         return str(rows[0][0]) if rows else None
 
 

@@ -66,7 +66,7 @@ def group_totals(
         keys, filters, TOKEN_SUM, present, zeros=False, tag_value=tag_value(present)
     )
     zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
-    key_cols = ", ".join(keys)
+    key_cols = ", ".join(totals.key_names(keys))
     complete_cost = f"CASE WHEN {totals.incomplete(str)} = 0 THEN cost_usd END"
     figures = {
         "runs": "COUNT(*)",

@@ -743,7 +743,11 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> SpendSnapshot:
             return snapshot(
-                lambda sql, params: conn.execute(sql, tuple(params)).fetchall(), windows, runs, keys
+                lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
+                windows,
+                runs,
+                keys,
+                self._tag_value,
             )
 
         return self._in_transaction("read the spend", read, write=False)
@@ -751,5 +755,5 @@ class SQLiteStore:
     def latest_run(self, query: SpendQuery) -> str | None:
         from .budget_sql import latest_run_sql
 
-        rows = self.query(*latest_run_sql(query))
+        rows = self.query(*latest_run_sql(query, self._tag_value))
         return str(rows[0][0]) if rows else None

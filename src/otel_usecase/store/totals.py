@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import add
 from typing import Any, Final, TypeVar
 
+from ..scope.validation import check_name
 from .base import (
     COLUMNS,
     GROUP_TOTALS,
@@ -37,9 +38,12 @@ from .base import (
 __all__ = [
     "COST",
     "STATUS_COUNTS",
+    "TAG_KEY",
     "column",
     "group_runs",
     "incomplete",
+    "key_columns",
+    "key_names",
     "percentile",
     "run_calls_sql",
     "run_total_columns",
@@ -134,6 +138,45 @@ def where(filters: ReportFilter, tag_value: TagValue | None = None) -> tuple[str
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+TAG_KEY: Final = "tag:"
+"""A report key ``tag:<key>`` groups by the value of that tag (NULL for calls without it)."""
+_TAG_ALIAS: Final = "tag_value"
+
+
+def key_columns(
+    keys: Sequence[str], present: Collection[str], tag_value: TagValue | None
+) -> tuple[list[str], list[Any], list[str]]:
+    """The select list of report ``keys`` (``expression AS name``), its parameters, and the names to group by.
+
+    A key is a ledger column (its default when the ledger read has no such column,
+    which is then not grouped by), or ``tag:<key>``: the value of that tag through
+    the store's ``tag_value``, named ``tag_value`` (one tag per report).
+    """
+    selected: list[str] = []
+    params: list[Any] = []
+    names: list[str] = []
+    for key in keys:
+        if key.startswith(TAG_KEY):
+            if tag_value is None or _TAG_ALIAS in names:
+                raise ValueError(
+                    f"cannot group by {key!r} here: one tag per report, with the store's tag SQL"
+                )
+            expression, param = tag_value(check_name("tag key", key[len(TAG_KEY) :]))
+            selected.append(f"{expression} AS {_TAG_ALIAS}")
+            params.append(param)
+            names.append(_TAG_ALIAS)
+        else:
+            selected.append(f"{column(key, present)} AS {key}")
+            if key in present:
+                names.append(key)
+    return selected, params, names
+
+
+def key_names(keys: Sequence[str]) -> list[str]:
+    """The names :func:`key_columns` gives ``keys`` in its select list."""
+    return [_TAG_ALIAS if key.startswith(TAG_KEY) else key for key in keys]
+
+
 def run_total_columns(token_sum: str, present: Collection[str]) -> tuple[tuple[str, str], ...]:
     """One run's :data:`~otel_usecase.store.base.RUN_TOTALS` as (name, SQL expression), in that order.
 
@@ -183,11 +226,13 @@ def run_totals_sql(
     out instead of selected as 0 (for a store that aggregates the runs further:
     9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
-    clause, params = where(filters, tag_value)
-    group = ", ".join(c for c in dict.fromkeys(("run_id", *keys)) if c in present)
+    clause, where_params = where(filters, tag_value)
+    key_select, params, grouped = key_columns(keys, present, tag_value)
+    params.extend(where_params)
+    group = ", ".join(dict.fromkeys(("run_id", *grouped)))
     left_out = () if zeros else zero_columns(present)
     selected = ", ".join(
-        [f"{column(k, present)} AS {k}" for k in keys]
+        key_select
         + [
             f"{expression} AS {name}"
             for name, expression in run_total_columns(token_sum, present)
