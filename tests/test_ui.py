@@ -58,6 +58,7 @@ class Work(NamedTuple):
     experience: str
     version: str
     usages: tuple[FakeUsage, ...]
+    tags: dict[str, str] | None = None
 
 
 def U(prompt: int, completion: int, cached: int = 0) -> FakeUsage:
@@ -68,7 +69,7 @@ def U(prompt: int, completion: int, cached: int = 0) -> FakeUsage:
 WORK = (
     Work("support", "alice", "chat", "v1", (U(1000, 200), U(1500, 300))),
     Work("support", "alice", "chat", "v2", (U(4000, 1000, cached=1000),)),
-    Work("support", "bob", "chat", "v2", (U(800, 100), U(800, 100), U(800, 100))),
+    Work("support", "bob", "chat", "v2", (U(800, 100), U(800, 100), U(800, 100)), tags={"tenant": "acme"}),
     Work("search", "carol", "lookup", "v1", (U(300, 50),)),
     Work("search", "carol", "lookup", "v1", (U(600, 50),)),
 )
@@ -100,6 +101,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> str:
                     user_id=work.user,
                     experience_name=work.experience,
                     use_case_version=work.version,
+                    tags=work.tags,
                 ):
                     for usage in work.usages:
                         fake.respond(usage=usage)
@@ -351,6 +353,12 @@ def test_filters_are_the_url_and_the_url_reproduces_the_view(
     # a range with no calls (until an hour ago) shows nothing, not a wrong total
     browser.get(ui.url + "/?until=1h")
     assert figure(browser, "calls") == "0"
+    # a tag set by the app's scope: the report's --tag
+    browser.get(ui.url + "/?tag=tenant=acme")
+    assert_shows(figure(browser, "total-cost"), run_cost(WORK[2]))
+    assert_shows(
+        figure(browser, "total-cost"), report(ledger, "use-case", "--tag", "tenant=acme")[0]["cost_usd"]
+    )
     # a tag: all must match (the value is hostile text, shown as text in the form)
     browser.get(ui.url + "/?" + urlencode({"tag": "=".join(HOSTILE_TAG)}))
     assert figure(browser, "calls") == "1"
