@@ -374,7 +374,12 @@ def test_filters_are_the_url_and_the_url_reproduces_the_view(
 
 
 def test_every_download_is_the_clis_output(ui: UIProcess, ledger: str, browser: WebDriver) -> None:
-    for page, by in (("/users", "user"), ("/experiences", "experience"), ("/models", "model")):
+    for page, by in (
+        ("/users", "user"),
+        ("/experiences", "experience"),
+        ("/models", "model"),
+        ("/tags?key=tenant", "tag:tenant"),
+    ):
         browser.get(ui.url + page)
         csv_link = browser.find_element(By.LINK_TEXT, "CSV").get_attribute("href")
         json_link = browser.find_element(By.LINK_TEXT, "JSON").get_attribute("href")

@@ -21,6 +21,7 @@ NAV: Final = (
     ("/users", "Users"),
     ("/experiences", "Experiences"),
     ("/models", "Models"),
+    ("/tags", "Tags"),
     ("/budgets", "Budgets"),
 )
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ..report import views
+from ..report.queries import TAG_GROUPING, grouping
 from ..report.text import cost_decimals
 from ..store import Store
 from . import charts
@@ -210,6 +211,30 @@ def _report_page(by: str, title: str, path: str) -> Any:
     return handler
 
 
+def tags(store: Store, params: Params, root: str) -> Response:
+    """The report by the values of one tag (``report --by tag:KEY``); each value links to its overview."""
+    filters = params.filters
+    key = params.get("key")
+    fields = [("key", "Tag key", key or "", "e.g. tenant")]
+    if key is None:
+        body: object = el("p", "Give a tag key to see the cost per value of that tag.", class_="empty")
+        return html_page("Cost by tag", body, root, "/tags", filters, extra=fields)
+    by = TAG_GROUPING + key
+    grouping(by)  # a key that is not a name: a 400 naming it and the rule
+    limit = params.number("limit", 100, 1, 10_000)
+    rows = views.top(store, filters.report_filter(), by, limit)
+    body = el("section", report_table(rows, by, root, filters, caption="", limit=None), class_="panel")
+    return html_page(
+        f"Cost by tag {key}",
+        body,
+        root,
+        "/tags",
+        filters,
+        extra=fields,
+        hidden=hidden_params(params, "limit"),
+    )
+
+
 PAGES: Final = {
     "/": (overview, ("bucket",)),
     "/use-case": (use_case, ("order", "limit", "offset", "bucket", "bins")),
@@ -218,5 +243,6 @@ PAGES: Final = {
     "/users": (_report_page("user", "Users", "/users"), ("limit",)),
     "/experiences": (_report_page("experience", "Experiences", "/experiences"), ("limit",)),
     "/models": (_report_page("model", "Models", "/models"), ("limit",)),
+    "/tags": (tags, ("key", "limit")),
     "/budgets": (budgets, ()),
 }

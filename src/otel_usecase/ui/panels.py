@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..report import views
-from ..report.queries import GROUPINGS, ReportRow
+from ..report.queries import TAG_GROUPING, ReportRow, grouping
 from ..report.text import cost_decimals, money
 from ..store import Store
 from . import charts
@@ -57,6 +57,13 @@ _DRILL: Final[dict[str, tuple[str, dict[str, str]]]] = {
 
 
 def _drill_href(root: str, by: str, row: ReportRow, filters: Filters) -> str | None:
+    if by.startswith(TAG_GROUPING):  # a tag's value: the overview of the calls with it
+        value = row.key.get(by)
+        if not isinstance(value, str):
+            return None
+        tags = dict(filters.tags)
+        tags[by[len(TAG_GROUPING) :]] = value
+        return root + "/" + query_string(filters._replace(tags=tuple(sorted(tags.items()))))
     target = _DRILL.get(by)
     if target is None:
         return None
@@ -80,7 +87,7 @@ def _key_cell(key: str, first: bool, root: str, by: str, filters: Filters) -> Ca
 def report_table(
     rows: Sequence[ReportRow], by: str, root: str, filters: Filters, *, caption: str, limit: int | None
 ) -> Markup:
-    keys = GROUPINGS[by]
+    keys = grouping(by)
     decimals = cost_decimals(
         v for r in rows for v in (r.cost_usd, r.avg_run_cost_usd, r.p50_run_cost_usd, r.p95_run_cost_usd)
     )
