@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .budgets.api import check_budget
     from .budgets.model import BudgetExceeded
     from .exporter import UseCaseCostExporter
+    from .outcomes import record_outcome
     from .processor import UseCaseSpanProcessor
     from .scope import keys as attributes
     from .scope.threads import propagate_context_to_threads, stop_propagating_context_to_threads
@@ -43,6 +44,7 @@ __all__ = [
     "check_budget",
     "current_scope",
     "propagate_context_to_threads",
+    "record_outcome",
     "set_default_use_case",
     "stop_propagating_context_to_threads",
     "track",
@@ -60,6 +62,7 @@ _HOMES: Final = {
     "track_context": ".scope.tracking",
     "UseCaseSpanProcessor": ".processor",
     "UseCaseCostExporter": ".exporter",
+    "record_outcome": ".outcomes",
     "propagate_context_to_threads": ".scope.threads",
     "stop_propagating_context_to_threads": ".scope.threads",
 }

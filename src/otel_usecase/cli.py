@@ -62,6 +62,12 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     )
     report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
     report.add_argument("--format", default="table", choices=FORMATS)
+    report.add_argument(
+        "--per-outcome",
+        metavar="NAME",
+        help="cost per outcome NAME (record_outcome) per group: the runs' cost / the outcome's sum; "
+        "--by use-case, version, experience or user",
+    )
     report.add_argument("--store", metavar="URL", help=store_help)
 
     runs = commands.add_parser("runs", help="look at single runs")
@@ -300,7 +306,22 @@ def _read(args: argparse.Namespace) -> int:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 1
     try:
-        if args.command == "report":
+        if args.command == "report" and args.per_outcome is not None:
+            from .report.outcomes import render_outcomes
+
+            text = render_outcomes(
+                store,
+                args.per_outcome,
+                args.by,
+                args.format,
+                use_case=args.use_case,
+                since=args.since,
+                user=args.user,
+                experience=args.experience,
+                version=args.use_case_version,
+                tags=args.tags,
+            )
+        elif args.command == "report":
             text = render_report(
                 store,
                 args.by,
@@ -320,7 +341,7 @@ def _read(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            text = format_run(args.run_id, calls, args.format)
+            text = format_run(args.run_id, calls, args.format, outcomes=store.run_outcomes(args.run_id))
     except StoreError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 1

@@ -12,10 +12,15 @@ or upgrading never holds the SDK's thread for more than ``OTEL_USECASE_EXPORT_WA
 per batch. Calls wait in a bounded buffer (``OTEL_USECASE_BUFFER``); what no longer
 fits is counted in :attr:`UseCaseCostExporter.dropped_calls` and logged.
 The process side (fork, SIGTERM) is in :mod:`otel_usecase.lifecycle`.
+
+Outcome spans (:func:`otel_usecase.record_outcome`) in a batch go to a second
+writer of the same kind, for the store's outcomes table; its thread starts with
+the first outcome.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Final
 
@@ -30,7 +35,9 @@ from .cost.call import Call
 from .cost.calls import calls_from_spans, views_from_readable
 from .cost.prices import PriceBook
 from .cost.sink import CallSink
+from .outcomes import outcomes_from_spans
 from .store import Store, StoreError, open_store
+from .store.outcome_sql import Outcome, RejectedOutcome
 from .store.writer import StoreWriter
 
 __all__ = ["ENV_BUFFER", "ENV_EXPORT_WAIT", "UseCaseCostExporter"]
@@ -80,7 +87,15 @@ class UseCaseCostExporter(SpanExporter):
         buffer = max_buffered_calls if max_buffered_calls is not None else buffer_size()
         wait_ms = export_wait_millis if export_wait_millis is not None else export_wait_ms()
         self._export_wait_s = wait_ms / 1000
-        self._writer = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
+        self._writer: StoreWriter[Call] = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
+        self._outcomes: StoreWriter[Outcome] = StoreWriter(
+            given,
+            lambda: self._writer.store or open_store(url),  # one connection for both when the calls' is open
+            self._shown_url,
+            buffer,
+            write=_write_outcomes,
+            noun="outcomes",
+        )
         self._sink: CallSink[bool] = CallSink(self._submit)
         self._metrics = metrics.attach(self._sink, self)  # cost metrics, when a MeterProvider is set
         self._budgets = budget_registry.attach_sink(self._sink, given if given is not None else url)
@@ -117,18 +132,45 @@ class UseCaseCostExporter(SpanExporter):
         """Calls the store refused because of their own data (each logged once per reason)."""
         return self._writer.rejected
 
+    @property
+    def dropped_outcomes(self) -> int:
+        """Outcomes lost: the buffer was full while the store was away, or not written by shutdown."""
+        return self._outcomes.dropped
+
+    @property
+    def rejected_outcomes(self) -> int:
+        """Outcomes the store refused because of their own data (each logged once per reason)."""
+        return self._outcomes.rejected
+
+    @property
+    def buffered_outcomes(self) -> int:
+        """Outcomes waiting for the store."""
+        return self._outcomes.buffered
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            calls = calls_from_spans(views_from_readable(spans), self._prices)
+            views = views_from_readable(spans)
+            calls = calls_from_spans(views, self._prices)
+            outcomes = outcomes_from_spans(views)
         except Exception:  # bad data must never break the pipeline
             logger.exception("otel_usecase: could not price a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
+        kept: bool | None = True
+        if outcomes:
+            try:
+                kept = self._outcomes.submit(outcomes, self._export_wait_s)
+            except Exception:
+                logger.exception(
+                    "otel_usecase: could not hand %d outcomes to the store writer", len(outcomes)
+                )
+                kept = False
         if not calls:
-            return SpanExportResult.SUCCESS
+            return SpanExportResult.FAILURE if kept is False else SpanExportResult.SUCCESS
         try:
-            kept = self._sink.put(calls).stored
+            if self._sink.put(calls).stored is False:
+                kept = False
         except Exception:
             logger.exception("otel_usecase: could not hand %d calls to the store writer", len(calls))
             return SpanExportResult.FAILURE
@@ -146,7 +188,14 @@ class UseCaseCostExporter(SpanExporter):
         Call it (or :func:`otel_usecase.lifecycle.flush`) to wait out a slow one.
         """
         try:
-            return self._writer.flush(timeout_millis / 1000)
+            deadline = time.monotonic() + timeout_millis / 1000
+            done = self._writer.flush(timeout_millis / 1000)
+            if self._outcomes.flush(max(deadline - time.monotonic(), 0.0)):
+                return done
+            logger.error(
+                "otel_usecase: %d outcomes not yet written to %s", self._outcomes.buffered, self._shown_url
+            )
+            return False
         except Exception:
             logger.exception("otel_usecase: flushing the store writer failed")
             return False
@@ -162,7 +211,20 @@ class UseCaseCostExporter(SpanExporter):
         self._shutdown = True
         budget_registry.detach_sink(self._sink, self._budgets)
         try:
-            lost = self._writer.close(min(timeout_millis / 1000, _SHUTDOWN_FLUSH_MAX_S))
+            deadline = time.monotonic() + min(timeout_millis / 1000, _SHUTDOWN_FLUSH_MAX_S)
+            lost_outcomes = self._outcomes.close(deadline - time.monotonic())  # few: first
+            if lost_outcomes:
+                logger.error(
+                    "otel_usecase: shutting down with %d outcomes the store %s did not take; "
+                    "they are lost (%d dropped in total)",
+                    lost_outcomes,
+                    self._shown_url,
+                    self._outcomes.dropped,
+                )
+            outcome_store = self._outcomes.store
+            if outcome_store is not None and outcome_store is not self._writer.store and self._outcomes.idle:
+                outcome_store.close()  # opened before the calls' store was
+            lost = self._writer.close(max(deadline - time.monotonic(), 0.0))
             if lost:
                 logger.error(
                     "otel_usecase: shutting down with %d calls the store %s did not take; "
@@ -182,4 +244,15 @@ class UseCaseCostExporter(SpanExporter):
     def _after_fork_in_child(self) -> None:
         """Called by :mod:`otel_usecase.lifecycle` in a forked child: start over with an empty buffer."""
         self._writer.after_fork_in_child()
+        self._outcomes.after_fork_in_child()
         self._sink.after_fork_in_child()
+
+
+def _write_outcomes(store: Store, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
+    """The outcome writer's write: the store's ``write_outcomes`` (a store of the app's own without one
+    refuses them, each with that reason, instead of failing forever)."""
+    write = getattr(store, "write_outcomes", None)
+    if write is None:
+        reason = f"the store {type(store).__name__} has no write_outcomes"
+        return [RejectedOutcome(outcome, reason) for outcome in outcomes]
+    return list(write(outcomes))

@@ -100,6 +100,8 @@ ENGINE_KEYS: Final[frozenset[str]] = (
             attr.CALL_SPAN_ID,
             attr.CALL_DUPLICATE_OF,
             attr.TAG_NAMES,
+            attr.OUTCOME_NAME,  # outcome spans (otel_usecase.outcomes): serve stores them too
+            attr.OUTCOME_VALUE,
             OI_KIND,
             "gen_ai.operation.name",
             "gen_ai.system",

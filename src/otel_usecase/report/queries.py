@@ -33,7 +33,7 @@ from ..cost import token_classes
 from ..cost.call import Call
 from ..scope.validation import NAME_RULE, is_name, normalised_id
 from ..store import ReportFilter, Store
-from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS
+from ..store.base import GROUP_TOTALS, PRICE_COLUMNS, RUN_RECORD, RUN_TOTALS, tags_json
 from .text import CELL_LIMIT, NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
 
 __all__ = [
@@ -538,8 +538,12 @@ def _unknown_cost_notes(unpriced: int, no_usage: int, partial: int) -> list[str]
 _CALL_FIELDS: Final = (
     "start_ns",
     "use_case",
+    "use_case_version",
     "step",
     "user_id",
+    "experience_name",
+    "experience_id",
+    "tags",
     "provider",
     "model",
     *_TOKEN_FIELDS,
@@ -560,16 +564,22 @@ def _call_record(call: Call) -> dict[str, Any]:
     tokens = call.tokens
     for name in _CALL_FIELDS:
         token_class = _TOKEN_FIELD_OF.get(name)
-        if token_class is None:
+        if name == "tags":
+            record[name] = dict(call.tags)  # JSON: an object ({} without tags)
+        elif token_class is None:
             record[name] = getattr(call, name)
         else:
             record[name] = tokens.get(token_class, None if token_class in ("input", "output") else 0)
     return record
 
 
-def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
+def format_run(
+    run_id: str, calls: Sequence[Call], fmt: str = "table", *, outcomes: Sequence[Any] = ()
+) -> str:
     """Render the calls of one run, each with where its cost came from (cost source, price context)
-    and, for a call without a cost, why."""
+    and, for a call without a cost, why; the table's title says the run's use case, version, user and
+    experience (and tags), and its last line the run's ``outcomes``
+    (:class:`~otel_usecase.store.outcome_sql.Outcome`, summed per name)."""
     if fmt == "json":
         return json.dumps([_call_record(c) for c in calls], indent=2, default=str)
     if fmt == "csv":
@@ -577,7 +587,9 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
         writer = csv.DictWriter(out, fieldnames=list(_CALL_FIELDS))
         writer.writeheader()
         for call in calls:
-            writer.writerow({k: csv_cell(v) for k, v in _call_record(call).items()})
+            record = _call_record(call)
+            record["tags"] = tags_json(call.tags) if call.tags else None  # the ledger's text of them
+            writer.writerow({k: csv_cell(v) for k, v in record.items()})
         return out.getvalue()
     if not calls:
         return f"no calls recorded for run {safe_text(run_id)}"
@@ -603,8 +615,18 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
         ]
         for c in calls
     ]
-    first = calls[0]
-    title = f"run {safe_text(run_id)}  use case {safe_text(first.use_case)}  user {safe_text(first.user_id)}"
+    title = "  ".join(
+        (
+            f"run {safe_text(run_id)}",
+            f"use case {_values(calls, 'use_case')}",
+            f"version {_values(calls, 'use_case_version')}",
+            f"user {_values(calls, 'user_id')}",
+            f"experience {_values(calls, 'experience_name')} ({_values(calls, 'experience_id')})",
+        )
+    )
+    tags = dict.fromkeys(f"{k}={v}" for c in calls for k, v in sorted(c.tags.items()))
+    if tags:
+        title += "  tags " + ", ".join(safe_text(t) for t in tags)
     costs = [c.cost_usd if isinstance(c.cost_usd, int | float) else None for c in calls]
     complete = all(c.status == "priced" for c in calls)
     numeric = 3 + len(token_headers) + 1  # text again from the cost source on
@@ -619,7 +641,25 @@ def format_run(run_id: str, calls: Sequence[Call], fmt: str = "table") -> str:
             *(sum(1 for c in calls if c.status == s) for s in ("unpriced", "no_usage", "partial"))
         ),
     ]
+    if outcomes:
+        achieved: dict[str, list[float]] = {}
+        for outcome in outcomes:
+            achieved.setdefault(outcome.name, []).append(outcome.value)
+        lines.append(
+            "outcomes "
+            + ", ".join(
+                f"{safe_text(name)} x{len(values)} (value {sum(values):g})"
+                for name, values in sorted(achieved.items())
+            )
+        )
     return "\n".join(lines)
+
+
+def _values(calls: Sequence[Call], field: str) -> str:
+    """The run's value of ``field`` as its calls carry it: one value, or each in order (a version changed
+    mid-run); ``-`` when none has one."""
+    seen = dict.fromkeys(getattr(c, field) for c in calls if getattr(c, field) is not None)
+    return ", ".join(safe_text(v) for v in seen) if seen else safe_text(None)
 
 
 def _call_cost(call: Call, decimals: int) -> str:

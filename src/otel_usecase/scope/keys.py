@@ -60,6 +60,11 @@ CALL_DUPLICATE_OF: Final = "usecase.call.duplicate_of"
 instrumentation's span of the same request start inside: that span's id in hex. The cost
 engine counts the request once, from that span. Set by the span processor; not a baggage key."""
 
+OUTCOME_NAME: Final = "usecase.outcome.name"
+"""On an outcome span (:func:`otel_usecase.record_outcome`): the outcome's name. Not a baggage key."""
+OUTCOME_VALUE: Final = "usecase.outcome.value"
+"""On an outcome span: the outcome's value (a finite float). Not a baggage key."""
+
 __all__ = [
     "ALL_KEYS",
     "CALL_DUPLICATE_OF",
@@ -68,6 +73,8 @@ __all__ = [
     "EXPERIENCE_ID_ORIGINAL",
     "EXPERIENCE_NAME",
     "MAX_TAGS",
+    "OUTCOME_NAME",
+    "OUTCOME_VALUE",
     "TAG_KEYS",
     "TAG_NAMES",
     "TAG_PREFIX",

@@ -80,6 +80,7 @@ class OTLPHttpApp:
             health = {
                 "status": "ok",
                 "calls_written": self.ingest.calls_written,
+                "outcomes_written": self.ingest.outcomes_written,
                 "spans_rejected": self.ingest.spans_rejected,
             }
             body = json.dumps(health).encode()

@@ -8,6 +8,10 @@ unavailable it tells the sender to retry (HTTP 503 / gRPC UNAVAILABLE), so the
 data stays with the sender (the collector's retry queue) and nothing is lost.
 Calls the store refuses for their own data are written around and reported back
 as refused spans (OTLP ``partial_success``), with the spans refused at decoding.
+
+Outcome spans (:func:`otel_usecase.record_outcome`) are found by the same
+:func:`otel_usecase.outcomes.outcomes_from_spans` as in the exporter and written
+first, idempotently, by the same rule: an outage fails the request whole.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from .. import metrics
 from .._log import warn_rate_limited
 from ..budgets import registry as budget_registry
 from ..cost.call import Call
-from ..cost.calls import calls_from_spans
+from ..cost.calls import SpanView, calls_from_spans
 from ..cost.prices import PriceBook
 from ..cost.sink import CallSink
+from ..outcomes import outcomes_from_spans
 from ..store import RejectedCall, Store, StoreError, StoreUnavailable, default_store_url, open_store
+from ..store.outcome_sql import Outcome, RejectedOutcome
 from .otlp import Decoded, Rejections
 
 __all__ = ["Ingest", "StoreUnavailable"]
@@ -45,6 +51,8 @@ class Ingest:
         self.rejected_calls = 0
         """Calls the store refused because of their own data (read by ``usecase.calls.dropped``)."""
         self.dropped_calls = 0  # serve never buffers: an outage is the sender's to retry
+        self.outcomes_written = 0
+        """Outcomes written (a resent one is counted again: the store keeps one row)."""
         metrics.attach(self._sink, self)
 
     @property
@@ -77,6 +85,16 @@ class Ingest:
         """
         calls = calls_from_spans(decoded.spans, self._prices)
         rejections = decoded.rejections
+        unusable: list[tuple[SpanView, str]] = []
+        outcomes = outcomes_from_spans(decoded.spans, unusable)
+        refused_outcomes = self._write_outcomes(outcomes) if outcomes else []
+        self.outcomes_written += len(outcomes) - len(refused_outcomes)
+        if unusable or refused_outcomes:
+            rejections = rejections.copy()
+            for span, reason in unusable:
+                rejections.add(f"outcome span {span.span_id:016x} of trace {span.trace_id:032x}: {reason}")
+            for outcome, reason in refused_outcomes:
+                rejections.add(f"outcome span {outcome.span_id} of trace {outcome.trace_id}: {reason}")
         if calls:
             result = self._sink.put(calls)
             refused = result.stored or []
@@ -97,6 +115,14 @@ class Ingest:
         except StoreError as exc:  # opened at startup; failing now means it went away
             raise StoreUnavailable(str(exc)) from exc
         return store.write(calls)
+
+    def _write_outcomes(self, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
+        """Written now, before the calls; an outage raises, so the sender retries the request whole."""
+        try:
+            store = self._get_store()
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return store.write_outcomes(outcomes)
 
     def close(self) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
+    from .outcome_sql import Outcome, RejectedOutcome
     from .rollup_sql import ViewSQL
 
 __all__ = [
@@ -250,7 +251,7 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
-    from . import budget_sql  # imports this module
+    from . import budget_sql, outcome_sql  # import this module
 
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
@@ -260,6 +261,7 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns},\n    PRIMARY KEY (trace_id, span_id)\n)",
         *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
+        *outcome_sql.OUTCOMES_DDL,  # what runs achieved (record_outcome)
     )
 
 
@@ -441,6 +443,21 @@ class Store(Protocol):
 
     def latest_run(self, query: SpendQuery) -> str | None:
         """The run id of the most recent call ``query`` selects (``budgets status`` of a ``run`` budget)."""
+
+    # --- outcomes --- (SQL in store/outcome_sql.py; each store runs it in its own transactions)
+
+    def write_outcomes(self, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
+        """Insert ``outcomes``, idempotent per (trace id, span id); creates the table if this store predates it.
+
+        Returns those refused for their own data (each with its reason); raises
+        :class:`StoreUnavailable` like ``write`` (then nothing is written)."""
+
+    def outcome_totals(self, name: str, use_case: str | None = None) -> list[tuple[Any, ...]]:
+        """Per run, the outcomes named ``name``: ``(use_case, run_id, count, sum, first recorded_ns)``;
+        ``[]`` when the store has no outcomes table."""
+
+    def run_outcomes(self, run_id: str) -> list[Outcome]:
+        """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

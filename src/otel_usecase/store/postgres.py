@@ -88,6 +88,7 @@ if TYPE_CHECKING:
 
     from .base import Repricing
     from .budget_sql import SpendQuery, SpendSnapshot
+    from .outcome_sql import Outcome, RejectedOutcome
 
 __all__ = ["CONNECT_TIMEOUT_S", "QUERY_WORK_MEM", "PostgresStore", "classify", "translate_placeholders"]
 
@@ -864,6 +865,71 @@ class PostgresStore:
 
         rows = self.query(*latest_run_sql(query, postgres_reports.tag_value(self._columns)))
         return str(rows[0][0]) if rows else None
+
+    # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
+
+    def _outcomes_table(self, cur: psycopg.Cursor[Any]) -> bool:
+        from .outcome_sql import OUTCOMES_TABLE
+
+        cur.execute(f"SELECT to_regclass('{OUTCOMES_TABLE}') IS NOT NULL")
+        found = cur.fetchone()
+        return bool(found and found[0])
+
+    def write_outcomes(self, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
+        """Insert in key order (as calls: concurrent writers take row locks in one order)."""
+        from .outcome_sql import INSERT_SQL, OUTCOMES_DDL, write_outcomes_isolating
+
+        insert = translate_placeholders(INSERT_SQL)
+
+        def batch(rows: Sequence[Outcome]) -> None:
+            ordered = sorted((_clean(tuple(row)) for row in rows), key=_key)
+
+            def write(conn: psycopg.Connection[Any]) -> None:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_WRITE_LIMITS)
+                    if not self._outcomes_table(cur):  # a store created before outcomes existed
+                        # Queued like migrate(): concurrent CREATE ... IF NOT EXISTS can otherwise collide.
+                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                        for statement in OUTCOMES_DDL:
+                            cur.execute(statement)
+                    cur.executemany(insert, ordered)
+
+            self._run(f"writing {len(ordered)} outcomes", write)
+
+        if not outcomes:
+            return []
+        with self._lock:
+            return write_outcomes_isolating(outcomes, batch)
+
+    def outcome_totals(self, name: str, use_case: str | None = None) -> list[tuple[Any, ...]]:
+        from .outcome_sql import outcome_totals_sql
+
+        sql, params = outcome_totals_sql(name, use_case)
+
+        def read(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            with conn.transaction(), conn.cursor() as cur:
+                if not self._outcomes_table(cur):
+                    return []
+                cur.execute(translate_placeholders(sql), tuple(params))
+                return cur.fetchall()
+
+        with self._lock:
+            return self._run("reading the outcomes", read)
+
+    def run_outcomes(self, run_id: str) -> list[Outcome]:
+        from .outcome_sql import outcome_of, run_outcomes_sql
+
+        sql, params = run_outcomes_sql(run_id)
+
+        def read(conn: psycopg.Connection[Any]) -> list[Outcome]:
+            with conn.transaction(), conn.cursor() as cur:
+                if not self._outcomes_table(cur):
+                    return []
+                cur.execute(translate_placeholders(sql), tuple(params))
+                return [outcome_of(row) for row in cur.fetchall()]
+
+        with self._lock:
+            return self._run("reading the outcomes", read)
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

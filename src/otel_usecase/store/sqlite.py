@@ -47,6 +47,7 @@ from .rollup_sql import ViewSQL
 if TYPE_CHECKING:
     from .base import Repricing
     from .budget_sql import SpendQuery, SpendSnapshot
+    from .outcome_sql import Outcome, RejectedOutcome
 
 _T = TypeVar("_T")
 
@@ -757,3 +758,52 @@ class SQLiteStore:
 
         rows = self.query(*latest_run_sql(query, self._tag_value))
         return str(rows[0][0]) if rows else None
+
+    # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
+
+    def _outcomes_table(self, conn: sqlite3.Connection) -> bool:
+        from .outcome_sql import OUTCOMES_TABLE
+
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OUTCOMES_TABLE,)
+        )
+        return found.fetchone() is not None
+
+    def write_outcomes(self, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
+        from .outcome_sql import INSERT_SQL, OUTCOMES_DDL, write_outcomes_isolating
+
+        def batch(rows: Sequence[Outcome]) -> None:
+            def insert(conn: sqlite3.Connection) -> None:
+                if not self._outcomes_table(conn):  # a store created before outcomes existed
+                    for statement in OUTCOMES_DDL:
+                        conn.execute(statement)
+                conn.executemany(INSERT_SQL, rows)
+
+            try:
+                self._in_transaction("take outcome writes", insert, write=True)
+            except (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError) as exc:
+                raise Unstorable(str(exc)) from exc
+
+        if not outcomes:
+            return []
+        return write_outcomes_isolating(outcomes, batch)
+
+    def outcome_totals(self, name: str, use_case: str | None = None) -> list[tuple[Any, ...]]:
+        from .outcome_sql import outcome_totals_sql
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if not self._outcomes_table(conn):
+                return []
+            return conn.execute(*outcome_totals_sql(name, use_case)).fetchall()
+
+        return self._in_transaction("read the outcomes", read, write=False)
+
+    def run_outcomes(self, run_id: str) -> list[Outcome]:
+        from .outcome_sql import outcome_of, run_outcomes_sql
+
+        def read(conn: sqlite3.Connection) -> list[Outcome]:
+            if not self._outcomes_table(conn):
+                return []
+            return [outcome_of(row) for row in conn.execute(*run_outcomes_sql(run_id)).fetchall()]
+
+        return self._in_transaction("read the outcomes", read, write=False)

@@ -15,6 +15,11 @@ enough), with a sick one it returns at once. What does not fit in the buffer is
 counted (``dropped``), never silently lost. A call the store refuses because of
 its own data (:class:`~otel_usecase.store.RejectedCall`) is counted apart
 (``rejected``), logged once per reason, and never holds up the calls behind it.
+
+The exporter runs a second writer for recorded outcomes (:mod:`otel_usecase.outcomes`):
+the same buffer, thread, retries and counts, with the store's ``write_outcomes``
+as its ``write`` (``noun="outcomes"`` in its log lines). Its thread starts with
+the first outcome: an app that records none has no second thread.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from .._log import logger, warn_rate_limited
 from ..cost.call import Call
@@ -30,6 +35,19 @@ from . import Store, StoreError
 from .base import RejectedCall
 
 __all__ = ["StoreWriter"]
+
+
+class _Keyed(Protocol):
+    """What the writer needs of an item: its key, to name it in a log line (a call, an outcome)."""
+
+    @property
+    def trace_id(self) -> str: ...
+
+    @property
+    def span_id(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Keyed)
 
 _CHUNK: Final = 4096
 """Calls per store write: big enough to amortise a transaction, small enough that waiters see progress."""
@@ -63,30 +81,43 @@ def _write_isolating(store: Store, calls: Sequence[Call]) -> list[RejectedCall]:
         return _write_isolating(store, calls[:middle]) + _write_isolating(store, calls[middle:])
 
 
-class StoreWriter:
+class StoreWriter(Generic[T]):
     """Writes calls to a store on a daemon thread of its own, from a bounded buffer.
 
     ``store``: an open store, or ``None`` to open ``opener()`` on the writer's thread
     at the first write (and again after a failed open). ``shown_url`` names the
-    store in logs (no password).
+    store in logs (no password). ``write``: how a chunk goes to the store, returning
+    the items refused for their own data as ``(item, reason)`` (default: calls,
+    through ``Store.write``); ``noun`` names the items in log lines.
     """
 
     def __init__(
-        self, store: Store | None, opener: Callable[[], Store], shown_url: str, max_buffered: int
+        self,
+        store: Store | None,
+        opener: Callable[[], Store],
+        shown_url: str,
+        max_buffered: int,
+        *,
+        write: Callable[[Store, Sequence[T]], Sequence[tuple[T, str]]] | None = None,
+        noun: str = "calls",
     ) -> None:
         self._store = store
         self._opened_here = store is None
         self._opener = opener
         self.shown_url = shown_url
         self.max_buffered = max_buffered
+        self._write: Callable[[Store, Sequence[T]], Sequence[tuple[T, str]]] = (
+            write if write is not None else cast(Any, _write_isolating)
+        )
+        self.noun = noun
         self._closed = False
         self._reset()
 
     def _reset(self) -> None:
         """Fresh state: at construction, and in a child process after fork()."""
         self._cond = threading.Condition(threading.Lock())
-        self._queue: list[Call] = []
-        self._in_flight: list[Call] = []
+        self._queue: list[T] = []
+        self._in_flight: list[T] = []
         self._accepted = 0
         """Calls ever taken into the buffer; ``_resolved`` of them (the oldest) are done with."""
         self._resolved = 0
@@ -128,7 +159,7 @@ class StoreWriter:
 
     # --- the caller's side ------------------------------------------------------------
 
-    def submit(self, calls: Sequence[Call], wait_s: float) -> bool:
+    def submit(self, calls: Sequence[T], wait_s: float) -> bool:
         """Take ``calls`` into the buffer, then wait up to ``wait_s`` for them to be written.
 
         Never waits while the store is failing or while a write has already been
@@ -222,10 +253,11 @@ class StoreWriter:
         self.dropped += count
         warn_rate_limited(
             "writer:dropped",
-            "otel_usecase: store %s: %s; dropped %d calls (%d dropped in total, %d waiting)",
+            "otel_usecase: store %s: %s; dropped %d %s (%d dropped in total, %d waiting)",
             self.shown_url,
             why,
             count,
+            self.noun,
             self.dropped,
             self.buffered,
         )
@@ -267,7 +299,7 @@ class StoreWriter:
             if not self._attempt(chunk):
                 return
 
-    def _take(self) -> list[Call]:
+    def _take(self) -> list[T]:
         chunk = self._queue[:_CHUNK]
         del self._queue[:_CHUNK]
         self._in_flight = chunk
@@ -276,14 +308,14 @@ class StoreWriter:
         self._nudged = False
         return chunk
 
-    def _attempt(self, chunk: list[Call]) -> bool:
+    def _attempt(self, chunk: list[T]) -> bool:
         """One write of ``chunk``; on failure it goes back to the front of the buffer."""
         error: Exception | None = None
-        rejected: list[RejectedCall] = []
+        rejected: Sequence[tuple[T, str]] = []
         try:
             if self._store is None:
                 self._store = self._opener()
-            rejected = _write_isolating(self._store, chunk)
+            rejected = self._write(self._store, chunk)
         except Exception as exc:
             error = exc
         if rejected:  # said before the calls count as done: whoever waits for them sees the log
@@ -312,7 +344,10 @@ class StoreWriter:
             return False
         if recovered:
             logger.info(
-                "otel_usecase: store %s is back; writing the %d buffered calls", self.shown_url, waiting
+                "otel_usecase: store %s is back; writing the %d buffered %s",
+                self.shown_url,
+                waiting,
+                self.noun,
             )
         return True
 
@@ -320,35 +355,38 @@ class StoreWriter:
         kind = "unavailable" if isinstance(error, StoreError) else "failed"
         warn_rate_limited(
             "writer:buffered",
-            "otel_usecase: store %s %s (%s); keeping %d calls in memory to retry (room for %d; %d dropped)",
+            "otel_usecase: store %s %s (%s); keeping %d %s in memory to retry (room for %d; %d dropped)",
             self.shown_url,
             kind,
             error,
             waiting,
+            self.noun,
             self.max_buffered,
             self.dropped,
         )
 
-    def _log_rejected(self, rejected: list[RejectedCall], total: int) -> None:
-        for item in rejected:
-            if item.reason in self._reasons_logged:
+    def _log_rejected(self, rejected: Sequence[tuple[T, str]], total: int) -> None:
+        for item, reason in rejected:
+            if reason in self._reasons_logged:
                 continue
             if len(self._reasons_logged) >= _MAX_REASONS_LOGGED:
                 warn_rate_limited(
                     "writer:rejected",
-                    "otel_usecase: store %s rejected more calls (%d in total), e.g. %s",
+                    "otel_usecase: store %s rejected more %s (%d in total), e.g. %s",
                     self.shown_url,
+                    self.noun,
                     total,
-                    item.reason,
+                    reason,
                 )
                 return
-            self._reasons_logged.add(item.reason)
+            self._reasons_logged.add(reason)
             logger.warning(
-                "otel_usecase: store %s rejected the call of span %s/%s and dropped it alone: %s "
+                "otel_usecase: store %s rejected the %s of span %s/%s and dropped it alone: %s "
                 "(%d rejected in total)",
                 self.shown_url,
-                item.call.trace_id,
-                item.call.span_id,
-                item.reason,
+                "call" if self.noun == "calls" else self.noun.rstrip("s"),
+                item.trace_id,
+                item.span_id,
+                reason,
                 total,
             )

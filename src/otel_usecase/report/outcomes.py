@@ -1,0 +1,330 @@
+"""Cost per outcome: what the runs of each group cost, divided by what they achieved.
+
+``report --per-outcome NAME`` and the dashboard read :func:`outcome_costs`. The
+runs are those the report's filters select (by their calls, as every report);
+each run's outcomes named ``NAME`` are summed whenever they were recorded. Runs
+that did not achieve the outcome stay in: their cost is part of what the
+outcomes cost (``cost_without_outcome_usd`` says how much), and they are counted
+(``runs_without_outcome``). Nothing is left out silently: outcomes of runs with no
+call in the selection (a run whose calls were all before ``--since``, an id
+mistyped in ``record_outcome(run_id=...)``) are counted in
+:attr:`OutcomeReport.outside_outcomes`, and shown under the table.
+
+Groups are per run: one of :data:`OUTCOME_GROUPINGS`. A run whose calls carry two
+values of the grouping (a version changed mid-run) counts as a run, with its
+outcomes, in the group of most of its calls (ties: the first value in order); its
+cost is in the group of each call.
+
+Unpriced is unknown, not free, as in every report: a group's cost leaving out
+unpriced, usage-less or partly read calls is a lower bound (``cost_complete``
+false), and so is its cost per outcome. There is no SQL here: the stores answer
+:meth:`~otel_usecase.store.Store.run_totals` and
+:meth:`~otel_usecase.store.Store.outcome_totals`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from ..scope.validation import NAME_RULE, is_name
+from ..store import ReportFilter, Store
+from ..store.base import RUN_TOTALS
+from .queries import GROUPINGS, ReportError
+from .text import NONE_LABEL, aligned, cost_decimals, csv_cell, money, safe_text, sum_known
+
+__all__ = [
+    "OUTCOME_FIELDS",
+    "OUTCOME_GROUPINGS",
+    "OutcomeReport",
+    "OutcomeRow",
+    "format_outcomes",
+    "outcome_costs",
+    "outcome_report",
+    "render_outcomes",
+]
+
+OUTCOME_GROUPINGS: Final[tuple[str, ...]] = ("use-case", "version", "experience", "user")
+"""The ``--by`` values of ``--per-outcome``: properties of a run (a model or a step is a property of a
+call, and an outcome belongs to the whole run)."""
+
+OUTCOME_FIELDS: Final[tuple[str, ...]] = (
+    "outcome",
+    "runs",
+    "runs_with_outcome",
+    "runs_without_outcome",
+    "outcomes",
+    "outcome_value",
+    "calls",
+    "cost_usd",
+    "cost_complete",
+    "cost_per_outcome_usd",
+    "cost_without_outcome_usd",
+)
+"""The fields of each JSON/CSV record, after the grouping's key columns."""
+
+_AT: Final = {name: i for i, name in enumerate(RUN_TOTALS)}
+_INCOMPLETE: Final = tuple(_AT[name] for name in ("unpriced_calls", "no_usage_calls", "partial_calls"))
+
+
+class OutcomeRow(NamedTuple):
+    """One group's runs, what they achieved of one outcome and what that cost.
+
+    ``outcomes``: times the outcome was recorded; ``outcome_value``: the sum of their
+    values (1 each by default). ``cost_per_outcome_usd`` is ``cost_usd /
+    outcome_value`` (None when the value is not positive or no call has a cost), a
+    lower bound when ``cost_complete`` is False. ``cost_without_outcome_usd``: the
+    part of ``cost_usd`` spent on runs that did not achieve it.
+    """
+
+    key: dict[str, Any]
+    outcome: str
+    runs: int
+    runs_with_outcome: int
+    outcomes: int
+    outcome_value: float
+    calls: int
+    cost_usd: float | None
+    cost_complete: bool
+    cost_per_outcome_usd: float | None
+    cost_without_outcome_usd: float | None
+
+    @property
+    def runs_without_outcome(self) -> int:
+        return self.runs - self.runs_with_outcome
+
+
+class OutcomeReport(NamedTuple):
+    """The rows, and the outcomes of runs outside the selection (no call matches the filters)."""
+
+    rows: list[OutcomeRow]
+    outside_outcomes: int
+    outside_value: float
+
+
+@dataclass(slots=True)
+class _Group:
+    runs: int = 0
+    with_outcome: int = 0
+    outcomes: int = 0
+    value: float = 0.0
+    calls: int = 0
+    cost: float | None = None
+    """The sum of the known costs of the group's calls (None: no call has one)."""
+    without: float | None = None
+    """The same, of the runs without the outcome."""
+    complete: bool = True
+
+
+def _cost(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if -1e308 <= number <= 1e308 else None
+
+
+def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> OutcomeReport:
+    """Per group of ``by``: the runs ``filters`` select, their outcomes named ``name`` and the cost per outcome.
+
+    Most expensive group first (unpriced last), ties in key order. The runs' totals come
+    from :meth:`Store.run_totals` (the report's own query); the work here is a few
+    dictionary operations per run.
+    """
+    if not isinstance(name, str) or not is_name(name):
+        raise ReportError(f"--per-outcome {name!r} is not an outcome name: use {NAME_RULE}")
+    if by not in OUTCOME_GROUPINGS:
+        raise ReportError(
+            f"--by {by!r} cannot be used with --per-outcome (an outcome belongs to a run): "
+            f"use one of {', '.join(OUTCOME_GROUPINGS)}"
+        )
+    keys = GROUPINGS[by]
+    extra = tuple(k for k in keys if k != "use_case")
+    n = 2 + len(extra)  # use_case, run_id, then the grouping's other columns
+    at = [0 if k == "use_case" else 2 + extra.index(k) for k in keys]
+    calls_at, cost_at = n + _AT["calls"], n + _AT["cost_usd"]
+    incomplete = [n + i for i in _INCOMPLETE]
+
+    def key_of(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple([row[i] for i in at])
+
+    achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
+        (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
+        for row in store.outcome_totals(name, filters.use_case)
+    }
+    # Per run, its row, or its rows when its calls carry several values of the grouping.
+    runs: dict[tuple[Any, Any], Any] = {}
+    split: set[tuple[Any, Any]] = set()
+    for row in store.run_totals(("use_case", "run_id", *extra), filters):
+        run = (row[0], row[1])
+        seen = runs.get(run)
+        if seen is None:
+            runs[run] = row
+        elif run in split:
+            seen.append(row)
+        else:
+            runs[run] = [seen, row]
+            split.add(run)
+    groups: dict[tuple[Any, ...], _Group] = {}
+    for run, found in runs.items():
+        got = achieved.pop(run, None)
+        rows = found if run in split else (found,)
+        for row in rows:
+            key = key_of(row)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group()
+            group.calls += int(row[calls_at])
+            cost = _cost(row[cost_at])
+            if cost is not None:
+                group.cost = cost if group.cost is None else group.cost + cost
+                if got is None:
+                    group.without = cost if group.without is None else group.without + cost
+            if group.complete and any(row[i] for i in incomplete):
+                group.complete = False
+        home = min(rows, key=lambda r: (-r[calls_at], _order(key_of(r)))) if run in split else found
+        group = groups[key_of(home)]
+        group.runs += 1
+        if got is not None:
+            group.with_outcome += 1
+            group.outcomes += got[0]
+            group.value += got[1]
+    since, until = filters.since_ns, filters.until_ns
+    outside = [
+        got
+        for got in achieved.values()
+        if (since is None or got[2] >= since) and (until is None or got[2] < until)
+    ]
+    result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
+    result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
+    return OutcomeReport(result, sum(o[0] for o in outside), sum(o[1] for o in outside))
+
+
+def outcome_costs(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> list[OutcomeRow]:
+    """The rows of :func:`outcome_report` (the dashboard's and the CLI's one source of these figures)."""
+    return outcome_report(store, filters, name, by).rows
+
+
+def render_outcomes(store: Store, name: str, by: str = "use-case", fmt: str = "table", **filters: Any) -> str:
+    """``otel-usecase report --per-outcome NAME``: ``filters`` are the report's (``use_case``, ``since``,
+    ``user``, ``experience``, ``version``, ``tags``), turned into the store's filter as every report does."""
+    from .queries import _filters  # the one translation of the report options (a --user is hashed)
+
+    return format_outcomes(outcome_report(store, _filters(**filters), name, by), name, by, fmt)
+
+
+def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in key)
+
+
+def _row(key: dict[str, Any], name: str, group: _Group) -> OutcomeRow:
+    cost = group.cost
+    without = group.without if group.without is not None or cost is None else 0.0
+    return OutcomeRow(
+        key=key,
+        outcome=name,
+        runs=group.runs,
+        runs_with_outcome=group.with_outcome,
+        outcomes=group.outcomes,
+        outcome_value=group.value,
+        calls=group.calls,
+        cost_usd=cost,
+        cost_complete=group.complete,
+        cost_per_outcome_usd=cost / group.value if cost is not None and group.value > 0 else None,
+        cost_without_outcome_usd=without,
+    )
+
+
+# --- formats (the report's: JSON and CSV for tools, a table for people) -----------------------
+
+
+def _record(row: OutcomeRow) -> dict[str, Any]:
+    record: dict[str, Any] = dict(row.key)
+    for name in OUTCOME_FIELDS:
+        record[name] = getattr(row, name)
+    return record
+
+
+def format_outcomes(report: OutcomeReport, name: str, by: str = "use-case", fmt: str = "table") -> str:
+    """``report --per-outcome NAME`` as ``table``, ``json`` (a list of records) or ``csv``."""
+    keys = GROUPINGS[by]
+    if fmt == "json":
+        return json.dumps([_record(r) for r in report.rows], separators=(",", ":"), default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=[*keys, *OUTCOME_FIELDS])
+        writer.writeheader()
+        for row in report.rows:
+            writer.writerow({k: csv_cell(v) for k, v in _record(row).items()})
+        return out.getvalue()
+    return _table(report, name, keys)
+
+
+def _value(number: float) -> str:
+    return f"{number:,.0f}" if number == int(number) else f"{number:,.4g}"
+
+
+def _table(report: OutcomeReport, name: str, keys: Sequence[str]) -> str:
+    rows = report.rows
+    lines = [
+        f"outcome {safe_text(name)}: cost per outcome = what the runs cost / the sum of the outcome's values"
+    ]
+    if not rows:
+        lines.append("no calls recorded")
+    else:
+        header = [
+            *keys,
+            "runs",
+            "with outcome",
+            "without",
+            "outcomes",
+            "value",
+            "cost",
+            "cost/outcome",
+            "cost w/o outcome",
+        ]
+        decimals = cost_decimals(
+            v for r in rows for v in (r.cost_usd, r.cost_per_outcome_usd, r.cost_without_outcome_usd)
+        )
+        body = [
+            [
+                *(safe_text(r.key[k]) for k in keys),
+                f"{r.runs:,}",
+                f"{r.runs_with_outcome:,}",
+                f"{r.runs_without_outcome:,}",
+                f"{r.outcomes:,}",
+                _value(r.outcome_value),
+                money(r.cost_usd, decimals, lower_bound=not r.cost_complete),
+                NONE_LABEL
+                if r.cost_per_outcome_usd is None
+                else money(r.cost_per_outcome_usd, decimals, lower_bound=not r.cost_complete),
+                money(r.cost_without_outcome_usd, decimals, lower_bound=not r.cost_complete),
+            ]
+            for r in rows
+        ]
+        lines += ["", *aligned(header, body, numeric_from=len(keys)), ""]
+        cost = sum_known(r.cost_usd for r in rows)
+        value = sum(r.outcome_value for r in rows)
+        complete = all(r.cost_complete for r in rows)
+        per = (
+            money(cost / value, decimals, lower_bound=not complete)
+            if cost is not None and value > 0
+            else NONE_LABEL
+        )
+        runs = sum(r.runs for r in rows)
+        without = sum(r.runs_without_outcome for r in rows)
+        lines.append(
+            f"total {money(cost, decimals, lower_bound=not complete)} over {runs:,} runs "
+            f"({without:,} without the outcome): {per} per outcome (value {_value(value)})"
+        )
+        if not complete:
+            lines.append("some calls are unpriced, without usage or partly read: costs are lower bounds")
+    if report.outside_outcomes:
+        lines.append(
+            f"{report.outside_outcomes:,} outcomes (value {_value(report.outside_value)}) belong to runs "
+            "with no call in this selection and are not counted above"
+        )
+    return "\n".join(lines)
