@@ -35,7 +35,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from otel_usecase import track_context
+from otel_usecase import record_outcome, track_context
 from otel_usecase.budgets.api import set_budget
 from otel_usecase.store import open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
@@ -59,6 +59,8 @@ class Work(NamedTuple):
     version: str
     usages: tuple[FakeUsage, ...]
     tags: dict[str, str] | None = None
+    resolved: float = 0.0
+    """The value of outcome ``resolved`` the run records (0: none)."""
 
 
 def U(prompt: int, completion: int, cached: int = 0) -> FakeUsage:
@@ -67,10 +69,18 @@ def U(prompt: int, completion: int, cached: int = 0) -> FakeUsage:
 
 # One run per line, in this order (so "newest first" is the reverse).
 WORK = (
-    Work("support", "alice", "chat", "v1", (U(1000, 200), U(1500, 300))),
+    Work("support", "alice", "chat", "v1", (U(1000, 200), U(1500, 300)), resolved=1.0),
     Work("support", "alice", "chat", "v2", (U(4000, 1000, cached=1000),)),
-    Work("support", "bob", "chat", "v2", (U(800, 100), U(800, 100), U(800, 100)), tags={"tenant": "acme"}),
-    Work("search", "carol", "lookup", "v1", (U(300, 50),)),
+    Work(
+        "support",
+        "bob",
+        "chat",
+        "v2",
+        (U(800, 100), U(800, 100), U(800, 100)),
+        tags={"tenant": "acme"},
+        resolved=2.0,
+    ),
+    Work("search", "carol", "lookup", "v1", (U(300, 50),), resolved=1.0),
     Work("search", "carol", "lookup", "v1", (U(600, 50),)),
 )
 
@@ -107,6 +117,8 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> str:
                         fake.respond(usage=usage)
                         client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
                         time.sleep(0.002)  # distinct start times: "in time order" is checkable
+                    if work.resolved:
+                        assert record_outcome("resolved", work.resolved, tracer_provider=rig.provider)
             rig.flush()
         finally:
             rig.close()
@@ -471,3 +483,32 @@ def test_budgets_show_spend_against_the_limit(ui: UIProcess, ledger: str, browse
     link = browser.find_element(By.LINK_TEXT, "JSON").get_attribute("href")
     assert link and json.loads(fetch(link)) == status
     screenshot(browser, "budgets")
+
+
+def test_cost_per_outcome_is_the_reports_and_its_download_the_clis(
+    ui: UIProcess, ledger: str, browser: WebDriver
+) -> None:
+    browser.get(ui.url + "/outcomes")
+    browser.find_element(By.NAME, "outcome").send_keys("resolved")
+    click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"), "outcome=resolved")
+    shown = {r["use case"]: r for r in rows(browser, "outcomes")}
+    cli_rows = {
+        r["use_case"]: r
+        for r in json.loads(cli(ledger, "report", "--per-outcome", "resolved", "--format", "json"))
+    }
+    for use_case in ("support", "search"):
+        works = [w for w in WORK if w.use_case == use_case]
+        row = shown[use_case]
+        per_outcome = sum(run_cost(w) for w in works) / sum(w.resolved for w in works)
+        assert_shows(row["cost per outcome"], per_outcome)
+        assert_shows(row["cost per outcome"], cli_rows[use_case]["cost_per_outcome_usd"])
+        assert row["with outcome"] == str(sum(1 for w in works if w.resolved))
+        assert row["without"] == str(sum(1 for w in works if not w.resolved))
+        assert_shows(row["cost without outcome"], sum(run_cost(w) for w in works if not w.resolved))
+    screenshot(browser, "outcomes")
+    for fmt in ("CSV", "JSON"):
+        link = browser.find_element(By.LINK_TEXT, fmt).get_attribute("href")
+        assert link
+        assert fetch(link) + "\n" == cli(
+            ledger, "report", "--per-outcome", "resolved", "--format", fmt.lower()
+        )

@@ -156,6 +156,17 @@ def budgets(store: Store, params: Params, root: str) -> Response:
     return _file("budgets", fmt, json.dumps(status_records(statuses), indent=2))
 
 
+def outcomes(store: Store, params: Params, root: str) -> Response:
+    """``report --per-outcome NAME --by BY --format json|csv`` with the page's filters."""
+    from ..report.outcomes import OUTCOME_GROUPINGS, format_outcomes, outcome_report
+
+    fmt = _fmt(params)
+    name = params.required("outcome")
+    by = params.choice("by", OUTCOME_GROUPINGS, "use-case")
+    report = outcome_report(store, params.filters.report_filter(), name, by)
+    return _file(f"cost-per-{by}-outcome", fmt, format_outcomes(report, name, by, fmt))
+
+
 Handler = Callable[[Store, Params, str], Response]
 
 API: Final[dict[str, tuple[Handler, tuple[str, ...]]]] = {
@@ -166,4 +177,5 @@ API: Final[dict[str, tuple[Handler, tuple[str, ...]]]] = {
     "/api/histogram": (histogram, ("format", "bins")),
     "/api/run": (run, ("format", "id")),
     "/api/budgets": (budgets, ("format",)),
+    "/api/outcomes": (outcomes, ("format", "outcome", "by")),
 }

@@ -22,6 +22,7 @@ NAV: Final = (
     ("/experiences", "Experiences"),
     ("/models", "Models"),
     ("/tags", "Tags"),
+    ("/outcomes", "Outcomes"),
     ("/budgets", "Budgets"),
 )
 

@@ -21,6 +21,7 @@ from .app import Response
 from .budget_page import budgets
 from .layout import Column, downloads, id_cell, table, when
 from .markup import Markup, el, join, text
+from .outcome_page import OUTCOME_PARAMS, outcomes
 from .panels import (
     TOP,
     cost_text,
@@ -245,4 +246,5 @@ PAGES: Final = {
     "/models": (_report_page("model", "Models", "/models"), ("limit",)),
     "/tags": (tags, ("key", "limit")),
     "/budgets": (budgets, ()),
+    "/outcomes": (outcomes, OUTCOME_PARAMS),
 }
