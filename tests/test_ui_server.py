@@ -143,6 +143,12 @@ def test_serve_ui_serves_the_dashboard_under_ui_beside_the_receiver(ledger: str)
         code, err = serve.terminate()
     assert code == 0
     assert "dashboard on http://127.0.0.1:" in err
+    with ServeProcess(ledger, "--ui", env={"OTEL_USECASE_TOKEN": TOKEN}) as serve:  # serve's token guards both
+        base = f"http://127.0.0.1:{serve.http_port}"
+        assert get(base + "/ui/")[0] == 401
+        assert get(base + "/ui/", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        code, err = serve.terminate()
+    assert TOKEN not in err
 
 
 PAGES = ("/", "/use-case?use_case=u", "/run?id=r0", "/users", "/experiences", "/models", "/budgets")
