@@ -365,6 +365,21 @@ def test_filters_are_the_url_and_the_url_reproduces_the_view(
     # a range with no calls (until an hour ago) shows nothing, not a wrong total
     browser.get(ui.url + "/?until=1h")
     assert figure(browser, "calls") == "0"
+    # experience and version combine
+    browser.get(ui.url + "/use-case?use_case=support&version=v2")
+    assert_shows(figure(browser, "total-cost"), run_cost(WORK[1]) + run_cost(WORK[2]))
+    assert figure(browser, "runs") == "2"
+    screenshot(browser, "filtered")
+
+
+def test_tag_filters_select_what_report_tag_selects(ui: UIProcess, ledger: str, browser: WebDriver) -> None:
+    run_id = report(ledger, "run", "--user", "bob")[0]["run_id"]
+    browser.get(ui.url + "/run?id=" + run_id)
+    facts = {
+        d.find_element(By.TAG_NAME, "dt").text: d.find_element(By.TAG_NAME, "dd").text
+        for d in browser.find_elements(By.CSS_SELECTOR, ".facts > div")
+    }
+    assert facts["tags"] == "tenant=acme"
     # a tag set by the app's scope: the report's --tag
     browser.get(ui.url + "/?tag=tenant=acme")
     assert_shows(figure(browser, "total-cost"), run_cost(WORK[2]))
@@ -378,11 +393,6 @@ def test_filters_are_the_url_and_the_url_reproduces_the_view(
     assert "=".join(HOSTILE_TAG) in [i.get_attribute("value") for i in browser.find_elements(By.NAME, "tag")]
     browser.get(ui.url + "/?" + urlencode({"tag": "tenant=nobody"}))
     assert figure(browser, "calls") == "0"
-    # experience and version combine
-    browser.get(ui.url + "/use-case?use_case=support&version=v2")
-    assert_shows(figure(browser, "total-cost"), run_cost(WORK[1]) + run_cost(WORK[2]))
-    assert figure(browser, "runs") == "2"
-    screenshot(browser, "filtered")
 
 
 def test_every_download_is_the_clis_output(ui: UIProcess, ledger: str, browser: WebDriver) -> None:
