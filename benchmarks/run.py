@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine  # noqa: E402
 
-BENCHMARKS = ("processor", "exporter", "receiver", "memory", "reports", "metrics", "budgets")
+BENCHMARKS = ("processor", "exporter", "receiver", "memory", "reports", "metrics", "budgets", "dashboard")
 _MARK = "@@BENCH-ROWS@@ "
 
 

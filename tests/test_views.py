@@ -6,12 +6,14 @@ Calls are written as the exporter writes them (``Store.write``), each with the c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from otel_usecase.report import views
-from otel_usecase.report.queries import build_report
+from otel_usecase.report.queries import GROUPINGS, build_report, report_rows
 from otel_usecase.store import ReportFilter, Store, open_store
 
 from .builders import a_call
@@ -135,3 +137,71 @@ def test_run_histogram_counts_complete_runs_and_marks_p50_p95(store: Store) -> N
     assert h.p95 == pytest.approx(costs[1] + (costs[2] - costs[1]) * 0.9)
     none = views.run_histogram(store, ReportFilter(use_case="nothing"))
     assert none == views.Histogram([], [], None, None, 0)
+
+
+class _LedgerOnly:
+    """The same store, its view queries told there are no rollups: they read the ledger."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def view_sql(self) -> object:
+        return self._store.view_sql()._replace(rollups=False)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+FILTERS = [
+    ReportFilter(),
+    ReportFilter(use_case="summarize"),
+    ReportFilter(user_id="alice"),
+    ReportFilter(experience_name="chat", since_ns=T0),
+    ReportFilter(since_ns=T0 + HOUR),  # whole hours: the rollups answer
+    ReportFilter(since_ns=T0 + 5, until_ns=T0 + DAY + 3),  # mid-hour: the ledger answers
+    ReportFilter(tags=(("tenant", "acme"),)),
+    ReportFilter(tags=(("tenant", "acme"),), since_ns=T0, until_ns=T0 + DAY),
+]
+
+
+def rounded(value: Any) -> Any:
+    """``value`` with every float to 12 significant digits: sums of the same costs in another order."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(rounded(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(rounded(v) for v in value)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return rounded(dataclasses.asdict(value))
+    return value
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=range(len(FILTERS)))
+def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: ReportFilter) -> None:
+    spend(store)
+    store.write([call(6, run="r5", at=T0 + 2 * HOUR + 7, tags={"tenant": "acme"}),
+                 call(7, run="r5", at=T0 + 3 * HOUR, tags={"tenant": "acme"})])  # fmt: skip
+    assert store.view_sql().rollups
+    ledger: Any = _LedgerOnly(store)
+
+    def same(view: Any, *args: Any) -> None:
+        assert rounded(view(store, filters, *args)) == rounded(view(ledger, filters, *args))
+
+    same(views.summary)
+    for bucket in ("hour", "day"):
+        for by in ("use-case", "user", "model"):
+            same(views.cost_series, bucket, by)
+    for order in ("newest", "cost"):
+        for limit, offset in ((50, 0), (1, 1), (2, 3)):
+            same(views.list_runs, order, limit, offset)
+    same(views.run_histogram, 3)
+    for by in GROUPINGS:  # the report (and top) too: the stores read the run rollup for the keys it keeps
+        from_rollups = rounded(report_rows(store, by, filters))
+        store._rollups = False  # type: ignore[attr-defined]
+        try:
+            assert from_rollups == rounded(report_rows(store, by, filters)), by
+        finally:
+            store._rollups = True  # type: ignore[attr-defined]

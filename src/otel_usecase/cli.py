@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .report.periods import PERIODS
 from .report.queries import (
     FORMATS,
     GROUPINGS,
@@ -17,10 +18,11 @@ from .report.queries import (
     parse_since,
     parse_tag_filters,
     render_report,
+    report_filter,
     run_calls,
     safe_text,
 )
-from .store import StoreError, default_store_url, open_store, parse_store_url
+from .store import Store, StoreError, default_store_url, open_store, parse_store_url
 
 __all__ = ["main"]
 
@@ -45,8 +47,11 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "--by",
         default="use-case",
         metavar="BY",
-        help=f"what one row is: {', '.join(GROUPINGS)} or tag:KEY (default use-case)",
+        help=f"what one row is: {', '.join(GROUPINGS)}, tag:KEY, or a calendar period: "
+        f"{', '.join(PERIODS)} (UTC unless --tz) (default use-case)",
     )
+    report.add_argument("--tz", metavar="ZONE", help="time zone of --by day|week|month, e.g. Europe/Paris")
+    report.add_argument("--limit", metavar="N", type=int, help="only the N most expensive rows")
     report.add_argument("--use-case", metavar="NAME", help="only this use case")
     report.add_argument(
         "--user", metavar="ID", help="only this user (the id the app gives; hashed as scopes hash it)"
@@ -76,6 +81,26 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     show.add_argument("run_id", metavar="ID")
     show.add_argument("--format", default="table", choices=("table", "json", "csv"))
     show.add_argument("--store", metavar="URL", help=store_help)
+    listing = runs_commands.add_parser("list", help="runs, newest first (the report's filters)")
+    listing.add_argument("--use-case", metavar="NAME", help="only this use case")
+    listing.add_argument("--user", metavar="ID", help="only this user (hashed as scopes hash it)")
+    listing.add_argument("--experience", metavar="NAME", help="only this experience (name)")
+    listing.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
+    listing.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help="only runs with this tag (repeatable)",
+    )
+    listing.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
+    listing.add_argument(
+        "--order", default="newest", choices=("newest", "cost"), help="newest (default) or cost"
+    )
+    listing.add_argument("--limit", metavar="N", type=int, default=50, help="runs per page (default 50)")
+    listing.add_argument("--offset", metavar="N", type=int, default=0, help="runs to skip (default 0)")
+    listing.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    listing.add_argument("--store", metavar="URL", help=store_help)
 
     prices = commands.add_parser("prices", help="the price that would be applied to a model, and its source")
     prices.add_argument("model", metavar="MODEL")
@@ -296,10 +321,11 @@ def _read(args: argparse.Namespace) -> int:
     """
     url = args.store or default_store_url()
     parse_store_url(url)  # a malformed URL or --since is a usage error (exit 2), before anything is opened
-    if args.command == "report":
+    if args.command == "report" or getattr(args, "runs_command", None) == "list":
         parse_since(args.since)
-        grouping(args.by)
         parse_tag_filters(args.tags)
+    if args.command == "report" and args.by not in PERIODS:
+        grouping(args.by)
     try:
         store = open_store(url, create=False)
     except StoreError as exc:
@@ -332,7 +358,11 @@ def _read(args: argparse.Namespace) -> int:
                 experience=args.experience,
                 version=args.use_case_version,
                 tags=args.tags,
+                limit=args.limit,
+                tz=args.tz,
             )
+        elif args.runs_command == "list":
+            text = _runs_list(store, args)
         else:
             calls = run_calls(store, args.run_id)
             if not calls:
@@ -357,6 +387,17 @@ def _read(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `otel-usecase report | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _runs_list(store: Store, args: argparse.Namespace) -> str:
+    """``runs list``: a page of :func:`~otel_usecase.report.views.list_runs` (what the dashboard lists)."""
+    from .report.runs_list import format_runs
+    from .report.views import list_runs
+
+    filters = report_filter(
+        args.use_case, args.since, args.user, args.experience, args.use_case_version, args.tags
+    )
+    return format_runs(list_runs(store, filters, args.order, args.limit, args.offset), args.format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,14 +46,17 @@ __all__ = [
     "cost_decimals",
     "format_report",
     "format_run",
+    "group_row",
     "grouping",
     "money",
     "parse_since",
     "parse_tag_filters",
     "render_report",
+    "report_filter",
     "report_rows",
     "run_calls",
     "safe_text",
+    "sort_rows",
 ]
 
 GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
@@ -215,6 +218,18 @@ def _filters(
     )
 
 
+def report_filter(
+    use_case: str | None = None,
+    since: str | None = None,
+    user: str | None = None,
+    experience: str | None = None,
+    version: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> ReportFilter:
+    """The store filter of the report options (``runs list`` takes the same)."""
+    return _filters(use_case, since, user, experience, version, tags)
+
+
 def build_report(
     store: Store,
     by: str = "use-case",
@@ -245,9 +260,14 @@ def report_rows(store: Store, by: str, filters: ReportFilter, *, limit: int | No
     if "run_id" in keys:  # one report row per run: nothing to aggregate (200k+ rows is common)
         result = [_run_row(r, keys) for r in store.run_totals(keys, filters)]
     else:
-        result = [_group_row(r, keys) for r in store.group_totals(keys, filters)]
-    result.sort(key=_sort_key)
+        result = [group_row(r, keys) for r in store.group_totals(keys, filters)]
+    result = sort_rows(result)
     return result if limit is None else result[:limit]
+
+
+def sort_rows(rows: Iterable[ReportRow]) -> list[ReportRow]:
+    """Most expensive first, unpriced last (as SQL's ``ORDER BY cost DESC``); ties in key order."""
+    return sorted(rows, key=_sort_key)
 
 
 _RUN_AT: Final = {name: i for i, name in enumerate(RUN_TOTALS)}
@@ -293,7 +313,8 @@ def _run_row(record: Sequence[Any], keys: tuple[str, ...]) -> ReportRow:
     )
 
 
-def _group_row(record: Sequence[Any], keys: tuple[str, ...]) -> ReportRow:
+def group_row(record: Sequence[Any], keys: tuple[str, ...]) -> ReportRow:
+    """The :class:`ReportRow` of a store's group record (``keys`` values, then GROUP_TOTALS)."""
     n = len(keys)
     totals = record[n:]
     at = _GROUP_AT
@@ -362,7 +383,7 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
     An unknown cost is JSON ``null`` / an empty CSV cell / ``unpriced`` in the
     table; ``cost_complete`` false marks a lower bound (``>= $...`` in the table).
     """
-    keys = grouping(by)
+    keys = _keys(by)
     fields = _fields(keys)
     if fmt == "json":
         # Compact: one call into json's C encoder (indent= falls back to the Python one).
@@ -380,6 +401,15 @@ def format_report(rows: Sequence[ReportRow], by: str, fmt: str = "table") -> str
     return _table(rows, keys)
 
 
+def _keys(by: str) -> tuple[str, ...]:
+    """The key columns of a report's rows: :func:`grouping`'s, or ``period`` (``--by day|week|month``)."""
+    from .periods import KEYS, PERIODS
+
+    if by in PERIODS:
+        return KEYS
+    return grouping(by)
+
+
 def render_report(
     store: Store,
     by: str = "use-case",
@@ -391,8 +421,11 @@ def render_report(
     experience: str | None = None,
     version: str | None = None,
     tags: Iterable[str] | None = None,
+    limit: int | None = None,
+    tz: str | None = None,
 ) -> str:
-    """The report as ``otel-usecase report`` prints it (filters as :func:`build_report`).
+    """The report as ``otel-usecase report`` prints it (filters as :func:`build_report`; ``limit``: the
+    most expensive groups only; ``by`` may also be ``day``, ``week``, ``month``, in time zone ``tz``).
 
     ``--by run --format json`` is one record per run, often 200k and more;
     building and encoding those in Python takes longer than the query itself, so
@@ -400,24 +433,24 @@ def render_report(
     in the same order and with the same fields as :func:`format_report`. Other
     reports go through :func:`build_report`.
     """
-    grouping(by)
+    from .periods import PERIODS, period_rows
+
+    if by not in PERIODS:
+        grouping(by)  # a bad --by is an error naming it
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "json" and by == "run":
-        text = store.runs_json(_filters(use_case, since, user, experience, version, tags))
+    if tz is not None and by not in PERIODS:
+        raise ReportError(f"--tz {tz!r} applies to --by {', '.join(PERIODS)} only, not --by {by!r}")
+    if limit is not None and limit < 1:
+        raise ReportError(f"--limit {limit!r} must be at least 1")
+    filters = _filters(use_case, since, user, experience, version, tags)
+    if by in PERIODS:
+        return format_report(period_rows(store, by, filters, tz, limit=limit), by, fmt)
+    if fmt == "json" and by == "run" and limit is None:
+        text = store.runs_json(filters)
         if text is not None:
             return text
-    rows = build_report(
-        store,
-        by,
-        use_case=use_case,
-        since=since,
-        user=user,
-        experience=experience,
-        version=version,
-        tags=tags,
-    )
-    return format_report(rows, by, fmt)
+    return format_report(report_rows(store, by, filters, limit=limit), by, fmt)
 
 
 # --- tables ------------------------------------------------------------------------------

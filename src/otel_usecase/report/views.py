@@ -13,13 +13,12 @@ usage, or only partly read).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple
 
 from ..cost import token_classes
 from ..store import ReportFilter, Store, rollup_sql
+from ..store.base import tags_of
 from ..store.totals import percentile
 from .queries import ReportError, ReportRow, report_rows
 
@@ -40,7 +39,6 @@ BUCKETS: Final[dict[str, int]] = {"hour": 3_600_000_000_000, "day": 86_400_000_0
 """Series bucket widths in ns (UTC: a day bucket starts at 00:00 UTC)."""
 
 _CLASSES: Final = tuple(c.name for c in token_classes.TOKEN_CLASSES)
-_NO_TAGS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class Summary(NamedTuple):
@@ -158,19 +156,6 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[R
     return report_rows(store, by, filters, limit=limit)
 
 
-def _tags(value: Any) -> Mapping[str, str]:
-    """A run's tags from the ledger's canonical JSON text; no tags (or unreadable text) is empty."""
-    if not value:
-        return _NO_TAGS
-    try:
-        parsed = json.loads(value)
-    except (TypeError, ValueError):
-        return _NO_TAGS
-    if not isinstance(parsed, dict):
-        return _NO_TAGS
-    return MappingProxyType({str(k): str(v) for k, v in parsed.items()})
-
-
 def list_runs(
     store: Store,
     filters: ReportFilter,
@@ -178,34 +163,73 @@ def list_runs(
     limit: int = 50,
     offset: int = 0,
 ) -> list[RunRow]:
-    """A page of runs: ``newest`` first (by their first call) or most expensive first (unknown cost last)."""
+    """A page of runs: ``newest`` (most recently active first: by their latest call) or most expensive
+    first (unknown cost last); ties by use case then run id."""
     if order not in ("newest", "cost"):
         raise ReportError(f"order {order!r} is not one of newest, cost")
     if limit < 1 or offset < 0:
         raise ReportError(f"limit {limit!r} must be at least 1 and offset {offset!r} at least 0")
-    rows = store.query(*rollup_sql.runs_sql(store.view_sql(), filters, order, limit, offset))
+    view = store.view_sql()
+    if order == "newest":
+        page = _latest_runs(store, view, filters, limit, offset)
+        if page is not None:
+            return page
+    else:
+        dearest = rollup_sql.dearest_runs_sql(view, filters, limit, offset)
+        if dearest is not None:
+            return _runs_of(store, view, filters, [(u, r) for u, r in store.query(*dearest)])
+    rows = store.query(*rollup_sql.runs_sql(view, filters, order, limit, offset))
+    return [_run_row(row) for row in rows]
+
+
+def _latest_runs(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, limit: int, offset: int
+) -> list[RunRow] | None:
+    """The newest page through the run rollup's ``last_ns`` index: the latest cells until enough distinct
+    runs, then those runs' totals (a few hundred rows read, not every run). None: the rollup cannot answer."""
+    wanted = limit + offset
+    cells = wanted * 2
+    while True:
+        query = rollup_sql.latest_runs_sql(view, filters, cells)
+        if query is None:
+            return None
+        found = store.query(*query)
+        runs = list(dict.fromkeys((row[0], row[1]) for row in found))
+        if len(runs) >= wanted or len(found) < cells:
+            break
+        cells *= 4
+    return _runs_of(store, view, filters, runs[offset:wanted])
+
+
+def _runs_of(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, page: Sequence[tuple[str, str]]
+) -> list[RunRow]:
+    """The :class:`RunRow` of each (use case, run id) of ``page``, in that order, from the run rollup."""
+    if not page:
+        return []
+    rows = store.query(*rollup_sql.runs_of_sql(view, filters, sorted({run_id for _, run_id in page})))
+    by_run = {(row[0], row[1]): row for row in rows}
+    return [_run_row(by_run[run]) for run in page if run in by_run]
+
+
+def _run_row(row: Sequence[Any]) -> RunRow:
     n = len(_CLASSES)
-    result = []
-    for row in rows:
-        use_case, run_id, start, end, user, exp_name, exp_id, version, tags, calls = row[:10]
-        result.append(
-            RunRow(
-                use_case=use_case,
-                run_id=run_id,
-                start_ns=int(start),
-                end_ns=int(end),
-                user_id=user,
-                experience_name=exp_name,
-                experience_id=exp_id,
-                use_case_version=version,
-                tags=_tags(tags),
-                calls=int(calls),
-                tokens=_tokens(row[10 : 10 + n]),
-                cost_usd=_number(row[10 + n]),
-                cost_complete=int(row[11 + n] or 0) == 0,
-            )
-        )
-    return result
+    use_case, run_id, start, end, user, exp_name, exp_id, version, tags, calls = row[:10]
+    return RunRow(
+        use_case=use_case,
+        run_id=run_id,
+        start_ns=int(start),
+        end_ns=int(end),
+        user_id=user,
+        experience_name=exp_name,
+        experience_id=exp_id,
+        use_case_version=version,
+        tags=tags_of(tags),
+        calls=int(calls),
+        tokens=_tokens(row[10 : 10 + n]),
+        cost_usd=_number(row[10 + n]),
+        cost_complete=int(row[11 + n] or 0) == 0,
+    )
 
 
 def run_histogram(store: Store, filters: ReportFilter, bins: int = 20) -> Histogram:

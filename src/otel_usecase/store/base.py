@@ -85,13 +85,15 @@ __all__ = [
     "tags_json",
     "tags_of",
     "upgrade_statements",
+    "upsert_rows_sql",
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
-and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column."""
+and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
+5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -473,10 +475,15 @@ def upsert_sql(placeholder: str, rows: int = 1) -> str:
     per statement. SQLite takes many rows per statement, see ``SQLiteStore.write``.)
     """
     row = "(" + ", ".join([placeholder] * len(COLUMNS)) + ")"
-    values = ", ".join([row] * rows)
+    return upsert_rows_sql("VALUES " + ", ".join([row] * rows))
+
+
+def upsert_rows_sql(rows: str) -> str:
+    """:func:`upsert_sql` of the rows of ``rows`` (``VALUES ...`` or a ``SELECT`` of the ledger's columns):
+    PostgreSQL sends a whole batch as one ``SELECT * FROM unnest(...)``, one statement per batch."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED_ON_BETTER_COPY)
     return (
-        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES {values} "
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) {rows} "
         f"ON CONFLICT (trace_id, span_id) DO UPDATE SET {updates} "
         f"WHERE {_completeness(TABLE)} < {_completeness('excluded')}"
     )
@@ -782,6 +789,7 @@ def migrate(
     types: Mapping[str, str],
     create: bool,
     store: str,
+    dialect: str = "sqlite",
 ) -> frozenset[str]:
     """Bring a store's schema to :data:`SCHEMA_VERSION`, or check a reader can read it; the ledger's columns.
 
@@ -801,8 +809,12 @@ def migrate(
     * Otherwise the tables are created if missing; an older ledger (a ledger without
       a version row counts as version 1) gets :data:`UPGRADES` from its version on,
       then every missing :data:`LEDGER` column (:func:`missing_column_statements`),
-      then the version row and :data:`INDEXES`.
+      then the version row and :data:`INDEXES`, then the rollups of ``dialect`` (``sqlite``,
+      ``postgresql``) with their triggers, filled from the ledger when it predates them
+      (:func:`.rollup_sql.ddl`; the triggers first, so that no write is missed or counted twice).
     """
+    from . import rollup_sql  # imports this module
+
     has_meta, has_ledger = META_TABLE in tables, TABLE in tables
     version: int | None = None
     if has_meta:
@@ -837,7 +849,14 @@ def migrate(
     )
     for statement in INDEXES:
         execute(statement, ())
+    backfill = has_ledger and (version is None or version < _ROLLUPS_SINCE)
+    for statement in rollup_sql.ddl(dialect, backfill=backfill):
+        execute(statement, ())
     return frozenset(COLUMNS)
+
+
+_ROLLUPS_SINCE: Final = 5
+"""The schema version that brought the rollups: a ledger of an older one is rolled up by the migration."""
 
 
 _URL_PASSWORD: Final = re.compile(

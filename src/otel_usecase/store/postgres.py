@@ -59,6 +59,7 @@ from ..cost.call import Call
 from . import alert_sql, postgres_reports, totals
 from .base import (
     COLUMNS,
+    LEDGER,
     META_TABLE,
     TABLE,
     RejectedCall,
@@ -76,10 +77,10 @@ from .base import (
     redact_url,
     register_fork_hooks,
     row_of,
-    upsert_sql,
+    upsert_rows_sql,
     write_isolating,
 )
-from .rollup_sql import ViewSQL
+from .rollup_sql import HOUR_ROLLUP, RUN_ROLLUP, ViewSQL
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -268,6 +269,27 @@ def _key(row: tuple[Any, ...]) -> tuple[str, str]:
     return row[0], row[1]
 
 
+_BATCH_UPSERT: Final = upsert_rows_sql(
+    "SELECT * FROM unnest(" + ", ".join(f"%s::{_TYPES[kind]}[]" for _, kind, _ in LEDGER) + ")"
+)
+"""A whole batch in one statement: one array parameter per ledger column."""
+
+
+def _most_complete(calls: Sequence[Call]) -> Sequence[Call]:
+    """``calls`` with one copy per (trace id, span id): the most complete, the first of equals."""
+    if len({(c.trace_id, c.span_id) for c in calls}) == len(calls):
+        return calls
+    from ..cost.dedup import completeness
+
+    kept: dict[tuple[str, str], Call] = {}
+    for call in calls:
+        key = (call.trace_id, call.span_id)
+        held = kept.get(key)
+        if held is None or completeness(held) < completeness(call):
+            kept[key] = call
+    return list(kept.values())
+
+
 @lru_cache(maxsize=1)
 def _number_loader() -> type[Any]:
     """A loader giving ``numeric`` results as ``int`` (or ``float``), as SQLite's sums are."""
@@ -361,7 +383,6 @@ class PostgresStore:
         self.url = redact_url(conninfo)
         """The store URL without its password (it is printed in logs and reports)."""
         self._connect_options = self._defaults(conninfo, connect_timeout)
-        self._insert = upsert_sql("%s")
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
@@ -371,6 +392,8 @@ class PostgresStore:
         """The ledger's columns (fewer for a reader of an older ledger, see :func:`.base.migrate`)."""
         self._marked: set[str] = set()
         """Token classes this store's writes have marked since it connected (:func:`.base.classes_to_mark`)."""
+        self._rollups = False
+        """Whether the database has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
             self._columns = self._run("open", self._migrate)
@@ -498,7 +521,7 @@ class PostgresStore:
                 cur.execute(translate_placeholders(sql), tuple(params))
                 return cur.fetchall() if cur.description is not None else []
 
-            return migrate(
+            columns = migrate(
                 execute,
                 tables={name for name, there in ((META_TABLE, has_meta), (TABLE, has_ledger)) if there},
                 columns=lambda: [
@@ -512,7 +535,12 @@ class PostgresStore:
                 types=_TYPES,
                 create=self._create,
                 store=f"PostgreSQL store {self.url}",
+                dialect="postgresql",
             )
+            cur.execute(f"SELECT to_regclass('{RUN_ROLLUP}') IS NOT NULL")
+            rolled = cur.fetchone()
+            self._rollups = bool(rolled and rolled[0])
+            return columns
 
     # the Store protocol
 
@@ -530,8 +558,14 @@ class PostgresStore:
             return write_isolating(calls, self._write_batch)
 
     def _write_batch(self, calls: Sequence[Call]) -> None:
-        """Upsert ``calls`` in one transaction, in key order (see the module docstring: no deadlocks)."""
-        rows = sorted((_clean(row_of(c)) for c in calls), key=_key)
+        """Upsert ``calls`` in one statement, in key order (see the module docstring: no deadlocks).
+
+        One ``INSERT ... SELECT * FROM unnest(<one array per column>)``: the rollup triggers
+        (:mod:`.rollup_sql`) then run once per batch, not once per call. A statement may not
+        update one row twice, so of several copies of one call in a batch only the most complete
+        (the first of equals) is sent, which is what upserting them one by one would have kept.
+        """
+        rows = sorted((_clean(row_of(c)) for c in _most_complete(calls)), key=_key)
         flat = tuple(chain.from_iterable(rows))
         if not plausible(flat):
             raise Unstorable("a token count or cost out of the ledger's range")
@@ -551,7 +585,7 @@ class PostgresStore:
                     cur.execute(_WRITE_LIMITS)
                     if marking is not None:
                         cur.execute(*marking)
-                    cur.executemany(self._insert, rows)
+                    cur.execute(_BATCH_UPSERT, [list(column) for column in zip(*rows)])
             finally:
                 watchdog.cancel()
 
@@ -562,10 +596,14 @@ class PostgresStore:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
         statement = translate_placeholders(sql)
         args = tuple(params)
+        ledger_report = RUN_ROLLUP not in sql and HOUR_ROLLUP not in sql
 
         def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             with conn.transaction(), conn.cursor() as cur:
-                _tune_report(cur)
+                if ledger_report:  # the rollups are small tables the planner plans well as they are
+                    _tune_report(cur)
+                else:
+                    cur.execute("SET LOCAL jit = off")
                 cur.execute(statement, args)
                 return cur.fetchall() if cur.description is not None else []
 
@@ -649,6 +687,7 @@ class PostgresStore:
                     postgres_reports.TOKEN_SUM,
                     summed,
                     tag_value=postgres_reports.tag_value(summed),
+                    rollups="postgresql" if self._rollups else None,
                 )
             ),
         )
@@ -657,7 +696,9 @@ class PostgresStore:
         return totals.with_summed(
             self.query,
             self._columns,
-            lambda summed: postgres_reports.group_totals(self.query, keys, filters, summed),
+            lambda summed: postgres_reports.group_totals(
+                self.query, keys, filters, summed, rollups=self._rollups
+            ),
         )
 
     def runs_json(self, filters: ReportFilter) -> str | None:
@@ -677,7 +718,13 @@ class PostgresStore:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def view_sql(self) -> ViewSQL:
-        return ViewSQL("postgresql", postgres_reports.TOKEN_SUM, self._columns)
+        return ViewSQL(
+            "postgresql",
+            postgres_reports.TOKEN_SUM,
+            self._columns,
+            self._rollups,
+            postgres_reports.tag_value(self._columns),
+        )
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""
@@ -951,3 +998,6 @@ def _tune_report(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'")
     cur.execute("SET LOCAL enable_hashagg = off")
     cur.execute("SET LOCAL enable_seqscan = off")
+    # With seqscan "off", every plan costs 1e10 and PostgreSQL JIT-compiles it: 0.3-0.5 s per query
+    # (measured), more than most of these queries take to run.
+    cur.execute("SET LOCAL jit = off")

@@ -53,7 +53,12 @@ _SAMPLE_PAGES: Final = 100
 
 
 def group_totals(
-    query: Query, keys: Sequence[str], filters: ReportFilter, present: Collection[str]
+    query: Query,
+    keys: Sequence[str],
+    filters: ReportFilter,
+    present: Collection[str],
+    *,
+    rollups: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Groups of runs with their p50 / p95 run cost computed by PostgreSQL (``percentile_cont``).
 
@@ -63,7 +68,13 @@ def group_totals(
     not known and complete are left out of the per-run figures as NULLs.
     """
     per_run, params = totals.run_totals_sql(
-        keys, filters, TOKEN_SUM, present, zeros=False, tag_value=tag_value(present)
+        keys,
+        filters,
+        TOKEN_SUM,
+        present,
+        zeros=False,
+        tag_value=tag_value(present),
+        rollups="postgresql" if rollups else None,
     )
     zeros = totals.zero_columns(present)  # not summed: 0, and not in the runs (see run_totals_sql)
     key_cols = ", ".join(totals.key_names(keys))

@@ -217,8 +217,13 @@ def run_totals_sql(
     *,
     zeros: bool = True,
     tag_value: TagValue | None = None,
+    rollups: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The query of :meth:`~otel_usecase.store.base.Store.run_totals`: the ``keys``, then the run's totals.
+
+    ``rollups``: the store's dialect when it has them (``sqlite+pending`` while rows are pending); they are
+    read instead of the ledger when they hold the answer exactly (:func:`.rollup_sql.run_totals_sql`: keys
+    a run has, whole-hour windows).
 
     Grouped by ``run_id`` first: the ledger's covering index is ordered by
     (run_id, use_case), so the database streams over it without sorting. With
@@ -226,6 +231,21 @@ def run_totals_sql(
     out instead of selected as 0 (for a store that aggregates the runs further:
     9 columns fewer per run; :func:`with_zeros` puts them back in its groups).
     """
+    if rollups:
+        from . import rollup_sql  # imports this module
+
+        found = rollup_sql.run_totals_sql(
+            keys,
+            filters,
+            token_sum,
+            present,
+            zeros=zeros,
+            tag_value=tag_value,
+            dialect=rollups.removesuffix("+pending"),
+            pending=rollups.endswith("+pending"),
+        )
+        if found is not None:
+            return found
     clause, where_params = where(filters, tag_value)
     key_select, params, grouped = key_columns(keys, present, tag_value)
     params.extend(where_params)

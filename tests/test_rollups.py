@@ -1,0 +1,325 @@
+"""The rollups stay equal to the ledger: after inserts, a better copy replacing a call, ``reprice``,
+two processes writing at once, and the migration that creates them, on SQLite and real PostgreSQL.
+
+Each check recomputes every rollup row in Python from the ledger's rows (not with the store's SQL), and
+the totals from published prices (gpt-4o-mini: $0.15/M input, $0.60/M output).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otel_usecase.cost.call import STATUS_PARTIAL
+from otel_usecase.cost.prices import PriceBook
+from otel_usecase.cost.reprice import reprice
+from otel_usecase.report import views
+from otel_usecase.report.queries import build_report
+from otel_usecase.store import ReportFilter, Store, StoreUnavailable, open_store
+from otel_usecase.store.base import COLUMNS, TABLE, TOKEN_COLUMNS, row_of
+
+from .builders import a_call
+from .expect import mini_cost
+
+HOUR = 3_600_000_000_000
+T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
+ROOT = Path(__file__).resolve().parent.parent
+
+HOUR_KEYS = ("use_case", "use_case_version", "experience_name", "provider", "model", "step", "cost_source")
+RUN_KEYS = ("user_id", "experience_name", "experience_id", "use_case_version")
+MEASURES = ("calls", *TOKEN_COLUMNS, "cost_calls", "unpriced_calls", "no_usage_calls", "partial_calls",
+            "error_calls")  # fmt: skip
+
+
+def _run_keys() -> tuple[str, ...]:
+    return RUN_KEYS + (("tags",) if "tags" in COLUMNS else ())
+
+
+def expected_rollups(
+    store: Store,
+) -> tuple[dict[tuple[Any, ...], list[Any]], dict[tuple[Any, ...], list[Any]]]:
+    """Both rollups computed here from the ledger's rows: {key: [*counts, cost]} and {key: [..., first, last, end]}."""
+    at = {c: i for i, c in enumerate(COLUMNS)}
+    hours: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * len(MEASURES) + [0.0])
+    runs: dict[tuple[Any, ...], list[Any]] = defaultdict(
+        lambda: [0] * len(MEASURES) + [0.0, None, None, None]
+    )
+    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
+        hour = row[at["start_ns"]] // HOUR * HOUR
+        cost = row[at["cost_usd"]]
+        status = row[at["status"]]
+        counts = [
+            1,
+            *(row[at[c]] or 0 for c in TOKEN_COLUMNS),
+            int(cost is not None),
+            int(status == "unpriced"),
+            int(status == "no_usage"),
+            int(status == "partial"),
+            row[at["error"]],
+        ]
+        cells = [
+            hours[(hour, *(row[at[k]] for k in HOUR_KEYS))],
+            runs[(row[at["use_case"]], row[at["run_id"]], hour, *(row[at[k]] for k in _run_keys()))],
+        ]
+        for cell in cells:
+            for i, n in enumerate(counts):
+                cell[i] += n
+            cell[len(MEASURES)] += cost or 0.0
+        run = cells[1]
+        start, end = row[at["start_ns"]], row[at["end_ns"]]
+        first = len(MEASURES) + 1
+        run[first] = start if run[first] is None else min(run[first], start)
+        run[first + 1] = start if run[first + 1] is None else max(run[first + 1], start)
+        run[first + 2] = end if run[first + 2] is None else max(run[first + 2], end)
+    return dict(hours), dict(runs)
+
+
+def stored_rollups(store: Store) -> tuple[dict[tuple[Any, ...], list[Any]], dict[tuple[Any, ...], list[Any]]]:
+    measures = ", ".join(MEASURES)
+    hour_keys = ("hour_ns", *HOUR_KEYS)
+    run_keys = ("use_case", "run_id", "hour_ns", *_run_keys())
+    hours = {
+        tuple(r[: len(hour_keys)]): list(r[len(hour_keys) :])
+        for r in store.query(
+            f"SELECT {', '.join(hour_keys)}, {measures}, cost_usd FROM usecase_hour_rollup WHERE calls <> 0"
+        )
+    }
+    runs = {
+        tuple(r[: len(run_keys)]): list(r[len(run_keys) :])
+        for r in store.query(
+            f"SELECT {', '.join(run_keys)}, {measures}, cost_usd, first_ns, last_ns, end_ns "
+            "FROM usecase_run_rollup"
+        )
+    }
+    return hours, runs
+
+
+def assert_rollups_match_ledger(store: Store) -> None:
+    if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
+        store.fold()
+    want_hours, want_runs = expected_rollups(store)
+    got_hours, got_runs = stored_rollups(store)
+    assert set(got_hours) == set(want_hours)
+    assert set(got_runs) == set(want_runs)
+    cost_at = len(MEASURES)
+    for got, want in [*((got_hours[k], want_hours[k]) for k in want_hours),
+                      *((got_runs[k], want_runs[k]) for k in want_runs)]:  # fmt: skip
+        assert got[:cost_at] == want[:cost_at]  # counts and tokens: exactly
+        assert got[cost_at] == pytest.approx(want[cost_at], rel=1e-9, abs=1e-12)
+        assert got[cost_at + 1 :] == want[cost_at + 1 :]  # first, last, end of a run cell
+
+
+@pytest.fixture
+def store(sqlite_or_postgres: str) -> Iterator[Store]:
+    opened = open_store(sqlite_or_postgres)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def call(n: int, **fields: Any) -> Any:
+    prompt, completion = fields.pop("usage", (100, 50))
+    fields.setdefault("cost_usd", mini_cost(prompt, completion))
+    return a_call(trace_id=f"{n:032x}", span_id=f"{n:016x}", tokens={"input": prompt, "output": completion},
+                  **{"start_ns": T0 + n, "end_ns": T0 + n + 10, "run_id": f"run-{n % 3}", **fields})  # fmt: skip
+
+
+def test_rollups_equal_the_ledger_through_replacements_and_reprice(store: Store) -> None:
+    store = _strict(store)
+    store.write(
+        [call(n, user_id=f"u{n % 2}", step=f"s{n % 4}", start_ns=T0 + n * HOUR // 3) for n in range(12)]
+    )
+    store.write([call(20, error=1, status="unpriced", cost_usd=None, model="mystery-1")])
+    assert_rollups_match_ledger(store)
+
+    # A partial copy first, then (next batch) the complete one: the second instrumentation of the same request.
+    store.write([call(30, usage=(100, 0), status=STATUS_PARTIAL, cost_usd=mini_cost(100, 0), step="early")])
+    assert_rollups_match_ledger(store)
+    store.write([call(30, usage=(100, 40), step="late", start_ns=T0 + 5 * HOUR, end_ns=T0 + 5 * HOUR + 9)])
+    # Two copies in one batch: the more complete one is kept, once.
+    store.write(
+        [call(31, usage=(7, 0), status=STATUS_PARTIAL, cost_usd=mini_cost(7, 0)), call(31, usage=(7, 3))]
+    )
+    assert_rollups_match_ledger(store)
+    hours, _ = stored_rollups(store)
+    assert sum(cell[0] for cell in hours.values()) == 15
+    assert sum(cell[len(MEASURES)] for cell in hours.values()) == pytest.approx(
+        12 * mini_cost(100, 50) + mini_cost(100, 40) + mini_cost(7, 3)
+    )
+
+    # Stored with a stale price: reprice puts gpt-4o-mini's published price back, the rollups follow.
+    store.write([call(40 + n, cost_usd=0.5, run_id="stale") for n in range(5)])
+    summary = reprice(store, PriceBook())
+    assert summary.changed >= 5  # (the others gain genai-prices' price source and context)
+    assert_rollups_match_ledger(store)
+    _, runs = stored_rollups(store)
+    stale = [cell for key, cell in runs.items() if key[1] == "stale"]
+    assert sum(cell[len(MEASURES)] for cell in stale) == pytest.approx(5 * mini_cost(100, 50))
+    assert sum(cell[len(MEASURES)] for cell in runs.values()) == pytest.approx(
+        17 * mini_cost(100, 50) + mini_cost(100, 40) + mini_cost(7, 3)
+    )
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from otel_usecase.store import open_store
+    from otel_usecase.cost.call import STATUS_PARTIAL
+    from tests.builders import a_call
+    from tests.expect import mini_cost
+
+    url, me = sys.argv[1], int(sys.argv[2])
+    T0, HOUR = 1_767_225_600 * 10**9, 3_600_000_000_000
+    store = open_store(url)
+    try:
+        for batch in range(40):
+            calls = []
+            for i in range(50):
+                n = batch * 50 + i
+                complete = (n + me) % 2 == 0  # each call written by both; one copy partial, the other complete
+                calls.append(a_call(
+                    trace_id=f"{n:032x}", span_id=f"{n:016x}", start_ns=T0 + n * HOUR // 500,
+                    end_ns=T0 + n * HOUR // 500 + 5, run_id=f"run-{n % 7}", user_id=f"u{n % 3}",
+                    step=f"s{n % 5}", tokens={"input": 100, "output": 50 if complete else 0},
+                    cost_usd=mini_cost(100, 50 if complete else 0),
+                    status="priced" if complete else STATUS_PARTIAL,
+                ))
+            written = False
+            while not written:
+                try:
+                    store.write(calls)
+                    written = True
+                except Exception as exc:  # StoreUnavailable: busy; try again, as the exporter does
+                    if "unavailable" not in type(exc).__name__.lower():
+                        raise
+    finally:
+        store.close()
+    """
+)
+
+
+def test_two_processes_writing_the_same_runs_at_once_keep_the_rollups_exact(store: Store) -> None:
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, store.url, str(me)], cwd=ROOT) for me in (0, 1)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=600) == 0
+    assert_rollups_match_ledger(store)
+    hours, runs = stored_rollups(store)
+    assert sum(cell[0] for cell in hours.values()) == 2000  # each call once, whichever process wrote it
+    assert sum(cell[len(MEASURES)] for cell in runs.values()) == pytest.approx(2000 * mini_cost(100, 50))
+    assert (
+        sum(cell[MEASURES.index("partial_calls")] for cell in hours.values()) == 0
+    )  # the complete copies won
+
+
+def test_the_migration_rolls_up_a_ledger_written_before_the_rollups(sqlite_or_postgres: str) -> None:
+    on = " ON usecase_calls" if not sqlite_or_postgres.startswith("sqlite") else ""
+    open_store(sqlite_or_postgres).close()
+    _execute(  # what an otel-usecase of schema 4 left: no rollups, and calls written there
+        sqlite_or_postgres,
+        [
+            f"DROP TRIGGER usecase_calls_rollup_insert{on}",
+            f"DROP TRIGGER usecase_calls_rollup_update{on}",
+            "DROP TABLE usecase_hour_rollup",
+            "DROP TABLE usecase_run_rollup",
+            "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
+        ],
+        [call(n, start_ns=T0 + n * HOUR // 2) for n in range(9)],
+    )
+    reader = open_store(sqlite_or_postgres, create=False)  # a report reads an old ledger as it is
+    try:
+        assert not reader.view_sql().rollups
+    finally:
+        reader.close()
+    store = open_store(sqlite_or_postgres)  # a writer upgrades it: rollups created and filled
+    try:
+        assert store.view_sql().rollups
+        assert_rollups_match_ledger(store)
+        store.write([call(n, start_ns=T0 + n * HOUR // 2) for n in range(5, 15)])
+        assert_rollups_match_ledger(store)
+        hours, _ = stored_rollups(store)
+        assert sum(cell[0] for cell in hours.values()) == 15
+    finally:
+        store.close()
+
+
+def test_rows_written_past_the_store_count_at_once_and_are_folded_by_its_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'costs.db'}"
+    store: Any = open_store(url)
+    try:
+        store.write([call(1, start_ns=T0)])
+        store.fold()
+        _execute(
+            url, [], [call(2, start_ns=T0 + HOUR), call(3, start_ns=T0 + 2 * HOUR)]
+        )  # plain SQL: set aside
+        fold = store.fold
+
+        def cannot_fold() -> None:
+            raise StoreUnavailable("a read-only file, say")
+
+        monkeypatch.setattr(store, "fold", cannot_fold)
+        assert store.view_sql().pending  # so every query adds the pending rows to the rollups
+        pending = [views.summary(store, ReportFilter()), views.list_runs(store, ReportFilter()),
+                   views.cost_series(store, ReportFilter(), "hour"), views.run_histogram(store, ReportFilter()),
+                   build_report(store, "user"), build_report(store, "run")]  # fmt: skip
+        assert (pending[0].calls, pending[0].runs) == (3, 3)
+        assert pending[0].cost_usd == pytest.approx(3 * mini_cost(100, 50))
+        assert [r.run_id for r in pending[1]] == ["run-0", "run-2", "run-1"]  # newest first
+        assert store.query("SELECT COUNT(*) FROM usecase_rollup_pending") == [(2,)]
+        monkeypatch.setattr(store, "fold", fold)
+        assert not store.view_sql().pending  # a store that can write folds them first
+        assert store.query("SELECT COUNT(*) FROM usecase_rollup_pending") == [(0,)]
+        folded = [views.summary(store, ReportFilter()), views.list_runs(store, ReportFilter()),
+                  views.cost_series(store, ReportFilter(), "hour"), views.run_histogram(store, ReportFilter()),
+                  build_report(store, "user"), build_report(store, "run")]  # fmt: skip
+        assert folded == pending
+        assert_rollups_match_ledger(store)
+    finally:
+        store.close()
+
+
+class _Strict:
+    """A store whose ``write`` fails the test when a call is rejected (a trigger error would reject it)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def write(self, calls: Any) -> None:
+        assert self._store.write(calls) == []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _strict(store: Store) -> Any:
+    return _Strict(store)
+
+
+def _execute(url: str, statements: list[str], calls: list[Any]) -> None:
+    """DDL and rows past the store (as an older version, or another program, would write them)."""
+    insert = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['?'] * len(COLUMNS))})"
+    rows = [row_of(c) for c in calls]
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.executemany(insert, rows)
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.cursor().executemany(insert.replace("?", "%s"), rows)
