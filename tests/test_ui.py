@@ -415,6 +415,14 @@ def test_every_download_is_the_clis_output(ui: UIProcess, ledger: str, browser: 
     assert fetch(csv_link) + "\n" == cli(
         ledger, "report", "--by", "user", "--experience", "lookup", "--format", "csv"
     )
+    # a use case's runs: runs list
+    browser.get(ui.url + "/use-case?use_case=support")
+    for fmt in ("CSV", "JSON"):
+        link = browser.find_element(By.XPATH, f"//table[@id='runs']/ancestor::section//a[text()='{fmt}']")
+        href = link.get_attribute("href")
+        assert href
+        expected = cli(ledger, "runs", "list", "--use-case", "support", "--format", fmt.lower())
+        assert fetch(href) + "\n" == expected
     # one run's calls: runs show
     run_id = report(ledger, "run", "--user", "bob")[0]["run_id"]
     browser.get(ui.url + "/run?id=" + run_id)

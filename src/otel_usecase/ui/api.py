@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ..report import views
 from ..report.queries import format_report, format_run, grouping, report_rows, run_calls
+from ..report.runs_list import format_runs
 from ..report.text import csv_cell
 from ..store import Store
 from .app import CSV, JSON, Response
@@ -86,38 +87,14 @@ def report(store: Store, params: Params, root: str) -> Response:
     return _file(f"report-by-{by}", fmt, format_report(report_rows(store, by, filters, limit=limit), by, fmt))
 
 
-_RUN_FIELDS: Final = (
-    "use_case",
-    "run_id",
-    "start_ns",
-    "end_ns",
-    "user_id",
-    "experience_name",
-    "experience_id",
-    "use_case_version",
-    "tags",
-    "calls",
-    "tokens",
-    "cost_usd",
-    "cost_complete",
-)
-
-
 def runs(store: Store, params: Params, root: str) -> Response:
+    """``runs list --order O --limit N --offset K --format json|csv`` with the page's filters."""
     fmt = _fmt(params)
     order = params.choice("order", ("newest", "cost"), "newest")
     limit = params.number("limit", 50, 1, 10_000)
     offset = params.number("offset", 0, 0, 10**12)
     rows = views.list_runs(store, params.filters.report_filter(), order, limit, offset)  # type: ignore[arg-type]
-    records = [
-        {
-            **r._asdict(),
-            "tags": dict(r.tags) if fmt == "json" else json.dumps(dict(r.tags), ensure_ascii=False),
-            "tokens": r.tokens if fmt == "json" else json.dumps(r.tokens),
-        }
-        for r in rows
-    ]
-    return _file("runs", fmt, _records(_RUN_FIELDS, records, fmt))
+    return _file("runs", fmt, format_runs(rows, fmt))
 
 
 def histogram(store: Store, params: Params, root: str) -> Response:
