@@ -143,7 +143,8 @@ def test_serve_ui_serves_the_dashboard_under_ui_beside_the_receiver(ledger: str)
         code, err = serve.terminate()
     assert code == 0
     assert "dashboard on http://127.0.0.1:" in err
-    with ServeProcess(ledger, "--ui", env={"OTEL_USECASE_TOKEN": TOKEN}) as serve:  # serve's token guards both
+    # serve's token guards the receiver and the dashboard alike
+    with ServeProcess(ledger, "--ui", env={"OTEL_USECASE_TOKEN": TOKEN}) as serve:
         base = f"http://127.0.0.1:{serve.http_port}"
         assert get(base + "/ui/")[0] == 401
         assert get(base + "/ui/", {"Authorization": f"Bearer {TOKEN}"})[0] == 200

@@ -32,9 +32,6 @@ class Markup(str):
     __slots__ = ()
 
 
-Child = "Markup | str | int | float | None | Iterable[Child]"
-
-
 def raw(fixed: str) -> Markup:
     """A fixed HTML fragment written in this package's code (never data)."""
     return Markup(fixed)
