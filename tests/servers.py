@@ -12,7 +12,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 BIN = Path(sys.executable).parent
 
@@ -194,3 +194,45 @@ class RotelProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self._log_file.close()
+
+
+class UIProcess:
+    """``otel-usecase ui`` as a real subprocess on a free loopback port (stopped by SIGTERM to its PID)."""
+
+    def __init__(self, store_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.store_url = store_url
+        self.port = free_port()
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self.proc = subprocess.Popen(
+            [str(BIN / "otel-usecase"), "ui", "--store", self.store_url, "--listen", f"127.0.0.1:{self.port}",
+             *self.extra],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def terminate(self, timeout: float = 30) -> tuple[int, str]:
+        """SIGTERM and wait; returns (exit code, stderr)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate(timeout=10)

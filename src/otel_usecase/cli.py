@@ -157,6 +157,21 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
         "the store takes one writer at a time; raise it only for a store with a slow network round trip)",
     )
 
+    serve.add_argument(
+        "--ui", action="store_true", help="also serve the dashboard at /ui/ on the OTLP/HTTP address"
+    )
+    ui = commands.add_parser("ui", help="a local cost dashboard in the browser (read-only)")
+    ui.add_argument("--store", metavar="URL", help=store_help)
+    ui.add_argument(
+        "--listen", default="127.0.0.1:8800", metavar="HOST:PORT", help="address (default 127.0.0.1:8800)"
+    )
+    ui.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="require this file's token (Authorization: Bearer, or as the browser's password); "
+        "default: $OTEL_USECASE_TOKEN; needed to listen on a non-loopback address",
+    )
+
     from .budgets.cli import add_arguments as add_budget_arguments
 
     add_budget_arguments(commands, store_help)
@@ -211,8 +226,42 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             read_timeout=args.read_timeout,
             workers=args.workers,
+            ui=args.ui,
         )
         return run(options)
+    except ValueError as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, StoreError) as exc:
+        print(f"otel-usecase: {exc}", file=sys.stderr)
+        return 1
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """``otel-usecase ui``: 2 for options that cannot work, 1 when it cannot start."""
+    try:
+        import uvicorn  # noqa: F401
+
+        from .serve.server import parse_address
+        from .ui.server import UIOptions, read_token_file, run
+    except ImportError as exc:
+        print(
+            f"otel-usecase: ui needs the 'serve' extra ({exc.name or exc} is missing): "
+            "pip install 'otel-usecase[serve]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        listen = parse_address(args.listen, "listen")
+        if listen is None:
+            raise ValueError("--listen off: nothing to serve")
+        token = read_token_file(args.token_file) if args.token_file else None
+        url = args.store or default_store_url()
+        try:
+            parse_store_url(url)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+        return run(UIOptions(listen=listen, store=url, token=token))
     except ValueError as exc:
         print(f"otel-usecase: {exc}", file=sys.stderr)
         return 2
@@ -361,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(collector_options="collector-config" in argv).parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "ui":
+        return _ui(args)
     if args.command == "collector-config":
         from .collector import command as collector_config
 

@@ -245,7 +245,7 @@ TOKEN: Final[Setting[str | None]] = Setting(
     default=None,
     accepts="any text",
     default_text="unset",
-    doc="bearer token `otel-usecase serve` requires",
+    doc="bearer token `otel-usecase serve` and the dashboard (`otel-usecase ui`, `serve --ui`) require",
 )
 READ_TIMEOUT: Final = Setting(
     env="OTEL_USECASE_READ_TIMEOUT",

@@ -96,6 +96,25 @@ def _record(budget: Any) -> dict[str, Any]:
     return values
 
 
+def status_records(statuses: Sequence[Any]) -> list[dict[str, Any]]:
+    """``budgets status --format json``'s records (the dashboard's ``/api/budgets`` too)."""
+    return [
+        {
+            "budget": _record(s.budget),
+            "window": s.budget.window,
+            "window_key": s.window_key,
+            "window_start": _when(s.window_start_ns, s.budget.timezone),
+            "window_end": _when(s.window_end_ns, s.budget.timezone),
+            "spent_usd": s.spent_usd,
+            "limit_usd": s.limit_usd,
+            "remaining_usd": s.remaining_usd,
+            "unpriced_calls": s.unpriced_calls,
+            "spent_is_lower_bound": s.unpriced_calls > 0,
+        }
+        for s in statuses
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a ``budgets`` subcommand; the exit status (0 done, 1 store unusable or no such budget, 2 usage)."""
     from . import api
@@ -161,26 +180,7 @@ def run(args: argparse.Namespace) -> int:
         statuses = api.budget_status(store=url)
         if args.format == "json":
             print(f"otel-usecase: read store {_shown(url)}", file=sys.stderr)
-            print(
-                json.dumps(
-                    [
-                        {
-                            "budget": _record(s.budget),
-                            "window": s.budget.window,
-                            "window_key": s.window_key,
-                            "window_start": _when(s.window_start_ns, s.budget.timezone),
-                            "window_end": _when(s.window_end_ns, s.budget.timezone),
-                            "spent_usd": s.spent_usd,
-                            "limit_usd": s.limit_usd,
-                            "remaining_usd": s.remaining_usd,
-                            "unpriced_calls": s.unpriced_calls,
-                            "spent_is_lower_bound": s.unpriced_calls > 0,
-                        }
-                        for s in statuses
-                    ],
-                    indent=2,
-                )
-            )
+            print(json.dumps(status_records(statuses), indent=2))
             return 0
         print(f"store {_shown(url)}")
         status_rows: list[tuple[str, ...]] = [

@@ -16,7 +16,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import uvicorn
@@ -30,6 +30,9 @@ from .http_app import OTLPHttpApp
 from .http_timeout import protocol_class
 from .ingest import Ingest
 from .listen import bind_http, check_free, format_address
+
+if TYPE_CHECKING:
+    from ..ui import DashboardApp
 
 __all__ = [
     "DEFAULT_GRPC",
@@ -70,12 +73,14 @@ class ServeOptions:
     read_timeout: float | None = None
     """Seconds a client has for a request's headers, and again for its body; ``None``:
     ``OTEL_USECASE_READ_TIMEOUT``, else :data:`DEFAULT_READ_TIMEOUT_S`."""
+    ui: bool = False
+    """Also serve the dashboard (:mod:`otel_usecase.ui`) at ``/ui/`` on the OTLP/HTTP address."""
 
     def __repr__(self) -> str:  # never show the token
         return (
             f"ServeOptions(http={self.http}, grpc={self.grpc}, store={redact_url(self.store or '')!r}, "
             f"prices={self.prices!r}, token={'***' if self.token else None}, max_body_bytes={self.max_body_bytes}, "
-            f"workers={self.workers}, read_timeout={self.read_timeout})"
+            f"workers={self.workers}, read_timeout={self.read_timeout}, ui={self.ui})"
         )
 
 
@@ -101,7 +106,14 @@ def run(options: ServeOptions) -> int:
         raise ValueError("both --http and --grpc are off: nothing to serve")
     store_url = options.store or default_store_url()
     parse_store_url(store_url)
-    token = TokenCheck(options.token if options.token is not None else TOKEN.read())
+    token_value = options.token if options.token is not None else TOKEN.read()
+    token = TokenCheck(token_value)
+    if options.ui:
+        from ..ui.server import check_exposure
+
+        if options.http is None:
+            raise ValueError("--ui serves the dashboard on the OTLP/HTTP address: it needs --http")
+        check_exposure(options.http[0], token_value, "--http")
     read_timeout = options.read_timeout if options.read_timeout is not None else READ_TIMEOUT.read()
     if read_timeout <= 0:
         raise ValueError(f"read timeout {read_timeout!r} is not a positive number of seconds")
@@ -113,7 +125,12 @@ def run(options: ServeOptions) -> int:
         ingest = Ingest(store_url, prices)
         try:
             ingest.open()
-            _serve(options, ingest, token, read_timeout, http_socket)
+            dashboard = _dashboard(store_url, token_value) if options.ui else None
+            try:
+                _serve(options, ingest, token, read_timeout, http_socket, dashboard)
+            finally:
+                if dashboard is not None:
+                    dashboard.store.close()
         finally:
             ingest.close()
     finally:
@@ -128,11 +145,14 @@ def _serve(
     token: TokenCheck,
     read_timeout: float,
     http_socket: socket.socket | None,
+    dashboard: DashboardApp | None = None,
 ) -> None:
     executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="otel-usecase-ingest")
     stop = threading.Event()
     http_server = (
-        _http_server(options, ingest, token, executor, read_timeout) if http_socket is not None else None
+        _http_server(options, ingest, token, executor, read_timeout, dashboard)
+        if http_socket is not None
+        else None
     )
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -182,8 +202,10 @@ def _http_server(
     token: TokenCheck,
     executor: ThreadPoolExecutor,
     read_timeout: float,
+    dashboard: DashboardApp | None = None,
 ) -> uvicorn.Server:
-    app = OTLPHttpApp(ingest, token, options.max_body_bytes, executor, read_timeout)
+    otlp = OTLPHttpApp(ingest, token, options.max_body_bytes, executor, read_timeout)
+    app: Any = otlp if dashboard is None else _Mounted(otlp, dashboard)
     config = uvicorn.Config(
         app,
         http=protocol_class(read_timeout),
@@ -197,12 +219,40 @@ def _http_server(
     return uvicorn.Server(config)
 
 
+def _dashboard(store_url: str, token: str | None) -> DashboardApp:
+    """The dashboard at ``/ui`` with its own (read) connection to the store and the receiver's token."""
+    from ..store import open_store
+    from ..ui import dashboard_app
+
+    return dashboard_app(open_store(store_url, create=False), root=_UI_ROOT, token=token)
+
+
+_UI_ROOT: Final = "/ui"
+
+
+class _Mounted:
+    """The OTLP receiver, with the dashboard at ``/ui`` and below."""
+
+    def __init__(self, otlp: OTLPHttpApp, dashboard: DashboardApp) -> None:
+        self.otlp = otlp
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if path == _UI_ROOT or path.startswith(_UI_ROOT + "/"):
+            await self.dashboard(scope, receive, send)
+        else:
+            await self.otlp(scope, receive, send)
+
+
 def _announce(options: ServeOptions, store_url: str, token: TokenCheck, read_timeout: float) -> None:
     where = []
     if options.http is not None:
         where.append(f"OTLP/HTTP on http://{format_address(*options.http)}/v1/traces")
     if options.grpc is not None:
         where.append(f"OTLP/gRPC on {format_address(*options.grpc)}")
+    if options.ui and options.http is not None:
+        where.append(f"dashboard on http://{format_address(*options.http)}/ui/")
     print(
         f"otel-usecase serve: {', '.join(where)}; store {redact_url(store_url)}; "
         f"token auth {'on' if token.enabled else 'off'}; read timeout {read_timeout:g} s",
