@@ -348,9 +348,8 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert cli_main(["prices", "m", "--prices", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "line 3" in err and "ouput" in err
-    with pytest.raises(SystemExit):
-        cli_main(["report", "--by", "colour"])
-    assert "invalid choice: 'colour'" in capsys.readouterr().err
+    assert cli_main(["report", "--by", "colour", "--store", "sqlite:///" + str(tmp_path / "x.db")]) == 2
+    assert "--by 'colour' is not one of use-case" in capsys.readouterr().err
     assert (
         cli_main(["report", "--since", "yesterday-ish", "--store", "sqlite:///" + str(tmp_path / "x.db")])
         == 2
