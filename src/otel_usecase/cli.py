@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .report.periods import PERIODS
@@ -25,6 +26,36 @@ from .report.queries import (
 from .store import Store, StoreError, default_store_url, open_store, parse_store_url
 
 __all__ = ["main"]
+
+
+def _add_filter_arguments(parser: argparse.ArgumentParser, noun: str) -> None:
+    """The filters ``report`` and ``runs list`` share (one definition, so they cannot drift apart)."""
+    parser.add_argument("--use-case", metavar="NAME", help="only this use case")
+    parser.add_argument(
+        "--user", metavar="ID", help="only this user (the id the app gives; hashed as scopes hash it)"
+    )
+    parser.add_argument("--experience", metavar="NAME", help="only this experience (name)")
+    parser.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
+    parser.add_argument(
+        "--tag",
+        metavar="KEY=VALUE",
+        action="append",
+        dest="tags",
+        help=f"only {noun} with this tag (repeatable: every one must match)",
+    )
+    parser.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
+
+
+def _filter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared filters as the report functions take them (see :func:`_add_filter_arguments`)."""
+    return {
+        "use_case": args.use_case,
+        "since": args.since,
+        "user": args.user,
+        "experience": args.experience,
+        "version": args.use_case_version,
+        "tags": args.tags,
+    }
 
 
 def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
@@ -52,20 +83,7 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     )
     report.add_argument("--tz", metavar="ZONE", help="time zone of --by day|week|month, e.g. Europe/Paris")
     report.add_argument("--limit", metavar="N", type=int, help="only the N most expensive rows")
-    report.add_argument("--use-case", metavar="NAME", help="only this use case")
-    report.add_argument(
-        "--user", metavar="ID", help="only this user (the id the app gives; hashed as scopes hash it)"
-    )
-    report.add_argument("--experience", metavar="NAME", help="only this experience (name)")
-    report.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
-    report.add_argument(
-        "--tag",
-        metavar="KEY=VALUE",
-        action="append",
-        dest="tags",
-        help="only calls with this tag (repeatable: every one must match)",
-    )
-    report.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
+    _add_filter_arguments(report, "calls")
     report.add_argument("--format", default="table", choices=FORMATS)
     report.add_argument(
         "--per-outcome",
@@ -82,18 +100,7 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
     show.add_argument("--format", default="table", choices=("table", "json", "csv"))
     show.add_argument("--store", metavar="URL", help=store_help)
     listing = runs_commands.add_parser("list", help="runs, newest first (the report's filters)")
-    listing.add_argument("--use-case", metavar="NAME", help="only this use case")
-    listing.add_argument("--user", metavar="ID", help="only this user (hashed as scopes hash it)")
-    listing.add_argument("--experience", metavar="NAME", help="only this experience (name)")
-    listing.add_argument("--version", metavar="V", dest="use_case_version", help="only this use case version")
-    listing.add_argument(
-        "--tag",
-        metavar="KEY=VALUE",
-        action="append",
-        dest="tags",
-        help="only runs with this tag (repeatable)",
-    )
-    listing.add_argument("--since", metavar="WHEN", help="24h, 7d, 30m or a date such as 2026-01-01")
+    _add_filter_arguments(listing, "runs")
     listing.add_argument(
         "--order", default="newest", choices=("newest", "cost"), help="newest (default) or cost"
     )
@@ -340,24 +347,14 @@ def _read(args: argparse.Namespace) -> int:
                 args.per_outcome,
                 args.by,
                 args.format,
-                use_case=args.use_case,
-                since=args.since,
-                user=args.user,
-                experience=args.experience,
-                version=args.use_case_version,
-                tags=args.tags,
+                **_filter_options(args),
             )
         elif args.command == "report":
             text = render_report(
                 store,
                 args.by,
                 args.format,
-                use_case=args.use_case,
-                since=args.since,
-                user=args.user,
-                experience=args.experience,
-                version=args.use_case_version,
-                tags=args.tags,
+                **_filter_options(args),
                 limit=args.limit,
                 tz=args.tz,
             )
@@ -394,9 +391,7 @@ def _runs_list(store: Store, args: argparse.Namespace) -> str:
     from .report.runs_list import format_runs
     from .report.views import list_runs
 
-    filters = report_filter(
-        args.use_case, args.since, args.user, args.experience, args.use_case_version, args.tags
-    )
+    filters = report_filter(**_filter_options(args))
     return format_runs(list_runs(store, filters, args.order, args.limit, args.offset), args.format)
 
 

@@ -211,9 +211,9 @@ def outcome_costs(store: Store, filters: ReportFilter, name: str, by: str = "use
 def render_outcomes(store: Store, name: str, by: str = "use-case", fmt: str = "table", **filters: Any) -> str:
     """``otel-usecase report --per-outcome NAME``: ``filters`` are the report's (``use_case``, ``since``,
     ``user``, ``experience``, ``version``, ``tags``), turned into the store's filter as every report does."""
-    from .queries import _filters  # the one translation of the report options (a --user is hashed)
+    from .queries import report_filter  # the one translation of the report options (a --user is hashed)
 
-    return format_outcomes(outcome_report(store, _filters(**filters), name, by), name, by, fmt)
+    return format_outcomes(outcome_report(store, report_filter(**filters), name, by), name, by, fmt)
 
 
 def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
