@@ -232,6 +232,7 @@ def test_the_migration_rolls_up_a_ledger_written_before_the_rollups(sqlite_or_po
             f"DROP TRIGGER usecase_calls_rollup_update{on}",
             "DROP TABLE usecase_hour_rollup",
             "DROP TABLE usecase_run_rollup",
+            "DROP TABLE usecase_runs",
             "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
         ],
         [call(n, start_ns=T0 + n * HOUR // 2) for n in range(9)],
