@@ -100,16 +100,11 @@ def test_the_served_tier_is_billed_not_the_requested_one() -> None:
     assert price_context(served) == {"service_tier": "priority"}
     downgraded = {"openai.request.service_tier": "priority", "openai.response.service_tier": "default"}
     assert price_context(downgraded) is None
-    downgraded_v2 = {
-        "gen_ai.openai.request.service_tier": "flex",
-        "gen_ai.openai.response.service_tier": "default",
-    }
+    downgraded_v2 = {"gen_ai.openai.request.service_tier": "flex", "gen_ai.openai.response.service_tier": "default"}
     assert price_context(downgraded_v2) is None
 
 
-def test_without_a_served_tier_the_requested_one_is_billed_and_marked(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_without_a_served_tier_the_requested_one_is_billed_and_marked(caplog: pytest.LogCaptureFixture) -> None:
     # Traceloop records no served tier for streamed chat: pricing a Priority request at the
     # standard rate would halve it silently, so the requested tier is billed, and the context says so.
     with caplog.at_level("WARNING", logger="otel_usecase"):

@@ -34,9 +34,7 @@ def test_every_token_class_genai_prices_prices_is_a_row_or_explained() -> None:
     used = {key for price in _model_prices() for key, value in vars(price).items() if value is not None}
     rows = {c.price_key for c in TOKEN_CLASSES}
     missing = sorted((used & token_price_keys) - rows - set(NOT_ON_SPANS))
-    assert not missing, (
-        f"genai-prices prices these token classes: add a row to cost/token_classes.py: {missing}"
-    )
+    assert not missing, f"genai-prices prices these token classes: add a row to cost/token_classes.py: {missing}"
     assert not (rows & set(NOT_ON_SPANS)), "a key is both a row and 'not on spans'"
 
 
