@@ -181,20 +181,26 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[R
 def _top_per_run(
     store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int
 ) -> list[ReportRow]:
+    """:func:`top` from the per-run table: every group's cost and counts from its index alone, the groups
+    ordered as the report orders them, then the other sums and the p50 and p95 of the ``limit`` shown."""
     n = len(keys)
-    figures: dict[tuple[Any, ...], tuple[int, float | None]] = {}
-    rows = []
-    for record in store.query(*per_run.groups_sql(keys, filters, view.tag_value, view.token_sum)):
-        key = tuple(record[:n])
-        runs, complete, complete_sum = int(record[n]), int(record[-2] or 0), _number(record[-1])
-        figures[key] = (complete, complete_sum)
-        avg = complete_sum / complete if complete and complete_sum is not None else None
-        values = (*record[: len(GROUP_TOTALS) - 4 + n], avg, None, None, runs - complete)
-        rows.append(group_row(values, keys))
-    shown = sort_rows(rows)[:limit]
-    for row in shown:
-        key = tuple(row.key[k] for k in keys)
-        complete, _ = figures[key]
+    found: dict[tuple[Any, ...], tuple[int, float | None, int, float | None]] = {}
+    for record in store.query(*per_run.order_sql(keys, filters, view.tag_value)):
+        runs, cost, complete, complete_sum = record[n:]
+        found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
+    ordered = sort_rows(
+        ReportRow(dict(zip(keys, key)), cost_usd=figures[1]) for key, figures in found.items()
+    )
+    shown = [tuple(row.key[k] for k in keys) for row in ordered[:limit]]
+    if not shown:
+        return []
+    sums = {
+        tuple(r[:n]): r[n:]
+        for r in store.query(*per_run.sums_sql(keys, filters, view.tag_value, view.token_sum, shown))
+    }
+    result = []
+    for key in shown:
+        runs, cost, complete, complete_sum = found[key]
         group = per_run.group_conditions(keys, key)
 
         def ranked(rank: int, group: tuple[list[str], list[Any]] = group) -> list[float]:
@@ -202,9 +208,12 @@ def _top_per_run(
                 float(v[0]) for v in store.query(*per_run.ranked_sql(filters, view.tag_value, rank, group))
             ]
 
-        row.p50_run_cost_usd = _ranked_percentile(ranked, complete, 0.5)
-        row.p95_run_cost_usd = _ranked_percentile(ranked, complete, 0.95)
-    return shown
+        avg = complete_sum / complete if complete and complete_sum is not None else None
+        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
+        assert len(values) == n + len(GROUP_TOTALS)
+        result.append(group_row(values, keys))
+    return result
 
 
 def _ranked_percentile(ranked: Callable[[int], list[float]], n: int, q: float) -> float | None:

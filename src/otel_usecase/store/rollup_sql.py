@@ -310,6 +310,13 @@ def sqlite_fold() -> tuple[str, ...]:
     )
 
 
+def _sqlite_fold_rollups_only() -> tuple[str, ...]:
+    """The fold of a schema 5 file's pending rows into its rollups alone: the migration to schema 6 runs it
+    before it fills the per-run table from the ledger (which has those rows already)."""
+    statements = sqlite_fold()
+    return tuple(s for s in statements if per_run.RUNS not in s)
+
+
 def _sqlite_ddl() -> list[str]:
     d = _DIALECTS["sqlite"]
     return [*_tables(d), *per_run.tables("sqlite"), *_sqlite_tables(), *_sqlite_triggers()]
@@ -447,6 +454,8 @@ def ddl(dialect: str, *, backfill: bool, runs_backfill: bool | None = None) -> l
     ``backfill``) the per-run table (:mod:`.runs_sql`). Idempotent; run by the schema migration."""
     statements = _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
     runs = backfill if runs_backfill is None else runs_backfill
+    if runs and not backfill and dialect == "sqlite":
+        statements += _sqlite_fold_rollups_only()  # ends with DELETE FROM the pending table
     return statements + (_backfill(dialect) if backfill else []) + (per_run.backfill(dialect) if runs else [])
 
 

@@ -38,13 +38,16 @@ __all__ = [
     "COMPLETE_COST",
     "DEAR_COST",
     "RUNS",
+    "any_group",
     "backfill",
     "count_sql",
     "dearest_sql",
     "group_keys",
     "mixed_sql",
+    "order_sql",
     "pg_apply",
     "sqlite_fold",
+    "sums_sql",
     "tables",
 ]
 
@@ -104,9 +107,11 @@ def tables(dialect: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {RUNS}_mixed ON {RUNS} (mixed) WHERE mixed = 1",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_dear ON {RUNS} ({DEAR_COST}{desc}, use_case, run_id)",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_complete ON {RUNS} ({COMPLETE_COST})",
-        f"CREATE INDEX IF NOT EXISTS {RUNS}_use_case ON {RUNS} (use_case, {COMPLETE_COST})",
-        f"CREATE INDEX IF NOT EXISTS {RUNS}_user ON {RUNS} (user_id, {COMPLETE_COST})",
-        f"CREATE INDEX IF NOT EXISTS {RUNS}_experience ON {RUNS} (experience_name, experience_id, {COMPLETE_COST})",
+        # per group: the order of the groups (their cost) and their per-run figures, read from the index alone
+        *(
+            f"CREATE INDEX IF NOT EXISTS {RUNS}_{name} ON {RUNS} ({', '.join(keys)}, {COMPLETE_COST}, {DEAR_COST})"
+            for keys, name in GROUP_KEYS.items()
+        ),
     ]
 
 
@@ -262,8 +267,23 @@ def ranked_sql(
     """The complete costs of rank ``rank`` and the next (0 = cheapest); ``group``: one group's conditions
     (:func:`group_conditions`)."""
     clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *group[0])
-    sql = f"SELECT {COMPLETE_COST} FROM {RUNS}{clause} ORDER BY {COMPLETE_COST} LIMIT 2 OFFSET ?"
+    # Constant columns first in the order: the planner then reads the index of the group (or of the
+    # filter) instead of walking the index of every run's cost.
+    prefix = "".join(f"{c}, " for c in _constant_columns(filters, group[0]))
+    sql = f"SELECT {COMPLETE_COST} FROM {RUNS}{clause} ORDER BY {prefix}{COMPLETE_COST} LIMIT 2 OFFSET ?"
     return sql, [*params, *group[1], int(rank)]
+
+
+def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
+    """The columns of the index a ranked read should walk: the group's keys, else a filter's column."""
+    for keys in GROUP_KEYS:
+        if group and all(any(c.startswith(f"{k} ") for c in group) for k in keys):
+            return keys
+    if filters.use_case is not None:
+        return ("use_case",)
+    if filters.user_id is not None:
+        return ("user_id",)
+    return ()
 
 
 def bins_sql(
@@ -285,26 +305,53 @@ def group_keys(keys: tuple[str, ...]) -> bool:
     return keys in GROUP_KEYS
 
 
-def groups_sql(
-    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, token_sum: str
+def order_sql(
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None
 ) -> tuple[str, list[Any]]:
-    """Per value of ``keys``: those values, runs, calls, tokens, unknown-cost counts, cost, then the number,
-    sum of the complete costs (the report's totals, summed per run, as ``group_runs`` sums them)."""
+    """Per value of ``keys``: those values, runs, their cost (the sum of the runs' costs, as the report
+    sums them), the number and sum of the complete costs; read from the group's index alone."""
     clause, params = where(filters, tag_value)
+    group = ", ".join(keys)
+    sql = (
+        f"SELECT {group}, COUNT(*), SUM({DEAR_COST}), COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
+        f"FROM {RUNS}{clause} GROUP BY {group}"
+    )
+    return sql, params
+
+
+def sums_sql(
+    keys: tuple[str, ...],
+    filters: ReportFilter,
+    tag_value: TagValue | None,
+    token_sum: str,
+    groups: list[tuple[Any, ...]],
+) -> tuple[str, list[Any]]:
+    """Per value of ``keys`` among ``groups``: those values, calls, tokens, the unpriced, no-usage and
+    partial counts."""
+    extra: list[Any] = []
+    condition = any_group(keys, groups, extra)
+    clause, filter_params = where(filters, tag_value, condition)
     group = ", ".join(keys)
     selected = ", ".join(
         [
             group,
-            "COUNT(*)",
-            token_sum.format("calls"),
-            *(token_sum.format(c) for c in TOKEN_COLUMNS),
-            *(token_sum.format(c) for c in ("unpriced_calls", "no_usage_calls", "partial_calls")),
-            f"SUM({DEAR_COST})",
-            f"COUNT({COMPLETE_COST})",
-            f"SUM({COMPLETE_COST})",
+            *(
+                token_sum.format(c)
+                for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+            ),
         ]
     )
-    return f"SELECT {selected} FROM {RUNS}{clause} GROUP BY {group}", params
+    return f"SELECT {selected} FROM {RUNS}{clause} GROUP BY {group}", [*filter_params, *extra]
+
+
+def any_group(keys: tuple[str, ...], groups: list[tuple[Any, ...]], params: list[Any]) -> str:
+    """The condition selecting any of ``groups`` (its parameters appended to ``params``)."""
+    alternatives = []
+    for values in groups:
+        clauses, more = group_conditions(keys, values)
+        alternatives.append("(" + " AND ".join(clauses) + ")")
+        params.extend(more)
+    return "(" + " OR ".join(alternatives) + ")"
 
 
 def group_conditions(keys: tuple[str, ...], values: tuple[Any, ...]) -> tuple[list[str], list[Any]]:
