@@ -13,6 +13,7 @@ usage, or only partly read).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
@@ -22,7 +23,7 @@ from ..store import ReportFilter, Store, rollup_sql
 from ..store import runs_sql as per_run
 from ..store.base import GROUP_TOTALS, tags_of
 from ..store.totals import percentile
-from .queries import ReportError, ReportRow, group_row, grouping, report_rows, sort_rows
+from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows
 
 __all__ = [
     "BUCKETS",
@@ -188,10 +189,7 @@ def _top_per_run(
     for record in store.query(*per_run.order_sql(keys, filters, view.tag_value)):
         runs, cost, complete, complete_sum = record[n:]
         found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
-    ordered = sort_rows(
-        ReportRow(dict(zip(keys, key)), cost_usd=figures[1]) for key, figures in found.items()
-    )
-    shown = [tuple(row.key[k] for k in keys) for row in ordered[:limit]]
+    shown = heapq.nsmallest(limit, found, key=lambda key: order_key(found[key][1], key))
     if not shown:
         return []
     sums = {

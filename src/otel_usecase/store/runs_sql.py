@@ -29,6 +29,7 @@ filled by the schema 6 migration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
@@ -83,7 +84,6 @@ def tables(dialect: str) -> list[str]:
     from .rollup_sql import _DIALECTS
 
     d = _DIALECTS[dialect]
-    stored = " STORED"
     kinds = {
         "cost_usd": f"{d.real} NOT NULL DEFAULT 0",
         **{t: f"{d.total} NOT NULL DEFAULT 0" for t in TOKEN_COLUMNS},
@@ -91,17 +91,11 @@ def tables(dialect: str) -> list[str]:
     measures = ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
     dims = ", ".join(f"{k} TEXT" for k in _dims())
     desc = " DESC NULLS LAST" if dialect == "postgresql" else " DESC"
-    complete = (
-        "CASE WHEN cost_calls > 0 AND unpriced_calls + no_usage_calls + partial_calls = 0 "
-        "AND cost_usd BETWEEN -1e308 AND 1e308 THEN cost_usd END"
-    )
     return [
         (
             f"CREATE TABLE IF NOT EXISTS {RUNS} (use_case TEXT NOT NULL, run_id TEXT NOT NULL, {dims}, "
             f"mixed {d.int} NOT NULL DEFAULT 0, first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, "
-            f"end_ns {d.int} NOT NULL, {measures}, "
-            f"{DEAR_COST} {d.real} GENERATED ALWAYS AS (CASE WHEN cost_calls > 0 THEN cost_usd END){stored}, "
-            f"{COMPLETE_COST} {d.real} GENERATED ALWAYS AS ({complete}){stored})"
+            f"end_ns {d.int} NOT NULL, {measures}, {DEAR_COST} {d.real}, {COMPLETE_COST} {d.real})"
         ),
         f"CREATE UNIQUE INDEX IF NOT EXISTS {RUNS}_key ON {RUNS} (use_case, run_id)",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_mixed ON {RUNS} (mixed) WHERE mixed = 1",
@@ -115,8 +109,37 @@ def tables(dialect: str) -> list[str]:
     ]
 
 
+def _derived(value: Callable[[str], str]) -> list[str]:
+    """:data:`DEAR_COST` and :data:`COMPLETE_COST` of a row whose measure ``m`` is ``value(m)``. Plain
+    columns, not generated ones: SQLite reads a generated column from the table even when an index has it,
+    and the groups' figures must come from their index alone."""
+    cost = value("cost_usd")
+    incomplete = " + ".join(value(m) for m in ("unpriced_calls", "no_usage_calls", "partial_calls"))
+    return [
+        f"CASE WHEN {value('cost_calls')} > 0 THEN {cost} END",
+        f"CASE WHEN {value('cost_calls')} > 0 AND {incomplete} = 0 AND {cost} BETWEEN -1e308 AND 1e308 THEN {cost} END",
+    ]
+
+
 def _columns() -> str:
-    return ", ".join(("use_case", "run_id", *_dims(), "mixed", "first_ns", "last_ns", "end_ns", *_measures()))
+    return ", ".join(
+        (
+            "use_case",
+            "run_id",
+            *_dims(),
+            "mixed",
+            "first_ns",
+            "last_ns",
+            "end_ns",
+            *_measures(),
+            DEAR_COST,
+            COMPLETE_COST,
+        )
+    )
+
+
+def _base_columns() -> tuple[str, ...]:
+    return ("use_case", "run_id", *_dims(), "mixed", "first_ns", "last_ns", "end_ns", *_measures())
 
 
 def _selected(dialect: str, source: str, signed: bool) -> str:
@@ -132,21 +155,20 @@ def _selected(dialect: str, source: str, signed: bool) -> str:
         contribution = f"r.sign * ({_measure(m, 'r')})" if signed else _measure(m, "r")
         return _sqlite_total(contribution, m) if dialect == "sqlite" else f"SUM({contribution})"
 
-    return (
-        ", ".join(
-            [
-                "r.use_case",
-                "r.run_id",
-                *(f"MIN(r.{k})" for k in _dims()),
-                f"CASE WHEN {differs} THEN 1 ELSE 0 END",
-                "MIN(r.start_ns)",
-                "MAX(r.start_ns)",
-                "MAX(r.end_ns)",
-                *(total(m) for m in _measures()),
-            ]
-        )
-        + f" FROM {source} AS r GROUP BY r.use_case, r.run_id"
-    )
+    values = [
+        "r.use_case",
+        "r.run_id",
+        *(f"MIN(r.{k})" for k in _dims()),
+        f"CASE WHEN {differs} THEN 1 ELSE 0 END",
+        "MIN(r.start_ns)",
+        "MAX(r.start_ns)",
+        "MAX(r.end_ns)",
+        *(total(m) for m in _measures()),
+    ]
+    inner = ", ".join(f"{v} AS {c}" for v, c in zip(values, _base_columns()))
+    derived = ", ".join(_derived(lambda m: f"g.{m}"))
+    # (the WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's ON)
+    return f"g.*, {derived} FROM (SELECT {inner} FROM {source} AS r GROUP BY r.use_case, r.run_id) AS g WHERE true"
 
 
 def _upsert(dialect: str, source: str, signed: bool) -> str:
@@ -155,9 +177,8 @@ def _upsert(dialect: str, source: str, signed: bool) -> str:
     d = _DIALECTS[dialect]
     t = "t" if dialect == "postgresql" else RUNS
     alias = " AS t" if dialect == "postgresql" else ""
-    where = "" if dialect == "postgresql" else " WHERE true"  # SQLite: an upsert's SELECT needs a WHERE
-    select = _selected(dialect, source, signed).replace(" GROUP BY", f"{where} GROUP BY")
-    order = " ORDER BY r.use_case, r.run_id" if dialect == "postgresql" else ""
+    select = _selected(dialect, source, signed)
+    order = " ORDER BY g.use_case, g.run_id" if dialect == "postgresql" else ""
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
     changed = " OR ".join(f"{t}.{k} {distinct} excluded.{k}" for k in _dims())
     return (
@@ -166,6 +187,11 @@ def _upsert(dialect: str, source: str, signed: bool) -> str:
         f"first_ns = {d.least}({t}.first_ns, excluded.first_ns), last_ns = {d.greatest}({t}.last_ns, excluded.last_ns), "
         f"end_ns = {d.greatest}({t}.end_ns, excluded.end_ns), "
         + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
+        + ", "
+        + ", ".join(
+            f"{c} = {v}"
+            for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
+        )
     )
 
 
