@@ -173,11 +173,11 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
     from otel_usecase.store import ReportFilter, open_store
 
     started = time.perf_counter()
-    store = open_store(url)  # the schema 5 migration: covering index, rollups created and filled
+    store = open_store(url)  # the schema 6 migration: covering index, rollups and per-run table created and filled
     migration = time.perf_counter() - started
     rows = [
         row(
-            NAME, f"{label}: migration to schema 5 at {total:,} calls (index + rollups)", f"{migration:.0f} s"
+            NAME, f"{label}: migration to schema 6 at {total:,} calls (index, rollups, per-run table)", f"{migration:.0f} s"
         )
     ]
     try:

@@ -192,10 +192,10 @@ def _top_per_run(
     shown = heapq.nsmallest(limit, found, key=lambda key: order_key(found[key][1], key))
     if not shown:
         return []
-    sums = {
-        tuple(r[:n]): r[n:]
-        for r in store.query(*per_run.sums_sql(keys, filters, view.tag_value, view.token_sum, shown))
-    }
+    query = rollup_sql.group_sums_sql(view, filters, keys, shown) or per_run.sums_sql(
+        keys, filters, view.tag_value, view.token_sum, shown
+    )
+    sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
     result = []
     for key in shown:
         runs, cost, complete, complete_sum = found[key]
