@@ -245,6 +245,7 @@ def mixed_sql() -> str:
 
 
 def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause of ``filters`` on the table (no time window: :func:`answers`), then ``extra``."""
     clauses, params = filter_clauses(
         filters.use_case,
         None,
