@@ -44,7 +44,11 @@ def _ledger_select(total: int, series: str, hexed: Callable[[str, int], str], st
     spacing = DAYS * 24 * HOUR_NS // runs
     run = f"(n / {CALLS_PER_RUN})"
     # Each use case's step calls one model; versions follow each other in time (v0, then v1, then v2).
-    model = f"CASE ({run} % 20 + n % 4) % 5 " + " ".join(f"WHEN {i} THEN '{m}'" for i, m in enumerate(MODELS)) + " END"
+    model = (
+        f"CASE ({run} % 20 + n % 4) % 5 "
+        + " ".join(f"WHEN {i} THEN '{m}'" for i, m in enumerate(MODELS))
+        + " END"
+    )
     input_tokens = "(100 + n % 900)"
     output_tokens = "(20 + n % 300)"
     unpriced = "n % 100 = 7"
@@ -112,6 +116,7 @@ def _to_schema_4(*, sqlite: bool) -> list[str]:
         f"DROP TRIGGER IF EXISTS usecase_calls_rollup_update{on}",
         "DROP TABLE IF EXISTS usecase_hour_rollup",
         "DROP TABLE IF EXISTS usecase_run_rollup",
+        "DROP TABLE IF EXISTS usecase_runs",
         "DROP INDEX IF EXISTS usecase_calls_run_totals",
         "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
     ]
@@ -168,9 +173,13 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
     from otel_usecase.store import ReportFilter, open_store
 
     started = time.perf_counter()
-    store = open_store(url)  # the schema 5 migration: covering index, rollups created and filled
+    store = open_store(url)  # the schema 6 migration: covering index, rollups and per-run table created and filled
     migration = time.perf_counter() - started
-    rows = [row(NAME, f"{label}: migration to schema 5 at {total:,} calls (index + rollups)", f"{migration:.0f} s")]
+    rows = [
+        row(
+            NAME, f"{label}: migration to schema 6 at {total:,} calls (index, rollups, per-run table)", f"{migration:.0f} s"
+        )
+    ]
     try:
         if label == "PostgreSQL":
             import psycopg

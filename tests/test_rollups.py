@@ -102,9 +102,57 @@ def stored_rollups(store: Store) -> tuple[dict[tuple[Any, ...], list[Any]], dict
     return hours, runs
 
 
+def expected_runs(store: Store) -> dict[tuple[Any, ...], tuple[list[Any], set[tuple[Any, ...]]]]:
+    """The per-run table computed here from the ledger: {(use case, run id): ([*counts, cost, first, last,
+    end], the set of the run's (user, experience, version, tags) values)}."""
+    at = {c: i for i, c in enumerate(COLUMNS)}
+    runs: dict[tuple[Any, ...], tuple[list[Any], set[tuple[Any, ...]]]] = {}
+    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
+        key = (row[at["use_case"]], row[at["run_id"]])
+        cell, dims = runs.setdefault(key, ([0] * len(MEASURES) + [0.0, None, None, None], set()))
+        cost, status = row[at["cost_usd"]], row[at["status"]]
+        counts = [1, *(row[at[c]] or 0 for c in TOKEN_COLUMNS), int(cost is not None), int(status == "unpriced"),
+                  int(status == "no_usage"), int(status == "partial"), row[at["error"]]]  # fmt: skip
+        for i, n in enumerate(counts):
+            cell[i] += n
+        cell[len(MEASURES)] += cost or 0.0
+        start, end, first = row[at["start_ns"]], row[at["end_ns"]], len(MEASURES) + 1
+        cell[first] = start if cell[first] is None else min(cell[first], start)
+        cell[first + 1] = start if cell[first + 1] is None else max(cell[first + 1], start)
+        cell[first + 2] = end if cell[first + 2] is None else max(cell[first + 2], end)
+        dims.add(tuple(row[at[k]] for k in _run_keys()))
+    return runs
+
+
+def assert_runs_match_ledger(store: Store) -> None:
+    """The per-run table holds each run once with the ledger's totals and times; a run whose calls disagree
+    on a dimension is marked mixed, and an unmixed run's dimensions are its calls'."""
+    want = expected_runs(store)
+    got = {
+        (r[0], r[1]): r[2:]
+        for r in store.query(
+            f"SELECT use_case, run_id, {', '.join(_run_keys())}, mixed, {', '.join(MEASURES)}, cost_usd, "
+            "first_ns, last_ns, end_ns FROM usecase_runs"
+        )
+    }
+    assert set(got) == set(want)
+    n_dims, cost_at = len(_run_keys()), len(MEASURES)
+    for key, (cell, dims) in want.items():
+        row = got[key]
+        stored_dims, mixed, values = tuple(row[:n_dims]), row[n_dims], list(row[n_dims + 1 :])
+        assert values[:cost_at] == cell[:cost_at], key  # counts and tokens: exactly
+        assert values[cost_at] == pytest.approx(cell[cost_at], rel=1e-9, abs=1e-12), key
+        assert values[cost_at + 1 :] == cell[cost_at + 1 :], key  # first, last, end
+        if len(dims) > 1:
+            assert mixed == 1, key
+        elif not mixed:
+            assert {stored_dims} == dims, key
+
+
 def assert_rollups_match_ledger(store: Store) -> None:
     if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
         store.fold()
+    assert_runs_match_ledger(store)
     want_hours, want_runs = expected_rollups(store)
     got_hours, got_runs = stored_rollups(store)
     assert set(got_hours) == set(want_hours)
@@ -232,6 +280,7 @@ def test_the_migration_rolls_up_a_ledger_written_before_the_rollups(sqlite_or_po
             f"DROP TRIGGER usecase_calls_rollup_update{on}",
             "DROP TABLE usecase_hour_rollup",
             "DROP TABLE usecase_run_rollup",
+            "DROP TABLE usecase_runs",
             "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
         ],
         [call(n, start_ns=T0 + n * HOUR // 2) for n in range(9)],
@@ -323,3 +372,24 @@ def _execute(url: str, statements: list[str], calls: list[Any]) -> None:
         for statement in statements:
             conn.execute(statement)
         conn.cursor().executemany(insert.replace("?", "%s"), rows)
+
+
+def test_the_migration_fills_the_per_run_table_of_a_schema_5_ledger(sqlite_or_postgres: str) -> None:
+    open_store(sqlite_or_postgres).close()
+    calls = [
+        call(n, start_ns=T0 + n * HOUR // 2, user_id=f"u{n % 2}", run_id=f"run-{n % 4}") for n in range(9)
+    ]
+    _execute(sqlite_or_postgres, [], calls)  # (SQLite: left pending, as a schema 5 writer may leave them)
+    _execute(  # what an otel-usecase of schema 5 left: the rollups, no per-run table
+        sqlite_or_postgres,
+        ["DROP TABLE usecase_runs", "UPDATE otel_usecase_meta SET value = '5' WHERE key = 'schema_version'"],
+        [],
+    )
+    store = open_store(sqlite_or_postgres)
+    try:
+        assert_runs_match_ledger(store)
+        assert views.summary(store, ReportFilter()).runs == 4
+        store.write([call(50, run_id="run-9")])  # and kept from then on
+        assert_rollups_match_ledger(store)
+    finally:
+        store.close()

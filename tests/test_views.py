@@ -198,6 +198,10 @@ def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: Rep
         for limit, offset in ((50, 0), (1, 1), (2, 3)):
             same(views.list_runs, order, limit, offset)
     same(views.run_histogram, 3)
+    same(views.run_histogram, 1)
+    for by in GROUPINGS:  # top by use case, user, experience reads the per-run table
+        for limit in (1, 2, 10):
+            same(views.top, by, limit)
     for by in GROUPINGS:  # the report (and top) too: the stores read the run rollup for the keys it keeps
         from_rollups = rounded(report_rows(store, by, filters))
         store._rollups = False  # type: ignore[attr-defined]
@@ -205,3 +209,49 @@ def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: Rep
             assert from_rollups == rounded(report_rows(store, by, filters)), by
         finally:
             store._rollups = True  # type: ignore[attr-defined]
+
+
+def test_a_run_whose_calls_disagree_on_the_user_is_still_counted_as_the_ledger_does(store: Store) -> None:
+    """The per-run table keeps a run's user on its row; a run whose calls name two users is marked mixed and
+    every view then reads the rollups: the same figures as the ledger, per user too."""
+    spend(store)
+    store.write([call(8, run="r1", at=T0 + 20, user_id="carol", experience_name="chat", tokens=(300, 30))])
+    ledger: Any = _LedgerOnly(store)
+    for filters in (ReportFilter(), ReportFilter(user_id="alice"), ReportFilter(user_id="carol")):
+        for view, args in ((views.summary, ()), (views.run_histogram, (4,)), (views.list_runs, ("cost",)),
+                           (views.top, ("user",)), (views.top, ("use-case",))):  # fmt: skip
+            assert rounded(view(store, filters, *args)) == rounded(view(ledger, filters, *args)), (
+                view,
+                filters,
+            )
+    carol = views.summary(store, ReportFilter(user_id="carol"))
+    assert (carol.runs, carol.calls) == (1, 1)
+    assert carol.cost_usd == pytest.approx(mini_cost(300, 30))
+    (alice,) = views.top(store, ReportFilter(user_id="alice"), "user")
+    assert alice.p50_run_cost_usd == pytest.approx(mini_cost(100, 50) + mini_cost(1000, 10))
+
+
+def test_histogram_and_top_percentiles_over_many_runs_match_published_prices(store: Store) -> None:
+    """p50 and p95 read by rank from the per-run table's index: the interpolated figures of the sorted costs."""
+    costs = []
+    calls = []
+    for n in range(41):
+        prompt = 100 + 37 * ((n * 17) % 41)
+        costs.append(mini_cost(prompt, 10))
+        calls.append(call(100 + n, run=f"m{n}", at=T0 + n, tokens=(prompt, 10), user_id=f"u{n % 2}"))
+    store.write(calls)
+    ordered = sorted(costs)
+    p50, p95 = ordered[20], ordered[38] + (ordered[39] - ordered[38]) * 0.0  # (41 - 1) * 0.95 = 38 exactly
+    hist = views.run_histogram(store, ReportFilter(), 5)
+    assert (hist.p50, hist.p95) == (pytest.approx(p50), pytest.approx(p95))
+    assert sum(hist.counts) == 41 and hist.runs_left_out == 0
+    (row,) = views.top(store, ReportFilter(), "use-case")
+    assert (row.runs, row.p50_run_cost_usd, row.p95_run_cost_usd) == (
+        41,
+        pytest.approx(p50),
+        pytest.approx(p95),
+    )
+    assert row.avg_run_cost_usd == pytest.approx(sum(costs) / 41)
+    u1 = sorted(c for i, c in enumerate(costs) if i % 2 == 1)  # 20 runs: p95 at rank 18.05
+    top_u1 = next(r for r in views.top(store, ReportFilter(), "user") if r.key["user_id"] == "u1")
+    assert top_u1.p95_run_cost_usd == pytest.approx(u1[18] + (u1[19] - u1[18]) * 0.05)

@@ -342,8 +342,12 @@ def group_row(record: Sequence[Any], keys: tuple[str, ...]) -> ReportRow:
 
 def _sort_key(row: ReportRow) -> tuple[Any, ...]:
     """Most expensive first, unpriced last (as SQL's ``ORDER BY cost DESC``); ties in key order."""
-    cost = row.cost_usd
-    return (cost is None, -(cost or 0.0), *("" if v is None else str(v) for v in row.key.values()))
+    return order_key(row.cost_usd, row.key.values())
+
+
+def order_key(cost: float | None, values: Iterable[Any]) -> tuple[Any, ...]:
+    """The sort key of a report row of cost ``cost`` and key values ``values`` (:func:`sort_rows`)."""
+    return (cost is None, -(cost or 0.0), *("" if v is None else str(v) for v in values))
 
 
 # --- records (JSON, CSV) -----------------------------------------------------------------

@@ -13,14 +13,17 @@ usage, or only partly read).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 from ..cost import token_classes
 from ..store import ReportFilter, Store, rollup_sql
-from ..store.base import tags_of
+from ..store import runs_sql as per_run
+from ..store.base import GROUP_TOTALS, tags_of
 from ..store.totals import percentile
-from .queries import ReportError, ReportRow, report_rows
+from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows
 
 __all__ = [
     "BUCKETS",
@@ -110,10 +113,22 @@ def _tokens(values: Sequence[Any]) -> dict[str, int]:
     return {name: int(value or 0) for name, value in zip(_CLASSES, values)}
 
 
+def _per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter) -> bool:
+    """Whether the per-run table (:mod:`~otel_usecase.store.runs_sql`) answers ``filters`` exactly: the store
+    has it, nothing is pending, no time window, and no run's calls disagree on a dimension."""
+    return (
+        view.rollups
+        and not view.pending
+        and per_run.answers(filters)
+        and not store.query(per_run.mixed_sql())
+    )
+
+
 def summary(store: Store, filters: ReportFilter) -> Summary:
     """Total cost, calls, runs, unknown-cost and error counts, tokens per class."""
     view = store.view_sql()
-    row = store.query(*rollup_sql.summary_sql(view, filters))[0]
+    runs_table = _per_run(store, view, filters)
+    row = store.query(*rollup_sql.summary_sql(view, filters, per_run_table=runs_table))[0]
     n = len(_CLASSES)
     calls = int(row[0] or 0)
     tokens = _tokens(row[1 : 1 + n])
@@ -152,8 +167,65 @@ def cost_series(
 
 
 def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[ReportRow]:
-    """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value), unpriced last: the report's rows."""
+    """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value), unpriced last: the report's rows.
+
+    By use case, user or experience without a time window, the groups' sums come from the per-run table
+    and the per-run p50 and p95 of just the ``limit`` groups shown from its indexes (seeks, not a sort of
+    every run); the same rows as :func:`~otel_usecase.report.queries.report_rows`."""
+    keys = grouping(by)
+    view = store.view_sql()
+    if limit >= 1 and per_run.group_keys(keys) and _per_run(store, view, filters):
+        return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
+
+
+def _top_per_run(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int
+) -> list[ReportRow]:
+    """:func:`top` from the per-run table: every group's cost and counts from its index alone, the groups
+    ordered as the report orders them, then the other sums and the p50 and p95 of the ``limit`` shown."""
+    n = len(keys)
+    found: dict[tuple[Any, ...], tuple[int, float | None, int, float | None]] = {}
+    for record in store.query(*per_run.order_sql(keys, filters, view.tag_value)):
+        runs, cost, complete, complete_sum = record[n:]
+        found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
+    shown = heapq.nsmallest(limit, found, key=lambda key: order_key(found[key][1], key))
+    if not shown:
+        return []
+    query = rollup_sql.group_sums_sql(view, filters, keys, shown) or per_run.sums_sql(
+        keys, filters, view.tag_value, view.token_sum, shown
+    )
+    sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
+    result = []
+    for key in shown:
+        runs, cost, complete, complete_sum = found[key]
+        group = per_run.group_conditions(keys, key)
+
+        def ranked(rank: int, group: tuple[list[str], list[Any]] = group) -> list[float]:
+            return [
+                float(v[0]) for v in store.query(*per_run.ranked_sql(filters, view.tag_value, rank, group))
+            ]
+
+        avg = complete_sum / complete if complete and complete_sum is not None else None
+        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
+        assert len(values) == n + len(GROUP_TOTALS)
+        result.append(group_row(values, keys))
+    return result
+
+
+def _ranked_percentile(ranked: Callable[[int], list[float]], n: int, q: float) -> float | None:
+    """:func:`~otel_usecase.store.totals.percentile` of ``n`` sorted values read by rank (``ranked(k)``: the
+    values of rank k and k + 1), the same arithmetic."""
+    if n <= 0:
+        return None
+    pos = (n - 1) * q
+    lower = math.floor(pos)
+    upper = math.ceil(pos)
+    values = ranked(lower)
+    if lower == upper:
+        return values[0]
+    return values[0] + (values[1] - values[0]) * (pos - lower)
 
 
 def list_runs(
@@ -174,6 +246,9 @@ def list_runs(
         page = _latest_runs(store, view, filters, limit, offset)
         if page is not None:
             return page
+    elif _per_run(store, view, filters):
+        query = per_run.dearest_sql(view.dialect, filters, view.tag_value, limit, offset)
+        return _runs_of(store, view, filters, [(u, r) for u, r in store.query(*query)])
     else:
         dearest = rollup_sql.dearest_runs_sql(view, filters, limit, offset)
         if dearest is not None:
@@ -236,7 +311,10 @@ def run_histogram(store: Store, filters: ReportFilter, bins: int = 20) -> Histog
     """The distribution of the cost per run, with p50 and p95 (as the report's per-run figures)."""
     if bins < 1:
         raise ReportError(f"bins {bins!r} must be at least 1")
-    rows = store.query(*rollup_sql.run_costs_sql(store.view_sql(), filters))
+    view = store.view_sql()
+    if _per_run(store, view, filters):
+        return _histogram_per_run(store, view, filters, bins)
+    rows = store.query(*rollup_sql.run_costs_sql(view, filters))
     costs: list[float] = []
     left_out = 0
     for cost, incomplete in rows:
@@ -247,6 +325,29 @@ def run_histogram(store: Store, filters: ReportFilter, bins: int = 20) -> Histog
             costs.append(known)
     costs.sort()
     return histogram(costs, bins, left_out)
+
+
+def _histogram_per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, bins: int) -> Histogram:
+    """:func:`histogram` read through the per-run table's index on the complete cost: the count, lowest and
+    highest, the ranks of p50 and p95, and one count per bin (the same arithmetic as :func:`histogram`)."""
+    runs, n, low, high, _ = store.query(*per_run.spread_sql(filters, view.tag_value))[0]
+    left_out = int(runs) - int(n)
+    if not n:
+        return Histogram([], [], None, None, left_out)
+    low, high = float(low), float(high)
+    if high <= low:
+        return Histogram([low, high], [int(n)], low, high, left_out)
+
+    def ranked(rank: int) -> list[float]:
+        return [float(v[0]) for v in store.query(*per_run.ranked_sql(filters, view.tag_value, rank))]
+
+    width = (high - low) / bins
+    edges = [low + width * i for i in range(bins)] + [high]
+    counts = [0] * bins
+    for index, count in store.query(*per_run.bins_sql(view.dialect, filters, view.tag_value, low, width)):
+        counts[min(int(index), bins - 1)] += int(count)
+    p50, p95 = _ranked_percentile(ranked, int(n), 0.5), _ranked_percentile(ranked, int(n), 0.95)
+    return Histogram(edges, counts, p50, p95, left_out)
 
 
 def histogram(costs: Sequence[float], bins: int, left_out: int) -> Histogram:

@@ -89,11 +89,12 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
-5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger."""
+5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
+6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -850,13 +851,17 @@ def migrate(
     for statement in INDEXES:
         execute(statement, ())
     backfill = has_ledger and (version is None or version < _ROLLUPS_SINCE)
-    for statement in rollup_sql.ddl(dialect, backfill=backfill):
+    runs_backfill = has_ledger and (version is None or version < _RUNS_SINCE)
+    for statement in rollup_sql.ddl(dialect, backfill=backfill, runs_backfill=runs_backfill):
         execute(statement, ())
     return frozenset(COLUMNS)
 
 
 _ROLLUPS_SINCE: Final = 5
 """The schema version that brought the rollups: a ledger of an older one is rolled up by the migration."""
+
+_RUNS_SINCE: Final = 6
+"""The schema version that brought the per-run table (:mod:`.runs_sql`): filled from the ledger when older."""
 
 
 _URL_PASSWORD: Final = re.compile(

@@ -81,6 +81,7 @@ from .base import (
     write_isolating,
 )
 from .rollup_sql import HOUR_ROLLUP, RUN_ROLLUP, ViewSQL
+from .runs_sql import RUNS
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -537,7 +538,7 @@ class PostgresStore:
                 store=f"PostgreSQL store {self.url}",
                 dialect="postgresql",
             )
-            cur.execute(f"SELECT to_regclass('{RUN_ROLLUP}') IS NOT NULL")
+            cur.execute(f"SELECT to_regclass('{RUNS}') IS NOT NULL")  # the last of the rollups (schema 6)
             rolled = cur.fetchone()
             self._rollups = bool(rolled and rolled[0])
             return columns
@@ -596,7 +597,7 @@ class PostgresStore:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
         statement = translate_placeholders(sql)
         args = tuple(params)
-        ledger_report = RUN_ROLLUP not in sql and HOUR_ROLLUP not in sql
+        ledger_report = not any(table in sql for table in (RUN_ROLLUP, HOUR_ROLLUP, RUNS))
 
         def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             with conn.transaction(), conn.cursor() as cur:

@@ -46,6 +46,7 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
+from . import runs_sql as per_run
 from . import totals
 from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
@@ -304,13 +305,21 @@ def sqlite_fold() -> tuple[str, ...]:
         ),
         f"DELETE FROM {RUN_ROLLUP} WHERE calls <= 0 AND rowid IN ({left_cells})",
         f"UPDATE {RUN_ROLLUP} SET {times} WHERE rowid IN ({left_cells})",
+        *per_run.sqlite_fold(),
         f"DELETE FROM {PENDING}",
     )
 
 
+def _sqlite_fold_rollups_only() -> tuple[str, ...]:
+    """The fold of a schema 5 file's pending rows into its rollups alone: the migration to schema 6 runs it
+    before it fills the per-run table from the ledger (which has those rows already)."""
+    statements = sqlite_fold()
+    return tuple(s for s in statements if per_run.RUNS not in s)
+
+
 def _sqlite_ddl() -> list[str]:
     d = _DIALECTS["sqlite"]
-    return [*_tables(d), *_sqlite_tables(), *_sqlite_triggers()]
+    return [*_tables(d), *per_run.tables("sqlite"), *_sqlite_tables(), *_sqlite_triggers()]
 
 
 # --- PostgreSQL: statement-level triggers with transition tables ------------------------------
@@ -383,10 +392,13 @@ def _pg_ddl() -> list[str]:
         f"DELETE FROM {RUN_ROLLUP} AS t USING (SELECT DISTINCT {old_cells} FROM old_rows AS o) "
         f"AS x({', '.join(run_keys)}) WHERE {match} AND t.calls <= 0"
     )
-    insert_body = ";\n  ".join(_pg_apply("new_rows", False))
-    update_body = ";\n  ".join([*_pg_apply(changed, True), emptied, recompute])
+    insert_body = ";\n  ".join([*_pg_apply("new_rows", False), *per_run.pg_apply("new_rows", False, None)])
+    update_body = ";\n  ".join(
+        [*_pg_apply(changed, True), emptied, recompute, *per_run.pg_apply(changed, True, "old_rows")]
+    )
     return [
         *_tables(d),
+        *per_run.tables("postgresql"),
         (
             f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n  {insert_body};\n  RETURN NULL;\nEND\n$$"
@@ -436,11 +448,15 @@ def _backfill(dialect: str) -> list[str]:
     ]
 
 
-def ddl(dialect: str, *, backfill: bool) -> list[str]:
+def ddl(dialect: str, *, backfill: bool, runs_backfill: bool | None = None) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
-    ``backfill``) the statements filling them from the ledger. Idempotent; run by the schema migration."""
+    ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
+    ``backfill``) the per-run table (:mod:`.runs_sql`). Idempotent; run by the schema migration."""
     statements = _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
-    return statements + (_backfill(dialect) if backfill else [])
+    runs = backfill if runs_backfill is None else runs_backfill
+    if runs and not backfill and dialect == "sqlite":
+        statements += _sqlite_fold_rollups_only()  # ends with DELETE FROM the pending table
+    return statements + (_backfill(dialect) if backfill else []) + (per_run.backfill(dialect) if runs else [])
 
 
 class ViewSQL(NamedTuple):
@@ -601,12 +617,27 @@ def _runs_source(view: ViewSQL, filters: ReportFilter) -> _Source:
     return _ledger(view, filters)
 
 
-def summary_sql(view: ViewSQL, filters: ReportFilter) -> tuple[str, list[Any]]:
+def summary_sql(
+    view: ViewSQL, filters: ReportFilter, *, per_run_table: bool = False
+) -> tuple[str, list[Any]]:
     """One row: calls, :data:`~otel_usecase.store.base.TOKEN_COLUMNS` sums, cost, the unpriced, no-usage,
-    partial and error counts, then the number of runs (of (use case, run id))."""
+    partial and error counts, then the number of runs (of (use case, run id)): counted in the per-run
+    table (``per_run_table``: the caller checked it answers, :mod:`.runs_sql`), else grouped."""
     sums = _sums_source(view, filters)
-    runs = _runs_source(view, filters)
     m = sums.measures
+    if per_run_table:
+        count, count_params = per_run.count_sql(filters, view.tag_value)
+        selected = ", ".join(
+            [
+                m["calls"],
+                *(m[c] for c in TOKEN_COLUMNS),
+                m["cost_usd"],
+                *(m[c] for c in _COUNTS),
+                f"({count})",
+            ]
+        )
+        return f"SELECT {selected} FROM {sums.table}{sums.clause}", [*count_params, *sums.params]
+    runs = _runs_source(view, filters)
     selected = ", ".join(
         [
             m["calls"],
@@ -620,6 +651,24 @@ def summary_sql(view: ViewSQL, filters: ReportFilter) -> tuple[str, list[Any]]:
         ]
     )
     return f"SELECT {selected} FROM {sums.table}{sums.clause}", [*runs.params, *sums.params]
+
+
+def group_sums_sql(
+    view: ViewSQL, filters: ReportFilter, keys: tuple[str, ...], groups: list[tuple[Any, ...]]
+) -> tuple[str, list[Any]] | None:
+    """Per value of ``keys`` among ``groups``: those values, calls, tokens, the unpriced, no-usage and
+    partial counts, read from the hour rollup (None when it cannot answer: a key it does not keep, a user
+    or tag filter). A few hundred thousand narrow cells, not the rows of every run of those groups."""
+    if not set(keys) <= _HOUR_COLUMNS or not hour_rollup_answers(view, filters):
+        return None
+    source = _rollup(view, filters, HOUR_ROLLUP)
+    extra: list[Any] = []
+    condition = per_run.any_group(keys, groups, extra)
+    clause = f"{source.clause} AND {condition}" if source.clause else f" WHERE {condition}"
+    m = source.measures
+    group = ", ".join(keys)
+    selected = ", ".join([group, m["calls"], *(m[c] for c in TOKEN_COLUMNS), *(m[c] for c in _COUNTS[:3])])
+    return f"SELECT {selected} FROM {source.table}{clause} GROUP BY {group}", [*source.params, *extra]
 
 
 def series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]]:

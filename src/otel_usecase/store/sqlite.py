@@ -43,7 +43,8 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
-from .rollup_sql import RUN_ROLLUP, ViewSQL
+from .rollup_sql import ViewSQL
+from .runs_sql import RUNS
 
 if TYPE_CHECKING:
     from .base import Repricing
@@ -283,8 +284,7 @@ class SQLiteStore:
         try:
             self._columns = self._migrate(conn)
             self._rollups = (
-                conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (RUN_ROLLUP,)).fetchone()
-                is not None
+                conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (RUNS,)).fetchone() is not None
             )
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}

@@ -1,0 +1,394 @@
+"""The per-run table: one row per run (use case, run id) with its totals, kept beside the rollups.
+
+The run rollup (:data:`.rollup_sql.RUN_ROLLUP`) is keyed by hour, so a question
+about whole runs (how many runs, the dearest ones, the distribution of their
+cost) has to group its cells. :data:`RUNS` holds each run once, with indexes on
+its cost, so those questions become index seeks:
+
+* the number of runs a filter selects: a count of rows;
+* the dearest runs: the first rows of the index on :data:`dear_cost`;
+* a percentile of the run cost: ``ORDER BY complete_cost LIMIT 2 OFFSET k``;
+* per-run average, p50 and p95 of the few groups a ``top`` returns: the same
+  seeks within a group's part of an index (use case, user, experience).
+
+A run's user, experience, version and tags are columns of its row, so the
+filters on them read the table exactly, as long as every call of the run has
+the same values: a run whose calls disagree (or a replaced call that changed
+them) is marked ``mixed`` (kept conservatively: once mixed, always mixed) and,
+while any run is, the queries read the run rollup instead (:func:`mixed_sql`).
+The table answers no time window (a run is not kept per hour): a filter with a
+start or end reads the run rollup.
+
+Kept exact like the rollups, in the same transaction as the ledger write: the
+SQLite fold (:func:`sqlite_fold`, from the pending rows) and the PostgreSQL
+statement triggers (:func:`pg_apply`, ordered by key so writers queue rather
+than deadlock); a replaced call is subtracted and added, an emptied run
+removed, the times of a run a call left recomputed from the ledger. Created and
+filled by the schema 6 migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Final
+
+from .base import TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
+
+__all__ = [
+    "COMPLETE_COST",
+    "DEAR_COST",
+    "RUNS",
+    "any_group",
+    "backfill",
+    "count_sql",
+    "dearest_sql",
+    "group_keys",
+    "mixed_sql",
+    "order_sql",
+    "pg_apply",
+    "sqlite_fold",
+    "sums_sql",
+    "tables",
+]
+
+RUNS: Final = "usecase_runs"
+DEAR_COST: Final = "dear_cost"
+"""The run's cost when any call has one, else NULL (the order of the dearest runs: unknown last)."""
+COMPLETE_COST: Final = "complete_cost"
+"""The run's cost when it is known, finite and complete (no unpriced, no-usage or partial call), else
+NULL: the costs a histogram and the per-run figures of a report are over."""
+
+GROUP_KEYS: Final[dict[tuple[str, ...], str]] = {
+    ("use_case",): "use_case",
+    ("user_id",): "user_id",
+    ("experience_name", "experience_id"): "experience",
+}
+"""The report groupings whose per-run figures an index of :data:`RUNS` answers (keys -> index suffix)."""
+
+
+def _measures() -> tuple[str, ...]:
+    from .rollup_sql import MEASURES
+
+    return MEASURES
+
+
+def _dims() -> tuple[str, ...]:
+    from .rollup_sql import _run_keys
+
+    return _run_keys()
+
+
+def tables(dialect: str) -> list[str]:
+    """The table and its indexes (idempotent)."""
+    from .rollup_sql import _DIALECTS
+
+    d = _DIALECTS[dialect]
+    kinds = {
+        "cost_usd": f"{d.real} NOT NULL DEFAULT 0",
+        **{t: f"{d.total} NOT NULL DEFAULT 0" for t in TOKEN_COLUMNS},
+    }
+    measures = ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
+    dims = ", ".join(f"{k} TEXT" for k in _dims())
+    desc = " DESC NULLS LAST" if dialect == "postgresql" else " DESC"
+    return [
+        (
+            f"CREATE TABLE IF NOT EXISTS {RUNS} (use_case TEXT NOT NULL, run_id TEXT NOT NULL, {dims}, "
+            f"mixed {d.int} NOT NULL DEFAULT 0, first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, "
+            f"end_ns {d.int} NOT NULL, {measures}, {DEAR_COST} {d.real}, {COMPLETE_COST} {d.real})"
+        ),
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {RUNS}_key ON {RUNS} (use_case, run_id)",
+        f"CREATE INDEX IF NOT EXISTS {RUNS}_mixed ON {RUNS} (mixed) WHERE mixed = 1",
+        f"CREATE INDEX IF NOT EXISTS {RUNS}_dear ON {RUNS} ({DEAR_COST}{desc}, use_case, run_id)",
+        f"CREATE INDEX IF NOT EXISTS {RUNS}_complete ON {RUNS} ({COMPLETE_COST})",
+        # per group: the order of the groups (their cost) and their per-run figures, read from the index alone
+        *(
+            f"CREATE INDEX IF NOT EXISTS {RUNS}_{name} ON {RUNS} ({', '.join(keys)}, {COMPLETE_COST}, {DEAR_COST})"
+            for keys, name in GROUP_KEYS.items()
+        ),
+    ]
+
+
+def _derived(value: Callable[[str], str]) -> list[str]:
+    """:data:`DEAR_COST` and :data:`COMPLETE_COST` of a row whose measure ``m`` is ``value(m)``. Plain
+    columns, not generated ones: SQLite reads a generated column from the table even when an index has it,
+    and the groups' figures must come from their index alone."""
+    cost = value("cost_usd")
+    incomplete = " + ".join(value(m) for m in ("unpriced_calls", "no_usage_calls", "partial_calls"))
+    return [
+        f"CASE WHEN {value('cost_calls')} > 0 THEN {cost} END",
+        f"CASE WHEN {value('cost_calls')} > 0 AND {incomplete} = 0 AND {cost} BETWEEN -1e308 AND 1e308 THEN {cost} END",
+    ]
+
+
+def _columns() -> str:
+    return ", ".join(
+        (
+            "use_case",
+            "run_id",
+            *_dims(),
+            "mixed",
+            "first_ns",
+            "last_ns",
+            "end_ns",
+            *_measures(),
+            DEAR_COST,
+            COMPLETE_COST,
+        )
+    )
+
+
+def _base_columns() -> tuple[str, ...]:
+    return ("use_case", "run_id", *_dims(), "mixed", "first_ns", "last_ns", "end_ns", *_measures())
+
+
+def _selected(dialect: str, source: str, signed: bool) -> str:
+    """The values of one run's row from the ledger rows ``r`` of ``source`` (signed: with a ``sign``)."""
+    from .rollup_sql import _DIALECTS, _measure, _sqlite_total
+
+    d = _DIALECTS[dialect]
+    differs = " OR ".join(
+        f"MIN(COALESCE(r.{k}, {d.none})) <> MAX(COALESCE(r.{k}, {d.none}))" for k in _dims()
+    )
+
+    def total(m: str) -> str:
+        contribution = f"r.sign * ({_measure(m, 'r')})" if signed else _measure(m, "r")
+        return _sqlite_total(contribution, m) if dialect == "sqlite" else f"SUM({contribution})"
+
+    values = [
+        "r.use_case",
+        "r.run_id",
+        *(f"MIN(r.{k})" for k in _dims()),
+        f"CASE WHEN {differs} THEN 1 ELSE 0 END",
+        "MIN(r.start_ns)",
+        "MAX(r.start_ns)",
+        "MAX(r.end_ns)",
+        *(total(m) for m in _measures()),
+    ]
+    inner = ", ".join(f"{v} AS {c}" for v, c in zip(values, _base_columns()))
+    derived = ", ".join(_derived(lambda m: f"g.{m}"))
+    # (the WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's ON)
+    return f"g.*, {derived} FROM (SELECT {inner} FROM {source} AS r GROUP BY r.use_case, r.run_id) AS g WHERE true"
+
+
+def _upsert(dialect: str, source: str, signed: bool) -> str:
+    from .rollup_sql import _DIALECTS
+
+    d = _DIALECTS[dialect]
+    t = "t" if dialect == "postgresql" else RUNS
+    alias = " AS t" if dialect == "postgresql" else ""
+    select = _selected(dialect, source, signed)
+    order = " ORDER BY g.use_case, g.run_id" if dialect == "postgresql" else ""
+    distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
+    changed = " OR ".join(f"{t}.{k} {distinct} excluded.{k}" for k in _dims())
+    return (
+        f"INSERT INTO {RUNS}{alias} ({_columns()}) SELECT {select}{order} ON CONFLICT (use_case, run_id) DO UPDATE SET "
+        f"mixed = {d.greatest}({t}.mixed, excluded.mixed, CASE WHEN {changed} THEN 1 ELSE 0 END), "
+        f"first_ns = {d.least}({t}.first_ns, excluded.first_ns), last_ns = {d.greatest}({t}.last_ns, excluded.last_ns), "
+        f"end_ns = {d.greatest}({t}.end_ns, excluded.end_ns), "
+        + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
+        + ", "
+        + ", ".join(
+            f"{c} = {v}"
+            for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
+        )
+    )
+
+
+def _left(old: str) -> list[str]:
+    """Remove the runs replaced rows emptied; recompute the times of those they left (from the ledger)."""
+    runs = f"(use_case, run_id) IN (SELECT o.use_case, o.run_id FROM {old})"
+    times = ", ".join(
+        f"{name} = COALESCE((SELECT {agg}(c.{column}) FROM {TABLE} AS c WHERE c.use_case = {RUNS}.use_case "
+        f"AND c.run_id = {RUNS}.run_id), {name})"
+        for name, agg, column in (
+            ("first_ns", "MIN", "start_ns"),
+            ("last_ns", "MAX", "start_ns"),
+            ("end_ns", "MAX", "end_ns"),
+        )
+    )
+    return [f"DELETE FROM {RUNS} WHERE calls <= 0 AND {runs}", f"UPDATE {RUNS} SET {times} WHERE {runs}"]
+
+
+@cache
+def sqlite_fold() -> tuple[str, ...]:
+    """SQLite: add the pending rows (:data:`.rollup_sql.PENDING`) to the table; before they are emptied."""
+    from .rollup_sql import PENDING
+
+    return (_upsert("sqlite", PENDING, True), *_left(f"{PENDING} AS o WHERE o.sign < 0"))
+
+
+def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
+    """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
+    return [_upsert("postgresql", source, signed), *(_left(f"{old} AS o") if old else [])]
+
+
+def backfill(dialect: str) -> list[str]:
+    """Fill the table from the ledger (the migration)."""
+    return [
+        f"DELETE FROM {RUNS}",
+        f"INSERT INTO {RUNS} ({_columns()}) SELECT {_selected(dialect, TABLE, False)}",
+    ]
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+def answers(filters: ReportFilter) -> bool:
+    """Whether the table can answer ``filters`` at all (no time window); :func:`mixed_sql` then decides."""
+    return filters.since_ns is None and filters.until_ns is None
+
+
+def mixed_sql() -> str:
+    """A row when some run is mixed (its calls disagree on a dimension): then the table does not answer."""
+    return f"SELECT 1 FROM {RUNS} WHERE mixed = 1 LIMIT 1"
+
+
+def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause of ``filters`` on the table (no time window: :func:`answers`), then ``extra``."""
+    clauses, params = filter_clauses(
+        filters.use_case,
+        None,
+        user_id=filters.user_id,
+        experience_name=filters.experience_name,
+        use_case_version=filters.use_case_version,
+        tags=filters.tags,
+        tag_value=tag_value,
+    )
+    clauses += extra
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def count_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, list[Any]]:
+    """The number of runs."""
+    clause, params = where(filters, tag_value)
+    return f"SELECT COUNT(*) FROM {RUNS}{clause}", params
+
+
+def dearest_sql(
+    dialect: str, filters: ReportFilter, tag_value: TagValue | None, limit: int, offset: int
+) -> tuple[str, list[Any]]:
+    """(use case, run id) of a page of runs, dearest first, unknown cost last, ties by use case, run id."""
+    clause, params = where(filters, tag_value)
+    nulls = " NULLS LAST" if dialect == "postgresql" else ""
+    sql = f"SELECT use_case, run_id FROM {RUNS}{clause} ORDER BY {DEAR_COST} DESC{nulls}, use_case, run_id LIMIT ? OFFSET ?"
+    return sql, [*params, int(limit), int(offset)]
+
+
+def spread_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, list[Any]]:
+    """(runs, runs with a complete cost, their lowest and highest cost, their sum)."""
+    clause, params = where(filters, tag_value)
+    sql = (
+        f"SELECT COUNT(*), COUNT({COMPLETE_COST}), MIN({COMPLETE_COST}), MAX({COMPLETE_COST}), "
+        f"SUM({COMPLETE_COST}) FROM {RUNS}{clause}"
+    )
+    return sql, params
+
+
+def ranked_sql(
+    filters: ReportFilter,
+    tag_value: TagValue | None,
+    rank: int,
+    group: tuple[list[str], list[Any]] = ([], []),
+) -> tuple[str, list[Any]]:
+    """The complete costs of rank ``rank`` and the next (0 = cheapest); ``group``: one group's conditions
+    (:func:`group_conditions`)."""
+    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *group[0])
+    # Constant columns first in the order: the planner then reads the index of the group (or of the
+    # filter) instead of walking the index of every run's cost.
+    prefix = "".join(f"{c}, " for c in _constant_columns(filters, group[0]))
+    sql = f"SELECT {COMPLETE_COST} FROM {RUNS}{clause} ORDER BY {prefix}{COMPLETE_COST} LIMIT 2 OFFSET ?"
+    return sql, [*params, *group[1], int(rank)]
+
+
+def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
+    """The columns of the index a ranked read should walk: the group's keys, else a filter's column."""
+    for keys in GROUP_KEYS:
+        if group and all(any(c.startswith(f"{k} ") for c in group) for k in keys):
+            return keys
+    if filters.use_case is not None:
+        return ("use_case",)
+    if filters.user_id is not None:
+        return ("user_id",)
+    return ()
+
+
+def bins_sql(
+    dialect: str, filters: ReportFilter, tag_value: TagValue | None, low: float, width: float
+) -> tuple[str, list[Any]]:
+    """(bin, runs) of the complete costs: bin ``int((cost - low) / width)``, as Python computes it."""
+    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL")
+    ratio = f"({COMPLETE_COST} - ?) / ?"
+    binned = f"CAST({ratio} AS INTEGER)" if dialect == "sqlite" else f"CAST(trunc({ratio}) AS BIGINT)"
+    return f"SELECT {binned} AS bin, COUNT(*) FROM {RUNS}{clause} GROUP BY bin", [
+        float(low),
+        float(width),
+        *params,
+    ]
+
+
+def group_keys(keys: tuple[str, ...]) -> bool:
+    """Whether the per-run figures of a report grouped by ``keys`` come from an index of the table."""
+    return keys in GROUP_KEYS
+
+
+def order_sql(
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None
+) -> tuple[str, list[Any]]:
+    """Per value of ``keys``: those values, runs, their cost (the sum of the runs' costs, as the report
+    sums them), the number and sum of the complete costs; read from the group's index alone."""
+    clause, params = where(filters, tag_value)
+    group = ", ".join(keys)
+    sql = (
+        f"SELECT {group}, COUNT(*), SUM({DEAR_COST}), COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
+        f"FROM {RUNS}{clause} GROUP BY {group}"
+    )
+    return sql, params
+
+
+def sums_sql(
+    keys: tuple[str, ...],
+    filters: ReportFilter,
+    tag_value: TagValue | None,
+    token_sum: str,
+    groups: list[tuple[Any, ...]],
+) -> tuple[str, list[Any]]:
+    """Per value of ``keys`` among ``groups``: those values, calls, tokens, the unpriced, no-usage and
+    partial counts."""
+    extra: list[Any] = []
+    condition = any_group(keys, groups, extra)
+    clause, filter_params = where(filters, tag_value, condition)
+    group = ", ".join(keys)
+    selected = ", ".join(
+        [
+            group,
+            *(
+                token_sum.format(c)
+                for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+            ),
+        ]
+    )
+    return f"SELECT {selected} FROM {RUNS}{clause} GROUP BY {group}", [*filter_params, *extra]
+
+
+def any_group(keys: tuple[str, ...], groups: list[tuple[Any, ...]], params: list[Any]) -> str:
+    """The condition selecting any of ``groups`` (its parameters appended to ``params``)."""
+    alternatives = []
+    for values in groups:
+        clauses, more = group_conditions(keys, values)
+        alternatives.append("(" + " AND ".join(clauses) + ")")
+        params.extend(more)
+    return "(" + " OR ".join(alternatives) + ")"
+
+
+def group_conditions(keys: tuple[str, ...], values: tuple[Any, ...]) -> tuple[list[str], list[Any]]:
+    """The conditions selecting one group (a NULL value too)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in zip(keys, values):
+        if value is None:
+            clauses.append(f"{key} IS NULL")
+        else:
+            clauses.append(f"{key} = ?")
+            params.append(value)
+    return clauses, params
