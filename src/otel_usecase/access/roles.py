@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from .. import audit
 from ..scope.validation import check_name
 from ..store.access_sql import (
     DDL,
@@ -224,6 +223,8 @@ def share(
         return changed, after
 
     changed, after = store.transact("share a use case", apply, write=True)
+    from .. import audit  # at call time: the audit log reads the members (no import cycle)
+
     for assignment, previous in changed:
         audit.record(
             store,

@@ -23,7 +23,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from .. import audit
 from ..scope.validation import check_name
 from ..store.access_sql import (
     ACTIVE_SQL,
@@ -119,6 +118,8 @@ def create_token(store: Store, name: str) -> str:
         tx.execute(SET_TOKEN_SQL, (name, hashed, now))
 
     store.transact("issue a token", issue, write=True)
+    from .. import audit  # at call time: the audit log reads the members (no import cycle)
+
     audit.record(store, actor=ADMIN, action="token.create", use_case=None, target=name, detail={})
     return token
 
@@ -150,6 +151,8 @@ def revoke_token(store: Store, name: str) -> bool:
 
     revoked = store.transact("revoke a token", revoke, write=True)
     if revoked:
+        from .. import audit  # at call time (see create_token)
+
         audit.record(store, actor=ADMIN, action="token.revoke", use_case=None, target=name, detail={})
     return revoked
 
