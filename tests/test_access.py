@@ -283,6 +283,12 @@ def test_share_gives_roles_members_lists_them_and_a_principal_sees_only_its_use_
     principal = authenticate(store, people["olivia"])
     assert principal is not None and visible_use_cases(store, principal.name) == {"support", "billing"}
     assert members(store, "nothing_here") == []
+    # Reads take use case names seen in calls (data: `serve` stores any text) and never raise on them.
+    assert members(store, "sup port; DROP TABLE x") == [] and role_of(store, "olivia", "a b") is Role.NO_ROLE
+    assert visible_use_cases(store, "not a name") == frozenset()
+    # The bulk form also takes mappings (a roles list read from JSON).
+    share(store, "billing", [{"principal": "sam", "role": "EDITOR", "notify": True}])  # type: ignore[list-item]
+    assert roles_of(store, "billing")["sam"] == (Role.EDITOR, False, True)
 
 
 def test_a_consumer_or_an_editor_without_can_share_cannot_share(store: Store, people: dict[str, str]) -> None:
