@@ -22,7 +22,7 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
 
 from .. import config
 from ..cost import token_classes
@@ -52,6 +52,7 @@ __all__ = [
     "TAGS_COLUMN",
     "TOKEN_COLUMNS",
     "UPGRADES",
+    "Execute",
     "RejectedCall",
     "ReportFilter",
     "RepriceFilter",
@@ -89,13 +90,17 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
 5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
-6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger."""
+6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
+7: use cases as shared containers: definitions and experience types (:mod:`.definition_sql`), the audit log
+(:mod:`.audit_sql`)."""
 TABLE: Final = "usecase_calls"
+
+_T = TypeVar("_T")
 
 META_TABLE: Final = "otel_usecase_meta"
 
@@ -254,7 +259,7 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
-    from . import budget_sql, outcome_sql  # import this module
+    from . import audit_sql, budget_sql, definition_sql, outcome_sql  # import this module
 
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
@@ -265,6 +270,8 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
         *outcome_sql.OUTCOMES_DDL,  # what runs achieved (record_outcome)
+        *definition_sql.DEFINITIONS_DDL,  # use case and experience type definitions (usecases/)
+        *audit_sql.AUDIT_DDL,  # who changed what (audit.py)
     )
 
 
@@ -461,6 +468,16 @@ class Store(Protocol):
 
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
+
+    # --- small tables --- (definitions, audit: SQL in their own store/<part>_sql.py, ``?`` placeholders)
+
+    def transaction(self, what: str, op: Callable[[Execute], _T], *, write: bool = True) -> _T:
+        """Run ``op(execute)`` in one transaction of this store and return what it returns.
+
+        ``execute(sql, params)`` runs one statement written with ``?`` placeholders and returns its
+        rows (``[]`` when it returns none). ``write``: SQLite takes the write lock at once (``BEGIN
+        IMMEDIATE``). For the small, rarely written tables (definitions, audit) whose SQL is portable;
+        raises :class:`StoreUnavailable` like ``write`` (``what`` says what was being done)."""
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

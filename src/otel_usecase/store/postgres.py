@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .base import Repricing
+    from .base import Execute, Repricing
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -913,6 +913,21 @@ class PostgresStore:
 
         rows = self.query(*latest_run_sql(query, postgres_reports.tag_value(self._columns)))
         return str(rows[0][0]) if rows else None
+
+    # --- small tables --- (definitions, audit: see Store.transaction)
+
+    def transaction(self, what: str, op: Callable[[Execute], _T], *, write: bool = True) -> _T:
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction(), conn.cursor() as cur:
+
+                def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                    cur.execute(translate_placeholders(sql), tuple(params))
+                    return cur.fetchall() if cur.description is not None else []
+
+                return op(execute)
+
+        with self._lock:
+            return self._run(what, run)
 
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 

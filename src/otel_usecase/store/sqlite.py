@@ -47,7 +47,7 @@ from .rollup_sql import ViewSQL
 from .runs_sql import RUNS
 
 if TYPE_CHECKING:
-    from .base import Repricing
+    from .base import Execute, Repricing
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -845,6 +845,14 @@ class SQLiteStore:
 
         rows = self.query(*latest_run_sql(query, self._tag_value))
         return str(rows[0][0]) if rows else None
+
+    # --- small tables --- (definitions, audit: see Store.transaction)
+
+    def transaction(self, what: str, op: Callable[[Execute], _T], *, write: bool = True) -> _T:
+        def run(conn: sqlite3.Connection) -> _T:
+            return op(lambda sql, params: conn.execute(sql, tuple(params)).fetchall())
+
+        return self._in_transaction(what, run, write=write)
 
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 
