@@ -181,7 +181,7 @@ def test_use_cases_are_listed_from_the_rollup_after_their_calls_are_pruned(store
     """The seen use cases come from the hour rollup, which keeps them when per-call rows are deleted."""
     deleter = open_store(calls)
     try:
-        deleter.transaction("delete the ledger", lambda execute: execute("DELETE FROM usecase_calls", ()))
+        deleter.transact("delete the ledger", lambda tx: tx.execute("DELETE FROM usecase_calls"), write=True)
     finally:
         deleter.close()
     assert store.query("SELECT COUNT(*) FROM usecase_calls") == [(0,)]

@@ -25,6 +25,7 @@ from .scope.validation import check_name
 
 if TYPE_CHECKING:
     from .store import Store
+    from .store.base import Transaction
 
 __all__ = ["ACTIONS", "ADMIN", "AuditEvent", "audit_log", "record"]
 
@@ -66,12 +67,6 @@ class AuditEvent(NamedTuple):
     detail: dict[str, Any]
 
 
-def _dialect(store: Store) -> str:
-    from .store import parse_store_url
-
-    return parse_store_url(store.url)[0]
-
-
 def _storable_text(value: str) -> str:
     """``value`` as both stores can hold it: lone surrogates escaped, bounded (a target may be an id: data)."""
     text = value.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -107,11 +102,8 @@ def append(
     stored_target = _storable_text(target)
     text = _detail_json(detail)
     now = time.time_ns() if at_ns is None else at_ns
-    dialect = _dialect(store)
     row = (now, actor, action, use_case, stored_target, text)
-    event_id = store.transaction(
-        "record an audit event", lambda execute: audit_sql.insert(execute, dialect, row), write=True
-    )
+    event_id = store.transact("record an audit event", lambda tx: audit_sql.insert(tx, row), write=True)
     return AuditEvent(event_id, now, actor, action, use_case, stored_target, json.loads(text))
 
 
@@ -148,14 +140,13 @@ def audit_log(
 
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit!r}")
-    dialect = _dialect(store)
 
-    def read(execute: Any) -> list[audit_sql.AuditRow]:
-        if not audit_sql.table_exists(execute, dialect, audit_sql.AUDIT_TABLE):
+    def read(tx: Transaction) -> list[audit_sql.AuditRow]:
+        if not tx.has_table(audit_sql.AUDIT_TABLE):
             return []
-        return [audit_sql.row_of(r) for r in execute(*audit_sql.select_sql(use_case, since_ns, limit))]
+        return [audit_sql.row_of(r) for r in tx.execute(*audit_sql.select_sql(use_case, since_ns, limit))]
 
-    rows = store.transaction("read the audit log", read, write=False)
+    rows = store.transact("read the audit log", read, write=False)
     return [
         AuditEvent(r.id, r.at_ns, r.actor, r.action, r.use_case, r.target, _decoded(r.detail)) for r in rows
     ]

@@ -2,7 +2,7 @@
 
 One row per change, appended after the change itself and never updated. The
 SQL is portable (``?`` placeholders, no dialect-only types): each store runs it
-through :meth:`~otel_usecase.store.base.Store.transaction`.
+through :meth:`~otel_usecase.store.base.Store.transact`.
 
 ``id`` is a sequence number given by the insert itself (one more than the
 largest), not an identity/autoincrement column, so both stores share one
@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from .base import Execute
+from .base import Transaction
 
 __all__ = [
     "AUDIT_DDL",
     "AUDIT_TABLE",
     "AuditRow",
     "insert",
+    "row_of",
     "select_sql",
-    "table_exists",
 ]
 
 AUDIT_TABLE: Final = "otel_usecase_audit"
@@ -65,25 +65,16 @@ class AuditRow(NamedTuple):
     detail: str
 
 
-def table_exists(execute: Execute, dialect: str, table: str) -> bool:
-    """Whether ``table`` exists (``dialect``: ``sqlite`` or ``postgresql``): a store written by a version
-    before it is read as having no rows, never created by a read."""
-    if dialect == "postgresql":
-        found = execute("SELECT to_regclass(?) IS NOT NULL", (table,))
-        return bool(found and found[0][0])
-    return bool(execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
-
-
-def insert(execute: Execute, dialect: str, row: Sequence[Any]) -> int:
+def insert(tx: Transaction, row: Sequence[Any]) -> int:
     """Append ``row`` (``at_ns, actor, action, use_case, target, detail``); the id it got.
 
     Creates the table first when the store predates it (a store migrated to schema 7 has it, and a role
     that may not run DDL then runs none)."""
-    if not table_exists(execute, dialect, AUDIT_TABLE):
+    if not tx.has_table(AUDIT_TABLE):
         for statement in AUDIT_DDL:
-            execute(statement, ())
+            tx.execute(statement)
     for _ in range(_ATTEMPTS):
-        found = execute(_INSERT, tuple(row))
+        found = tx.execute(_INSERT, tuple(row))
         if found:
             return int(found[0][0])
     raise RuntimeError(f"could not append to {AUDIT_TABLE}: the id was taken {_ATTEMPTS} times in a row")

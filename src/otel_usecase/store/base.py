@@ -32,6 +32,8 @@ from ..cost.usage import MAX_TOKEN_COUNT
 from ..scope.validation import check_name
 from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
+_T = TypeVar("_T")
+
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
@@ -52,7 +54,6 @@ __all__ = [
     "TAGS_COLUMN",
     "TOKEN_COLUMNS",
     "UPGRADES",
-    "Execute",
     "RejectedCall",
     "ReportFilter",
     "RepriceFilter",
@@ -61,6 +62,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TagValue",
+    "Transaction",
     "Unstorable",
     "broken_rule",
     "call_of",
@@ -99,8 +101,6 @@ and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the
 7: use cases as shared containers: definitions and experience types (:mod:`.definition_sql`), the audit log
 (:mod:`.audit_sql`)."""
 TABLE: Final = "usecase_calls"
-
-_T = TypeVar("_T")
 
 META_TABLE: Final = "otel_usecase_meta"
 
@@ -361,6 +361,16 @@ RUN_RECORD: Final[tuple[str, ...]] = (
 """The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
 
 
+class Transaction(Protocol):
+    """One open transaction of :meth:`Store.transact`."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement written with ``?`` placeholders; the rows it returns (``[]`` when none)."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (a store written by an older version may lack a newer table)."""
+
+
 class Store(Protocol):
     """What the exporter, the receiver and the reports need of a store.
 
@@ -469,15 +479,20 @@ class Store(Protocol):
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
 
-    # --- small tables --- (definitions, audit: SQL in their own store/<part>_sql.py, ``?`` placeholders)
+    # --- small tables (principals and members: store/access_sql.py) ---
 
-    def transaction(self, what: str, op: Callable[[Execute], _T], *, write: bool = True) -> _T:
-        """Run ``op(execute)`` in one transaction of this store and return what it returns.
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        """Run ``op`` in one transaction of its own and return what it returns.
 
-        ``execute(sql, params)`` runs one statement written with ``?`` placeholders and returns its
-        rows (``[]`` when it returns none). ``write``: SQLite takes the write lock at once (``BEGIN
-        IMMEDIATE``). For the small, rarely written tables (definitions, audit) whose SQL is portable;
-        raises :class:`StoreUnavailable` like ``write`` (``what`` says what was being done)."""
+        For the small administrative tables whose SQL is portable (``?``
+        placeholders): ``op`` gets a :class:`Transaction`. A write transaction
+        takes the store's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL the
+        schema's advisory lock, so a table created on first use cannot collide
+        with ``migrate``); anything ``op`` raises rolls everything back and
+        propagates. ``op`` may run again after a rollback the database forced
+        (PostgreSQL), so it must do nothing outside the transaction. ``what``
+        names the work in a :class:`StoreUnavailable`.
+        """
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

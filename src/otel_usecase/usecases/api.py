@@ -34,7 +34,7 @@ from .model import (
 
 if TYPE_CHECKING:
     from ..store import Store
-    from ..store.base import Execute, ReportFilter
+    from ..store.base import ReportFilter, Transaction
 
 __all__ = [
     "SHOWN",
@@ -66,24 +66,15 @@ def members_of(store: Store, use_case: str) -> list[Any]:
 # --- the definitions table, for either kind -------------------------------------------------------
 
 
-def _dialect(store: Store) -> str:
-    from ..store import parse_store_url
-
-    return parse_store_url(store.url)[0]
-
-
 def _defined(store: Store, kind: sql.Kind, name: str | None = None) -> list[tuple[Any, ...]]:
     """The rows of ``kind``'s table (one name's, or all by name); none when the store predates it."""
-    from ..store.audit_sql import table_exists
 
-    dialect = _dialect(store)
-
-    def read(execute: Execute) -> list[tuple[Any, ...]]:
-        if not table_exists(execute, dialect, kind.table):
+    def read(tx: Transaction) -> list[tuple[Any, ...]]:
+        if not tx.has_table(kind.table):
             return []
-        return execute(*kind.select_sql(name))
+        return tx.execute(*kind.select_sql(name))
 
-    return store.transaction("read the definitions", read, write=False)
+    return store.transact("read the definitions", read, write=False)
 
 
 def _seen(store: Store, kind: sql.Kind) -> set[str]:
@@ -97,22 +88,19 @@ def _write(
     store: Store, kind: sql.Kind, name: str, fields: Sequence[Any], *, insert: bool
 ) -> tuple[Any, ...] | None:
     """Insert a definition (None when it exists) or set its fields (None when there is none); its row."""
-    from ..store.audit_sql import table_exists
-
-    dialect = _dialect(store)
     now = time.time_ns()
 
-    def write(execute: Execute) -> tuple[Any, ...] | None:
-        if not table_exists(execute, dialect, kind.table):  # a store that predates schema 7
+    def write(tx: Transaction) -> tuple[Any, ...] | None:
+        if not tx.has_table(kind.table):  # a store that predates schema 7
             for statement in sql.DEFINITIONS_DDL:
-                execute(statement, ())
+                tx.execute(statement)
         if insert:
-            done = execute(kind.insert_sql(), (name, *fields, now, now))
+            done = tx.execute(kind.insert_sql(), (name, *fields, now, now))
         else:
-            done = execute(kind.update_sql(), (*fields, now, name))
-        return execute(*kind.select_sql(name))[0] if done else None
+            done = tx.execute(kind.update_sql(), (*fields, now, name))
+        return tx.execute(*kind.select_sql(name))[0] if done else None
 
-    return store.transaction("write a definition", write, write=True)
+    return store.transact("write a definition", write, write=True)
 
 
 def _changes(old: Sequence[Any], new: Sequence[Any], fields: Sequence[str]) -> dict[str, object]:
