@@ -185,7 +185,11 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
 
     from .access.cli import add_arguments as add_access_arguments
 
-    add_access_arguments(commands, store_help)  # tokens; usecases share
+    add_access_arguments(commands, store_help)  # tokens (usecases share: in the usecases group)
+
+    from .usecases.cli import add_arguments as add_definition_arguments
+
+    add_definition_arguments(commands, store_help)
 
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
     collector_commands = collector.add_subparsers(
@@ -424,6 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .budgets.cli import run as run_budgets
 
         return run_budgets(args)
+    if args.command in ("usecases", "experience-types", "audit"):
+        from .usecases import cli as definitions
+
+        if args.command == "usecases":
+            return definitions.run_usecases(args)
+        if args.command == "experience-types":
+            return definitions.run_experience_types(args)
+        return definitions.run_audit(args)
     if args.command == "reprice":
         from .cost import reprice
 

@@ -34,7 +34,7 @@ _ASSIGNMENT_KEYS: Final = frozenset(("principal", "role", "can_share", "notify")
 
 
 def add_arguments(commands: Any, store_help: str = STORE_HELP) -> None:
-    """Add the ``tokens`` command (and, until the ``usecases`` group exists, a group holding ``share``)."""
+    """Add the ``tokens`` command (``usecases share`` is added to the ``usecases`` group by :func:`add_share_parser`)."""
     tokens = commands.add_parser("tokens", help="API tokens of the dashboard's principals (users)")
     sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = sub.add_parser(
@@ -50,9 +50,6 @@ def add_arguments(commands: Any, store_help: str = STORE_HELP) -> None:
     revoke.add_argument("--store", metavar="URL", help=store_help)
     for parser in (create, listing, revoke):
         parser.set_defaults(access_run=run)
-    # TEMPORARY (until part D's `usecases` group lands; the coordinator wires add_share_parser into it).
-    usecases = commands.add_parser("usecases", help="use cases: share them with principals")
-    add_share_parser(usecases.add_subparsers(dest="usecases_command", required=True, metavar="COMMAND"))
 
 
 def add_share_parser(subcommands: Any, store_help: str = STORE_HELP) -> None:
