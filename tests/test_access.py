@@ -498,6 +498,11 @@ def test_cli_share_one_principal_and_a_bulk_roles_file(sqlite_or_postgres: str, 
         "usecases", "share", "support", "--principal", "eddie", "--role", "x", "--store", url
     )
     assert bad_role.returncode == 2 and "role='x' is not a role" in bad_role.stderr
+    # share is a use case command only (roles are per use case, not per experience type)
+    wrong_group = otel_usecase(
+        "experience-types", "share", "chat", "--principal", "eddie", "--role", "EDITOR"
+    )
+    assert wrong_group.returncode == 2 and "invalid choice: 'share'" in wrong_group.stderr
 
 
 def test_read_and_share_commands_never_create_a_store(tmp_path: Path) -> None:
