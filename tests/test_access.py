@@ -445,6 +445,37 @@ def test_every_token_change_share_and_revoke_is_audited_once(
     assert all("ouc_" not in json.dumps(e["detail"]) for e in recorded)
 
 
+def test_the_cli_writes_token_changes_shares_and_revokes_to_the_audit_log_without_a_token(
+    sqlite_or_postgres: str,
+) -> None:
+    url = sqlite_or_postgres
+    token = otel_usecase("tokens", "create", "--name", "alice", "--store", url).stdout.strip()
+    for role in ("EDITOR", "NO_ROLE"):
+        done = otel_usecase(
+            "usecases", "share", "support", "--principal", "alice", "--role", role, "--store", url
+        )
+        assert done.returncode == 0, done.stderr
+    assert otel_usecase("tokens", "revoke", "--name", "alice", "--store", url).returncode == 0
+    store = open_store(url, create=False)
+    try:
+        events = list(reversed(audit.audit_log(store)))  # oldest first
+    finally:
+        store.close()
+    assert [(e.actor, e.action, e.use_case, e.target) for e in events] == [
+        ("admin", "token.create", None, "alice"),
+        ("admin", "share", "support", "alice"),
+        ("admin", "revoke", "support", "alice"),
+        ("admin", "token.revoke", None, "alice"),
+    ]
+    assert events[1].detail == {
+        "role": "EDITOR",
+        "can_share": False,
+        "notify": False,
+        "previous_role": "NO_ROLE",
+    }
+    assert not any(token in str(e) or sha256_hex(token) in str(e) for e in events)
+
+
 # --- the CLI --------------------------------------------------------------------------------------
 
 
