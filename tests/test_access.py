@@ -16,6 +16,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,53 @@ def test_a_bulk_share_with_one_refused_assignment_changes_nothing(
             [RoleAssignment("connie", Role.CONSUMER), RoleAssignment("ghost", Role.CONSUMER)],
         )
     assert roles_of(store, "support") == before
+
+
+def _remove_each_other(url: str, use_case: str) -> list[str]:
+    """olivia removes oscar while oscar removes olivia, each through a store (connection) of its own."""
+    stores = [open_store(url, create=False) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def remove(store: Store, actor: str, other: str) -> None:
+        barrier.wait(timeout=60)
+        try:
+            share(store, use_case, [RoleAssignment(other, Role.NO_ROLE)], actor=actor)
+            results.append(f"{actor} removed")
+        except PermissionError:
+            results.append(f"{actor} refused")
+
+    threads = [
+        threading.Thread(target=remove, args=(stores[0], "olivia", "oscar")),
+        threading.Thread(target=remove, args=(stores[1], "oscar", "olivia")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for store in stores:
+        store.close()
+    return results
+
+
+def test_two_owners_removing_each_other_at_once_leave_one_owner(sqlite_or_postgres: str) -> None:
+    """The permission and last-owner checks run in the share's own transaction: concurrent shares on two
+    connections are serialised, so both cannot pass their checks on the same old state."""
+    admin = open_store(sqlite_or_postgres)
+    try:
+        for name in ("olivia", "oscar"):
+            create_token(admin, name)
+        for round_ in range(5):
+            use_case = f"uc{round_}"
+            share(
+                admin, use_case, [RoleAssignment("olivia", Role.OWNER), RoleAssignment("oscar", Role.OWNER)]
+            )
+            results = _remove_each_other(sqlite_or_postgres, use_case)
+            owners = [m.principal for m in members(admin, use_case) if m.role is Role.OWNER]
+            assert len(owners) == 1, (results, owners)
+            assert sorted(r.split()[1] for r in results) == ["refused", "removed"], results
+    finally:
+        admin.close()
 
 
 def test_share_refuses_bad_names_roles_flags_duplicates_and_unknown_principals(
