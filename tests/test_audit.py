@@ -119,3 +119,51 @@ def test_a_store_without_the_table_reads_as_no_events(tmp_path: object) -> None:
         assert [e.action for e in audit.audit_log(reader)] == ["prune"]
     finally:
         reader.close()
+
+
+def test_budget_changes_are_recorded_without_their_webhook(store: Store) -> None:
+    from otel_usecase.budgets import Budget, delete_budget, set_budget
+
+    hook = "https://hooks.example.com/services/T0/B0/secret-path-token"
+    set_budget(Budget(name="bot-daily", use_case="support_bot", amount_usd=5.0, webhook=hook), store=store)
+    assert delete_budget("bot-daily", store=store)
+    assert not delete_budget("bot-daily", store=store)  # nothing deleted: nothing recorded
+    deleted, made = audit.audit_log(store)
+    assert (made.actor, made.action, made.use_case, made.target) == (
+        "admin",
+        "budget.set",
+        "support_bot",
+        "bot-daily",
+    )
+    assert made.detail["amount_usd"] == 5.0 and made.detail["webhook"] is True
+    assert (deleted.action, deleted.use_case, deleted.target) == ("budget.delete", "support_bot", "bot-daily")
+    rows = store.query("SELECT detail FROM otel_usecase_audit")
+    assert rows and all(
+        "secret-path-token" not in str(r[0]) and "hooks.example.com" not in str(r[0]) for r in rows
+    )
+
+
+def test_the_budgets_cli_is_audited(sqlite_or_postgres: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "budgets", "set", "daily", "--use-case", "summarize", "--amount", "2",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "audit", "--format", "json", "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert log.returncode == 0, log.stderr
+    (event,) = json.loads(log.stdout)
+    assert (event["actor"], event["action"], event["use_case"], event["target"]) == (
+        "admin",
+        "budget.set",
+        "summarize",
+        "daily",
+    )
