@@ -12,6 +12,8 @@ import pytest
 from otel_usecase import audit
 from otel_usecase.store import Store, open_store
 
+from .webhooks import SECRET, Receiver
+
 
 @pytest.fixture
 def store(sqlite_or_postgres: str) -> Iterator[Store]:
@@ -167,3 +169,113 @@ def test_the_budgets_cli_is_audited(sqlite_or_postgres: str) -> None:
         "summarize",
         "daily",
     )
+
+
+# --- notifications: members with `notify` get each event on their use case through the alert webhook ----
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 set as OTEL_USECASE_ALERT_WEBHOOK, with the alert secret."""
+    with Receiver() as got:
+        monkeypatch.setenv("OTEL_USECASE_ALERT_WEBHOOK", got.url)
+        monkeypatch.setenv("OTEL_USECASE_ALERT_SECRET", SECRET)
+        yield got
+
+
+def shared(store: Store) -> None:
+    """support_bot shared with alice (owner, notified), bob (consumer, notified) and carol (not notified)."""
+    from otel_usecase.access import Role, RoleAssignment, create_token, share
+
+    for name in ("alice", "bob", "carol"):
+        create_token(store, name)
+    share(
+        store,
+        "support_bot",
+        [
+            RoleAssignment("alice", Role.OWNER, notify=True),
+            RoleAssignment("bob", Role.CONSUMER, notify=True),
+            RoleAssignment("carol", Role.EDITOR),
+        ],
+    )
+
+
+def test_members_who_asked_are_notified_of_each_event_signed_like_an_alert(
+    store: Store, receiver: Receiver
+) -> None:
+    from otel_usecase import usecases
+
+    shared(store)
+    before = len(receiver.deliveries())  # the shares themselves are events on the use case too
+    assert before >= 1
+    usecases.create(store, "support_bot", "Answers tickets", owner="alice")
+    (got,) = receiver.deliveries()[before:]
+    assert got.verified  # the receiver's own HMAC check of the raw body, with the shared secret
+    body = json.loads(got.body)
+    event = audit.audit_log(store, limit=1)[0]
+    assert body == {
+        "kind": "usecase.event",
+        "id": event.id,
+        "event": "usecase.create",
+        "use_case": "support_bot",
+        "actor": "admin",
+        "target": "support_bot",
+        "detail": {"description": "Answers tickets", "owner": "alice"},
+        "time": body["time"],
+        "notified": ["alice", "bob"],
+    }
+    assert body["time"].endswith("+00:00")
+    # Events on another use case, or on none, reach no one here.
+    audit.record(store, actor="admin", action="token.create", use_case=None, target="dave", detail={})
+    usecases.create(store, "triage")
+    assert len(receiver.deliveries()) == before + 1
+
+
+def test_the_cli_notifies_and_a_failing_webhook_only_warns(
+    store: Store, sqlite_or_postgres: str, receiver: Receiver
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shared(store)
+    before = len(receiver.deliveries())
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "usecases", "create", "support_bot", "--description", "Tickets",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (got,) = receiver.deliveries()[before:]
+    assert got.verified and json.loads(got.body)["event"] == "usecase.create"
+
+    receiver.answers = [500]  # the next POST is refused: the change is made and recorded all the same
+    failed = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "usecases", "update", "support_bot", "--owner", "alice",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 0, failed.stderr
+    port = receiver.server.server_address[1]
+    assert f"to http://127.0.0.1:{port}/… failed: HTTP 500" in failed.stderr
+    assert "/hooks/budget" not in failed.stderr  # the URL's path (often its secret) is never shown
+    assert audit.audit_log(store, limit=1)[0].action == "usecase.update"
+
+
+def test_nothing_is_sent_without_a_webhook_and_that_is_said(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_usecase.usecases import notify
+
+    monkeypatch.delenv("OTEL_USECASE_ALERT_WEBHOOK", raising=False)
+    shared(store)
+    event = audit.append(
+        store, actor="admin", action="usecase.update", use_case="support_bot", target="x", detail={}
+    )
+    with caplog.at_level("WARNING", logger="otel_usecase"):
+        outcome = notify.notify_members(store, event)
+    assert outcome == notify.Notified(
+        ("alice", "bob"), False, "not sent: OTEL_USECASE_ALERT_WEBHOOK is not set"
+    )
+    assert "2 member(s) of use case 'support_bot' asked to be notified" in caplog.text
