@@ -183,6 +183,10 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
 
     add_budget_arguments(commands, store_help)
 
+    from .access.cli import add_arguments as add_access_arguments
+
+    add_access_arguments(commands, store_help)  # tokens (usecases share: in the usecases group)
+
     from .usecases.cli import add_arguments as add_definition_arguments
 
     add_definition_arguments(commands, store_help)
@@ -417,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
+    access_run = getattr(args, "access_run", None)  # tokens, usecases share (access/cli.py)
+    if access_run is not None:
+        return int(access_run(args))
     if args.command == "budgets":
         from .budgets.cli import run as run_budgets
 

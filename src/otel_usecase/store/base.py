@@ -98,8 +98,8 @@ SCHEMA_VERSION: Final = 7
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
 5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
 6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
-7: use cases as shared containers: definitions and experience types (:mod:`.definition_sql`), the audit log
-(:mod:`.audit_sql`)."""
+7: use cases as shared containers: principals and members (:mod:`.access_sql`), definitions and experience
+types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`)."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -259,7 +259,7 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
-    from . import audit_sql, budget_sql, definition_sql, outcome_sql  # import this module
+    from . import access_sql, audit_sql, budget_sql, definition_sql, outcome_sql  # import this module
 
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
@@ -270,6 +270,7 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
         *outcome_sql.OUTCOMES_DDL,  # what runs achieved (record_outcome)
+        *access_sql.DDL,  # principals and their roles per use case
         *definition_sql.DEFINITIONS_DDL,  # use case and experience type definitions (usecases/)
         *audit_sql.AUDIT_DDL,  # who changed what (audit.py)
     )
