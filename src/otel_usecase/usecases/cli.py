@@ -71,9 +71,6 @@ def add_arguments(commands: Any, store_help: str) -> None:
     show.add_argument(
         "--limit", metavar="N", type=int, default=10, help="values listed per column (default 10)"
     )
-    from ..access.cli import add_share_parser
-
-    add_share_parser(sub, store_help)  # usecases share (roles: access/)
     for parser in (create, update, listing, show):
         if parser is listing or parser is show:
             parser.add_argument("--format", default="table", choices=("table", "json"))
