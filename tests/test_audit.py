@@ -4,6 +4,7 @@ through a real webhook receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 
@@ -279,3 +280,24 @@ def test_nothing_is_sent_without_a_webhook_and_that_is_said(
         ("alice", "bob"), False, "not sent: OTEL_USECASE_ALERT_WEBHOOK is not set"
     )
     assert "2 member(s) of use case 'support_bot' asked to be notified" in caplog.text
+
+
+def test_a_webhook_that_never_answers_holds_the_change_at_most_twice_the_timeout(
+    store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from otel_usecase.usecases import notify
+
+    shared(store)
+    receiver.answers = ["hang"]
+    event = audit.append(
+        store, actor="admin", action="usecase.update", use_case="support_bot", target="x", detail={}
+    )
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="otel_usecase"):
+        outcome = notify.notify_members(store, event, timeout_s=1.0)
+    assert time.monotonic() - started < 30  # cut at 2 x 1 s by the watchdog; generous for a loaded machine
+    assert receiver.hanging.is_set()
+    assert outcome.members == ("alice", "bob") and not outcome.delivered
+    assert re.search(r"to http://127\.0\.0\.1:\d+/… failed: (timed out|no answer within 2 s)", caplog.text)

@@ -318,3 +318,29 @@ def test_cli_show_lists_the_members(calls: str) -> None:
     assert [(m["principal"], m["role"], m["notify"]) for m in record["members"]] == [("alice", "OWNER", True)]
     text = cli("usecases", "show", "support_bot", "--store", calls).stdout
     assert "members:" in text and "alice" in text and "OWNER" in text
+
+
+def test_concurrent_creates_of_one_use_case_define_it_once(store: Store, calls: str) -> None:
+    import threading
+
+    outcomes: list[str] = []
+
+    def define(n: int) -> None:
+        own = open_store(calls)
+        try:
+            usecases.create(own, "support_bot", f"writer {n}")
+            outcomes.append("created")
+        except ValueError as exc:
+            outcomes.append(str(exc))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=define, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes) == ["created"] + 3 * [
+        "use case 'support_bot' is already defined: change it with update"
+    ]
+    assert [e.action for e in audit.audit_log(store)] == ["usecase.create"]
