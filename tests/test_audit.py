@@ -4,6 +4,7 @@ through a real webhook receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 
@@ -11,6 +12,8 @@ import pytest
 
 from otel_usecase import audit
 from otel_usecase.store import Store, open_store
+
+from .webhooks import SECRET, Receiver
 
 
 @pytest.fixture
@@ -119,3 +122,182 @@ def test_a_store_without_the_table_reads_as_no_events(tmp_path: object) -> None:
         assert [e.action for e in audit.audit_log(reader)] == ["prune"]
     finally:
         reader.close()
+
+
+def test_budget_changes_are_recorded_without_their_webhook(store: Store) -> None:
+    from otel_usecase.budgets import Budget, delete_budget, set_budget
+
+    hook = "https://hooks.example.com/services/T0/B0/secret-path-token"
+    set_budget(Budget(name="bot-daily", use_case="support_bot", amount_usd=5.0, webhook=hook), store=store)
+    assert delete_budget("bot-daily", store=store)
+    assert not delete_budget("bot-daily", store=store)  # nothing deleted: nothing recorded
+    deleted, made = audit.audit_log(store)
+    assert (made.actor, made.action, made.use_case, made.target) == (
+        "admin",
+        "budget.set",
+        "support_bot",
+        "bot-daily",
+    )
+    assert made.detail["amount_usd"] == 5.0 and made.detail["webhook"] is True
+    assert (deleted.action, deleted.use_case, deleted.target) == ("budget.delete", "support_bot", "bot-daily")
+    rows = store.query("SELECT detail FROM otel_usecase_audit")
+    assert rows and all(
+        "secret-path-token" not in str(r[0]) and "hooks.example.com" not in str(r[0]) for r in rows
+    )
+
+
+def test_the_budgets_cli_is_audited(sqlite_or_postgres: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "budgets", "set", "daily", "--use-case", "summarize", "--amount", "2",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "audit", "--format", "json", "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert log.returncode == 0, log.stderr
+    (event,) = json.loads(log.stdout)
+    assert (event["actor"], event["action"], event["use_case"], event["target"]) == (
+        "admin",
+        "budget.set",
+        "summarize",
+        "daily",
+    )
+
+
+# --- notifications: members with `notify` get each event on their use case through the alert webhook ----
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 set as OTEL_USECASE_ALERT_WEBHOOK, with the alert secret."""
+    with Receiver() as got:
+        monkeypatch.setenv("OTEL_USECASE_ALERT_WEBHOOK", got.url)
+        monkeypatch.setenv("OTEL_USECASE_ALERT_SECRET", SECRET)
+        yield got
+
+
+def shared(store: Store) -> None:
+    """support_bot shared with alice (owner, notified), bob (consumer, notified) and carol (not notified)."""
+    from otel_usecase.access import Role, RoleAssignment, create_token, share
+
+    for name in ("alice", "bob", "carol"):
+        create_token(store, name)
+    share(
+        store,
+        "support_bot",
+        [
+            RoleAssignment("alice", Role.OWNER, notify=True),
+            RoleAssignment("bob", Role.CONSUMER, notify=True),
+            RoleAssignment("carol", Role.EDITOR),
+        ],
+    )
+
+
+def test_members_who_asked_are_notified_of_each_event_signed_like_an_alert(
+    store: Store, receiver: Receiver
+) -> None:
+    from otel_usecase import usecases
+
+    shared(store)
+    before = len(receiver.deliveries())  # the shares themselves are events on the use case too
+    assert before >= 1
+    usecases.create(store, "support_bot", "Answers tickets", owner="alice")
+    (got,) = receiver.deliveries()[before:]
+    assert got.verified  # the receiver's own HMAC check of the raw body, with the shared secret
+    body = json.loads(got.body)
+    event = audit.audit_log(store, limit=1)[0]
+    assert body == {
+        "kind": "usecase.event",
+        "id": event.id,
+        "event": "usecase.create",
+        "use_case": "support_bot",
+        "actor": "admin",
+        "target": "support_bot",
+        "detail": {"description": "Answers tickets", "owner": "alice"},
+        "time": body["time"],
+        "notified": ["alice", "bob"],
+    }
+    assert body["time"].endswith("+00:00")
+    # Events on another use case, or on none, reach no one here.
+    audit.record(store, actor="admin", action="token.create", use_case=None, target="dave", detail={})
+    usecases.create(store, "triage")
+    assert len(receiver.deliveries()) == before + 1
+
+
+def test_the_cli_notifies_and_a_failing_webhook_only_warns(
+    store: Store, sqlite_or_postgres: str, receiver: Receiver
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shared(store)
+    before = len(receiver.deliveries())
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "usecases", "create", "support_bot", "--description", "Tickets",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (got,) = receiver.deliveries()[before:]
+    assert got.verified and json.loads(got.body)["event"] == "usecase.create"
+
+    receiver.answers = [500]  # the next POST is refused: the change is made and recorded all the same
+    failed = subprocess.run(
+        [str(bin_dir / "otel-usecase"), "usecases", "update", "support_bot", "--owner", "alice",
+         "--store", sqlite_or_postgres],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 0, failed.stderr
+    port = receiver.server.server_address[1]
+    assert f"to http://127.0.0.1:{port}/… failed: HTTP 500" in failed.stderr
+    assert "/hooks/budget" not in failed.stderr  # the URL's path (often its secret) is never shown
+    assert audit.audit_log(store, limit=1)[0].action == "usecase.update"
+
+
+def test_nothing_is_sent_without_a_webhook_and_that_is_said(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_usecase.usecases import notify
+
+    monkeypatch.delenv("OTEL_USECASE_ALERT_WEBHOOK", raising=False)
+    shared(store)
+    event = audit.append(
+        store, actor="admin", action="usecase.update", use_case="support_bot", target="x", detail={}
+    )
+    with caplog.at_level("WARNING", logger="otel_usecase"):
+        outcome = notify.notify_members(store, event)
+    assert outcome == notify.Notified(
+        ("alice", "bob"), False, "not sent: OTEL_USECASE_ALERT_WEBHOOK is not set"
+    )
+    assert "2 member(s) of use case 'support_bot' asked to be notified" in caplog.text
+
+
+def test_a_webhook_that_never_answers_holds_the_change_at_most_twice_the_timeout(
+    store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from otel_usecase.usecases import notify
+
+    shared(store)
+    receiver.answers = ["hang"]
+    event = audit.append(
+        store, actor="admin", action="usecase.update", use_case="support_bot", target="x", detail={}
+    )
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="otel_usecase"):
+        outcome = notify.notify_members(store, event, timeout_s=1.0)
+    assert time.monotonic() - started < 30  # cut at 2 x 1 s by the watchdog; generous for a loaded machine
+    assert receiver.hanging.is_set()
+    assert outcome.members == ("alice", "bob") and not outcome.delivered
+    assert re.search(r"to http://127\.0\.0\.1:\d+/… failed: (timed out|no answer within 2 s)", caplog.text)

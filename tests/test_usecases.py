@@ -188,6 +188,20 @@ def test_use_cases_are_listed_from_the_rollup_after_their_calls_are_pruned(store
     assert [u.name for u in usecases.list_use_cases(store)] == ["support_bot", "triage"]
 
 
+def test_a_use_case_seen_with_a_name_breaking_the_rule_is_listed_and_shown(store: Store) -> None:
+    """Names from other services (OTLP to serve) are data when read: listed and shown, never refused."""
+    from .builders import a_call
+
+    assert (
+        store.write([a_call(trace_id="ab" * 16, span_id="cd" * 8, use_case="legacy bot", run_id="r-1")]) == []
+    )
+    assert "legacy bot" in [u.name for u in usecases.list_use_cases(store)]
+    detail = usecases.show(store, "legacy bot")
+    assert (detail.info.defined, detail.runs, detail.calls) == (False, 1, 1)
+    with pytest.raises(ValueError, match=r"use_case='legacy bot' is not a valid name"):
+        usecases.create(store, "legacy bot", "a definition follows the name rule")
+
+
 # --- the command line ------------------------------------------------------------------------------
 
 
@@ -258,3 +272,75 @@ def test_cli_readers_never_create_a_store(tmp_path: Path) -> None:
         assert done.returncode == 1, (args, done.stderr)
         assert "does not exist" in done.stderr
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_show_lists_the_members_and_only_owners_and_editors_change_the_definition(store: Store) -> None:
+    from otel_usecase.access import Role, RoleAssignment, create_token, share
+
+    for name in ("alice", "bob", "carol"):
+        create_token(store, name)
+    share(
+        store,
+        "support_bot",
+        [
+            RoleAssignment("alice", Role.OWNER, notify=True),
+            RoleAssignment("bob", Role.EDITOR),
+            RoleAssignment("carol", Role.CONSUMER, can_share=True),
+        ],
+    )
+    members = usecases.show(store, "support_bot").members
+    assert [(m.principal, m.role, m.can_share, m.notify) for m in members] == [
+        ("alice", Role.OWNER, False, True),
+        ("bob", Role.EDITOR, False, False),
+        ("carol", Role.CONSUMER, True, False),
+    ]
+    usecases.create(store, "support_bot", "Tickets", actor="bob")  # an EDITOR defines it
+    usecases.update(store, "support_bot", owner="alice", actor="alice")  # an OWNER changes it
+    with pytest.raises(PermissionError, match=r"'carol' may not change use case 'support_bot'.*is CONSUMER"):
+        usecases.update(store, "support_bot", description="mine", actor="carol")
+    with pytest.raises(PermissionError, match=r"'alice' may not change use case 'triage'.*is NO_ROLE"):
+        usecases.update(store, "triage", description="not hers", actor="alice")
+    with pytest.raises(PermissionError, match="only the administrator changes experience types"):
+        usecases.create_experience_type(store, "chat", actor="alice")
+    got = usecases.get(store, "support_bot")
+    assert got is not None and (got.description, got.owner) == ("Tickets", "alice")
+    changes = [(e.actor, e.action) for e in audit.audit_log(store, use_case="support_bot", limit=2)]
+    assert changes == [("alice", "usecase.update"), ("bob", "usecase.create")]
+
+
+def test_cli_show_lists_the_members(calls: str) -> None:
+    for name in ("alice", "bob"):
+        assert cli("tokens", "create", "--name", name, "--store", calls).returncode == 0
+    shared = cli("usecases", "share", "support_bot", "--principal", "alice", "--role", "OWNER", "--notify",
+                 "--store", calls)  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    record = json.loads(cli("usecases", "show", "support_bot", "--format", "json", "--store", calls).stdout)
+    assert [(m["principal"], m["role"], m["notify"]) for m in record["members"]] == [("alice", "OWNER", True)]
+    text = cli("usecases", "show", "support_bot", "--store", calls).stdout
+    assert "members:" in text and "alice" in text and "OWNER" in text
+
+
+def test_concurrent_creates_of_one_use_case_define_it_once(store: Store, calls: str) -> None:
+    import threading
+
+    outcomes: list[str] = []
+
+    def define(n: int) -> None:
+        own = open_store(calls)
+        try:
+            usecases.create(own, "support_bot", f"writer {n}")
+            outcomes.append("created")
+        except ValueError as exc:
+            outcomes.append(str(exc))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=define, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes) == ["created"] + 3 * [
+        "use case 'support_bot' is already defined: change it with update"
+    ]
+    assert [e.action for e in audit.audit_log(store)] == ["usecase.create"]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .store import Store
     from .store.base import Transaction
 
-__all__ = ["ACTIONS", "ADMIN", "AuditEvent", "audit_log", "record"]
+__all__ = ["ACTIONS", "ADMIN", "AuditEvent", "append", "audit_log", "record"]
 
 ADMIN: Final = "admin"
 """The actor of a change made with direct store access (the CLI, the Python API without a principal)."""
@@ -90,7 +90,8 @@ def append(
     detail: Mapping[str, object],
     at_ns: int | None = None,
 ) -> AuditEvent:
-    """:func:`record` without the notification: write the row; the event as stored."""
+    """:func:`record` without the notification: write the row; the event as stored (its id, the target
+    as kept). For a caller that sends or reports the notification itself (``usecases.notify``)."""
     from .store import audit_sql
 
     check_name("actor", actor)

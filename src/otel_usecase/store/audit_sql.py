@@ -6,10 +6,11 @@ through :meth:`~otel_usecase.store.base.Store.transact`.
 
 ``id`` is a sequence number given by the insert itself (one more than the
 largest), not an identity/autoincrement column, so both stores share one
-definition. Two writers of PostgreSQL that read the same largest id at once:
-the second's insert finds the id taken, does nothing (``ON CONFLICT DO
-NOTHING``) and is run again, now seeing the first's row (:func:`insert`). SQLite
-serialises writers (``BEGIN IMMEDIATE``), so it never retries.
+definition. Writers take turns: :meth:`~otel_usecase.store.base.Store.transact`
+writes under the store's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL the
+schema's advisory lock). Should a writer that does not (a script inserting rows
+itself) take an id first, the insert does nothing (``ON CONFLICT DO NOTHING``)
+and is run again, now seeing that row (:func:`insert`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ written to the audit log (:func:`otel_usecase.audit.record`) by ``actor``
 (``"admin"``: direct store access).
 
 Each function takes an open store (:func:`otel_usecase.store.open_store`).
-Names follow the name rule (a bad one raises ``ValueError`` naming it).
+A definition's name follows the name rule (a bad one raises ``ValueError``
+naming it); reads take names as data. ``actor``: ``"admin"`` may change
+anything; a principal (the dashboard, acting as itself) may define or change a
+use case it is an OWNER or EDITOR of and no experience type, else
+``PermissionError`` naming the rule.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    from ..access import Member
     from ..store import Store
     from ..store.base import ReportFilter, Transaction
 
@@ -55,12 +60,11 @@ SHOWN: Final = 10
 """Values of each column :func:`show` lists by default (the most expensive first)."""
 
 
-def members_of(store: Store, use_case: str) -> list[Any]:
-    """The members of ``use_case`` (part A's ``members()``).
+def members_of(store: Store, use_case: str) -> list[Member]:
+    """The members of ``use_case``, by principal (:func:`otel_usecase.access.members`)."""
+    from ..access import members
 
-    UNTIL PART A (access) IS MERGED: no members (an empty list), so ``show`` lists none and no one is
-    notified."""
-    return []
+    return members(store, use_case)
 
 
 # --- the definitions table, for either kind -------------------------------------------------------
@@ -103,8 +107,33 @@ def _write(
     return store.transact("write a definition", write, write=True)
 
 
+def _check_text(field: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be text, got {type(value).__name__}")
+
+
 def _changes(old: Sequence[Any], new: Sequence[Any], fields: Sequence[str]) -> dict[str, object]:
     return {f: {"from": a, "to": b} for f, a, b in zip(fields, old, new) if a != b}
+
+
+def _check_allowed(store: Store, kind: sql.Kind, noun: str, name: str, actor: str) -> None:
+    """A principal other than the administrator may change the definition of a use case it is an OWNER or
+    EDITOR of, and nothing else (experience types are shared by every use case: the administrator's);
+    else ``PermissionError`` naming the rule."""
+    if actor == ADMIN:
+        return
+    from ..access import Role, role_of
+
+    if kind is not sql.USE_CASES:
+        raise PermissionError(
+            f"{actor!r} may not change {noun} {name!r}: only the administrator changes {noun}s"
+        )
+    role = role_of(store, actor, name)
+    if role not in (Role.OWNER, Role.EDITOR):
+        raise PermissionError(
+            f"{actor!r} may not change use case {name!r}: its definition is changed by its OWNERs and EDITORs "
+            f"(the role of {actor!r} is {role.value})"
+        )
 
 
 def _define(
@@ -118,6 +147,7 @@ def _define(
 ) -> tuple[Any, ...]:
     check_name(noun.replace(" ", "_"), name)
     check_name("actor", actor)
+    _check_allowed(store, kind, noun, name, actor)
     row = _write(store, kind, name, fields, insert=True)
     if row is None:
         raise ValueError(f"{noun} {name!r} is already defined: change it with update")
@@ -144,6 +174,7 @@ def _redefine(
     """Set the given fields (None: unchanged) of a defined name, or define a name seen in calls."""
     check_name(noun.replace(" ", "_"), name)
     check_name("actor", actor)
+    _check_allowed(store, kind, noun, name, actor)
     current = _defined(store, kind, name)
     n = len(kind.fields)
     old: tuple[Any, ...] = tuple(current[0][1 : 1 + n]) if current else (None,) * n
@@ -226,8 +257,9 @@ def update(
 
 def get(store: Store, name: str) -> UseCaseInfo | None:
     """Use case ``name``'s definition; an implicit one (``defined=False``) when it is only seen in calls;
-    None when neither."""
-    check_name("use_case", name)
+    None when neither. A read takes the name as data: a use case seen in calls (through ``serve``, from
+    another language) is found even when its name breaks the name rule, which only definitions follow."""
+    _check_text("use_case", name)
     rows = _defined(store, sql.USE_CASES, name)
     if rows:
         return UseCaseInfo._make((*rows[0], True))
@@ -300,7 +332,7 @@ def update_experience_type(
 
 def get_experience_type(store: Store, name: str) -> ExperienceTypeInfo | None:
     """As :func:`get`, for experience types."""
-    check_name("experience_type", name)
+    _check_text("experience_type", name)
     rows = _defined(store, sql.EXPERIENCE_TYPES, name)
     if rows:
         return ExperienceTypeInfo._make((*rows[0], True))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..store import StoreError, default_store_url, open_store, parse_store_url
 
 if TYPE_CHECKING:
+    from ..access import Member
     from ..audit import AuditEvent
     from ..store import Store
     from .model import ExperienceTypeDetail, ExperienceTypeInfo, Facets, UseCaseDetail, UseCaseInfo
@@ -218,13 +219,8 @@ def _facets_record(facets: Facets) -> dict[str, Any]:
     return {"rows": [f._asdict() for f in facets.rows], "more": facets.more}
 
 
-def _member_record(member: Any) -> dict[str, Any]:
-    as_dict = getattr(member, "_asdict", None)
-    record: dict[str, Any] = dict(as_dict()) if as_dict is not None else dict(vars(member))
-    role = record.get("role")
-    if role is not None and hasattr(role, "name"):
-        record["role"] = role.name
-    return record
+def _member_record(member: Member) -> dict[str, Any]:
+    return {**member._asdict(), "role": member.role.value, "updated": _time(member.updated_ns)}
 
 
 def _event_record(event: AuditEvent) -> dict[str, Any]:
@@ -332,15 +328,14 @@ def _print_use_case(detail: UseCaseDetail, url: str, fmt: str) -> int:
         lines.append("budgets: none")
     if detail.members:
         lines.append("members:")
-        records = [_member_record(m) for m in detail.members]
         body = [
             [
-                safe_text(r.get("principal")),
-                safe_text(r.get("role")),
-                "yes" if r.get("can_share") else "no",
-                "yes" if r.get("notify") else "no",
+                safe_text(m.principal),
+                m.role.value,
+                "yes" if m.can_share else "no",
+                "yes" if m.notify else "no",
             ]
-            for r in records
+            for m in detail.members
         ]
         lines += ["  " + line for line in aligned(["principal", "role", "can share", "notify"], body, 4)]
     else:

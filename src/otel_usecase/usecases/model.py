@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
+    from ..access import Member
     from ..budgets.model import Budget
 
 __all__ = [
@@ -113,8 +114,8 @@ class UseCaseDetail(NamedTuple):
     versions: Facets
     budgets: tuple[Budget, ...]
     """The budgets limiting this use case."""
-    members: tuple[Any, ...]
-    """Part A's ``Member`` records (principal, role, can_share, notify)."""
+    members: tuple[Member, ...]
+    """The principals with a role on it (:func:`otel_usecase.access.members`)."""
 
 
 class ExperienceTypeDetail(NamedTuple):
