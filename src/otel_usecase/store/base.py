@@ -22,7 +22,7 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
 
 from .. import config
 from ..cost import token_classes
@@ -60,6 +60,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TagValue",
+    "Transaction",
     "Unstorable",
     "broken_rule",
     "call_of",
@@ -88,6 +89,8 @@ __all__ = [
     "upsert_rows_sql",
     "write_isolating",
 ]
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 6
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
@@ -354,6 +357,20 @@ RUN_RECORD: Final[tuple[str, ...]] = (
 """The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
 
 
+class Transaction(NamedTuple):
+    """One open write transaction of a store, handed to the operation of :meth:`Store.transaction`.
+
+    For the commands that change stored rows in place (``forget``, ``prune``): their SQL is
+    portable but for what ``dialect`` says, and each statement runs in this one transaction."""
+
+    dialect: str
+    """``sqlite`` or ``postgresql``."""
+    rows: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+    """Run one statement (``?`` placeholders); the rows it returns (``[]`` when it returns none)."""
+    changed: Callable[[str, Sequence[Any]], int]
+    """Run one statement (``?`` placeholders); the number of rows it inserted, updated or deleted."""
+
+
 class Store(Protocol):
     """What the exporter, the receiver and the reports need of a store.
 
@@ -394,6 +411,14 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
+        """Run ``op`` in one write transaction of this store and commit; roll back if it raises.
+
+        SQLite: ``BEGIN IMMEDIATE`` (writers queue behind it). PostgreSQL: ``READ COMMITTED`` with the
+        write limits of a batch (``op`` may ``SET LOCAL`` longer ones); a deadlock or serialisation
+        failure runs ``op`` again from the start, so ``op`` must only act through ``Transaction``.
+        ``what`` names the work in errors. Raises :class:`StoreUnavailable` like ``write``."""
 
     def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
         """Write the new price columns of ``changes`` in one transaction; returns the changes applied.

@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .base import Repricing
+    from .base import Repricing, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -768,6 +768,27 @@ class PostgresStore:
         with self._lock:
             keys = self._run(f"re-pricing {len(params)} calls", update)
         return [change for change in ordered if (change.old.trace_id, change.old.span_id) in keys]
+
+    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
+        """Run ``op`` in one transaction under the write limits (see :meth:`.base.Store.transaction`)."""
+        from .base import Transaction
+
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_WRITE_LIMITS)
+
+                def rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                    cur.execute(translate_placeholders(sql), _clean(tuple(params)))
+                    return cur.fetchall() if cur.description is not None else []
+
+                def changed(sql: str, params: Sequence[Any]) -> int:
+                    cur.execute(translate_placeholders(sql), _clean(tuple(params)))
+                    return max(cur.rowcount, 0)
+
+                return op(Transaction("postgresql", rows, changed))
+
+        with self._lock:
+            return self._run(what, run)
 
     # --- alerts ---
     # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).

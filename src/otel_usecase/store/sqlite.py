@@ -47,7 +47,7 @@ from .rollup_sql import ViewSQL
 from .runs_sql import RUNS
 
 if TYPE_CHECKING:
-    from .base import Repricing
+    from .base import Repricing, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -716,6 +716,21 @@ class SQLiteStore:
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
         return applied
+
+    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
+        """Run ``op`` in one ``BEGIN IMMEDIATE`` transaction (see :meth:`.base.Store.transaction`)."""
+        from .base import Transaction
+
+        def run(conn: sqlite3.Connection) -> _T:
+            return op(
+                Transaction(
+                    "sqlite",
+                    lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
+                    lambda sql, params: conn.execute(sql, tuple(params)).rowcount,
+                )
+            )
+
+        return self._in_transaction(what, run, write=True)
 
     # --- alerts ---
     # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).
