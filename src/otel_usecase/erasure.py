@@ -42,6 +42,8 @@ __all__ = [
     "forget_user",
     "run",
     "stored_forms",
+    "totals_lines",
+    "unchanged",
 ]
 
 TOMBSTONE_PREFIX: Final = "forgotten:"
@@ -60,9 +62,13 @@ class Forgotten(NamedTuple):
     @property
     def unchanged(self) -> bool:
         """Whether every use case's calls, runs and cost are what they were (cost to rounding)."""
-        return set(self.before) == set(self.after) and all(
-            _same(self.before[name], self.after[name]) for name in self.before
-        )
+        return unchanged(self.before, self.after)
+
+
+def unchanged(before: dict[str, Totals], after: dict[str, Totals]) -> bool:
+    """Whether every use case's calls, runs and cost are the same in ``after`` as in ``before`` (cost to
+    floating-point rounding: the rollups add and take out the same figures in another order)."""
+    return set(before) == set(after) and all(_same(before[name], after[name]) for name in before)
 
 
 def _same(a: Totals, b: Totals) -> bool:
@@ -209,11 +215,12 @@ def format_forgotten(result: Forgotten, store_url: str, fmt: str) -> str:
         "nothing was deleted: use-case totals "
         + ("are unchanged" if result.unchanged else "CHANGED (calls were written meanwhile?)")
     )
-    lines += _totals_table(result.before, result.after)
+    lines += totals_lines(result.before, result.after)
     return "\n".join(lines)
 
 
-def _totals_table(before: dict[str, Totals], after: dict[str, Totals]) -> list[str]:
+def totals_lines(before: dict[str, Totals], after: dict[str, Totals]) -> list[str]:
+    """The totals per use case before and after, as the table ``forget`` and ``prune`` print."""
     lines = [f"  {'use case':<24} {'calls before':>12} {'after':>10} {'cost before':>14} {'after':>14}"]
     for name in sorted(set(before) | set(after)):
         b, a = before.get(name), after.get(name)
