@@ -7,11 +7,11 @@ at most once a day (:class:`RetentionKeeper`, off by default).
 What goes: the ledger's rows (one per call) and the outcomes recorded before
 the cutoff. What stays: the hour rollup, the run rollup and the per-run table,
 which have no delete trigger, so the dashboard's totals, cost series, top lists,
-runs list and histogram, and ``report`` by use case, user, experience, version,
-run or tag over whole hours, read the same before and after. What then reads
+runs list and histogram, and ``report`` by use case, user, experience, version
+or tag over whole hours, read the same before and after. What then reads
 less: ``runs show`` of a pruned run (its calls are gone), and what sums the
-calls themselves (``report --by model``, ``provider``, ``step`` or
-``cost-source`` and the dashboard's top lists by those, a window that starts or
+calls themselves (``report --by run``, ``model``, ``provider``, ``step`` or
+``cost-source`` and the dashboard's top lists by model and step, a window that starts or
 ends mid-hour, budgets' spend windows) covers only the calls still kept.
 
 The cutoff is rounded down to a whole UTC hour, so a rollup cell (one hour)
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 _READS_LESS: Final = (
     "what now reads less for that time: `runs show` of a pruned run (its calls are gone), and what sums the "
-    "calls themselves: `report --by model|provider|step|cost-source` and the dashboard's top lists by those, "
+    "calls themselves: `report --by run|model|provider|step|cost-source` and the dashboard's top lists by model and step, "
     "windows starting or ending mid-hour, and budget spend windows"
 )
 
