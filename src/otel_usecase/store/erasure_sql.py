@@ -82,6 +82,9 @@ class Cells(NamedTuple):
     derived: tuple[tuple[str, str], ...] = ()
     flag: str | None = None
     dims: tuple[str, ...] = ()
+    nullable: tuple[str, ...] = ()
+    """The text columns of ``key`` that may be NULL: compared through a sentinel, as the tables' unique
+    indexes do, so that the database can hash-join on them (``IS NOT DISTINCT FROM`` cannot be hashed)."""
 
 
 class IdColumn(NamedTuple):
@@ -100,6 +103,7 @@ RUN_CELLS: Final = Cells(
     sums=MEASURES,
     least=("first_ns",),
     greatest=("last_ns", "end_ns"),
+    nullable=_DIMS,
 )
 """The run rollup's cells (:data:`.rollup_sql.RUN_ROLLUP`)."""
 RUN_ROWS: Final = Cells(
@@ -141,11 +145,13 @@ class _Dialect(NamedTuple):
     least: str
     greatest: str
     contains: str
+    none: str
+    """A text no id holds (a control character), standing for NULL in a comparison."""
 
 
 _DIALECTS: Final = {
-    "sqlite": _Dialect("IS", "MIN", "MAX", "instr({}, ?) > 0"),
-    "postgresql": _Dialect("IS NOT DISTINCT FROM", "LEAST", "GREATEST", "strpos({}, ?) > 0"),
+    "sqlite": _Dialect("IS", "MIN", "MAX", "instr({}, ?) > 0", "char(1)"),
+    "postgresql": _Dialect("IS NOT DISTINCT FROM", "LEAST", "GREATEST", "strpos({}, ?) > 0", "chr(1)"),
 }
 
 _TABLES_SQL: Final = {
@@ -277,8 +283,15 @@ def _update_json(tx: Transaction, d: _Dialect, column: IdColumn, form: str, tomb
     return sum(tx.changed(sql, (encoded, json.dumps(tomb), encoded)) for encoded in _json_strings(form))
 
 
-def _match(d: _Dialect, keys: Sequence[str], left: str, right: str) -> str:
-    return " AND ".join(f"{left}.{k} {d.same} {right}.{k}" for k in keys) or "true"
+def _match(d: _Dialect, cells: Cells, keys: Sequence[str], left: str, right: str) -> str:
+    """Null-safe equality of ``keys`` between two rows, as hashable equalities."""
+
+    def equal(k: str) -> str:
+        if k in cells.nullable:
+            return f"COALESCE({left}.{k}, {d.none}) = COALESCE({right}.{k}, {d.none})"
+        return f"{left}.{k} = {right}.{k}"
+
+    return " AND ".join(equal(k) for k in keys) or "true"
 
 
 def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, form: str, tomb: str) -> int:
@@ -286,9 +299,12 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
     attributes the triggers do not rewrite): added into the tombstone's row of the same key, else renamed."""
     table, name = column.table, column.column
     changed = 0
+    held = tx.rows(f"SELECT 1 FROM {table} WHERE {name} = ? LIMIT 1", (form,))
+    if not held:  # the usual case: the triggers moved every row along with its calls
+        return 0
     if name in cells.key:
         others = [k for k in cells.key if k != name]
-        match = _match(d, others, "o", table)
+        match = _match(d, cells, others, "o", table)
         sets = [f"{s} = {table}.{s} + o.{s}" for s in cells.sums]
         sets += [f"{c} = {d.least}({table}.{c}, o.{c})" for c in cells.least]
         sets += [f"{c} = {d.greatest}({table}.{c}, o.{c})" for c in cells.greatest if c != cells.flag]
@@ -306,7 +322,7 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
         if merged:
             tx.changed(
                 f"DELETE FROM {table} WHERE {name} = ? AND EXISTS (SELECT 1 FROM {table} AS o "
-                f"WHERE o.{name} = ? AND {_match(d, others, 'o', table)})",
+                f"WHERE o.{name} = ? AND {_match(d, cells, others, 'o', table)})",
                 (form, tomb),
             )
             if cells.derived:
