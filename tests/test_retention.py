@@ -218,3 +218,28 @@ def test_prune_usage_errors_name_the_value(tmp_path: Path, capsys: pytest.Captur
     assert "--older-than 'forever' is neither an age (400d, 52w, 12h) nor a date" in capsys.readouterr().err
     assert main(["prune", "--older-than", "400d", "--store", url]) == 1  # no store there: never created
     assert not (tmp_path / "costs.db").exists()
+
+
+def test_retention_days_make_serve_prune(sqlite_or_postgres: str) -> None:
+    """``otel-usecase serve`` with ``OTEL_USECASE_RETENTION_DAYS``: an OTLP request's write starts the day's
+    prune (a real subprocess, real OTLP/HTTP); the request itself is answered as usual."""
+    import httpx
+
+    from .servers import ServeProcess
+    from .test_serve import llm_span_json, otlp_json
+
+    now = time.time_ns()
+    store = open_store(sqlite_or_postgres)
+    store.write(
+        [c._replace(start_ns=now - 9 * DAY_NS, end_ns=now - 9 * DAY_NS + 5) for c in hourly_calls(0, 1, 1)]
+    )
+    with ServeProcess(sqlite_or_postgres, env={"OTEL_USECASE_RETENTION_DAYS": "7"}) as server:
+        body = otlp_json([llm_span_json("ab" * 16, "cd" * 8, "run-s", 1_000, 100)])
+        assert httpx.post(server.http_url, json=body, timeout=30).status_code == 200
+        deadline = time.monotonic() + 60
+        while store.query(f"SELECT COUNT(*) FROM {TABLE}") != [(1,)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.query(f"SELECT run_id, cost_usd FROM {TABLE}") == [
+        ("run-s", pytest.approx(mini_cost(1_000, 100)))
+    ]
+    store.close()
