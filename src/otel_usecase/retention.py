@@ -111,24 +111,23 @@ class RetentionKeeper:
             raise ValueError(f"days={days!r} is not a whole number of days >= 1")
         self.days = days if days is not None else config.RETENTION_DAYS.read()
         self._next = 0.0
-        self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
         """The last prune thread started (tests wait for it)."""
 
     def poke(self, store: Store) -> None:
-        """After a write to ``store``: start the hourly check when it is due."""
+        """After a write to ``store``: start the hourly check when it is due.
+
+        No lock (a fork must never inherit one held): two threads that both find the check due start two
+        threads, and the store's compare-and-set lets one of them prune."""
         if self.days is None or time.monotonic() < self._next:
             return
-        with self._lock:
-            now = time.monotonic()
-            if now < self._next:
-                return
-            self._next = now + _CHECK_EVERY_S
-            thread = threading.Thread(
-                target=self._run, args=(store,), name="otel-usecase-retention", daemon=True
-            )
-            self.thread = thread
-        thread.start()
+        self._next = time.monotonic() + _CHECK_EVERY_S
+        thread = threading.Thread(target=self._run, args=(store,), name="otel-usecase-retention", daemon=True)
+        self.thread = thread
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new thread; the next process prunes
+            self.thread = None
 
     def _run(self, store: Store) -> None:
         days = self.days
