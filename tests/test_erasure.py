@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from otel_usecase import forget_experience, forget_run, forget_user
+from otel_usecase.audit import audit_log
+from otel_usecase.budgets import set_budget
 from otel_usecase.budgets.model import Budget
 from otel_usecase.cli import main
 from otel_usecase.outcomes import Outcome
@@ -110,7 +112,7 @@ def test_forget_user_replaces_every_copy_of_the_id_and_keeps_the_totals(
     store.write(user_calls(3, "alice@example.com", "run-a1") + user_calls(2, "alice@example.com", "run-a2"))
     store.write(user_calls(4, "bob", "run-b"))
     store.write_outcomes([Outcome("f" * 32, "1" * 16, T0, None, "u", "run-a1", "resolved", 1.0)])
-    store.save_budget("user-cap", Budget("user-cap", "u", 5.0, user_id="alice@example.com").to_json(), T0)
+    set_budget(Budget("user-cap", "u", 5.0, user_id="alice@example.com"), store=store)  # audited: names her
     before = dashboard(store)
     assert before[0][2] == 9  # calls
     assert before[0][0] == pytest.approx(9 * mini_cost(1_000, 100))  # cost
@@ -122,7 +124,10 @@ def test_forget_user_replaces_every_copy_of_the_id_and_keeps_the_totals(
     assert TOMBSTONE.fullmatch(tomb) and out["totals_unchanged"] is True
     assert out["rows"][TABLE] == 5
     assert out["before"]["u"]["calls"] == out["after"]["u"]["calls"] == 9
-    assert texts_holding(store, "alice") == []  # ledger, rollups, runs, budgets: no trace
+    assert texts_holding(store, "alice") == []  # ledger, rollups, runs, budgets, audit log: no trace
+    forget_event, budget_event = audit_log(store)[:2]
+    assert (forget_event.action, forget_event.actor, forget_event.target) == ("forget", "admin", tomb)
+    assert budget_event.action == "budget.set" and tomb in json.dumps(budget_event.detail)
     assert dashboard(store) == before
     rows = {r["user_id"]: r for r in json.loads(render_report(store, "user", "json"))}
     assert rows[tomb]["calls"] == 5 and rows[tomb]["runs"] == 2

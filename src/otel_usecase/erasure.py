@@ -29,7 +29,7 @@ from typing import Final, NamedTuple
 from . import audit
 from ._log import logger
 from .store import Store, StoreError, open_store
-from .store.erasure_sql import EXPERIENCE, KINDS, RUN, USER, Erased, Totals
+from .store.erasure_sql import EXPERIENCE, KINDS, RUN, USER, Erased, Totals, write
 from .store.erasure_sql import forget as forget_sql
 
 __all__ = [
@@ -110,7 +110,7 @@ def forget(store: Store, kind: str, given: str, *, actor: str = "admin") -> Forg
     ``ValueError`` for a bad kind or id, :class:`~otel_usecase.store.StoreError` when the store cannot do it
     (then nothing changed)."""
     tombstones = {form: TOMBSTONE_PREFIX + secrets.token_hex(16) for form in stored_forms(kind, given)}
-    erased: Erased = store.transaction(f"forgetting a {kind} id", lambda tx: forget_sql(tx, kind, tombstones))
+    erased: Erased = write(store, f"forgetting a {kind} id", lambda tx: forget_sql(tx, kind, tombstones))
     used = erased.tombstones
     result = Forgotten(kind, used, erased.rows, erased.before, erased.after)
     try:

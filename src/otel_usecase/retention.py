@@ -32,7 +32,7 @@ from . import audit, config
 from ._log import logger, warn_rate_limited
 from .store import Store, StoreError, open_store
 from .store.base import TABLE
-from .store.erasure_sql import Totals, claim_sql, prune_batches, totals
+from .store.erasure_sql import Totals, claim_sql, prune_batches, totals, write
 from .store.outcome_sql import OUTCOMES_TABLE
 
 __all__ = ["DAY_NS", "Pruned", "RetentionKeeper", "add_parser", "cutoff_of", "prune", "run"]
@@ -65,9 +65,9 @@ def prune(store: Store, older_than_ns: int, *, actor: str = "admin") -> Pruned:
     :class:`~otel_usecase.store.StoreError` when the store cannot (what was deleted stays deleted; run it
     again to finish)."""
     cutoff = cutoff_of(older_than_ns)
-    before = store.transaction("reading the totals", totals)
+    before = write(store, "reading the totals", totals)
     deleted = prune_batches(store, cutoff)
-    after = store.transaction("reading the totals", totals)
+    after = write(store, "reading the totals", totals)
     result = Pruned(cutoff, deleted.get(TABLE, 0), deleted.get(OUTCOMES_TABLE, 0), before, after)
     try:
         audit.record(
@@ -90,8 +90,8 @@ def _iso(ns: int) -> str:
 def _claim(store: Store, now_ns: int) -> bool:
     """Whether this process takes today's prune of ``store`` (no process did within the last day)."""
     return bool(
-        store.transaction(
-            "claiming the day's prune", lambda tx: tx.changed(claim_sql(), (now_ns, now_ns - DAY_NS))
+        write(
+            store, "claiming the day's prune", lambda tx: tx.changed(claim_sql(), (now_ns, now_ns - DAY_NS))
         )
     )
 

@@ -32,6 +32,8 @@ from ..cost.usage import MAX_TOKEN_COUNT
 from ..scope.validation import check_name
 from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
 
+_T = TypeVar("_T")
+
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
@@ -90,14 +92,14 @@ __all__ = [
     "write_isolating",
 ]
 
-_T = TypeVar("_T")
-
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
 5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
-6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger."""
+6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
+7: use cases as shared containers: principals and members (:mod:`.access_sql`), definitions and experience
+types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`)."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -257,7 +259,7 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
-    from . import budget_sql, outcome_sql  # import this module
+    from . import access_sql, audit_sql, budget_sql, definition_sql, outcome_sql  # import this module
 
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
@@ -268,6 +270,9 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
         *outcome_sql.OUTCOMES_DDL,  # what runs achieved (record_outcome)
+        *access_sql.DDL,  # principals and their roles per use case
+        *definition_sql.DEFINITIONS_DDL,  # use case and experience type definitions (usecases/)
+        *audit_sql.AUDIT_DDL,  # who changed what (audit.py)
     )
 
 
@@ -357,18 +362,21 @@ RUN_RECORD: Final[tuple[str, ...]] = (
 """The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
 
 
-class Transaction(NamedTuple):
-    """One open write transaction of a store, handed to the operation of :meth:`Store.transaction`.
-
-    For the commands that change stored rows in place (``forget``, ``prune``): their SQL is
-    portable but for what ``dialect`` says, and each statement runs in this one transaction."""
+class Transaction(Protocol):
+    """One open transaction of :meth:`Store.transact`."""
 
     dialect: str
-    """``sqlite`` or ``postgresql``."""
-    rows: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-    """Run one statement (``?`` placeholders); the rows it returns (``[]`` when it returns none)."""
-    changed: Callable[[str, Sequence[Any]], int]
-    """Run one statement (``?`` placeholders); the number of rows it inserted, updated or deleted."""
+    """``sqlite`` or ``postgresql``: for the statements whose SQL is not portable (``forget``, ``prune``)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement written with ``?`` placeholders; the rows it returns (``[]`` when none)."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (a store written by an older version may lack a newer table)."""
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement written with ``?`` placeholders; the number of rows it inserted, updated or
+        deleted."""
 
 
 class Store(Protocol):
@@ -411,14 +419,6 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-
-    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
-        """Run ``op`` in one write transaction of this store and commit; roll back if it raises.
-
-        SQLite: ``BEGIN IMMEDIATE`` (writers queue behind it). PostgreSQL: ``READ COMMITTED`` with the
-        write limits of a batch (``op`` may ``SET LOCAL`` longer ones); a deadlock or serialisation
-        failure runs ``op`` again from the start, so ``op`` must only act through ``Transaction``.
-        ``what`` names the work in errors. Raises :class:`StoreUnavailable` like ``write``."""
 
     def reprice(self, changes: Sequence[Repricing]) -> list[Repricing]:
         """Write the new price columns of ``changes`` in one transaction; returns the changes applied.
@@ -486,6 +486,21 @@ class Store(Protocol):
 
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
+
+    # --- small tables (principals and members: store/access_sql.py) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        """Run ``op`` in one transaction of its own and return what it returns.
+
+        For the small administrative tables whose SQL is portable (``?``
+        placeholders): ``op`` gets a :class:`Transaction`. A write transaction
+        takes the store's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL the
+        schema's advisory lock, so a table created on first use cannot collide
+        with ``migrate``); anything ``op`` raises rolls everything back and
+        propagates. ``op`` may run again after a rollback the database forced
+        (PostgreSQL), so it must do nothing outside the transaction. ``what``
+        names the work in a :class:`StoreUnavailable`.
+        """
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

@@ -25,10 +25,12 @@ have no delete trigger: they keep the aggregates).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, NamedTuple
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
 
 from .alert_sql import ALERTS_TABLE
+from .audit_sql import AUDIT_TABLE
 from .base import META_TABLE, TABLE, Store, Transaction
 from .budget_sql import BUDGETS_TABLE
 from .outcome_sql import OUTCOMES_TABLE
@@ -36,7 +38,6 @@ from .rollup_sql import HOUR_ROLLUP, MEASURES, PENDING, RUN_ROLLUP, _run_keys, s
 from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, _derived
 
 __all__ = [
-    "AUDIT_TABLE",
     "EXPERIENCE",
     "ID_COLUMNS",
     "JSON",
@@ -53,7 +54,10 @@ __all__ = [
     "forget",
     "prune_batches",
     "totals",
+    "write",
 ]
+
+_T = TypeVar("_T")
 
 USER: Final = "user"
 EXPERIENCE: Final = "experience"
@@ -61,8 +65,6 @@ RUN: Final = "run"
 KINDS: Final = (USER, EXPERIENCE, RUN)
 ANY_ID: Final = frozenset(KINDS)
 
-AUDIT_TABLE: Final = "otel_usecase_audit"
-"""The audit log (:mod:`otel_usecase.audit`): an event's ``target`` and ``detail`` may name an id."""
 
 LEDGER: Final = "ledger"
 PLAIN: Final = "plain"
@@ -166,6 +168,22 @@ _FORGET_LIMITS: Final = (
 (a batch's limit); the writers it holds up wait for their own lock timeout, then retry later."""
 
 
+_DIALECT_OF: Final[weakref.WeakKeyDictionary[Store, str]] = weakref.WeakKeyDictionary()
+
+
+def write(store: Store, what: str, op: Callable[[Transaction], _T]) -> _T:
+    """Run ``op`` in one writing transaction of ``store``: SQLite ``BEGIN IMMEDIATE`` (the write lock up
+    front, as every writer); PostgreSQL ``READ COMMITTED`` without the schema's advisory lock (a forget
+    locks the ledger itself, a prune batch needs no lock beyond its rows), so that a process opening the
+    store meanwhile is not held up."""
+    dialect = _DIALECT_OF.get(store)
+    if dialect is None:
+        dialect = _DIALECT_OF[store] = store.transact(
+            "reading the store's kind", lambda tx: tx.dialect, write=False
+        )
+    return store.transact(what, op, write=dialect == "sqlite")
+
+
 class Totals(NamedTuple):
     """The dashboard's totals of one use case, read from the rollups: calls, cost (None: no call has one)
     and runs."""
@@ -186,7 +204,7 @@ class Erased(NamedTuple):
 
 
 def _tables(tx: Transaction) -> frozenset[str]:
-    return frozenset(str(row[0]) for row in tx.rows(_TABLES_SQL[tx.dialect], ()))
+    return frozenset(str(row[0]) for row in tx.execute(_TABLES_SQL[tx.dialect], ()))
 
 
 def _fold(tx: Transaction, tables: frozenset[str]) -> None:
@@ -203,11 +221,11 @@ def totals(tx: Transaction) -> dict[str, Totals]:
     if HOUR_ROLLUP not in tables or RUNS not in tables:
         return {}
     _fold(tx, tables)
-    sums = tx.rows(
+    sums = tx.execute(
         f"SELECT use_case, SUM(calls), SUM(cost_usd), SUM(cost_calls) FROM {HOUR_ROLLUP} GROUP BY use_case",
         (),
     )
-    runs = dict(tx.rows(f"SELECT use_case, COUNT(*) FROM {RUNS} GROUP BY use_case", ()))
+    runs = dict(tx.execute(f"SELECT use_case, COUNT(*) FROM {RUNS} GROUP BY use_case", ()))
     found = {
         str(use_case): Totals(int(calls), float(cost) if cost_calls else None, int(runs.get(use_case, 0)))
         for use_case, calls, cost, cost_calls in sums
@@ -220,7 +238,7 @@ def _lock(tx: Transaction, tables: frozenset[str]) -> None:
     """Hold the writers off the ledger until the commit (PostgreSQL; SQLite's write lock does it), and fold
     SQLite's pending rows so that the rollups hold every call before the ledger changes."""
     if tx.dialect == "postgresql":
-        tx.rows(_FORGET_LIMITS, ())
+        tx.execute(_FORGET_LIMITS, ())
         tx.changed(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE", ())
     _fold(tx, tables)
 
@@ -299,7 +317,7 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
     attributes the triggers do not rewrite): added into the tombstone's row of the same key, else renamed."""
     table, name = column.table, column.column
     changed = 0
-    held = tx.rows(f"SELECT 1 FROM {table} WHERE {name} = ? LIMIT 1", (form,))
+    held = tx.execute(f"SELECT 1 FROM {table} WHERE {name} = ? LIMIT 1", (form,))
     if not held:  # the usual case: the triggers moved every row along with its calls
         return 0
     if name in cells.key:
@@ -341,7 +359,7 @@ def _flags_before(tx: Transaction, column: IdColumn, form: str) -> list[tuple[An
     if column.column in cells.key:
         return []
     keys = ", ".join(cells.key)
-    return tx.rows(
+    return tx.execute(
         f"SELECT {keys} FROM {column.table} WHERE {column.column} = ? AND {cells.flag} = 0", (form,)
     )
 
@@ -391,7 +409,7 @@ def prune_batches(store: Store, cutoff_ns: int) -> dict[str, int]:
     pass over each table: SQLite by rowid (a range per batch; rows are in the order written, so the old
     ones come first), PostgreSQL by heap block (a TID range scan per batch). Neither needs an index on
     time, so writes pay nothing for retention. Returns the rows deleted per table."""
-    dialect = store.transaction("pruning", lambda tx: tx.dialect)
+    dialect = write(store, "pruning", lambda tx: tx.dialect)
     deleted: dict[str, int] = {}
     for table, time in _PRUNED:
         deleted[table] = (_prune_sqlite if dialect == "sqlite" else _prune_postgresql)(
@@ -407,7 +425,7 @@ def _prune_sqlite(store: Store, table: str, time: str, cutoff_ns: int) -> int:
         def batch(tx: Transaction, after: int = after) -> tuple[int, int | None]:
             if table not in _tables(tx):
                 return 0, None
-            found = tx.rows(
+            found = tx.execute(
                 f"SELECT rowid FROM {table} WHERE rowid > ? AND {time} < ? ORDER BY rowid LIMIT ?",
                 (after, cutoff_ns, _SQLITE_ROWS),
             )
@@ -419,7 +437,7 @@ def _prune_sqlite(store: Store, table: str, time: str, cutoff_ns: int) -> int:
             )
             return gone, last if len(found) == _SQLITE_ROWS else None
 
-        gone, last = store.transaction(f"pruning {table}", batch)
+        gone, last = write(store, f"pruning {table}", batch)
         count += gone
         if last is None:
             return count
@@ -430,12 +448,12 @@ def _prune_postgresql(store: Store, table: str, time: str, cutoff_ns: int) -> in
     def size(tx: Transaction) -> int:
         if table not in _tables(tx):
             return 0
-        found = tx.rows("SELECT pg_relation_size(?) / current_setting('block_size')::int", (table,))
+        found = tx.execute("SELECT pg_relation_size(?) / current_setting('block_size')::int", (table,))
         return int(found[0][0])
 
     count, block = 0, 0
     for _ in range(2):  # the table's blocks, then once more those added meanwhile (an update moves rows)
-        blocks = store.transaction(f"pruning {table}", size)
+        blocks = write(store, f"pruning {table}", size)
         while block < blocks:
 
             def batch(tx: Transaction, block: int = block) -> int:
@@ -444,7 +462,7 @@ def _prune_postgresql(store: Store, table: str, time: str, cutoff_ns: int) -> in
                     (f"({block},0)", f"({block + _PG_BLOCKS},0)", cutoff_ns),
                 )
 
-            count += store.transaction(f"pruning {table}", batch)
+            count += write(store, f"pruning {table}", batch)
             block += _PG_BLOCKS
     return count
 

@@ -769,27 +769,6 @@ class PostgresStore:
             keys = self._run(f"re-pricing {len(params)} calls", update)
         return [change for change in ordered if (change.old.trace_id, change.old.span_id) in keys]
 
-    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
-        """Run ``op`` in one transaction under the write limits (see :meth:`.base.Store.transaction`)."""
-        from .base import Transaction
-
-        def run(conn: psycopg.Connection[Any]) -> _T:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(_WRITE_LIMITS)
-
-                def rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-                    cur.execute(translate_placeholders(sql), _clean(tuple(params)))
-                    return cur.fetchall() if cur.description is not None else []
-
-                def changed(sql: str, params: Sequence[Any]) -> int:
-                    cur.execute(translate_placeholders(sql), _clean(tuple(params)))
-                    return max(cur.rowcount, 0)
-
-                return op(Transaction("postgresql", rows, changed))
-
-        with self._lock:
-            return self._run(what, run)
-
     # --- alerts ---
     # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).
 
@@ -935,6 +914,18 @@ class PostgresStore:
         rows = self.query(*latest_run_sql(query, postgres_reports.tag_value(self._columns)))
         return str(rows[0][0]) if rows else None
 
+    # --- small tables (see Store.transact) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction(), conn.cursor() as cur:
+                if write:  # queued like migrate(): a table created on first use cannot collide with it
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                return op(_PostgresTransaction(cur))
+
+        with self._lock:
+            return self._run(what, run)
+
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 
     def _outcomes_table(self, cur: psycopg.Cursor[Any]) -> bool:
@@ -999,6 +990,28 @@ class PostgresStore:
 
         with self._lock:
             return self._run("reading the outcomes", read)
+
+
+class _PostgresTransaction:
+    """:class:`~otel_usecase.store.base.Transaction` on a cursor inside a transaction (``PostgresStore.transact``)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(translate_placeholders(sql), tuple(params))
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(translate_placeholders(sql), tuple(params))
+        return max(self._cur.rowcount, 0)
+
+    def has_table(self, name: str) -> bool:
+        self._cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        found = self._cur.fetchone()
+        return bool(found and found[0])
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

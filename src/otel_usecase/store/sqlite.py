@@ -717,21 +717,6 @@ class SQLiteStore:
                 raise StoreUnavailable(f"SQLite store {self.path!r} cannot take writes: {exc}") from exc
         return applied
 
-    def transaction(self, what: str, op: Callable[[Transaction], _T]) -> _T:
-        """Run ``op`` in one ``BEGIN IMMEDIATE`` transaction (see :meth:`.base.Store.transaction`)."""
-        from .base import Transaction
-
-        def run(conn: sqlite3.Connection) -> _T:
-            return op(
-                Transaction(
-                    "sqlite",
-                    lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
-                    lambda sql, params: conn.execute(sql, tuple(params)).rowcount,
-                )
-            )
-
-        return self._in_transaction(what, run, write=True)
-
     # --- alerts ---
     # The claims of budget alerts (store/alert_sql.py: the table, the SQL and why it is safe across processes).
 
@@ -861,6 +846,11 @@ class SQLiteStore:
         rows = self.query(*latest_run_sql(query, self._tag_value))
         return str(rows[0][0]) if rows else None
 
+    # --- small tables (see Store.transact) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        return self._in_transaction(what, lambda conn: op(_SQLiteTransaction(conn)), write=write)
+
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 
     def _outcomes_table(self, conn: sqlite3.Connection) -> bool:
@@ -909,3 +899,22 @@ class SQLiteStore:
             return [outcome_of(row) for row in conn.execute(*run_outcomes_sql(run_id)).fetchall()]
 
         return self._in_transaction("read the outcomes", read, write=False)
+
+
+class _SQLiteTransaction:
+    """:class:`~otel_usecase.store.base.Transaction` on a connection inside ``BEGIN`` (``SQLiteStore.transact``)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+    def has_table(self, name: str) -> bool:
+        found = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return found.fetchone() is not None
