@@ -44,6 +44,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "OTEL_USECASE_ALERT_LEASE_S": ["a minute", "10"],
     "OTEL_USECASE_ALERT_RETRY_FOR_S": ["forever", "-1"],
     "OTEL_USECASE_BUDGET_REFRESH_S": ["soon", "0", "-1", "inf", "nan"],
+    "OTEL_USECASE_RETENTION_DAYS": ["400d", "0", "-5", "1.5"],
 }
 """For every row whose parser has a rule, values that break it."""
 
@@ -65,6 +66,7 @@ GOOD_VALUES: dict[str, tuple[str, object]] = {
     "OTEL_USECASE_ALERT_LEASE_S": (" 90 ", 90),
     "OTEL_USECASE_ALERT_RETRY_FOR_S": ("0", 0),
     "OTEL_USECASE_BUDGET_REFRESH_S": (" 0.5 ", 0.5),
+    "OTEL_USECASE_RETENTION_DAYS": (" 400 ", 400),
 }
 
 

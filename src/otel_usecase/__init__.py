@@ -19,6 +19,7 @@ from .version import __version__
 if TYPE_CHECKING:
     from .budgets.api import check_budget
     from .budgets.model import BudgetExceeded
+    from .erasure import forget_experience, forget_run, forget_user
     from .exporter import UseCaseCostExporter
     from .outcomes import record_outcome
     from .processor import UseCaseSpanProcessor
@@ -43,6 +44,9 @@ __all__ = [
     "attributes",
     "check_budget",
     "current_scope",
+    "forget_experience",
+    "forget_run",
+    "forget_user",
     "propagate_context_to_threads",
     "record_outcome",
     "set_default_use_case",
@@ -63,6 +67,9 @@ _HOMES: Final = {
     "UseCaseSpanProcessor": ".processor",
     "UseCaseCostExporter": ".exporter",
     "record_outcome": ".outcomes",
+    "forget_user": ".erasure",
+    "forget_experience": ".erasure",
+    "forget_run": ".erasure",
     "propagate_context_to_threads": ".scope.threads",
     "stop_propagating_context_to_threads": ".scope.threads",
 }

@@ -191,6 +191,11 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
 
     add_definition_arguments(commands, store_help)
 
+    from . import erasure, retention
+
+    erasure.add_parser(commands, store_help)
+    retention.add_parser(commands, store_help)
+
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
     collector_commands = collector.add_subparsers(
         dest="collector_config_command", required=True, metavar="COMMAND"
@@ -440,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cost import reprice
 
         return reprice.run(args)
+    if args.command in ("forget", "prune"):
+        from . import erasure, retention
+
+        return erasure.run(args) if args.command == "forget" else retention.run(args)
     try:
         if args.command == "prices":
             return _prices(args)

@@ -381,6 +381,19 @@ BUDGET_REFRESH: Final = Setting(
     "other processes count here within this plus their export delay (see [Budgets](#budgets))",
 )
 
+
+# --- erasure and retention (issue 16, part E); read by retention.py ---
+
+RETENTION_DAYS: Final[Setting[int | None]] = Setting(
+    env="OTEL_USECASE_RETENTION_DAYS",
+    parse=whole_number(1),
+    default=None,
+    accepts="a whole number of days >= 1",
+    default_text="unset (keep every call)",
+    doc="the exporter and `serve` delete per-call rows and outcomes older than this, at most once a day; "
+    "the rollups keep the dashboard's totals (see [Erasure and retention](#erasure-and-retention))",
+)
+
 SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
 )

@@ -36,6 +36,7 @@ from .cost.calls import calls_from_spans, views_from_readable
 from .cost.prices import PriceBook
 from .cost.sink import CallSink
 from .outcomes import outcomes_from_spans
+from .retention import RetentionKeeper
 from .store import Store, StoreError, open_store
 from .store.outcome_sql import Outcome, RejectedOutcome
 from .store.writer import StoreWriter
@@ -87,7 +88,9 @@ class UseCaseCostExporter(SpanExporter):
         buffer = max_buffered_calls if max_buffered_calls is not None else buffer_size()
         wait_ms = export_wait_millis if export_wait_millis is not None else export_wait_ms()
         self._export_wait_s = wait_ms / 1000
-        self._writer: StoreWriter[Call] = StoreWriter(given, lambda: open_store(url), self._shown_url, buffer)
+        self._writer: StoreWriter[Call] = StoreWriter(
+            given, lambda: open_store(url), self._shown_url, buffer, after_write=RetentionKeeper().poke
+        )
         self._outcomes: StoreWriter[Outcome] = StoreWriter(
             given,
             lambda: self._writer.store or open_store(url),  # one connection for both when the calls' is open

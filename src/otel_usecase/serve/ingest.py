@@ -28,6 +28,7 @@ from ..cost.calls import SpanView, calls_from_spans
 from ..cost.prices import PriceBook
 from ..cost.sink import CallSink
 from ..outcomes import outcomes_from_spans
+from ..retention import RetentionKeeper
 from ..store import RejectedCall, Store, StoreError, StoreUnavailable, default_store_url, open_store
 from ..store.outcome_sql import Outcome, RejectedOutcome
 from .otlp import Decoded, Rejections
@@ -43,6 +44,9 @@ class Ingest:
         self._prices = prices
         self._store: Store | None = None
         self._lock = threading.Lock()
+        self._retention = (
+            RetentionKeeper()
+        )  # OTEL_USECASE_RETENTION_DAYS: the day's prune, off the request path
         self._sink: CallSink[list[RejectedCall]] = CallSink(self._write_store)
         budget_registry.attach_sink(self._sink, store_url or default_store_url())
         self.calls_written = 0
@@ -114,7 +118,9 @@ class Ingest:
             store = self._get_store()
         except StoreError as exc:  # opened at startup; failing now means it went away
             raise StoreUnavailable(str(exc)) from exc
-        return store.write(calls)
+        refused = store.write(calls)
+        self._retention.poke(store)
+        return refused
 
     def _write_outcomes(self, outcomes: Sequence[Outcome]) -> list[RejectedOutcome]:
         """Written now, before the calls; an outage raises, so the sender retries the request whole."""

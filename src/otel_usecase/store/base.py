@@ -365,11 +365,18 @@ RUN_RECORD: Final[tuple[str, ...]] = (
 class Transaction(Protocol):
     """One open transaction of :meth:`Store.transact`."""
 
+    dialect: str
+    """``sqlite`` or ``postgresql``: for the statements whose SQL is not portable (``forget``, ``prune``)."""
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement written with ``?`` placeholders; the rows it returns (``[]`` when none)."""
 
     def has_table(self, name: str) -> bool:
         """Whether table ``name`` exists (a store written by an older version may lack a newer table)."""
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement written with ``?`` placeholders; the number of rows it inserted, updated or
+        deleted."""
 
 
 class Store(Protocol):

@@ -995,12 +995,18 @@ class PostgresStore:
 class _PostgresTransaction:
     """:class:`~otel_usecase.store.base.Transaction` on a cursor inside a transaction (``PostgresStore.transact``)."""
 
+    dialect = "postgresql"
+
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self._cur = cur
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cur.execute(translate_placeholders(sql), tuple(params))
         return self._cur.fetchall() if self._cur.description is not None else []
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(translate_placeholders(sql), tuple(params))
+        return max(self._cur.rowcount, 0)
 
     def has_table(self, name: str) -> bool:
         self._cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))

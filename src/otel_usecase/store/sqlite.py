@@ -904,11 +904,16 @@ class SQLiteStore:
 class _SQLiteTransaction:
     """:class:`~otel_usecase.store.base.Transaction` on a connection inside ``BEGIN`` (``SQLiteStore.transact``)."""
 
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
 
     def has_table(self, name: str) -> bool:
         found = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))

@@ -100,6 +100,7 @@ class StoreWriter(Generic[T]):
         *,
         write: Callable[[Store, Sequence[T]], Sequence[tuple[T, str]]] | None = None,
         noun: str = "calls",
+        after_write: Callable[[Store], None] | None = None,
     ) -> None:
         self._store = store
         self._opened_here = store is None
@@ -110,6 +111,8 @@ class StoreWriter(Generic[T]):
             write if write is not None else cast(Any, _write_isolating)
         )
         self.noun = noun
+        self._after_write = after_write
+        """Called on the writer's thread after each successful write (the retention keeper's check)."""
         self._closed = False
         self._reset()
 
@@ -342,6 +345,8 @@ class StoreWriter(Generic[T]):
         if error is not None:
             self._log_outage(error, waiting)
             return False
+        if self._after_write is not None and self._store is not None:
+            self._after_write(self._store)
         if recovered:
             logger.info(
                 "otel_usecase: store %s is back; writing the %d buffered %s",
