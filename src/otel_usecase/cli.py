@@ -183,6 +183,14 @@ def _parser(collector_options: bool = True) -> argparse.ArgumentParser:
 
     add_budget_arguments(commands, store_help)
 
+    from .access.cli import add_arguments as add_access_arguments
+
+    add_access_arguments(commands, store_help)  # tokens (usecases share: in the usecases group)
+
+    from .usecases.cli import add_arguments as add_definition_arguments
+
+    add_definition_arguments(commands, store_help)
+
     collector = commands.add_parser("collector-config", help="OpenTelemetry Collector configuration helpers")
     collector_commands = collector.add_subparsers(
         dest="collector_config_command", required=True, metavar="COMMAND"
@@ -413,10 +421,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collector_config_command == "current-names":
             return collector_config.run_current_names(args.config)
         return collector_config.run_transform(args)
+    access_run = getattr(args, "access_run", None)  # tokens, usecases share (access/cli.py)
+    if access_run is not None:
+        return int(access_run(args))
     if args.command == "budgets":
         from .budgets.cli import run as run_budgets
 
         return run_budgets(args)
+    if args.command in ("usecases", "experience-types", "audit"):
+        from .usecases import cli as definitions
+
+        if args.command == "usecases":
+            return definitions.run_usecases(args)
+        if args.command == "experience-types":
+            return definitions.run_experience_types(args)
+        return definitions.run_audit(args)
     if args.command == "reprice":
         from .cost import reprice
 

@@ -10,6 +10,7 @@ trackers of other processes pick the change up at their next refresh.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -86,7 +87,22 @@ def set_budget(
     with _opened(store, create=True) as opened:
         opened.save_budget(budget.name, budget.to_json(), time.time_ns())
         _wake(store)
+        _audit(opened, "budget.set", budget.name, budget)
     return budget
+
+
+def _audit(store: Store, action: str, name: str, budget: Budget | None) -> None:
+    """Record a budget change in the audit log (``admin``: the API has direct store access); the
+    webhook URL is left out (it may hold a secret), only whether there is one is kept. ``budget``
+    None: a stored budget this version could not read was deleted (no use case known)."""
+    from ..audit import ADMIN, record
+
+    detail: dict[str, object] = {}
+    if budget is not None:
+        detail = {k: v for k, v in json.loads(budget.to_json()).items() if k != "webhook"}
+        detail["webhook"] = budget.webhook is not None
+    use_case = budget.use_case if budget is not None else None
+    record(store, actor=ADMIN, action=action, use_case=use_case, target=name, detail=detail)
 
 
 def list_budgets(store: Store | str | None = None) -> list[Budget]:
@@ -103,8 +119,11 @@ def list_budgets(store: Store | str | None = None) -> list[Budget]:
 def delete_budget(name: str, store: Store | str | None = None) -> bool:
     """Delete budget ``name``; whether there was one. Never creates the store."""
     with _opened(store, create=False) as opened:
+        before = stored_budgets(opened.load_budgets()).get(name)
         deleted = opened.delete_budget(name)
         _wake(store)
+        if deleted:
+            _audit(opened, "budget.delete", name, before)
     return deleted
 
 

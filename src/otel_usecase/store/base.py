@@ -22,7 +22,7 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
 
 from .. import config
 from ..cost import token_classes
@@ -31,6 +31,8 @@ from ..cost.dedup import completeness_sql as _completeness
 from ..cost.usage import MAX_TOKEN_COUNT
 from ..scope.validation import check_name
 from .alert_sql import ALERTS_DDL, AlertKey, ClaimedAlert
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from .budget_sql import SpendQuery, SpendSnapshot
@@ -60,6 +62,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TagValue",
+    "Transaction",
     "Unstorable",
     "broken_rule",
     "call_of",
@@ -89,12 +92,14 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
 5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
-6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger."""
+6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
+7: use cases as shared containers: principals and members (:mod:`.access_sql`), definitions and experience
+types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`)."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -254,7 +259,7 @@ def call_of(row: Sequence[Any]) -> Call:
 
 def create_statements(types: dict[str, str]) -> tuple[str, ...]:
     """``CREATE TABLE IF NOT EXISTS`` for the meta table and the ledger, with a store's column types."""
-    from . import budget_sql, outcome_sql  # import this module
+    from . import access_sql, audit_sql, budget_sql, definition_sql, outcome_sql  # import this module
 
     columns = ",\n    ".join(
         f"{name} {types[kind]} {constraint}".rstrip() for name, kind, constraint in LEDGER
@@ -265,6 +270,9 @@ def create_statements(types: dict[str, str]) -> tuple[str, ...]:
         *ALERTS_DDL,  # alerts: the claims table (store/alert_sql.py)
         budget_sql.CREATE_BUDGETS,
         *outcome_sql.OUTCOMES_DDL,  # what runs achieved (record_outcome)
+        *access_sql.DDL,  # principals and their roles per use case
+        *definition_sql.DEFINITIONS_DDL,  # use case and experience type definitions (usecases/)
+        *audit_sql.AUDIT_DDL,  # who changed what (audit.py)
     )
 
 
@@ -356,6 +364,16 @@ RUN_RECORD: Final[tuple[str, ...]] = (
     "partial_calls",
 )
 """The fields, in order, of each record of :meth:`Store.runs_json` (``report --by run --format json``)."""
+
+
+class Transaction(Protocol):
+    """One open transaction of :meth:`Store.transact`."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement written with ``?`` placeholders; the rows it returns (``[]`` when none)."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (a store written by an older version may lack a newer table)."""
 
 
 class Store(Protocol):
@@ -465,6 +483,21 @@ class Store(Protocol):
 
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
+
+    # --- small tables (principals and members: store/access_sql.py) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        """Run ``op`` in one transaction of its own and return what it returns.
+
+        For the small administrative tables whose SQL is portable (``?``
+        placeholders): ``op`` gets a :class:`Transaction`. A write transaction
+        takes the store's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL the
+        schema's advisory lock, so a table created on first use cannot collide
+        with ``migrate``); anything ``op`` raises rolls everything back and
+        propagates. ``op`` may run again after a rollback the database forced
+        (PostgreSQL), so it must do nothing outside the transaction. ``what``
+        names the work in a :class:`StoreUnavailable`.
+        """
 
 
 def upsert_sql(placeholder: str, rows: int = 1) -> str:

@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .base import Repricing
+    from .base import Repricing, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -914,6 +914,18 @@ class PostgresStore:
         rows = self.query(*latest_run_sql(query, postgres_reports.tag_value(self._columns)))
         return str(rows[0][0]) if rows else None
 
+    # --- small tables (see Store.transact) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction(), conn.cursor() as cur:
+                if write:  # queued like migrate(): a table created on first use cannot collide with it
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                return op(_PostgresTransaction(cur))
+
+        with self._lock:
+            return self._run(what, run)
+
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 
     def _outcomes_table(self, cur: psycopg.Cursor[Any]) -> bool:
@@ -978,6 +990,22 @@ class PostgresStore:
 
         with self._lock:
             return self._run("reading the outcomes", read)
+
+
+class _PostgresTransaction:
+    """:class:`~otel_usecase.store.base.Transaction` on a cursor inside a transaction (``PostgresStore.transact``)."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(translate_placeholders(sql), tuple(params))
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def has_table(self, name: str) -> bool:
+        self._cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        found = self._cur.fetchone()
+        return bool(found and found[0])
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:

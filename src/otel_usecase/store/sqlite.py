@@ -47,7 +47,7 @@ from .rollup_sql import ViewSQL
 from .runs_sql import RUNS
 
 if TYPE_CHECKING:
-    from .base import Repricing
+    from .base import Repricing, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -846,6 +846,11 @@ class SQLiteStore:
         rows = self.query(*latest_run_sql(query, self._tag_value))
         return str(rows[0][0]) if rows else None
 
+    # --- small tables (see Store.transact) ---
+
+    def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:
+        return self._in_transaction(what, lambda conn: op(_SQLiteTransaction(conn)), write=write)
+
     # --- outcomes --- (the SQL is outcome_sql's; imports kept here so this block stands alone)
 
     def _outcomes_table(self, conn: sqlite3.Connection) -> bool:
@@ -894,3 +899,17 @@ class SQLiteStore:
             return [outcome_of(row) for row in conn.execute(*run_outcomes_sql(run_id)).fetchall()]
 
         return self._in_transaction("read the outcomes", read, write=False)
+
+
+class _SQLiteTransaction:
+    """:class:`~otel_usecase.store.base.Transaction` on a connection inside ``BEGIN`` (``SQLiteStore.transact``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        found = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return found.fetchone() is not None
