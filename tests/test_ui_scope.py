@@ -35,7 +35,7 @@ from otel_usecase.ui.server import check_exposure
 from .builders import a_call
 from .expect import mini_cost
 from .pg import PostgresServer
-from .servers import UIProcess, free_port
+from .servers import ServeProcess, UIProcess, free_port
 
 BIN = Path(sys.executable).parent
 HOUR = 3_600_000_000_000
@@ -386,3 +386,28 @@ def test_a_non_loopback_address_is_allowed_with_principals_and_refused_without(
         check=False,
     )
     assert done.returncode == 2 and "tokens create" in done.stderr
+
+
+def test_serve_ui_scopes_its_dashboard_the_same_way(sqlite_or_postgres: str) -> None:
+    """``serve --ui``: the receiver's dashboard at ``/ui`` reads the same principals and scopes alike."""
+    url = sqlite_or_postgres
+    fill(url, CALLS)
+    store = open_store(url)
+    try:
+        alice = create_token(store, "alice")
+        share(store, A, [RoleAssignment("alice", Role.CONSUMER)])
+    finally:
+        store.close()
+    with ServeProcess(url, "--ui") as serve:
+        base = f"http://127.0.0.1:{serve.http_port}/ui"
+        assert get(base + "/api/summary")[0] == 401
+        status, _, body = get(base + "/api/report?by=use-case&use_case=" + B, alice)
+        assert (status, json.loads(body)) == (200, [])
+        status, _, body = get(base + "/api/summary", alice)
+        assert json.loads(body)["cost_usd"] == pytest.approx(
+            mini_cost(1000, 200) + mini_cost(400, 20) + mini_cost(300, 30)
+        )
+        status, _, body = get(base + "/run?id=b1-secret-run", alice)
+        assert status == 404 and b"No run" in body
+        code, err = serve.terminate()
+    assert code == 0 and alice not in err
