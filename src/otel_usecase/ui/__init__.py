@@ -10,9 +10,9 @@ from concurrent.futures import Executor
 
 from ..store import Store
 from .app import DashboardApp, Route
-from .auth import Access, UIAuth
+from .auth import UIAuth
 
-__all__ = ["Access", "DashboardApp", "UIAuth", "dashboard_app"]
+__all__ = ["DashboardApp", "UIAuth", "dashboard_app"]
 
 
 def dashboard_app(
@@ -22,17 +22,15 @@ def dashboard_app(
     token: str | None = None,
     executor: Executor | None = None,
     require_token: bool = False,
-    access: Access | None = None,
 ) -> DashboardApp:
     """The dashboard over ``store`` at path ``root`` (``""``: ``/``).
 
     ``token``: the administrator's (sees everything); the store's principals (:mod:`otel_usecase.access`)
     see what is shared with them; with neither, loopback only. ``require_token``: never admit a request
-    without a token (the dashboard listens on a non-loopback address). ``access``: the principals' lookup
-    (default: :mod:`otel_usecase.access`)."""
+    without a token (the dashboard listens on a non-loopback address)."""
     from .api import API
     from .pages import PAGES
 
     routes = {path: Route(handler, params) for path, (handler, params) in {**PAGES, **API}.items()}
-    auth = UIAuth(token, access=access, require_token=require_token)
+    auth = UIAuth(token, require_token=require_token)
     return DashboardApp(store, routes, root=root, auth=auth, executor=executor)

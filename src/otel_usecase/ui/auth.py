@@ -22,15 +22,14 @@ import base64
 import binascii
 import ipaddress
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..serve.auth import TokenCheck
 
 if TYPE_CHECKING:
     from ..store import Store
 
-__all__ = ["Access", "UIAuth", "Viewer", "is_loopback", "loopback_host", "presented_token"]
+__all__ = ["UIAuth", "Viewer", "has_principals", "is_loopback", "loopback_host", "presented_token"]
 
 
 class Viewer(NamedTuple):
@@ -48,24 +47,11 @@ ADMINISTRATOR = Viewer(None, None)
 LOCAL = Viewer(None, None, local=True)
 
 
-class Access(NamedTuple):
-    """The part of :mod:`otel_usecase.access` the dashboard uses (a record, so a test can pass its own)."""
+def has_principals(store: Store) -> bool:
+    """Whether the store has principals (active or revoked): then every request needs a token."""
+    from ..access import list_principals
 
-    authenticate: Callable[[Store, str], Any]
-    """The principal (with a ``name``) whose active token it is, or None."""
-    visible_use_cases: Callable[[Store, str], frozenset[str]]
-    has_principals: Callable[[Store], bool]
-
-
-def store_access() -> Access:
-    """:mod:`otel_usecase.access` itself."""
-    from .. import access
-
-    return Access(
-        access.authenticate,
-        access.visible_use_cases,
-        lambda store: bool(access.list_principals(store)),
-    )
+    return bool(list_principals(store))
 
 
 def presented_token(authorization: bytes | None) -> str | None:
@@ -94,13 +80,10 @@ def presented_token(authorization: bytes | None) -> str | None:
 class UIAuth:
     """Decides who a request is (:meth:`viewer`): the administrator's token, a principal's, or loopback."""
 
-    __slots__ = ("_access", "_check", "require_token")
+    __slots__ = ("_check", "require_token")
 
-    def __init__(
-        self, token: str | None, *, access: Access | None = None, require_token: bool = False
-    ) -> None:
+    def __init__(self, token: str | None, *, require_token: bool = False) -> None:
         self._check = TokenCheck(token)
-        self._access = access
         self.require_token = require_token
         """Started on a non-loopback address: never admit a request without a token."""
 
@@ -117,13 +100,13 @@ class UIAuth:
         token = presented_token(authorization)
         if token is not None and self._check.enabled and self._check.allows(b"Bearer " + token.encode()):
             return ADMINISTRATOR
-        access = self._access if self._access is not None else store_access()
+        from ..access import authenticate, visible_use_cases
+
         if token is not None:
-            principal = access.authenticate(store, token)
+            principal = authenticate(store, token)
             if principal is not None:
-                name = str(principal.name)
-                return Viewer(name, tuple(sorted(access.visible_use_cases(store, name))))
-        if self._check.enabled or self.require_token or access.has_principals(store):
+                return Viewer(principal.name, tuple(sorted(visible_use_cases(store, principal.name))))
+        if self._check.enabled or self.require_token or has_principals(store):
             return None
         return LOCAL
 

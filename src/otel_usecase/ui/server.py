@@ -64,14 +64,14 @@ def check_exposure(host: str, token: str | None, flag: str, store_url: str | Non
 def has_principals(store_url: str) -> bool:
     """Whether the store at ``store_url`` has principals (False when it cannot be opened: nothing to guard)."""
     from ..store import StoreError
-    from .auth import store_access
+    from . import auth
 
     try:
         store = open_store(store_url, create=False)
     except (StoreError, ValueError):
         return False
     try:
-        return store_access().has_principals(store)
+        return auth.has_principals(store)
     finally:
         store.close()
 
