@@ -154,6 +154,7 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
         for row in store.outcome_totals(name, filters.use_case)
+        if filters.use_cases is None or row[0] in filters.use_cases  # others' outcomes: not even counted
     }
     # Per run, its row, or its rows when its calls carry several values of the grouping.
     runs: dict[tuple[Any, Any], Any] = {}

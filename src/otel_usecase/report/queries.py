@@ -24,7 +24,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -591,9 +591,11 @@ _CALL_FIELDS: Final = (
 """The fields of each call of ``runs show --format json|csv``."""
 
 
-def run_calls(store: Store, run_id: str) -> list[Call]:
-    """The calls of one run in time order."""
-    return store.run_calls(run_id)
+def run_calls(store: Store, run_id: str, use_cases: Collection[str] | None = None) -> list[Call]:
+    """The calls of one run in time order; with ``use_cases`` (a :attr:`ReportFilter.use_cases` allowed set)
+    only theirs: a run id is data, so the same id may be a run of another use case the reader may not see."""
+    calls = store.run_calls(run_id)
+    return calls if use_cases is None else [c for c in calls if c.use_case in use_cases]
 
 
 def _call_record(call: Call) -> dict[str, Any]:

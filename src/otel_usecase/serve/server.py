@@ -113,7 +113,7 @@ def run(options: ServeOptions) -> int:
 
         if options.http is None:
             raise ValueError("--ui serves the dashboard on the OTLP/HTTP address: it needs --http")
-        check_exposure(options.http[0], token_value, "--http")
+        check_exposure(options.http[0], token_value, "--http", store_url)
     read_timeout = options.read_timeout if options.read_timeout is not None else READ_TIMEOUT.read()
     if read_timeout <= 0:
         raise ValueError(f"read timeout {read_timeout!r} is not a positive number of seconds")
@@ -125,7 +125,9 @@ def run(options: ServeOptions) -> int:
         ingest = Ingest(store_url, prices)
         try:
             ingest.open()
-            dashboard = _dashboard(store_url, token_value) if options.ui else None
+            dashboard = (
+                _dashboard(store_url, token_value, options.http[0]) if options.ui and options.http else None
+            )
             try:
                 _serve(options, ingest, token, read_timeout, http_socket, dashboard)
             finally:
@@ -219,12 +221,15 @@ def _http_server(
     return uvicorn.Server(config)
 
 
-def _dashboard(store_url: str, token: str | None) -> DashboardApp:
-    """The dashboard at ``/ui`` with its own (read) connection to the store and the receiver's token."""
+def _dashboard(store_url: str, token: str | None, host: str) -> DashboardApp:
+    """The dashboard at ``/ui`` with its own (read) connection to the store and the receiver's token (and
+    the store's principals); on a non-loopback ``host`` no request without a token."""
     from ..store import open_store
     from ..ui import dashboard_app
+    from ..ui.auth import is_loopback
 
-    return dashboard_app(open_store(store_url, create=False), root=_UI_ROOT, token=token)
+    store = open_store(store_url, create=False)
+    return dashboard_app(store, root=_UI_ROOT, token=token, require_token=not is_loopback(host))
 
 
 _UI_ROOT: Final = "/ui"

@@ -312,7 +312,10 @@ class Unstorable(Exception):
 class ReportFilter(NamedTuple):
     """Which calls a report reads: each field that is set must equal the call's (``since_ns``: started at or
     after; ``until_ns``: started before). ``user_id`` is the stored form (hashed when hashing is on).
-    ``tags``: (key, value) pairs the call's tags must all have."""
+    ``tags``: (key, value) pairs the call's tags must all have. ``use_cases``: the use cases the reader may
+    see (a dashboard principal's ``visible_use_cases``): only their calls are read, whatever the other
+    fields say; None = every use case, ``()`` = none. A ``use_case`` outside it selects nothing, exactly
+    like a use case without calls."""
 
     use_case: str | None = None
     since_ns: int | None = None
@@ -321,6 +324,7 @@ class ReportFilter(NamedTuple):
     use_case_version: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     until_ns: int | None = None
+    use_cases: tuple[str, ...] | None = None
 
 
 RUN_TOTALS: Final[tuple[str, ...]] = (
@@ -1023,13 +1027,20 @@ def filter_clauses(
     tags: Sequence[tuple[str, str]] = (),
     tag_value: TagValue | None = None,
     until_ns: int | None = None,
+    use_cases: Sequence[str] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The ``WHERE`` conditions (``?`` placeholders) and parameters of the filters reports and ``reprice`` share.
 
     ``tags`` need the store's ``tag_value`` (its SQL dialect); a key that breaks the name
-    rule is a ``ValueError`` naming it (the CLI checks keys before they get here)."""
+    rule is a ``ValueError`` naming it (the CLI checks keys before they get here). ``use_cases``: the
+    allowed set (:attr:`ReportFilter.use_cases`; ``()``: a condition nothing meets). Every table read
+    with these conditions has a ``use_case`` column, so this one condition scopes every read."""
     clauses: list[str] = []
     params: list[Any] = []
+    if use_cases is not None:
+        allowed = tuple(dict.fromkeys(use_cases))
+        clauses.append(f"use_case IN ({', '.join('?' * len(allowed))})" if allowed else "1 = 0")
+        params.extend(allowed)
     for column, value in (
         ("use_case", use_case),
         ("user_id", user_id),

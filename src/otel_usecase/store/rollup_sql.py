@@ -559,6 +559,7 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         use_case_version=filters.use_case_version,
         tags=filters.tags,
         tag_value=view.tag_value,
+        use_cases=filters.use_cases,
     )
     if filters.since_ns is not None:
         clauses.append("hour_ns >= ?")

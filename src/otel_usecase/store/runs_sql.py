@@ -254,6 +254,7 @@ def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tup
         use_case_version=filters.use_case_version,
         tags=filters.tags,
         tag_value=tag_value,
+        use_cases=filters.use_cases,
     )
     clauses += extra
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

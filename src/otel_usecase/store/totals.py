@@ -134,6 +134,7 @@ def where(filters: ReportFilter, tag_value: TagValue | None = None) -> tuple[str
         tags=filters.tags,
         tag_value=tag_value,
         until_ns=filters.until_ns,
+        use_cases=filters.use_cases,
     )
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 

@@ -16,11 +16,21 @@ __all__ = ["DashboardApp", "UIAuth", "dashboard_app"]
 
 
 def dashboard_app(
-    store: Store, *, root: str = "", token: str | None = None, executor: Executor | None = None
+    store: Store,
+    *,
+    root: str = "",
+    token: str | None = None,
+    executor: Executor | None = None,
+    require_token: bool = False,
 ) -> DashboardApp:
-    """The dashboard over ``store`` at path ``root`` (``""``: ``/``), requiring ``token`` when given."""
+    """The dashboard over ``store`` at path ``root`` (``""``: ``/``).
+
+    ``token``: the administrator's (sees everything); the store's principals (:mod:`otel_usecase.access`)
+    see what is shared with them; with neither, loopback only. ``require_token``: never admit a request
+    without a token (the dashboard listens on a non-loopback address)."""
     from .api import API
     from .pages import PAGES
 
     routes = {path: Route(handler, params) for path, (handler, params) in {**PAGES, **API}.items()}
-    return DashboardApp(store, routes, root=root, auth=UIAuth(token), executor=executor)
+    auth = UIAuth(token, require_token=require_token)
+    return DashboardApp(store, routes, root=root, auth=auth, executor=executor)

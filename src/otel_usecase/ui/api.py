@@ -116,7 +116,7 @@ def run(store: Store, params: Params, root: str) -> Response:
     run_id = params.get("id")
     if run_id is None:
         raise BadRequest("id is missing: give the run id as id=RUN_ID")
-    calls = run_calls(store, run_id)
+    calls = run_calls(store, run_id, params.filters.use_cases)
     if not calls:
         return Response(404, JSON, json.dumps({"error": f"no run {run_id!r} in this store"}).encode())
     return _file("run", fmt, format_run(run_id, calls, fmt))
@@ -124,12 +124,11 @@ def run(store: Store, params: Params, root: str) -> Response:
 
 def budgets(store: Store, params: Params, root: str) -> Response:
     """``budgets status --format json`` (only the budgets of ``use_case`` when it is given)."""
-    from ..budgets.api import budget_status
     from ..budgets.cli import status_records
+    from .budget_page import visible_budgets
 
     fmt = params.choice("format", ("json",), "json")
-    use_case = params.filters.use_case
-    statuses = [s for s in budget_status(store) if use_case in (None, s.budget.use_case)]
+    statuses = visible_budgets(store, params.filters)
     return _file("budgets", fmt, json.dumps(status_records(statuses), indent=2))
 
 

@@ -102,20 +102,31 @@ class DashboardApp:
 
     async def _answer(self, scope: Scope) -> Response:
         headers = dict(scope.get("headers") or ())
-        if not self.auth.enabled and not loopback_host(headers.get(b"host")):
-            return error_page(
-                403,
-                "This dashboard answers only to a loopback name (127.0.0.1, localhost, [::1]) when it has no "
-                "token: another name pointing here could be a DNS rebinding attack.",
-                self.root,
+        loop = asyncio.get_running_loop()
+        try:
+            viewer = await loop.run_in_executor(
+                self._executor, self.auth.viewer, self.store, headers.get(b"authorization")
             )
-        if not self.auth.allows(headers.get(b"authorization")):
+        except StoreError as exc:
+            logger.warning("dashboard: the store could not be read: %s", exc)
+            return error_page(503, "The store could not be read.", self.root)
+        except Exception:
+            logger.exception("dashboard: could not tell who a request is")
+            return error_page(500, "Internal error (see the server's log).", self.root)
+        if viewer is None:
             return error_page(
                 401,
                 "A token is needed: send Authorization: Bearer TOKEN (or give the token as the password "
                 "when the browser asks).",
                 self.root,
                 ((b"www-authenticate", b'Basic realm="otel-usecase", charset="UTF-8"'),),
+            )
+        if viewer.local and not loopback_host(headers.get(b"host")):
+            return error_page(
+                403,
+                "This dashboard answers only to a loopback name (127.0.0.1, localhost, [::1]) when it has no "
+                "token: another name pointing here could be a DNS rebinding attack.",
+                self.root,
             )
         if scope["method"] not in ("GET", "HEAD"):
             return error_page(
@@ -135,7 +146,7 @@ class DashboardApp:
             return error_page(404, "No such page.", self.root)
         try:
             params = parse_params(scope.get("query_string", b""), route.params)
-            loop = asyncio.get_running_loop()
+            params = params._replace(filters=params.filters._replace(use_cases=viewer.use_cases))
             return await loop.run_in_executor(self._executor, route.handler, self.store, params, self.root)
         except (BadRequest, ReportError) as exc:
             return error_page(400, str(exc), self.root, api=path.startswith("/api/"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..store import Store
 from .app import Response
 from .layout import Column, downloads, id_cell, table, when
@@ -9,14 +11,27 @@ from .markup import Markup, el, join, text
 from .panels import html_page
 from .params import Filters, Params, query_string
 
-__all__ = ["budgets"]
+if TYPE_CHECKING:
+    from ..budgets.api import BudgetStatus
+
+__all__ = ["budgets", "visible_budgets"]
+
+
+def visible_budgets(store: Store, filters: Filters) -> list[BudgetStatus]:
+    """The status of each budget of the use cases the reader may see (of ``use_case`` when it is given)."""
+    from ..budgets.api import budget_status
+
+    return [
+        s
+        for s in budget_status(store)
+        if filters.use_case in (None, s.budget.use_case)
+        and (filters.use_cases is None or s.budget.use_case in filters.use_cases)
+    ]
 
 
 def budgets(store: Store, params: Params, root: str) -> Response:
-    from ..budgets.api import budget_status
-
     filters = params.filters
-    statuses = [s for s in budget_status(store) if filters.use_case in (None, s.budget.use_case)]
+    statuses = visible_budgets(store, filters)
     columns = [
         Column("budget", lambda s: id_cell(s.budget.name)),
         Column(

@@ -41,6 +41,8 @@ class Filters(NamedTuple):
     experience: str | None = None
     version: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    use_cases: tuple[str, ...] | None = None
+    """What the reader may see (the app sets it from the request's token, never from the URL): None = all."""
 
     def report_filter(self, now: float | None = None) -> ReportFilter:
         """The store's filter (``since``/``until``: a duration ago, or a date; ``until`` exclusive)."""
@@ -53,11 +55,13 @@ class Filters(NamedTuple):
             experience_name=self.experience,
             use_case_version=self.version,
             tags=self.tags,
+            use_cases=self.use_cases,
         )
 
     def pairs(self) -> list[tuple[str, str]]:
-        """The filters as GET parameters (unset ones left out), in a fixed order."""
-        out = [(name, value) for name, value in zip(FILTER_PARAMS, self) if isinstance(value, str)]
+        """The filters as GET parameters (unset ones left out), in a fixed order (never ``use_cases``)."""
+        values = (self.since, self.until, self.use_case, self.user, self.experience, self.version)
+        out = [(name, value) for name, value in zip(FILTER_PARAMS, values) if value is not None]
         out += [("tag", f"{key}={value}") for key, value in self.tags]
         return out
 

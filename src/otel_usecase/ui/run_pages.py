@@ -71,7 +71,7 @@ _ALWAYS: Final = frozenset({"input", "output", "cache_read", "cache_write", "rea
 def run(store: Store, params: Params, root: str) -> Response:
     filters = params.filters
     run_id = params.required("id")
-    calls = run_calls(store, run_id)
+    calls = run_calls(store, run_id, filters.use_cases)  # another use case's run: "no such run"
     if not calls:
         return Response(
             404,
@@ -143,7 +143,11 @@ def call(store: Store, params: Params, root: str) -> Response:
     run_id = params.required("run")
     span_id = params.required("span")
     trace_id = params.get("trace")
-    found = [c for c in run_calls(store, run_id) if c.span_id == span_id and trace_id in (None, c.trace_id)]
+    found = [
+        c
+        for c in run_calls(store, run_id, filters.use_cases)
+        if c.span_id == span_id and trace_id in (None, c.trace_id)
+    ]
     if not found:
         raise BadRequest(f"no call with span id {span_id!r} in run {run_id!r}")
     c = found[0]

@@ -1,8 +1,10 @@
 """``otel-usecase ui``: serve the dashboard with uvicorn until SIGTERM/SIGINT.
 
 Binds 127.0.0.1 by default. Any other address is refused unless a token is set
-(``--token-file`` or ``OTEL_USECASE_TOKEN``): the ledger is billing data, and the
-dashboard has no other access control. The token is never printed.
+(``--token-file`` or ``OTEL_USECASE_TOKEN``: the administrator's) or the store has
+principals (``otel-usecase tokens create``): the ledger is billing data. Bound there,
+the dashboard then admits no request without a token, whatever happens to the
+principals later. The token is never printed.
 """
 
 from __future__ import annotations
@@ -48,13 +50,30 @@ def read_token_file(path: str) -> str:
     return token
 
 
-def check_exposure(host: str, token: str | None, flag: str) -> None:
-    """Refuse a non-loopback address without a token (ValueError naming the address and the fix)."""
-    if token is None and not is_loopback(host):
+def check_exposure(host: str, token: str | None, flag: str, store_url: str | None = None) -> None:
+    """Refuse a non-loopback address without a token: the administrator's, or principals in the store at
+    ``store_url`` (ValueError naming the address and the fix)."""
+    if token is None and not is_loopback(host) and not (store_url and has_principals(store_url)):
         raise ValueError(
             f"{flag} {host} is not a loopback address: anyone who can reach it would read the cost ledger; "
-            "set a token (--token-file FILE or OTEL_USECASE_TOKEN) or listen on 127.0.0.1"
+            "set a token (--token-file FILE or OTEL_USECASE_TOKEN), give principals tokens "
+            "(otel-usecase tokens create --name NAME) or listen on 127.0.0.1"
         )
+
+
+def has_principals(store_url: str) -> bool:
+    """Whether the store at ``store_url`` has principals (False when it cannot be opened: nothing to guard)."""
+    from ..store import StoreError
+    from . import auth
+
+    try:
+        store = open_store(store_url, create=False)
+    except (StoreError, ValueError):
+        return False
+    try:
+        return auth.has_principals(store)
+    finally:
+        store.close()
 
 
 def _run_until_signal(server: Any, sock: socket.socket) -> None:
@@ -81,15 +100,15 @@ def run(options: UIOptions) -> int:
 
     token = options.token if options.token is not None else TOKEN.read()
     host, port = options.listen
-    check_exposure(host, token, "--listen")
     url = options.store or default_store_url()
     parse_store_url(url)
+    check_exposure(host, token, "--listen", url)
     store = open_store(url, create=False)
     try:
         check_free(host, port, "the dashboard", "--listen")
         sock = bind_http(host, port)
         try:
-            app = dashboard_app(store, token=token)
+            app = dashboard_app(store, token=token, require_token=not is_loopback(host))
             config = uvicorn.Config(
                 app,
                 lifespan="off",
