@@ -158,7 +158,11 @@ FILTERS = [
     ReportFilter(user_id="alice"),
     ReportFilter(experience_name="chat", since_ns=T0),
     ReportFilter(since_ns=T0 + HOUR),  # whole hours: the rollups answer
-    ReportFilter(since_ns=T0 + 5, until_ns=T0 + DAY + 3),  # mid-hour: the ledger answers
+    ReportFilter(since_ns=T0 + 5, until_ns=T0 + DAY + 3),  # mid-hour: whole hours + the ledger's partial ones
+    ReportFilter(since_ns=T0 + 2 * HOUR + 3),  # a partial first hour, open end
+    ReportFilter(until_ns=T0 + 2 * HOUR + 9),  # open start, a partial last hour
+    ReportFilter(since_ns=T0 + 3, until_ns=T0 + HOUR + 5),  # within two partial hours: the ledger alone
+    ReportFilter(user_id="alice", since_ns=T0 + 1, until_ns=T0 + 3 * HOUR + 1),
     ReportFilter(tags=(("tenant", "acme"),)),
     ReportFilter(tags=(("tenant", "acme"),), since_ns=T0, until_ns=T0 + DAY),
 ]

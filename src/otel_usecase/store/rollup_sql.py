@@ -497,25 +497,36 @@ _RUN_COLUMNS: Final = frozenset(("use_case", "run_id", "user_id", "experience_na
 _HOUR_COLUMNS: Final = frozenset(_HOUR_KEYS)
 
 
-def _whole_hours(ns: int | None) -> bool:
-    return ns is None or ns % HOUR_NS == 0
-
-
 def hour_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
-    """Whether :data:`HOUR_ROLLUP` gives exactly the ledger's sums for ``filters``: on whole hours, without
-    a user or tag filter (the hour rollup is not kept per user or tag)."""
-    return (
-        view.rollups
-        and filters.user_id is None
-        and not filters.tags
-        and _whole_hours(filters.since_ns)
-        and _whole_hours(filters.until_ns)
-    )
+    """Whether :data:`HOUR_ROLLUP` gives exactly the ledger's sums for ``filters``: without a user or tag
+    filter (the hour rollup is not kept per user or tag). A window that does not start or end on a whole
+    hour reads its partial hours from the ledger (:func:`_edges`)."""
+    return view.rollups and filters.user_id is None and not filters.tags
 
 
 def run_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
-    """Whether :data:`RUN_ROLLUP` gives exactly the ledger's figures for ``filters``: on whole hours."""
-    return view.rollups and _whole_hours(filters.since_ns) and _whole_hours(filters.until_ns)
+    """Whether :data:`RUN_ROLLUP` gives exactly the ledger's figures for ``filters`` (partial hours of a
+    window from the ledger, :func:`_edges`)."""
+    return view.rollups
+
+
+def _edges(
+    since: int | None, until: int | None
+) -> tuple[int | None, int | None, list[tuple[int | None, int | None]]]:
+    """A window split into the whole hours a rollup answers (``[low, high)``, either end open) and the
+    ranges of start times read from the ledger: the partial hours at its ends, a few thousand rows at
+    most, instead of every row of a ``--since 7d`` that does not start on the hour. A window within one
+    or two partial hours is read from the ledger alone (``low >= high``)."""
+    low = None if since is None else since + (-since) % HOUR_NS
+    high = None if until is None else until - until % HOUR_NS
+    if low is not None and high is not None and low >= high:
+        return low, low, [(since, until)]
+    ranges: list[tuple[int | None, int | None]] = []
+    if since is not None and since != low:
+        ranges.append((since, low))
+    if until is not None and until != high:
+        ranges.append((high, until))
+    return low, high, ranges
 
 
 class _Source(NamedTuple):
@@ -560,12 +571,18 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         tags=filters.tags,
         tag_value=view.tag_value,
     )
-    if filters.since_ns is not None:
-        clauses.append("hour_ns >= ?")
-        params.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("hour_ns < ?")
-        params.append(filters.until_ns)
+    source = _with_pending(table) if view.pending else table
+    low, high, ledger_ranges = _edges(filters.since_ns, filters.until_ns)
+    if ledger_ranges:
+        source, source_params = _edged(view, table, source, low, high, ledger_ranges)
+        params = [*source_params, *params]
+    else:
+        if low is not None:
+            clauses.append("hour_ns >= ?")
+            params.append(low)
+        if high is not None:
+            clauses.append("hour_ns < ?")
+            params.append(high)
     measures = {
         "calls": view.token_sum.format("calls"),
         **{c: view.token_sum.format(c) for c in TOKEN_COLUMNS},
@@ -573,10 +590,52 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         **{c: view.token_sum.format(c) for c in _COUNTS},
     }
     clause = " WHERE " + " AND ".join(clauses) if clauses else ""
-    source = _with_pending(table) if view.pending else table
     return _Source(
         source, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)"
     )
+
+
+def _edged(
+    view: ViewSQL,
+    table: str,
+    source: str,
+    low: int | None,
+    high: int | None,
+    ranges: list[tuple[int | None, int | None]],
+) -> tuple[str, list[Any]]:
+    """``table``'s cells of the whole hours ``[low, high)`` (from ``source``: the rollup, with the pending
+    rows in SQLite) and, as cells of the same shape, the ledger's rows started in ``ranges``: a derived
+    table with the rollup's columns and its parameters. Exact: the ledger holds every committed row."""
+    run = table == RUN_ROLLUP
+    keys = _run_key() if run else _hour_key()
+    times = ("first_ns", "last_ns", "end_ns") if run else ()
+    columns = ", ".join((*keys, *times, *MEASURES))
+    whole: list[str] = []
+    params: list[Any] = []
+    for bound, op in ((low, ">="), (high, "<")):
+        if bound is not None:
+            whole.append(f"hour_ns {op} ?")
+            params.append(bound)
+    values = _key_values(keys, "r")
+    selected = [f"{v} AS {k}" for k, v in zip(keys, values)]
+    if run:
+        selected += ["MIN(r.start_ns) AS first_ns", "MAX(r.start_ns) AS last_ns", "MAX(r.end_ns) AS end_ns"]
+    selected += [
+        (_sqlite_total(_measure(m, "r"), m) if view.dialect == "sqlite" else f"SUM({_measure(m, 'r')})")
+        + f" AS {m}"
+        for m in MEASURES
+    ]
+    spans = []
+    for start, end in ranges:
+        parts = []
+        for bound, op in ((start, ">="), (end, "<")):
+            if bound is not None:
+                parts.append(f"r.start_ns {op} ?")
+                params.append(bound)
+        spans.append("(" + " AND ".join(parts) + ")")
+    rollup_part = f"SELECT {columns} FROM {source}" + (" WHERE " + " AND ".join(whole) if whole else "")
+    ledger_part = f"SELECT {', '.join(selected)} FROM {TABLE} AS r WHERE {' OR '.join(spans)} GROUP BY {', '.join(values)}"
+    return f"(SELECT * FROM ({rollup_part}) AS whole_hours UNION ALL {ledger_part}) AS {table}_edged", params
 
 
 @cache
@@ -755,10 +814,10 @@ def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[st
     if not run_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, RUN_ROLLUP)
-    latest = (
-        f"SELECT use_case, run_id, last_ns FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
-    )
-    if not view.pending:
+    edged = bool(_edges(filters.since_ns, filters.until_ns)[2])  # the derived table has the pending rows
+    table = source.table if edged else RUN_ROLLUP
+    latest = f"SELECT use_case, run_id, last_ns FROM {table}{source.clause} ORDER BY last_ns DESC LIMIT ?"
+    if edged or not view.pending:
         return latest, [*source.params, int(rows)]
     # The rollup's latest cells through its index, and the rows still pending (few): merged, latest first.
     pending = (
