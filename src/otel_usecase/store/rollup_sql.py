@@ -571,12 +571,21 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         tags=filters.tags,
         tag_value=view.tag_value,
     )
-    source = _with_pending(table) if view.pending else table
     low, high, ledger_ranges = _edges(filters.since_ns, filters.until_ns)
+    # A run cell's last call is in its hour, so a cell of the window's hours has its last call in the
+    # window too: the same cells, found through the index on last_ns instead of a read of every cell.
+    latest = table == RUN_ROLLUP and low is not None
+    source = _with_pending(table, "last_ns >= ?" if latest else "") if view.pending else table
+    source_params: list[Any] = [low] if latest and view.pending else []
     if ledger_ranges:
-        source, source_params = _edged(view, table, source, low, high, ledger_ranges)
-        params = [*source_params, *params]
+        latest_here = latest and not view.pending
+        source, edged_params = _edged(view, table, source, low, high, ledger_ranges, latest=latest_here)
+        params = [*source_params, *edged_params, *params]
     else:
+        params = [*source_params, *params]
+        if latest and not view.pending:
+            clauses.append("last_ns >= ?")
+            params.append(low)
         if low is not None:
             clauses.append("hour_ns >= ?")
             params.append(low)
@@ -602,10 +611,13 @@ def _edged(
     low: int | None,
     high: int | None,
     ranges: list[tuple[int | None, int | None]],
+    *,
+    latest: bool = False,
 ) -> tuple[str, list[Any]]:
     """``table``'s cells of the whole hours ``[low, high)`` (from ``source``: the rollup, with the pending
     rows in SQLite) and, as cells of the same shape, the ledger's rows started in ``ranges``: a derived
-    table with the rollup's columns and its parameters. Exact: the ledger holds every committed row."""
+    table with the rollup's columns and its parameters. Exact: the ledger holds every committed row.
+    ``latest``: the whole hours' run cells are found through the index on ``last_ns`` (see :func:`_rollup`)."""
     run = table == RUN_ROLLUP
     keys = _run_key() if run else _hour_key()
     times = ("first_ns", "last_ns", "end_ns") if run else ()
@@ -616,6 +628,9 @@ def _edged(
         if bound is not None:
             whole.append(f"hour_ns {op} ?")
             params.append(bound)
+    if latest and low is not None:
+        whole.append("last_ns >= ?")
+        params.append(low)
     values = _key_values(keys, "r")
     selected = [f"{v} AS {k}" for k, v in zip(keys, values)]
     if run:
@@ -639,9 +654,10 @@ def _edged(
 
 
 @cache
-def _with_pending(table: str) -> str:
-    """SQLite: ``table`` with the rows still pending (:data:`PENDING`) added as cells of their own: a
-    derived table with the rollup's columns, so a query reads everything committed."""
+def _with_pending(table: str, where: str = "") -> str:
+    """SQLite: ``table`` (its rows that meet ``where``, when given) with the rows still pending
+    (:data:`PENDING`) added as cells of their own: a derived table with the rollup's columns, so a query
+    reads everything committed."""
     run = table == RUN_ROLLUP
     keys = _run_key() if run else _hour_key()
     values = _key_values(keys, "r")
@@ -655,7 +671,8 @@ def _with_pending(table: str) -> str:
     selected += [_sqlite_total("r.sign * (" + _measure(m, "r") + ")", m) + f" AS {m}" for m in MEASURES]
     columns = ", ".join((*keys, *(("first_ns", "last_ns", "end_ns") if run else ()), *MEASURES))
     return (
-        f"(SELECT {columns} FROM {table} UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
+        f"(SELECT {columns} FROM {table}{' WHERE ' + where if where else ''} "
+        f"UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
         f"GROUP BY {', '.join(values)}) AS {table}_now"
     )
 
