@@ -130,7 +130,11 @@ def _cases() -> list[tuple[str, Callable[[Any], Any]]]:
     uc = ReportFilter(use_case="uc3")
     user = ReportFilter(user_id="user-77")
     tag = ReportFilter(tags=(("tenant", "t4"),))
+    mid = ReportFilter(since_ns=END_NS - 7 * 24 * HOUR_NS + 17 * 60 * 10**9)  # "since=7d", 17 min past the hour
     return [
+        ("summary, last 7 days from mid-hour", lambda s: views.summary(s, mid)),
+        ("top 10 use cases, 7 days from mid-hour", lambda s: views.top(s, mid, "use-case")),
+        ("list_runs newest 50, 7 days from mid-hour", lambda s: views.list_runs(s, mid)),
         ("summary, all", lambda s: views.summary(s, ReportFilter())),
         ("summary, last 7 days", lambda s: views.summary(s, week)),
         ("cost_series day by use case, all", lambda s: views.cost_series(s, ReportFilter(), "day")),
@@ -156,6 +160,54 @@ def _cases() -> list[tuple[str, Callable[[Any], Any]]]:
         ("tag: summary", lambda s: views.summary(s, tag)),
         ("tag: list_runs newest", lambda s: views.list_runs(s, tag)),
     ]
+
+
+WEEK_DATE = "2025-12-25"  # the ledger's last 7 days (it ends on 2026-01-01 00:00 UTC)
+
+
+def _page_cases() -> list[tuple[str, str]]:
+    """The dashboard's pages and ``/api/`` routes as a browser or script asks for them (path, query)."""
+    week = f"since={WEEK_DATE}"
+    return [
+        ("page /", ""),
+        ("page /", week),
+        ("page /use-case", "use_case=uc3"),
+        ("page /use-case", f"use_case=uc3&{week}&order=cost"),
+        ("page /run", "id=run-123457"),
+        ("page /users", ""),
+        ("page /experiences", ""),
+        ("page /models", ""),
+        ("page /models", week),
+        ("page /tags", "key=tenant"),
+        ("page /", "user=user-77"),
+        ("page /", "tag=tenant%3Dt4"),
+        ("page /budgets", ""),
+        ("/api/summary", "format=json"),
+        ("/api/series", "format=csv&bucket=day"),
+        ("/api/report", "format=json&by=use-case&limit=10"),
+        ("/api/report", "format=csv&by=model&limit=10"),
+        ("/api/report", f"format=csv&by=step&use_case=uc3&{week}"),
+        ("/api/runs", "format=json&order=cost"),
+        ("/api/histogram", "format=json"),
+        ("/api/run", "format=json&id=run-123457"),
+    ]
+
+
+def _page(path: str, query: str) -> Callable[[Any], Any]:
+    """Answer one page or route in-process, as the server's worker thread does (no HTTP: its cost is the
+    same for every page); a status other than 200 is a failure of the benchmark."""
+    from otel_usecase.ui import dashboard_app
+    from otel_usecase.ui.params import parse_params
+
+    route_path = path.removeprefix("page ")
+
+    def answer(store: Any) -> Any:
+        route = dashboard_app(store).routes[route_path]
+        response = route.handler(store, parse_params(query.encode(), route.params), "")
+        assert response.status == 200, (path, query, response.status, response.body[:300])
+        return response
+
+    return answer
 
 
 def _time(store: Any, case: Callable[[Any], Any], reps: int) -> float:
@@ -188,7 +240,8 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
                 conn.execute("VACUUM ANALYZE")
         check = views.summary(store, ReportFilter())
         assert check.calls == total, (check.calls, total)
-        for name, case in _cases():
+        cases = [*_cases(), *((f"{path}?{query}", _page(path, query)) for path, query in _page_cases())]
+        for name, case in cases:
             seconds = _time(store, case, reps)
             log(f"dashboard: {label} {name}: {seconds * 1000:.0f} ms")
             value, target = f"{seconds * 1000:.0f} ms", f"< {TARGET_S * 1000:.0f} ms"

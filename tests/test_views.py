@@ -158,7 +158,11 @@ FILTERS = [
     ReportFilter(user_id="alice"),
     ReportFilter(experience_name="chat", since_ns=T0),
     ReportFilter(since_ns=T0 + HOUR),  # whole hours: the rollups answer
-    ReportFilter(since_ns=T0 + 5, until_ns=T0 + DAY + 3),  # mid-hour: the ledger answers
+    ReportFilter(since_ns=T0 + 5, until_ns=T0 + DAY + 3),  # mid-hour: whole hours + the ledger's partial ones
+    ReportFilter(since_ns=T0 + 2 * HOUR + 3),  # a partial first hour, open end
+    ReportFilter(until_ns=T0 + 2 * HOUR + 9),  # open start, a partial last hour
+    ReportFilter(since_ns=T0 + 3, until_ns=T0 + HOUR + 5),  # within two partial hours: the ledger alone
+    ReportFilter(user_id="alice", since_ns=T0 + 1, until_ns=T0 + 3 * HOUR + 1),
     ReportFilter(tags=(("tenant", "acme"),)),
     ReportFilter(tags=(("tenant", "acme"),), since_ns=T0, until_ns=T0 + DAY),
 ]
@@ -255,3 +259,17 @@ def test_histogram_and_top_percentiles_over_many_runs_match_published_prices(sto
     u1 = sorted(c for i, c in enumerate(costs) if i % 2 == 1)  # 20 runs: p95 at rank 18.05
     top_u1 = next(r for r in views.top(store, ReportFilter(), "user") if r.key["user_id"] == "u1")
     assert top_u1.p95_run_cost_usd == pytest.approx(u1[18] + (u1[19] - u1[18]) * 0.05)
+
+
+def test_top_orders_groups_of_equal_cost_by_key_past_the_rows_it_reads_first(store: Store) -> None:
+    """``top`` reads the dearest groups in SQL with room for ties; 40 users of exactly the same cost (more
+    than that room) are still ordered by user id, as the report orders them."""
+    store.write(
+        [call(200 + n, run=f"t{n}", at=T0 + n, tokens=(100, 10), user_id=f"u{n:02d}") for n in range(40)]
+    )
+    store.write([call(300, run="dear", at=T0 + 50, tokens=(5000, 10), user_id="zz")])
+    ledger: Any = _LedgerOnly(store)
+    for limit in (1, 2, 5, 39):
+        shown = views.top(store, ReportFilter(), "user", limit)
+        assert rounded(shown) == rounded(views.top(ledger, ReportFilter(), "user", limit)), limit
+    assert [r.key["user_id"] for r in views.top(store, ReportFilter(), "user", 3)] == ["zz", "u00", "u01"]

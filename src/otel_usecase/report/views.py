@@ -179,6 +179,10 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[R
     return report_rows(store, by, filters, limit=limit)
 
 
+_TIE_ROOM: Final = 32
+"""How many groups past a ``top``'s limit are read, so that groups of equal cost are ordered by key."""
+
+
 def _top_per_run(
     store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int
 ) -> list[ReportRow]:
@@ -186,9 +190,22 @@ def _top_per_run(
     ordered as the report orders them, then the other sums and the p50 and p95 of the ``limit`` shown."""
     n = len(keys)
     found: dict[tuple[Any, ...], tuple[int, float | None, int, float | None]] = {}
-    for record in store.query(*per_run.order_sql(keys, filters, view.tag_value)):
-        runs, cost, complete, complete_sum = record[n:]
-        found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
+
+    def read(rows: int | None) -> list[tuple[Any, ...]]:
+        found.clear()
+        records = store.query(*per_run.order_sql(keys, filters, view.tag_value, rows))
+        for record in records:
+            runs, cost, complete, complete_sum = record[n:]
+            found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
+        return records
+
+    # The dearest groups in SQL (50,000 experiences need not cross into Python), with room for ties;
+    # when the last one read costs what the last one shown does, ties may reach past it: read them all.
+    records = read(limit + _TIE_ROOM)
+    if len(records) == limit + _TIE_ROOM:
+        costs = sorted((found[key][1] for key in found), key=lambda c: (c is None, -(c or 0.0)))
+        if costs[limit - 1] == costs[-1]:
+            read(None)
     shown = heapq.nsmallest(limit, found, key=lambda key: order_key(found[key][1], key))
     if not shown:
         return []

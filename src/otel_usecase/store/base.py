@@ -775,15 +775,18 @@ def register_fork_hooks(
 INDEXES: Final[tuple[str, ...]] = (
     # Covering for the per-run totals every report starts from (GROUP BY run_id, ...),
     # with the columns of its filters (--use-case, --since): the database reads this
-    # index in order and never the table. Also finds one run. It is the only index
-    # besides the primary key: each one more costs every write (about 1.2 us per row
-    # in SQLite), and a filtered report scanning this index takes well under a second
-    # at a million rows. Only the classes every report sums are in it (INDEXED_CLASSES);
+    # index in order and never the table. Also finds one run. Each index more costs
+    # every write (about 1.2 us per row in SQLite), and a filtered report scanning this
+    # index takes well under a second at a million rows. Only the classes every report sums are in it (INDEXED_CLASSES);
     # a ledger that has any of the others is read from the table too, correct and slower.
     (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_totals ON {TABLE} "
         f"(run_id, use_case, {', '.join(c.column for c in INDEXED_CLASSES)}, cost_usd, status, start_ns)"
     ),
+    # The calls of a time range: the partial hours at the ends of a window the rollups answer (a
+    # dashboard's "last 7 days" starts mid-hour; without it they are a read of every call: 10.5 s at
+    # 10,000,000 calls instead of 0.2 s).
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_start ON {TABLE} (start_ns)",
 )
 
 UPGRADES: Final[dict[int, tuple[str, ...]]] = {

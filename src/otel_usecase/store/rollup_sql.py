@@ -497,25 +497,36 @@ _RUN_COLUMNS: Final = frozenset(("use_case", "run_id", "user_id", "experience_na
 _HOUR_COLUMNS: Final = frozenset(_HOUR_KEYS)
 
 
-def _whole_hours(ns: int | None) -> bool:
-    return ns is None or ns % HOUR_NS == 0
-
-
 def hour_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
-    """Whether :data:`HOUR_ROLLUP` gives exactly the ledger's sums for ``filters``: on whole hours, without
-    a user or tag filter (the hour rollup is not kept per user or tag)."""
-    return (
-        view.rollups
-        and filters.user_id is None
-        and not filters.tags
-        and _whole_hours(filters.since_ns)
-        and _whole_hours(filters.until_ns)
-    )
+    """Whether :data:`HOUR_ROLLUP` gives exactly the ledger's sums for ``filters``: without a user or tag
+    filter (the hour rollup is not kept per user or tag). A window that does not start or end on a whole
+    hour reads its partial hours from the ledger (:func:`_edges`)."""
+    return view.rollups and filters.user_id is None and not filters.tags
 
 
 def run_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:
-    """Whether :data:`RUN_ROLLUP` gives exactly the ledger's figures for ``filters``: on whole hours."""
-    return view.rollups and _whole_hours(filters.since_ns) and _whole_hours(filters.until_ns)
+    """Whether :data:`RUN_ROLLUP` gives exactly the ledger's figures for ``filters`` (partial hours of a
+    window from the ledger, :func:`_edges`)."""
+    return view.rollups
+
+
+def _edges(
+    since: int | None, until: int | None
+) -> tuple[int | None, int | None, list[tuple[int | None, int | None]]]:
+    """A window split into the whole hours a rollup answers (``[low, high)``, either end open) and the
+    ranges of start times read from the ledger: the partial hours at its ends, a few thousand rows at
+    most, instead of every row of a ``--since 7d`` that does not start on the hour. A window within one
+    or two partial hours is read from the ledger alone (``low >= high``)."""
+    low = None if since is None else since + (-since) % HOUR_NS
+    high = None if until is None else until - until % HOUR_NS
+    if low is not None and high is not None and low >= high:
+        return low, low, [(since, until)]
+    ranges: list[tuple[int | None, int | None]] = []
+    if since is not None and since != low:
+        ranges.append((since, low))
+    if until is not None and until != high:
+        ranges.append((high, until))
+    return low, high, ranges
 
 
 class _Source(NamedTuple):
@@ -561,12 +572,27 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         tag_value=view.tag_value,
         use_cases=filters.use_cases,
     )
-    if filters.since_ns is not None:
-        clauses.append("hour_ns >= ?")
-        params.append(filters.since_ns)
-    if filters.until_ns is not None:
-        clauses.append("hour_ns < ?")
-        params.append(filters.until_ns)
+    low, high, ledger_ranges = _edges(filters.since_ns, filters.until_ns)
+    # A run cell's last call is in its hour, so a cell of the window's hours has its last call in the
+    # window too: the same cells, found through the index on last_ns instead of a read of every cell.
+    latest = table == RUN_ROLLUP and low is not None
+    source = _with_pending(table, "last_ns >= ?" if latest else "") if view.pending else table
+    source_params: list[Any] = [low] if latest and view.pending else []
+    if ledger_ranges:
+        latest_here = latest and not view.pending
+        source, edged_params = _edged(view, table, source, low, high, ledger_ranges, latest=latest_here)
+        params = [*source_params, *edged_params, *params]
+    else:
+        params = [*source_params, *params]
+        if latest and not view.pending:
+            clauses.append("last_ns >= ?")
+            params.append(low)
+        if low is not None:
+            clauses.append("hour_ns >= ?")
+            params.append(low)
+        if high is not None:
+            clauses.append("hour_ns < ?")
+            params.append(high)
     measures = {
         "calls": view.token_sum.format("calls"),
         **{c: view.token_sum.format(c) for c in TOKEN_COLUMNS},
@@ -574,16 +600,65 @@ def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
         **{c: view.token_sum.format(c) for c in _COUNTS},
     }
     clause = " WHERE " + " AND ".join(clauses) if clauses else ""
-    source = _with_pending(table) if view.pending else table
     return _Source(
         source, clause, params, measures, "hour_ns", "MIN(first_ns)", "MAX(last_ns)", "MAX(end_ns)"
     )
 
 
+def _edged(
+    view: ViewSQL,
+    table: str,
+    source: str,
+    low: int | None,
+    high: int | None,
+    ranges: list[tuple[int | None, int | None]],
+    *,
+    latest: bool = False,
+) -> tuple[str, list[Any]]:
+    """``table``'s cells of the whole hours ``[low, high)`` (from ``source``: the rollup, with the pending
+    rows in SQLite) and, as cells of the same shape, the ledger's rows started in ``ranges``: a derived
+    table with the rollup's columns and its parameters. Exact: the ledger holds every committed row.
+    ``latest``: the whole hours' run cells are found through the index on ``last_ns`` (see :func:`_rollup`)."""
+    run = table == RUN_ROLLUP
+    keys = _run_key() if run else _hour_key()
+    times = ("first_ns", "last_ns", "end_ns") if run else ()
+    columns = ", ".join((*keys, *times, *MEASURES))
+    whole: list[str] = []
+    params: list[Any] = []
+    for bound, op in ((low, ">="), (high, "<")):
+        if bound is not None:
+            whole.append(f"hour_ns {op} ?")
+            params.append(bound)
+    if latest and low is not None:
+        whole.append("last_ns >= ?")
+        params.append(low)
+    values = _key_values(keys, "r")
+    selected = [f"{v} AS {k}" for k, v in zip(keys, values)]
+    if run:
+        selected += ["MIN(r.start_ns) AS first_ns", "MAX(r.start_ns) AS last_ns", "MAX(r.end_ns) AS end_ns"]
+    selected += [
+        (_sqlite_total(_measure(m, "r"), m) if view.dialect == "sqlite" else f"SUM({_measure(m, 'r')})")
+        + f" AS {m}"
+        for m in MEASURES
+    ]
+    spans = []
+    for start, end in ranges:
+        parts = []
+        for bound, op in ((start, ">="), (end, "<")):
+            if bound is not None:
+                parts.append(f"r.start_ns {op} ?")
+                params.append(bound)
+        spans.append("(" + " AND ".join(parts) + ")")
+    rollup_part = f"SELECT {columns} FROM {source}" + (" WHERE " + " AND ".join(whole) if whole else "")
+    ledger_part = f"SELECT {', '.join(selected)} FROM {TABLE} AS r WHERE {' OR '.join(spans)} GROUP BY {', '.join(values)}"
+    return f"(SELECT * FROM ({rollup_part}) AS whole_hours UNION ALL {ledger_part}) AS {table}_edged", params
+
+
 @cache
-def _with_pending(table: str) -> str:
-    """SQLite: ``table`` with the rows still pending (:data:`PENDING`) added as cells of their own: a
-    derived table with the rollup's columns, so a query reads everything committed."""
+def _with_pending(table: str, where: str = "") -> str:
+    """SQLite: ``table`` (its rows that meet ``where``, when given) with the rows still pending
+    (:data:`PENDING`) added as cells of their own: a derived table with the rollup's columns, so a query
+    reads everything committed."""
     run = table == RUN_ROLLUP
     keys = _run_key() if run else _hour_key()
     values = _key_values(keys, "r")
@@ -597,7 +672,8 @@ def _with_pending(table: str) -> str:
     selected += [_sqlite_total("r.sign * (" + _measure(m, "r") + ")", m) + f" AS {m}" for m in MEASURES]
     columns = ", ".join((*keys, *(("first_ns", "last_ns", "end_ns") if run else ()), *MEASURES))
     return (
-        f"(SELECT {columns} FROM {table} UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
+        f"(SELECT {columns} FROM {table}{' WHERE ' + where if where else ''} "
+        f"UNION ALL SELECT {', '.join(selected)} FROM {PENDING} AS r "
         f"GROUP BY {', '.join(values)}) AS {table}_now"
     )
 
@@ -756,10 +832,10 @@ def latest_runs_sql(view: ViewSQL, filters: ReportFilter, rows: int) -> tuple[st
     if not run_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, RUN_ROLLUP)
-    latest = (
-        f"SELECT use_case, run_id, last_ns FROM {RUN_ROLLUP}{source.clause} ORDER BY last_ns DESC LIMIT ?"
-    )
-    if not view.pending:
+    edged = bool(_edges(filters.since_ns, filters.until_ns)[2])  # the derived table has the pending rows
+    table = source.table if edged else RUN_ROLLUP
+    latest = f"SELECT use_case, run_id, last_ns FROM {table}{source.clause} ORDER BY last_ns DESC LIMIT ?"
+    if edged or not view.pending:
         return latest, [*source.params, int(rows)]
     # The rollup's latest cells through its index, and the rows still pending (few): merged, latest first.
     pending = (

@@ -334,17 +334,22 @@ def group_keys(keys: tuple[str, ...]) -> bool:
 
 
 def order_sql(
-    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, rows: int | None = None
 ) -> tuple[str, list[Any]]:
     """Per value of ``keys``: those values, runs, their cost (the sum of the runs' costs, as the report
-    sums them), the number and sum of the complete costs; read from the group's index alone."""
+    sums them), the number and sum of the complete costs; read from the group's index alone. With
+    ``rows``, only the ``rows`` dearest groups (unknown cost last; ties in no particular order: the
+    caller orders them, and asks for every group when ties may reach past ``rows``)."""
     clause, params = where(filters, tag_value)
     group = ", ".join(keys)
     sql = (
         f"SELECT {group}, COUNT(*), SUM({DEAR_COST}), COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
         f"FROM {RUNS}{clause} GROUP BY {group}"
     )
-    return sql, params
+    if rows is None:
+        return sql, params
+    sql += f" ORDER BY CASE WHEN SUM({DEAR_COST}) IS NULL THEN 1 ELSE 0 END, SUM({DEAR_COST}) DESC LIMIT ?"
+    return sql, [*params, int(rows)]
 
 
 def sums_sql(

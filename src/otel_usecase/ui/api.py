@@ -84,7 +84,9 @@ def report(store: Store, params: Params, root: str) -> Response:
         text = store.runs_json(filters)
         if text is not None:
             return _file(f"report-by-{by}", fmt, text)
-    return _file(f"report-by-{by}", fmt, format_report(report_rows(store, by, filters, limit=limit), by, fmt))
+    # With a limit (the dashboard's tables), ``top``: the same rows, read as the pages read them.
+    rows = report_rows(store, by, filters) if limit is None else views.top(store, filters, by, limit)
+    return _file(f"report-by-{by}", fmt, format_report(rows, by, fmt))
 
 
 def runs(store: Store, params: Params, root: str) -> Response:
