@@ -236,7 +236,7 @@ def test_schema_is_created_on_first_use_with_version_row(db_url: str) -> None:
                 "SELECT indexname FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
             )
         }
-        assert indexes == {"usecase_calls_pkey", "usecase_calls_run_totals"}
+        assert indexes == {"usecase_calls_pkey", "usecase_calls_run_totals", "usecase_calls_start"}
         first.write([make_call(1)])
     finally:
         first.close()
@@ -292,7 +292,7 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_
                     "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ?", ("usecase_calls",)
                 )
             )
-            assert definitions.keys() == {"usecase_calls_pkey", "usecase_calls_run_totals"}
+            assert definitions.keys() == {"usecase_calls_pkey", "usecase_calls_run_totals", "usecase_calls_start"}
             assert definitions["usecase_calls_run_totals"].endswith("status, start_ns)")
         else:
             names = {
@@ -306,6 +306,7 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: str, db_url: str, tmp_
                 "sqlite_autoindex_usecase_calls_1",
                 "sqlite_autoindex_otel_usecase_meta_1",
                 "usecase_calls_run_totals",
+                "usecase_calls_start",
             }
             columns = [r[2] for r in store.query("PRAGMA index_info(usecase_calls_run_totals)")]
             assert columns[-1] == "start_ns"
