@@ -52,6 +52,7 @@ SECRETS = (
     "secret-step",
     "secret_outcome",
     "secret-budget",
+    "secret-exp-version",
 )
 """Every value only B has (its calls' span ids too: :data:`B_SPANS`)."""
 
@@ -81,6 +82,7 @@ CALLS = (
         (1000, 200),
         user_id="alice-user",
         experience_name="chat",
+        experience_version="e2",
         use_case_version="v1",
         step="draft",
         tags={"tenant": "acme"},
@@ -104,6 +106,7 @@ CALLS = (
         (9000, 900),
         user_id="shared-user",
         experience_name="chat",
+        experience_version="secret-exp-version",
         use_case_version="v1",
         step="secret-step",
         tags={"tenant": "secret-tenant"},
@@ -218,6 +221,7 @@ PATHS: tuple[str, ...] = (
     f"/call?run=a1&span={A_CALLS[0].span_id}",
     "/users",
     "/experiences",
+    "/experience-versions",
     "/models",
     "/tags?key=tenant",
     "/budgets",
@@ -244,6 +248,7 @@ PATHS: tuple[str, ...] = (
             "model",
             "step",
             "version",
+            "experience-version",
             "cost-source",
             "tag:tenant",
         )

@@ -102,6 +102,9 @@ class Call(NamedTuple):
     tags: Mapping[str, str] = NO_TAGS
     """The custom properties of the call's scope (``track_context(tags={"tenant": "acme"})``): keys follow the
     name rule, values the id rule; stored as one JSON object in the ledger's ``tags`` column."""
+    experience_version: str | None = None
+    """The version of the call's experience (``track_context(experience_version="v2")``, baggage
+    ``experience.version``); last, with a default, so that calls built by position before it still build."""
 
     @property
     def input_tokens(self) -> int | None:

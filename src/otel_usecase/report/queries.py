@@ -67,10 +67,13 @@ GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
     "model": ("provider", "model"),
     "step": ("use_case", "step"),
     "version": ("use_case", "use_case_version"),
+    "experience-version": ("experience_name", "experience_version"),
     "cost-source": ("cost_source",),
 }
 """``--by`` values and the ledger columns each one groups by.
 
+``experience-version`` is one row per version of each experience (``track_context(experience_version=...)``);
+the rollups do not keep it, so it is read from the ledger (and the per-run table for runs).
 ``cost-source`` splits the cost by where it came from: ``provider`` (billed by the
 provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``.
 Besides these, ``tag:<key>`` groups by the value of one tag (:func:`grouping`)."""
@@ -580,6 +583,7 @@ _CALL_FIELDS: Final = (
     "user_id",
     "experience_name",
     "experience_id",
+    "experience_version",
     "tags",
     "provider",
     "model",
@@ -661,6 +665,7 @@ def format_run(
             f"version {_values(calls, 'use_case_version')}",
             f"user {_values(calls, 'user_id')}",
             f"experience {_values(calls, 'experience_name')} ({_values(calls, 'experience_id')})",
+            f"experience version {_values(calls, 'experience_version')}",
         )
     )
     tags = dict.fromkeys(f"{k}={v}" for c in calls for k, v in sorted(c.tags.items()))

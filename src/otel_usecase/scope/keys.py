@@ -23,6 +23,9 @@ EXPERIENCE_ID: Final = "experience.id"
 """One instance of an experience (a GUID); may contain many runs."""
 USER_ID: Final = "user.id"
 """The user a run belongs to."""
+EXPERIENCE_VERSION: Final = "experience.version"
+"""A version of the experience (``v2`` of ``support_chat``): belongs to the experience name, as
+``usecase.version`` belongs to the use case, so an inner scope of another experience starts without it."""
 EXPERIENCE_ID_ORIGINAL: Final = "experience.id.original"
 """The experience id the application gave when it was not stored as is: a session id such as
 ``sess_9f8a7b`` (``experience.id`` is then its UUIDv5) or a GUID in another case or format."""
@@ -48,6 +51,7 @@ ALL_KEYS: Final[tuple[str, ...]] = (
     EXPERIENCE_ID,
     USER_ID,
     EXPERIENCE_ID_ORIGINAL,
+    EXPERIENCE_VERSION,
 )
 """Every key, in the order of :class:`otel_usecase.Scope`'s fields."""
 
@@ -72,6 +76,7 @@ __all__ = [
     "EXPERIENCE_ID",
     "EXPERIENCE_ID_ORIGINAL",
     "EXPERIENCE_NAME",
+    "EXPERIENCE_VERSION",
     "MAX_TAGS",
     "OUTCOME_NAME",
     "OUTCOME_VALUE",

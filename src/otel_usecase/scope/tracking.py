@@ -73,6 +73,9 @@ class Scope:
     user_id: str | None = None
     experience_id_original: str | None = None
     """The experience id as given, when ``experience_id`` is not that value (a derived GUID)."""
+    experience_version: str | None = None
+    """The version of the experience (``track_context(experience_version="v2")``); inherited only by scopes
+    of the same experience name."""
     tags: Mapping[str, str] = field(default_factory=lambda: NO_TAGS, hash=False)
     """The scope's tags (``track_context(tags={"tenant": "acme"})``), with the enclosing scopes': at most
     :data:`~otel_usecase.scope.keys.MAX_TAGS`. Travel as baggage ``usecase.tag.<key>``."""
@@ -252,6 +255,7 @@ class _Request:
     experience_id: str | None
     user_id: str | None
     experience_id_original: str | None
+    experience_version: str | None
     tags: Mapping[str, str]
 
     @classmethod
@@ -265,6 +269,7 @@ class _Request:
         experience_id: object,
         user_id: object,
         tags: object = None,
+        experience_version: object = None,
     ) -> _Request:
         """Names checked (they raise), ids normalised (they never raise on content); tag keys are names,
         tag values ids."""
@@ -285,6 +290,9 @@ class _Request:
             experience_id=stored_experience,
             user_id=None if user_id is None else scope_id("user_id", user_id),
             experience_id_original=given_experience if given_experience != stored_experience else None,
+            experience_version=(
+                None if experience_version is None else scope_id("experience_version", experience_version)
+            ),
             tags=NO_TAGS if tags is None else (MappingProxyType(scope_tags(tags)) or NO_TAGS),
         )
 
@@ -320,8 +328,11 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
 
     exp_name = req.experience_name if req.experience_name is not None else outer.experience_name
     exp_id, exp_original = req.experience_id, req.experience_id_original
-    if exp_id is None and (req.experience_name is None or req.experience_name == outer.experience_name):
+    same_experience = req.experience_name is None or req.experience_name == outer.experience_name
+    if exp_id is None and same_experience:
         exp_id, exp_original = outer.experience_id, outer.experience_id_original
+    # The version belongs to the experience: another experience starts without it.
+    exp_version = req.experience_version or (outer.experience_version if same_experience else None)
     if exp_id is None and exp_name is not None:
         exp_id = new_guid()
 
@@ -339,7 +350,7 @@ def _resolve(req: _Request, outer: Scope | None, outer_is_local: bool) -> Scope:
         user_id = outer.user_id
 
     tags = bounded_tags(outer.tags, req.tags)
-    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id, exp_original, tags)
+    return Scope(name, use_case_id, version, step, exp_name, exp_id, user_id, exp_original, exp_version, tags)
 
 
 def _scope_context(req: _Request, parent: Context | None = None) -> tuple[Scope, Context]:
@@ -440,6 +451,7 @@ def track_context(
     use_case_step: str | None = None,
     experience_name: str | None = None,
     experience_id: str | None = None,
+    experience_version: str | None = None,
     user_id: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> _ScopeManager:
@@ -452,6 +464,10 @@ def track_context(
     ids never raise on their content (they are normalised with a
     :class:`UseCaseWarning`, see :mod:`otel_usecase.scope.validation`). The object can
     be kept and entered by many threads and tasks at once.
+
+    ``experience_version`` is the version of the experience (``"v2"``), an id like
+    ``use_case_version``; like it, it is inherited only by inner scopes of the same
+    experience name (a scope that names another experience starts without one).
 
     ``tags`` are a few custom properties of the work (``{"tenant": "acme", "team":
     "search"}``): keys are names (a bad one raises), values ids; the enclosing
@@ -468,6 +484,7 @@ def track_context(
             experience_id,
             user_id,
             tags,
+            experience_version,
         )
     )
 
@@ -483,6 +500,7 @@ def track(
     use_case_step: str | None = None,
     experience_name: str | None = None,
     experience_id: str | None = None,
+    experience_version: str | None = None,
     user_id: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> Callable[[_F], _F]: ...
@@ -494,6 +512,7 @@ def track(
     use_case_step: str | None = None,
     experience_name: str | None = None,
     experience_id: str | None = None,
+    experience_version: str | None = None,
     user_id: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> Any:
@@ -516,6 +535,7 @@ def track(
         experience_id,
         user_id,
         tags,
+        experience_version,
     )
     return functools.partial(_decorate, req=req)
 

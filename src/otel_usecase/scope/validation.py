@@ -4,7 +4,7 @@
   written by developers. A bad one is a bug in the code and raises a
   ``ValueError`` quoting the value and the rule (:func:`check_name`).
 * **Ids** (``use_case_id``, ``user_id``, ``experience_id``, and
-  ``use_case_version``) come from requests, sessions and tickets. They never
+  ``use_case_version``, ``experience_version``) come from requests, sessions and tickets. They never
   raise into the application because of their content: an id that cannot be
   stored as it is (:func:`id_problem`) is replaced by a deterministic,
   storable form (:func:`normalised_id`), so the same input always lands in

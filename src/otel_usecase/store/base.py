@@ -131,6 +131,7 @@ _AFTER_TOKENS: Final[tuple[tuple[str, str, str], ...]] = (
     ("computed_cost_usd", "real", ""),
     ("error", "flag", "NOT NULL DEFAULT 0"),
     ("tags", "text", ""),
+    ("experience_version", "text", ""),
 )
 
 TOKEN_COLUMNS: Final[tuple[str, ...]] = token_classes.COLUMNS
@@ -210,6 +211,7 @@ def row_of(call: Call) -> tuple[Any, ...]:
         call.computed_cost_usd,
         call.error,
         tags_json(call.tags) if call.tags else None,
+        call.experience_version,
     )
 
 

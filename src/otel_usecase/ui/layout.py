@@ -20,6 +20,7 @@ NAV: Final = (
     ("/", "Overview"),
     ("/users", "Users"),
     ("/experiences", "Experiences"),
+    ("/experience-versions", "Versions"),
     ("/models", "Models"),
     ("/tags", "Tags"),
     ("/outcomes", "Outcomes"),

@@ -243,6 +243,10 @@ PAGES: Final = {
     "/call": (call, ("run", "span", "trace")),
     "/users": (_report_page("user", "Users", "/users"), ("limit",)),
     "/experiences": (_report_page("experience", "Experiences", "/experiences"), ("limit",)),
+    "/experience-versions": (
+        _report_page("experience-version", "Experience versions", "/experience-versions"),
+        ("limit",),
+    ),
     "/models": (_report_page("model", "Models", "/models"), ("limit",)),
     "/tags": (tags, ("key", "limit")),
     "/budgets": (budgets, ()),

@@ -52,6 +52,7 @@ _DRILL: Final[dict[str, tuple[str, dict[str, str]]]] = {
     "use-case": ("/use-case", {"use_case": "use_case"}),
     "user": ("/", {"user": "user_id"}),
     "experience": ("/", {"experience": "experience_name"}),
+    "experience-version": ("/", {"experience": "experience_name"}),  # no version filter: the experience
     "version": ("/use-case", {"use_case": "use_case", "version": "use_case_version"}),
 }
 
