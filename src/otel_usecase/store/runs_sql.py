@@ -195,8 +195,29 @@ def _upsert(dialect: str, source: str, signed: bool) -> str:
     )
 
 
-def _left(old: str) -> list[str]:
-    """Remove the runs replaced rows emptied; recompute the times of those they left (from the ledger)."""
+def _left(old: str, dialect: str = "sqlite") -> list[str]:
+    """Remove the runs replaced rows emptied; recompute the times of those they left (from the ledger).
+
+    PostgreSQL joins the distinct runs of the replaced rows to the table by its key: written as
+    ``(use_case, run_id) IN (SELECT ...)`` over a transition table (no statistics), it planned a nested loop
+    over the use-case index. An UPDATE of the 40,000 calls of 2,000 runs (400,000-call ledger): 5.6 and 7.4 s
+    before, 4.9 and 5.4 s after, alternating on a loaded host."""
+    if dialect == "postgresql":
+        left = f"(SELECT DISTINCT o.use_case, o.run_id FROM {old}) AS l"
+        key = f"{RUNS}.use_case = l.use_case AND {RUNS}.run_id = l.run_id"
+        times = ", ".join(
+            f"{name} = COALESCE((SELECT {agg}(c.{column}) FROM {TABLE} AS c WHERE c.use_case = l.use_case "
+            f"AND c.run_id = l.run_id), {RUNS}.{name})"
+            for name, agg, column in (
+                ("first_ns", "MIN", "start_ns"),
+                ("last_ns", "MAX", "start_ns"),
+                ("end_ns", "MAX", "end_ns"),
+            )
+        )
+        return [
+            f"DELETE FROM {RUNS} USING {left} WHERE {key} AND {RUNS}.calls <= 0",
+            f"UPDATE {RUNS} SET {times} FROM {left} WHERE {key}",
+        ]
     runs = f"(use_case, run_id) IN (SELECT o.use_case, o.run_id FROM {old})"
     times = ", ".join(
         f"{name} = COALESCE((SELECT {agg}(c.{column}) FROM {TABLE} AS c WHERE c.use_case = {RUNS}.use_case "
@@ -220,7 +241,7 @@ def sqlite_fold() -> tuple[str, ...]:
 
 def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
     """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
-    return [_upsert("postgresql", source, signed), *(_left(f"{old} AS o") if old else [])]
+    return [_upsert("postgresql", source, signed), *(_left(f"{old} AS o", "postgresql") if old else [])]
 
 
 def backfill(dialect: str) -> list[str]:
