@@ -54,13 +54,16 @@ def zone(name: str) -> ZoneInfo:
 
 
 def _midnight(day: date, tz: ZoneInfo) -> int:
-    """The first second of local date ``day`` in ``tz``, as epoch seconds.
+    """Where local date ``day`` starts in ``tz``, as epoch seconds: windows tile time, each from its
+    midnight to the next one's.
 
-    ``fold=0`` resolves both odd cases the right way: a midnight that does not
-    exist (clocks jump from 00:00) maps to the instant of the jump, the first
-    instant of that date; a midnight that occurs twice maps to its first occurrence.
+    A midnight that does not exist (clocks jump from 00:00) is the instant of the jump (``fold=0``); a
+    midnight that occurs twice (St. John's, 2001: clocks went back at 00:01 to 23:01) is its second
+    occurrence (``fold=1``), so the minute between the two belongs to the day the clocks returned to.
+    The later of the two readings is the right one in both cases.
     """
-    return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
+    first = datetime(day.year, day.month, day.day, tzinfo=tz)
+    return int(max(first.timestamp(), first.replace(fold=1).timestamp()))
 
 
 def window_at(window: Window, timezone: str, at_ns: int, run_id: str | None = None) -> WindowInstance:
@@ -90,5 +93,7 @@ def window_at(window: Window, timezone: str, at_ns: int, run_id: str | None = No
         start, end = _midnight(first, tz), _midnight(following, tz)
     else:
         raise ValueError(f"window={window!r} is not a window")
+    if seconds < start:  # before a repeated midnight's second occurrence: still the period before it
+        return window_at(window, timezone, (start - 1) * _NS, run_id)
     key = datetime.fromtimestamp(start, tz).isoformat()
     return WindowInstance(key, start * _NS, end * _NS)

@@ -12,9 +12,10 @@ the ledger (so a report can never see a call without its totals, nor twice):
   their number, a page of runs, the per-run cost distribution, the per-run
   figures of a report. A run within one hour (most) is one row.
 
-Both are keyed by hour, so a filter on whole hours reads them exactly; any other
-filter (a start time mid-hour, a model with a user ...) reads the ledger, which
-is exact too, only slower (:func:`answerable`).
+Both are keyed by hour, so a filter on whole hours reads them exactly; a window
+that starts or ends mid-hour reads its whole hours from them and its partial
+hours from the ledger (:func:`_edges`); any other filter (a model with a user
+...) reads the ledger, which is exact too, only slower.
 
 How they stay exact:
 
