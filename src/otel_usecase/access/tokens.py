@@ -23,6 +23,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ..audit import ADMIN
 from ..scope.validation import check_name
 from ..store.access_sql import (
     ACTIVE_SQL,
@@ -49,9 +50,9 @@ __all__ = [
     "revoke_token",
 ]
 
-ADMIN: Final = "admin"
-"""The actor of the CLI and of Python code with direct store access: the administrator (may do anything).
-No principal may take this name (in any case), so no token can act as the administrator."""
+# ADMIN (from audit.py, the one definition): the actor of the CLI and of Python code with direct store
+# access, the administrator (may do anything). No principal may take this name (in any case), so no token
+# can act as the administrator.
 TOKEN_PREFIX: Final = "ouc_"
 """Every token starts with it, so a secret scanner (or a person) can tell what a leaked string is."""
 _TOKEN_BYTES: Final = 32
