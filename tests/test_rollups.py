@@ -149,10 +149,108 @@ def assert_runs_match_ledger(store: Store) -> None:
             assert {stored_dims} == dims, key
 
 
+CALL_GROUPINGS = {  # report --by value: the ledger columns of its key (report.queries.GROUPINGS)
+    "model": ("provider", "model"),
+    "step": ("use_case", "step"),
+    "cost-source": ("cost_source",),
+    "experience-version": ("experience_name", "experience_version"),
+}
+RUN_GROUPINGS = {
+    "use-case": ("use_case",),
+    "user": ("user_id",),
+    "experience": ("experience_name", "experience_id"),
+    "version": ("use_case", "use_case_version"),
+}
+GROUP_MEASURES = (*MEASURES, "cost_usd")
+
+
+def _padded(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return values + (None,) * (2 - len(values))
+
+
+def expected_groups(store: Store) -> dict[tuple[Any, ...], list[Any]]:
+    """The per-(run, group) rows computed here from the ledger: {(by, k1, k2, use case, run id): [*counts, cost]}."""
+    at = {c: i for i, c in enumerate(COLUMNS)}
+    groups: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * len(MEASURES) + [0.0])
+    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
+        cost, status = row[at["cost_usd"]], row[at["status"]]
+        counts = [1, *(row[at[c]] or 0 for c in TOKEN_COLUMNS), int(cost is not None), int(status == "unpriced"),
+                  int(status == "no_usage"), int(status == "partial"), row[at["error"]]]  # fmt: skip
+        for by, keys in CALL_GROUPINGS.items():
+            cell = groups[(by, *_padded(tuple(row[at[k]] for k in keys)), row[at["use_case"]], row[at["run_id"]])]
+            for i, n in enumerate(counts):
+                cell[i] += n
+            cell[len(MEASURES)] += cost or 0.0
+    return groups
+
+
+def _complete(cell: list[Any]) -> float | None:
+    """A run's (or a run's part's) cost when known and complete: what p50/p95 are over."""
+    at = {m: i for i, m in enumerate(MEASURES)}
+    incomplete = cell[at["unpriced_calls"]] + cell[at["no_usage_calls"]] + cell[at["partial_calls"]]
+    return cell[len(MEASURES)] if cell[at["cost_calls"]] > 0 and incomplete == 0 else None
+
+
+def assert_groups_match_ledger(store: Store) -> None:
+    """The per-(run, group) rows equal the ledger's, and every group's totals equal the sums of its rows
+    (of the per-run table for the run groupings); no group without runs is left."""
+    want = expected_groups(store)
+    stored = {
+        tuple(r[:5]): list(r[5:])
+        for r in store.query(
+            f"SELECT report_by, k1, k2, use_case, run_id, {', '.join(GROUP_MEASURES)}, complete_cost "
+            "FROM usecase_run_groups"
+        )
+    }
+    assert set(stored) == set(want)
+    cost_at = len(MEASURES)
+    totals: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * (len(MEASURES) + 1) + [0.0, 0, 0.0])
+    for key, cell in want.items():
+        got = stored[key]
+        assert got[:cost_at] == cell[:cost_at], key
+        assert got[cost_at] == pytest.approx(cell[cost_at], rel=1e-9, abs=1e-12), key
+        complete = _complete(cell)
+        assert (got[cost_at + 1] is None) == (complete is None), key
+        total = totals[key[:3]]
+        total[0] += 1
+        for i, n in enumerate(cell):
+            total[1 + i] += n
+        total[-2] += complete is not None
+        total[-1] += complete or 0.0
+    runs = store.query(f"SELECT {', '.join(('use_case', *RUN_KEYS))}, {', '.join(GROUP_MEASURES)} FROM usecase_runs")
+    columns = ("use_case", *RUN_KEYS)
+    for row in runs:
+        values = dict(zip(columns, row))
+        cell = list(row[len(columns) :])
+        complete = _complete(cell)
+        for by, keys in RUN_GROUPINGS.items():
+            total = totals[(by, *_padded(tuple(values[k] for k in keys)))]
+            total[0] += 1
+            for i, n in enumerate(cell):
+                total[1 + i] += n
+            total[-2] += complete is not None
+            total[-1] += complete or 0.0
+    got_totals = {
+        tuple(r[:3]): list(r[3:])
+        for r in store.query(
+            f"SELECT report_by, k1, k2, runs, {', '.join(GROUP_MEASURES)}, complete_runs, complete_sum "
+            "FROM usecase_group_totals"
+        )
+    }
+    assert set(got_totals) == set(totals)
+    for key, total in totals.items():
+        got = got_totals[key]
+        assert got[: 1 + cost_at] == total[: 1 + cost_at], key  # runs, counts, tokens: exactly
+        assert got[1 + cost_at] == pytest.approx(total[1 + cost_at], rel=1e-9, abs=1e-12), key
+        assert got[-2] == total[-2], key
+        assert got[-1] == pytest.approx(total[-1], rel=1e-9, abs=1e-12), key
+
+
 def assert_rollups_match_ledger(store: Store) -> None:
     if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
         store.fold()
     assert_runs_match_ledger(store)
+    assert_groups_match_ledger(store)
     want_hours, want_runs = expected_rollups(store)
     got_hours, got_runs = stored_rollups(store)
     assert set(got_hours) == set(want_hours)

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 from ..cost import token_classes
-from ..store import ReportFilter, Store, rollup_sql
+from ..store import ReportFilter, Store, groups_sql, rollup_sql
 from ..store import runs_sql as per_run
-from ..store.base import GROUP_TOTALS, tags_of
+from ..store.base import GROUP_TOTALS, TOKEN_COLUMNS, tags_of
 from ..store.totals import percentile
 from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows
 
@@ -124,11 +124,24 @@ def _per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter) -> b
     )
 
 
+def _unfiltered(filters: ReportFilter) -> bool:
+    return filters == ReportFilter()
+
+
+def _totals(view: rollup_sql.ViewSQL) -> bool:
+    """Whether the group totals (:mod:`~otel_usecase.store.groups_sql`) hold every committed call."""
+    return view.rollups and view.groups and not view.pending
+
+
 def summary(store: Store, filters: ReportFilter) -> Summary:
-    """Total cost, calls, runs, unknown-cost and error counts, tokens per class."""
+    """Total cost, calls, runs, unknown-cost and error counts, tokens per class (of everything: the use
+    cases' totals, a few rows)."""
     view = store.view_sql()
-    runs_table = _per_run(store, view, filters)
-    row = store.query(*rollup_sql.summary_sql(view, filters, per_run_table=runs_table))[0]
+    if _unfiltered(filters) and _totals(view):
+        row = store.query(groups_sql.summary_sql(view.token_sum))[0]
+    else:
+        runs_table = _per_run(store, view, filters)
+        row = store.query(*rollup_sql.summary_sql(view, filters, per_run_table=runs_table))[0]
     n = len(_CLASSES)
     calls = int(row[0] or 0)
     tokens = _tokens(row[1 : 1 + n])
@@ -174,6 +187,10 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[R
     every run); the same rows as :func:`~otel_usecase.report.queries.report_rows`."""
     keys = grouping(by)
     view = store.view_sql()
+    if limit >= 1:
+        kept = _top_kept(store, view, filters, by, keys, limit)
+        if kept is not None:
+            return kept
     if limit >= 1 and per_run.group_keys(keys) and _per_run(store, view, filters):
         return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
@@ -228,6 +245,82 @@ def _top_per_run(
         values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
         assert len(values) == n + len(GROUP_TOTALS)
         result.append(group_row(values, keys))
+    return result
+
+
+def _dearest(
+    read: Callable[[int | None], dict[tuple[Any, ...], float | None]], limit: int
+) -> list[tuple[Any, ...]]:
+    """The keys of the ``limit`` dearest groups as the report orders them, from ``read(rows)``: the cost of
+    the ``rows`` dearest groups in SQL (every group with None), read with room for ties; when the last one
+    read costs what the last one shown does, ties may reach past it, and every group is read."""
+    found = read(limit + _TIE_ROOM)
+    if len(found) == limit + _TIE_ROOM:
+        costs = sorted(found.values(), key=lambda c: (c is None, -(c or 0.0)))
+        if costs[limit - 1] == costs[-1]:
+            found = read(None)
+    return heapq.nsmallest(limit, found, key=lambda key: order_key(found[key], key))
+
+
+def _top_kept(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+) -> list[ReportRow] | None:
+    """:func:`top` from the group totals kept by the database (no filter), or from the per-(run, group) rows
+    of a call-level grouping within a use case (:mod:`~otel_usecase.store.groups_sql`): a few rows read,
+    then the p50 and p95 of the groups shown by rank. None when they cannot answer."""
+    kept = groups_sql.kept(by)
+    if kept is None or kept.keys != keys or not _totals(view):
+        return None
+    call_level = kept in groups_sql.CALL_GROUPINGS
+    scoped = filters._replace(use_case=None, use_cases=None) == ReportFilter()
+    if _unfiltered(filters):
+        within: tuple[str | None, tuple[str, ...] | None] = (None, None)
+    elif call_level and scoped:
+        within = (filters.use_case, filters.use_cases)
+    else:
+        return None
+    if not call_level and store.query(per_run.mixed_sql()):
+        return None  # a run whose calls disagree on a key counts in two groups: the per-run rule
+    n = len(keys)
+    records: dict[tuple[Any, ...], Sequence[Any]] = {}
+
+    def read(rows: int | None) -> dict[tuple[Any, ...], float | None]:
+        query = (
+            groups_sql.totals_sql(by, rows)
+            if within == (None, None)
+            else groups_sql.groups_sql(by, *within, view.token_sum, rows)
+        )
+        records.clear()
+        for record in store.query(*query):
+            records[tuple(record[:n])] = record[2:]
+        at = groups_sql.TOTALS_FIELDS.index("cost_usd")
+        return {key: _number(values[at]) for key, values in records.items()}
+
+    shown = _dearest(read, limit)
+    fields = dict(zip(groups_sql.TOTALS_FIELDS, range(len(groups_sql.TOTALS_FIELDS))))
+    result = []
+    for key in shown:
+        values = records[key]
+        runs, complete = int(values[fields["runs"]]), int(values[fields["complete_runs"]] or 0)
+        complete_sum = _number(values[fields["complete_sum"]])
+
+        def ranked(rank: int, key: tuple[Any, ...] = key) -> list[float]:
+            if call_level:
+                query = groups_sql.ranked_sql(by, key, rank, *within)
+            else:
+                group = per_run.group_conditions(keys, key)
+                query = per_run.ranked_sql(ReportFilter(), view.tag_value, rank, group)
+            return [float(v[0]) for v in store.query(*query)]
+
+        avg = complete_sum / complete if complete and complete_sum is not None else None
+        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        sums = [
+            values[fields[f]]
+            for f in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+        ]
+        row = (*key, runs, *sums, _number(values[fields["cost_usd"]]), avg, p50, p95, runs - complete)
+        assert len(row) == n + len(GROUP_TOTALS)
+        result.append(group_row(row, keys))
     return result
 
 

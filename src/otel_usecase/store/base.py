@@ -92,7 +92,7 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
@@ -901,7 +901,10 @@ def migrate(
         execute(statement, ())
     backfill = has_ledger and (version is None or version < _ROLLUPS_SINCE)
     runs_backfill = has_ledger and (version is None or version < _RUNS_SINCE)
-    for statement in rollup_sql.ddl(dialect, backfill=backfill, runs_backfill=runs_backfill):
+    groups_backfill = has_ledger and (version is None or version < _GROUPS_SINCE)
+    for statement in rollup_sql.ddl(
+        dialect, backfill=backfill, runs_backfill=runs_backfill, groups_backfill=groups_backfill
+    ):
         execute(statement, ())
     return frozenset(COLUMNS)
 
@@ -911,6 +914,9 @@ _ROLLUPS_SINCE: Final = 5
 
 _RUNS_SINCE: Final = 6
 """The schema version that brought the per-run table (:mod:`.runs_sql`): filled from the ledger when older."""
+
+_GROUPS_SINCE: Final = 8
+"""The schema version that brought the per-(run, group) rows and the group totals (:mod:`.groups_sql`)."""
 
 
 _URL_PASSWORD: Final = re.compile(

@@ -33,6 +33,7 @@ from .alert_sql import ALERTS_TABLE
 from .audit_sql import AUDIT_TABLE
 from .base import META_TABLE, TABLE, Store, Transaction
 from .budget_sql import BUDGETS_TABLE
+from .groups_sql import GROUPS
 from .outcome_sql import OUTCOMES_TABLE
 from .rollup_sql import HOUR_ROLLUP, MEASURES, PENDING, RUN_ROLLUP, _run_keys, sqlite_fold
 from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, _derived
@@ -119,6 +120,15 @@ RUN_ROWS: Final = Cells(
 )
 """The per-run table's rows (:data:`.runs_sql.RUNS`): one per run, its user, experience, version and tags
 attributes (``mixed`` when its calls disagree on them)."""
+GROUP_ROWS: Final = Cells(
+    key=("report_by", "k1", "k2", "use_case", "run_id"),
+    sums=MEASURES,
+    derived=tuple(zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: m))),
+    nullable=("k1", "k2"),
+)
+"""The per-(run, group) rows (:data:`.groups_sql.GROUPS`). The group totals (:data:`.groups_sql.TOTALS`)
+hold user and experience ids as group keys; the triggers on the per-run table move them with its rows and
+remove a group left without runs, so they need no row here."""
 
 ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(TABLE, "user_id", frozenset((USER,)), LEDGER),
@@ -130,6 +140,7 @@ ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(RUNS, "user_id", frozenset((USER,)), RUN_ROWS),
     IdColumn(RUNS, "experience_id", frozenset((EXPERIENCE,)), RUN_ROWS),
     IdColumn(RUNS, "run_id", frozenset((RUN,)), RUN_ROWS),
+    IdColumn(GROUPS, "run_id", frozenset((RUN,)), GROUP_ROWS),
     IdColumn(OUTCOMES_TABLE, "run_id", frozenset((RUN,)), PLAIN),
     IdColumn(BUDGETS_TABLE, "spec", frozenset((USER,)), JSON),  # a budget's user selector
     IdColumn(ALERTS_TABLE, "payload", frozenset((USER,)), JSON),  # the selector in a pending alert

@@ -56,7 +56,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
-from . import alert_sql, postgres_reports, totals
+from . import alert_sql, groups_sql, postgres_reports, totals
 from .base import (
     COLUMNS,
     LEDGER,
@@ -394,6 +394,7 @@ class PostgresStore:
         self._marked: set[str] = set()
         """Token classes this store's writes have marked since it connected (:func:`.base.classes_to_mark`)."""
         self._rollups = False
+        self._groups = False
         """Whether the database has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
@@ -541,6 +542,9 @@ class PostgresStore:
             cur.execute(f"SELECT to_regclass('{RUNS}') IS NOT NULL")  # the last of the rollups (schema 6)
             rolled = cur.fetchone()
             self._rollups = bool(rolled and rolled[0])
+            cur.execute(f"SELECT to_regclass('{groups_sql.TOTALS}') IS NOT NULL")  # schema 8
+            grouped = cur.fetchone()
+            self._groups = bool(grouped and grouped[0])
             return columns
 
     # the Store protocol
@@ -725,6 +729,7 @@ class PostgresStore:
             self._columns,
             self._rollups,
             postgres_reports.tag_value(self._columns),
+            groups=self._groups,
         )
 
     def close(self) -> None:

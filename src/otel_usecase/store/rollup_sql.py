@@ -47,8 +47,8 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
+from . import groups_sql, totals
 from . import runs_sql as per_run
-from . import totals
 from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
 __all__ = [
@@ -220,7 +220,10 @@ PENDING: Final = "usecase_rollup_pending"
 
 
 def _pending_columns() -> tuple[str, ...]:
-    needed = {"start_ns", "end_ns", *_HOUR_KEYS, *_run_key(), *TOKEN_COLUMNS, "cost_usd", "status", "error"}
+    needed = {
+        *("start_ns", "end_ns", *_HOUR_KEYS, *_run_key(), *TOKEN_COLUMNS, "cost_usd", "status", "error"),
+        *(k for g in groups_sql.CALL_GROUPINGS for k in g.keys),
+    }
     return tuple(c for c in COLUMNS if c in needed)
 
 
@@ -307,20 +310,29 @@ def sqlite_fold() -> tuple[str, ...]:
         f"DELETE FROM {RUN_ROLLUP} WHERE calls <= 0 AND rowid IN ({left_cells})",
         f"UPDATE {RUN_ROLLUP} SET {times} WHERE rowid IN ({left_cells})",
         *per_run.sqlite_fold(),
+        *groups_sql.sqlite_fold(),
         f"DELETE FROM {PENDING}",
     )
 
 
-def _sqlite_fold_rollups_only() -> tuple[str, ...]:
-    """The fold of a schema 5 file's pending rows into its rollups alone: the migration to schema 6 runs it
-    before it fills the per-run table from the ledger (which has those rows already)."""
-    statements = sqlite_fold()
-    return tuple(s for s in statements if per_run.RUNS not in s)
+def _sqlite_fold_older(runs: bool) -> list[str]:
+    """The fold of an older file's pending rows into the tables it has (the rollups; ``runs``: the per-run
+    table too), then its pending table dropped (the new one has more columns): the migration runs it before
+    it fills the newer tables from the ledger (which has those rows already)."""
+    left_out = (groups_sql.GROUPS,) if runs else (groups_sql.GROUPS, per_run.RUNS)
+    folded = [s for s in sqlite_fold() if not any(f" {table} " in s for table in left_out)]
+    return [*folded, f"DROP TABLE IF EXISTS {PENDING}"]
 
 
 def _sqlite_ddl() -> list[str]:
     d = _DIALECTS["sqlite"]
-    return [*_tables(d), *per_run.tables("sqlite"), *_sqlite_tables(), *_sqlite_triggers()]
+    return [
+        *_tables(d),
+        *per_run.tables("sqlite"),
+        *groups_sql.tables("sqlite"),
+        *_sqlite_tables(),
+        *_sqlite_triggers(),
+    ]
 
 
 # --- PostgreSQL: statement-level triggers with transition tables ------------------------------
@@ -393,13 +405,26 @@ def _pg_ddl() -> list[str]:
         f"DELETE FROM {RUN_ROLLUP} AS t USING (SELECT DISTINCT {old_cells} FROM old_rows AS o) "
         f"AS x({', '.join(run_keys)}) WHERE {match} AND t.calls <= 0"
     )
-    insert_body = ";\n  ".join([*_pg_apply("new_rows", False), *per_run.pg_apply("new_rows", False, None)])
+    insert_body = ";\n  ".join(
+        [
+            *_pg_apply("new_rows", False),
+            *per_run.pg_apply("new_rows", False, None),
+            *groups_sql.pg_apply("new_rows", False, None),
+        ]
+    )
     update_body = ";\n  ".join(
-        [*_pg_apply(changed, True), emptied, recompute, *per_run.pg_apply(changed, True, "old_rows")]
+        [
+            *_pg_apply(changed, True),
+            emptied,
+            recompute,
+            *per_run.pg_apply(changed, True, "old_rows"),
+            *groups_sql.pg_apply(changed, True, "old_rows"),
+        ]
     )
     return [
         *_tables(d),
         *per_run.tables("postgresql"),
+        *groups_sql.tables("postgresql"),
         (
             f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n  {insert_body};\n  RETURN NULL;\nEND\n$$"
@@ -449,15 +474,22 @@ def _backfill(dialect: str) -> list[str]:
     ]
 
 
-def ddl(dialect: str, *, backfill: bool, runs_backfill: bool | None = None) -> list[str]:
+def ddl(
+    dialect: str, *, backfill: bool, runs_backfill: bool | None = None, groups_backfill: bool | None = None
+) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
-    ``backfill``) the per-run table (:mod:`.runs_sql`). Idempotent; run by the schema migration."""
-    statements = _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
+    ``backfill``) the per-run table (:mod:`.runs_sql`), (when ``groups_backfill``, by default
+    ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`). Idempotent;
+    run by the schema migration."""
     runs = backfill if runs_backfill is None else runs_backfill
-    if runs and not backfill and dialect == "sqlite":
-        statements += _sqlite_fold_rollups_only()  # ends with DELETE FROM the pending table
-    return statements + (_backfill(dialect) if backfill else []) + (per_run.backfill(dialect) if runs else [])
+    groups = runs if groups_backfill is None else groups_backfill
+    statements = _sqlite_fold_older(not runs) if groups and not backfill and dialect == "sqlite" else []
+    statements += _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
+    statements += _backfill(dialect) if backfill else []
+    statements += per_run.backfill(dialect) if runs else []
+    statements += groups_sql.backfill(dialect) if groups else []
+    return statements + groups_sql.totals_ddl(dialect, backfill=groups)
 
 
 class ViewSQL(NamedTuple):
@@ -476,6 +508,8 @@ class ViewSQL(NamedTuple):
     column holds the same JSON text as the ledger's."""
     pending: bool = False
     """SQLite: rows are pending (:data:`PENDING`): queries add them (slower: no index on the union)."""
+    groups: bool = False
+    """Whether the store has the per-(run, group) rows and the group totals (:mod:`.groups_sql`, schema 8)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
-from . import alert_sql, rollup_sql, totals
+from . import alert_sql, groups_sql, rollup_sql, totals
 from .base import (
     COLUMNS,
     META_TABLE,
@@ -249,6 +249,7 @@ class SQLiteStore:
         self._marked: set[str] = set()
         """Token classes marked in the open file by this store's writes (:func:`.base.classes_to_mark`)."""
         self._rollups = False
+        self._groups = False
         """Whether the file has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         self._unfolded = 0
         self._folded_at = time.monotonic()
@@ -285,6 +286,10 @@ class SQLiteStore:
             self._columns = self._migrate(conn)
             self._rollups = (
                 conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (RUNS,)).fetchone() is not None
+            )
+            self._groups = (
+                conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (groups_sql.TOTALS,)).fetchone()
+                is not None
             )
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
@@ -639,7 +644,9 @@ class SQLiteStore:
         return "sqlite+pending" if self._pending() else "sqlite"
 
     def view_sql(self) -> ViewSQL:
-        return ViewSQL("sqlite", _TOKEN_SUM, self._columns, self._rollups, self._tag_value, self._pending())
+        return ViewSQL(
+            "sqlite", _TOKEN_SUM, self._columns, self._rollups, self._tag_value, self._pending(), self._groups
+        )
 
     def close(self) -> None:
         with self._lock:

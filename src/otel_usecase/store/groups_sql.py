@@ -1,0 +1,530 @@
+"""Per-(run, group) rows for the call-level groupings, and every grouping's totals, kept by the database.
+
+A report grouped by model, step, cost source or experience version has per-run
+figures (runs, the average, p50 and p95 run cost) over the runs *of each group*:
+a run that calls two models is one run of each, costing what its calls to that
+model cost. The per-run table (:mod:`.runs_sql`) keeps whole runs, so those
+groupings used to read every call of the ledger. Two tables end that:
+
+* :data:`GROUPS`: one row per (grouping, group, run) for the groupings of
+  :data:`CALL_GROUPINGS`, with the run's calls in the group summed, and its
+  cost when known (``dear_cost``) and when known and complete (``complete_cost``),
+  exactly as :data:`.runs_sql.RUNS` holds them for whole runs. Its indexes answer
+  a group's p50 and p95 by rank and a use case's groups.
+* :data:`TOTALS`: one row per group of every grouping of :data:`CALL_GROUPINGS`
+  and :data:`RUN_GROUPINGS`: its runs, the sums of its runs' measures, the number
+  and sum of their complete costs. A top list over all time is a read of a few
+  rows (20 use cases, 5 models, 50,000 experiences) instead of a pass over
+  every run; the all-time summary is the sum of the use cases' rows.
+
+Kept exact in the transaction that writes the ledger, like the rollups:
+
+* :data:`GROUPS` from the ledger rows written and replaced: the SQLite fold
+  (:func:`sqlite_fold`, from the pending rows) and the PostgreSQL statement
+  triggers (:func:`pg_apply`, in key order); a group row a replaced call emptied
+  is removed.
+* :data:`TOTALS` from the changes of the rows of :data:`GROUPS` and
+  :data:`.runs_sql.RUNS` (whose values, such as a run's complete cost, are not
+  sums of its calls' and so cannot be kept from the calls): SQLite row triggers
+  and PostgreSQL statement triggers with transition tables, applying each row's
+  new values minus its old ones, in key order; a group left without runs is
+  removed (so that a forgotten user's id does not stay behind as a group key).
+
+Costs are sums of doubles, so a total equals the sum over its runs to
+floating-point rounding; counts and tokens are integers and exactly equal.
+Created and filled from the ledger by the schema 8 migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Final, NamedTuple
+
+from .base import TABLE, TOKEN_COLUMNS
+from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS
+
+__all__ = [
+    "CALL_GROUPINGS",
+    "GROUPS",
+    "RUN_GROUPINGS",
+    "TOTALS",
+    "TOTALS_FIELDS",
+    "Kept",
+    "backfill",
+    "groups_sql",
+    "kept",
+    "pg_apply",
+    "ranked_sql",
+    "sqlite_fold",
+    "summary_sql",
+    "tables",
+    "totals_ddl",
+    "totals_sql",
+]
+
+GROUPS: Final = "usecase_run_groups"
+TOTALS: Final = "usecase_group_totals"
+
+
+class Kept(NamedTuple):
+    """A report grouping (a ``report --by`` value) the tables keep, and the ledger columns of its key (one
+    or two: the group's ``k1`` and ``k2``)."""
+
+    by: str
+    keys: tuple[str, ...]
+
+
+CALL_GROUPINGS: Final = (
+    Kept("model", ("provider", "model")),
+    Kept("step", ("use_case", "step")),
+    Kept("cost-source", ("cost_source",)),
+    Kept("experience-version", ("experience_name", "experience_version")),
+)
+"""The groupings whose groups split a run (its calls can differ on them): kept per (run, group) in
+:data:`GROUPS`. Adding one is one row here (its keys must be ledger columns)."""
+
+RUN_GROUPINGS: Final = (
+    Kept("use-case", ("use_case",)),
+    Kept("user", ("user_id",)),
+    Kept("experience", ("experience_name", "experience_id")),
+    Kept("version", ("use_case", "use_case_version")),
+)
+"""The groupings of whole runs (their keys are columns of :data:`.runs_sql.RUNS`): their totals are kept
+from its rows. They hold while no run is ``mixed`` (the per-run table's own rule)."""
+
+
+def kept(by: str) -> Kept | None:
+    """The kept grouping ``by``, or None."""
+    for grouping in (*CALL_GROUPINGS, *RUN_GROUPINGS):
+        if grouping.by == by:
+            return grouping
+    return None
+
+
+def _measures() -> tuple[str, ...]:
+    from .rollup_sql import MEASURES
+
+    return MEASURES
+
+
+def _dialect(dialect: str) -> Any:
+    from .rollup_sql import _DIALECTS
+
+    return _DIALECTS[dialect]
+
+
+def _key(name: str, none: str) -> str:
+    return f"COALESCE({name}, {none})"
+
+
+def tables(dialect: str) -> list[str]:
+    """Both tables and their indexes (idempotent)."""
+    d = _dialect(dialect)
+    kinds = {
+        "cost_usd": f"{d.real} NOT NULL DEFAULT 0",
+        **{t: f"{d.total} NOT NULL DEFAULT 0" for t in TOKEN_COLUMNS},
+    }
+    measures = ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
+    k1, k2 = _key("k1", d.none), _key("k2", d.none)
+    return [
+        (
+            f"CREATE TABLE IF NOT EXISTS {GROUPS} (report_by TEXT NOT NULL, k1 TEXT, k2 TEXT, "
+            f"use_case TEXT NOT NULL, run_id TEXT NOT NULL, {measures}, {DEAR_COST} {d.real}, "
+            f"{COMPLETE_COST} {d.real})"
+        ),
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {GROUPS}_key ON {GROUPS} (report_by, use_case, run_id, {k1}, {k2})",
+        # a group's complete costs in order (p50, p95 by rank), over every use case, and within one
+        f"CREATE INDEX IF NOT EXISTS {GROUPS}_rank ON {GROUPS} (report_by, k1, k2, {COMPLETE_COST})",
+        (
+            f"CREATE INDEX IF NOT EXISTS {GROUPS}_use_case ON {GROUPS} "
+            f"(report_by, use_case, k1, k2, {COMPLETE_COST}, {DEAR_COST})"
+        ),
+        (
+            f"CREATE TABLE IF NOT EXISTS {TOTALS} (report_by TEXT NOT NULL, k1 TEXT, k2 TEXT, "
+            f"runs {d.int} NOT NULL DEFAULT 0, {measures}, complete_runs {d.int} NOT NULL DEFAULT 0, "
+            f"complete_sum {d.real} NOT NULL DEFAULT 0)"
+        ),
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {TOTALS}_key ON {TOTALS} (report_by, {k1}, {k2})",
+    ]
+
+
+# --- the per-(run, group) rows, from the ledger's rows ---------------------------------------
+
+
+def _groupings_table(dialect: str) -> str:
+    """The kept call-level groupings as a derived table ``b(report_by)``."""
+    del dialect
+    return "(" + " UNION ALL ".join(f"SELECT '{g.by}' AS report_by" for g in CALL_GROUPINGS) + ") AS b"
+
+
+def _key_case(position: int, row: str) -> str:
+    """The ``k1`` (``position`` 0) or ``k2`` (1) of ledger row ``row`` in grouping ``b.report_by``."""
+    whens = " ".join(
+        f"WHEN '{g.by}' THEN {row}.{g.keys[position]}" for g in CALL_GROUPINGS if len(g.keys) > position
+    )
+    return f"CASE b.report_by {whens} END" if whens else "NULL"
+
+
+def _selected(dialect: str, source: str, signed: bool) -> str:
+    """The rows of :data:`GROUPS` from the ledger rows ``r`` of ``source`` (signed: with a ``sign``)."""
+    from .rollup_sql import _measure, _sqlite_total
+    from .runs_sql import _derived
+
+    def total(m: str) -> str:
+        contribution = f"r.sign * ({_measure(m, 'r')})" if signed else _measure(m, "r")
+        return _sqlite_total(contribution, m) if dialect == "sqlite" else f"SUM({contribution})"
+
+    values = [
+        "b.report_by",
+        _key_case(0, "r"),
+        _key_case(1, "r"),
+        "r.use_case",
+        "r.run_id",
+        *(total(m) for m in _measures()),
+    ]
+    names = ("report_by", "k1", "k2", "use_case", "run_id", *_measures())
+    inner = ", ".join(f"{v} AS {c}" for v, c in zip(values, names))
+    derived = ", ".join(_derived(lambda m: f"g.{m}"))
+    # (the WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's ON)
+    return (
+        f"g.*, {derived} FROM (SELECT {inner} FROM {source} AS r CROSS JOIN {_groupings_table(dialect)} "
+        f"GROUP BY 1, 2, 3, 4, 5) AS g WHERE true"
+    )
+
+
+def _columns() -> str:
+    return ", ".join(("report_by", "k1", "k2", "use_case", "run_id", *_measures(), DEAR_COST, COMPLETE_COST))
+
+
+def _upsert(dialect: str, source: str, signed: bool) -> str:
+    from .runs_sql import _derived
+
+    d = _dialect(dialect)
+    t = "t" if dialect == "postgresql" else GROUPS
+    alias = " AS t" if dialect == "postgresql" else ""
+    k1, k2 = _key("g.k1", d.none), _key("g.k2", d.none)
+    order = f" ORDER BY g.report_by, g.use_case, g.run_id, {k1}, {k2}" if dialect == "postgresql" else ""
+    conflict = f"(report_by, use_case, run_id, {_key('k1', d.none)}, {_key('k2', d.none)})"
+    return (
+        f"INSERT INTO {GROUPS}{alias} ({_columns()}) SELECT {_selected(dialect, source, signed)}{order} "
+        f"ON CONFLICT {conflict} DO UPDATE SET "
+        + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
+        + ", "
+        + ", ".join(
+            f"{c} = {v}"
+            for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
+        )
+    )
+
+
+def _emptied(old: str, dialect: str) -> str:
+    """Remove the group rows the replaced rows ``o`` of ``old`` emptied."""
+    if dialect == "postgresql":
+        return (
+            f"DELETE FROM {GROUPS} USING (SELECT DISTINCT o.use_case, o.run_id FROM {old}) AS l "
+            f"WHERE {GROUPS}.use_case = l.use_case AND {GROUPS}.run_id = l.run_id AND {GROUPS}.calls <= 0"
+        )
+    return (
+        f"DELETE FROM {GROUPS} WHERE calls <= 0 AND (use_case, run_id) IN "
+        f"(SELECT o.use_case, o.run_id FROM {old})"
+    )
+
+
+@cache
+def sqlite_fold() -> tuple[str, ...]:
+    """SQLite: add the pending rows (:data:`.rollup_sql.PENDING`) to :data:`GROUPS`; before they are emptied."""
+    from .rollup_sql import PENDING
+
+    return (_upsert("sqlite", PENDING, True), _emptied(f"{PENDING} AS o WHERE o.sign < 0", "sqlite"))
+
+
+def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
+    """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
+    return [_upsert("postgresql", source, signed), *([_emptied(f"{old} AS o", "postgresql")] if old else [])]
+
+
+def backfill(dialect: str) -> list[str]:
+    """Fill :data:`GROUPS` from the ledger (the migration; :func:`totals_ddl` fills the totals after)."""
+    return [
+        f"DELETE FROM {GROUPS}",
+        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, False)}",
+    ]
+
+
+# --- the totals, from the rows of GROUPS and RUNS ----------------------------------------------
+
+_TOTAL_COLUMNS: Final = ("runs", "complete_runs", "complete_sum")
+
+
+def _totals_columns() -> tuple[str, ...]:
+    return ("report_by", "k1", "k2", "runs", *_measures(), "complete_runs", "complete_sum")
+
+
+def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
+    """Per grouping a row of ``table`` counts in: the values it adds to :data:`TOTALS` (``sign``: ``1`` or
+    ``-1``, or a column), in :func:`_totals_columns` order."""
+    measures = [f"{sign} * {row}.{m}" for m in _measures()]
+    tail = [
+        sign,
+        *measures,
+        f"{sign} * (CASE WHEN {row}.{COMPLETE_COST} IS NULL THEN 0 ELSE 1 END)",
+        f"{sign} * COALESCE({row}.{COMPLETE_COST}, 0)",
+    ]
+    if table == GROUPS:
+        return [[f"{row}.report_by", f"{row}.k1", f"{row}.k2", *tail]]
+    return [
+        [f"'{g.by}'", *(f"{row}.{k}" for k in g.keys), *(["NULL"] if len(g.keys) == 1 else []), *tail]
+        for g in RUN_GROUPINGS
+    ]
+
+
+def _apply(dialect: str, rows: str) -> str:
+    """Add the contributions of ``rows`` (a derived table with :func:`_totals_columns`) to :data:`TOTALS`,
+    per group, in key order (PostgreSQL: concurrent writers queue instead of deadlocking)."""
+    d = _dialect(dialect)
+    t = "t" if dialect == "postgresql" else TOTALS
+    alias = " AS t" if dialect == "postgresql" else ""
+    sums = ", ".join(f"SUM(x.{c})" for c in _totals_columns()[3:])
+    k1, k2 = _key("x.k1", d.none), _key("x.k2", d.none)
+    order = f" ORDER BY x.report_by, {k1}, {k2}" if dialect == "postgresql" else ""
+    added = ", ".join(f"{c} = {t}.{c} + excluded.{c}" for c in _totals_columns()[3:])
+    return (
+        f"INSERT INTO {TOTALS}{alias} ({', '.join(_totals_columns())}) "
+        f"SELECT x.report_by, x.k1, x.k2, {sums} FROM {rows} AS x WHERE true GROUP BY x.report_by, x.k1, x.k2"
+        f"{order} ON CONFLICT (report_by, {_key('k1', d.none)}, {_key('k2', d.none)}) DO UPDATE SET {added}"
+    )
+
+
+def _union(selects: Sequence[list[str]], source: str) -> str:
+    names = _totals_columns()
+    return " UNION ALL ".join(
+        "SELECT " + ", ".join(f"{v} AS {n}" for v, n in zip(values, names)) + source for values in selects
+    )
+
+
+def _drop_empty(dialect: str, keys: str) -> str:
+    """Remove the groups among ``keys`` (a query of ``report_by, k1, k2``) left without runs."""
+    d = _dialect(dialect)
+    match = (
+        f"{TOTALS}.report_by = e.report_by AND {_key(f'{TOTALS}.k1', d.none)} = {_key('e.k1', d.none)} "
+        f"AND {_key(f'{TOTALS}.k2', d.none)} = {_key('e.k2', d.none)}"
+    )
+    if dialect == "postgresql":
+        return f"DELETE FROM {TOTALS} USING ({keys}) AS e WHERE {match} AND {TOTALS}.runs <= 0"
+    return f"DELETE FROM {TOTALS} WHERE runs <= 0 AND EXISTS (SELECT 1 FROM ({keys}) AS e WHERE {match})"
+
+
+def _sqlite_triggers(table: str) -> list[str]:
+    name = f"{table}_totals"
+
+    def rows(*parts: tuple[str, str]) -> str:
+        selects = [values for row, sign in parts for values in _contributions(table, row, sign)]
+        return "(" + _union(selects, "") + ")"
+
+    def keys(row: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT {values[0]} AS report_by, {values[1]} AS k1, {values[2]} AS k2"
+            for values in _contributions(table, row, "1")
+        )
+
+    return [
+        f"DROP TRIGGER IF EXISTS {name}_insert",
+        f"DROP TRIGGER IF EXISTS {name}_update",
+        f"DROP TRIGGER IF EXISTS {name}_delete",
+        f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} BEGIN {_apply('sqlite', rows(('NEW', '1')))}; END",
+        (
+            f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} BEGIN "
+            f"{_apply('sqlite', rows(('NEW', '1'), ('OLD', '-1')))}; {_drop_empty('sqlite', keys('OLD'))}; END"
+        ),
+        (
+            f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} BEGIN "
+            f"{_apply('sqlite', rows(('OLD', '-1')))}; {_drop_empty('sqlite', keys('OLD'))}; END"
+        ),
+    ]
+
+
+def _pg_triggers(table: str) -> list[str]:
+    name = f"{table}_totals"
+
+    def rows(*parts: tuple[str, str]) -> str:
+        selects = [values for source, sign in parts for values in _contributions(table, "r", sign)]
+        sources = [source for source, _ in parts for _ in _contributions(table, "r", "1")]
+        names = _totals_columns()
+        return (
+            "("
+            + " UNION ALL ".join(
+                f"SELECT {', '.join(f'{v} AS {n}' for v, n in zip(values, names))} FROM {source} AS r"
+                for values, source in zip(selects, sources)
+            )
+            + ")"
+        )
+
+    def keys(source: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT {values[0]} AS report_by, {values[1]} AS k1, {values[2]} AS k2 FROM {source} AS r"
+            for values in _contributions(table, "r", "1")
+        )
+
+    bodies = {
+        "insert": ("REFERENCING NEW TABLE AS new_rows", [_apply("postgresql", rows(("new_rows", "1")))]),
+        "update": (
+            "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            [
+                _apply("postgresql", rows(("new_rows", "1"), ("old_rows", "-1"))),
+                _drop_empty("postgresql", keys("old_rows")),
+            ],
+        ),
+        "delete": (
+            "REFERENCING OLD TABLE AS old_rows",
+            [_apply("postgresql", rows(("old_rows", "-1"))), _drop_empty("postgresql", keys("old_rows"))],
+        ),
+    }
+    statements: list[str] = []
+    for event, (referencing, body) in bodies.items():
+        function = f"{name}_{event}"
+        text = ";\n  ".join(body)
+        statements += [
+            (
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"BEGIN\n  {text};\n  RETURN NULL;\nEND\n$$"
+            ),
+            f"DROP TRIGGER IF EXISTS {function} ON {table}",
+            (
+                f"CREATE TRIGGER {function} AFTER {event.upper()} ON {table} {referencing} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+            ),
+        ]
+    return statements
+
+
+def totals_ddl(dialect: str, *, backfill: bool) -> list[str]:
+    """The triggers keeping :data:`TOTALS` from :data:`GROUPS` and :data:`.runs_sql.RUNS` and (``backfill``,
+    the migration: after both are filled) the statements filling it from them."""
+    triggers = [
+        statement
+        for table in (RUNS, GROUPS)
+        for statement in (_sqlite_triggers(table) if dialect == "sqlite" else _pg_triggers(table))
+    ]
+    if not backfill:
+        return triggers
+    selects = " UNION ALL ".join(
+        "SELECT " + ", ".join(f"{v} AS {n}" for v, n in zip(values, _totals_columns())) + f" FROM {table}"
+        for table in (RUNS, GROUPS)
+        for values in _contributions(table, table, "1")
+    )
+    return [f"DELETE FROM {TOTALS}", _apply(dialect, f"({selects})"), *triggers]
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+def _group_conditions(values: Sequence[Any]) -> tuple[list[str], list[Any]]:
+    """The conditions selecting the group whose key values are ``values`` (``k1``, then ``k2`` if any)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in zip(("k1", "k2"), (*values, None)):
+        if value is None:
+            clauses.append(f"{column} IS NULL")
+        else:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return clauses, params
+
+
+def _use_case_clauses(use_case: str | None, use_cases: Sequence[str] | None) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if use_case is not None:
+        clauses.append("use_case = ?")
+        params.append(use_case)
+    if use_cases is not None:
+        if not use_cases:
+            clauses.append("1 = 0")
+        else:
+            clauses.append(f"use_case IN ({', '.join('?' for _ in use_cases)})")
+            params.extend(use_cases)
+    return clauses, params
+
+
+TOTALS_FIELDS: Final = (
+    "runs",
+    "cost_usd",
+    "complete_runs",
+    "complete_sum",
+    "calls",
+    *TOKEN_COLUMNS,
+    "unpriced_calls",
+    "no_usage_calls",
+    "partial_calls",
+)
+"""What :func:`totals_sql` and :func:`groups_sql` return per group, after ``k1, k2``."""
+
+_UNKNOWN_LAST: Final = "CASE WHEN {known} THEN 0 ELSE 1 END, {cost} DESC"
+
+
+def totals_sql(by: str, rows: int | None) -> tuple[str, list[Any]]:
+    """Every group of grouping ``by`` with its :data:`TOTALS_FIELDS`, from :data:`TOTALS` (no filter); with
+    ``rows``, only the ``rows`` dearest (unknown cost last; ties in no particular order)."""
+    cost = "CASE WHEN cost_calls > 0 THEN cost_usd END"
+    fields = [f if f != "cost_usd" else cost for f in TOTALS_FIELDS]
+    sql = f"SELECT k1, k2, {', '.join(fields)} FROM {TOTALS} WHERE report_by = ?"
+    if rows is None:
+        return sql, [by]
+    order = _UNKNOWN_LAST.format(known="cost_calls > 0", cost="cost_usd")
+    return f"{sql} ORDER BY {order} LIMIT ?", [by, int(rows)]
+
+
+def groups_sql(
+    by: str, use_case: str | None, use_cases: Sequence[str] | None, token_sum: str, rows: int | None
+) -> tuple[str, list[Any]]:
+    """:func:`totals_sql` from :data:`GROUPS`, within a use case (or a set of them): the groups of a
+    call-level grouping ``by`` read from the index on (grouping, use case)."""
+    clauses, params = _use_case_clauses(use_case, use_cases)
+    cost = f"SUM({DEAR_COST})"
+    sums = {
+        "runs": "COUNT(*)",
+        "cost_usd": cost,
+        "complete_runs": f"COUNT({COMPLETE_COST})",
+        "complete_sum": f"SUM({COMPLETE_COST})",
+    }
+    fields = [sums.get(f) or token_sum.format(f) for f in TOTALS_FIELDS]
+    where = " AND ".join(["report_by = ?", *clauses])
+    sql = f"SELECT k1, k2, {', '.join(fields)} FROM {GROUPS} WHERE {where} GROUP BY k1, k2"
+    if rows is None:
+        return sql, [by, *params]
+    order = _UNKNOWN_LAST.format(known=f"{cost} IS NOT NULL", cost=cost)
+    return f"{sql} ORDER BY {order} LIMIT ?", [by, *params, int(rows)]
+
+
+def ranked_sql(
+    by: str, values: Sequence[Any], rank: int, use_case: str | None, use_cases: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    """The complete run costs of rank ``rank`` and the next (0 = cheapest) in the group ``values`` of
+    ``by``: a walk of the index on the complete cost within the group (within a use case: its own index)."""
+    scope, scope_params = _use_case_clauses(use_case, use_cases)
+    group, group_params = _group_conditions(values)
+    where = " AND ".join(["report_by = ?", *scope, *group, f"{COMPLETE_COST} IS NOT NULL"])
+    # the constant columns first: the planner then walks the group's part of the index
+    prefix = "report_by, use_case, k1, k2" if use_case is not None else "report_by, k1, k2"
+    sql = f"SELECT {COMPLETE_COST} FROM {GROUPS} WHERE {where} ORDER BY {prefix}, {COMPLETE_COST} LIMIT 2 OFFSET ?"
+    return sql, [by, *scope_params, *group_params, int(rank)]
+
+
+def summary_sql(token_sum: str) -> str:
+    """The totals of every call, from the use cases' rows of :data:`TOTALS`: calls, the token columns,
+    cost, the unpriced, no-usage, partial and error counts, runs (the order of
+    :func:`.rollup_sql.summary_sql`)."""
+    sums = ", ".join(
+        [
+            token_sum.format("calls"),
+            *(token_sum.format(t) for t in TOKEN_COLUMNS),
+            "CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END",
+            *(
+                token_sum.format(c)
+                for c in ("unpriced_calls", "no_usage_calls", "partial_calls", "error_calls")
+            ),
+            token_sum.format("runs"),
+        ]
+    )
+    return f"SELECT {sums} FROM {TOTALS} WHERE report_by = 'use-case'"
