@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
+from . import groups_sql
 from .alert_sql import ALERTS_TABLE
 from .audit_sql import AUDIT_TABLE
 from .base import META_TABLE, TABLE, Store, Transaction
@@ -327,10 +328,25 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
     """The rows still holding a forgotten id once the ledger moved its calls (rows of pruned calls, and
     attributes the triggers do not rewrite): added into the tombstone's row of the same key, else renamed."""
     table, name = column.table, column.column
-    changed = 0
     held = tx.execute(f"SELECT 1 FROM {table} WHERE {name} = ? LIMIT 1", (form,))
     if not held:  # the usual case: the triggers moved every row along with its calls
         return 0
+    # SQLite's group totals are kept by the fold, not by triggers: the rows renamed here are taken out of
+    # them and added back (PostgreSQL's statement triggers do the same)
+    totals = tx.dialect == "sqlite" and table in (RUNS, GROUPS)
+    if totals:
+        tx.changed(*groups_sql.sqlite_totals(table, -1, f"r.{name} IN (?, ?)", (form, tomb)))
+    changed = _rename_cells(tx, d, cells, table, name, form, tomb)
+    if totals:
+        tx.changed(*groups_sql.sqlite_totals(table, 1, f"r.{name} IN (?, ?)", (form, tomb)))
+        tx.changed(groups_sql.drop_empty(), ())
+    return changed
+
+
+def _rename_cells(
+    tx: Transaction, d: _Dialect, cells: Cells, table: str, name: str, form: str, tomb: str
+) -> int:
+    changed = 0
     if name in cells.key:
         others = [k for k in cells.key if k != name]
         match = _match(d, cells, others, "o", table)

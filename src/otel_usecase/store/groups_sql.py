@@ -25,10 +25,13 @@ Kept exact in the transaction that writes the ledger, like the rollups:
   is removed.
 * :data:`TOTALS` from the changes of the rows of :data:`GROUPS` and
   :data:`.runs_sql.RUNS` (whose values, such as a run's complete cost, are not
-  sums of its calls' and so cannot be kept from the calls): SQLite row triggers
-  and PostgreSQL statement triggers with transition tables, applying each row's
-  new values minus its old ones, in key order; a group left without runs is
-  removed (so that a forgotten user's id does not stay behind as a group key).
+  sums of its calls' and so cannot be kept from the calls): SQLite's fold takes
+  the rows of the runs it touches out of the totals, changes them, and adds them
+  back (:func:`sqlite_before`, :func:`sqlite_after`: one upsert per group, where
+  row triggers doubled the cost of a write); PostgreSQL's statement triggers with
+  transition tables apply each statement's new rows minus its old ones, in key
+  order. A group left without runs is removed (so that a forgotten user's id
+  does not stay behind as a group key).
 
 Costs are sums of doubles, so a total equals the sum over its runs to
 floating-point rounding; counts and tokens are integers and exactly equal.
@@ -52,11 +55,15 @@ __all__ = [
     "TOTALS_FIELDS",
     "Kept",
     "backfill",
+    "drop_empty",
     "groups_sql",
     "kept",
     "pg_apply",
     "ranked_sql",
+    "sqlite_after",
+    "sqlite_before",
     "sqlite_fold",
+    "sqlite_totals",
     "summary_sql",
     "tables",
     "totals_ddl",
@@ -133,7 +140,8 @@ def tables(dialect: str) -> list[str]:
             f"use_case TEXT NOT NULL, run_id TEXT NOT NULL, {measures}, {DEAR_COST} {d.real}, "
             f"{COMPLETE_COST} {d.real})"
         ),
-        f"CREATE UNIQUE INDEX IF NOT EXISTS {GROUPS}_key ON {GROUPS} (report_by, use_case, run_id, {k1}, {k2})",
+        # (use case, run id) first: the fold and a forget find a run's rows through it
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {GROUPS}_key ON {GROUPS} (use_case, run_id, report_by, {k1}, {k2})",
         # a group's complete costs in order (p50, p95 by rank), over every use case, and within one
         f"CREATE INDEX IF NOT EXISTS {GROUPS}_rank ON {GROUPS} (report_by, k1, k2, {COMPLETE_COST})",
         (
@@ -146,6 +154,7 @@ def tables(dialect: str) -> list[str]:
             f"complete_sum {d.real} NOT NULL DEFAULT 0)"
         ),
         f"CREATE UNIQUE INDEX IF NOT EXISTS {TOTALS}_key ON {TOTALS} (report_by, {k1}, {k2})",
+        f"CREATE INDEX IF NOT EXISTS {TOTALS}_empty ON {TOTALS} (runs) WHERE runs <= 0",
     ]
 
 
@@ -166,14 +175,15 @@ def _key_case(position: int, row: str) -> str:
     return f"CASE b.report_by {whens} END" if whens else "NULL"
 
 
-def _selected(dialect: str, source: str, signed: bool) -> str:
-    """The rows of :data:`GROUPS` from the ledger rows ``r`` of ``source`` (signed: with a ``sign``)."""
-    from .rollup_sql import _measure, _sqlite_total
+def _selected(dialect: str, source: str, kind: str) -> str:
+    """The rows of :data:`GROUPS` from the rows ``r`` of ``source``: ledger rows (``kind`` ``row``), pending
+    rows with a ``sign`` (``signed``) or fold cells (``cell``, :data:`.rollup_sql.FOLD_CELLS`)."""
+    from .rollup_sql import _sqlite_total, contribution
     from .runs_sql import _derived
 
     def total(m: str) -> str:
-        contribution = f"r.sign * ({_measure(m, 'r')})" if signed else _measure(m, "r")
-        return _sqlite_total(contribution, m) if dialect == "sqlite" else f"SUM({contribution})"
+        added = contribution(m, "r", kind)
+        return _sqlite_total(added, m) if dialect == "sqlite" else f"SUM({added})"
 
     values = [
         "b.report_by",
@@ -197,17 +207,17 @@ def _columns() -> str:
     return ", ".join(("report_by", "k1", "k2", "use_case", "run_id", *_measures(), DEAR_COST, COMPLETE_COST))
 
 
-def _upsert(dialect: str, source: str, signed: bool) -> str:
+def _upsert(dialect: str, source: str, kind: str) -> str:
     from .runs_sql import _derived
 
     d = _dialect(dialect)
     t = "t" if dialect == "postgresql" else GROUPS
     alias = " AS t" if dialect == "postgresql" else ""
     k1, k2 = _key("g.k1", d.none), _key("g.k2", d.none)
-    order = f" ORDER BY g.report_by, g.use_case, g.run_id, {k1}, {k2}" if dialect == "postgresql" else ""
-    conflict = f"(report_by, use_case, run_id, {_key('k1', d.none)}, {_key('k2', d.none)})"
+    order = f" ORDER BY g.use_case, g.run_id, g.report_by, {k1}, {k2}" if dialect == "postgresql" else ""
+    conflict = f"(use_case, run_id, report_by, {_key('k1', d.none)}, {_key('k2', d.none)})"
     return (
-        f"INSERT INTO {GROUPS}{alias} ({_columns()}) SELECT {_selected(dialect, source, signed)}{order} "
+        f"INSERT INTO {GROUPS}{alias} ({_columns()}) SELECT {_selected(dialect, source, kind)}{order} "
         f"ON CONFLICT {conflict} DO UPDATE SET "
         + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
         + ", "
@@ -233,22 +243,27 @@ def _emptied(old: str, dialect: str) -> str:
 
 @cache
 def sqlite_fold() -> tuple[str, ...]:
-    """SQLite: add the pending rows (:data:`.rollup_sql.PENDING`) to :data:`GROUPS`; before they are emptied."""
-    from .rollup_sql import PENDING
+    """SQLite: add the fold's cells (:data:`.rollup_sql.FOLD_CELLS`, the pending rows summed) to
+    :data:`GROUPS`; before the pending rows are emptied."""
+    from .rollup_sql import FOLD_CELLS, PENDING
 
-    return (_upsert("sqlite", PENDING, True), _emptied(f"{PENDING} AS o WHERE o.sign < 0", "sqlite"))
+    return (
+        _upsert("sqlite", f"temp.{FOLD_CELLS}", "cell"),
+        _emptied(f"{PENDING} AS o WHERE o.sign < 0", "sqlite"),
+    )
 
 
 def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
     """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
-    return [_upsert("postgresql", source, signed), *([_emptied(f"{old} AS o", "postgresql")] if old else [])]
+    kind = "signed" if signed else "row"
+    return [_upsert("postgresql", source, kind), *([_emptied(f"{old} AS o", "postgresql")] if old else [])]
 
 
 def backfill(dialect: str) -> list[str]:
     """Fill :data:`GROUPS` from the ledger (the migration; :func:`totals_ddl` fills the totals after)."""
     return [
         f"DELETE FROM {GROUPS}",
-        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, False)}",
+        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
     ]
 
 
@@ -303,48 +318,44 @@ def _union(selects: Sequence[list[str]], source: str) -> str:
     )
 
 
-def _drop_empty(dialect: str, keys: str) -> str:
-    """Remove the groups among ``keys`` (a query of ``report_by, k1, k2``) left without runs."""
-    d = _dialect(dialect)
-    match = (
-        f"{TOTALS}.report_by = e.report_by AND {_key(f'{TOTALS}.k1', d.none)} = {_key('e.k1', d.none)} "
-        f"AND {_key(f'{TOTALS}.k2', d.none)} = {_key('e.k2', d.none)}"
-    )
-    if dialect == "postgresql":
-        return f"DELETE FROM {TOTALS} USING ({keys}) AS e WHERE {match} AND {TOTALS}.runs <= 0"
-    return f"DELETE FROM {TOTALS} WHERE runs <= 0 AND EXISTS (SELECT 1 FROM ({keys}) AS e WHERE {match})"
+def drop_empty() -> str:
+    """Remove the groups left without runs (through the partial index on them: a few rows at most)."""
+    return f"DELETE FROM {TOTALS} WHERE runs <= 0"
 
 
-def _sqlite_triggers(table: str) -> list[str]:
-    name = f"{table}_totals"
+def sqlite_totals(table: str, sign: int, where: str, params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+    """SQLite: add (``sign`` 1) or take out (-1) the contributions of the rows ``r`` of ``table``
+    (:data:`GROUPS` or :data:`.runs_sql.RUNS`) that meet ``where`` to :data:`TOTALS`, one upsert per group.
 
-    def rows(*parts: tuple[str, str]) -> str:
-        selects = [values for row, sign in parts for values in _contributions(table, row, sign)]
-        return "(" + _union(selects, "") + ")"
+    The fold takes out the rows of the runs it is about to change, changes them, and adds them back: a
+    few hundred groups per fold instead of a row trigger per changed row (which doubled the cost of a
+    write); a forget does the same around the rows it renames outside the fold."""
+    selects = _contributions(table, "r", str(sign))
+    sql = _apply("sqlite", "(" + _union(selects, f" FROM {table} AS r WHERE {where}") + ")")
+    return sql, list(params) * len(selects)
 
-    def keys(row: str) -> str:
-        return " UNION ALL ".join(
-            f"SELECT {values[0]} AS report_by, {values[1]} AS k1, {values[2]} AS k2"
-            for values in _contributions(table, row, "1")
-        )
 
-    return [
-        f"DROP TRIGGER IF EXISTS {name}_insert",
-        f"DROP TRIGGER IF EXISTS {name}_update",
-        f"DROP TRIGGER IF EXISTS {name}_delete",
-        f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} BEGIN {_apply('sqlite', rows(('NEW', '1')))}; END",
-        (
-            f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} BEGIN "
-            f"{_apply('sqlite', rows(('NEW', '1'), ('OLD', '-1')))}; {_drop_empty('sqlite', keys('OLD'))}; END"
-        ),
-        (
-            f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} BEGIN "
-            f"{_apply('sqlite', rows(('OLD', '-1')))}; {_drop_empty('sqlite', keys('OLD'))}; END"
-        ),
-    ]
+def _sqlite_touched(sign: int) -> list[str]:
+    from .rollup_sql import FOLD_RUNS
+
+    runs = f"(r.use_case, r.run_id) IN (SELECT o.use_case, o.run_id FROM temp.{FOLD_RUNS} AS o)"
+    return [sqlite_totals(RUNS, sign, runs)[0], sqlite_totals(GROUPS, sign, runs)[0]]
+
+
+def sqlite_before() -> list[str]:
+    """SQLite, before the fold changes :data:`.runs_sql.RUNS` and :data:`GROUPS`: take the rows of the
+    runs the pending rows touch out of :data:`TOTALS` (:func:`sqlite_after` adds them back)."""
+    return _sqlite_touched(-1)
+
+
+def sqlite_after() -> list[str]:
+    """SQLite, after the fold: add the touched runs' rows back, remove the groups left without runs."""
+    return [*_sqlite_touched(1), drop_empty()]
 
 
 def _pg_triggers(table: str) -> list[str]:
+    """PostgreSQL: statement triggers on ``table`` with transition tables, applying each statement's new
+    rows minus its old ones to :data:`TOTALS` (a forget's renames too)."""
     name = f"{table}_totals"
 
     def rows(*parts: tuple[str, str]) -> str:
@@ -354,30 +365,21 @@ def _pg_triggers(table: str) -> list[str]:
         return (
             "("
             + " UNION ALL ".join(
-                f"SELECT {', '.join(f'{v} AS {n}' for v, n in zip(values, names))} FROM {source} AS r"
+                "SELECT " + ", ".join(f"{v} AS {n}" for v, n in zip(values, names)) + f" FROM {source} AS r"
                 for values, source in zip(selects, sources)
             )
             + ")"
-        )
-
-    def keys(source: str) -> str:
-        return " UNION ALL ".join(
-            f"SELECT {values[0]} AS report_by, {values[1]} AS k1, {values[2]} AS k2 FROM {source} AS r"
-            for values in _contributions(table, "r", "1")
         )
 
     bodies = {
         "insert": ("REFERENCING NEW TABLE AS new_rows", [_apply("postgresql", rows(("new_rows", "1")))]),
         "update": (
             "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-            [
-                _apply("postgresql", rows(("new_rows", "1"), ("old_rows", "-1"))),
-                _drop_empty("postgresql", keys("old_rows")),
-            ],
+            [_apply("postgresql", rows(("new_rows", "1"), ("old_rows", "-1"))), drop_empty()],
         ),
         "delete": (
             "REFERENCING OLD TABLE AS old_rows",
-            [_apply("postgresql", rows(("old_rows", "-1"))), _drop_empty("postgresql", keys("old_rows"))],
+            [_apply("postgresql", rows(("old_rows", "-1"))), drop_empty()],
         ),
     }
     statements: list[str] = []
@@ -399,19 +401,14 @@ def _pg_triggers(table: str) -> list[str]:
 
 
 def totals_ddl(dialect: str, *, backfill: bool) -> list[str]:
-    """The triggers keeping :data:`TOTALS` from :data:`GROUPS` and :data:`.runs_sql.RUNS` and (``backfill``,
-    the migration: after both are filled) the statements filling it from them."""
-    triggers = [
-        statement
-        for table in (RUNS, GROUPS)
-        for statement in (_sqlite_triggers(table) if dialect == "sqlite" else _pg_triggers(table))
-    ]
+    """PostgreSQL: the triggers keeping :data:`TOTALS` from :data:`GROUPS` and :data:`.runs_sql.RUNS`
+    (SQLite keeps it in the fold: :func:`sqlite_before`, :func:`sqlite_after`); then (``backfill``, the
+    migration, after both are filled) the statements filling it from them."""
+    triggers = [s for table in (RUNS, GROUPS) for s in _pg_triggers(table)] if dialect == "postgresql" else []
     if not backfill:
         return triggers
     selects = " UNION ALL ".join(
-        "SELECT " + ", ".join(f"{v} AS {n}" for v, n in zip(values, _totals_columns())) + f" FROM {table}"
-        for table in (RUNS, GROUPS)
-        for values in _contributions(table, table, "1")
+        _union(_contributions(table, table, "1"), f" FROM {table}") for table in (RUNS, GROUPS)
     )
     return [f"DELETE FROM {TOTALS}", _apply(dialect, f"({selects})"), *triggers]
 

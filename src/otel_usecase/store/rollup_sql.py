@@ -264,16 +264,80 @@ def _sqlite_triggers() -> list[str]:
     ]
 
 
-@cache
+FOLD_CELLS: Final = "usecase_fold_cells"
+FOLD_RUNS: Final = "usecase_fold_runs"
+"""SQLite: the (use case, run id) of the fold's cells, once each: the runs whose per-run and group rows the
+fold changes (:func:`.groups_sql.sqlite_before`)."""
+"""SQLite: the pending rows of one fold summed per finest cell (every key of every table the fold keeps), in a
+temporary table of the writer's connection: each table is then summed from these cells, not from every row."""
+
+
+def _cell_keys() -> tuple[str, ...]:
+    return tuple(
+        dict.fromkeys((*_hour_key(), *_run_key(), *(k for g in groups_sql.CALL_GROUPINGS for k in g.keys)))
+    )
+
+
+def contribution(m: str, row: str, source: str) -> str:
+    """What one row ``row`` adds to measure ``m``: a ledger row (``source`` ``row``), a pending row with its
+    ``sign`` (``signed``), or a fold cell whose measures are sums already (``cell``)."""
+    if source == "cell":
+        return f"{row}.{m}"
+    if source == "signed":
+        return f"{row}.sign * ({_measure(m, row)})"
+    return _measure(m, row)
+
+
+def _fold_cells() -> list[str]:
+    """Sum the pending rows into :data:`FOLD_CELLS` (created on first use; emptied first)."""
+    keys = _cell_keys()
+    kinds = {"hour_ns": "INTEGER"}
+    columns = ", ".join(
+        [f"{k} {kinds.get(k, 'TEXT')}" for k in keys]
+        + [f"{t} INTEGER" for t in ("first_ns", "last_ns", "end_ns")]
+        + [f"{m} {'REAL' if m == 'cost_usd' else 'INTEGER'}" for m in MEASURES]
+    )
+    values = _key_values(keys, "r")
+    measures = ", ".join(_sqlite_total(contribution(m, "r", "signed"), m) for m in MEASURES)
+    return [
+        f"CREATE TEMP TABLE IF NOT EXISTS {FOLD_CELLS} ({columns})",
+        f"DELETE FROM temp.{FOLD_CELLS}",
+        (
+            f"INSERT INTO temp.{FOLD_CELLS} ({', '.join((*keys, 'first_ns', 'last_ns', 'end_ns', *MEASURES))}) "
+            f"SELECT {', '.join(values)}, MIN(r.start_ns), MAX(r.start_ns), MAX(r.end_ns), {measures} "
+            f"FROM {PENDING} AS r GROUP BY {', '.join(values)}"
+        ),
+        f"CREATE TEMP TABLE IF NOT EXISTS {FOLD_RUNS} (use_case TEXT, run_id TEXT, PRIMARY KEY (use_case, run_id))",
+        f"DELETE FROM temp.{FOLD_RUNS}",
+        f"INSERT OR IGNORE INTO temp.{FOLD_RUNS} SELECT use_case, run_id FROM temp.{FOLD_CELLS}",
+    ]
+
+
 def sqlite_fold() -> tuple[str, ...]:
-    """SQLite: the statements adding the pending rows to both rollups (aggregated per cell), removing the run
-    cells they emptied, recomputing the times of the run cells rows left, and emptying the pending table.
-    The store runs them in every writing transaction, after its writes (:data:`PENDING`)."""
+    """SQLite: the statements adding the pending rows to the rollups, the per-run table and the groups
+    (:mod:`.groups_sql`): the rows summed once per finest cell (:data:`FOLD_CELLS`), each table then summed
+    from the cells; removing the run cells and runs they emptied, recomputing the times of those rows left,
+    and emptying the pending table. The store runs them in every writing transaction, after its writes
+    (:data:`PENDING`)."""
+    return _sqlite_fold(True)
+
+
+@cache
+def _sqlite_fold(cells: bool) -> tuple[str, ...]:
+    """:func:`sqlite_fold`; without ``cells``, each table summed from the pending rows themselves (the
+    migration folds an older file's pending table, which lacks columns the cells have)."""
     d = _DIALECTS["sqlite"]
     hour_keys, run_keys = _hour_key(), _run_key()
-    measures = ", ".join(_sqlite_total(f"r.sign * ({_measure(m, 'r')})", m) for m in MEASURES)
-    hour_values = ", ".join(_key_values(hour_keys, "r"))
-    run_values = ", ".join(_key_values(run_keys, "r"))
+    source = f"temp.{FOLD_CELLS}" if cells else PENDING
+    kind = "cell" if cells else "signed"
+    measures = ", ".join(_sqlite_total(contribution(m, "r", kind), m) for m in MEASURES)
+    hour_values = ", ".join(f"r.{k}" for k in hour_keys) if cells else ", ".join(_key_values(hour_keys, "r"))
+    run_values = ", ".join(f"r.{k}" for k in run_keys) if cells else ", ".join(_key_values(run_keys, "r"))
+    times = (
+        "MIN(r.first_ns), MAX(r.last_ns), MAX(r.end_ns)"
+        if cells
+        else "MIN(r.start_ns), MAX(r.start_ns), MAX(r.end_ns)"
+    )
     hour_cols = ", ".join((*hour_keys, *MEASURES))
     run_cols = ", ".join((*run_keys, "first_ns", "last_ns", "end_ns", *MEASURES))
     left = " AND ".join(
@@ -289,7 +353,7 @@ def sqlite_fold() -> tuple[str, ...]:
             *(f"c.{k} IS {RUN_ROLLUP}.{k}" for k in _run_keys()),
         ]
     )
-    times = ", ".join(
+    recompute = ", ".join(
         f"{name} = COALESCE((SELECT {agg}(c.{column}) FROM {TABLE} AS c WHERE {ledger_cell}), {name})"
         for name, agg, column in (
             ("first_ns", "MIN", "start_ns"),
@@ -298,19 +362,22 @@ def sqlite_fold() -> tuple[str, ...]:
         )
     )
     return (
+        *(_fold_cells() if cells else ()),
         (
-            f"INSERT INTO {HOUR_ROLLUP} ({hour_cols}) SELECT {hour_values}, {measures} FROM {PENDING} AS r WHERE true "
+            f"INSERT INTO {HOUR_ROLLUP} ({hour_cols}) SELECT {hour_values}, {measures} FROM {source} AS r WHERE true "
             f"GROUP BY {hour_values} {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures(HOUR_ROLLUP)}"
         ),
         (
-            f"INSERT INTO {RUN_ROLLUP} ({run_cols}) SELECT {run_values}, MIN(r.start_ns), MAX(r.start_ns), "
-            f"MAX(r.end_ns), {measures} FROM {PENDING} AS r WHERE true GROUP BY {run_values} {_conflict(run_keys, d)} "
+            f"INSERT INTO {RUN_ROLLUP} ({run_cols}) SELECT {run_values}, {times}, "
+            f"{measures} FROM {source} AS r WHERE true GROUP BY {run_values} {_conflict(run_keys, d)} "
             f"DO UPDATE SET {_add_times(RUN_ROLLUP, d)}, {_add_measures(RUN_ROLLUP)}"
         ),
         f"DELETE FROM {RUN_ROLLUP} WHERE calls <= 0 AND rowid IN ({left_cells})",
-        f"UPDATE {RUN_ROLLUP} SET {times} WHERE rowid IN ({left_cells})",
-        *per_run.sqlite_fold(),
-        *groups_sql.sqlite_fold(),
+        f"UPDATE {RUN_ROLLUP} SET {recompute} WHERE rowid IN ({left_cells})",
+        *(groups_sql.sqlite_before() if cells else ()),
+        *per_run.sqlite_fold(cells),
+        *(groups_sql.sqlite_fold() if cells else ()),
+        *(groups_sql.sqlite_after() if cells else ()),
         f"DELETE FROM {PENDING}",
     )
 
@@ -319,8 +386,7 @@ def _sqlite_fold_older(runs: bool) -> list[str]:
     """The fold of an older file's pending rows into the tables it has (the rollups; ``runs``: the per-run
     table too), then its pending table dropped (the new one has more columns): the migration runs it before
     it fills the newer tables from the ledger (which has those rows already)."""
-    left_out = (groups_sql.GROUPS,) if runs else (groups_sql.GROUPS, per_run.RUNS)
-    folded = [s for s in sqlite_fold() if not any(f" {table} " in s for table in left_out)]
+    folded = [s for s in _sqlite_fold(False) if runs or f" {per_run.RUNS} " not in s]
     return [*folded, f"DROP TABLE IF EXISTS {PENDING}"]
 
 

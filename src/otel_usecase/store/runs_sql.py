@@ -142,9 +142,10 @@ def _base_columns() -> tuple[str, ...]:
     return ("use_case", "run_id", *_dims(), "mixed", "first_ns", "last_ns", "end_ns", *_measures())
 
 
-def _selected(dialect: str, source: str, signed: bool) -> str:
-    """The values of one run's row from the ledger rows ``r`` of ``source`` (signed: with a ``sign``)."""
-    from .rollup_sql import _DIALECTS, _measure, _sqlite_total
+def _selected(dialect: str, source: str, kind: str) -> str:
+    """The values of one run's row from the rows ``r`` of ``source``: ledger rows (``kind`` ``row``), pending
+    rows with a ``sign`` (``signed``), or fold cells (``cell``, :data:`.rollup_sql.FOLD_CELLS`)."""
+    from .rollup_sql import _DIALECTS, _sqlite_total, contribution
 
     d = _DIALECTS[dialect]
     differs = " OR ".join(
@@ -152,16 +153,17 @@ def _selected(dialect: str, source: str, signed: bool) -> str:
     )
 
     def total(m: str) -> str:
-        contribution = f"r.sign * ({_measure(m, 'r')})" if signed else _measure(m, "r")
-        return _sqlite_total(contribution, m) if dialect == "sqlite" else f"SUM({contribution})"
+        added = contribution(m, "r", kind)
+        return _sqlite_total(added, m) if dialect == "sqlite" else f"SUM({added})"
 
+    first, last = ("r.first_ns", "r.last_ns") if kind == "cell" else ("r.start_ns", "r.start_ns")
     values = [
         "r.use_case",
         "r.run_id",
         *(f"MIN(r.{k})" for k in _dims()),
         f"CASE WHEN {differs} THEN 1 ELSE 0 END",
-        "MIN(r.start_ns)",
-        "MAX(r.start_ns)",
+        f"MIN({first})",
+        f"MAX({last})",
         "MAX(r.end_ns)",
         *(total(m) for m in _measures()),
     ]
@@ -171,13 +173,13 @@ def _selected(dialect: str, source: str, signed: bool) -> str:
     return f"g.*, {derived} FROM (SELECT {inner} FROM {source} AS r GROUP BY r.use_case, r.run_id) AS g WHERE true"
 
 
-def _upsert(dialect: str, source: str, signed: bool) -> str:
+def _upsert(dialect: str, source: str, kind: str) -> str:
     from .rollup_sql import _DIALECTS
 
     d = _DIALECTS[dialect]
     t = "t" if dialect == "postgresql" else RUNS
     alias = " AS t" if dialect == "postgresql" else ""
-    select = _selected(dialect, source, signed)
+    select = _selected(dialect, source, kind)
     order = " ORDER BY g.use_case, g.run_id" if dialect == "postgresql" else ""
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
     changed = " OR ".join(f"{t}.{k} {distinct} excluded.{k}" for k in _dims())
@@ -232,23 +234,31 @@ def _left(old: str, dialect: str = "sqlite") -> list[str]:
 
 
 @cache
-def sqlite_fold() -> tuple[str, ...]:
-    """SQLite: add the pending rows (:data:`.rollup_sql.PENDING`) to the table; before they are emptied."""
-    from .rollup_sql import PENDING
+def sqlite_fold(cells: bool = True) -> tuple[str, ...]:
+    """SQLite: add the pending rows (:data:`.rollup_sql.PENDING`) to the table, from the fold's cells
+    (:data:`.rollup_sql.FOLD_CELLS`) or (not ``cells``) the rows themselves; before they are emptied."""
+    from .rollup_sql import FOLD_CELLS, PENDING
 
-    return (_upsert("sqlite", PENDING, True), *_left(f"{PENDING} AS o WHERE o.sign < 0"))
+    source = f"temp.{FOLD_CELLS}" if cells else PENDING
+    return (
+        _upsert("sqlite", source, "cell" if cells else "signed"),
+        *_left(f"{PENDING} AS o WHERE o.sign < 0"),
+    )
 
 
 def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
     """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
-    return [_upsert("postgresql", source, signed), *(_left(f"{old} AS o", "postgresql") if old else [])]
+    return [
+        _upsert("postgresql", source, "signed" if signed else "row"),
+        *(_left(f"{old} AS o", "postgresql") if old else []),
+    ]
 
 
 def backfill(dialect: str) -> list[str]:
     """Fill the table from the ledger (the migration)."""
     return [
         f"DELETE FROM {RUNS}",
-        f"INSERT INTO {RUNS} ({_columns()}) SELECT {_selected(dialect, TABLE, False)}",
+        f"INSERT INTO {RUNS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
     ]
 
 
