@@ -235,10 +235,8 @@ def _top_per_run(
         runs, cost, complete, complete_sum = found[key]
         group = per_run.group_conditions(keys, key)
 
-        def ranked(rank: int, group: tuple[list[str], list[Any]] = group) -> list[float]:
-            return [
-                float(v[0]) for v in store.query(*per_run.ranked_sql(filters, view.tag_value, rank, group))
-            ]
+        def ranked(how: per_run.Walk, group: tuple[list[str], list[Any]] = group) -> list[Any]:
+            return store.query(*per_run.ranked_sql(filters, view.tag_value, how, group))
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
         p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
@@ -249,68 +247,67 @@ def _top_per_run(
 
 
 def _dearest(
-    read: Callable[[int | None], dict[tuple[Any, ...], float | None]], limit: int
+    read: Callable[[groups_sql.Dearest], dict[tuple[Any, ...], float | None]], limit: int
 ) -> list[tuple[Any, ...]]:
-    """The keys of the ``limit`` dearest groups as the report orders them, from ``read(rows)``: the cost of
-    the ``rows`` dearest groups in SQL (every group with None), read with room for ties; when the last one
-    read costs what the last one shown does, ties may reach past it, and every group is read."""
-    found = read(limit + _TIE_ROOM)
+    """The keys of the ``limit`` dearest groups as the report orders them, from ``read``: the cost of the
+    groups it asks for, ordered and cut in SQL, with room for ties; when the last one read costs what the
+    last one shown does, ties may reach past it: every group that costs as much is read."""
+    found = read(groups_sql.Dearest(rows=limit + _TIE_ROOM))
     if len(found) == limit + _TIE_ROOM:
         costs = sorted(found.values(), key=lambda c: (c is None, -(c or 0.0)))
         if costs[limit - 1] == costs[-1]:
-            found = read(None)
+            found = read(groups_sql.Dearest(floor=costs[limit - 1]))
     return heapq.nsmallest(limit, found, key=lambda key: order_key(found[key], key))
 
 
 def _top_kept(
     store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
 ) -> list[ReportRow] | None:
-    """:func:`top` from the group totals kept by the database (no filter), or from the per-(run, group) rows
-    of a call-level grouping within a use case (:mod:`~otel_usecase.store.groups_sql`): a few rows read,
-    then the p50 and p95 of the groups shown by rank. None when they cannot answer."""
+    """:func:`top` from the group totals kept by the database (:mod:`~otel_usecase.store.groups_sql`), a few
+    rows read, then the p50 and p95 of the groups shown by rank. They answer no filter, or a use case (or
+    the allowed set of them) when it is the grouping's first key (steps, versions) or the grouping is a
+    call-level one (its per-(run, group) rows). None when they cannot answer."""
     kept = groups_sql.kept(by)
     if kept is None or kept.keys != keys or not _totals(view):
         return None
     call_level = kept in groups_sql.CALL_GROUPINGS
-    scoped = filters._replace(use_case=None, use_cases=None) == ReportFilter()
-    if _unfiltered(filters):
-        within: tuple[str | None, tuple[str, ...] | None] = (None, None)
-    elif call_level and scoped:
-        within = (filters.use_case, filters.use_cases)
-    else:
+    within = (filters.use_case, filters.use_cases)
+    if filters._replace(use_case=None, use_cases=None) != ReportFilter():
+        return None
+    from_totals = within == (None, None) or keys[0] == "use_case"
+    if not from_totals and not call_level:
         return None
     if not call_level and store.query(per_run.mixed_sql()):
         return None  # a run whose calls disagree on a key counts in two groups: the per-run rule
     n = len(keys)
     records: dict[tuple[Any, ...], Sequence[Any]] = {}
+    at = groups_sql.TOTALS_FIELDS.index("cost_usd")
 
-    def read(rows: int | None) -> dict[tuple[Any, ...], float | None]:
+    def read(dearest: groups_sql.Dearest) -> dict[tuple[Any, ...], float | None]:
         query = (
-            groups_sql.totals_sql(by, rows)
-            if within == (None, None)
-            else groups_sql.groups_sql(by, *within, view.token_sum, rows)
+            groups_sql.totals_sql(by, dearest, *within)
+            if from_totals
+            else groups_sql.groups_sql(by, dearest, *within, view.token_sum)
         )
         records.clear()
         for record in store.query(*query):
             records[tuple(record[:n])] = record[2:]
-        at = groups_sql.TOTALS_FIELDS.index("cost_usd")
         return {key: _number(values[at]) for key, values in records.items()}
 
     shown = _dearest(read, limit)
-    fields = dict(zip(groups_sql.TOTALS_FIELDS, range(len(groups_sql.TOTALS_FIELDS))))
+    fields = {name: i for i, name in enumerate(groups_sql.TOTALS_FIELDS)}
+    run_filter = ReportFilter(use_case=filters.use_case, use_cases=filters.use_cases)
     result = []
     for key in shown:
         values = records[key]
         runs, complete = int(values[fields["runs"]]), int(values[fields["complete_runs"]] or 0)
         complete_sum = _number(values[fields["complete_sum"]])
 
-        def ranked(rank: int, key: tuple[Any, ...] = key) -> list[float]:
+        def ranked(how: per_run.Walk, key: tuple[Any, ...] = key) -> list[Any]:
             if call_level:
-                query = groups_sql.ranked_sql(by, key, rank, *within)
-            else:
-                group = per_run.group_conditions(keys, key)
-                query = per_run.ranked_sql(ReportFilter(), view.tag_value, rank, group)
-            return [float(v[0]) for v in store.query(*query)]
+                return store.query(*groups_sql.ranked_sql(by, key, how, *within))
+            group = per_run.group_conditions(keys, key)
+            return store.query(*per_run.ranked_sql(run_filter, view.tag_value, how, group))
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
         p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
@@ -324,15 +321,19 @@ def _top_kept(
     return result
 
 
-def _ranked_percentile(ranked: Callable[[int], list[float]], n: int, q: float) -> float | None:
-    """:func:`~otel_usecase.store.totals.percentile` of ``n`` sorted values read by rank (``ranked(k)``: the
-    values of rank k and k + 1), the same arithmetic."""
+def _ranked_percentile(ranked: Callable[[per_run.Walk], list[Any]], n: int, q: float) -> float | None:
+    """:func:`~otel_usecase.store.totals.percentile` of ``n`` sorted values read by rank (``ranked(walk)``:
+    the rows of an index walk, :func:`~otel_usecase.store.runs_sql.walk`, from the nearer end), the same
+    arithmetic."""
     if n <= 0:
         return None
     pos = (n - 1) * q
     lower = math.floor(pos)
     upper = math.ceil(pos)
-    values = ranked(lower)
+    how = per_run.walk(lower, n)
+    values = [float(row[0]) for row in ranked(how)]
+    if how.descending:
+        values.reverse()
     if lower == upper:
         return values[0]
     return values[0] + (values[1] - values[0]) * (pos - lower)
@@ -448,8 +449,8 @@ def _histogram_per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFi
     if high <= low:
         return Histogram([low, high], [int(n)], low, high, left_out)
 
-    def ranked(rank: int) -> list[float]:
-        return [float(v[0]) for v in store.query(*per_run.ranked_sql(filters, view.tag_value, rank))]
+    def ranked(how: per_run.Walk) -> list[Any]:
+        return store.query(*per_run.ranked_sql(filters, view.tag_value, how))
 
     width = (high - low) / bins
     edges = [low + width * i for i in range(bins)] + [high]

@@ -45,7 +45,7 @@ from functools import cache
 from typing import Any, Final, NamedTuple
 
 from .base import TABLE, TOKEN_COLUMNS
-from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS
+from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Walk, order_by
 
 __all__ = [
     "CALL_GROUPINGS",
@@ -53,6 +53,7 @@ __all__ = [
     "RUN_GROUPINGS",
     "TOTALS",
     "TOTALS_FIELDS",
+    "Dearest",
     "Kept",
     "backfill",
     "drop_empty",
@@ -429,17 +430,20 @@ def _group_conditions(values: Sequence[Any]) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def _use_case_clauses(use_case: str | None, use_cases: Sequence[str] | None) -> tuple[list[str], list[Any]]:
+def _use_case_clauses(
+    use_case: str | None, use_cases: Sequence[str] | None, column: str = "use_case"
+) -> tuple[list[str], list[Any]]:
+    """The conditions keeping the rows of ``use_case`` and of ``use_cases`` (the allowed set) in ``column``."""
     clauses: list[str] = []
     params: list[Any] = []
     if use_case is not None:
-        clauses.append("use_case = ?")
+        clauses.append(f"{column} = ?")
         params.append(use_case)
     if use_cases is not None:
         if not use_cases:
             clauses.append("1 = 0")
         else:
-            clauses.append(f"use_case IN ({', '.join('?' for _ in use_cases)})")
+            clauses.append(f"{column} IN ({', '.join('?' for _ in use_cases)})")
             params.extend(use_cases)
     return clauses, params
 
@@ -460,20 +464,36 @@ TOTALS_FIELDS: Final = (
 _UNKNOWN_LAST: Final = "CASE WHEN {known} THEN 0 ELSE 1 END, {cost} DESC"
 
 
-def totals_sql(by: str, rows: int | None) -> tuple[str, list[Any]]:
-    """Every group of grouping ``by`` with its :data:`TOTALS_FIELDS`, from :data:`TOTALS` (no filter); with
-    ``rows``, only the ``rows`` dearest (unknown cost last; ties in no particular order)."""
+class Dearest(NamedTuple):
+    """Which groups a top list reads: the ``rows`` dearest (None: all), or every group costing at least
+    ``floor`` (the groups tied with the last one shown, and those before it)."""
+
+    rows: int | None = None
+    floor: float | None = None
+
+
+def totals_sql(
+    by: str, read: Dearest, use_case: str | None = None, use_cases: Sequence[str] | None = None
+) -> tuple[str, list[Any]]:
+    """The groups of grouping ``by`` with their :data:`TOTALS_FIELDS`, from :data:`TOTALS`, as ``read``
+    says (unknown cost last; ties in no particular order). ``use_case``, ``use_cases``: only the groups of
+    those use cases, for a grouping whose first key is the use case (``k1``)."""
     cost = "CASE WHEN cost_calls > 0 THEN cost_usd END"
     fields = [f if f != "cost_usd" else cost for f in TOTALS_FIELDS]
-    sql = f"SELECT k1, k2, {', '.join(fields)} FROM {TOTALS} WHERE report_by = ?"
-    if rows is None:
-        return sql, [by]
+    clauses, params = _use_case_clauses(use_case, use_cases, "k1")
+    if read.floor is not None:
+        clauses.append("cost_calls > 0 AND cost_usd >= ?")
+        params.append(read.floor)
+    where = " AND ".join(["report_by = ?", *clauses])
+    sql = f"SELECT k1, k2, {', '.join(fields)} FROM {TOTALS} WHERE {where}"
+    if read.rows is None:
+        return sql, [by, *params]
     order = _UNKNOWN_LAST.format(known="cost_calls > 0", cost="cost_usd")
-    return f"{sql} ORDER BY {order} LIMIT ?", [by, int(rows)]
+    return f"{sql} ORDER BY {order} LIMIT ?", [by, *params, int(read.rows)]
 
 
 def groups_sql(
-    by: str, use_case: str | None, use_cases: Sequence[str] | None, token_sum: str, rows: int | None
+    by: str, read: Dearest, use_case: str | None, use_cases: Sequence[str] | None, token_sum: str
 ) -> tuple[str, list[Any]]:
     """:func:`totals_sql` from :data:`GROUPS`, within a use case (or a set of them): the groups of a
     call-level grouping ``by`` read from the index on (grouping, use case)."""
@@ -488,24 +508,27 @@ def groups_sql(
     fields = [sums.get(f) or token_sum.format(f) for f in TOTALS_FIELDS]
     where = " AND ".join(["report_by = ?", *clauses])
     sql = f"SELECT k1, k2, {', '.join(fields)} FROM {GROUPS} WHERE {where} GROUP BY k1, k2"
-    if rows is None:
+    if read.floor is not None:
+        sql += f" HAVING {cost} >= ?"
+        params.append(read.floor)
+    if read.rows is None:
         return sql, [by, *params]
     order = _UNKNOWN_LAST.format(known=f"{cost} IS NOT NULL", cost=cost)
-    return f"{sql} ORDER BY {order} LIMIT ?", [by, *params, int(rows)]
+    return f"{sql} ORDER BY {order} LIMIT ?", [by, *params, int(read.rows)]
 
 
 def ranked_sql(
-    by: str, values: Sequence[Any], rank: int, use_case: str | None, use_cases: Sequence[str] | None
+    by: str, values: Sequence[Any], how: Walk, use_case: str | None, use_cases: Sequence[str] | None
 ) -> tuple[str, list[Any]]:
-    """The complete run costs of rank ``rank`` and the next (0 = cheapest) in the group ``values`` of
-    ``by``: a walk of the index on the complete cost within the group (within a use case: its own index)."""
+    """The complete run costs ``how`` reads (:func:`.runs_sql.walk`) in the group ``values`` of ``by``: a
+    walk of the index on the complete cost within the group (within a use case: its own index)."""
     scope, scope_params = _use_case_clauses(use_case, use_cases)
     group, group_params = _group_conditions(values)
     where = " AND ".join(["report_by = ?", *scope, *group, f"{COMPLETE_COST} IS NOT NULL"])
     # the constant columns first: the planner then walks the group's part of the index
-    prefix = "report_by, use_case, k1, k2" if use_case is not None else "report_by, k1, k2"
-    sql = f"SELECT {COMPLETE_COST} FROM {GROUPS} WHERE {where} ORDER BY {prefix}, {COMPLETE_COST} LIMIT 2 OFFSET ?"
-    return sql, [by, *scope_params, *group_params, int(rank)]
+    prefix = ("report_by", "use_case", "k1", "k2") if use_case is not None else ("report_by", "k1", "k2")
+    sql = f"SELECT {COMPLETE_COST} FROM {GROUPS} WHERE {where}{order_by((*prefix, COMPLETE_COST), how)}"
+    return sql, [by, *scope_params, *group_params]
 
 
 def summary_sql(token_sum: str) -> str:

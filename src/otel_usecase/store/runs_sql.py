@@ -29,9 +29,9 @@ filled by the schema 6 migration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .base import TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
@@ -39,17 +39,20 @@ __all__ = [
     "COMPLETE_COST",
     "DEAR_COST",
     "RUNS",
+    "Walk",
     "any_group",
     "backfill",
     "count_sql",
     "dearest_sql",
     "group_keys",
     "mixed_sql",
+    "order_by",
     "order_sql",
     "pg_apply",
     "sqlite_fold",
     "sums_sql",
     "tables",
+    "walk",
 ]
 
 RUNS: Final = "usecase_runs"
@@ -317,20 +320,43 @@ def spread_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, 
     return sql, params
 
 
+class Walk(NamedTuple):
+    """A ranked read: ``take`` values ``offset`` rows from the cheapest end of an index on the complete cost,
+    or (``descending``) from its dearest end, in that order."""
+
+    offset: int
+    take: int
+    descending: bool
+
+
+def walk(rank: int, n: int) -> Walk:
+    """The read of the values of rank ``rank`` and the next (0 = cheapest) among ``n``, from the nearer end:
+    a p95 walks 5 % of the index instead of 95 % (the values then come dearest first)."""
+    if rank * 2 <= n:
+        return Walk(rank, 2, False)
+    take = min(2, n - rank)
+    return Walk(n - rank - take, take, True)
+
+
+def order_by(columns: Sequence[str], how: Walk) -> str:
+    """``ORDER BY`` ``columns`` in the direction of ``how``, then its ``LIMIT`` and ``OFFSET``."""
+    direction = " DESC" if how.descending else ""
+    return f" ORDER BY {', '.join(c + direction for c in columns)} LIMIT {int(how.take)} OFFSET {int(how.offset)}"
+
+
 def ranked_sql(
     filters: ReportFilter,
     tag_value: TagValue | None,
-    rank: int,
+    how: Walk,
     group: tuple[list[str], list[Any]] = ([], []),
 ) -> tuple[str, list[Any]]:
-    """The complete costs of rank ``rank`` and the next (0 = cheapest); ``group``: one group's conditions
+    """The complete costs ``how`` reads (:func:`walk`); ``group``: one group's conditions
     (:func:`group_conditions`)."""
     clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *group[0])
     # Constant columns first in the order: the planner then reads the index of the group (or of the
     # filter) instead of walking the index of every run's cost.
-    prefix = "".join(f"{c}, " for c in _constant_columns(filters, group[0]))
-    sql = f"SELECT {COMPLETE_COST} FROM {RUNS}{clause} ORDER BY {prefix}{COMPLETE_COST} LIMIT 2 OFFSET ?"
-    return sql, [*params, *group[1], int(rank)]
+    columns = (*_constant_columns(filters, group[0]), COMPLETE_COST)
+    return f"SELECT {COMPLETE_COST} FROM {RUNS}{clause}{order_by(columns, how)}", [*params, *group[1]]
 
 
 def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
