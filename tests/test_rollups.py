@@ -246,11 +246,35 @@ def assert_groups_match_ledger(store: Store) -> None:
         assert got[-1] == pytest.approx(total[-1], rel=1e-9, abs=1e-12), key
 
 
+def assert_days_match_ledger(store: Store) -> None:
+    """The day rollup holds the ledger's sums per UTC day and hour rollup key (computed here)."""
+    day = 24 * HOUR
+    at = {c: i for i, c in enumerate(COLUMNS)}
+    want: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, 0.0])
+    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
+        cell = want[(row[at["start_ns"]] // day * day, *(row[at[k]] for k in HOUR_KEYS))]
+        cell[0] += 1
+        cell[1] += row[at["input_tokens"]] or 0
+        cell[2] += row[at["cost_usd"]] or 0.0
+    got = {
+        tuple(r[:-3]): list(r[-3:])
+        for r in store.query(
+            f"SELECT day_ns, {', '.join(HOUR_KEYS)}, calls, input_tokens, cost_usd FROM usecase_day_rollup "
+            "WHERE calls <> 0"
+        )
+    }
+    assert set(got) == set(want)
+    for key, cell in want.items():
+        assert got[key][:2] == cell[:2], key
+        assert got[key][2] == pytest.approx(cell[2], rel=1e-9, abs=1e-12), key
+
+
 def assert_rollups_match_ledger(store: Store) -> None:
     if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
         store.fold()
     assert_runs_match_ledger(store)
     assert_groups_match_ledger(store)
+    assert_days_match_ledger(store)
     want_hours, want_runs = expected_rollups(store)
     got_hours, got_runs = stored_rollups(store)
     assert set(got_hours) == set(want_hours)

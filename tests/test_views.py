@@ -165,6 +165,8 @@ FILTERS = [
     ReportFilter(user_id="alice", since_ns=T0 + 1, until_ns=T0 + 3 * HOUR + 1),
     ReportFilter(tags=(("tenant", "acme"),)),
     ReportFilter(tags=(("tenant", "acme"),), since_ns=T0, until_ns=T0 + DAY),
+    ReportFilter(since_ns=T0, until_ns=T0 + 2 * DAY),  # whole days: a series by day reads the day rollup
+    ReportFilter(use_case="search", since_ns=T0 + DAY),
 ]
 
 

@@ -52,6 +52,8 @@ from . import runs_sql as per_run
 from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
 __all__ = [
+    "DAY_NS",
+    "DAY_ROLLUP",
     "HOUR_NS",
     "HOUR_ROLLUP",
     "MEASURES",
@@ -67,7 +69,11 @@ __all__ = [
 ]
 
 HOUR_NS: Final = 3_600_000_000_000
+DAY_NS: Final = 24 * HOUR_NS
 HOUR_ROLLUP: Final = "usecase_hour_rollup"
+DAY_ROLLUP: Final = "usecase_day_rollup"
+"""The hour rollup summed per UTC day (``day_ns``, same keys, schema 8): a series by day over months reads
+a 24th of the cells."""
 RUN_ROLLUP: Final = "usecase_run_rollup"
 
 _HOUR_KEYS: Final = (
@@ -128,6 +134,11 @@ def _hour(row: str) -> str:
     return f"({row}.start_ns - (({row}.start_ns % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS})"
 
 
+def _day(expression: str) -> str:
+    """The start of the UTC day of the time ``expression`` (floor, also before 1970)."""
+    return f"({expression} - (({expression} % {DAY_NS}) + {DAY_NS}) % {DAY_NS})"
+
+
 class _Dialect(NamedTuple):
     none: str
     """A text no key holds, standing for NULL in the unique indexes (ids never hold control characters)."""
@@ -155,6 +166,10 @@ def _hour_key() -> tuple[str, ...]:
     return ("hour_ns", *_HOUR_KEYS)
 
 
+def _day_key() -> tuple[str, ...]:
+    return ("day_ns", *_HOUR_KEYS)
+
+
 def _run_key() -> tuple[str, ...]:
     return ("use_case", "run_id", "hour_ns", *_run_keys())
 
@@ -170,7 +185,7 @@ def _tables(d: _Dialect) -> list[str]:
     def key_columns(keys: Sequence[str]) -> str:
         return ", ".join(
             f"{k} {d.int} NOT NULL"
-            if k == "hour_ns"
+            if k in ("hour_ns", "day_ns")
             else f"{k} TEXT{'' if k in _NULLABLE_KEYS else ' NOT NULL'}"
             for k in keys
         )
@@ -184,6 +199,8 @@ def _tables(d: _Dialect) -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS {HOUR_ROLLUP} ({key_columns(_hour_key())}, {measures()})",
         unique(HOUR_ROLLUP, _hour_key()),
+        f"CREATE TABLE IF NOT EXISTS {DAY_ROLLUP} ({key_columns(_day_key())}, {measures()})",
+        unique(DAY_ROLLUP, _day_key()),
         (
             f"CREATE TABLE IF NOT EXISTS {RUN_ROLLUP} ({key_columns(_run_key())}, "
             f"first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, end_ns {d.int} NOT NULL, {measures()})"
@@ -210,7 +227,10 @@ def _add_times(table: str, d: _Dialect) -> str:
 
 
 def _key_values(keys: Sequence[str], row: str) -> list[str]:
-    return [_hour(row) if k == "hour_ns" else f"{row}.{k}" for k in keys]
+    return [
+        _hour(row) if k == "hour_ns" else _day(f"{row}.start_ns") if k == "day_ns" else f"{row}.{k}"
+        for k in keys
+    ]
 
 
 # --- SQLite: row triggers into a pending table, folded per write -------------------------------
@@ -361,12 +381,20 @@ def _sqlite_fold(cells: bool) -> tuple[str, ...]:
             ("end_ns", "MAX", "end_ns"),
         )
     )
+    day_keys = _day_key()
+    day_values = ", ".join([_day("r.hour_ns"), *(f"r.{k}" for k in _HOUR_KEYS)])
+    day = (
+        f"INSERT INTO {DAY_ROLLUP} ({', '.join((*day_keys, *MEASURES))}) SELECT {day_values}, {measures} "
+        f"FROM {source} AS r WHERE true GROUP BY {day_values} {_conflict(day_keys, d)} "
+        f"DO UPDATE SET {_add_measures(DAY_ROLLUP)}"
+    )
     return (
         *(_fold_cells() if cells else ()),
         (
             f"INSERT INTO {HOUR_ROLLUP} ({hour_cols}) SELECT {hour_values}, {measures} FROM {source} AS r WHERE true "
             f"GROUP BY {hour_values} {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures(HOUR_ROLLUP)}"
         ),
+        *((day,) if cells else ()),
         (
             f"INSERT INTO {RUN_ROLLUP} ({run_cols}) SELECT {run_values}, {times}, "
             f"{measures} FROM {source} AS r WHERE true GROUP BY {run_values} {_conflict(run_keys, d)} "
@@ -420,6 +448,7 @@ def _pg_apply(source: str, sign_column: bool) -> list[str]:
         return ", ".join(values), order
 
     hour_values, hour_order = grouped(hour_keys)
+    day_values, day_order = grouped(_day_key())
     run_values, run_order = grouped(run_keys)
     # Old rows' times are within their cell's already: LEAST/GREATEST with them change nothing, and a
     # cell only old rows touch needs a value here too (NOT NULL is checked before the conflict is).
@@ -431,6 +460,11 @@ def _pg_apply(source: str, sign_column: bool) -> list[str]:
         (
             f"INSERT INTO {HOUR_ROLLUP} AS t ({hour_cols}) SELECT {hour_values}, {measures} FROM {source} AS r "
             f"GROUP BY {hour_values} ORDER BY {hour_order} {_conflict(hour_keys, d)} DO UPDATE SET {_add_measures('t')}"
+        ),
+        (
+            f"INSERT INTO {DAY_ROLLUP} AS t ({', '.join((*_day_key(), *MEASURES))}) SELECT {day_values}, {measures} "
+            f"FROM {source} AS r GROUP BY {day_values} ORDER BY {day_order} {_conflict(_day_key(), d)} "
+            f"DO UPDATE SET {_add_measures('t')}"
         ),
         (
             f"INSERT INTO {RUN_ROLLUP} AS t ({run_cols}) SELECT {run_values}, {times}, {measures} FROM {source} AS r "
@@ -555,7 +589,21 @@ def ddl(
     statements += _backfill(dialect) if backfill else []
     statements += per_run.backfill(dialect) if runs else []
     statements += groups_sql.backfill(dialect) if groups else []
+    statements += _day_backfill() if groups else []
     return statements + groups_sql.totals_ddl(dialect, backfill=groups)
+
+
+def _day_backfill() -> list[str]:
+    """Fill the day rollup from the hour rollup (complete by then: filled, or the pending rows folded)."""
+    keys = ", ".join(_HOUR_KEYS)
+    sums = ", ".join(f"SUM({m})" for m in MEASURES)
+    return [
+        f"DELETE FROM {DAY_ROLLUP}",
+        (
+            f"INSERT INTO {DAY_ROLLUP} ({', '.join((*_day_key(), *MEASURES))}) SELECT {_day('hour_ns')}, {keys}, "
+            f"{sums} FROM {HOUR_ROLLUP} GROUP BY {_day('hour_ns')}, {keys}"
+        ),
+    ]
 
 
 class ViewSQL(NamedTuple):
@@ -852,6 +900,9 @@ def group_sums_sql(
 def series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]]:
     """(bucket start ns, key value, cost, calls) per bucket of ``bucket_ns`` (a whole number of hours) and
     value of column ``key``, in bucket then key order."""
+    daily = _daily(view, filters, bucket_ns, key)
+    if daily is not None:
+        return daily
     source = _sums_source(view, filters, key)
     key_sql = key if key in view.present or source.table != TABLE else "NULL"
     width = int(bucket_ns)
@@ -863,6 +914,41 @@ def series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -
         "ORDER BY bucket, series"
     )
     return sql, source.params
+
+
+def _daily(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]] | None:
+    """:func:`series_sql` from the day rollup, for buckets of whole days over a window of whole days (or none)
+    the hour rollup would answer; None otherwise."""
+    whole_days = all(t is None or t % DAY_NS == 0 for t in (filters.since_ns, filters.until_ns))
+    if not (
+        bucket_ns % DAY_NS == 0
+        and whole_days
+        and view.groups
+        and not view.pending
+        and hour_rollup_answers(view, filters)
+        and key in _HOUR_COLUMNS
+    ):
+        return None
+    clauses, params = filter_clauses(
+        filters.use_case,
+        None,
+        experience_name=filters.experience_name,
+        use_case_version=filters.use_case_version,
+        use_cases=filters.use_cases,
+    )
+    for bound, op in ((filters.since_ns, ">="), (filters.until_ns, "<")):
+        if bound is not None:
+            clauses.append(f"day_ns {op} ?")
+            params.append(bound)
+    width = int(bucket_ns)
+    bucket = f"(day_ns - ((day_ns % {width}) + {width}) % {width})"
+    calls = view.token_sum.format("calls")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    sql = (
+        f"SELECT {bucket} AS bucket, {key} AS series, CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END, "
+        f"{calls} FROM {DAY_ROLLUP}{where} GROUP BY {bucket}, {key} HAVING {calls} > 0 ORDER BY bucket, series"
+    )
+    return sql, params
 
 
 RUN_FIELDS: Final = (

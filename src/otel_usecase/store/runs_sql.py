@@ -66,6 +66,7 @@ GROUP_KEYS: Final[dict[tuple[str, ...], str]] = {
     ("use_case",): "use_case",
     ("user_id",): "user_id",
     ("experience_name", "experience_id"): "experience",
+    ("use_case", "use_case_version"): "version",
 }
 """The report groupings whose per-run figures an index of :data:`RUNS` answers (keys -> index suffix)."""
 
@@ -361,7 +362,7 @@ def ranked_sql(
 
 def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
     """The columns of the index a ranked read should walk: the group's keys, else a filter's column."""
-    for keys in GROUP_KEYS:
+    for keys in sorted(GROUP_KEYS, key=len, reverse=True):  # the most specific index first
         if group and all(any(c.startswith(f"{k} ") for c in group) for k in keys):
             return keys
     if filters.use_case is not None:
