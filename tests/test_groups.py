@@ -103,7 +103,9 @@ def test_top_by_model_counts_each_run_once_per_model_at_published_prices(store: 
 def test_every_kept_grouping_matches_the_ledger_whole_and_within_use_cases(store: Store) -> None:
     agents(store)
     for filters in (ReportFilter(), ReportFilter(use_case="support"), ReportFilter(use_cases=("search",)),
-                    ReportFilter(use_case="support", use_cases=("search",)), ReportFilter(use_cases=())):  # fmt: skip
+                    ReportFilter(use_case="support", use_cases=("search",)), ReportFilter(use_cases=()),
+                    ReportFilter(user_id="u1"), ReportFilter(experience_name="chat", use_case="support"),
+                    ReportFilter(user_id="u2", use_cases=("search",)), ReportFilter(user_id="nobody")):  # fmt: skip
         for by in GROUPINGS:
             for limit in (1, 2, 10):
                 _same_as_ledger(store, filters, by, limit)
@@ -114,6 +116,9 @@ def test_every_kept_grouping_matches_the_ledger_whole_and_within_use_cases(store
     assert [(r.key["step"], r.runs, r.calls) for r in steps] == [("plan", 6, 6), ("tool", 6, 6), ("answer", 6, 6)]
     versions = views.top(store, ReportFilter(), "experience-version")
     assert {(r.key["experience_version"], r.runs) for r in versions} == {("v1", 3), ("v2", 3), (None, 1)}
+    u1 = {r.key["model"]: r for r in views.top(store, ReportFilter(user_id="u1"), "model")}  # runs a1, a4
+    assert (u1["gpt-4o"].runs, u1["gpt-4o-mini"].calls) == (2, 4)
+    assert u1["gpt-4o"].cost_usd == pytest.approx(gpt4o_cost(1001, 200) + gpt4o_cost(1004, 200))
 
 
 def test_a_better_copy_moving_a_call_to_another_model_moves_its_run_between_groups(store: Store) -> None:

@@ -22,8 +22,8 @@ from ..cost import token_classes
 from ..store import ReportFilter, Store, groups_sql, rollup_sql
 from ..store import runs_sql as per_run
 from ..store.base import GROUP_TOTALS, TOKEN_COLUMNS, tags_of
-from ..store.totals import percentile
-from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows
+from ..store.totals import group_runs, percentile
+from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows, sort_rows
 
 __all__ = [
     "BUCKETS",
@@ -208,22 +208,15 @@ def _top_per_run(
     n = len(keys)
     found: dict[tuple[Any, ...], tuple[int, float | None, int, float | None]] = {}
 
-    def read(rows: int | None) -> list[tuple[Any, ...]]:
+    def read(dearest: groups_sql.Dearest) -> dict[tuple[Any, ...], float | None]:
         found.clear()
-        records = store.query(*per_run.order_sql(keys, filters, view.tag_value, rows))
-        for record in records:
+        for record in store.query(*per_run.order_sql(keys, filters, view.tag_value, dearest)):
             runs, cost, complete, complete_sum = record[n:]
             found[tuple(record[:n])] = (int(runs), _number(cost), int(complete or 0), _number(complete_sum))
-        return records
+        return {key: values[1] for key, values in found.items()}
 
-    # The dearest groups in SQL (50,000 experiences need not cross into Python), with room for ties;
-    # when the last one read costs what the last one shown does, ties may reach past it: read them all.
-    records = read(limit + _TIE_ROOM)
-    if len(records) == limit + _TIE_ROOM:
-        costs = sorted((found[key][1] for key in found), key=lambda c: (c is None, -(c or 0.0)))
-        if costs[limit - 1] == costs[-1]:
-            read(None)
-    shown = heapq.nsmallest(limit, found, key=lambda key: order_key(found[key][1], key))
+    # The dearest groups in SQL (50,000 experiences need not cross into Python), with room for ties.
+    shown = _dearest(read, limit)
     if not shown:
         return []
     query = rollup_sql.group_sums_sql(view, filters, keys, shown) or per_run.sums_sql(
@@ -273,6 +266,8 @@ def _top_kept(
     call_level = kept in groups_sql.CALL_GROUPINGS
     within = (filters.use_case, filters.use_cases)
     if filters._replace(use_case=None, use_cases=None) != ReportFilter():
+        if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
+            return _top_of_runs(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"
     if not from_totals and not call_level:
@@ -319,6 +314,19 @@ def _top_kept(
         assert len(row) == n + len(GROUP_TOTALS)
         result.append(group_row(row, keys))
     return result
+
+
+def _top_of_runs(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+) -> list[ReportRow]:
+    """:func:`top` of a call-level grouping under a filter on the runs' user, experience, version or tags:
+    the runs from the per-run table's indexes, their per-(run, group) rows, grouped here as the report
+    groups runs (:func:`~otel_usecase.store.totals.group_runs`)."""
+    runs_where, params = per_run.where(filters, view.tag_value)
+    rows = store.query(*groups_sql.run_parts_sql(by, runs_where, params))
+    n = len(keys)
+    grouped = [group[:n] + group[2:] for group in group_runs(rows, 2)]
+    return sort_rows(group_row(group, keys) for group in grouped)[:limit]
 
 
 def _ranked_percentile(ranked: Callable[[per_run.Walk], list[Any]], n: int, q: float) -> float | None:

@@ -45,7 +45,7 @@ from functools import cache
 from typing import Any, Final, NamedTuple
 
 from .base import TABLE, TOKEN_COLUMNS
-from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Walk, order_by
+from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Dearest, Walk, order_by
 
 __all__ = [
     "CALL_GROUPINGS",
@@ -464,14 +464,6 @@ TOTALS_FIELDS: Final = (
 _UNKNOWN_LAST: Final = "CASE WHEN {known} THEN 0 ELSE 1 END, {cost} DESC"
 
 
-class Dearest(NamedTuple):
-    """Which groups a top list reads: the ``rows`` dearest (None: all), or every group costing at least
-    ``floor`` (the groups tied with the last one shown, and those before it)."""
-
-    rows: int | None = None
-    floor: float | None = None
-
-
 def totals_sql(
     by: str, read: Dearest, use_case: str | None = None, use_cases: Sequence[str] | None = None
 ) -> tuple[str, list[Any]]:
@@ -548,3 +540,16 @@ def summary_sql(token_sum: str) -> str:
         ]
     )
     return f"SELECT {sums} FROM {TOTALS} WHERE report_by = 'use-case'"
+
+
+def run_parts_sql(by: str, runs_where: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """The rows of the runs selected by ``runs_where`` (a ``WHERE`` clause on :data:`.runs_sql.RUNS`, with
+    its ``params``) in grouping ``by``: ``k1, k2``, then :data:`~.base.RUN_TOTALS` (the run's cost when
+    known). A filter on a run's user, experience, version or tags finds its runs through the per-run
+    table's indexes, then their rows here through (use case, run id)."""
+    totals = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls", DEAR_COST)
+    sql = (
+        f"SELECT k1, k2, {', '.join(totals)} FROM {GROUPS} WHERE report_by = ? AND (use_case, run_id) IN "
+        f"(SELECT use_case, run_id FROM {RUNS}{runs_where})"
+    )
+    return sql, [by, *params]

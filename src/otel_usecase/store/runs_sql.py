@@ -39,6 +39,7 @@ __all__ = [
     "COMPLETE_COST",
     "DEAR_COST",
     "RUNS",
+    "Dearest",
     "Walk",
     "any_group",
     "backfill",
@@ -321,6 +322,14 @@ def spread_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, 
     return sql, params
 
 
+class Dearest(NamedTuple):
+    """Which groups a top list reads: the ``rows`` dearest (None: all), or every group costing at least
+    ``floor`` (the groups tied with the last one shown, and those before it)."""
+
+    rows: int | None = None
+    floor: float | None = None
+
+
 class Walk(NamedTuple):
     """A ranked read: ``take`` values ``offset`` rows from the cheapest end of an index on the complete cost,
     or (``descending``) from its dearest end, in that order."""
@@ -392,22 +401,26 @@ def group_keys(keys: tuple[str, ...]) -> bool:
 
 
 def order_sql(
-    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, rows: int | None = None
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, read: Dearest | None = None
 ) -> tuple[str, list[Any]]:
     """Per value of ``keys``: those values, runs, their cost (the sum of the runs' costs, as the report
-    sums them), the number and sum of the complete costs; read from the group's index alone. With
-    ``rows``, only the ``rows`` dearest groups (unknown cost last; ties in no particular order: the
-    caller orders them, and asks for every group when ties may reach past ``rows``)."""
+    sums them), the number and sum of the complete costs; read from the group's index alone. ``read``:
+    only the dearest groups, or those costing at least a floor (:class:`Dearest`; unknown cost last, ties
+    in no particular order: the caller orders them, and asks for every tie)."""
     clause, params = where(filters, tag_value)
     group = ", ".join(keys)
+    cost = f"SUM({DEAR_COST})"
     sql = (
-        f"SELECT {group}, COUNT(*), SUM({DEAR_COST}), COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
+        f"SELECT {group}, COUNT(*), {cost}, COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
         f"FROM {RUNS}{clause} GROUP BY {group}"
     )
-    if rows is None:
+    if read is not None and read.floor is not None:
+        sql += f" HAVING {cost} >= ?"
+        params = [*params, read.floor]
+    if read is None or read.rows is None:
         return sql, params
-    sql += f" ORDER BY CASE WHEN SUM({DEAR_COST}) IS NULL THEN 1 ELSE 0 END, SUM({DEAR_COST}) DESC LIMIT ?"
-    return sql, [*params, int(rows)]
+    sql += f" ORDER BY CASE WHEN {cost} IS NULL THEN 1 ELSE 0 END, {cost} DESC LIMIT ?"
+    return sql, [*params, int(read.rows)]
 
 
 def sums_sql(
