@@ -64,7 +64,8 @@ def _ledger_select(total: int, series: str, hexed: Callable[[str, int], str], st
                CASE WHEN {unpriced} THEN 'unpriced' ELSE 'priced' END,
                CASE WHEN {unpriced} THEN NULL ELSE 'genai-prices 0.0.40' END,
                NULL, NULL, CASE WHEN {unpriced} THEN 'unknown model' END, NULL, CASE WHEN n % 250 = 3 THEN 1 ELSE 0 END,
-               CASE WHEN {run} % 2 = 0 THEN '{{"tenant":"t' || ({run} % 10) || '"}}' END
+               CASE WHEN {run} % 2 = 0 THEN '{{"tenant":"t' || ({run} % 10) || '"}}' END,
+               'ev' || ({run} % 3)
         FROM {series}
     """
 
@@ -117,6 +118,9 @@ def _to_schema_4(*, sqlite: bool) -> list[str]:
         "DROP TABLE IF EXISTS usecase_hour_rollup",
         "DROP TABLE IF EXISTS usecase_run_rollup",
         "DROP TABLE IF EXISTS usecase_runs",
+        "DROP TABLE IF EXISTS usecase_run_groups",
+        "DROP TABLE IF EXISTS usecase_group_totals",
+        "DROP TABLE IF EXISTS usecase_day_rollup",
         "DROP INDEX IF EXISTS usecase_calls_run_totals",
         "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
     ]
@@ -225,11 +229,13 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
     from otel_usecase.store import ReportFilter, open_store
 
     started = time.perf_counter()
-    store = open_store(url)  # the schema 6 migration: covering index, rollups and per-run table created and filled
+    store = open_store(url)  # the migration: covering index, rollups, per-run table and groups created and filled
     migration = time.perf_counter() - started
     rows = [
         row(
-            NAME, f"{label}: migration to schema 6 at {total:,} calls (index, rollups, per-run table)", f"{migration:.0f} s"
+            NAME,
+            f"{label}: migration to schema 8 at {total:,} calls (indexes, rollups, per-run table, groups)",
+            f"{migration:.0f} s",
         )
     ]
     try:
