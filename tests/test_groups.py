@@ -105,7 +105,12 @@ def test_every_kept_grouping_matches_the_ledger_whole_and_within_use_cases(store
     for filters in (ReportFilter(), ReportFilter(use_case="support"), ReportFilter(use_cases=("search",)),
                     ReportFilter(use_case="support", use_cases=("search",)), ReportFilter(use_cases=()),
                     ReportFilter(user_id="u1"), ReportFilter(experience_name="chat", use_case="support"),
-                    ReportFilter(user_id="u2", use_cases=("search",)), ReportFilter(user_id="nobody")):  # fmt: skip
+                    ReportFilter(user_id="u2", use_cases=("search",)), ReportFilter(user_id="nobody"),
+                    # windows that cut runs in two (a run's calls are 1/7 hour apart) and whole ones
+                    ReportFilter(since_ns=T0 + 11 * HOUR // 7), ReportFilter(until_ns=T0 + 32 * HOUR // 7),
+                    ReportFilter(since_ns=T0 + 21 * HOUR // 7, until_ns=T0 + 42 * HOUR // 7, use_case="support"),
+                    ReportFilter(since_ns=T0 + 5, until_ns=T0 + 10 * HOUR, use_cases=("search",)),
+                    ReportFilter(since_ns=T0 + 100 * HOUR)):  # fmt: skip
         for by in GROUPINGS:
             for limit in (1, 2, 10):
                 _same_as_ledger(store, filters, by, limit)
@@ -116,6 +121,16 @@ def test_every_kept_grouping_matches_the_ledger_whole_and_within_use_cases(store
     assert [(r.key["step"], r.runs, r.calls) for r in steps] == [("plan", 6, 6), ("tool", 6, 6), ("answer", 6, 6)]
     versions = views.top(store, ReportFilter(), "experience-version")
     assert {(r.key["experience_version"], r.runs) for r in versions} == {("v1", 3), ("v2", 3), (None, 1)}
+    # from the second call of run a1 (call 11) to before the last call of run a4 (call 42): a1 and a4 are cut
+    cut = {r.key["model"]: r for r in views.top(store, ReportFilter(since_ns=T0 + 11 * HOUR // 7,
+                                                                   until_ns=T0 + 42 * HOUR // 7), "model")}  # fmt: skip
+    assert (cut["gpt-4o"].runs, cut["gpt-4o-mini"].runs) == (3, 4)  # plans of a2, a3, a4; a1 to a4's mini parts
+    assert cut["gpt-4o"].cost_usd == pytest.approx(sum(gpt4o_cost(1000 + r, 200) for r in (2, 3, 4)))
+    parts = sorted([mini_cost(600, 40) + mini_cost(50, 11),  # a1 without its plan
+                    *(mini_cost(300 * (r + 1), 40) + mini_cost(50, 10 + r) for r in (2, 3)),
+                    mini_cost(1500, 40)])  # a4 without its answer  # fmt: skip
+    assert cut["gpt-4o-mini"].p50_run_cost_usd == pytest.approx((parts[1] + parts[2]) / 2)
+    assert cut["gpt-4o-mini"].cost_usd == pytest.approx(sum(parts))
     u1 = {r.key["model"]: r for r in views.top(store, ReportFilter(user_id="u1"), "model")}  # runs a1, a4
     assert (u1["gpt-4o"].runs, u1["gpt-4o-mini"].calls) == (2, 4)
     assert u1["gpt-4o"].cost_usd == pytest.approx(gpt4o_cost(1001, 200) + gpt4o_cost(1004, 200))

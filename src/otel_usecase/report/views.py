@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, NamedTuple
 from ..cost import token_classes
 from ..store import ReportFilter, Store, groups_sql, rollup_sql
 from ..store import runs_sql as per_run
-from ..store.base import GROUP_TOTALS, TOKEN_COLUMNS, tags_of
+from ..store.base import GROUP_TOTALS, RUN_TOTALS, TOKEN_COLUMNS, tags_of
 from ..store.totals import group_runs, percentile
 from .queries import ReportError, ReportRow, group_row, grouping, order_key, report_rows, sort_rows
 
@@ -268,6 +268,9 @@ def _top_kept(
     if filters._replace(use_case=None, use_cases=None) != ReportFilter():
         if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
             return _top_of_runs(store, view, filters, by, keys, limit)
+        windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
+        if call_level and windowed == ReportFilter():
+            return _top_of_window(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"
     if not from_totals and not call_level:
@@ -324,6 +327,34 @@ def _top_of_runs(
     groups runs (:func:`~otel_usecase.store.totals.group_runs`)."""
     runs_where, params = per_run.where(filters, view.tag_value)
     rows = store.query(*groups_sql.run_parts_sql(by, runs_where, params))
+    n = len(keys)
+    grouped = [group[:n] + group[2:] for group in group_runs(rows, 2)]
+    return sort_rows(group_row(group, keys) for group in grouped)[:limit]
+
+
+_STRADDLING_CHUNK: Final = 200
+"""Runs per ledger query of :func:`_top_of_window` (two parameters each)."""
+
+
+def _top_of_window(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+) -> list[ReportRow]:
+    """:func:`top` of a call-level grouping over a time window: the per-(run, group) rows of the runs whose
+    every call is in the window (found through the per-run table's times), and, from the ledger, the
+    calls in the window of the few runs that cross one of its ends; grouped here as the report groups runs."""
+    (inside, inside_params), (crossing, crossing_params) = groups_sql.window_sql(
+        by, filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases
+    )
+    rows = list(store.query(inside, inside_params))
+    straddling = [(str(u), str(r)) for u, r in store.query(crossing, crossing_params)]
+    if straddling:
+        ledger = rollup_sql.ledger_sums(view, filters)
+        measures = [ledger.measures[m] for m in RUN_TOTALS]
+        for start in range(0, len(straddling), _STRADDLING_CHUNK):
+            chunk = straddling[start : start + _STRADDLING_CHUNK]
+            rows += store.query(
+                *groups_sql.window_ledger_sql(by, measures, ledger.clause, ledger.params, chunk)
+            )
     n = len(keys)
     grouped = [group[:n] + group[2:] for group in group_runs(rows, 2)]
     return sort_rows(group_row(group, keys) for group in grouped)[:limit]

@@ -69,6 +69,8 @@ __all__ = [
     "tables",
     "totals_ddl",
     "totals_sql",
+    "window_ledger_sql",
+    "window_sql",
 ]
 
 GROUPS: Final = "usecase_run_groups"
@@ -553,3 +555,57 @@ def run_parts_sql(by: str, runs_where: str, params: Sequence[Any]) -> tuple[str,
         f"(SELECT use_case, run_id FROM {RUNS}{runs_where})"
     )
     return sql, [by, *params]
+
+
+_BEFORE_ALL: Final = -(2**63)
+_AFTER_ALL: Final = 2**63 - 1
+
+
+def window_sql(
+    by: str,
+    since: int | None,
+    until: int | None,
+    use_case: str | None,
+    use_cases: Sequence[str] | None,
+) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """A window's runs of a call-level grouping ``by``, through the per-run table's index on the last call:
+
+    * the rows of the runs whose every call is in ``[since, until)``: ``k1, k2``, then
+      :data:`~.base.RUN_TOTALS` (what they cost in the window is what they cost);
+    * the (use case, run id) of the runs with calls on both sides of an end of the window, a few: their
+      calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
+    low = _BEFORE_ALL if since is None else int(since)
+    high = _AFTER_ALL if until is None else int(until)
+    scope, scope_params = _use_case_clauses(use_case, use_cases, "r.use_case")
+    scoped = "".join(f" AND {c}" for c in scope)
+    totals = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls", DEAR_COST)
+    inside = (
+        f"SELECT g.k1, g.k2, {', '.join(f'g.{t}' for t in totals)} FROM {RUNS} AS r "
+        f"JOIN {GROUPS} AS g ON g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? "
+        f"WHERE r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+    )
+    straddling = (
+        f"SELECT r.use_case, r.run_id FROM {RUNS} AS r WHERE r.last_ns >= ? AND r.first_ns < ? "
+        f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
+    )
+    return (
+        (inside, [by, low, low, high, *scope_params]),
+        (straddling, [low, high, low, high, *scope_params]),
+    )
+
+
+def window_ledger_sql(
+    by: str, measures: Sequence[str], clause: str, params: Sequence[Any], runs: Sequence[tuple[str, str]]
+) -> tuple[str, list[Any]]:
+    """The calls of ``runs`` that the ledger ``clause`` (its window and filters) keeps, per (run, group) of
+    ``by``: ``k1, k2``, then ``measures`` (:data:`~.base.RUN_TOTALS`, as the ledger sums them)."""
+    grouping = kept(by)
+    assert grouping is not None and grouping in CALL_GROUPINGS
+    k1, k2 = (*grouping.keys, "NULL")[:2]
+    pairs = " OR ".join("(run_id = ? AND use_case = ?)" for _ in runs)
+    where = f"{clause} AND ({pairs})" if clause else f" WHERE ({pairs})"
+    sql = (
+        f"SELECT {k1}, {k2}, {', '.join(measures)} FROM {TABLE}{where} "
+        f"GROUP BY use_case, run_id, {k1}{'' if k2 == 'NULL' else ', ' + k2}"
+    )
+    return sql, [*params, *(v for use_case, run_id in runs for v in (run_id, use_case))]

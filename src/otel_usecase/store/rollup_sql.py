@@ -62,6 +62,7 @@ __all__ = [
     "SERIES_KEYS",
     "ViewSQL",
     "ddl",
+    "ledger_sums",
     "run_costs_sql",
     "runs_sql",
     "series_sql",
@@ -708,6 +709,12 @@ def _ledger(view: ViewSQL, filters: ReportFilter) -> _Source:
     return _Source(
         TABLE, clause, params, measures, "start_ns", "MIN(start_ns)", "MAX(start_ns)", "MAX(end_ns)"
     )
+
+
+def ledger_sums(view: ViewSQL, filters: ReportFilter) -> _Source:
+    """The ledger as a source of sums for ``filters``: its ``WHERE`` clause, parameters and the SQL of each
+    measure (``calls``, the token columns, ``cost_usd``, the status and error counts)."""
+    return _ledger(view, filters)
 
 
 def _rollup(view: ViewSQL, filters: ReportFilter, table: str) -> _Source:
