@@ -55,6 +55,7 @@ __all__ = [
     "TOTALS_FIELDS",
     "Dearest",
     "Kept",
+    "WindowSQL",
     "backfill",
     "drop_empty",
     "groups_sql",
@@ -145,11 +146,12 @@ def tables(dialect: str) -> list[str]:
         ),
         # (use case, run id) first: the fold and a forget find a run's rows through it
         f"CREATE UNIQUE INDEX IF NOT EXISTS {GROUPS}_key ON {GROUPS} (use_case, run_id, report_by, {k1}, {k2})",
-        # a group's complete costs in order (p50, p95 by rank), over every use case, and within one
+        # a group's complete costs in order (p50, p95 by rank)
         f"CREATE INDEX IF NOT EXISTS {GROUPS}_rank ON {GROUPS} (report_by, k1, k2, {COMPLETE_COST})",
+        # a run's groups and costs from the index alone: the runs of a time window, and a use case's groups
         (
-            f"CREATE INDEX IF NOT EXISTS {GROUPS}_use_case ON {GROUPS} "
-            f"(report_by, use_case, k1, k2, {COMPLETE_COST}, {DEAR_COST})"
+            f"CREATE INDEX IF NOT EXISTS {GROUPS}_parts ON {GROUPS} "
+            f"(use_case, run_id, report_by, k1, k2, {DEAR_COST}, {COMPLETE_COST})"
         ),
         (
             f"CREATE TABLE IF NOT EXISTS {TOTALS} (report_by TEXT NOT NULL, k1 TEXT, k2 TEXT, "
@@ -519,7 +521,8 @@ def ranked_sql(
     scope, scope_params = _use_case_clauses(use_case, use_cases)
     group, group_params = _group_conditions(values)
     where = " AND ".join(["report_by = ?", *scope, *group, f"{COMPLETE_COST} IS NOT NULL"])
-    # the constant columns first: the planner then walks the group's part of the index
+    # the constant columns first: the planner then walks the group's part of the index (within a use case,
+    # it reads the use case's part of the index of parts and sorts the group's costs)
     prefix = ("report_by", "use_case", "k1", "k2") if use_case is not None else ("report_by", "k1", "k2")
     sql = f"SELECT {COMPLETE_COST} FROM {GROUPS} WHERE {where}{order_by((*prefix, COMPLETE_COST), how)}"
     return sql, [by, *scope_params, *group_params]
@@ -561,36 +564,48 @@ _BEFORE_ALL: Final = -(2**63)
 _AFTER_ALL: Final = 2**63 - 1
 
 
+class WindowSQL(NamedTuple):
+    """The queries of a call-level grouping over a time window (:func:`window_sql`)."""
+
+    runs: tuple[str, list[Any]]
+    """One row per (run, group) of the runs whose every call is in the window: ``k1, k2``, its cost (None
+    when unknown), its complete cost (None when not complete), then (``with_sums``) calls, the token
+    columns, the unpriced, no-usage and partial counts (from the table; without them, from indexes alone)."""
+    crossing: tuple[str, list[Any]]
+    """The (use case, run id) of the runs with calls on both sides of an end of the window: a few, whose
+    calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
+
+
 def window_sql(
     by: str,
     since: int | None,
     until: int | None,
     use_case: str | None,
     use_cases: Sequence[str] | None,
-) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
-    """A window's runs of a call-level grouping ``by``, through the per-run table's index on the last call:
-
-    * the rows of the runs whose every call is in ``[since, until)``: ``k1, k2``, then
-      :data:`~.base.RUN_TOTALS` (what they cost in the window is what they cost);
-    * the (use case, run id) of the runs with calls on both sides of an end of the window, a few: their
-      calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
+    with_sums: bool = True,
+) -> WindowSQL:
+    """A window's runs of a call-level grouping ``by``, found through the per-run table's index on the last
+    call: what a run wholly inside ``[since, until)`` costs in the window is what it costs, so its
+    per-(run, group) rows answer; only the runs crossing an end need the ledger."""
     low = _BEFORE_ALL if since is None else int(since)
     high = _AFTER_ALL if until is None else int(until)
     scope, scope_params = _use_case_clauses(use_case, use_cases, "r.use_case")
     scoped = "".join(f" AND {c}" for c in scope)
-    totals = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls", DEAR_COST)
-    inside = (
-        f"SELECT g.k1, g.k2, {', '.join(f'g.{t}' for t in totals)} FROM {RUNS} AS r "
-        f"JOIN {GROUPS} AS g ON g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? "
-        f"WHERE r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+    counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    sums = "".join(f", g.{c}" for c in counts) if with_sums else ""
+    # (CROSS JOIN: SQLite then reads the runs first, through their index on the last call, as written)
+    runs = (
+        f"SELECT g.k1, g.k2, g.{DEAR_COST}, g.{COMPLETE_COST}{sums} FROM {RUNS} AS r CROSS JOIN {GROUPS} AS g "
+        f"WHERE g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? "
+        f"AND r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
     )
-    straddling = (
+    crossing = (
         f"SELECT r.use_case, r.run_id FROM {RUNS} AS r WHERE r.last_ns >= ? AND r.first_ns < ? "
         f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
     )
-    return (
-        (inside, [by, low, low, high, *scope_params]),
-        (straddling, [low, high, low, high, *scope_params]),
+    return WindowSQL(
+        (runs, [by, low, low, high, *scope_params]),
+        (crossing, [low, high, low, high, *scope_params]),
     )
 
 

@@ -54,6 +54,7 @@ from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilte
 __all__ = [
     "DAY_NS",
     "DAY_ROLLUP",
+    "HOUR_COLUMNS",
     "HOUR_NS",
     "HOUR_ROLLUP",
     "MEASURES",
@@ -645,6 +646,8 @@ _STATUS_COUNTS: Final = tuple(
 _RUN_COLUMNS: Final = frozenset(("use_case", "run_id", "user_id", "experience_name", "experience_id",
                                  "use_case_version", "tags"))  # fmt: skip
 _HOUR_COLUMNS: Final = frozenset(_HOUR_KEYS)
+HOUR_COLUMNS: Final = _HOUR_COLUMNS
+"""The key columns of the hour rollup (what :func:`group_sums_sql` can group by)."""
 
 
 def hour_rollup_answers(view: ViewSQL, filters: ReportFilter) -> bool:

@@ -107,7 +107,7 @@ def tables(dialect: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {RUNS}_dear ON {RUNS} ({DEAR_COST}{desc}, use_case, run_id)",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_complete ON {RUNS} ({COMPLETE_COST})",
         # the runs of a time window: those with a call at or after its start (.groups_sql.window_sql)
-        f"CREATE INDEX IF NOT EXISTS {RUNS}_last ON {RUNS} (last_ns, first_ns)",
+        f"CREATE INDEX IF NOT EXISTS {RUNS}_last ON {RUNS} (last_ns, first_ns, use_case, run_id)",
         # per group: the order of the groups (their cost) and their per-run figures, read from the index alone
         *(
             f"CREATE INDEX IF NOT EXISTS {RUNS}_{name} ON {RUNS} ({', '.join(keys)}, {COMPLETE_COST}, {DEAR_COST})"
