@@ -205,9 +205,10 @@ def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: Rep
             same(views.list_runs, order, limit, offset)
     same(views.run_histogram, 3)
     same(views.run_histogram, 1)
-    for by in GROUPINGS:  # top by use case, user, experience reads the per-run table
-        for limit in (1, 2, 10):
+    for by in GROUPINGS:  # top reads the group totals, the per-(run, group) rows, the per-run table
+        for limit in (1, 2, 10, None):
             same(views.top, by, limit)
+        assert rounded(views.top(store, filters, by, None)) == rounded(report_rows(ledger, by, filters)), by
     for by in GROUPINGS:  # the report (and top) too: the stores read the run rollup for the keys it keeps
         from_rollups = rounded(report_rows(store, by, filters))
         store._rollups = False  # type: ignore[attr-defined]

@@ -179,20 +179,23 @@ def cost_series(
     ]
 
 
-def top(store: Store, filters: ReportFilter, by: str, limit: int = 10) -> list[ReportRow]:
-    """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value), unpriced last: the report's rows.
+def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) -> list[ReportRow]:
+    """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value; None: every group), unpriced
+    last: the same rows as :func:`~otel_usecase.report.queries.report_rows`, read where they are kept.
 
-    By use case, user or experience without a time window, the groups' sums come from the per-run table
-    and the per-run p50 and p95 of just the ``limit`` groups shown from its indexes (seeks, not a sort of
-    every run); the same rows as :func:`~otel_usecase.report.queries.report_rows`."""
+    Without a filter, from the group totals (:mod:`~otel_usecase.store.groups_sql`): a few rows, then the
+    p50 and p95 of the groups shown by rank; a call-level grouping (model, step, cost source, experience
+    version) within use cases, under a user, experience, version or tag filter, or over a time window, from
+    its per-(run, group) rows; by use case, user, experience or version under other filters, from the
+    per-run table's indexes; anything else from the rollups or the ledger."""
     keys = grouping(by)
     view = store.view_sql()
-    if limit >= 1:
+    if limit is None or limit >= 1:
         kept = _top_kept(store, view, filters, by, keys, limit)
         if kept is not None:
             return kept
-    if limit >= 1 and per_run.group_keys(keys) and _per_run(store, view, filters):
-        return _top_per_run(store, view, filters, keys, limit)
+        if per_run.group_keys(keys) and _per_run(store, view, filters):
+            return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
 
 
@@ -201,7 +204,7 @@ _TIE_ROOM: Final = 32
 
 
 def _top_per_run(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int | None
 ) -> list[ReportRow]:
     """:func:`top` from the per-run table: every group's cost and counts from its index alone, the groups
     ordered as the report orders them, then the other sums and the p50 and p95 of the ``limit`` shown."""
@@ -240,11 +243,14 @@ def _top_per_run(
 
 
 def _dearest(
-    read: Callable[[groups_sql.Dearest], dict[tuple[Any, ...], float | None]], limit: int
+    read: Callable[[groups_sql.Dearest], dict[tuple[Any, ...], float | None]], limit: int | None
 ) -> list[tuple[Any, ...]]:
-    """The keys of the ``limit`` dearest groups as the report orders them, from ``read``: the cost of the
-    groups it asks for, ordered and cut in SQL, with room for ties; when the last one read costs what the
-    last one shown does, ties may reach past it: every group that costs as much is read."""
+    """The keys of the ``limit`` dearest groups (None: all) as the report orders them, from ``read``: the
+    cost of the groups it asks for, ordered and cut in SQL, with room for ties; when the last one read
+    costs what the last one shown does, ties may reach past it: every group that costs as much is read."""
+    if limit is None:
+        every = read(groups_sql.Dearest())
+        return sorted(every, key=lambda key: order_key(every[key], key))
     found = read(groups_sql.Dearest(rows=limit + _TIE_ROOM))
     if len(found) == limit + _TIE_ROOM:
         costs = sorted(found.values(), key=lambda c: (c is None, -(c or 0.0)))
@@ -254,7 +260,12 @@ def _dearest(
 
 
 def _top_kept(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    keys: tuple[str, ...],
+    limit: int | None,
 ) -> list[ReportRow] | None:
     """:func:`top` from the group totals kept by the database (:mod:`~otel_usecase.store.groups_sql`), a few
     rows read, then the p50 and p95 of the groups shown by rank. They answer no filter, or a use case (or
@@ -320,7 +331,12 @@ def _top_kept(
 
 
 def _top_of_runs(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    keys: tuple[str, ...],
+    limit: int | None,
 ) -> list[ReportRow]:
     """:func:`top` of a call-level grouping under a filter on the runs' user, experience, version or tags:
     the runs from the per-run table's indexes, their per-(run, group) rows, grouped here as the report
@@ -337,7 +353,12 @@ _STRADDLING_CHUNK: Final = 200
 
 
 def _top_of_window(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, keys: tuple[str, ...], limit: int
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    keys: tuple[str, ...],
+    limit: int | None,
 ) -> list[ReportRow]:
     """:func:`top` of a call-level grouping over a time window: the per-(run, group) rows of the runs whose
     every call is in the window (found through the per-run table's times), summed in SQL, with their
