@@ -280,7 +280,7 @@ def _top_kept(
         if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
             return _top_of_runs(store, view, filters, by, keys, limit)
         windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
-        if call_level and windowed == ReportFilter():
+        if windowed == ReportFilter() and (call_level or not store.query(per_run.mixed_sql())):
             return _top_of_window(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"
@@ -360,10 +360,10 @@ def _top_of_window(
     keys: tuple[str, ...],
     limit: int | None,
 ) -> list[ReportRow]:
-    """:func:`top` of a call-level grouping over a time window: the per-(run, group) rows of the runs whose
-    every call is in the window (found through the per-run table's times), summed in SQL, with their
-    complete costs for p50 and p95; and, from the ledger, the calls in the window of the few runs that cross
-    one of its ends. The same figures as the report's grouping of every run's calls in the window."""
+    """:func:`top` over a time window: the per-(run, group) rows (a call-level grouping) or the per-run rows
+    (use case, user, experience, version) of the runs whose every call is in the window, found through the
+    per-run table's times; and, from the ledger, the calls in the window of the few runs that cross one of
+    its ends. The same figures as the report's grouping of every run's calls in the window."""
     width = len(RUN_TOTALS) - 1
     n = len(keys)
     # The sums of calls, tokens and unknown-cost counts from the hour rollup where it answers (the window's

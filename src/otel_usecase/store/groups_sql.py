@@ -584,29 +584,42 @@ def window_sql(
     use_cases: Sequence[str] | None,
     with_sums: bool = True,
 ) -> WindowSQL:
-    """A window's runs of a call-level grouping ``by``, found through the per-run table's index on the last
-    call: what a run wholly inside ``[since, until)`` costs in the window is what it costs, so its
-    per-(run, group) rows answer; only the runs crossing an end need the ledger."""
+    """A window's runs of grouping ``by``, found through the per-run table's index on the last call: what a
+    run wholly inside ``[since, until)`` costs in the window is what it costs, so its per-(run, group) rows
+    (a call-level grouping) or its per-run row (a grouping of whole runs) answer; only the runs crossing an
+    end need the ledger."""
+    grouping = kept(by)
+    assert grouping is not None
     low = _BEFORE_ALL if since is None else int(since)
     high = _AFTER_ALL if until is None else int(until)
     scope, scope_params = _use_case_clauses(use_case, use_cases, "r.use_case")
     scoped = "".join(f" AND {c}" for c in scope)
     counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    window = f"r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+    if grouping in RUN_GROUPINGS:
+        k1, k2 = (*(f"r.{k}" for k in grouping.keys), "NULL")[:2]
+        sums = "".join(f", r.{c}" for c in counts) if with_sums else ""
+        runs = f"SELECT {k1}, {k2}, r.{DEAR_COST}, r.{COMPLETE_COST}{sums} FROM {RUNS} AS r WHERE {window}"
+        return WindowSQL(
+            (runs, [low, low, high, *scope_params]),
+            _crossing(low, high, scoped, scope_params),
+        )
     sums = "".join(f", g.{c}" for c in counts) if with_sums else ""
     # (CROSS JOIN: SQLite then reads the runs first, through their index on the last call, as written)
     runs = (
         f"SELECT g.k1, g.k2, g.{DEAR_COST}, g.{COMPLETE_COST}{sums} FROM {RUNS} AS r CROSS JOIN {GROUPS} AS g "
-        f"WHERE g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? "
-        f"AND r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+        f"WHERE g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? AND {window}"
     )
+    return WindowSQL((runs, [by, low, low, high, *scope_params]), _crossing(low, high, scoped, scope_params))
+
+
+def _crossing(low: int, high: int, scoped: str, scope_params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """The runs with calls on both sides of an end of ``[low, high)``."""
     crossing = (
         f"SELECT r.use_case, r.run_id FROM {RUNS} AS r WHERE r.last_ns >= ? AND r.first_ns < ? "
         f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
     )
-    return WindowSQL(
-        (runs, [by, low, low, high, *scope_params]),
-        (crossing, [low, high, low, high, *scope_params]),
-    )
+    return crossing, [low, high, low, high, *scope_params]
 
 
 def window_ledger_sql(
@@ -615,7 +628,7 @@ def window_ledger_sql(
     """The calls of ``runs`` that the ledger ``clause`` (its window and filters) keeps, per (run, group) of
     ``by``: ``k1, k2``, then ``measures`` (:data:`~.base.RUN_TOTALS`, as the ledger sums them)."""
     grouping = kept(by)
-    assert grouping is not None and grouping in CALL_GROUPINGS
+    assert grouping is not None
     k1, k2 = (*grouping.keys, "NULL")[:2]
     pairs = " OR ".join("(run_id = ? AND use_case = ?)" for _ in runs)
     where = f"{clause} AND ({pairs})" if clause else f" WHERE ({pairs})"
