@@ -370,7 +370,13 @@ def _top_of_window(
     # calls, exactly); the runs then come from an index alone.
     rollup_sums = rollup_sql.hour_rollup_answers(view, filters) and set(keys) <= rollup_sql.HOUR_COLUMNS
     window = groups_sql.window_sql(
-        by, filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases, with_sums=not rollup_sums
+        by,
+        filters.since_ns,
+        filters.until_ns,
+        filters.use_case,
+        filters.use_cases,
+        view.token_sum,
+        with_sums=not rollup_sums,
     )
     groups: dict[tuple[Any, ...], _WindowGroup] = {}
     for row in store.query(*window.runs):  # (a hundred thousand rows for a week of 10M calls: kept plain)
@@ -383,8 +389,6 @@ def _top_of_window(
             group.cost = cost if group.cost is None else group.cost + cost
         if complete is not None:
             group.costs.append(complete)
-        if not rollup_sums:
-            group.sums = [a + int(b or 0) for a, b in zip(group.sums, row[4:])]
     crossing = [(str(u), str(r)) for u, r in store.query(*window.crossing)]
     if crossing:
         ledger = rollup_sql.ledger_sums(view, filters)
@@ -396,24 +400,40 @@ def _top_of_window(
                 group = groups.setdefault((k1, k2), _WindowGroup(width))
                 *counts, cost = run
                 known = _number(cost)
-                group.add(1, [0] * width if rollup_sums else [int(v or 0) for v in counts], known)
+                group.add(1, [int(v or 0) for v in counts], known)
                 if known is not None and not (counts[-1] or counts[-2] or counts[-3]):
                     group.costs.append(known)
-    if rollup_sums and groups:
-        shown = [key[:n] for key in groups]
-        sums_query = rollup_sql.group_sums_sql(view, filters, keys, shown)
-        assert sums_query is not None
+
+    def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return order_key(groups[key].cost, key[:n])
+
+    shown = sorted(groups, key=order) if limit is None else heapq.nsmallest(limit, groups, key=order)
+    # The sums of the groups shown: from the hour rollup where it answers (the window's calls, the crossing
+    # runs' too, so they replace those), else from the rows of the runs wholly inside, plus the crossing ones.
+    sums_query = (
+        rollup_sql.group_sums_sql(view, filters, keys, [key[:n] for key in shown])
+        if rollup_sums
+        else window.sums(shown)
+        if window.sums is not None and shown
+        else None
+    )
+    if sums_query is not None and shown:
         for record in store.query(*sums_query):
-            key = (*record[:n], *((None,) if n == 1 else ()))
+            key = (*record[:n], *((None,) if n == 1 else ())) if rollup_sums else tuple(record[:2])
             if key in groups:
-                groups[key].sums = [int(v or 0) for v in record[n:]]
+                found = [int(v or 0) for v in record[(n if rollup_sums else 2) :]]
+                if rollup_sums:
+                    groups[key].sums = found
+                else:
+                    groups[key].add_sums(found)
     rows = []
-    for key, group in groups.items():
+    for key in shown:  # (50,000 experiences: only the groups shown become rows)
+        group = groups[key]
         costs = sorted(group.costs)
         values = (
             *key[:n],
             group.runs,
-            *group.sums,
+            *group.totals(),
             group.cost,
             sum(costs) / len(costs) if costs else None,
             percentile(costs, 0.5),
@@ -421,24 +441,30 @@ def _top_of_window(
             group.runs - len(costs),
         )
         rows.append(group_row(values, keys))
-    return sort_rows(rows)[:limit]
+    return rows
 
 
 class _WindowGroup:
     """One group's figures over a window, added up from runs or sums of runs."""
 
-    __slots__ = ("cost", "costs", "runs", "sums")
+    __slots__ = ("cost", "costs", "runs", "sums", "width")
 
     def __init__(self, width: int) -> None:
         self.runs = 0
-        self.sums = [0] * width
+        self.width = width
+        self.sums: list[int] | None = None  # (made when first needed: 50,000 groups of a window)
         self.cost: float | None = None
         self.costs: list[float] = []
 
+    def add_sums(self, sums: Sequence[int]) -> None:
+        self.sums = list(sums) if self.sums is None else [a + b for a, b in zip(self.sums, sums)]
+
+    def totals(self) -> list[int]:
+        return self.sums if self.sums is not None else [0] * self.width
+
     def add(self, runs: int, sums: Sequence[int], cost: float | None) -> None:
         self.runs += runs
-        if sums[0]:  # (calls: none when the sums come from the hour rollup)
-            self.sums = [a + int(b or 0) for a, b in zip(self.sums, sums)]
+        self.add_sums(sums)
         if cost is not None:
             self.cost = cost if self.cost is None else self.cost + cost
 

@@ -40,7 +40,7 @@ Created and filled from the ledger by the schema 8 migration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
@@ -569,8 +569,10 @@ class WindowSQL(NamedTuple):
 
     runs: tuple[str, list[Any]]
     """One row per (run, group) of the runs whose every call is in the window: ``k1, k2``, its cost (None
-    when unknown), its complete cost (None when not complete), then (``with_sums``) calls, the token
-    columns, the unpriced, no-usage and partial counts (from the table; without them, from indexes alone)."""
+    when unknown), its complete cost (None when not complete)."""
+    sums: Callable[[Sequence[tuple[Any, ...]]], tuple[str, list[Any]]] | None
+    """(``with_sums``) the query of the sums of the given groups ((``k1``, ``k2``) each) over those runs:
+    ``k1, k2``, calls, the token columns, the unpriced, no-usage and partial counts."""
     crossing: tuple[str, list[Any]]
     """The (use case, run id) of the runs with calls on both sides of an end of the window: a few, whose
     calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
@@ -582,6 +584,7 @@ def window_sql(
     until: int | None,
     use_case: str | None,
     use_cases: Sequence[str] | None,
+    token_sum: str,
     with_sums: bool = True,
 ) -> WindowSQL:
     """A window's runs of grouping ``by``, found through the per-run table's index on the last call: what a
@@ -598,19 +601,41 @@ def window_sql(
     window = f"r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
     if grouping in RUN_GROUPINGS:
         k1, k2 = (*(f"r.{k}" for k in grouping.keys), "NULL")[:2]
-        sums = "".join(f", r.{c}" for c in counts) if with_sums else ""
-        runs = f"SELECT {k1}, {k2}, r.{DEAR_COST}, r.{COMPLETE_COST}{sums} FROM {RUNS} AS r WHERE {window}"
-        return WindowSQL(
-            (runs, [low, low, high, *scope_params]),
-            _crossing(low, high, scoped, scope_params),
+        source, params, row = f"FROM {RUNS} AS r WHERE {window}", [low, low, high, *scope_params], "r"
+    else:
+        k1, k2, row = "g.k1", "g.k2", "g"
+        # (CROSS JOIN: SQLite then reads the runs first, through their index on the last call, as written)
+        source = (
+            f"FROM {RUNS} AS r CROSS JOIN {GROUPS} AS g WHERE g.use_case = r.use_case AND g.run_id = r.run_id "
+            f"AND g.report_by = ? AND {window}"
         )
-    sums = "".join(f", g.{c}" for c in counts) if with_sums else ""
-    # (CROSS JOIN: SQLite then reads the runs first, through their index on the last call, as written)
-    runs = (
-        f"SELECT g.k1, g.k2, g.{DEAR_COST}, g.{COMPLETE_COST}{sums} FROM {RUNS} AS r CROSS JOIN {GROUPS} AS g "
-        f"WHERE g.use_case = r.use_case AND g.run_id = r.run_id AND g.report_by = ? AND {window}"
+        params = [by, low, low, high, *scope_params]
+    sums = ", ".join(token_sum.format(f"{row}.{c}") for c in counts)
+    group_by = ", ".join(k for k in (k1, k2) if k != "NULL")
+
+    def sums_of(groups: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        values: list[Any] = []
+        for group in groups:
+            parts: list[str] = []
+            for column, value in zip((k1, k2), group):
+                if column == "NULL":
+                    continue
+                if value is None:
+                    parts.append(f"{column} IS NULL")
+                else:
+                    parts.append(f"{column} = ?")
+                    values.append(value)
+            conditions.append("(" + " AND ".join(parts) + ")")
+        condition = " OR ".join(conditions) or "1 = 0"
+        sql = f"SELECT {k1}, {k2}, {sums} {source} AND ({condition}) GROUP BY {group_by}"
+        return sql, [*params, *values]
+
+    return WindowSQL(
+        (f"SELECT {k1}, {k2}, {row}.{DEAR_COST}, {row}.{COMPLETE_COST} {source}", params),
+        sums_of if with_sums else None,
+        _crossing(low, high, scoped, scope_params),
     )
-    return WindowSQL((runs, [by, low, low, high, *scope_params]), _crossing(low, high, scoped, scope_params))
 
 
 def _crossing(low: int, high: int, scoped: str, scope_params: Sequence[Any]) -> tuple[str, list[Any]]:
