@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_usecase import UseCaseCostExporter, UseCaseSpanProcessor, set_default_use_case
 from otel_usecase._log import reset_rate_limits
+from otel_usecase.store import Store, open_store
 from otel_usecase.testing import FakeOpenAI, FakeUsage
 
 from .pg import PostgresServer
@@ -140,3 +141,13 @@ def sqlite_or_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
         return server.create_database(f"t{next(_databases)}_{name}")
     return "sqlite:///" + str(tmp_path / "costs.db")
+
+
+@pytest.fixture
+def store(sqlite_or_postgres: str) -> Iterator[Store]:
+    """An open store over ``sqlite_or_postgres``, closed after the test."""
+    opened = open_store(sqlite_or_postgres)
+    try:
+        yield opened
+    finally:
+        opened.close()

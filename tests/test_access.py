@@ -17,7 +17,6 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +50,6 @@ CLI = str(Path(sys.executable).parent / "otel-usecase")
 def otel_usecase(*args: str) -> subprocess.CompletedProcess[str]:
     """The real console script in a process of its own (the administrator)."""
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def rows_of(store: Store, table: str) -> list[tuple[Any, ...]]:
@@ -611,7 +601,7 @@ def _back_to_schema_6(store: Store) -> None:
 def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
     sqlite_or_postgres: str,
 ) -> None:
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     writer = open_store(sqlite_or_postgres)
     writer.write([a_call(span_id="0" * 15 + "1", use_case="support", start_ns=10**18)])
     _back_to_schema_6(writer)
@@ -633,7 +623,7 @@ def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
             lambda tx: tx.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'"),
             write=False,
         )
-        assert version == [("7",)]
+        assert version == [("8",)]
         token = create_token(upgraded, "alice")
         share(upgraded, "support", [RoleAssignment("alice", Role.CONSUMER)])
         assert authenticate(upgraded, token) == Principal("alice")
@@ -647,6 +637,8 @@ def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
         assert [tuple(map(int, r)) for r in upgraded.query("SELECT SUM(calls) FROM usecase_hour_rollup")] == [
             (2,)
         ]
+        totals = "SELECT SUM(calls) FROM usecase_group_totals WHERE report_by = 'model'"
+        assert [tuple(map(int, r)) for r in upgraded.query(totals)] == [(2,)]
     finally:
         upgraded.close()
 

@@ -16,15 +16,6 @@ from otel_usecase.store import Store, open_store
 from .webhooks import SECRET, Receiver
 
 
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
 def test_record_appends_rows_read_back_newest_first(store: Store) -> None:
     audit.record(
         store,

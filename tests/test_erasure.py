@@ -11,7 +11,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,15 +34,6 @@ from .expect import mini_cost
 from .test_rollups import HOUR, T0, assert_rollups_match_ledger, call
 
 TOMBSTONE = re.compile(r"forgotten:[0-9a-f]{32}")
-
-
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _tables(store: Store) -> list[str]:

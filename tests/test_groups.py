@@ -9,7 +9,6 @@ input, $0.60/M output; gpt-4o $2.50/M, $10/M).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,15 +32,6 @@ T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
 
 def gpt4o_cost(prompt: int, completion: int) -> float:
     return (prompt * GPT4O_IN + completion * GPT4O_OUT) / M
-
-
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def call(n: int, run: str, model: str = "gpt-4o-mini", tokens: tuple[int, int] = (100, 50), **fields: Any) -> Any:

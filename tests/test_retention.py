@@ -32,15 +32,6 @@ from .test_erasure import rounded
 from .test_rollups import HOUR, T0, call
 
 
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
 def hourly_calls(first: int, hours: int, per_hour: int, **fields: Any) -> list[Any]:
     """``per_hour`` calls in each of ``hours`` hours from ``T0`` (1,000 prompt and 100 completion tokens),
     in three runs of users u0, u1, u2."""

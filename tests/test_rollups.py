@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,15 +284,6 @@ def assert_rollups_match_ledger(store: Store) -> None:
         assert got[:cost_at] == want[:cost_at]  # counts and tokens: exactly
         assert got[cost_at] == pytest.approx(want[cost_at], rel=1e-9, abs=1e-12)
         assert got[cost_at + 1 :] == want[cost_at + 1 :]  # first, last, end of a run cell
-
-
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def call(n: int, **fields: Any) -> Any:

@@ -7,14 +7,13 @@ Calls are written as the exporter writes them (``Store.write``), each with the c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from otel_usecase.report import views
 from otel_usecase.report.queries import GROUPINGS, build_report, report_rows
-from otel_usecase.store import ReportFilter, Store, open_store
+from otel_usecase.store import ReportFilter, Store
 
 from .builders import a_call
 from .expect import mini_cost
@@ -22,15 +21,6 @@ from .expect import mini_cost
 HOUR = 3_600_000_000_000
 DAY = 24 * HOUR
 T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
-
-
-@pytest.fixture
-def store(sqlite_or_postgres: str) -> Iterator[Store]:
-    opened = open_store(sqlite_or_postgres)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def call(n: int, *, run: str, use_case: str = "summarize", at: int = T0, tokens: tuple[int, int] = (100, 50),

@@ -213,7 +213,7 @@ def _columns() -> str:
 
 
 def _upsert(dialect: str, source: str, kind: str) -> str:
-    from .runs_sql import _derived
+    from .runs_sql import added
 
     d = _dialect(dialect)
     t = "t" if dialect == "postgresql" else GROUPS
@@ -223,13 +223,7 @@ def _upsert(dialect: str, source: str, kind: str) -> str:
     conflict = f"(use_case, run_id, report_by, {_key('k1', d.none)}, {_key('k2', d.none)})"
     return (
         f"INSERT INTO {GROUPS}{alias} ({_columns()}) SELECT {_selected(dialect, source, kind)}{order} "
-        f"ON CONFLICT {conflict} DO UPDATE SET "
-        + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
-        + ", "
-        + ", ".join(
-            f"{c} = {v}"
-            for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
-        )
+        f"ON CONFLICT {conflict} DO UPDATE SET {added(t)}"
     )
 
 

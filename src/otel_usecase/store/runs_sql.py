@@ -41,6 +41,7 @@ __all__ = [
     "RUNS",
     "Dearest",
     "Walk",
+    "added",
     "any_group",
     "backfill",
     "count_sql",
@@ -128,6 +129,17 @@ def _derived(value: Callable[[str], str]) -> list[str]:
     ]
 
 
+def added(t: str) -> str:
+    """The ``SET`` list of an upsert adding ``excluded``'s measures to row ``t`` and deriving its two costs
+    from the sums (this table's and :data:`.groups_sql.GROUPS`')."""
+    sums = ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
+    costs = ", ".join(
+        f"{c} = {v}"
+        for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
+    )
+    return f"{sums}, {costs}"
+
+
 def _columns() -> str:
     return ", ".join(
         (
@@ -194,13 +206,7 @@ def _upsert(dialect: str, source: str, kind: str) -> str:
         f"INSERT INTO {RUNS}{alias} ({_columns()}) SELECT {select}{order} ON CONFLICT (use_case, run_id) DO UPDATE SET "
         f"mixed = {d.greatest}({t}.mixed, excluded.mixed, CASE WHEN {changed} THEN 1 ELSE 0 END), "
         f"first_ns = {d.least}({t}.first_ns, excluded.first_ns), last_ns = {d.greatest}({t}.last_ns, excluded.last_ns), "
-        f"end_ns = {d.greatest}({t}.end_ns, excluded.end_ns), "
-        + ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in _measures())
-        + ", "
-        + ", ".join(
-            f"{c} = {v}"
-            for c, v in zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: f"{t}.{m} + excluded.{m}"))
-        )
+        f"end_ns = {d.greatest}({t}.end_ns, excluded.end_ns), {added(t)}"
     )
 
 
