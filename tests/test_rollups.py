@@ -151,8 +151,6 @@ def assert_runs_match_ledger(store: Store) -> None:
 CALL_GROUPINGS = {  # report --by value: the ledger columns of its key (report.queries.GROUPINGS)
     "model": ("provider", "model"),
     "step": ("use_case", "step"),
-    "cost-source": ("cost_source",),
-    "experience-version": ("experience_name", "experience_version"),
 }
 RUN_GROUPINGS = {
     "use-case": ("use_case",),

@@ -184,8 +184,7 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
     last: the same rows as :func:`~otel_usecase.report.queries.report_rows`, read where they are kept.
 
     Without a filter, from the group totals (:mod:`~otel_usecase.store.groups_sql`): a few rows, then the
-    p50 and p95 of the groups shown by rank; a call-level grouping (model, step, cost source, experience
-    version) within use cases, under a user, experience, version or tag filter, or over a time window, from
+    p50 and p95 of the groups shown by rank; a call-level grouping (model, step) within use cases, under a user, experience, version or tag filter, or over a time window, from
     its per-(run, group) rows; by use case, user, experience or version under other filters, from the
     per-run table's indexes; anything else from the rollups or the ledger."""
     keys = grouping(by)

@@ -87,7 +87,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _FOLD_EVERY_S: Final = 1.0
-_FOLD_ROWS: Final = 10_000
+_FOLD_ROWS: Final = 20_000
 """A writer folds the pending rows into the rollups (:meth:`SQLiteStore.fold`) after this long or this
 many rows, whichever comes first: readers add up at most about that many pending rows."""
 
