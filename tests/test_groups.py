@@ -172,7 +172,7 @@ def test_the_migration_fills_the_groups_of_a_schema_7_ledger(sqlite_or_postgres:
     _execute(  # what an otel-usecase of schema 7 left: no groups
         sqlite_or_postgres,
         [*drop, "DROP TABLE usecase_run_groups", "DROP TABLE usecase_group_totals",
-         "UPDATE otel_usecase_meta SET value = '7' WHERE key = 'schema_version'"],  # fmt: skip
+         "UPDATE otel_usecase_meta SET value = '7' WHERE key = 'schema_version'"],
         [],
     )
     store = open_store(sqlite_or_postgres)
