@@ -45,7 +45,7 @@ from functools import cache
 from typing import Any, Final, NamedTuple
 
 from .base import TABLE, TOKEN_COLUMNS
-from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Dearest, Walk, order_by
+from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Dearest, Walk, any_group, group_conditions, order_by
 
 __all__ = [
     "CALL_GROUPINGS",
@@ -419,16 +419,9 @@ def totals_ddl(dialect: str, *, backfill: bool) -> list[str]:
 
 
 def _group_conditions(values: Sequence[Any]) -> tuple[list[str], list[Any]]:
-    """The conditions selecting the group whose key values are ``values`` (``k1``, then ``k2`` if any)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in zip(("k1", "k2"), (*values, None)):
-        if value is None:
-            clauses.append(f"{column} IS NULL")
-        else:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    return clauses, params
+    """The conditions selecting the group whose key values are ``values`` (``k1``, then ``k2`` if any: a
+    grouping of one key has no ``k2``)."""
+    return group_conditions(("k1", "k2"), (*values, None)[:2])
 
 
 def _use_case_clauses(
@@ -610,22 +603,12 @@ def window_sql(
     sums = ", ".join(token_sum.format(f"{row}.{c}") for c in counts)
     group_by = ", ".join(k for k in (k1, k2) if k != "NULL")
 
+    columns = tuple(k for k in (k1, k2) if k != "NULL")
+
     def sums_of(groups: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
-        conditions: list[str] = []
         values: list[Any] = []
-        for group in groups:
-            parts: list[str] = []
-            for column, value in zip((k1, k2), group):
-                if column == "NULL":
-                    continue
-                if value is None:
-                    parts.append(f"{column} IS NULL")
-                else:
-                    parts.append(f"{column} = ?")
-                    values.append(value)
-            conditions.append("(" + " AND ".join(parts) + ")")
-        condition = " OR ".join(conditions) or "1 = 0"
-        sql = f"SELECT {k1}, {k2}, {sums} {source} AND ({condition}) GROUP BY {group_by}"
+        condition = any_group(columns, [tuple(group[: len(columns)]) for group in groups], values)
+        sql = f"SELECT {k1}, {k2}, {sums} {source} AND {condition} GROUP BY {group_by}"
         return sql, [*params, *values]
 
     return WindowSQL(
