@@ -42,6 +42,8 @@ LABELS = {
 @given(at=instants, zone=st.sampled_from(ZONES), window=st.sampled_from(["day", "week", "month"]))
 @example(at=1_004_236_260, zone="America/St_Johns", window="day")  # inside a repeated midnight
 @example(at=1_004_236_230, zone="America/St_Johns", window="day")  # its first occurrence
+@example(at=1_446_354_000, zone="America/Havana", window="day")  # clocks back within the day (01:00 to 00:00)
+@example(at=1_446_350_400, zone="America/Havana", window="day")  # the first reading of that midnight
 def test_a_calendar_window_is_every_instant_with_the_same_local_date_week_or_month(
     at: int, zone: str, window: str
 ) -> None:

@@ -57,13 +57,20 @@ def _midnight(day: date, tz: ZoneInfo) -> int:
     """Where local date ``day`` starts in ``tz``, as epoch seconds: windows tile time, each from its
     midnight to the next one's.
 
-    A midnight that does not exist (clocks jump from 00:00) is the instant of the jump (``fold=0``); a
-    midnight that occurs twice (St. John's, 2001: clocks went back at 00:01 to 23:01) is its second
-    occurrence (``fold=1``), so the minute between the two belongs to the day the clocks returned to.
-    The later of the two readings is the right one in both cases.
+    A local midnight can have two readings (``fold`` 0 and 1). The day starts at the earlier one when the
+    clock reads ``day`` all the way from it to the later one, and at the later one otherwise:
+
+    * clocks went back within ``day`` (Havana, 2015-11-01: 01:00 back to 00:00): the repeated hour reads
+      ``day`` both times, so the day starts at the first midnight;
+    * clocks went back across midnight (St. John's, 2001: at 00:01 back to 23:01 of the day before): the
+      day starts at the second midnight, and the minute between the two belongs to the day before;
+    * a midnight that does not exist (clocks jump from 00:00): the instant of the jump.
     """
     first = datetime(day.year, day.month, day.day, tzinfo=tz)
-    return int(max(first.timestamp(), first.replace(fold=1).timestamp()))
+    early, late = sorted((int(first.timestamp()), int(first.replace(fold=1).timestamp())))
+    if early != late and datetime.fromtimestamp(late - 1, tz).date() >= day:
+        return early
+    return late
 
 
 def window_at(window: Window, timezone: str, at_ns: int, run_id: str | None = None) -> WindowInstance:
