@@ -185,3 +185,116 @@ def test_the_migration_fills_the_groups_of_a_schema_7_ledger(sqlite_or_postgres:
         assert_rollups_match_ledger(store)
     finally:
         store.close()
+
+
+# --- tags: kept from the first call that brings a key (store/tags_sql.py) -------------------------
+
+
+def tagged(store: Store) -> None:
+    """After the agents' runs (no tags): the tenant tag on later calls of run a0 (which now has calls with
+    and without it) and on new runs, a team tag on one of them, a run with no tag at all."""
+    assert store.write([
+        call(100, "a0", tokens=(400, 40), tags={"tenant": "acme"}),
+        call(101, "t1", tokens=(500, 50), tags={"tenant": "acme", "team": "search"}),
+        call(102, "t1", "gpt-4o", (700, 70), tags={"tenant": "acme", "team": "search"}),
+        call(103, "t2", tokens=(600, 60), tags={"tenant": "globex"}, user_id="u1"),
+        call(104, "t3", tokens=(200, 20)),
+    ]) == []  # fmt: skip
+
+
+def test_a_tag_key_is_kept_from_its_first_call_with_every_runs_no_value_group(store: Store) -> None:
+    agents(store)
+    assert store.view_sql().tag_keys == frozenset()
+    tagged(store)
+    assert store.view_sql().tag_keys == {"tenant", "team"}
+    assert_rollups_match_ledger(store)  # per (run, value) rows, "no value" rows of every older run too
+    tenants = {r.key["tag:tenant"]: r for r in _same_as_ledger(store, ReportFilter(), "tag:tenant", 10)}
+    assert tenants["acme"].runs == 2 and tenants["acme"].calls == 3
+    assert tenants["acme"].cost_usd == pytest.approx(mini_cost(400, 40) + mini_cost(500, 50) + gpt4o_cost(700, 70))
+    assert tenants["globex"].cost_usd == pytest.approx(mini_cost(600, 60))
+    assert tenants[None].runs == 8 and tenants[None].calls == 18 + 2 + 1  # a0's untagged calls count there too
+    for filters in (ReportFilter(), ReportFilter(use_case="support"), ReportFilter(user_id="u1"),
+                    ReportFilter(tags=(("tenant", "acme"),)), ReportFilter(tags=(("team", "search"),)),
+                    ReportFilter(tags=(("tenant", "acme"), ("team", "search"))),
+                    ReportFilter(tags=(("tenant", "nobody"),)), ReportFilter(since_ns=T0 + 100 * HOUR // 7)):  # fmt: skip
+        for by in ("tag:tenant", "tag:team", "model", "use-case", "user"):
+            for limit in (1, 3):
+                _same_as_ledger(store, filters, by, limit)
+        assert rounded(views.summary(store, filters)) == rounded(views.summary(_LedgerOnly(store), filters))  # type: ignore[arg-type]
+    acme = views.summary(store, ReportFilter(tags=(("tenant", "acme"),)))
+    assert (acme.calls, acme.runs) == (3, 2)
+
+
+def test_a_store_keeps_its_first_eight_tag_keys_and_reads_the_others_from_the_ledger(store: Store) -> None:
+    from otel_usecase.store.tags_sql import KEPT_TAG_KEYS
+
+    agents(store)
+    keys = [f"k{n}" for n in range(KEPT_TAG_KEYS + 2)]
+    assert store.write([call(500 + n, f"k{n % 3}", tags={key: f"v{n % 2}"}) for n, key in enumerate(keys)]) == []
+    assert store.view_sql().tag_keys == set(keys[:KEPT_TAG_KEYS])  # the first seen (in name order), no more
+    assert store.write([call(600, "late", tags={"a_late_key": "x", "k0": "v9"})]) == []
+    assert store.view_sql().tag_keys == set(keys[:KEPT_TAG_KEYS])
+    assert_rollups_match_ledger(store)
+    for key in (keys[0], keys[-1], "a_late_key"):
+        rows = _same_as_ledger(store, ReportFilter(), f"tag:{key}", 10)
+        assert sum(r.calls for r in rows) == 18 + 2 + len(keys) + 1
+        _same_as_ledger(store, ReportFilter(tags=((key, "v0"),)), "model", 10)
+
+
+def test_the_migration_keeps_the_tag_keys_of_a_schema_8_ledger(sqlite_or_postgres: str) -> None:
+    store = open_store(sqlite_or_postgres)
+    try:
+        agents(store)
+        tagged(store)
+    finally:
+        store.close()
+    _execute(  # what an otel-usecase of schema 8 left: no kept tag keys, no tag groups
+        sqlite_or_postgres,
+        ["DELETE FROM usecase_group_totals WHERE report_by LIKE 'tag:%'",
+         "DELETE FROM usecase_run_groups WHERE report_by LIKE 'tag:%'", "DROP TABLE usecase_tag_keys",
+         "UPDATE otel_usecase_meta SET value = '8' WHERE key = 'schema_version'"],
+        [],
+    )  # fmt: skip
+    store = open_store(sqlite_or_postgres)
+    try:
+        assert store.view_sql().tag_keys == {"tenant", "team"}
+        assert_rollups_match_ledger(store)
+        assert store.write([call(700, "t9", tags={"tenant": "initech"})]) == []
+        assert_rollups_match_ledger(store)
+        _same_as_ledger(store, ReportFilter(), "tag:tenant", 10)
+    finally:
+        store.close()
+
+
+def test_writers_bringing_new_tag_keys_at_once_keep_every_group_exact(sqlite_or_postgres: str) -> None:
+    """Four stores (PostgreSQL: four connections) write at once, each bringing keys the others bring too
+    and runs the others write to: each key is kept once, and no run misses its "no value" row."""
+    import threading
+
+    stores = [open_store(sqlite_or_postgres) for _ in range(4)]
+    failures: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            for batch in range(6):
+                calls = [call(1000 * (w + 1) + 10 * batch + n, f"shared{n}", tokens=(100 + w, 10 + batch),
+                              tags={f"key{(batch + n) % 4}": f"v{w}"} if (batch + n + w) % 3 else {})
+                         for n in range(5)]  # fmt: skip
+                assert stores[w].write(calls) == []
+        except BaseException as exc:
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures
+        assert stores[0].view_sql().tag_keys == {f"key{n}" for n in range(4)}
+        assert_rollups_match_ledger(stores[0])
+        for n in range(4):
+            _same_as_ledger(stores[0], ReportFilter(), f"tag:key{n}", 10)
+    finally:
+        for opened in stores:
+            opened.close()

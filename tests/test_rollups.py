@@ -23,7 +23,7 @@ from otel_usecase.cost.reprice import reprice
 from otel_usecase.report import views
 from otel_usecase.report.queries import build_report
 from otel_usecase.store import ReportFilter, Store, StoreUnavailable, open_store
-from otel_usecase.store.base import COLUMNS, TABLE, TOKEN_COLUMNS, row_of
+from otel_usecase.store.base import COLUMNS, TABLE, TOKEN_COLUMNS, row_of, tags_of
 
 from .builders import a_call
 from .expect import mini_cost
@@ -166,15 +166,20 @@ def _padded(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def expected_groups(store: Store) -> dict[tuple[Any, ...], list[Any]]:
-    """The per-(run, group) rows computed here from the ledger: {(by, k1, k2, use case, run id): [*counts, cost]}."""
+    """The per-(run, group) rows computed here from the ledger: {(by, k1, k2, use case, run id): [*counts, cost]};
+    for each tag key the store keeps, one group per value and one for the calls without the key."""
     at = {c: i for i, c in enumerate(COLUMNS)}
     groups: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * len(MEASURES) + [0.0])
+    kept_tags = sorted(str(r[0]) for r in store.query("SELECT tag_key FROM usecase_tag_keys"))
     for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
         cost, status = row[at["cost_usd"]], row[at["status"]]
         counts = [1, *(row[at[c]] or 0 for c in TOKEN_COLUMNS), int(cost is not None), int(status == "unpriced"),
                   int(status == "no_usage"), int(status == "partial"), row[at["error"]]]  # fmt: skip
-        for by, keys in CALL_GROUPINGS.items():
-            cell = groups[(by, *_padded(tuple(row[at[k]] for k in keys)), row[at["use_case"]], row[at["run_id"]])]
+        tags = tags_of(row[at["tags"]])
+        cells = [(by, *_padded(tuple(row[at[k]] for k in keys))) for by, keys in CALL_GROUPINGS.items()]
+        cells += [(f"tag:{key}", tags.get(key), None) for key in kept_tags]  # "no value" too
+        for group in cells:
+            cell = groups[(*group, row[at["use_case"]], row[at["run_id"]])]
             for i, n in enumerate(counts):
                 cell[i] += n
             cell[len(MEASURES)] += cost or 0.0

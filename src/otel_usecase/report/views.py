@@ -270,16 +270,20 @@ def _top_kept(
     rows read, then the p50 and p95 of the groups shown by rank. They answer no filter, or a use case (or
     the allowed set of them) when it is the grouping's first key (steps, versions) or the grouping is a
     call-level one (its per-(run, group) rows). None when they cannot answer."""
-    kept = groups_sql.kept(by)
+    kept = groups_sql.kept(by, view.tag_keys)
     if kept is None or kept.keys != keys or not _totals(view):
         return None
-    call_level = kept in groups_sql.CALL_GROUPINGS
+    call_level = groups_sql.call_level(kept)
     within = (filters.use_case, filters.use_cases)
     if filters._replace(use_case=None, use_cases=None) != ReportFilter():
         if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
             return _top_of_runs(store, view, filters, by, keys, limit)
         windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
-        if windowed == ReportFilter() and (call_level or not store.query(per_run.mixed_sql())):
+        tag = kept not in (
+            *groups_sql.CALL_GROUPINGS,
+            *groups_sql.RUN_GROUPINGS,
+        )  # (its key: no ledger column)
+        if windowed == ReportFilter() and not tag and (call_level or not store.query(per_run.mixed_sql())):
             return _top_of_window(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"

@@ -92,14 +92,15 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
 5: the rollups (:mod:`otel_usecase.store.rollup_sql`), created with their triggers and filled from the ledger.
 6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
 7: use cases as shared containers: principals and members (:mod:`.access_sql`), definitions and experience
-types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`)."""
+types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`). 8: the per-(run, group) rows, the group
+totals (:mod:`.groups_sql`) and the day rollup. 9: the kept tag keys and their groups (:mod:`.tags_sql`)."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -902,8 +903,13 @@ def migrate(
     backfill = has_ledger and (version is None or version < _ROLLUPS_SINCE)
     runs_backfill = has_ledger and (version is None or version < _RUNS_SINCE)
     groups_backfill = has_ledger and (version is None or version < _GROUPS_SINCE)
+    tags_backfill = has_ledger and (version is None or version < _TAGS_SINCE)
     for statement in rollup_sql.ddl(
-        dialect, backfill=backfill, runs_backfill=runs_backfill, groups_backfill=groups_backfill
+        dialect,
+        backfill=backfill,
+        runs_backfill=runs_backfill,
+        groups_backfill=groups_backfill,
+        tags_backfill=tags_backfill,
     ):
         execute(statement, ())
     return frozenset(COLUMNS)
@@ -917,6 +923,8 @@ _RUNS_SINCE: Final = 6
 
 _GROUPS_SINCE: Final = 8
 """The schema version that brought the per-(run, group) rows and the group totals (:mod:`.groups_sql`)."""
+_TAGS_SINCE: Final = 9
+"""The schema version that brought the kept tag keys and their groups (:mod:`.tags_sql`)."""
 
 
 _URL_PASSWORD: Final = re.compile(

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
+from . import tags_sql
 from .base import TABLE, TOKEN_COLUMNS
 from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Dearest, Walk, any_group, group_conditions, order_by
 
@@ -61,13 +62,16 @@ __all__ = [
     "groups_sql",
     "kept",
     "pg_apply",
+    "pg_register",
     "ranked_sql",
     "sqlite_after",
     "sqlite_before",
     "sqlite_fold",
+    "sqlite_register",
     "sqlite_totals",
     "summary_sql",
     "tables",
+    "tags_backfill",
     "totals_ddl",
     "totals_sql",
     "window_ledger_sql",
@@ -108,12 +112,20 @@ RUN_GROUPINGS: Final = (
 from its rows. They hold while no run is ``mixed`` (the per-run table's own rule)."""
 
 
-def kept(by: str) -> Kept | None:
-    """The kept grouping ``by``, or None."""
+def kept(by: str, tag_keys: frozenset[str] = frozenset()) -> Kept | None:
+    """The kept grouping ``by``, or None. ``tag_keys``: the store's kept tag keys (:mod:`.tags_sql`): a
+    ``tag:KEY`` grouping of one of them is kept like a call-level one (its key is no ledger column)."""
     for grouping in (*CALL_GROUPINGS, *RUN_GROUPINGS):
         if grouping.by == by:
             return grouping
+    if any(by == tags_sql.grouping(key) for key in tag_keys):
+        return Kept(by, (by,))
     return None
+
+
+def call_level(grouping: Kept) -> bool:
+    """Whether ``grouping``'s groups split a run (model, step, a tag): kept per (run, group)."""
+    return grouping not in RUN_GROUPINGS
 
 
 def _measures() -> tuple[str, ...]:
@@ -163,6 +175,7 @@ def tables(dialect: str) -> list[str]:
         ),
         f"CREATE UNIQUE INDEX IF NOT EXISTS {TOTALS}_key ON {TOTALS} (report_by, {k1}, {k2})",
         f"CREATE INDEX IF NOT EXISTS {TOTALS}_empty ON {TOTALS} (runs) WHERE runs <= 0",
+        *tags_sql.tables(dialect),
     ]
 
 
@@ -183,9 +196,10 @@ def _key_case(position: int, row: str) -> str:
     return f"CASE b.report_by {whens} END" if whens else "NULL"
 
 
-def _selected(dialect: str, source: str, kind: str) -> str:
+def _selected(dialect: str, source: str, kind: str, tags_only: bool = False) -> str:
     """The rows of :data:`GROUPS` from the rows ``r`` of ``source``: ledger rows (``kind`` ``row``), pending
-    rows with a ``sign`` (``signed``) or fold cells (``cell``, :data:`.rollup_sql.FOLD_CELLS`)."""
+    rows with a ``sign`` (``signed``) or fold cells (``cell``, :data:`.rollup_sql.FOLD_CELLS`); only those of
+    the kept tag keys when ``tags_only``."""
     from .rollup_sql import _sqlite_total, contribution
     from .runs_sql import _derived
 
@@ -193,22 +207,33 @@ def _selected(dialect: str, source: str, kind: str) -> str:
         added = contribution(m, "r", kind)
         return _sqlite_total(added, m) if dialect == "sqlite" else f"SUM({added})"
 
-    values = [
-        "b.report_by",
-        _key_case(0, "r"),
-        _key_case(1, "r"),
-        "r.use_case",
-        "r.run_id",
-        *(total(m) for m in _measures()),
-    ]
+    measures = [total(m) for m in _measures()]
     names = ("report_by", "k1", "k2", "use_case", "run_id", *_measures())
-    inner = ", ".join(f"{v} AS {c}" for v, c in zip(values, names))
+
+    def select(values: list[str], joined: str) -> str:
+        inner = ", ".join(f"{v} AS {c}" for v, c in zip(values, names))
+        return f"SELECT {inner} FROM {source} AS r CROSS JOIN {joined} GROUP BY 1, 2, 3, 4, 5"
+
+    groupings = select(
+        ["b.report_by", _key_case(0, "r"), _key_case(1, "r"), "r.use_case", "r.run_id", *measures],
+        _groupings_table(dialect),
+    )
+    # the kept tag keys (.tags_sql): one group per value of each, and one for the calls without it
+    tags = select(
+        [
+            f"'{tags_sql.grouping('')}' || k.tag_key",
+            tags_sql.value_sql(dialect, "r", "k.tag_key"),
+            "NULL",
+            "r.use_case",
+            "r.run_id",
+            *measures,
+        ],
+        f"{tags_sql.TAG_KEYS} AS k",
+    )
     derived = ", ".join(_derived(lambda m: f"g.{m}"))
     # (the WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's ON)
-    return (
-        f"g.*, {derived} FROM (SELECT {inner} FROM {source} AS r CROSS JOIN {_groupings_table(dialect)} "
-        f"GROUP BY 1, 2, 3, 4, 5) AS g WHERE true"
-    )
+    both = tags if tags_only else f"{groupings} UNION ALL {tags}"
+    return f"g.*, {derived} FROM ({both}) AS g WHERE true"
 
 
 def _columns() -> str:
@@ -244,6 +269,21 @@ def _emptied(old: str, dialect: str) -> str:
 
 
 @cache
+def sqlite_register() -> tuple[str, ...]:
+    """SQLite, first in the fold: keep the new tag keys of the fold's cells (:mod:`.tags_sql`), add their
+    "no value" rows (every stored run's) and those rows' totals."""
+    from .rollup_sql import FOLD_CELLS
+
+    measures = ", ".join((*_measures(), DEAR_COST, COMPLETE_COST))
+    return (
+        tags_sql.sqlite_register(f"temp.{FOLD_CELLS}"),
+        *tags_sql.backfill_fresh("sqlite", GROUPS, RUNS, _columns(), measures),
+        sqlite_totals(GROUPS, 1, f"r.report_by IN ({tags_sql.fresh_groups()})")[0],
+        tags_sql.unfresh(),
+    )
+
+
+@cache
 def sqlite_fold() -> tuple[str, ...]:
     """SQLite: add the fold's cells (:data:`.rollup_sql.FOLD_CELLS`, the pending rows summed) to
     :data:`GROUPS`; before the pending rows are emptied."""
@@ -255,17 +295,47 @@ def sqlite_fold() -> tuple[str, ...]:
     )
 
 
+def pg_register() -> list[str]:
+    """PostgreSQL, after :func:`.tags_sql.pg_register` kept new keys in a writing transaction: their "no
+    value" rows (every stored run's); the group totals follow by the triggers on :data:`GROUPS`."""
+    measures = ", ".join((*_measures(), DEAR_COST, COMPLETE_COST))
+    return [*tags_sql.backfill_fresh("postgresql", GROUPS, RUNS, _columns(), measures), tags_sql.unfresh()]
+
+
 def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
     """PostgreSQL: the trigger statements adding ``source``'s rows (``old``: the replaced rows' table)."""
     kind = "signed" if signed else "row"
-    return [_upsert("postgresql", source, kind), *([_emptied(f"{old} AS o", "postgresql")] if old else [])]
+    return [
+        tags_sql.pg_share_lock(),
+        _upsert("postgresql", source, kind),
+        *([_emptied(f"{old} AS o", "postgresql")] if old else []),
+    ]
 
 
 def backfill(dialect: str) -> list[str]:
     """Fill :data:`GROUPS` from the ledger (the migration; :func:`totals_ddl` fills the totals after)."""
     return [
+        f"DELETE FROM {tags_sql.TAG_KEYS}",
+        tags_sql.ledger_register(dialect, TABLE),
+        tags_sql.unfresh(),  # (the ledger's rows give every group of the keys, "no value" too)
         f"DELETE FROM {GROUPS}",
         f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
+    ]
+
+
+def tags_backfill(dialect: str) -> list[str]:
+    """Keep the first tag keys of the ledger and fill their rows of :data:`GROUPS` and :data:`TOTALS` from
+    it (the schema 9 migration of a store that has the other groups: read once more for the tags only).
+    PostgreSQL's totals follow by the triggers on :data:`GROUPS` (:func:`totals_ddl` made them first)."""
+    tag_rows = f"report_by LIKE '{tags_sql.grouping('')}%'"
+    return [
+        f"DELETE FROM {tags_sql.TAG_KEYS}",
+        tags_sql.ledger_register(dialect, TABLE),
+        tags_sql.unfresh(),
+        f"DELETE FROM {TOTALS} WHERE {tag_rows}",
+        f"DELETE FROM {GROUPS} WHERE {tag_rows}",
+        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row', tags_only=True)}",
+        *([sqlite_totals(GROUPS, 1, f"r.{tag_rows}")[0]] if dialect == "sqlite" else []),
     ]
 
 

@@ -56,7 +56,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
-from . import alert_sql, groups_sql, postgres_reports, totals
+from . import alert_sql, groups_sql, postgres_reports, tags_sql, totals
 from .base import (
     COLUMNS,
     LEDGER,
@@ -396,6 +396,10 @@ class PostgresStore:
         self._rollups = False
         self._groups = False
         """Whether the database has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
+        self._tag_keys: frozenset[str] = frozenset()
+        """The kept tag keys (:mod:`.tags_sql`) as last read: a write bringing another one registers it."""
+        self._tags_tried: set[str] = set()
+        """Tag keys a write of this store tried to register (kept or refused): not tried again."""
         register_fork_hooks(self, after_in_child=PostgresStore._after_fork_in_child)
         with self._lock:
             self._columns = self._run("open", self._migrate)
@@ -545,7 +549,17 @@ class PostgresStore:
             cur.execute(f"SELECT to_regclass('{groups_sql.TOTALS}') IS NOT NULL")  # schema 8
             grouped = cur.fetchone()
             self._groups = bool(grouped and grouped[0])
+            self._tag_keys = self._read_tag_keys(cur)
             return columns
+
+    @staticmethod
+    def _read_tag_keys(cur: psycopg.Cursor[Any]) -> frozenset[str]:
+        cur.execute(f"SELECT to_regclass('{tags_sql.TAG_KEYS}') IS NOT NULL")  # schema 9
+        there = cur.fetchone()
+        if not (there and there[0]):
+            return frozenset()
+        cur.execute(tags_sql.keys_sql())
+        return frozenset(str(row[0]) for row in cur.fetchall())
 
     # the Store protocol
 
@@ -578,6 +592,11 @@ class PostgresStore:
         # go first, in one order, so concurrent writers of the same new class never deadlock.
         marks = sorted(classes_to_mark(flat, self._marked))
         marking = (mark_sql("%s", len(marks)), mark_params(marks)) if marks else None
+        # Tag keys not kept yet are registered first, in this transaction (.tags_sql: the lock orders it).
+        new_keys = sorted({k for c in calls for k in c.tags} - self._tag_keys - self._tags_tried)
+        if len(self._tag_keys) >= tags_sql.KEPT_TAG_KEYS or not self._groups:
+            new_keys = []
+        registered: list[frozenset[str]] = []
 
         deadline = _WRITE_DEADLINE_S + _WRITE_DEADLINE_PER_ROW_S * len(rows)
 
@@ -588,6 +607,12 @@ class PostgresStore:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(_WRITE_LIMITS)
+                    if new_keys:
+                        cur.execute(tags_sql.pg_exclusive_lock())
+                        cur.execute(tags_sql.pg_register(), (new_keys,))
+                        for statement in groups_sql.pg_register():
+                            cur.execute(statement)
+                        registered.append(self._read_tag_keys(cur))
                     if marking is not None:
                         cur.execute(*marking)
                     cur.execute(_BATCH_UPSERT, [list(column) for column in zip(*rows)])
@@ -596,6 +621,9 @@ class PostgresStore:
 
         self._run(f"writing {len(rows)} calls", upsert)
         self._marked.update(marks)  # only once committed: a rolled-back mark is written again
+        if registered:
+            self._tag_keys = registered[-1]
+            self._tags_tried.update(new_keys)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
@@ -723,14 +751,30 @@ class PostgresStore:
         return [call_of(row) for row in self.query(*totals.run_calls_sql(run_id, self._columns))]
 
     def view_sql(self) -> ViewSQL:
+        kept = self._tag_keys_now()
+        tag_value = postgres_reports.tag_value(self._columns)
         return ViewSQL(
             "postgresql",
             postgres_reports.TOKEN_SUM,
             self._columns,
             self._rollups,
-            postgres_reports.tag_value(self._columns),
+            tags_sql.KeptTagValue(tag_value, kept) if kept else tag_value,
             groups=self._groups,
+            tag_keys=kept,
         )
+
+    def _tag_keys_now(self) -> frozenset[str]:
+        """The kept tag keys as the database has them now (another process may have added one)."""
+        if not self._groups:
+            return frozenset()
+
+        def read(conn: psycopg.Connection[Any]) -> frozenset[str]:
+            with conn.transaction(), conn.cursor() as cur:
+                return self._read_tag_keys(cur)
+
+        with self._lock:
+            self._tag_keys = self._run("reading the kept tag keys", read)
+        return self._tag_keys
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""

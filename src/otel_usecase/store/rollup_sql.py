@@ -404,6 +404,7 @@ def _sqlite_fold(cells: bool) -> tuple[str, ...]:
         ),
         f"DELETE FROM {RUN_ROLLUP} WHERE calls <= 0 AND rowid IN ({left_cells})",
         f"UPDATE {RUN_ROLLUP} SET {recompute} WHERE rowid IN ({left_cells})",
+        *(groups_sql.sqlite_register() if cells else ()),
         *(groups_sql.sqlite_before() if cells else ()),
         *per_run.sqlite_fold(cells),
         *(groups_sql.sqlite_fold() if cells else ()),
@@ -577,13 +578,19 @@ def _backfill(dialect: str) -> list[str]:
 
 
 def ddl(
-    dialect: str, *, backfill: bool, runs_backfill: bool | None = None, groups_backfill: bool | None = None
+    dialect: str,
+    *,
+    backfill: bool,
+    runs_backfill: bool | None = None,
+    groups_backfill: bool | None = None,
+    tags_backfill: bool = False,
 ) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
     ``backfill``) the per-run table (:mod:`.runs_sql`), (when ``groups_backfill``, by default
-    ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`). Idempotent;
-    run by the schema migration."""
+    ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`), (when
+    ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`). Idempotent; run by
+    the schema migration."""
     runs = backfill if runs_backfill is None else runs_backfill
     groups = runs if groups_backfill is None else groups_backfill
     statements = _sqlite_fold_older(not runs) if groups and not backfill and dialect == "sqlite" else []
@@ -592,7 +599,8 @@ def ddl(
     statements += per_run.backfill(dialect) if runs else []
     statements += groups_sql.backfill(dialect) if groups else []
     statements += _day_backfill() if groups else []
-    return statements + groups_sql.totals_ddl(dialect, backfill=groups)
+    statements += groups_sql.totals_ddl(dialect, backfill=groups)
+    return statements + (groups_sql.tags_backfill(dialect) if tags_backfill and not groups else [])
 
 
 def _day_backfill() -> list[str]:
@@ -626,6 +634,8 @@ class ViewSQL(NamedTuple):
     """SQLite: rows are pending (:data:`PENDING`): queries add them (slower: no index on the union)."""
     groups: bool = False
     """Whether the store has the per-(run, group) rows and the group totals (:mod:`.groups_sql`, schema 8)."""
+    tag_keys: frozenset[str] = frozenset()
+    """The tag keys whose groups the store keeps (:mod:`.tags_sql`, schema 9)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {

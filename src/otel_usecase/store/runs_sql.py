@@ -289,17 +289,28 @@ def mixed_sql() -> str:
 
 
 def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause of ``filters`` on the table (no time window: :func:`answers`), then ``extra``."""
+    """The ``WHERE`` clause of ``filters`` on the table (no time window: :func:`answers`), then ``extra``.
+
+    A tag the store keeps groups for (``tag_value`` a :class:`.tags_sql.KeptTagValue`) selects its runs
+    through the group rows' index; any other is read from each run's tags."""
+    from .tags_sql import KeptTagValue, runs_with_sql
+
+    kept = tag_value.kept if isinstance(tag_value, KeptTagValue) else frozenset()
     clauses, params = filter_clauses(
         filters.use_case,
         None,
         user_id=filters.user_id,
         experience_name=filters.experience_name,
         use_case_version=filters.use_case_version,
-        tags=filters.tags,
+        tags=[(key, value) for key, value in filters.tags if key not in kept],
         tag_value=tag_value,
         use_cases=filters.use_cases,
     )
+    for key, value in filters.tags:
+        if key in kept:
+            clause, more = runs_with_sql(key, value)
+            clauses.append(clause)
+            params.extend(more)
     clauses += extra
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
-from . import alert_sql, groups_sql, rollup_sql, totals
+from . import alert_sql, groups_sql, rollup_sql, tags_sql, totals
 from .base import (
     COLUMNS,
     META_TABLE,
@@ -650,9 +650,27 @@ class SQLiteStore:
         return "sqlite+pending" if self._pending() else "sqlite"
 
     def view_sql(self) -> ViewSQL:
+        pending = self._pending()  # (first: a fold may keep new tag keys)
+        kept = self._kept_tag_keys()
         return ViewSQL(
-            "sqlite", _TOKEN_SUM, self._columns, self._rollups, self._tag_value, self._pending(), self._groups
+            "sqlite",
+            _TOKEN_SUM,
+            self._columns,
+            self._rollups,
+            tags_sql.KeptTagValue(self._tag_value, kept) if kept else self._tag_value,
+            pending,
+            self._groups,
+            kept,
         )
+
+    def _kept_tag_keys(self) -> frozenset[str]:
+        """The kept tag keys (:mod:`.tags_sql`; none in a store older than schema 9)."""
+        if not self._groups:
+            return frozenset()
+        try:
+            return frozenset(str(row[0]) for row in self.query(tags_sql.keys_sql()))
+        except StoreError:
+            return frozenset()
 
     def close(self) -> None:
         with self._lock:
