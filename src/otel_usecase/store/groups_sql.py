@@ -7,7 +7,8 @@ model cost. The per-run table (:mod:`.runs_sql`) keeps whole runs, so those
 groupings used to read every call of the ledger. Two tables end that:
 
 * :data:`GROUPS`: one row per (grouping, group, run) for the groupings of
-  :data:`CALL_GROUPINGS`, with the run's calls in the group summed, and its
+  :data:`CALL_GROUPINGS` and the kept tag keys (:mod:`.tags_sql`: ``tag:KEY``, with a
+  "no value" group), with the run's calls in the group summed, and its
   cost when known (``dear_cost``) and when known and complete (``complete_cost``),
   exactly as :data:`.runs_sql.RUNS` holds them for whole runs. Its indexes answer
   a group's p50 and p95 by rank and a use case's groups.
