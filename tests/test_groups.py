@@ -221,6 +221,7 @@ def test_a_tag_key_is_kept_from_its_first_call_with_every_runs_no_value_group(st
             for limit in (1, 3):
                 _same_as_ledger(store, filters, by, limit)
         assert rounded(views.summary(store, filters)) == rounded(views.summary(_LedgerOnly(store), filters))  # type: ignore[arg-type]
+        assert rounded(views.run_histogram(store, filters, 4)) == rounded(views.run_histogram(_LedgerOnly(store), filters, 4))  # type: ignore[arg-type]
     acme = views.summary(store, ReportFilter(tags=(("tenant", "acme"),)))
     assert (acme.calls, acme.runs) == (3, 2)
 
@@ -298,3 +299,27 @@ def test_writers_bringing_new_tag_keys_at_once_keep_every_group_exact(sqlite_or_
     finally:
         for opened in stores:
             opened.close()
+
+
+def test_a_kept_tag_filter_over_whole_runs_reads_the_per_run_table_and_matches_the_ledger(store: Store) -> None:
+    """Every run's calls share their tags (no run is mixed), so the views read the per-run table, finding the
+    tag's runs through its group rows: the same figures as the ledger's, at published prices."""
+    calls = [call(n, f"w{n // 3}", "gpt-4o" if n % 3 == 0 else "gpt-4o-mini", (200 + 10 * n, 20 + n),
+                  user_id=f"u{n // 3 % 4}", experience_name=f"e{n // 3 % 2}",
+                  tags={"tenant": f"t{n // 3 % 3}"} if n // 3 % 5 else {}) for n in range(60)]  # fmt: skip
+    assert store.write(calls) == []
+    assert store.view_sql().tag_keys == {"tenant"}
+    assert not store.query("SELECT 1 FROM usecase_runs WHERE mixed = 1")
+    for filters in (ReportFilter(tags=(("tenant", "t1"),)), ReportFilter(tags=(("tenant", "t2"),), user_id="u1"),
+                    ReportFilter(tags=(("tenant", "t0"),), use_case="support")):  # fmt: skip
+        for by in ("use-case", "user", "experience", "model", "tag:tenant"):
+            _same_as_ledger(store, filters, by, 3)
+        assert rounded(views.summary(store, filters)) == rounded(views.summary(_LedgerOnly(store), filters))  # type: ignore[arg-type]
+        assert rounded(views.run_histogram(store, filters, 5)) == rounded(views.run_histogram(_LedgerOnly(store), filters, 5))  # type: ignore[arg-type]
+        assert rounded(views.list_runs(store, filters, "cost")) == rounded(views.list_runs(_LedgerOnly(store), filters, "cost"))  # type: ignore[arg-type]
+    t1 = [c for c in calls if c.tags.get("tenant") == "t1"]
+    (row,) = [r for r in views.top(store, ReportFilter(tags=(("tenant", "t1"),)), "use-case") if r.key["use_case"] == "support"]
+    assert row.calls == len(t1)
+    assert row.cost_usd == pytest.approx(sum(
+        gpt4o_cost(*c.tokens.values()) if c.model == "gpt-4o" else mini_cost(*c.tokens.values()) for c in t1  # type: ignore[arg-type]
+    ))  # fmt: skip

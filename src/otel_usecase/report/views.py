@@ -225,6 +225,11 @@ def _top_per_run(
         keys, filters, view.tag_value, view.token_sum, shown
     )
     sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
+    costs: dict[tuple[Any, ...], list[float]] | None = None
+    if per_run.kept_tag_filter(filters, view.tag_value):  # the shown groups' costs in one read
+        costs = {key: [] for key in shown}
+        for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, shown)):
+            costs[tuple(record[:n])].append(float(record[n]))
     result = []
     for key in shown:
         runs, cost, complete, complete_sum = found[key]
@@ -234,7 +239,11 @@ def _top_per_run(
             return store.query(*per_run.ranked_sql(filters, view.tag_value, how, group))
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
-        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        if costs is not None:
+            ordered = sorted(costs[key])
+            p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+        else:
+            p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
         values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
         assert len(values) == n + len(GROUP_TOTALS)
         result.append(group_row(values, keys))
@@ -575,6 +584,11 @@ def run_histogram(store: Store, filters: ReportFilter, bins: int = 20) -> Histog
         raise ReportError(f"bins {bins!r} must be at least 1")
     view = store.view_sql()
     if _per_run(store, view, filters):
+        if per_run.kept_tag_filter(filters, view.tag_value):  # a kept tag's runs: their costs in one read
+            runs = int(store.query(*per_run.count_sql(filters, view.tag_value))[0][0])
+            read = store.query(*per_run.costs_sql((), filters, view.tag_value, []))
+            ordered = sorted(float(r[0]) for r in read)
+            return histogram(ordered, bins, runs - len(ordered))
         return _histogram_per_run(store, view, filters, bins)
     rows = store.query(*rollup_sql.run_costs_sql(view, filters))
     costs: list[float] = []

@@ -44,9 +44,11 @@ __all__ = [
     "added",
     "any_group",
     "backfill",
+    "costs_sql",
     "count_sql",
     "dearest_sql",
     "group_keys",
+    "kept_tag_filter",
     "mixed_sql",
     "order_by",
     "order_sql",
@@ -386,6 +388,26 @@ def ranked_sql(
     # filter) instead of walking the index of every run's cost.
     columns = (*_constant_columns(filters, group[0]), COMPLETE_COST)
     return f"SELECT {COMPLETE_COST} FROM {RUNS}{clause}{order_by(columns, how)}", [*params, *group[1]]
+
+
+def kept_tag_filter(filters: ReportFilter, tag_value: TagValue | None) -> bool:
+    """Whether ``filters`` select runs by a kept tag (:func:`where`): their runs come from a subquery that
+    each statement reads anew, so their costs are better read once (:func:`costs_sql`) than by rank."""
+    from .tags_sql import KeptTagValue
+
+    return isinstance(tag_value, KeptTagValue) and any(key in tag_value.kept for key, _ in filters.tags)
+
+
+def costs_sql(
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, groups: list[tuple[Any, ...]]
+) -> tuple[str, list[Any]]:
+    """The values of ``keys`` and the complete cost of every run of ``groups`` (all runs: no ``keys``) that
+    ``filters`` select, in one read."""
+    extra: list[Any] = []
+    condition = [any_group(keys, groups, extra)] if keys else []
+    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *condition)
+    columns = ", ".join((*keys, COMPLETE_COST))
+    return f"SELECT {columns} FROM {RUNS}{clause}", [*params, *extra]
 
 
 def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
