@@ -323,3 +323,20 @@ def test_a_kept_tag_filter_over_whole_runs_reads_the_per_run_table_and_matches_t
     assert row.cost_usd == pytest.approx(sum(
         gpt4o_cost(*c.tokens.values()) if c.model == "gpt-4o" else mini_cost(*c.tokens.values()) for c in t1  # type: ignore[arg-type]
     ))  # fmt: skip
+
+
+def test_the_fold_reads_the_per_run_table_for_new_tag_keys_only(tmp_path: Any) -> None:
+    """Every fold runs the backfill of new keys' "no value" rows: with no new key it must not read the
+    per-run table (500,000 rows at 10M calls, per fold). SQLite's plan reads the kept keys first."""
+    import sqlite3
+
+    store = open_store(f"sqlite:///{tmp_path}/costs.db")
+    try:
+        assert store.write([call(1, "r1", tags={"tenant": "acme"})]) == []
+        store.fold()  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    (backfill,) = [s for s in groups_sql.sqlite_register() if s.startswith("INSERT INTO usecase_run_groups")]
+    with sqlite3.connect(tmp_path / "costs.db") as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + backfill)]
+    assert plan[0] == "SCAN k", plan  # the kept keys (a few rows, none fresh) before the per-run table

@@ -132,13 +132,15 @@ def backfill_fresh(dialect: str, groups: str, runs: str, columns: str, measures:
     """The "no value" rows of the fresh keys (every stored call lacks them: one row per run, its whole
     figures, from the per-run table ``runs``) into ``groups`` (its ``columns``; ``measures``: the measure
     and derived cost columns the two tables share); then the keys are no longer fresh. The group totals
-    follow (SQLite: the caller adds these rows; PostgreSQL: the triggers on ``groups``)."""
+    follow (SQLite: the caller adds these rows; PostgreSQL: the triggers on ``groups``). The keys come first
+    in the join (SQLite keeps a ``CROSS JOIN``'s order): with no fresh key, the per-run table is not read
+    (every fold runs this)."""
     order = " ORDER BY k.tag_key, r.use_case, r.run_id" if dialect == "postgresql" else ""
     prefix = "'" + _PREFIX + "'"
     return [
         (
             f"INSERT INTO {groups} ({columns}) SELECT {prefix} || k.tag_key, NULL, NULL, r.use_case, r.run_id, "
-            f"{measures} FROM {runs} AS r CROSS JOIN {TAG_KEYS} AS k WHERE k.fresh = 1{order}"
+            f"{measures} FROM {TAG_KEYS} AS k CROSS JOIN {runs} AS r WHERE k.fresh = 1{order}"
         ),
     ]
 
