@@ -461,7 +461,7 @@ def _pg_triggers(table: str) -> list[str]:
         text = ";\n  ".join(body)
         statements += [
             (
-                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $$\n"
                 f"BEGIN\n  {text};\n  RETURN NULL;\nEND\n$$"
             ),
             f"DROP TRIGGER IF EXISTS {function} ON {table}",

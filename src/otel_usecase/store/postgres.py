@@ -554,7 +554,11 @@ class PostgresStore:
 
     @staticmethod
     def _read_tag_keys(cur: psycopg.Cursor[Any]) -> frozenset[str]:
-        cur.execute(f"SELECT to_regclass('{tags_sql.TAG_KEYS}') IS NOT NULL")  # schema 9
+        # schema 9, and readable by this role (one that may not read it reads the ledger's tags)
+        cur.execute(
+            f"SELECT CASE WHEN to_regclass('{tags_sql.TAG_KEYS}') IS NULL THEN false "
+            f"ELSE has_table_privilege('{tags_sql.TAG_KEYS}', 'SELECT') END"
+        )
         there = cur.fetchone()
         if not (there and there[0]):
             return frozenset()
