@@ -27,13 +27,17 @@ __all__ = [
     "TAG_KEYS",
     "KeptTagValue",
     "backfill_fresh",
+    "fresh_groups",
     "grouping",
     "keys_sql",
     "ledger_register",
+    "pg_exclusive_lock",
     "pg_register",
     "pg_share_lock",
+    "runs_with_sql",
     "sqlite_register",
     "tables",
+    "unfresh",
     "value_sql",
 ]
 
