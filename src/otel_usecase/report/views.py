@@ -288,11 +288,11 @@ def _top_kept(
         if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
             return _top_of_runs(store, view, filters, by, keys, limit)
         windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
-        tag = kept not in (
-            *groups_sql.CALL_GROUPINGS,
-            *groups_sql.RUN_GROUPINGS,
-        )  # (its key: no ledger column)
-        if windowed == ReportFilter() and not tag and (call_level or not store.query(per_run.mixed_sql())):
+        if (
+            windowed == ReportFilter()
+            and groups_sql.of_ledger_columns(kept)
+            and (call_level or not store.query(per_run.mixed_sql()))
+        ):
             return _top_of_window(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"

@@ -62,6 +62,7 @@ __all__ = [
     "drop_empty",
     "groups_sql",
     "kept",
+    "of_ledger_columns",
     "pg_apply",
     "pg_register",
     "ranked_sql",
@@ -122,6 +123,12 @@ def kept(by: str, tag_keys: frozenset[str] = frozenset()) -> Kept | None:
     if any(by == tags_sql.grouping(key) for key in tag_keys):
         return Kept(by, (by,))
     return None
+
+
+def of_ledger_columns(grouping: Kept) -> bool:
+    """Whether ``grouping``'s keys are ledger columns (not a kept tag's ``tag:KEY``): a window's runs that
+    cross an end are read from the ledger by those columns (:func:`window_ledger_sql`)."""
+    return grouping in CALL_GROUPINGS or grouping in RUN_GROUPINGS
 
 
 def call_level(grouping: Kept) -> bool:
