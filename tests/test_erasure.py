@@ -99,7 +99,10 @@ def dashboard(store: Store) -> Any:
 def test_forget_user_replaces_every_copy_of_the_id_and_keeps_the_totals(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store.write(user_calls(3, "alice@example.com", "run-a1") + user_calls(2, "alice@example.com", "run-a2"))
+    store.write(  # a kept tag on one run: its copy in the per-run rows per tag value holds her id too
+        user_calls(3, "alice@example.com", "run-a1", tags={"tenant": "acme"})
+        + user_calls(2, "alice@example.com", "run-a2")
+    )
     store.write(user_calls(4, "bob", "run-b"))
     store.write_outcomes([Outcome("f" * 32, "1" * 16, T0, None, "u", "run-a1", "resolved", 1.0)])
     set_budget(Budget("user-cap", "u", 5.0, user_id="alice@example.com"), store=store)  # audited: names her
@@ -177,7 +180,7 @@ def test_forget_run_and_experience(store: Store) -> None:
 def test_forget_after_prune_renames_the_cells_only_the_rollups_still_hold(store: Store) -> None:
     """Calls pruned by retention live on in the rollups only: forget finds the id there too, and a run cut in
     two by the window is one run again under its tombstone."""
-    store.write(user_calls(6, "erin", "run-e"))  # hours 0..5 of T0
+    store.write(user_calls(6, "erin", "run-e", tags={"tenant": "acme"}))  # hours 0..5 of T0
     store.write(user_calls(2, "frank", "run-f"))
     before = dashboard(store)
     prune(store, T0 + 3 * HOUR + HOUR // 2)  # keeps erin's calls of hours 3, 4, 5 (the cutoff is hour 3)
@@ -193,6 +196,9 @@ def test_forget_after_prune_renames_the_cells_only_the_rollups_still_hold(store:
         (6, by_user.tombstones[0])
     ]
     assert store.query(f"SELECT COUNT(*) FROM usecase_run_rollup WHERE run_id = '{run_tomb}'") == [(6,)]
+    assert store.query(f"SELECT calls, user_id FROM usecase_tag_runs WHERE run_id = '{run_tomb}'") == [
+        (6, by_user.tombstones[0])
+    ]
 
 
 def test_forget_while_another_process_writes_loses_and_doubles_nothing(sqlite_or_postgres: str) -> None:

@@ -302,8 +302,9 @@ def test_writers_bringing_new_tag_keys_at_once_keep_every_group_exact(sqlite_or_
 
 
 def test_a_kept_tag_filter_over_whole_runs_reads_the_per_run_table_and_matches_the_ledger(store: Store) -> None:
-    """Every run's calls share their tags (no run is mixed), so the views read the per-run table, finding the
-    tag's runs through its group rows: the same figures as the ledger's, at published prices."""
+    """Every run's calls share their tags (no run is mixed), so the views read the copies of the tag value's
+    runs and their model and step rows (store/tag_runs_sql.py): the same figures as the ledger's, at
+    published prices, within a use case and the allowed set of them too."""
     calls = [call(n, f"w{n // 3}", "gpt-4o" if n % 3 == 0 else "gpt-4o-mini", (200 + 10 * n, 20 + n),
                   user_id=f"u{n // 3 % 4}", experience_name=f"e{n // 3 % 2}",
                   tags={"tenant": f"t{n // 3 % 3}"} if n // 3 % 5 else {}) for n in range(60)]  # fmt: skip
@@ -311,8 +312,9 @@ def test_a_kept_tag_filter_over_whole_runs_reads_the_per_run_table_and_matches_t
     assert store.view_sql().tag_keys == {"tenant"}
     assert not store.query("SELECT 1 FROM usecase_runs WHERE mixed = 1")
     for filters in (ReportFilter(tags=(("tenant", "t1"),)), ReportFilter(tags=(("tenant", "t2"),), user_id="u1"),
-                    ReportFilter(tags=(("tenant", "t0"),), use_case="support")):  # fmt: skip
-        for by in ("use-case", "user", "experience", "model", "tag:tenant"):
+                    ReportFilter(tags=(("tenant", "t0"),), use_case="support"),
+                    ReportFilter(tags=(("tenant", "t1"),), use_cases=("support", "billing"))):  # fmt: skip
+        for by in ("use-case", "user", "experience", "model", "step", "tag:tenant"):
             _same_as_ledger(store, filters, by, 3)
         assert rounded(views.summary(store, filters)) == rounded(views.summary(_LedgerOnly(store), filters))  # type: ignore[arg-type]
         assert rounded(views.run_histogram(store, filters, 5)) == rounded(views.run_histogram(_LedgerOnly(store), filters, 5))  # type: ignore[arg-type]
@@ -340,3 +342,53 @@ def test_the_fold_reads_the_per_run_table_for_new_tag_keys_only(tmp_path: Any) -
     with sqlite3.connect(tmp_path / "costs.db") as conn:
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + backfill)]
     assert plan[0] == "SCAN k", plan  # the kept keys (a few rows, none fresh) before the per-run table
+
+
+def test_the_copies_of_a_tag_values_groups_keep_apart_groups_a_plain_concatenation_would_merge(
+    store: Store,
+) -> None:
+    """A tag value's step rows are keyed by a text standing for (use case, step): no step, a step named
+    ``-`` and one named ``1:-`` are three groups, as in the ledger."""
+    steps = [None, "-", "1:-", "1:-", None]
+    calls = [call(n, f"p{n}", tokens=(100 * (n + 1), 10), step=step, tags={"tenant": "acme"})
+             for n, step in enumerate(steps)]  # fmt: skip
+    assert store.write(calls) == []
+    assert_rollups_match_ledger(store)
+    rows = _same_as_ledger(store, ReportFilter(tags=(("tenant", "acme"),)), "step", 10)
+    by_step = {r.key["step"]: r for r in rows}
+    assert set(by_step) == {None, "-", "1:-"}
+    assert by_step["1:-"].runs == 2 and by_step["1:-"].cost_usd == pytest.approx(mini_cost(300, 10) + mini_cost(400, 10))
+    assert by_step[None].cost_usd == pytest.approx(mini_cost(100, 10) + mini_cost(500, 10))
+
+
+def test_the_migration_copies_each_kept_tag_values_runs_of_a_schema_9_ledger(sqlite_or_postgres: str) -> None:
+    store = open_store(sqlite_or_postgres)
+    try:
+        agents(store)
+        tagged(store)
+    finally:
+        store.close()
+    _execute(  # what an otel-usecase of schema 9 left: no copies per tag value
+        sqlite_or_postgres,
+        ["DROP TABLE usecase_tag_runs", "DROP TABLE usecase_tag_groups",
+         "UPDATE otel_usecase_meta SET value = '9' WHERE key = 'schema_version'"],
+        [],
+    )  # fmt: skip
+    reader = open_store(sqlite_or_postgres, create=False)  # a reader of schema 9 reads the ledger's tags
+    try:
+        assert reader.view_sql().tag_keys == frozenset()
+        _same_as_ledger(reader, ReportFilter(tags=(("tenant", "acme"),)), "model", 10)
+    finally:
+        reader.close()
+    store = open_store(sqlite_or_postgres)
+    try:
+        assert store.view_sql().tag_keys == {"tenant", "team"}
+        assert_rollups_match_ledger(store)
+        assert store.query("SELECT run_id FROM usecase_tag_runs WHERE tag_key = 'team'") == [("t1",)]
+        assert store.write([call(700, "t9", "gpt-4o", tags={"tenant": "acme"})]) == []
+        assert_rollups_match_ledger(store)
+        (gpt4o,) = [r for r in _same_as_ledger(store, ReportFilter(tags=(("tenant", "acme"),)), "model", 10)
+                    if r.key["model"] == "gpt-4o"]  # fmt: skip
+        assert gpt4o.runs == 2 and gpt4o.cost_usd == pytest.approx(gpt4o_cost(700, 70) + gpt4o_cost(100, 50))
+    finally:
+        store.close()

@@ -7,6 +7,8 @@ the totals from published prices (gpt-4o-mini: $0.15/M input, $0.60/M output).
 
 from __future__ import annotations
 
+import json
+
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from otel_usecase.cost.reprice import reprice
 from otel_usecase.report import views
 from otel_usecase.report.queries import build_report
 from otel_usecase.store import ReportFilter, Store, StoreUnavailable, open_store
+from otel_usecase.store import groups_sql, runs_sql
 from otel_usecase.store.base import COLUMNS, TABLE, TOKEN_COLUMNS, row_of, tags_of
 
 from .builders import a_call
@@ -146,6 +149,48 @@ def assert_runs_match_ledger(store: Store) -> None:
             assert mixed == 1, key
         elif not mixed:
             assert {stored_dims} == dims, key
+
+
+def assert_tag_runs_match_runs(store: Store) -> None:
+    """Each run with a value of a kept tag key has one copy of its per-run row per such key, under that
+    key and value (store/tag_runs_sql.py), and nothing else is there."""
+    if not store.view_sql().groups:
+        return
+    keys = {str(k) for (k,) in store.query("SELECT tag_key FROM usecase_tag_keys")}
+    columns = runs_sql.columns()
+    at = columns.split(", ").index("tags")
+    want = {}
+    for row in store.query(f"SELECT {columns} FROM usecase_runs"):
+        tags = json.loads(row[at]) if row[at] else {}
+        for key in keys & set(tags):
+            want[(key, str(tags[key]), row[0], row[1])] = tuple(row)
+    got = {
+        tuple(r[:4]): tuple(r[2:])
+        for r in store.query(f"SELECT tag_key, tag_value, {columns} FROM usecase_tag_runs")
+    }
+    assert set(got) == set(want)
+    for key, row in want.items():
+        assert got[key] == row, key
+    # and the call-level group rows of those runs, once per tag value, each group under one part text
+    values: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for key, value, use_case, run_id in want:
+        values[(use_case, run_id)].append((key, value))
+    group_columns = groups_sql.columns()
+
+    def part(value: str | None) -> str:
+        return "-" if value is None else f"{len(value)}:{value}"
+
+    want_groups = {}
+    for row in store.query(f"SELECT {group_columns} FROM usecase_run_groups WHERE report_by IN ('model', 'step')"):
+        for key, value in values.get((row[3], row[4]), []):
+            want_groups[(key, value, row[0], part(row[1]) + part(row[2]), row[3], row[4])] = tuple(row)
+    got_groups = {
+        tuple(r[:2]) + (r[3], r[2], r[6], r[7]): tuple(r[3:])
+        for r in store.query(f"SELECT tag_key, tag_value, part, {group_columns} FROM usecase_tag_groups")
+    }
+    assert set(got_groups) == set(want_groups)
+    for key, row in want_groups.items():
+        assert got_groups[key] == row, key
 
 
 CALL_GROUPINGS = {  # report --by value: the ledger columns of its key (report.queries.GROUPINGS)
@@ -275,6 +320,7 @@ def assert_rollups_match_ledger(store: Store) -> None:
     if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
         store.fold()
     assert_runs_match_ledger(store)
+    assert_tag_runs_match_runs(store)
     assert_groups_match_ledger(store)
     assert_days_match_ledger(store)
     want_hours, want_runs = expected_rollups(store)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 from ..cost import token_classes
-from ..store import ReportFilter, Store, groups_sql, rollup_sql
+from ..store import ReportFilter, Store, groups_sql, rollup_sql, tag_runs_sql
 from ..store import runs_sql as per_run
 from ..store.base import GROUP_TOTALS, RUN_TOTALS, TOKEN_COLUMNS, tags_of
 from ..store.totals import group_runs, percentile
@@ -352,12 +352,57 @@ def _top_of_runs(
 ) -> list[ReportRow]:
     """:func:`top` of a call-level grouping under a filter on the runs' user, experience, version or tags:
     the runs from the per-run table's indexes, their per-(run, group) rows, grouped here as the report
-    groups runs (:func:`~otel_usecase.store.totals.group_runs`)."""
-    runs_where, params = per_run.where(filters, view.tag_value)
-    rows = store.query(*groups_sql.run_parts_sql(by, runs_where, params))
+    groups runs (:func:`~otel_usecase.store.totals.group_runs`); under one kept tag alone (within use
+    cases or not), the groups' rows of that tag value (:func:`_top_of_tag`)."""
+    tag = filters.tags[0] if len(filters.tags) == 1 else None
+    others = filters._replace(use_case=None, use_cases=None, tags=())
+    copied = any(g.by == by for g in groups_sql.CALL_GROUPINGS)  # (not the tag groupings themselves)
+    if copied and tag is not None and tag[0] in view.tag_keys and others == ReportFilter():
+        return _top_of_tag(store, view, filters, by, keys, limit, tag)
+    runs_source, params = per_run.source(filters, view.tag_value)
+    rows = store.query(*groups_sql.run_parts_sql(by, runs_source, params))
     n = len(keys)
     grouped = [group[:n] + group[2:] for group in group_runs(rows, 2)]
     return sort_rows(group_row(group, keys) for group in grouped)[:limit]
+
+
+def _top_of_tag(
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    keys: tuple[str, ...],
+    limit: int | None,
+    tag: tuple[str, str],
+) -> list[ReportRow]:
+    """:func:`top` of a call-level grouping under one kept tag: every group's sums from one range of
+    :data:`~otel_usecase.store.tag_runs_sql.TAG_GROUPS` (a tag value's groups are a few: models, steps),
+    then the p50 and p95 of the groups shown by rank."""
+    key, value = tag
+    within = (filters.use_case, filters.use_cases)
+    groups = {}
+    for record in store.query(*tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)):
+        part, k1, k2, runs, *sums, cost, complete, complete_sum = record
+        groups[str(part)] = ((k1, k2), int(runs), [int(v or 0) for v in sums], _number(cost), int(complete or 0),
+                             _number(complete_sum))  # fmt: skip
+
+    def order(part: str) -> tuple[Any, ...]:
+        return order_key(groups[part][3], groups[part][0])
+
+    shown = sorted(groups, key=order)[:limit]
+    rows = []
+    for part in shown:
+        group, runs, sums, cost, complete, complete_sum = groups[part]
+
+        def ranked(how: per_run.Walk, part: str = part) -> list[Any]:
+            return store.query(*tag_runs_sql.ranked_sql(by, key, value, part, how, *within))
+
+        avg = complete_sum / complete if complete and complete_sum is not None else None
+        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        values = (*group, runs, *sums, cost, avg, p50, p95, runs - complete)
+        assert len(values) == len(keys) + len(GROUP_TOTALS)
+        rows.append(group_row(values, keys))
+    return rows
 
 
 _STRADDLING_CHUNK: Final = 200

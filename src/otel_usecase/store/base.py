@@ -92,7 +92,7 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
@@ -904,12 +904,14 @@ def migrate(
     runs_backfill = has_ledger and (version is None or version < _RUNS_SINCE)
     groups_backfill = has_ledger and (version is None or version < _GROUPS_SINCE)
     tags_backfill = has_ledger and (version is None or version < _TAGS_SINCE)
+    tag_runs_backfill = has_ledger and (version is None or version < _TAG_RUNS_SINCE)
     for statement in rollup_sql.ddl(
         dialect,
         backfill=backfill,
         runs_backfill=runs_backfill,
         groups_backfill=groups_backfill,
         tags_backfill=tags_backfill,
+        tag_runs_backfill=tag_runs_backfill,
     ):
         execute(statement, ())
     return frozenset(COLUMNS)
@@ -925,6 +927,8 @@ _GROUPS_SINCE: Final = 8
 """The schema version that brought the per-(run, group) rows and the group totals (:mod:`.groups_sql`)."""
 _TAGS_SINCE: Final = 9
 """The schema version that brought the kept tag keys and their groups (:mod:`.tags_sql`)."""
+_TAG_RUNS_SINCE: Final = 10
+"""The schema version that brought the per-run rows of each kept tag value (:mod:`.tag_runs_sql`)."""
 
 
 _URL_PASSWORD: Final = re.compile(

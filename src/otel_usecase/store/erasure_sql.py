@@ -38,6 +38,7 @@ from .groups_sql import GROUPS
 from .outcome_sql import OUTCOMES_TABLE
 from .rollup_sql import HOUR_ROLLUP, MEASURES, PENDING, RUN_ROLLUP, _run_keys, sqlite_fold
 from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, _derived
+from .tag_runs_sql import TAG_GROUPS, TAG_RUNS
 
 __all__ = [
     "EXPERIENCE",
@@ -89,6 +90,8 @@ class Cells(NamedTuple):
     nullable: tuple[str, ...] = ()
     """The text columns of ``key`` that may be NULL: compared through a sentinel, as the tables' unique
     indexes do, so that the database can hash-join on them (``IS NOT DISTINCT FROM`` cannot be hashed)."""
+    ledger_key: tuple[str, ...] | None = None
+    """The columns of ``key`` that find a row's calls in the ledger (None: all of them)."""
 
 
 class IdColumn(NamedTuple):
@@ -121,6 +124,11 @@ RUN_ROWS: Final = Cells(
 )
 """The per-run table's rows (:data:`.runs_sql.RUNS`): one per run, its user, experience, version and tags
 attributes (``mixed`` when its calls disagree on them)."""
+TAG_RUN_ROWS: Final = RUN_ROWS._replace(
+    key=("tag_key", "tag_value", "use_case", "run_id"), ledger_key=("use_case", "run_id")
+)
+"""The per-run rows of each kept tag value (:data:`.tag_runs_sql.TAG_RUNS`): copies of the per-run table's,
+renamed alike."""
 GROUP_ROWS: Final = Cells(
     key=("report_by", "k1", "k2", "use_case", "run_id"),
     sums=MEASURES,
@@ -130,6 +138,11 @@ GROUP_ROWS: Final = Cells(
 """The per-(run, group) rows (:data:`.groups_sql.GROUPS`). The group totals (:data:`.groups_sql.TOTALS`)
 hold user and experience ids as group keys; the triggers on the per-run table move them with its rows and
 remove a group left without runs, so they need no row here."""
+TAG_GROUP_ROWS: Final = GROUP_ROWS._replace(
+    key=("tag_key", "tag_value", "report_by", "part", "use_case", "run_id"), nullable=()
+)
+"""The per-(run, group) rows of each kept tag value (:data:`.tag_runs_sql.TAG_GROUPS`): copies of the
+call-level ones, renamed alike."""
 
 ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(TABLE, "user_id", frozenset((USER,)), LEDGER),
@@ -141,7 +154,11 @@ ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(RUNS, "user_id", frozenset((USER,)), RUN_ROWS),
     IdColumn(RUNS, "experience_id", frozenset((EXPERIENCE,)), RUN_ROWS),
     IdColumn(RUNS, "run_id", frozenset((RUN,)), RUN_ROWS),
+    IdColumn(TAG_RUNS, "user_id", frozenset((USER,)), TAG_RUN_ROWS),
+    IdColumn(TAG_RUNS, "experience_id", frozenset((EXPERIENCE,)), TAG_RUN_ROWS),
+    IdColumn(TAG_RUNS, "run_id", frozenset((RUN,)), TAG_RUN_ROWS),
     IdColumn(GROUPS, "run_id", frozenset((RUN,)), GROUP_ROWS),
+    IdColumn(TAG_GROUPS, "run_id", frozenset((RUN,)), TAG_GROUP_ROWS),
     IdColumn(OUTCOMES_TABLE, "run_id", frozenset((RUN,)), PLAIN),
     IdColumn(BUDGETS_TABLE, "spec", frozenset((USER,)), JSON),  # a budget's user selector
     IdColumn(ALERTS_TABLE, "payload", frozenset((USER,)), JSON),  # the selector in a pending alert
@@ -408,7 +425,7 @@ def _restore_flags(
         return
     table, flag = column.table, cells.flag
     differ = " OR ".join(f"NOT (c.{k} {d.same} {table}.{k})" for k in cells.dims) or "false"
-    ledger = " AND ".join(f"c.{k} = {table}.{k}" for k in cells.key)
+    ledger = " AND ".join(f"c.{k} = {table}.{k}" for k in cells.ledger_key or cells.key)
     key = "(" + ", ".join(cells.key) + ")"
     one = "(" + ", ".join("?" * len(cells.key)) + ")"
     for start in range(0, len(clear), _CHUNK):

@@ -59,6 +59,8 @@ __all__ = [
     "Kept",
     "WindowSQL",
     "backfill",
+    "column_definitions",
+    "columns",
     "drop_empty",
     "groups_sql",
     "kept",
@@ -152,21 +154,31 @@ def _key(name: str, none: str) -> str:
     return f"COALESCE({name}, {none})"
 
 
-def tables(dialect: str) -> list[str]:
-    """Both tables and their indexes (idempotent)."""
+def _measure_definitions(dialect: str) -> str:
     d = _dialect(dialect)
     kinds = {
         "cost_usd": f"{d.real} NOT NULL DEFAULT 0",
         **{t: f"{d.total} NOT NULL DEFAULT 0" for t in TOKEN_COLUMNS},
     }
-    measures = ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
+    return ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
+
+
+def column_definitions(dialect: str) -> str:
+    """:data:`GROUPS`' columns with their types (:func:`columns` order), as ``CREATE TABLE`` lists them."""
+    d = _dialect(dialect)
+    return (
+        f"report_by TEXT NOT NULL, k1 TEXT, k2 TEXT, use_case TEXT NOT NULL, run_id TEXT NOT NULL, "
+        f"{_measure_definitions(dialect)}, {DEAR_COST} {d.real}, {COMPLETE_COST} {d.real}"
+    )
+
+
+def tables(dialect: str) -> list[str]:
+    """Both tables and their indexes (idempotent)."""
+    d = _dialect(dialect)
+    measures = _measure_definitions(dialect)
     k1, k2 = _key("k1", d.none), _key("k2", d.none)
     return [
-        (
-            f"CREATE TABLE IF NOT EXISTS {GROUPS} (report_by TEXT NOT NULL, k1 TEXT, k2 TEXT, "
-            f"use_case TEXT NOT NULL, run_id TEXT NOT NULL, {measures}, {DEAR_COST} {d.real}, "
-            f"{COMPLETE_COST} {d.real})"
-        ),
+        f"CREATE TABLE IF NOT EXISTS {GROUPS} ({column_definitions(dialect)})",
         # (use case, run id) first: the fold and a forget find a run's rows through it
         f"CREATE UNIQUE INDEX IF NOT EXISTS {GROUPS}_key ON {GROUPS} (use_case, run_id, report_by, {k1}, {k2})",
         # a group's complete costs in order (p50, p95 by rank)
@@ -244,7 +256,8 @@ def _selected(dialect: str, source: str, kind: str, tags_only: bool = False) -> 
     return f"g.*, {derived} FROM ({both}) AS g WHERE true"
 
 
-def _columns() -> str:
+def columns() -> str:
+    """:data:`GROUPS`' columns, in order."""
     return ", ".join(("report_by", "k1", "k2", "use_case", "run_id", *_measures(), DEAR_COST, COMPLETE_COST))
 
 
@@ -258,7 +271,7 @@ def _upsert(dialect: str, source: str, kind: str) -> str:
     order = f" ORDER BY g.use_case, g.run_id, g.report_by, {k1}, {k2}" if dialect == "postgresql" else ""
     conflict = f"(use_case, run_id, report_by, {_key('k1', d.none)}, {_key('k2', d.none)})"
     return (
-        f"INSERT INTO {GROUPS}{alias} ({_columns()}) SELECT {_selected(dialect, source, kind)}{order} "
+        f"INSERT INTO {GROUPS}{alias} ({columns()}) SELECT {_selected(dialect, source, kind)}{order} "
         f"ON CONFLICT {conflict} DO UPDATE SET {added(t)}"
     )
 
@@ -285,7 +298,7 @@ def sqlite_register() -> tuple[str, ...]:
     measures = ", ".join((*_measures(), DEAR_COST, COMPLETE_COST))
     return (
         tags_sql.sqlite_register(f"temp.{FOLD_CELLS}"),
-        *tags_sql.backfill_fresh("sqlite", GROUPS, RUNS, _columns(), measures),
+        *tags_sql.backfill_fresh("sqlite", GROUPS, RUNS, columns(), measures),
         sqlite_totals(GROUPS, 1, f"r.report_by IN ({tags_sql.fresh_groups()})")[0],
         tags_sql.unfresh(),
     )
@@ -307,7 +320,7 @@ def pg_register() -> list[str]:
     """PostgreSQL, after :func:`.tags_sql.pg_register` kept new keys in a writing transaction: their "no
     value" rows (every stored run's); the group totals follow by the triggers on :data:`GROUPS`."""
     measures = ", ".join((*_measures(), DEAR_COST, COMPLETE_COST))
-    return [*tags_sql.backfill_fresh("postgresql", GROUPS, RUNS, _columns(), measures), tags_sql.unfresh()]
+    return [*tags_sql.backfill_fresh("postgresql", GROUPS, RUNS, columns(), measures), tags_sql.unfresh()]
 
 
 def pg_apply(source: str, signed: bool, old: str | None) -> list[str]:
@@ -327,7 +340,7 @@ def backfill(dialect: str) -> list[str]:
         tags_sql.ledger_register(dialect, TABLE),
         tags_sql.unfresh(),  # (the ledger's rows give every group of the keys, "no value" too)
         f"DELETE FROM {GROUPS}",
-        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
+        f"INSERT INTO {GROUPS} ({columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
     ]
 
 
@@ -342,7 +355,7 @@ def tags_backfill(dialect: str) -> list[str]:
         tags_sql.unfresh(),
         f"DELETE FROM {TOTALS} WHERE {tag_rows}",
         f"DELETE FROM {GROUPS} WHERE {tag_rows}",
-        f"INSERT INTO {GROUPS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row', tags_only=True)}",
+        f"INSERT INTO {GROUPS} ({columns()}) SELECT {_selected(dialect, TABLE, 'row', tags_only=True)}",
         *([sqlite_totals(GROUPS, 1, f"r.{tag_rows}")[0]] if dialect == "sqlite" else []),
     ]
 
@@ -615,15 +628,16 @@ def summary_sql(token_sum: str) -> str:
     return f"SELECT {sums} FROM {TOTALS} WHERE report_by = 'use-case'"
 
 
-def run_parts_sql(by: str, runs_where: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
-    """The rows of the runs selected by ``runs_where`` (a ``WHERE`` clause on :data:`.runs_sql.RUNS`, with
-    its ``params``) in grouping ``by``: ``k1, k2``, then :data:`~.base.RUN_TOTALS` (the run's cost when
-    known). A filter on a run's user, experience, version or tags finds its runs through the per-run
-    table's indexes, then their rows here through (use case, run id)."""
+def run_parts_sql(by: str, runs_source: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """The rows of the runs selected by ``runs_source`` (a table of per-run rows and its ``WHERE`` clause,
+    :func:`.runs_sql.source`, with its ``params``) in grouping ``by``: ``k1, k2``, then
+    :data:`~.base.RUN_TOTALS` (the run's cost when known). A filter on a run's user, experience, version or
+    tags finds its runs through the per-run table's indexes, then their rows here through (use case, run
+    id)."""
     totals = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls", DEAR_COST)
     sql = (
         f"SELECT k1, k2, {', '.join(totals)} FROM {GROUPS} WHERE report_by = ? AND (use_case, run_id) IN "
-        f"(SELECT use_case, run_id FROM {RUNS}{runs_where})"
+        f"(SELECT use_case, run_id FROM {runs_source})"
     )
     return sql, [by, *params]
 

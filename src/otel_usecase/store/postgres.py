@@ -82,6 +82,7 @@ from .base import (
 )
 from .rollup_sql import HOUR_ROLLUP, RUN_ROLLUP, ViewSQL
 from .runs_sql import RUNS
+from .tag_runs_sql import TAG_RUNS
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -554,10 +555,13 @@ class PostgresStore:
 
     @staticmethod
     def _read_tag_keys(cur: psycopg.Cursor[Any]) -> frozenset[str]:
-        # schema 9, and readable by this role (one that may not read it reads the ledger's tags)
+        # schema 10, and readable by this role (one that may not read them reads the ledger's tags)
+        readable = " AND ".join(
+            f"has_table_privilege('{t}', 'SELECT')" for t in (tags_sql.TAG_KEYS, TAG_RUNS)
+        )
         cur.execute(
-            f"SELECT CASE WHEN to_regclass('{tags_sql.TAG_KEYS}') IS NULL THEN false "
-            f"ELSE has_table_privilege('{tags_sql.TAG_KEYS}', 'SELECT') END"
+            f"SELECT CASE WHEN to_regclass('{tags_sql.TAG_KEYS}') IS NULL OR to_regclass('{TAG_RUNS}') IS NULL "
+            f"THEN false ELSE {readable} END"
         )
         there = cur.fetchone()
         if not (there and there[0]):
@@ -633,7 +637,7 @@ class PostgresStore:
         """Run a read-only query written with ``?`` placeholders (see :func:`translate_placeholders`)."""
         statement = translate_placeholders(sql)
         args = tuple(params)
-        ledger_report = not any(table in sql for table in (RUN_ROLLUP, HOUR_ROLLUP, RUNS))
+        ledger_report = not any(table in sql for table in (RUN_ROLLUP, HOUR_ROLLUP, RUNS, TAG_RUNS))
 
         def select(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             with conn.transaction(), conn.cursor() as cur:

@@ -47,7 +47,7 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
-from . import groups_sql, totals
+from . import groups_sql, tag_runs_sql, totals
 from . import runs_sql as per_run
 from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
@@ -409,6 +409,7 @@ def _sqlite_fold(cells: bool) -> tuple[str, ...]:
         *per_run.sqlite_fold(cells),
         *(groups_sql.sqlite_fold() if cells else ()),
         *(groups_sql.sqlite_after() if cells else ()),
+        *(tag_runs_sql.sqlite_refresh(f"temp.{FOLD_RUNS}") if cells else ()),
         f"DELETE FROM {PENDING}",
     )
 
@@ -427,6 +428,7 @@ def _sqlite_ddl() -> list[str]:
         *_tables(d),
         *per_run.tables("sqlite"),
         *groups_sql.tables("sqlite"),
+        *tag_runs_sql.tables("sqlite"),
         *_sqlite_tables(),
         *_sqlite_triggers(),
     ]
@@ -513,6 +515,7 @@ def _pg_ddl() -> list[str]:
             *_pg_apply("new_rows", False),
             *per_run.pg_apply("new_rows", False, None),
             *groups_sql.pg_apply("new_rows", False, None),
+            *tag_runs_sql.pg_refresh("new_rows"),
         ]
     )
     update_body = ";\n  ".join(
@@ -522,6 +525,7 @@ def _pg_ddl() -> list[str]:
             recompute,
             *per_run.pg_apply(changed, True, "old_rows"),
             *groups_sql.pg_apply(changed, True, "old_rows"),
+            *tag_runs_sql.pg_refresh(changed),
         ]
     )
     # The trigger functions run with jit off: transition tables and the small kept-keys table have no
@@ -531,6 +535,7 @@ def _pg_ddl() -> list[str]:
         *_tables(d),
         *per_run.tables("postgresql"),
         *groups_sql.tables("postgresql"),
+        *tag_runs_sql.tables("postgresql"),
         (
             f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_insert() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $$\n"
             f"BEGIN\n  {insert_body};\n  RETURN NULL;\nEND\n$$"
@@ -587,12 +592,14 @@ def ddl(
     runs_backfill: bool | None = None,
     groups_backfill: bool | None = None,
     tags_backfill: bool = False,
+    tag_runs_backfill: bool = False,
 ) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
     ``backfill``) the per-run table (:mod:`.runs_sql`), (when ``groups_backfill``, by default
     ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`), (when
-    ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`). Idempotent; run by
+    ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`), (when
+    ``tag_runs_backfill``) the per-run rows of each kept tag value (:mod:`.tag_runs_sql`). Idempotent; run by
     the schema migration."""
     runs = backfill if runs_backfill is None else runs_backfill
     groups = runs if groups_backfill is None else groups_backfill
@@ -603,7 +610,8 @@ def ddl(
     statements += groups_sql.backfill(dialect) if groups else []
     statements += _day_backfill() if groups else []
     statements += groups_sql.totals_ddl(dialect, backfill=groups)
-    return statements + (groups_sql.tags_backfill(dialect) if tags_backfill and not groups else [])
+    statements += groups_sql.tags_backfill(dialect) if tags_backfill and not groups else []
+    return statements + (tag_runs_sql.backfill(dialect) if tag_runs_backfill else [])
 
 
 def _day_backfill() -> list[str]:
@@ -871,7 +879,16 @@ def summary_sql(
 ) -> tuple[str, list[Any]]:
     """One row: calls, :data:`~otel_usecase.store.base.TOKEN_COLUMNS` sums, cost, the unpriced, no-usage,
     partial and error counts, then the number of runs (of (use case, run id)): counted in the per-run
-    table (``per_run_table``: the caller checked it answers, :mod:`.runs_sql`), else grouped."""
+    table (``per_run_table``: the caller checked it answers, :mod:`.runs_sql`), else grouped. Under a kept
+    tag's filter the per-run rows of the tag value hold the sums too: one range read
+    (:mod:`.tag_runs_sql`), where the run rollup's cells would be read and their tags parsed."""
+    if per_run_table and per_run.kept_tag_filter(filters, view.tag_value):
+        runs_source, params = per_run.source(filters, view.tag_value)
+        summed = [view.token_sum.format(c) for c in ("calls", *TOKEN_COLUMNS)] + [
+            "CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END"
+        ]
+        summed += [view.token_sum.format(c) for c in _COUNTS] + ["COUNT(*)"]
+        return f"SELECT {', '.join(summed)} FROM {runs_source}", params
     sums = _sums_source(view, filters)
     m = sums.measures
     if per_run_table:

@@ -44,6 +44,8 @@ __all__ = [
     "added",
     "any_group",
     "backfill",
+    "column_definitions",
+    "columns",
     "costs_sql",
     "count_sql",
     "dearest_sql",
@@ -53,6 +55,7 @@ __all__ = [
     "order_by",
     "order_sql",
     "pg_apply",
+    "source",
     "sqlite_fold",
     "sums_sql",
     "tables",
@@ -87,8 +90,8 @@ def _dims() -> tuple[str, ...]:
     return _run_keys()
 
 
-def tables(dialect: str) -> list[str]:
-    """The table and its indexes (idempotent)."""
+def column_definitions(dialect: str) -> str:
+    """The table's columns with their types (:func:`columns` order), as ``CREATE TABLE`` lists them."""
     from .rollup_sql import _DIALECTS
 
     d = _DIALECTS[dialect]
@@ -98,13 +101,18 @@ def tables(dialect: str) -> list[str]:
     }
     measures = ", ".join(f"{m} {kinds.get(m, f'{d.int} NOT NULL DEFAULT 0')}" for m in _measures())
     dims = ", ".join(f"{k} TEXT" for k in _dims())
+    return (
+        f"use_case TEXT NOT NULL, run_id TEXT NOT NULL, {dims}, "
+        f"mixed {d.int} NOT NULL DEFAULT 0, first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, "
+        f"end_ns {d.int} NOT NULL, {measures}, {DEAR_COST} {d.real}, {COMPLETE_COST} {d.real}"
+    )
+
+
+def tables(dialect: str) -> list[str]:
+    """The table and its indexes (idempotent)."""
     desc = " DESC NULLS LAST" if dialect == "postgresql" else " DESC"
     return [
-        (
-            f"CREATE TABLE IF NOT EXISTS {RUNS} (use_case TEXT NOT NULL, run_id TEXT NOT NULL, {dims}, "
-            f"mixed {d.int} NOT NULL DEFAULT 0, first_ns {d.int} NOT NULL, last_ns {d.int} NOT NULL, "
-            f"end_ns {d.int} NOT NULL, {measures}, {DEAR_COST} {d.real}, {COMPLETE_COST} {d.real})"
-        ),
+        f"CREATE TABLE IF NOT EXISTS {RUNS} ({column_definitions(dialect)})",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {RUNS}_key ON {RUNS} (use_case, run_id)",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_mixed ON {RUNS} (mixed) WHERE mixed = 1",
         f"CREATE INDEX IF NOT EXISTS {RUNS}_dear ON {RUNS} ({DEAR_COST}{desc}, use_case, run_id)",
@@ -142,7 +150,8 @@ def added(t: str) -> str:
     return f"{sums}, {costs}"
 
 
-def _columns() -> str:
+def columns() -> str:
+    """The table's columns, in order."""
     return ", ".join(
         (
             "use_case",
@@ -205,7 +214,7 @@ def _upsert(dialect: str, source: str, kind: str) -> str:
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
     changed = " OR ".join(f"{t}.{k} {distinct} excluded.{k}" for k in _dims())
     return (
-        f"INSERT INTO {RUNS}{alias} ({_columns()}) SELECT {select}{order} ON CONFLICT (use_case, run_id) DO UPDATE SET "
+        f"INSERT INTO {RUNS}{alias} ({columns()}) SELECT {select}{order} ON CONFLICT (use_case, run_id) DO UPDATE SET "
         f"mixed = {d.greatest}({t}.mixed, excluded.mixed, CASE WHEN {changed} THEN 1 ELSE 0 END), "
         f"first_ns = {d.least}({t}.first_ns, excluded.first_ns), last_ns = {d.greatest}({t}.last_ns, excluded.last_ns), "
         f"end_ns = {d.greatest}({t}.end_ns, excluded.end_ns), {added(t)}"
@@ -273,7 +282,7 @@ def backfill(dialect: str) -> list[str]:
     """Fill the table from the ledger (the migration)."""
     return [
         f"DELETE FROM {RUNS}",
-        f"INSERT INTO {RUNS} ({_columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
+        f"INSERT INTO {RUNS} ({columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
     ]
 
 
@@ -290,11 +299,14 @@ def mixed_sql() -> str:
     return f"SELECT 1 FROM {RUNS} WHERE mixed = 1 LIMIT 1"
 
 
-def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause of ``filters`` on the table (no time window: :func:`answers`), then ``extra``.
+def source(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
+    """The table and ``WHERE`` clause of ``filters`` (no time window: :func:`answers`), then ``extra``: what
+    follows ``FROM`` in a query of the per-run rows.
 
-    A tag the store keeps groups for (``tag_value`` a :class:`.tags_sql.KeptTagValue`) selects its runs
-    through the group rows' index; any other is read from each run's tags."""
+    A tag the store keeps (``tag_value`` a :class:`.tags_sql.KeptTagValue`) reads its runs' copies in
+    :data:`.tag_runs_sql.TAG_RUNS`, one range of that table (the first such tag of ``filters``; another
+    kept one selects its runs through the group rows' index); any other is read from each run's tags."""
+    from .tag_runs_sql import TAG_RUNS
     from .tags_sql import KeptTagValue, runs_with_sql
 
     kept = tag_value.kept if isinstance(tag_value, KeptTagValue) else frozenset()
@@ -308,37 +320,44 @@ def where(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tup
         tag_value=tag_value,
         use_cases=filters.use_cases,
     )
+    table = RUNS
     for key, value in filters.tags:
-        if key in kept:
+        if key not in kept:
+            continue
+        if table == RUNS:
+            table = TAG_RUNS
+            clauses[:0] = ["tag_key = ?", "tag_value = ?"]
+            params[:0] = [key, value]
+        else:
             clause, more = runs_with_sql(key, value)
             clauses.append(clause)
             params.extend(more)
     clauses += extra
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return table + (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def count_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, list[Any]]:
     """The number of runs."""
-    clause, params = where(filters, tag_value)
-    return f"SELECT COUNT(*) FROM {RUNS}{clause}", params
+    clause, params = source(filters, tag_value)
+    return f"SELECT COUNT(*) FROM {clause}", params
 
 
 def dearest_sql(
     dialect: str, filters: ReportFilter, tag_value: TagValue | None, limit: int, offset: int
 ) -> tuple[str, list[Any]]:
     """(use case, run id) of a page of runs, dearest first, unknown cost last, ties by use case, run id."""
-    clause, params = where(filters, tag_value)
+    clause, params = source(filters, tag_value)
     nulls = " NULLS LAST" if dialect == "postgresql" else ""
-    sql = f"SELECT use_case, run_id FROM {RUNS}{clause} ORDER BY {DEAR_COST} DESC{nulls}, use_case, run_id LIMIT ? OFFSET ?"
+    sql = f"SELECT use_case, run_id FROM {clause} ORDER BY {DEAR_COST} DESC{nulls}, use_case, run_id LIMIT ? OFFSET ?"
     return sql, [*params, int(limit), int(offset)]
 
 
 def spread_sql(filters: ReportFilter, tag_value: TagValue | None) -> tuple[str, list[Any]]:
     """(runs, runs with a complete cost, their lowest and highest cost, their sum)."""
-    clause, params = where(filters, tag_value)
+    clause, params = source(filters, tag_value)
     sql = (
         f"SELECT COUNT(*), COUNT({COMPLETE_COST}), MIN({COMPLETE_COST}), MAX({COMPLETE_COST}), "
-        f"SUM({COMPLETE_COST}) FROM {RUNS}{clause}"
+        f"SUM({COMPLETE_COST}) FROM {clause}"
     )
     return sql, params
 
@@ -383,16 +402,17 @@ def ranked_sql(
 ) -> tuple[str, list[Any]]:
     """The complete costs ``how`` reads (:func:`walk`); ``group``: one group's conditions
     (:func:`group_conditions`)."""
-    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *group[0])
+    clause, params = source(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *group[0])
     # Constant columns first in the order: the planner then reads the index of the group (or of the
     # filter) instead of walking the index of every run's cost.
     columns = (*_constant_columns(filters, group[0]), COMPLETE_COST)
-    return f"SELECT {COMPLETE_COST} FROM {RUNS}{clause}{order_by(columns, how)}", [*params, *group[1]]
+    return f"SELECT {COMPLETE_COST} FROM {clause}{order_by(columns, how)}", [*params, *group[1]]
 
 
 def kept_tag_filter(filters: ReportFilter, tag_value: TagValue | None) -> bool:
-    """Whether ``filters`` select runs by a kept tag (:func:`where`): their runs come from a subquery that
-    each statement reads anew, so their costs are better read once (:func:`costs_sql`) than by rank."""
+    """Whether ``filters`` select runs by a kept tag (:func:`source`): their runs are one range of
+    :data:`.tag_runs_sql.TAG_RUNS`, with no index on a group's cost within it, so their costs are better
+    read once (:func:`costs_sql`) than by rank (each ranked read would sort the range)."""
     from .tags_sql import KeptTagValue
 
     return isinstance(tag_value, KeptTagValue) and any(key in tag_value.kept for key, _ in filters.tags)
@@ -405,9 +425,9 @@ def costs_sql(
     ``filters`` select, in one read."""
     extra: list[Any] = []
     condition = [any_group(keys, groups, extra)] if keys else []
-    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *condition)
+    clause, params = source(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *condition)
     columns = ", ".join((*keys, COMPLETE_COST))
-    return f"SELECT {columns} FROM {RUNS}{clause}", [*params, *extra]
+    return f"SELECT {columns} FROM {clause}", [*params, *extra]
 
 
 def _constant_columns(filters: ReportFilter, group: list[str]) -> tuple[str, ...]:
@@ -426,10 +446,10 @@ def bins_sql(
     dialect: str, filters: ReportFilter, tag_value: TagValue | None, low: float, width: float
 ) -> tuple[str, list[Any]]:
     """(bin, runs) of the complete costs: bin ``int((cost - low) / width)``, as Python computes it."""
-    clause, params = where(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL")
+    clause, params = source(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL")
     ratio = f"({COMPLETE_COST} - ?) / ?"
     binned = f"CAST({ratio} AS INTEGER)" if dialect == "sqlite" else f"CAST(trunc({ratio}) AS BIGINT)"
-    return f"SELECT {binned} AS bin, COUNT(*) FROM {RUNS}{clause} GROUP BY bin", [
+    return f"SELECT {binned} AS bin, COUNT(*) FROM {clause} GROUP BY bin", [
         float(low),
         float(width),
         *params,
@@ -448,12 +468,12 @@ def order_sql(
     sums them), the number and sum of the complete costs; read from the group's index alone. ``read``:
     only the dearest groups, or those costing at least a floor (:class:`Dearest`; unknown cost last, ties
     in no particular order: the caller orders them, and asks for every tie)."""
-    clause, params = where(filters, tag_value)
+    clause, params = source(filters, tag_value)
     group = ", ".join(keys)
     cost = f"SUM({DEAR_COST})"
     sql = (
         f"SELECT {group}, COUNT(*), {cost}, COUNT({COMPLETE_COST}), SUM({COMPLETE_COST}) "
-        f"FROM {RUNS}{clause} GROUP BY {group}"
+        f"FROM {clause} GROUP BY {group}"
     )
     if read is not None and read.floor is not None:
         sql += f" HAVING {cost} >= ?"
@@ -475,7 +495,7 @@ def sums_sql(
     partial counts."""
     extra: list[Any] = []
     condition = any_group(keys, groups, extra)
-    clause, filter_params = where(filters, tag_value, condition)
+    clause, filter_params = source(filters, tag_value, condition)
     group = ", ".join(keys)
     selected = ", ".join(
         [
@@ -486,7 +506,7 @@ def sums_sql(
             ),
         ]
     )
-    return f"SELECT {selected} FROM {RUNS}{clause} GROUP BY {group}", [*filter_params, *extra]
+    return f"SELECT {selected} FROM {clause} GROUP BY {group}", [*filter_params, *extra]
 
 
 def any_group(keys: tuple[str, ...], groups: list[tuple[Any, ...]], params: list[Any]) -> str:

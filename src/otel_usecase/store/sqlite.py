@@ -45,6 +45,7 @@ from .base import (
 )
 from .rollup_sql import ViewSQL
 from .runs_sql import RUNS
+from .tag_runs_sql import TAG_RUNS
 
 if TYPE_CHECKING:
     from .base import Repricing, Transaction
@@ -664,10 +665,13 @@ class SQLiteStore:
         )
 
     def _kept_tag_keys(self) -> frozenset[str]:
-        """The kept tag keys (:mod:`.tags_sql`; none in a store older than schema 9)."""
+        """The kept tag keys (:mod:`.tags_sql`; none in a store older than schema 10, which a reader may
+        open as it is: it has no per-run rows per tag value, so its views read the ledger's tags)."""
         if not self._groups:
             return frozenset()
         try:
+            if not self.query("SELECT 1 FROM sqlite_master WHERE name = ?", (TAG_RUNS,)):
+                return frozenset()
             return frozenset(str(row[0]) for row in self.query(tags_sql.keys_sql()))
         except StoreError:
             return frozenset()

@@ -161,7 +161,7 @@ def fresh_groups() -> str:
 
 class KeptTagValue:
     """A store's :data:`~.base.TagValue` that also knows the kept keys: the per-run table's filters
-    (:func:`.runs_sql.where`) find a kept tag's runs through their group rows' index instead."""
+    (:func:`.runs_sql.source`) read a kept tag's runs from their copies in :data:`.tag_runs_sql.TAG_RUNS`."""
 
     __slots__ = ("kept", "value")
 

@@ -1,0 +1,220 @@
+"""The per-run table's rows again, once per kept tag value they carry, stored together by (tag key, value).
+
+A filter on a kept tag (:mod:`.tags_sql`) selects runs spread over the whole
+per-run table (:data:`.runs_sql.RUNS`): its 50,000 runs of a 10M-call ledger
+were 50,000 index lookups per statement, and a page asks a dozen statements of
+them (0.2-0.35 s each). :data:`TAG_RUNS` holds, for every kept key a run has a
+value of, a copy of the run's row with that key and value in front; SQLite
+stores it ``WITHOUT ROWID``, ordered by (key, value, use case, run id), so the
+runs of one tag value are one range of the table (20-70 ms for those 50,000);
+PostgreSQL reads the same range through its primary key.
+
+A run's tag value is its calls' (the per-run table answers only while no run is
+``mixed``, and so does this one: :func:`.runs_sql.mixed_sql`). Kept exact in
+the transaction that writes the ledger: after the per-run table changed, the
+rows of the runs it touched are replaced by their current copies (SQLite's fold
+from :data:`.rollup_sql.FOLD_RUNS`; PostgreSQL's statement triggers from the
+transition tables, after the per-run table's row lock serialised the writers of
+a run). A key registered later has no stored run with a value yet, so nothing
+is backfilled then; the schema 10 migration fills the table from the per-run
+table.
+
+:data:`TAG_GROUPS` does the same for the per-(run, group) rows of the call-level
+groupings (:data:`.groups_sql.CALL_GROUPINGS`: model, step): a top list of
+models under a tag filter read 200,000 of them through 50,000 index lookups
+(0.75-1 s in SQLite, 2.2-2.6 s in PostgreSQL); here they are one range per
+(key, value, grouping), ordered by group, so the groups' sums stream out of it
+without a sort. Its key orders a group's rows by :func:`part`, an encoding of
+the group's two key values that no NULL can break (a primary key's columns
+cannot be NULL; a provider or a step may be).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from . import groups_sql
+from . import runs_sql as per_run
+from .base import TOKEN_COLUMNS, filter_clauses
+from .runs_sql import RUNS
+from .tags_sql import TAG_KEYS, value_sql
+
+__all__ = [
+    "TAG_GROUPS",
+    "TAG_RUNS",
+    "backfill",
+    "group_sums_sql",
+    "part",
+    "pg_refresh",
+    "ranked_sql",
+    "sqlite_refresh",
+    "tables",
+]
+
+TAG_RUNS: Final = "usecase_tag_runs"
+TAG_GROUPS: Final = "usecase_tag_groups"
+
+
+def part(row: str) -> str:
+    """The text standing for the group of row ``row`` (its ``k1``, ``k2``) in :data:`TAG_GROUPS`' key: each
+    value as its length, a colon and itself, or ``-`` when NULL; one text per pair of values, and the same
+    in both dialects."""
+    return " || ".join(f"COALESCE(length({row}.{k}) || ':' || {row}.{k}, '-')" for k in ("k1", "k2"))
+
+
+def _call_groupings() -> str:
+    return ", ".join(f"'{g.by}'" for g in groups_sql.CALL_GROUPINGS)
+
+
+def tables(dialect: str) -> list[str]:
+    """Both tables and their indexes on (use case, run id), which the refresh of a run's rows seeks
+    (idempotent)."""
+    clustered = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    return [
+        (
+            f"CREATE TABLE IF NOT EXISTS {TAG_RUNS} (tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, "
+            f"{per_run.column_definitions(dialect)}, PRIMARY KEY (tag_key, tag_value, use_case, run_id)){clustered}"
+        ),
+        f"CREATE INDEX IF NOT EXISTS {TAG_RUNS}_run ON {TAG_RUNS} (use_case, run_id)",
+        (
+            f"CREATE TABLE IF NOT EXISTS {TAG_GROUPS} (tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, "
+            f"part TEXT NOT NULL, {groups_sql.column_definitions(dialect)}, "
+            f"PRIMARY KEY (tag_key, tag_value, report_by, part, use_case, run_id)){clustered}"
+        ),
+        f"CREATE INDEX IF NOT EXISTS {TAG_GROUPS}_run ON {TAG_GROUPS} (use_case, run_id)",
+        # a group's complete costs in order (its p50 and p95 by rank)
+        (
+            f"CREATE INDEX IF NOT EXISTS {TAG_GROUPS}_rank ON {TAG_GROUPS} "
+            f"(tag_key, tag_value, report_by, part, {per_run.COMPLETE_COST})"
+        ),
+    ]
+
+
+def _insert_runs(dialect: str, runs_condition: str) -> str:
+    """Copy the rows of the per-run table meeting ``runs_condition`` (on ``r``), once per kept key they have
+    a value of. The keys come first in the join: with none kept, the per-run table is not read."""
+    value = value_sql(dialect, "r", "k.tag_key")
+    columns = per_run.columns()
+    copied = ", ".join(f"r.{c}" for c in columns.split(", "))
+    order = " ORDER BY 1, 2, r.use_case, r.run_id" if dialect == "postgresql" else ""
+    return (
+        f"INSERT INTO {TAG_RUNS} (tag_key, tag_value, {columns}) SELECT k.tag_key, {value}, {copied} "
+        f"FROM {TAG_KEYS} AS k CROSS JOIN {RUNS} AS r WHERE {runs_condition} AND {value} IS NOT NULL{order}"
+    )
+
+
+def _insert_groups(dialect: str, runs_condition: str) -> str:
+    """Copy the call-level rows of :data:`.groups_sql.GROUPS` of the runs of :data:`TAG_RUNS` meeting
+    ``runs_condition`` (on ``t``), once per kept tag value of their run."""
+    columns = groups_sql.columns()
+    copied = ", ".join(f"g.{c}" for c in columns.split(", "))
+    order = " ORDER BY 1, 2, g.report_by, 3, g.use_case, g.run_id" if dialect == "postgresql" else ""
+    return (
+        f"INSERT INTO {TAG_GROUPS} (tag_key, tag_value, part, {columns}) "
+        f"SELECT t.tag_key, t.tag_value, {part('g')}, {copied} FROM {TAG_RUNS} AS t "
+        f"JOIN {groups_sql.GROUPS} AS g ON g.use_case = t.use_case AND g.run_id = t.run_id "
+        f"AND g.report_by IN ({_call_groupings()}) WHERE {runs_condition}{order}"
+    )
+
+
+def _delete(table: str, runs: str) -> str:
+    return f"DELETE FROM {table} WHERE (use_case, run_id) IN ({runs})"
+
+
+def sqlite_refresh(touched: str) -> list[str]:
+    """SQLite: replace the rows of the runs of ``touched`` (a table of ``use_case, run_id``), after the
+    per-run table and the groups changed."""
+    runs = f"SELECT x.use_case, x.run_id FROM {touched} AS x"
+    return [
+        _delete(TAG_RUNS, runs),
+        _delete(TAG_GROUPS, runs),
+        _insert_runs("sqlite", f"(r.use_case, r.run_id) IN ({runs})"),
+        _insert_groups("sqlite", f"(t.use_case, t.run_id) IN ({runs})"),
+    ]
+
+
+def pg_refresh(touched: str) -> list[str]:
+    """PostgreSQL: replace the rows of the runs of ``touched`` (a transition table or a query with
+    ``use_case, run_id`` columns), after the per-run table and the groups changed. The writers of a run
+    queue on its per-run row (upserted before), so each sees the rows the one before it committed."""
+    runs = f"SELECT DISTINCT x.use_case, x.run_id FROM {touched} AS x"
+
+    def delete(table: str) -> str:
+        return (
+            f"DELETE FROM {table} USING ({runs}) AS l "
+            f"WHERE {table}.use_case = l.use_case AND {table}.run_id = l.run_id"
+        )
+
+    return [
+        delete(TAG_RUNS),
+        delete(TAG_GROUPS),
+        _insert_runs("postgresql", f"(r.use_case, r.run_id) IN ({runs})"),
+        _insert_groups("postgresql", f"(t.use_case, t.run_id) IN ({runs})"),
+    ]
+
+
+def backfill(dialect: str) -> list[str]:
+    """Fill both tables from the per-run table and the groups (the schema 10 migration, after the kept keys
+    are known)."""
+    return [
+        f"DELETE FROM {TAG_RUNS}",
+        f"DELETE FROM {TAG_GROUPS}",
+        _insert_runs(dialect, "true"),
+        _insert_groups(dialect, "true"),
+    ]
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+def _range(
+    key: str, value: str, by: str, use_case: str | None, use_cases: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause of grouping ``by``'s rows of the runs whose tag ``key`` is ``value``, within a
+    use case or the allowed set of them."""
+    clauses, params = filter_clauses(use_case, None, use_cases=use_cases)
+    where = " AND ".join(["tag_key = ?", "tag_value = ?", "report_by = ?", *clauses])
+    return f" WHERE {where}", [key, value, by, *params]
+
+
+def group_sums_sql(
+    by: str,
+    key: str,
+    value: str,
+    token_sum: str,
+    use_case: str | None = None,
+    use_cases: Sequence[str] | None = None,
+) -> tuple[str, list[Any]]:
+    """Per group of call-level grouping ``by`` among the runs whose kept tag ``key`` is ``value``: its
+    :func:`part`, ``k1``, ``k2``, runs, calls, the token columns, the unpriced, no-usage and partial
+    counts, the sum of the runs' costs (when known), the number and sum of their complete costs. One
+    range of :data:`TAG_GROUPS`, in :func:`part` order: the sums stream out without a sort."""
+    where, params = _range(key, value, by, use_case, use_cases)
+    sums = ", ".join(
+        token_sum.format(c)
+        for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    )
+    dear, complete = per_run.DEAR_COST, per_run.COMPLETE_COST
+    return (
+        f"SELECT part, MIN(k1), MIN(k2), COUNT(*), {sums}, SUM({dear}), COUNT({complete}), SUM({complete}) "
+        f"FROM {TAG_GROUPS}{where} GROUP BY part"
+    ), params
+
+
+def ranked_sql(
+    by: str,
+    key: str,
+    value: str,
+    group: str,
+    how: per_run.Walk,
+    use_case: str | None = None,
+    use_cases: Sequence[str] | None = None,
+) -> tuple[str, list[Any]]:
+    """The complete run costs ``how`` reads (:func:`.runs_sql.walk`) in the group of :func:`part` ``group``
+    of :func:`group_sums_sql`: a walk of the index on the complete cost within the group."""
+    where, params = _range(key, value, by, use_case, use_cases)
+    complete = per_run.COMPLETE_COST
+    columns = ("tag_key", "tag_value", "report_by", "part", complete)
+    sql = f"SELECT {complete} FROM {TAG_GROUPS}{where} AND part = ? AND {complete} IS NOT NULL"
+    return sql + per_run.order_by(columns, how), [*params, group]
