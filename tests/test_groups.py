@@ -319,6 +319,10 @@ def test_a_kept_tag_filter_over_whole_runs_reads_the_per_run_table_and_matches_t
         assert rounded(views.summary(store, filters)) == rounded(views.summary(_LedgerOnly(store), filters))  # type: ignore[arg-type]
         assert rounded(views.run_histogram(store, filters, 5)) == rounded(views.run_histogram(_LedgerOnly(store), filters, 5))  # type: ignore[arg-type]
         assert rounded(views.list_runs(store, filters, "cost")) == rounded(views.list_runs(_LedgerOnly(store), filters, "cost"))  # type: ignore[arg-type]
+        for bucket in ("hour", "day"):  # runs within one bucket from their copies, those spanning two from the run rollup
+            for series in ("use-case", "user", "experience", "version", "model"):
+                assert rounded(views.cost_series(store, filters, bucket, series)) == rounded(
+                    views.cost_series(_LedgerOnly(store), filters, bucket, series))  # type: ignore[arg-type]  # fmt: skip
     t1 = [c for c in calls if c.tags.get("tenant") == "t1"]
     (row,) = [r for r in views.top(store, ReportFilter(tags=(("tenant", "t1"),)), "use-case") if r.key["use_case"] == "support"]
     assert row.calls == len(t1)

@@ -135,10 +135,11 @@ def _totals(view: rollup_sql.ViewSQL) -> bool:
 
 def summary(store: Store, filters: ReportFilter) -> Summary:
     """Total cost, calls, runs, unknown-cost and error counts, tokens per class (of everything: the use
-    cases' totals, a few rows)."""
+    cases' totals, a few rows; under one kept tag alone: that tag value's totals, one row)."""
     view = store.view_sql()
-    if _unfiltered(filters) and _totals(view):
-        row = store.query(groups_sql.summary_sql(view.token_sum))[0]
+    tag = filters.tags[0] if len(filters.tags) == 1 and filters.tags[0][0] in view.tag_keys else None
+    if _totals(view) and (_unfiltered(filters) or (tag and filters == ReportFilter(tags=(tag,)))):
+        row = store.query(*groups_sql.summary_sql(view.token_sum, tag))[0]
     else:
         runs_table = _per_run(store, view, filters)
         row = store.query(*rollup_sql.summary_sql(view, filters, per_run_table=runs_table))[0]
@@ -172,7 +173,12 @@ def cost_series(
     key = rollup_sql.SERIES_KEYS.get(by)
     if key is None:
         raise ReportError(f"by {by!r} is not one of {', '.join(rollup_sql.SERIES_KEYS)}")
-    rows = store.query(*rollup_sql.series_sql(store.view_sql(), filters, BUCKETS[bucket], key))
+    view = store.view_sql()
+    tagged = key in rollup_sql.TAG_SERIES_KEYS and per_run.kept_tag_filter(filters, view.tag_value)
+    if tagged and _per_run(store, view, filters):
+        rows = store.query(*rollup_sql.tag_series_sql(view, filters, BUCKETS[bucket], key))
+    else:
+        rows = store.query(*rollup_sql.series_sql(view, filters, BUCKETS[bucket], key))
     return [
         SeriesPoint(int(start), None if series is None else str(series), _number(cost), int(calls))
         for start, series, cost, calls in rows

@@ -609,10 +609,10 @@ def ranked_sql(
     return sql, [by, *scope_params, *group_params]
 
 
-def summary_sql(token_sum: str) -> str:
-    """The totals of every call, from the use cases' rows of :data:`TOTALS`: calls, the token columns,
-    cost, the unpriced, no-usage, partial and error counts, runs (the order of
-    :func:`.rollup_sql.summary_sql`)."""
+def summary_sql(token_sum: str, tag: tuple[str, str] | None = None) -> tuple[str, list[Any]]:
+    """The totals of every call, from the use cases' rows of :data:`TOTALS` (``tag``: of the calls whose
+    kept tag key is the value, from that group's row): calls, the token columns, cost, the unpriced,
+    no-usage, partial and error counts, runs (the order of :func:`.rollup_sql.summary_sql`)."""
     sums = ", ".join(
         [
             token_sum.format("calls"),
@@ -625,7 +625,13 @@ def summary_sql(token_sum: str) -> str:
             token_sum.format("runs"),
         ]
     )
-    return f"SELECT {sums} FROM {TOTALS} WHERE report_by = 'use-case'"
+    if tag is None:
+        return f"SELECT {sums} FROM {TOTALS} WHERE report_by = 'use-case'", []
+    key, value = tag
+    return f"SELECT {sums} FROM {TOTALS} WHERE report_by = ? AND k1 = ? AND k2 IS NULL", [
+        tags_sql.grouping(key),
+        value,
+    ]
 
 
 def run_parts_sql(by: str, runs_source: str, params: Sequence[Any]) -> tuple[str, list[Any]]:

@@ -956,6 +956,37 @@ def series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -
     return sql, source.params
 
 
+TAG_SERIES_KEYS: Final = frozenset(("use_case", "user_id", "experience_name", "use_case_version"))
+"""The series keys :func:`tag_series_sql` answers: a run's own attributes."""
+
+
+def tag_series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]]:
+    """:func:`series_sql` under a kept tag's filter (the caller checked that the per-run table answers it and
+    that ``key`` is one of :data:`TAG_SERIES_KEYS`): the runs of the tag value whose calls all start in one
+    bucket, from their copies (:mod:`.tag_runs_sql`, one range), and the cells of the few that span two
+    buckets from the run rollup, instead of every cell of the run rollup with its tags parsed."""
+    runs, params = per_run.source(filters, view.tag_value)
+    width = int(bucket_ns)
+
+    def bucket(column: str) -> str:
+        return f"({column} - (({column} % {width}) + {width}) % {width})"
+
+    calls = view.token_sum.format("x.calls")
+    sql = (
+        f"WITH r AS (SELECT use_case, run_id, {key} AS series, first_ns, last_ns, cost_usd, cost_calls, calls "
+        f"FROM {runs}) "
+        f"SELECT x.bucket, x.series, CASE WHEN SUM(x.cost_calls) > 0 THEN SUM(x.cost_usd) END, "
+        f"{calls} FROM ("
+        f"SELECT {bucket('first_ns')} AS bucket, series, cost_usd, cost_calls, calls FROM r "
+        f"WHERE {bucket('first_ns')} = {bucket('last_ns')} UNION ALL "
+        f"SELECT {bucket('c.hour_ns')}, c.{key}, c.cost_usd, c.cost_calls, c.calls FROM {RUN_ROLLUP} AS c "
+        f"WHERE (c.use_case, c.run_id) IN (SELECT use_case, run_id FROM r "
+        f"WHERE {bucket('first_ns')} <> {bucket('last_ns')})) AS x "
+        f"GROUP BY x.bucket, x.series HAVING {calls} > 0 ORDER BY 1, 2"
+    )
+    return sql, params
+
+
 def _daily(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]] | None:
     """:func:`series_sql` from the day rollup, for buckets of whole days over a window of whole days (or none)
     the hour rollup would answer; None otherwise."""
