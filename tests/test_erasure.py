@@ -183,6 +183,9 @@ def test_forget_after_prune_renames_the_cells_only_the_rollups_still_hold(store:
     store.write(user_calls(6, "erin", "run-e", tags={"tenant": "acme"}))  # hours 0..5 of T0
     store.write(user_calls(2, "frank", "run-f"))
     before = dashboard(store)
+    acme = ReportFilter(tags=(("tenant", "acme"),))
+    models_before = rounded(views.top(store, acme, "model"))
+    assert [(r.runs, r.calls) for r in models_before] == [(1, 6)]
     prune(store, T0 + 3 * HOUR + HOUR // 2)  # keeps erin's calls of hours 3, 4, 5 (the cutoff is hour 3)
     assert store.query(f"SELECT COUNT(*) FROM {TABLE} WHERE user_id = 'erin'") == [(3,)]
 
@@ -199,6 +202,7 @@ def test_forget_after_prune_renames_the_cells_only_the_rollups_still_hold(store:
     assert store.query(f"SELECT calls, user_id FROM usecase_tag_runs WHERE run_id = '{run_tomb}'") == [
         (6, by_user.tombstones[0])
     ]
+    assert rounded(views.top(store, acme, "model")) == models_before  # one run of 6 calls still, by its totals
 
 
 def test_forget_while_another_process_writes_loses_and_doubles_nothing(sqlite_or_postgres: str) -> None:

@@ -396,3 +396,20 @@ def test_the_migration_copies_each_kept_tag_values_runs_of_a_schema_9_ledger(sql
         assert gpt4o.runs == 2 and gpt4o.cost_usd == pytest.approx(gpt4o_cost(700, 70) + gpt4o_cost(100, 50))
     finally:
         store.close()
+
+
+def test_a_tag_groupings_part_text_stands_for_one_pair_of_values_in_both_dialects(store: Store) -> None:
+    """The key text of a group in the tag value's copies (``part``) is computed by the database; read back
+    (``parsed_part``) it gives the pair again, and no two pairs share one, whatever the values hold."""
+    from otel_usecase.store.tag_runs_sql import parsed_part, part
+
+    values = [None, "", "-", "1:-", "0:", "a:b", "12:ab", "é", "x" * 100, "-1:x"]
+    seen = {}
+    for k1 in values:
+        for k2 in values:
+            ((text,),) = store.query(
+                f"SELECT {part('r')} FROM (SELECT CAST(? AS TEXT) AS k1, CAST(? AS TEXT) AS k2) AS r", (k1, k2)
+            )
+            assert parsed_part(text) == (k1, k2), text
+            assert seen.setdefault(text, (k1, k2)) == (k1, k2), text
+    assert len(seen) == len(values) ** 2

@@ -177,13 +177,10 @@ def assert_tag_runs_match_runs(store: Store) -> None:
         values[(use_case, run_id)].append((key, value))
     group_columns = groups_sql.columns()
 
-    def part(value: str | None) -> str:
-        return "-" if value is None else f"{len(value)}:{value}"
-
     want_groups = {}
     for row in store.query(f"SELECT {group_columns} FROM usecase_run_groups WHERE report_by IN ('model', 'step')"):
         for key, value in values.get((row[3], row[4]), []):
-            want_groups[(key, value, row[0], part(row[1]) + part(row[2]), row[3], row[4])] = tuple(row)
+            want_groups[(key, value, row[0], _part(row[1]) + _part(row[2]), row[3], row[4])] = tuple(row)
     got_groups = {
         tuple(r[:2]) + (r[3], r[2], r[6], r[7]): tuple(r[3:])
         for r in store.query(f"SELECT tag_key, tag_value, part, {group_columns} FROM usecase_tag_groups")
@@ -238,6 +235,11 @@ def _complete(cell: list[Any]) -> float | None:
     return cell[len(MEASURES)] if cell[at["cost_calls"]] > 0 and incomplete == 0 else None
 
 
+def _part(value: str | None) -> str:
+    """The text a group key value stands as in a tag grouping's key (store/tag_runs_sql.py ``part``)."""
+    return "-" if value is None else f"{len(value)}:{value}"
+
+
 def assert_groups_match_ledger(store: Store) -> None:
     """The per-(run, group) rows equal the ledger's, and every group's totals equal the sums of its rows
     (of the per-run table for the run groupings); no group without runs is left."""
@@ -277,6 +279,24 @@ def assert_groups_match_ledger(store: Store) -> None:
                 total[1 + i] += n
             total[-2] += complete is not None
             total[-1] += complete or 0.0
+    # the tag groupings' totals: the groups of the runs with a value of a kept key (store/tag_runs_sql.py)
+    if store.view_sql().groups:
+        tagged: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for key, value, use_case, run_id in store.query(
+            "SELECT tag_key, tag_value, use_case, run_id FROM usecase_tag_runs"
+        ):
+            tagged[(use_case, run_id)].append((key, value))
+        for (report_by, k1, k2, use_case, run_id), cell in want.items():
+            if report_by not in CALL_GROUPINGS:
+                continue
+            complete = _complete(cell)
+            for key, value in tagged.get((use_case, run_id), []):
+                total = totals[(f"{report_by}@tag:{key}", value, _part(k1) + _part(k2))]
+                total[0] += 1
+                for i, n in enumerate(cell):
+                    total[1 + i] += n
+                total[-2] += complete is not None
+                total[-1] += complete or 0.0
     got_totals = {
         tuple(r[:3]): list(r[3:])
         for r in store.query(

@@ -381,16 +381,22 @@ def _top_of_tag(
     limit: int | None,
     tag: tuple[str, str],
 ) -> list[ReportRow]:
-    """:func:`top` of a call-level grouping under one kept tag: every group's sums from one range of
-    :data:`~otel_usecase.store.tag_runs_sql.TAG_GROUPS` (a tag value's groups are a few: models, steps),
-    then the p50 and p95 of the groups shown by rank."""
+    """:func:`top` of a call-level grouping under one kept tag: every group's sums from the tag grouping's
+    totals (a few rows; within use cases, from one range of
+    :data:`~otel_usecase.store.tag_runs_sql.TAG_GROUPS`, whose groups are a few: models, steps), then the
+    p50 and p95 of the groups shown by rank."""
     key, value = tag
     within = (filters.use_case, filters.use_cases)
+    query = (
+        tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)
+        if within != (None, None)
+        else tag_runs_sql.totals_sql(by, key, value, view.token_sum)
+    )
     groups = {}
-    for record in store.query(*tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)):
-        part, k1, k2, runs, *sums, cost, complete, complete_sum = record
-        groups[str(part)] = ((k1, k2), int(runs), [int(v or 0) for v in sums], _number(cost), int(complete or 0),
-                             _number(complete_sum))  # fmt: skip
+    for record in store.query(*query):
+        part, runs, *sums, cost, complete, complete_sum = record
+        groups[str(part)] = (tag_runs_sql.parsed_part(str(part)), int(runs), [int(v or 0) for v in sums],
+                             _number(cost), int(complete or 0), _number(complete_sum))  # fmt: skip
 
     def order(part: str) -> tuple[Any, ...]:
         return order_key(groups[part][3], groups[part][0])

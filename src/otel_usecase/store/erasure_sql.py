@@ -350,12 +350,13 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
         return 0
     # SQLite's group totals are kept by the fold, not by triggers: the rows renamed here are taken out of
     # them and added back (PostgreSQL's statement triggers do the same)
-    totals = tx.dialect == "sqlite" and table in (RUNS, GROUPS)
+    # (and in both dialects those of the tag groupings, which no trigger keeps: .tag_runs_sql)
+    totals = table == TAG_GROUPS or (tx.dialect == "sqlite" and table in (RUNS, GROUPS))
     if totals:
-        tx.changed(*groups_sql.sqlite_totals(table, -1, f"r.{name} IN (?, ?)", (form, tomb)))
+        tx.changed(*groups_sql.change_totals(tx.dialect, table, -1, f"r.{name} IN (?, ?)", (form, tomb)))
     changed = _rename_cells(tx, d, cells, table, name, form, tomb)
     if totals:
-        tx.changed(*groups_sql.sqlite_totals(table, 1, f"r.{name} IN (?, ?)", (form, tomb)))
+        tx.changed(*groups_sql.change_totals(tx.dialect, table, 1, f"r.{name} IN (?, ?)", (form, tomb)))
         tx.changed(groups_sql.drop_empty(), ())
     return changed
 

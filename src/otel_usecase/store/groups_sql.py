@@ -59,6 +59,7 @@ __all__ = [
     "Kept",
     "WindowSQL",
     "backfill",
+    "change_totals",
     "column_definitions",
     "columns",
     "drop_empty",
@@ -75,6 +76,7 @@ __all__ = [
     "sqlite_totals",
     "summary_sql",
     "tables",
+    "tag_totals_delta",
     "tags_backfill",
     "totals_ddl",
     "totals_sql",
@@ -381,6 +383,12 @@ def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
     ]
     if table == GROUPS:
         return [[f"{row}.report_by", f"{row}.k1", f"{row}.k2", *tail]]
+    from .tag_runs_sql import TAG_GROUPS, totals_grouping
+
+    if table == TAG_GROUPS:
+        return [
+            [totals_grouping(f"{row}.report_by", f"{row}.tag_key"), f"{row}.tag_value", f"{row}.part", *tail]
+        ]
     return [
         [f"'{g.by}'", *(f"{row}.{k}" for k in g.keys), *(["NULL"] if len(g.keys) == 1 else []), *tail]
         for g in RUN_GROUPINGS
@@ -423,9 +431,29 @@ def sqlite_totals(table: str, sign: int, where: str, params: Sequence[Any] = ())
     The fold takes out the rows of the runs it is about to change, changes them, and adds them back: a
     few hundred groups per fold instead of a row trigger per changed row (which doubled the cost of a
     write); a forget does the same around the rows it renames outside the fold."""
+    return change_totals("sqlite", table, sign, where, params)
+
+
+def change_totals(
+    dialect: str, table: str, sign: int, where: str, params: Sequence[Any] = ()
+) -> tuple[str, list[Any]]:
+    """:func:`sqlite_totals` in ``dialect``: PostgreSQL keeps the totals of :data:`GROUPS` and
+    :data:`.runs_sql.RUNS` by triggers, but those of :data:`.tag_runs_sql.TAG_GROUPS` by these statements."""
     selects = _contributions(table, "r", str(sign))
-    sql = _apply("sqlite", "(" + _union(selects, f" FROM {table} AS r WHERE {where}") + ")")
+    sql = _apply(dialect, "(" + _union(selects, f" FROM {table} AS r WHERE {where}") + ")")
     return sql, list(params) * len(selects)
+
+
+def tag_totals_delta(dialect: str, new: str, old: str, where: str) -> str:
+    """Add the contributions of the rows of ``new`` (a derived table with the columns of
+    :data:`.tag_runs_sql.TAG_GROUPS`) and take out those of ``old`` (that table) meeting ``where`` (on
+    ``r``) to :data:`TOTALS`, in one statement: its rows are locked once, in key order, so PostgreSQL
+    writers of the same groups queue instead of deadlocking."""
+    from .tag_runs_sql import TAG_GROUPS
+
+    plus = _union(_contributions(TAG_GROUPS, "r", "1"), f" FROM {new} AS r WHERE {where}")
+    minus = _union(_contributions(TAG_GROUPS, "r", "-1"), f" FROM {old} AS r WHERE {where}")
+    return _apply(dialect, f"({plus} UNION ALL {minus})")
 
 
 def _sqlite_touched(sign: int) -> list[str]:

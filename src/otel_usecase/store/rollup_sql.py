@@ -965,26 +965,35 @@ def tag_series_sql(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: st
     that ``key`` is one of :data:`TAG_SERIES_KEYS`): the runs of the tag value whose calls all start in one
     bucket, from their copies (:mod:`.tag_runs_sql`, one range), and the cells of the few that span two
     buckets from the run rollup, instead of every cell of the run rollup with its tags parsed."""
-    runs, params = per_run.source(filters, view.tag_value)
     width = int(bucket_ns)
 
     def bucket(column: str) -> str:
         return f"({column} - (({column} % {width}) + {width}) % {width})"
 
+    within, within_params = per_run.source(
+        filters, view.tag_value, f"{bucket('first_ns')} = {bucket('last_ns')}"
+    )
+    across, across_params = per_run.source(
+        filters, view.tag_value, f"{bucket('first_ns')} <> {bucket('last_ns')}"
+    )
+    cells = f"{bucket('c.hour_ns')}, c.{key}, c.cost_usd, c.cost_calls, c.calls"
+    if view.dialect == "postgresql":  # (a join would read every cell: the planner expects thousands of runs)
+        spanning = (
+            f"SELECT {cells} FROM (SELECT use_case, run_id FROM {across}) AS t CROSS JOIN LATERAL "
+            f"(SELECT * FROM {RUN_ROLLUP} AS r WHERE r.use_case = t.use_case AND r.run_id = t.run_id) AS c"
+        )
+    else:
+        spanning = (
+            f"SELECT {cells} FROM {RUN_ROLLUP} AS c WHERE (c.use_case, c.run_id) IN "
+            f"(SELECT use_case, run_id FROM {across})"
+        )
     calls = view.token_sum.format("x.calls")
     sql = (
-        f"WITH r AS (SELECT use_case, run_id, {key} AS series, first_ns, last_ns, cost_usd, cost_calls, calls "
-        f"FROM {runs}) "
-        f"SELECT x.bucket, x.series, CASE WHEN SUM(x.cost_calls) > 0 THEN SUM(x.cost_usd) END, "
-        f"{calls} FROM ("
-        f"SELECT {bucket('first_ns')} AS bucket, series, cost_usd, cost_calls, calls FROM r "
-        f"WHERE {bucket('first_ns')} = {bucket('last_ns')} UNION ALL "
-        f"SELECT {bucket('c.hour_ns')}, c.{key}, c.cost_usd, c.cost_calls, c.calls FROM {RUN_ROLLUP} AS c "
-        f"WHERE (c.use_case, c.run_id) IN (SELECT use_case, run_id FROM r "
-        f"WHERE {bucket('first_ns')} <> {bucket('last_ns')})) AS x "
-        f"GROUP BY x.bucket, x.series HAVING {calls} > 0 ORDER BY 1, 2"
+        f"SELECT x.bucket, x.series, CASE WHEN SUM(x.cost_calls) > 0 THEN SUM(x.cost_usd) END, {calls} FROM ("
+        f"SELECT {bucket('first_ns')} AS bucket, {key} AS series, cost_usd, cost_calls, calls FROM {within} "
+        f"UNION ALL {spanning}) AS x GROUP BY x.bucket, x.series HAVING {calls} > 0 ORDER BY 1, 2"
     )
-    return sql, params
+    return sql, [*within_params, *across_params]
 
 
 def _daily(view: ViewSQL, filters: ReportFilter, bucket_ns: int, key: str) -> tuple[str, list[Any]] | None:

@@ -39,21 +39,27 @@ from . import runs_sql as per_run
 from .base import TOKEN_COLUMNS, filter_clauses
 from .runs_sql import RUNS
 from .tags_sql import TAG_KEYS, value_sql
+from .tags_sql import grouping as _tag_grouping
 
 __all__ = [
     "TAG_GROUPS",
     "TAG_RUNS",
     "backfill",
     "group_sums_sql",
+    "parsed_part",
     "part",
     "pg_refresh",
     "ranked_sql",
     "sqlite_refresh",
     "tables",
+    "totals_by",
+    "totals_grouping",
+    "totals_sql",
 ]
 
 TAG_RUNS: Final = "usecase_tag_runs"
 TAG_GROUPS: Final = "usecase_tag_groups"
+_TAG_PREFIX: Final = _tag_grouping("")
 
 
 def part(row: str) -> str:
@@ -104,18 +110,61 @@ def _insert_runs(dialect: str, runs_condition: str) -> str:
     )
 
 
-def _insert_groups(dialect: str, runs_condition: str) -> str:
-    """Copy the call-level rows of :data:`.groups_sql.GROUPS` of the runs of :data:`TAG_RUNS` meeting
-    ``runs_condition`` (on ``t``), once per kept tag value of their run."""
-    columns = groups_sql.columns()
-    copied = ", ".join(f"g.{c}" for c in columns.split(", "))
-    order = " ORDER BY 1, 2, g.report_by, 3, g.use_case, g.run_id" if dialect == "postgresql" else ""
+def _copies(runs_condition: str) -> str:
+    """The rows :data:`TAG_GROUPS` should hold for the runs of :data:`TAG_RUNS` meeting ``runs_condition``
+    (on ``t``): their call-level rows of :data:`.groups_sql.GROUPS`, once per kept tag value of the run."""
+    copied = ", ".join(f"g.{c}" for c in groups_sql.columns().split(", "))
     return (
-        f"INSERT INTO {TAG_GROUPS} (tag_key, tag_value, part, {columns}) "
-        f"SELECT t.tag_key, t.tag_value, {part('g')}, {copied} FROM {TAG_RUNS} AS t "
+        f"SELECT t.tag_key, t.tag_value, {part('g')} AS part, {copied} FROM {TAG_RUNS} AS t "
         f"JOIN {groups_sql.GROUPS} AS g ON g.use_case = t.use_case AND g.run_id = t.run_id "
-        f"AND g.report_by IN ({_call_groupings()}) WHERE {runs_condition}{order}"
+        f"AND g.report_by IN ({_call_groupings()}) WHERE {runs_condition}"
     )
+
+
+def _insert_groups(dialect: str, runs_condition: str) -> str:
+    order = (
+        " ORDER BY 1, 2, 4, 3, 7, 8" if dialect == "postgresql" else ""
+    )  # (key, value, grouping, part, run)
+    return (
+        f"INSERT INTO {TAG_GROUPS} (tag_key, tag_value, part, {groups_sql.columns()}) "
+        f"{_copies(runs_condition)}{order}"
+    )
+
+
+def _totals(dialect: str, runs: str) -> str:
+    """The change of the tag groupings' totals (:func:`totals_grouping`) when the rows of the runs of
+    ``runs`` in :data:`TAG_GROUPS` are replaced by their copies: one statement (see
+    :func:`.groups_sql.tag_totals_delta`)."""
+    new = f"({_copies(f'(t.use_case, t.run_id) IN ({runs})')})"
+    return groups_sql.tag_totals_delta(dialect, new, TAG_GROUPS, f"(r.use_case, r.run_id) IN ({runs})")
+
+
+def totals_grouping(report_by: str, key: str) -> str:
+    """The ``report_by`` of :data:`.groups_sql.TOTALS`' rows of the groups of grouping ``report_by`` among
+    the runs with a value of tag ``key`` (both SQL expressions; ``k1`` the value, ``k2`` the group's
+    :func:`part`): ``model@tag:tenant``. A tag key is a name, so never an ``@``."""
+    return f"{report_by} || '@' || '{_TAG_PREFIX}' || {key}"
+
+
+def totals_by(by: str, key: str) -> str:
+    """:func:`totals_grouping` of grouping ``by`` and tag ``key`` (values)."""
+    return f"{by}@{_TAG_PREFIX}{key}"
+
+
+def parsed_part(text: str) -> tuple[str | None, str | None]:
+    """The (``k1``, ``k2``) a :func:`part` text stands for."""
+    values: list[str | None] = []
+    at = 0
+    for _ in range(2):
+        if text[at] == "-":
+            values.append(None)
+            at += 1
+            continue
+        colon = text.index(":", at)
+        length = int(text[at:colon])
+        values.append(text[colon + 1 : colon + 1 + length])
+        at = colon + 1 + length
+    return values[0], values[1]
 
 
 def _delete(table: str, runs: str) -> str:
@@ -128,9 +177,11 @@ def sqlite_refresh(touched: str) -> list[str]:
     runs = f"SELECT x.use_case, x.run_id FROM {touched} AS x"
     return [
         _delete(TAG_RUNS, runs),
-        _delete(TAG_GROUPS, runs),
         _insert_runs("sqlite", f"(r.use_case, r.run_id) IN ({runs})"),
+        _totals("sqlite", runs),
+        _delete(TAG_GROUPS, runs),
         _insert_groups("sqlite", f"(t.use_case, t.run_id) IN ({runs})"),
+        groups_sql.drop_empty(),
     ]
 
 
@@ -148,9 +199,11 @@ def pg_refresh(touched: str) -> list[str]:
 
     return [
         delete(TAG_RUNS),
-        delete(TAG_GROUPS),
         _insert_runs("postgresql", f"(r.use_case, r.run_id) IN ({runs})"),
+        _totals("postgresql", runs),
+        delete(TAG_GROUPS),
         _insert_groups("postgresql", f"(t.use_case, t.run_id) IN ({runs})"),
+        groups_sql.drop_empty(),
     ]
 
 
@@ -160,8 +213,10 @@ def backfill(dialect: str) -> list[str]:
     return [
         f"DELETE FROM {TAG_RUNS}",
         f"DELETE FROM {TAG_GROUPS}",
+        f"DELETE FROM {groups_sql.TOTALS} WHERE report_by LIKE '%@{_TAG_PREFIX}%'",
         _insert_runs(dialect, "true"),
         _insert_groups(dialect, "true"),
+        groups_sql.change_totals(dialect, TAG_GROUPS, 1, "true")[0],
     ]
 
 
@@ -187,9 +242,10 @@ def group_sums_sql(
     use_cases: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
     """Per group of call-level grouping ``by`` among the runs whose kept tag ``key`` is ``value``: its
-    :func:`part`, ``k1``, ``k2``, runs, calls, the token columns, the unpriced, no-usage and partial
-    counts, the sum of the runs' costs (when known), the number and sum of their complete costs. One
-    range of :data:`TAG_GROUPS`, in :func:`part` order: the sums stream out without a sort."""
+    :func:`part` (:func:`parsed_part` gives its ``k1``, ``k2``), runs, calls, the token columns, the
+    unpriced, no-usage and partial counts, the sum of the runs' costs (when known), the number and sum of
+    their complete costs. One range of :data:`TAG_GROUPS`, in :func:`part` order: the sums stream out
+    without a sort."""
     where, params = _range(key, value, by, use_case, use_cases)
     sums = ", ".join(
         token_sum.format(c)
@@ -197,9 +253,22 @@ def group_sums_sql(
     )
     dear, complete = per_run.DEAR_COST, per_run.COMPLETE_COST
     return (
-        f"SELECT part, MIN(k1), MIN(k2), COUNT(*), {sums}, SUM({dear}), COUNT({complete}), SUM({complete}) "
+        f"SELECT part, COUNT(*), {sums}, SUM({dear}), COUNT({complete}), SUM({complete}) "
         f"FROM {TAG_GROUPS}{where} GROUP BY part"
     ), params
+
+
+def totals_sql(by: str, key: str, value: str, token_sum: str) -> tuple[str, list[Any]]:
+    """:func:`group_sums_sql` (the same columns) from :data:`.groups_sql.TOTALS`' rows of the tag grouping
+    (:func:`totals_by`): a few rows, for a tag value not limited to some use cases."""
+    sums = ", ".join(
+        token_sum.format(c)
+        for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    )
+    return (
+        f"SELECT k2, SUM(runs), {sums}, CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END, "
+        f"SUM(complete_runs), SUM(complete_sum) FROM {groups_sql.TOTALS} WHERE report_by = ? AND k1 = ? GROUP BY k2"
+    ), [totals_by(by, key), value]
 
 
 def ranked_sql(
