@@ -413,3 +413,19 @@ def test_a_tag_groupings_part_text_stands_for_one_pair_of_values_in_both_dialect
             assert parsed_part(text) == (k1, k2), text
             assert seen.setdefault(text, (k1, k2)) == (k1, k2), text
     assert len(seen) == len(values) ** 2
+
+
+def test_groups_of_equal_cost_under_a_kept_tag_are_ordered_by_their_values_as_the_report_orders_them(
+    store: Store,
+) -> None:
+    """The tag groupings' totals are keyed by a text (``part``) that sorts ``b`` before ``aa``; ties are
+    still ordered by the values: ``aa`` first, as ``report`` shows it."""
+    calls = [call(n, f"r{n}", tokens=(100, 10), user_id=user, step=user, tags={"tenant": "acme"})
+             for n, user in enumerate(["b", "aa", "ccc"])]  # fmt: skip
+    assert store.write(calls) == []
+    acme = ReportFilter(tags=(("tenant", "acme"),))
+    for by in ("user", "step"):
+        for limit in (1, 2):
+            _same_as_ledger(store, acme, by, limit)
+    (first,) = views.top(store, acme, "user", 1)
+    assert first.key["user_id"] == "aa" and first.cost_usd == pytest.approx(mini_cost(100, 10))

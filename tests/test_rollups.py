@@ -266,26 +266,35 @@ def assert_groups_match_ledger(store: Store) -> None:
             total[1 + i] += n
         total[-2] += complete is not None
         total[-1] += complete or 0.0
-    runs = store.query(f"SELECT {', '.join(('use_case', *RUN_KEYS))}, {', '.join(GROUP_MEASURES)} FROM usecase_runs")
-    columns = ("use_case", *RUN_KEYS)
+    # the tag groupings' totals: the groups of the runs with a value of a kept key (store/tag_runs_sql.py)
+    tagged: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    if store.view_sql().groups:
+        for key, value, use_case, run_id in store.query(
+            "SELECT tag_key, tag_value, use_case, run_id FROM usecase_tag_runs"
+        ):
+            tagged[(use_case, run_id)].append((key, value))
+    runs = store.query(
+        f"SELECT {', '.join(('use_case', 'run_id', *RUN_KEYS))}, {', '.join(GROUP_MEASURES)} FROM usecase_runs"
+    )
+    columns = ("use_case", "run_id", *RUN_KEYS)
     for row in runs:
         values = dict(zip(columns, row))
         cell = list(row[len(columns) :])
         complete = _complete(cell)
         for by, keys in RUN_GROUPINGS.items():
-            total = totals[(by, *_padded(tuple(values[k] for k in keys)))]
-            total[0] += 1
-            for i, n in enumerate(cell):
-                total[1 + i] += n
-            total[-2] += complete is not None
-            total[-1] += complete or 0.0
-    # the tag groupings' totals: the groups of the runs with a value of a kept key (store/tag_runs_sql.py)
-    if store.view_sql().groups:
-        tagged: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-        for key, value, use_case, run_id in store.query(
-            "SELECT tag_key, tag_value, use_case, run_id FROM usecase_tag_runs"
-        ):
-            tagged[(use_case, run_id)].append((key, value))
+            group = _padded(tuple(values[k] for k in keys))
+            groups = [(by, *group)] + [
+                (f"{by}@tag:{key}", value, _part(group[0]) + _part(group[1]))
+                for key, value in tagged.get((values["use_case"], values["run_id"]), [])
+            ]
+            for group_key in groups:
+                total = totals[group_key]
+                total[0] += 1
+                for i, n in enumerate(cell):
+                    total[1 + i] += n
+                total[-2] += complete is not None
+                total[-1] += complete or 0.0
+    if tagged:
         for (report_by, k1, k2, use_case, run_id), cell in want.items():
             if report_by not in CALL_GROUPINGS:
                 continue

@@ -200,6 +200,14 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
         if kept is not None:
             return kept
         if per_run.group_keys(keys) and _per_run(store, view, filters):
+            tag = filters.tags[0] if len(filters.tags) == 1 else None
+            if (
+                tag is not None
+                and tag[0] in view.tag_keys
+                and filters == ReportFilter(tags=(tag,))
+                and _totals(view)
+            ):
+                return _top_of_tag(store, view, filters, by, keys, limit, tag)
             return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
 
@@ -257,20 +265,23 @@ def _top_per_run(
 
 
 def _dearest(
-    read: Callable[[groups_sql.Dearest], dict[tuple[Any, ...], float | None]], limit: int | None
+    read: Callable[[groups_sql.Dearest], dict[tuple[Any, ...], float | None]],
+    limit: int | None,
+    values: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda key: key,
 ) -> list[tuple[Any, ...]]:
     """The keys of the ``limit`` dearest groups (None: all) as the report orders them, from ``read``: the
     cost of the groups it asks for, ordered and cut in SQL, with room for ties; when the last one read
-    costs what the last one shown does, ties may reach past it: every group that costs as much is read."""
+    costs what the last one shown does, ties may reach past it: every group that costs as much is read.
+    Ties are ordered by ``values(key)``: the group's key values (a key read is not always them)."""
     if limit is None:
         every = read(groups_sql.Dearest())
-        return sorted(every, key=lambda key: order_key(every[key], key))
+        return sorted(every, key=lambda key: order_key(every[key], values(key)))
     found = read(groups_sql.Dearest(rows=limit + _TIE_ROOM))
     if len(found) == limit + _TIE_ROOM:
         costs = sorted(found.values(), key=lambda c: (c is None, -(c or 0.0)))
         if costs[limit - 1] == costs[-1]:
             found = read(groups_sql.Dearest(floor=costs[limit - 1]))
-    return heapq.nsmallest(limit, found, key=lambda key: order_key(found[key], key))
+    return heapq.nsmallest(limit, found, key=lambda key: order_key(found[key], values(key)))
 
 
 def _top_kept(
@@ -381,37 +392,50 @@ def _top_of_tag(
     limit: int | None,
     tag: tuple[str, str],
 ) -> list[ReportRow]:
-    """:func:`top` of a call-level grouping under one kept tag: every group's sums from the tag grouping's
-    totals (a few rows; within use cases, from one range of
+    """:func:`top` under one kept tag (the caller checked that no run is mixed): every group's sums from the
+    tag grouping's totals (a few rows; a call-level grouping within use cases from one range of
     :data:`~otel_usecase.store.tag_runs_sql.TAG_GROUPS`, whose groups are a few: models, steps), then the
-    p50 and p95 of the groups shown by rank."""
+    p50 and p95 of the groups shown: by rank for a call-level grouping, from one read of their runs' costs
+    in the tag value's copies for the others (use case, user, experience, version)."""
     key, value = tag
     within = (filters.use_case, filters.use_cases)
-    query = (
-        tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)
-        if within != (None, None)
-        else tag_runs_sql.totals_sql(by, key, value, view.token_sum)
-    )
-    groups = {}
-    for record in store.query(*query):
-        part, runs, *sums, cost, complete, complete_sum = record
-        groups[str(part)] = (tag_runs_sql.parsed_part(str(part)), int(runs), [int(v or 0) for v in sums],
-                             _number(cost), int(complete or 0), _number(complete_sum))  # fmt: skip
+    groups: dict[str, tuple[tuple[Any, ...], int, list[int], float | None, int, float | None]] = {}
 
-    def order(part: str) -> tuple[Any, ...]:
-        return order_key(groups[part][3], groups[part][0])
+    def read(dearest: groups_sql.Dearest) -> dict[tuple[Any, ...], float | None]:
+        query = (
+            tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)
+            if within != (None, None)
+            else tag_runs_sql.totals_sql(view.dialect, by, key, value, dearest)
+        )
+        groups.clear()
+        for record in store.query(*query):
+            part, runs, *sums, cost, complete, complete_sum = record
+            groups[str(part)] = (tag_runs_sql.parsed_part(str(part)), int(runs), [int(v or 0) for v in sums],
+                                 _number(cost), int(complete or 0), _number(complete_sum))  # fmt: skip
+        return {(part,): values[3] for part, values in groups.items()}
 
-    shown = sorted(groups, key=order)[:limit]
+    n = len(keys)
+    shown_parts = [part for (part,) in _dearest(read, limit, lambda key: groups[key[0]][0][:n])]
+    costs: dict[tuple[Any, ...], list[float]] | None = None
+    if per_run.group_keys(keys) and shown_parts:  # a run grouping: its runs' costs, once
+        costs = {groups[part][0][:n]: [] for part in shown_parts}
+        query = per_run.costs_sql(keys, filters, view.tag_value, list(costs))
+        for record in store.query(*query):
+            costs[tuple(record[:n])].append(float(record[n]))
     rows = []
-    for part in shown:
+    for part in shown_parts:
         group, runs, sums, cost, complete, complete_sum = groups[part]
 
         def ranked(how: per_run.Walk, part: str = part) -> list[Any]:
             return store.query(*tag_runs_sql.ranked_sql(by, key, value, part, how, *within))
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
-        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
-        values = (*group, runs, *sums, cost, avg, p50, p95, runs - complete)
+        if costs is not None:
+            ordered = sorted(costs[group[:n]])
+            p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+        else:
+            p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        values = (*group[:n], runs, *sums, cost, avg, p50, p95, runs - complete)
         assert len(values) == len(keys) + len(GROUP_TOTALS)
         rows.append(group_row(values, keys))
     return rows

@@ -351,7 +351,7 @@ def _update_cells(tx: Transaction, d: _Dialect, column: IdColumn, cells: Cells, 
     # SQLite's group totals are kept by the fold, not by triggers: the rows renamed here are taken out of
     # them and added back (PostgreSQL's statement triggers do the same)
     # (and in both dialects those of the tag groupings, which no trigger keeps: .tag_runs_sql)
-    totals = table == TAG_GROUPS or (tx.dialect == "sqlite" and table in (RUNS, GROUPS))
+    totals = table in (TAG_RUNS, TAG_GROUPS) or (tx.dialect == "sqlite" and table in (RUNS, GROUPS))
     if totals:
         tx.changed(*groups_sql.change_totals(tx.dialect, table, -1, f"r.{name} IN (?, ?)", (form, tomb)))
     changed = _rename_cells(tx, d, cells, table, name, form, tomb)

@@ -383,11 +383,21 @@ def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
     ]
     if table == GROUPS:
         return [[f"{row}.report_by", f"{row}.k1", f"{row}.k2", *tail]]
-    from .tag_runs_sql import TAG_GROUPS, totals_grouping
+    from .tag_runs_sql import TAG_GROUPS, TAG_RUNS, part_of, totals_grouping
 
     if table == TAG_GROUPS:
         return [
             [totals_grouping(f"{row}.report_by", f"{row}.tag_key"), f"{row}.tag_value", f"{row}.part", *tail]
+        ]
+    if table == TAG_RUNS:  # (the grouping's keys in one text: k1 holds the tag value)
+        return [
+            [
+                totals_grouping(f"'{g.by}'", f"{row}.tag_key"),
+                f"{row}.tag_value",
+                part_of(*(f"{row}.{k}" for k in g.keys), *((None,) if len(g.keys) == 1 else ())),
+                *tail,
+            ]
+            for g in RUN_GROUPINGS
         ]
     return [
         [f"'{g.by}'", *(f"{row}.{k}" for k in g.keys), *(["NULL"] if len(g.keys) == 1 else []), *tail]
@@ -444,16 +454,16 @@ def change_totals(
     return sql, list(params) * len(selects)
 
 
-def tag_totals_delta(dialect: str, new: str, old: str, where: str) -> str:
-    """Add the contributions of the rows of ``new`` (a derived table with the columns of
-    :data:`.tag_runs_sql.TAG_GROUPS`) and take out those of ``old`` (that table) meeting ``where`` (on
-    ``r``) to :data:`TOTALS`, in one statement: its rows are locked once, in key order, so PostgreSQL
-    writers of the same groups queue instead of deadlocking."""
-    from .tag_runs_sql import TAG_GROUPS
-
-    plus = _union(_contributions(TAG_GROUPS, "r", "1"), f" FROM {new} AS r WHERE {where}")
-    minus = _union(_contributions(TAG_GROUPS, "r", "-1"), f" FROM {old} AS r WHERE {where}")
-    return _apply(dialect, f"({plus} UNION ALL {minus})")
+def tag_totals_delta(dialect: str, changes: Sequence[tuple[str, str, int, str]]) -> str:
+    """Apply ``changes`` to :data:`TOTALS` in one statement: for each (table, source, sign, where), add
+    (sign 1) or take out (-1) the contributions of the rows ``r`` of ``source`` (that table, or a derived
+    table with its columns) meeting ``where``. Its rows are locked once, in key order, so PostgreSQL writers
+    of the same groups queue instead of deadlocking (:mod:`.tag_runs_sql`, whose tables no trigger keeps)."""
+    selects = [
+        _union(_contributions(table, "r", str(sign)), f" FROM {source} AS r WHERE {where}")
+        for table, source, sign, where in changes
+    ]
+    return _apply(dialect, "(" + " UNION ALL ".join(selects) + ")")
 
 
 def _sqlite_touched(sign: int) -> list[str]:

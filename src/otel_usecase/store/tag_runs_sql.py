@@ -48,6 +48,7 @@ __all__ = [
     "group_sums_sql",
     "parsed_part",
     "part",
+    "part_of",
     "pg_refresh",
     "ranked_sql",
     "sqlite_refresh",
@@ -66,7 +67,13 @@ def part(row: str) -> str:
     """The text standing for the group of row ``row`` (its ``k1``, ``k2``) in :data:`TAG_GROUPS`' key: each
     value as its length, a colon and itself, or ``-`` when NULL; one text per pair of values, and the same
     in both dialects."""
-    return " || ".join(f"COALESCE(length({row}.{k}) || ':' || {row}.{k}, '-')" for k in ("k1", "k2"))
+    return part_of(f"{row}.k1", f"{row}.k2")
+
+
+def part_of(first: str, second: str | None) -> str:
+    """:func:`part` of two text expressions (``second`` None: a grouping of one key)."""
+    texts = [f"COALESCE(length({v}) || ':' || {v}, '-')" for v in (first, second) if v is not None]
+    return " || ".join(texts + (["'-'"] if second is None else []))
 
 
 def _call_groupings() -> str:
@@ -97,25 +104,33 @@ def tables(dialect: str) -> list[str]:
     ]
 
 
-def _insert_runs(dialect: str, runs_condition: str) -> str:
-    """Copy the rows of the per-run table meeting ``runs_condition`` (on ``r``), once per kept key they have
-    a value of. The keys come first in the join: with none kept, the per-run table is not read."""
+def _runs_copies(dialect: str, runs_condition: str) -> str:
+    """The rows :data:`TAG_RUNS` should hold for the runs of the per-run table meeting ``runs_condition``
+    (on ``r``): a copy per kept key they have a value of. The keys come first in the join: with none kept,
+    the per-run table is not read."""
     value = value_sql(dialect, "r", "k.tag_key")
-    columns = per_run.columns()
-    copied = ", ".join(f"r.{c}" for c in columns.split(", "))
-    order = " ORDER BY 1, 2, r.use_case, r.run_id" if dialect == "postgresql" else ""
+    copied = ", ".join(f"r.{c}" for c in per_run.columns().split(", "))
     return (
-        f"INSERT INTO {TAG_RUNS} (tag_key, tag_value, {columns}) SELECT k.tag_key, {value}, {copied} "
-        f"FROM {TAG_KEYS} AS k CROSS JOIN {RUNS} AS r WHERE {runs_condition} AND {value} IS NOT NULL{order}"
+        f"SELECT k.tag_key AS tag_key, {value} AS tag_value, {copied} FROM {TAG_KEYS} AS k CROSS JOIN {RUNS} AS r "
+        f"WHERE {runs_condition} AND {value} IS NOT NULL"
     )
 
 
-def _copies(runs_condition: str) -> str:
-    """The rows :data:`TAG_GROUPS` should hold for the runs of :data:`TAG_RUNS` meeting ``runs_condition``
-    (on ``t``): their call-level rows of :data:`.groups_sql.GROUPS`, once per kept tag value of the run."""
+def _insert_runs(dialect: str, runs_condition: str) -> str:
+    order = " ORDER BY 1, 2, 3, 4" if dialect == "postgresql" else ""  # (key, value, use case, run id)
+    return (
+        f"INSERT INTO {TAG_RUNS} (tag_key, tag_value, {per_run.columns()}) "
+        f"{_runs_copies(dialect, runs_condition)}{order}"
+    )
+
+
+def _copies(runs: str, runs_condition: str) -> str:
+    """The rows :data:`TAG_GROUPS` should hold for the runs ``runs`` (:data:`TAG_RUNS` or the rows it should
+    hold) meeting ``runs_condition`` (on ``t``): their call-level rows of :data:`.groups_sql.GROUPS`, once
+    per kept tag value of the run."""
     copied = ", ".join(f"g.{c}" for c in groups_sql.columns().split(", "))
     return (
-        f"SELECT t.tag_key, t.tag_value, {part('g')} AS part, {copied} FROM {TAG_RUNS} AS t "
+        f"SELECT t.tag_key, t.tag_value, {part('g')} AS part, {copied} FROM {runs} AS t "
         f"JOIN {groups_sql.GROUPS} AS g ON g.use_case = t.use_case AND g.run_id = t.run_id "
         f"AND g.report_by IN ({_call_groupings()}) WHERE {runs_condition}"
     )
@@ -127,16 +142,25 @@ def _insert_groups(dialect: str, runs_condition: str) -> str:
     )  # (key, value, grouping, part, run)
     return (
         f"INSERT INTO {TAG_GROUPS} (tag_key, tag_value, part, {groups_sql.columns()}) "
-        f"{_copies(runs_condition)}{order}"
+        f"{_copies(TAG_RUNS, runs_condition)}{order}"
     )
 
 
 def _totals(dialect: str, runs: str) -> str:
     """The change of the tag groupings' totals (:func:`totals_grouping`) when the rows of the runs of
-    ``runs`` in :data:`TAG_GROUPS` are replaced by their copies: one statement (see
+    ``runs`` in both tables are replaced by their copies: one statement, before they are (see
     :func:`.groups_sql.tag_totals_delta`)."""
-    new = f"({_copies(f'(t.use_case, t.run_id) IN ({runs})')})"
-    return groups_sql.tag_totals_delta(dialect, new, TAG_GROUPS, f"(r.use_case, r.run_id) IN ({runs})")
+    touched = f"(r.use_case, r.run_id) IN ({runs})"
+    new_runs = f"({_runs_copies(dialect, touched)})"
+    return groups_sql.tag_totals_delta(
+        dialect,
+        [
+            (TAG_RUNS, new_runs, 1, "true"),
+            (TAG_RUNS, TAG_RUNS, -1, touched),
+            (TAG_GROUPS, f"({_copies(new_runs, 'true')})", 1, "true"),
+            (TAG_GROUPS, TAG_GROUPS, -1, touched),
+        ],
+    )
 
 
 def totals_grouping(report_by: str, key: str) -> str:
@@ -176,9 +200,9 @@ def sqlite_refresh(touched: str) -> list[str]:
     per-run table and the groups changed."""
     runs = f"SELECT x.use_case, x.run_id FROM {touched} AS x"
     return [
+        _totals("sqlite", runs),
         _delete(TAG_RUNS, runs),
         _insert_runs("sqlite", f"(r.use_case, r.run_id) IN ({runs})"),
-        _totals("sqlite", runs),
         _delete(TAG_GROUPS, runs),
         _insert_groups("sqlite", f"(t.use_case, t.run_id) IN ({runs})"),
         groups_sql.drop_empty(),
@@ -198,9 +222,9 @@ def pg_refresh(touched: str) -> list[str]:
         )
 
     return [
+        _totals("postgresql", runs),
         delete(TAG_RUNS),
         _insert_runs("postgresql", f"(r.use_case, r.run_id) IN ({runs})"),
-        _totals("postgresql", runs),
         delete(TAG_GROUPS),
         _insert_groups("postgresql", f"(t.use_case, t.run_id) IN ({runs})"),
         groups_sql.drop_empty(),
@@ -216,6 +240,7 @@ def backfill(dialect: str) -> list[str]:
         f"DELETE FROM {groups_sql.TOTALS} WHERE report_by LIKE '%@{_TAG_PREFIX}%'",
         _insert_runs(dialect, "true"),
         _insert_groups(dialect, "true"),
+        groups_sql.change_totals(dialect, TAG_RUNS, 1, "true")[0],
         groups_sql.change_totals(dialect, TAG_GROUPS, 1, "true")[0],
     ]
 
@@ -258,17 +283,30 @@ def group_sums_sql(
     ), params
 
 
-def totals_sql(by: str, key: str, value: str, token_sum: str) -> tuple[str, list[Any]]:
+def totals_sql(
+    dialect: str, by: str, key: str, value: str, read: per_run.Dearest | None = None
+) -> tuple[str, list[Any]]:
     """:func:`group_sums_sql` (the same columns) from :data:`.groups_sql.TOTALS`' rows of the tag grouping
-    (:func:`totals_by`): a few rows, for a tag value not limited to some use cases."""
-    sums = ", ".join(
-        token_sum.format(c)
-        for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    (:func:`totals_by`), found through the table's unique index (its key expressions): for a tag value not
+    limited to some use cases, the groups ``read`` asks for (the dearest ones; unknown cost last, ties in
+    no particular order)."""
+    from .rollup_sql import _DIALECTS
+
+    columns = ", ".join(("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls"))
+    params: list[Any] = [totals_by(by, key), value]
+    sql = (
+        f"SELECT k2, runs, {columns}, CASE WHEN cost_calls > 0 THEN cost_usd END, complete_runs, complete_sum "
+        f"FROM {groups_sql.TOTALS} WHERE report_by = ? AND COALESCE(k1, {_DIALECTS[dialect].none}) = ?"
     )
-    return (
-        f"SELECT k2, SUM(runs), {sums}, CASE WHEN SUM(cost_calls) > 0 THEN SUM(cost_usd) END, "
-        f"SUM(complete_runs), SUM(complete_sum) FROM {groups_sql.TOTALS} WHERE report_by = ? AND k1 = ? GROUP BY k2"
-    ), [totals_by(by, key), value]
+    if read is not None and read.floor is not None:
+        sql += " AND cost_calls > 0 AND cost_usd >= ?"
+        params.append(read.floor)
+    if read is None or read.rows is None:
+        return sql, params
+    return f"{sql} ORDER BY CASE WHEN cost_calls > 0 THEN 0 ELSE 1 END, cost_usd DESC LIMIT ?", [
+        *params,
+        read.rows,
+    ]
 
 
 def ranked_sql(
