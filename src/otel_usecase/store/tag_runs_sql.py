@@ -104,62 +104,100 @@ def tables(dialect: str) -> list[str]:
     ]
 
 
-def _runs_copies(dialect: str, runs_condition: str) -> str:
-    """The rows :data:`TAG_RUNS` should hold for the runs of the per-run table meeting ``runs_condition``
-    (on ``r``): a copy per kept key they have a value of. The keys come first in the join: with none kept,
-    the per-run table is not read."""
+def _lateral(table: str, alias: str, outer: str, extra: str = "") -> str:
+    """PostgreSQL: the rows of ``table`` of the run of row ``outer``, looked up by key for each (a nested
+    loop: without statistics on a transition table, and with a table's statistics older than its growth,
+    the planner hash-joined whole tables per batch). ``OFFSET 0`` keeps the planner from flattening the
+    subquery into a join it would plan the same way."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT * FROM {table} AS x WHERE x.use_case = {outer}.use_case "
+        f"AND x.run_id = {outer}.run_id{extra} OFFSET 0) AS {alias}"
+    )
+
+
+def _runs_copies(dialect: str, runs: str | None) -> str:
+    """The rows :data:`TAG_RUNS` should hold for the runs ``runs`` (a query of ``use_case, run_id``; None:
+    every run): a copy of a run's per-run row per kept key it has a value of. SQLite reads the keys first:
+    with none kept, the per-run table is not read (PostgreSQL's triggers skip this with no key kept)."""
     value = value_sql(dialect, "r", "k.tag_key")
     copied = ", ".join(f"r.{c}" for c in per_run.columns().split(", "))
-    return (
-        f"SELECT k.tag_key AS tag_key, {value} AS tag_value, {copied} FROM {TAG_KEYS} AS k CROSS JOIN {RUNS} AS r "
-        f"WHERE {runs_condition} AND {value} IS NOT NULL"
-    )
+    selected = f"SELECT k.tag_key AS tag_key, {value} AS tag_value, {copied} FROM "
+    if runs is None:
+        return f"{selected}{TAG_KEYS} AS k CROSS JOIN {RUNS} AS r WHERE {value} IS NOT NULL"
+    if dialect == "sqlite":
+        return (
+            f"{selected}{TAG_KEYS} AS k CROSS JOIN {RUNS} AS r WHERE (r.use_case, r.run_id) IN ({runs}) "
+            f"AND {value} IS NOT NULL"
+        )
+    return f"{selected}({runs}) AS l {_lateral(RUNS, 'r', 'l')} CROSS JOIN {TAG_KEYS} AS k WHERE {value} IS NOT NULL"
 
 
-def _insert_runs(dialect: str, runs_condition: str) -> str:
+def _insert_runs(dialect: str, runs: str | None) -> str:
     order = " ORDER BY 1, 2, 3, 4" if dialect == "postgresql" else ""  # (key, value, use case, run id)
-    return (
-        f"INSERT INTO {TAG_RUNS} (tag_key, tag_value, {per_run.columns()}) "
-        f"{_runs_copies(dialect, runs_condition)}{order}"
-    )
+    return f"INSERT INTO {TAG_RUNS} (tag_key, tag_value, {per_run.columns()}) {_runs_copies(dialect, runs)}{order}"
 
 
-def _copies(runs: str, runs_condition: str) -> str:
-    """The rows :data:`TAG_GROUPS` should hold for the runs ``runs`` (:data:`TAG_RUNS` or the rows it should
-    hold) meeting ``runs_condition`` (on ``t``): their call-level rows of :data:`.groups_sql.GROUPS`, once
-    per kept tag value of the run."""
+def _copies(dialect: str, source: str, runs: str | None) -> str:
+    """The rows :data:`TAG_GROUPS` should hold for the runs of ``source`` (:data:`TAG_RUNS`, or the rows it
+    should hold), of ``runs`` only (None: all of them): their call-level rows of
+    :data:`.groups_sql.GROUPS`, once per kept tag value of the run."""
     copied = ", ".join(f"g.{c}" for c in groups_sql.columns().split(", "))
-    return (
-        f"SELECT t.tag_key, t.tag_value, {part('g')} AS part, {copied} FROM {runs} AS t "
-        f"JOIN {groups_sql.GROUPS} AS g ON g.use_case = t.use_case AND g.run_id = t.run_id "
-        f"AND g.report_by IN ({_call_groupings()}) WHERE {runs_condition}"
+    selected = f"SELECT t.tag_key, t.tag_value, {part('g')} AS part, {copied} FROM "
+    call_level = f"report_by IN ({_call_groupings()})"
+    if dialect == "postgresql" and source != TAG_RUNS:  # (a few runs' new copies: their groups by key)
+        return f"{selected}{source} AS t {_lateral(groups_sql.GROUPS, 'g', 't', f' AND x.{call_level}')}"
+    if dialect == "postgresql" and runs is not None:
+        groups = _lateral(groups_sql.GROUPS, "g", "t", f" AND x.{call_level}")
+        return f"{selected}({runs}) AS l {_lateral(source, 't', 'l')} {groups}"
+    joined = (
+        f"{selected}{source} AS t JOIN {groups_sql.GROUPS} AS g ON g.use_case = t.use_case "
+        f"AND g.run_id = t.run_id AND g.{call_level}"
     )
+    return joined if runs is None else f"{joined} WHERE (t.use_case, t.run_id) IN ({runs})"
 
 
-def _insert_groups(dialect: str, runs_condition: str) -> str:
+def _insert_groups(dialect: str, runs: str | None) -> str:
     order = (
         " ORDER BY 1, 2, 4, 3, 7, 8" if dialect == "postgresql" else ""
     )  # (key, value, grouping, part, run)
     return (
         f"INSERT INTO {TAG_GROUPS} (tag_key, tag_value, part, {groups_sql.columns()}) "
-        f"{_copies(TAG_RUNS, runs_condition)}{order}"
+        f"{_copies(dialect, TAG_RUNS, runs)}{order}"
     )
 
 
+def _stored(dialect: str, table: str, runs: str) -> str:
+    """The rows of ``table`` of the runs ``runs``."""
+    if dialect == "sqlite":
+        return f"SELECT * FROM {table} AS r WHERE (r.use_case, r.run_id) IN ({runs})"
+    return f"SELECT r.* FROM ({runs}) AS l {_lateral(table, 'r', 'l')}"
+
+
 def _totals(dialect: str, runs: str) -> str:
-    """The change of the tag groupings' totals (:func:`totals_grouping`) when the rows of the runs of
-    ``runs`` in both tables are replaced by their copies: one statement, before they are (see
-    :func:`.groups_sql.tag_totals_delta`)."""
-    touched = f"(r.use_case, r.run_id) IN ({runs})"
-    new_runs = f"({_runs_copies(dialect, touched)})"
-    return groups_sql.tag_totals_delta(
+    """The change of the tag groupings' totals (:func:`totals_grouping`) when the rows of the runs ``runs``
+    in both tables are replaced by their copies: one statement, before they are (see
+    :func:`.groups_sql.tag_totals_delta`); each set of rows read once (a run's rows count in four
+    groupings)."""
+    sets = {
+        "tag_new_runs": _runs_copies(dialect, runs),
+        "tag_new_groups": _copies(dialect, "tag_new_runs", None),
+        "tag_old_runs": _stored(dialect, TAG_RUNS, runs),
+        "tag_old_groups": _stored(dialect, TAG_GROUPS, runs),
+    }
+    change = groups_sql.tag_totals_delta(
         dialect,
         [
-            (TAG_RUNS, new_runs, 1, "true"),
-            (TAG_RUNS, TAG_RUNS, -1, touched),
-            (TAG_GROUPS, f"({_copies(new_runs, 'true')})", 1, "true"),
-            (TAG_GROUPS, TAG_GROUPS, -1, touched),
+            (TAG_RUNS, "tag_new_runs", 1, "true"),
+            (TAG_RUNS, "tag_old_runs", -1, "true"),
+            (TAG_GROUPS, "tag_new_groups", 1, "true"),
+            (TAG_GROUPS, "tag_old_groups", -1, "true"),
         ],
+    )
+    return (
+        "WITH "
+        + ", ".join(f"{name} AS MATERIALIZED ({query})" for name, query in sets.items())
+        + " "
+        + change
     )
 
 
@@ -202,9 +240,9 @@ def sqlite_refresh(touched: str) -> list[str]:
     return [
         _totals("sqlite", runs),
         _delete(TAG_RUNS, runs),
-        _insert_runs("sqlite", f"(r.use_case, r.run_id) IN ({runs})"),
+        _insert_runs("sqlite", runs),
         _delete(TAG_GROUPS, runs),
-        _insert_groups("sqlite", f"(t.use_case, t.run_id) IN ({runs})"),
+        _insert_groups("sqlite", runs),
         groups_sql.drop_empty(),
     ]
 
@@ -221,14 +259,16 @@ def pg_refresh(touched: str) -> list[str]:
             f"WHERE {table}.use_case = l.use_case AND {table}.run_id = l.run_id"
         )
 
-    return [
+    statements = [
         _totals("postgresql", runs),
         delete(TAG_RUNS),
-        _insert_runs("postgresql", f"(r.use_case, r.run_id) IN ({runs})"),
+        _insert_runs("postgresql", runs),
         delete(TAG_GROUPS),
-        _insert_groups("postgresql", f"(t.use_case, t.run_id) IN ({runs})"),
+        _insert_groups("postgresql", runs),
         groups_sql.drop_empty(),
     ]
+    # (no key kept: no copies to change, and six statements a trigger need not plan and run)
+    return [f"IF EXISTS (SELECT 1 FROM {TAG_KEYS}) THEN\n    " + ";\n    ".join(statements) + ";\n  END IF"]
 
 
 def backfill(dialect: str) -> list[str]:
@@ -238,8 +278,8 @@ def backfill(dialect: str) -> list[str]:
         f"DELETE FROM {TAG_RUNS}",
         f"DELETE FROM {TAG_GROUPS}",
         f"DELETE FROM {groups_sql.TOTALS} WHERE report_by LIKE '%@{_TAG_PREFIX}%'",
-        _insert_runs(dialect, "true"),
-        _insert_groups(dialect, "true"),
+        _insert_runs(dialect, None),
+        _insert_groups(dialect, None),
         groups_sql.change_totals(dialect, TAG_RUNS, 1, "true")[0],
         groups_sql.change_totals(dialect, TAG_GROUPS, 1, "true")[0],
     ]
