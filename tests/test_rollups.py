@@ -268,7 +268,8 @@ def assert_groups_match_ledger(store: Store) -> None:
         total[-1] += complete or 0.0
     # the tag groupings' totals: the groups of the runs with a value of a kept key (store/tag_runs_sql.py)
     tagged: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    if store.view_sql().groups:
+    grouped = store.view_sql().groups
+    if grouped:
         for key, value, use_case, run_id in store.query(
             "SELECT tag_key, tag_value, use_case, run_id FROM usecase_tag_runs"
         ):
@@ -287,6 +288,8 @@ def assert_groups_match_ledger(store: Store) -> None:
                 (f"{by}@tag:{key}", value, _part(group[0]) + _part(group[1]))
                 for key, value in tagged.get((values["use_case"], values["run_id"]), [])
             ]
+            if by in ("user", "experience") and grouped:  # and per use case
+                groups.append((f"{by}@use-case", values["use_case"], _part(group[0]) + _part(group[1])))
             for group_key in groups:
                 total = totals[group_key]
                 total[0] += 1

@@ -208,6 +208,9 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
                 and _totals(view)
             ):
                 return _top_of_tag(store, view, filters, by, keys, limit, tag)
+            within = any(g.by == by for g in groups_sql.WITHIN_USE_CASE)
+            if within and filters == ReportFilter(use_case=filters.use_case) and _totals(view):
+                return _top_within_use_case(store, view, filters, by, keys, limit)
             return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
 
@@ -395,20 +398,40 @@ def _top_of_tag(
     """:func:`top` under one kept tag (the caller checked that no run is mixed): every group's sums from the
     tag grouping's totals (a few rows; a call-level grouping within use cases from one range of
     :data:`~otel_usecase.store.tag_runs_sql.TAG_GROUPS`, whose groups are a few: models, steps), then the
-    p50 and p95 of the groups shown: by rank for a call-level grouping, from one read of their runs' costs
-    in the tag value's copies for the others (use case, user, experience, version)."""
+    p50 and p95 of the groups shown (:func:`_top_of_totals`)."""
     key, value = tag
     within = (filters.use_case, filters.use_cases)
+
+    def read(dearest: groups_sql.Dearest) -> tuple[str, list[Any]]:
+        if within != (None, None):
+            return tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)
+        return tag_runs_sql.totals_sql(view.dialect, by, key, value, dearest)
+
+    def ranked(part: str, how: per_run.Walk) -> tuple[str, list[Any]]:
+        return tag_runs_sql.ranked_sql(by, key, value, part, how, *within)
+
+    call_level = not per_run.group_keys(keys)
+    return _top_of_totals(store, view, filters, keys, limit, read, ranked if call_level else None)
+
+
+def _top_of_totals(
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    keys: tuple[str, ...],
+    limit: int | None,
+    read_sql: Callable[[groups_sql.Dearest], tuple[str, list[Any]]],
+    ranked_sql: Callable[[str, per_run.Walk], tuple[str, list[Any]]] | None,
+) -> list[ReportRow]:
+    """:func:`top` from rows of group totals whose ``k2`` holds a group's key values in one text
+    (:func:`~otel_usecase.store.tag_runs_sql.part_of`), read by ``read_sql`` (the dearest first, ties
+    ordered here by the values); then the p50 and p95 of the groups shown: by rank with ``ranked_sql``, else
+    (a run grouping) from one read of their runs' complete costs in the per-run rows ``filters`` select."""
     groups: dict[str, tuple[tuple[Any, ...], int, list[int], float | None, int, float | None]] = {}
 
     def read(dearest: groups_sql.Dearest) -> dict[tuple[Any, ...], float | None]:
-        query = (
-            tag_runs_sql.group_sums_sql(by, key, value, view.token_sum, *within)
-            if within != (None, None)
-            else tag_runs_sql.totals_sql(view.dialect, by, key, value, dearest)
-        )
         groups.clear()
-        for record in store.query(*query):
+        for record in store.query(*read_sql(dearest)):
             part, runs, *sums, cost, complete, complete_sum = record
             groups[str(part)] = (tag_runs_sql.parsed_part(str(part)), int(runs), [int(v or 0) for v in sums],
                                  _number(cost), int(complete or 0), _number(complete_sum))  # fmt: skip
@@ -417,28 +440,52 @@ def _top_of_tag(
     n = len(keys)
     shown_parts = [part for (part,) in _dearest(read, limit, lambda key: groups[key[0]][0][:n])]
     costs: dict[tuple[Any, ...], list[float]] | None = None
-    if per_run.group_keys(keys) and shown_parts:  # a run grouping: its runs' costs, once
+    if ranked_sql is None and shown_parts:  # a run grouping: its runs' costs, once
         costs = {groups[part][0][:n]: [] for part in shown_parts}
-        query = per_run.costs_sql(keys, filters, view.tag_value, list(costs))
-        for record in store.query(*query):
+        for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, list(costs))):
             costs[tuple(record[:n])].append(float(record[n]))
     rows = []
     for part in shown_parts:
         group, runs, sums, cost, complete, complete_sum = groups[part]
-
-        def ranked(how: per_run.Walk, part: str = part) -> list[Any]:
-            return store.query(*tag_runs_sql.ranked_sql(by, key, value, part, how, *within))
-
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
             ordered = sorted(costs[group[:n]])
             p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
         else:
+            assert ranked_sql is not None
+
+            def ranked(
+                how: per_run.Walk,
+                part: str = part,
+                walk_sql: Callable[[str, per_run.Walk], tuple[str, list[Any]]] = ranked_sql,
+            ) -> list[Any]:
+                return store.query(*walk_sql(part, how))
+
             p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
         values = (*group[:n], runs, *sums, cost, avg, p50, p95, runs - complete)
         assert len(values) == len(keys) + len(GROUP_TOTALS)
         rows.append(group_row(values, keys))
     return rows
+
+
+def _top_within_use_case(
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    keys: tuple[str, ...],
+    limit: int | None,
+) -> list[ReportRow]:
+    """:func:`top` of users or experiences within one use case (the caller checked that no run is mixed):
+    the use case's rows of their totals (:data:`~otel_usecase.store.groups_sql.WITHIN_USE_CASE`), then the
+    shown groups' run costs once."""
+    assert filters.use_case is not None
+    report_by, use_case = groups_sql.within_use_case(by), filters.use_case
+
+    def read(dearest: groups_sql.Dearest) -> tuple[str, list[Any]]:
+        return groups_sql.totals_rows_sql(view.dialect, report_by, use_case, dearest)
+
+    return _top_of_totals(store, view, filters, keys, limit, read, None)
 
 
 _STRADDLING_CHUNK: Final = 200

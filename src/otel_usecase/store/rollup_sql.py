@@ -599,8 +599,8 @@ def ddl(
     ``backfill``) the per-run table (:mod:`.runs_sql`), (when ``groups_backfill``, by default
     ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`), (when
     ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`), (when
-    ``tag_runs_backfill``) the per-run rows of each kept tag value (:mod:`.tag_runs_sql`). Idempotent; run by
-    the schema migration."""
+    ``tag_runs_backfill``) the per-run rows of each kept tag value (:mod:`.tag_runs_sql`) and the totals of
+    users and experiences within use cases. Idempotent; run by the schema migration."""
     runs = backfill if runs_backfill is None else runs_backfill
     groups = runs if groups_backfill is None else groups_backfill
     statements = _sqlite_fold_older(not runs) if groups and not backfill and dialect == "sqlite" else []
@@ -611,6 +611,7 @@ def ddl(
     statements += _day_backfill() if groups else []
     statements += groups_sql.totals_ddl(dialect, backfill=groups)
     statements += groups_sql.tags_backfill(dialect) if tags_backfill and not groups else []
+    statements += groups_sql.within_backfill(dialect) if tag_runs_backfill and not groups else []
     return statements + (tag_runs_sql.backfill(dialect) if tag_runs_backfill else [])
 
 

@@ -327,26 +327,8 @@ def totals_sql(
     dialect: str, by: str, key: str, value: str, read: per_run.Dearest | None = None
 ) -> tuple[str, list[Any]]:
     """:func:`group_sums_sql` (the same columns) from :data:`.groups_sql.TOTALS`' rows of the tag grouping
-    (:func:`totals_by`), found through the table's unique index (its key expressions): for a tag value not
-    limited to some use cases, the groups ``read`` asks for (the dearest ones; unknown cost last, ties in
-    no particular order)."""
-    from .rollup_sql import _DIALECTS
-
-    columns = ", ".join(("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls"))
-    params: list[Any] = [totals_by(by, key), value]
-    sql = (
-        f"SELECT k2, runs, {columns}, CASE WHEN cost_calls > 0 THEN cost_usd END, complete_runs, complete_sum "
-        f"FROM {groups_sql.TOTALS} WHERE report_by = ? AND COALESCE(k1, {_DIALECTS[dialect].none}) = ?"
-    )
-    if read is not None and read.floor is not None:
-        sql += " AND cost_calls > 0 AND cost_usd >= ?"
-        params.append(read.floor)
-    if read is None or read.rows is None:
-        return sql, params
-    return f"{sql} ORDER BY CASE WHEN cost_calls > 0 THEN 0 ELSE 1 END, cost_usd DESC LIMIT ?", [
-        *params,
-        read.rows,
-    ]
+    (:func:`totals_by`): for a tag value not limited to some use cases, the groups ``read`` asks for."""
+    return groups_sql.totals_rows_sql(dialect, totals_by(by, key), value, read)
 
 
 def ranked_sql(
