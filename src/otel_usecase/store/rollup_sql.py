@@ -612,6 +612,9 @@ def ddl(
     statements += groups_sql.totals_ddl(dialect, backfill=groups)
     statements += groups_sql.tags_backfill(dialect) if tags_backfill and not groups else []
     statements += groups_sql.within_backfill(dialect) if tag_runs_backfill and not groups else []
+    statements += (
+        [f"DROP INDEX IF EXISTS {name}" for name in per_run.OLD_INDEXES] if tag_runs_backfill else []
+    )
     return statements + (tag_runs_sql.backfill(dialect) if tag_runs_backfill else [])
 
 
