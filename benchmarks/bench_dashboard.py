@@ -226,7 +226,7 @@ def _time(store: Any, case: Callable[[Any], Any], reps: int) -> float:
 
 def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
     from otel_usecase.report import views
-    from otel_usecase.store import ReportFilter, open_store
+    from otel_usecase.store import SCHEMA_VERSION, ReportFilter, open_store
 
     started = time.perf_counter()
     store = open_store(url)  # the migration: covering index, rollups, per-run table and groups created and filled
@@ -234,7 +234,8 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
     rows = [
         row(
             NAME,
-            f"{label}: migration to schema 8 at {total:,} calls (indexes, rollups, per-run table, groups)",
+            f"{label}: migration to schema {SCHEMA_VERSION} at {total:,} calls (indexes, rollups, per-run table, "
+            "groups, tag values' runs)",
             f"{migration:.0f} s",
         )
     ]
