@@ -202,6 +202,16 @@ def tagged(store: Store) -> None:
     ]) == []  # fmt: skip
 
 
+def _agents_and_tags(url: str) -> None:
+    """The agents' runs, then the tagged calls, written through a store of ``url`` that is then closed."""
+    store = open_store(url)
+    try:
+        agents(store)
+        tagged(store)
+    finally:
+        store.close()
+
+
 def test_a_tag_key_is_kept_from_its_first_call_with_every_runs_no_value_group(store: Store) -> None:
     agents(store)
     assert store.view_sql().tag_keys == frozenset()
@@ -243,12 +253,7 @@ def test_a_store_keeps_its_first_eight_tag_keys_and_reads_the_others_from_the_le
 
 
 def test_the_migration_keeps_the_tag_keys_of_a_schema_8_ledger(sqlite_or_postgres: str) -> None:
-    store = open_store(sqlite_or_postgres)
-    try:
-        agents(store)
-        tagged(store)
-    finally:
-        store.close()
+    _agents_and_tags(sqlite_or_postgres)
     _execute(  # what an otel-usecase of schema 8 left: no kept tag keys, no tag groups
         sqlite_or_postgres,
         ["DELETE FROM usecase_group_totals WHERE report_by LIKE 'tag:%'",
@@ -368,12 +373,7 @@ def test_the_copies_of_a_tag_values_groups_keep_apart_groups_a_plain_concatenati
 def test_the_migration_copies_each_kept_tag_values_runs_of_a_schema_9_ledger(sqlite_or_postgres: str) -> None:
     """And fills the totals among a tag value's runs and within each use case (assert_rollups_match_ledger
     checks every totals row)."""
-    store = open_store(sqlite_or_postgres)
-    try:
-        agents(store)
-        tagged(store)
-    finally:
-        store.close()
+    _agents_and_tags(sqlite_or_postgres)
     _execute(  # what an otel-usecase of schema 9 left: no copies per tag value
         sqlite_or_postgres,
         ["DROP TABLE usecase_tag_runs", "DROP TABLE usecase_tag_groups",
