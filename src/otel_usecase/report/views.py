@@ -242,11 +242,11 @@ def _top_per_run(
         keys, filters, view.tag_value, view.token_sum, shown
     )
     sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
-    costs: dict[tuple[Any, ...], list[float]] | None = None
-    if per_run.kept_tag_filter(filters, view.tag_value):  # the shown groups' costs in one read
-        costs = {key: [] for key in shown}
-        for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, shown)):
-            costs[tuple(record[:n])].append(float(record[n]))
+    costs = (
+        _run_costs(store, view, filters, keys, shown)
+        if per_run.kept_tag_filter(filters, view.tag_value)
+        else None
+    )
     result = []
     for key in shown:
         runs, cost, complete, complete_sum = found[key]
@@ -257,14 +257,29 @@ def _top_per_run(
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
-            ordered = sorted(costs[key])
-            p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+            p50, p95 = percentile(costs[key], 0.5), percentile(costs[key], 0.95)
         else:
             p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
         values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
         assert len(values) == n + len(GROUP_TOTALS)
         result.append(group_row(values, keys))
     return result
+
+
+def _run_costs(
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    keys: tuple[str, ...],
+    groups: list[tuple[Any, ...]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """The complete run costs of each of ``groups`` (values of ``keys``) among the per-run rows ``filters``
+    select, in one read, each group's in order: where ranked reads would each sort the rows anew."""
+    n = len(keys)
+    costs: dict[tuple[Any, ...], list[float]] = {group: [] for group in groups}
+    for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, groups)):
+        costs[tuple(record[:n])].append(float(record[n]))
+    return {group: sorted(values) for group, values in costs.items()}
 
 
 def _dearest(
@@ -439,18 +454,15 @@ def _top_of_totals(
 
     n = len(keys)
     shown_parts = [part for (part,) in _dearest(read, limit, lambda key: groups[key[0]][0][:n])]
-    costs: dict[tuple[Any, ...], list[float]] | None = None
-    if ranked_sql is None and shown_parts:  # a run grouping: its runs' costs, once
-        costs = {groups[part][0][:n]: [] for part in shown_parts}
-        for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, list(costs))):
-            costs[tuple(record[:n])].append(float(record[n]))
+    costs = None  # a run grouping: its runs' costs, once
+    if ranked_sql is None and shown_parts:
+        costs = _run_costs(store, view, filters, keys, [groups[part][0][:n] for part in shown_parts])
     rows = []
     for part in shown_parts:
         group, runs, sums, cost, complete, complete_sum = groups[part]
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
-            ordered = sorted(costs[group[:n]])
-            p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
+            p50, p95 = percentile(costs[group[:n]], 0.5), percentile(costs[group[:n]], 0.95)
         else:
             assert ranked_sql is not None
 
