@@ -209,7 +209,8 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
             ):
                 return _top_of_tag(store, view, filters, by, keys, limit, tag)
             within = any(g.by == by for g in groups_sql.WITHIN_USE_CASE)
-            if within and filters == ReportFilter(use_case=filters.use_case) and _totals(view):
+            one_use_case = filters.use_case is not None and filters == ReportFilter(use_case=filters.use_case)
+            if within and one_use_case and _totals(view):
                 return _top_within_use_case(store, view, filters, by, keys, limit)
             return _top_per_run(store, view, filters, keys, limit)
     return report_rows(store, by, filters, limit=limit)
