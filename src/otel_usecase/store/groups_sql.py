@@ -375,19 +375,32 @@ def _totals_columns() -> tuple[str, ...]:
     return ("report_by", "k1", "k2", "runs", *_measures(), "complete_runs", "complete_sum")
 
 
-def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
-    """Per grouping a row of ``table`` counts in: the values it adds to :data:`TOTALS` (``sign``: ``1`` or
-    ``-1``, or a column), in :func:`_totals_columns` order."""
+def _tail(row: str, sign: str) -> list[str]:
+    """What a row ``row`` adds to a group of :data:`TOTALS` after its key (``sign`` times): one run, its
+    measures, whether its cost is complete, and that cost."""
     measures = [f"{sign} * {row}.{m}" for m in _measures()]
-    tail = [
+    return [
         sign,
         *measures,
         f"{sign} * (CASE WHEN {row}.{COMPLETE_COST} IS NULL THEN 0 ELSE 1 END)",
         f"{sign} * COALESCE({row}.{COMPLETE_COST}, 0)",
     ]
+
+
+def _keys_text(row: str, keys: tuple[str, ...]) -> str:
+    """A group's key values of row ``row`` in one text (:func:`.tag_runs_sql.part_of`; one key padded)."""
+    from .tag_runs_sql import part_of
+
+    return part_of(*(f"{row}.{k}" for k in keys), *((None,) if len(keys) == 1 else ()))
+
+
+def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
+    """Per grouping a row of ``table`` counts in: the values it adds to :data:`TOTALS` (``sign``: ``1`` or
+    ``-1``, or a column), in :func:`_totals_columns` order."""
+    tail = _tail(row, sign)
     if table == GROUPS:
         return [[f"{row}.report_by", f"{row}.k1", f"{row}.k2", *tail]]
-    from .tag_runs_sql import TAG_GROUPS, TAG_RUNS, part_of, totals_grouping
+    from .tag_runs_sql import TAG_GROUPS, TAG_RUNS, totals_grouping
 
     if table == TAG_GROUPS:
         return [
@@ -398,7 +411,7 @@ def _contributions(table: str, row: str, sign: str) -> list[list[str]]:
             [
                 totals_grouping(f"'{g.by}'", f"{row}.tag_key"),
                 f"{row}.tag_value",
-                part_of(*(f"{row}.{k}" for k in g.keys), *((None,) if len(g.keys) == 1 else ())),
+                _keys_text(row, g.keys),
                 *tail,
             ]
             for g in RUN_GROUPINGS
@@ -424,13 +437,11 @@ def within_use_case(by: str) -> str:
 
 
 def _within_contributions(row: str, tail: list[str]) -> list[list[str]]:
-    from .tag_runs_sql import part_of
-
     return [
         [
             f"'{within_use_case(g.by)}'",
             f"{row}.use_case",
-            part_of(*(f"{row}.{k}" for k in g.keys), *((None,) if len(g.keys) == 1 else ())),
+            _keys_text(row, g.keys),
             *tail,
         ]
         for g in WITHIN_USE_CASE
@@ -440,8 +451,7 @@ def _within_contributions(row: str, tail: list[str]) -> list[list[str]]:
 def within_backfill(dialect: str) -> list[str]:
     """Fill the totals of :data:`WITHIN_USE_CASE` from the per-run table (the schema 10 migration of a store
     that has the other totals)."""
-    tail = ["1", *(f"r.{m}" for m in _measures())]
-    tail += [f"CASE WHEN r.{COMPLETE_COST} IS NULL THEN 0 ELSE 1 END", f"COALESCE(r.{COMPLETE_COST}, 0)"]
+    tail = _tail("r", "1")
     within = ", ".join(f"'{within_use_case(g.by)}'" for g in WITHIN_USE_CASE)
     return [
         f"DELETE FROM {TOTALS} WHERE report_by IN ({within})",
