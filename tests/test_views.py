@@ -179,7 +179,10 @@ def rounded(value: Any) -> Any:
 def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: ReportFilter) -> None:
     spend(store)
     store.write([call(6, run="r5", at=T0 + 2 * HOUR + 7, tags={"tenant": "acme"}),
-                 call(7, run="r5", at=T0 + 3 * HOUR, tags={"tenant": "acme"})])  # fmt: skip
+                 call(7, run="r5", at=T0 + 3 * HOUR, tags={"tenant": "acme"}),
+                 # a run with calls on both sides of some windows and none inside them
+                 call(8, run="r6", use_case="search", at=T0 + 2, user_id="alice"),
+                 call(9, run="r6", use_case="search", at=T0 + 2 * DAY + 1, user_id="alice")])  # fmt: skip
     assert store.view_sql().rollups
     ledger: Any = _LedgerOnly(store)
 
@@ -206,6 +209,18 @@ def test_rollups_answer_every_view_as_the_ledger_does(store: Store, filters: Rep
             assert from_rollups == rounded(report_rows(store, by, filters)), by
         finally:
             store._rollups = True  # type: ignore[attr-defined]
+
+
+def test_a_window_counts_the_runs_with_a_call_inside_it(store: Store) -> None:
+    """Runs wholly inside, runs crossing an end with a call inside, not runs with calls only on both sides."""
+    spend(store)
+    store.write([call(8, run="r6", use_case="search", at=T0 + 2),
+                 call(9, run="r6", use_case="search", at=T0 + DAY + 9)])  # fmt: skip
+    window = views.summary(store, ReportFilter(since_ns=T0 + 3, until_ns=T0 + HOUR + 5))
+    assert (window.runs, window.calls) == (2, 2)  # r1 (its second call), r2; not r6
+    assert window.cost_usd == pytest.approx(mini_cost(1000, 10) + mini_cost(10, 5))
+    crossing = views.summary(store, ReportFilter(since_ns=T0 + 1, until_ns=T0 + DAY + 6))
+    assert (crossing.runs, crossing.calls) == (5, 5)  # r1 and r6 cross an end with a call inside
 
 
 def test_a_run_whose_calls_disagree_on_the_user_is_still_counted_as_the_ledger_does(store: Store) -> None:

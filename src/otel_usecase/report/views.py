@@ -124,6 +124,10 @@ def _per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter) -> b
     )
 
 
+def _without_window(filters: ReportFilter) -> ReportFilter:
+    return filters._replace(since_ns=None, until_ns=None)
+
+
 def _unfiltered(filters: ReportFilter) -> bool:
     return filters == ReportFilter()
 
@@ -142,7 +146,9 @@ def summary(store: Store, filters: ReportFilter) -> Summary:
         row = store.query(*groups_sql.summary_sql(view.token_sum, tag))[0]
     else:
         runs_table = _per_run(store, view, filters)
-        row = store.query(*rollup_sql.summary_sql(view, filters, per_run_table=runs_table))[0]
+        window_runs = not runs_table and _per_run(store, view, _without_window(filters))
+        query = rollup_sql.summary_sql(view, filters, per_run_table=runs_table, window_runs=window_runs)
+        row = store.query(*query)[0]
     n = len(_CLASSES)
     calls = int(row[0] or 0)
     tokens = _tokens(row[1 : 1 + n])

@@ -46,8 +46,18 @@ from functools import cache
 from typing import Any, Final, NamedTuple
 
 from . import tags_sql
-from .base import TABLE, TOKEN_COLUMNS
-from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, Dearest, Walk, any_group, group_conditions, order_by
+from .base import TABLE, TOKEN_COLUMNS, ReportFilter
+from .runs_sql import (
+    COMPLETE_COST,
+    DEAR_COST,
+    RUNS,
+    Dearest,
+    Walk,
+    any_group,
+    group_conditions,
+    order_by,
+    window_bounds,
+)
 
 __all__ = [
     "CALL_GROUPINGS",
@@ -762,10 +772,6 @@ def run_parts_sql(by: str, runs_source: str, params: Sequence[Any]) -> tuple[str
     return sql, [by, *params]
 
 
-_BEFORE_ALL: Final = -(2**63)
-_AFTER_ALL: Final = 2**63 - 1
-
-
 class WindowSQL(NamedTuple):
     """The queries of a call-level grouping over a time window (:func:`window_sql`)."""
 
@@ -795,8 +801,7 @@ def window_sql(
     end need the ledger."""
     grouping = kept(by)
     assert grouping is not None
-    low = _BEFORE_ALL if since is None else int(since)
-    high = _AFTER_ALL if until is None else int(until)
+    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
     scope, scope_params = _use_case_clauses(use_case, use_cases, "r.use_case")
     scoped = "".join(f" AND {c}" for c in scope)
     counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")

@@ -879,11 +879,12 @@ def _runs_source(view: ViewSQL, filters: ReportFilter) -> _Source:
 
 
 def summary_sql(
-    view: ViewSQL, filters: ReportFilter, *, per_run_table: bool = False
+    view: ViewSQL, filters: ReportFilter, *, per_run_table: bool = False, window_runs: bool = False
 ) -> tuple[str, list[Any]]:
     """One row: calls, :data:`~otel_usecase.store.base.TOKEN_COLUMNS` sums, cost, the unpriced, no-usage,
     partial and error counts, then the number of runs (of (use case, run id)): counted in the per-run
-    table (``per_run_table``: the caller checked it answers, :mod:`.runs_sql`), else grouped. Under a kept
+    table (``per_run_table``: the caller checked it answers, :mod:`.runs_sql`; ``window_runs``: it answers
+    the filters but the time window, :func:`.runs_sql.window_count_sql`), else grouped. Under a kept
     tag's filter the per-run rows of the tag value hold the sums too: one range read
     (:mod:`.tag_runs_sql`), where the run rollup's cells would be read and their tags parsed."""
     if per_run_table and per_run.kept_tag_filter(filters, view.tag_value):
@@ -895,8 +896,10 @@ def summary_sql(
         return f"SELECT {', '.join(summed)} FROM {runs_source}", params
     sums = _sums_source(view, filters)
     m = sums.measures
-    if per_run_table:
-        count, count_params = per_run.count_sql(filters, view.tag_value)
+    if per_run_table or window_runs:
+        count, count_params = (per_run.window_count_sql if window_runs else per_run.count_sql)(
+            filters, view.tag_value
+        )
         selected = ", ".join(
             [
                 m["calls"],
