@@ -601,7 +601,7 @@ def _back_to_schema_6(store: Store) -> None:
 def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
     sqlite_or_postgres: str,
 ) -> None:
-    assert SCHEMA_VERSION == 10
+    assert SCHEMA_VERSION == 11
     writer = open_store(sqlite_or_postgres)
     writer.write([a_call(span_id="0" * 15 + "1", use_case="support", start_ns=10**18)])
     _back_to_schema_6(writer)
@@ -623,7 +623,7 @@ def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
             lambda tx: tx.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'"),
             write=False,
         )
-        assert version == [("10",)]
+        assert version == [(str(SCHEMA_VERSION),)]
         token = create_token(upgraded, "alice")
         share(upgraded, "support", [RoleAssignment("alice", Role.CONSUMER)])
         assert authenticate(upgraded, token) == Principal("alice")

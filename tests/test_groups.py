@@ -140,6 +140,40 @@ def test_a_better_copy_moving_a_call_to_another_model_moves_its_run_between_grou
     assert moved["gpt-4o"].cost_usd == pytest.approx(sum(gpt4o_cost(1000 + r, 200) for r in range(6)) + gpt4o_cost(100, 30))
 
 
+def test_a_window_counts_a_part_whose_times_a_moved_call_left_wide_as_the_ledger_does(store: Store) -> None:
+    """A part's times are never narrowed (store/groups_sql.py ``TIMES``): after a better copy moves a call
+    to another model and an earlier time, the old model's part keeps the times of both calls. A window
+    then reads it from the ledger as a part crossing an end: the same figures as the ledger's calls."""
+    agents(store)
+    t1, t2 = T0 + 40 * HOUR, T0 + 44 * HOUR
+    first = a_call(trace_id="e" * 32, span_id="e" * 16, start_ns=t1, end_ns=t1 + 9, run_id="w1", use_case="support",
+                   model="gpt-4o-mini", step="tool", tokens={"input": 100, "output": 10}, cost_usd=mini_cost(100, 10))
+    second = a_call(trace_id="f" * 32, span_id="f" * 16, start_ns=t2, end_ns=t2 + 9, run_id="w1", use_case="support",
+                    model="gpt-4o-mini", step="answer", tokens={"input": 200, "output": 0}, status=STATUS_PARTIAL,
+                    cost_usd=mini_cost(200, 0))  # fmt: skip
+    assert store.write([first, second]) == []
+    better = second._replace(start_ns=t2 - 3 * HOUR, end_ns=t2 - 3 * HOUR + 9, model="gpt-4o",
+                             tokens={"input": 200, "output": 20}, status="priced", cost_usd=gpt4o_cost(200, 20))  # fmt: skip
+    assert store.write([better]) == []
+    assert_rollups_match_ledger(store)
+    if store.view_sql().group_times:
+        ((first_ns, last_ns),) = store.query(
+            "SELECT first_ns, last_ns FROM usecase_run_groups WHERE run_id = 'w1' AND report_by = 'model' "
+            "AND k2 = 'gpt-4o-mini'"
+        )
+        assert (first_ns, last_ns) == (t1, t2)  # wider than its one call now
+    for since, until in ((t1, t1 + 1), (t1, t2), (t1 + 1, None), (t2 - 4 * HOUR, t2 + 1), (t1 - HOUR, t2 + HOUR)):
+        window = ReportFilter(since_ns=since, until_ns=until)
+        for by in ("model", "step"):
+            for limit in (1, 10):
+                _same_as_ledger(store, window, by, limit)
+    (mini,) = [r for r in _same_as_ledger(store, ReportFilter(since_ns=t1, until_ns=t1 + 1), "model", 10)]
+    assert (mini.key["model"], mini.runs, mini.calls) == ("gpt-4o-mini", 1, 1)
+    assert mini.cost_usd == pytest.approx(mini_cost(100, 10)) and mini.p50_run_cost_usd == pytest.approx(mini_cost(100, 10))
+    (gpt4o,) = _same_as_ledger(store, ReportFilter(since_ns=t2 - 3 * HOUR, until_ns=t2 - 3 * HOUR + 1), "model", 10)
+    assert (gpt4o.key["model"], gpt4o.runs, gpt4o.cost_usd) == ("gpt-4o", 1, pytest.approx(gpt4o_cost(200, 20)))
+
+
 def test_reprice_and_forget_keep_the_totals_equal_to_the_ledger(store: Store) -> None:
     agents(store)
     assert store.write([call(200 + n, "stale", cost_usd=0.5, user_id="u0") for n in range(4)]) == []
@@ -397,6 +431,40 @@ def test_the_migration_copies_each_kept_tag_values_runs_of_a_schema_9_ledger(sql
         (gpt4o,) = [r for r in _same_as_ledger(store, ReportFilter(tags=(("tenant", "acme"),)), "model", 10)
                     if r.key["model"] == "gpt-4o"]  # fmt: skip
         assert gpt4o.runs == 2 and gpt4o.cost_usd == pytest.approx(gpt4o_cost(700, 70) + gpt4o_cost(100, 50))
+    finally:
+        store.close()
+
+
+def test_the_migration_gives_the_groups_of_a_schema_10_ledger_their_times(sqlite_or_postgres: str) -> None:
+    """A reader of schema 10 reads a window's groups run by run; the migration fills the times with the runs'
+    (which cover their calls), and a window then reads them group by group: the same figures either way,
+    and the ledger's (the agents' calls span T0 to T0 + 13 h; the windows cut runs and hours)."""
+    _agents_and_tags(sqlite_or_postgres)
+    _execute(  # what an otel-usecase of schema 10 left: no times
+        sqlite_or_postgres,
+        ["DROP INDEX usecase_run_groups_window", "ALTER TABLE usecase_run_groups DROP COLUMN first_ns",
+         "ALTER TABLE usecase_run_groups DROP COLUMN last_ns",
+         "UPDATE otel_usecase_meta SET value = '10' WHERE key = 'schema_version'"],
+        [],
+    )  # fmt: skip
+    windows = [ReportFilter(since_ns=T0 + 3 * HOUR), ReportFilter(since_ns=T0 + HOUR // 2, until_ns=T0 + 7 * HOUR + 5),
+               ReportFilter(since_ns=T0 + 2 * HOUR, use_case="support")]  # fmt: skip
+    reader = open_store(sqlite_or_postgres, create=False)
+    try:
+        assert not reader.view_sql().group_times
+        before = {(str(w), by): _same_as_ledger(reader, w, by, 10) for w in windows for by in ("model", "step")}
+    finally:
+        reader.close()
+    store = open_store(sqlite_or_postgres)
+    try:
+        assert store.view_sql().group_times
+        assert_rollups_match_ledger(store)  # the times cover each part's calls
+        after = {(str(w), by): _same_as_ledger(store, w, by, 10) for w in windows for by in ("model", "step")}
+        assert rounded(after) == rounded(before)
+        (gpt4o,) = [r for r in after[(str(windows[0]), "model")] if r.key["model"] == "gpt-4o"]
+        # runs a3 to a5 plan on gpt-4o at 30, 40, 50 h / 7, and t1 at 102 h / 7: after T0 + 3 h (a0 crosses it)
+        assert gpt4o.runs == 4
+        assert gpt4o.cost_usd == pytest.approx(sum(gpt4o_cost(1000 + r, 200) for r in (3, 4, 5)) + gpt4o_cost(700, 70))
     finally:
         store.close()
 

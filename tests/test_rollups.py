@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,20 +213,45 @@ def expected_groups(store: Store) -> dict[tuple[Any, ...], list[Any]]:
     for each tag key the store keeps, one group per value and one for the calls without the key."""
     at = {c: i for i, c in enumerate(COLUMNS)}
     groups: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * len(MEASURES) + [0.0])
-    kept_tags = sorted(str(r[0]) for r in store.query("SELECT tag_key FROM usecase_tag_keys"))
-    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
+    for key, row in _ledger_groups(store):
         cost, status = row[at["cost_usd"]], row[at["status"]]
         counts = [1, *(row[at[c]] or 0 for c in TOKEN_COLUMNS), int(cost is not None), int(status == "unpriced"),
                   int(status == "no_usage"), int(status == "partial"), row[at["error"]]]  # fmt: skip
+        cell = groups[key]
+        for i, n in enumerate(counts):
+            cell[i] += n
+        cell[len(MEASURES)] += cost or 0.0
+    return groups
+
+
+def _ledger_groups(store: Store) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Each ledger row once per (run, group) it belongs to: ((by, k1, k2, use case, run id), row)."""
+    at = {c: i for i, c in enumerate(COLUMNS)}
+    kept_tags = sorted(str(r[0]) for r in store.query("SELECT tag_key FROM usecase_tag_keys"))
+    for row in store.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"):
         tags = tags_of(row[at["tags"]])
         cells = [(by, *_padded(tuple(row[at[k]] for k in keys))) for by, keys in CALL_GROUPINGS.items()]
         cells += [(f"tag:{key}", tags.get(key), None) for key in kept_tags]  # "no value" too
         for group in cells:
-            cell = groups[(*group, row[at["use_case"]], row[at["run_id"]])]
-            for i, n in enumerate(counts):
-                cell[i] += n
-            cell[len(MEASURES)] += cost or 0.0
-    return groups
+            yield (*group, row[at["use_case"]], row[at["run_id"]]), row
+
+
+def assert_group_times_hold(store: Store) -> None:
+    """Each (run, group)'s calls start within its times: what a time window's read of the groups by their
+    times relies on (store/groups_sql.py ``TIMES``)."""
+    if not store.view_sql().group_times:
+        return
+    start = COLUMNS.index("start_ns")
+    starts: dict[tuple[Any, ...], list[int]] = {}
+    for key, row in _ledger_groups(store):
+        low_high = starts.setdefault(key, [row[start], row[start]])
+        low_high[0], low_high[1] = min(low_high[0], row[start]), max(low_high[1], row[start])
+    rows = store.query("SELECT report_by, k1, k2, use_case, run_id, first_ns, last_ns FROM usecase_run_groups")
+    for *key, first, last in rows:
+        calls = starts.get(tuple(key))
+        assert first is not None and last is not None and first <= last, key
+        if calls is not None:  # (none left after a prune)
+            assert first <= calls[0] and calls[1] <= last, (key, first, last, calls)
 
 
 def _complete(cell: list[Any]) -> float | None:
@@ -243,6 +269,7 @@ def _part(value: str | None) -> str:
 def assert_groups_match_ledger(store: Store) -> None:
     """The per-(run, group) rows equal the ledger's, and every group's totals equal the sums of its rows
     (of the per-run table for the run groupings); no group without runs is left."""
+    assert_group_times_hold(store)
     want = expected_groups(store)
     stored = {
         tuple(r[:5]): list(r[5:])

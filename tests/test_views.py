@@ -269,6 +269,23 @@ def test_histogram_and_top_percentiles_over_many_runs_match_published_prices(sto
     assert top_u1.p95_run_cost_usd == pytest.approx(u1[18] + (u1[19] - u1[18]) * 0.05)
 
 
+def test_a_windows_top_orders_groups_of_equal_cost_by_key_as_the_report_does(store: Store) -> None:
+    """Over a time window the groups are summed and ordered in SQL, ties by key: in code point order (not
+    a locale's: ``B`` before ``a``, ``aa`` before ``b``, ``é`` last), no key first, as the report orders
+    them; a run crossing the window's start moves its group among them."""
+    users = ["b", "aa", "B", "é", "a", None, "a b", "ab"]
+    store.write([call(400 + n, run=f"w{n}", at=T0 + HOUR + n, tokens=(100, 10), user_id=u) for n, u in enumerate(users)])
+    store.write([call(450, run="x", at=T0 + 5, tokens=(100, 10), user_id="zz"),  # crosses T0 + HOUR
+                 call(451, run="x", at=T0 + HOUR + 60, tokens=(100, 10), user_id="zz")])  # fmt: skip
+    ledger: Any = _LedgerOnly(store)
+    window = ReportFilter(since_ns=T0 + HOUR)
+    for limit in (1, 2, 3, 5, None):
+        shown = views.top(store, window, "user", limit)
+        assert rounded(shown) == rounded(views.top(ledger, window, "user", limit)), limit
+    order = [r.key["user_id"] for r in views.top(store, window, "user", None)]
+    assert order == [None, "B", "a", "a b", "aa", "ab", "b", "zz", "é"]  # all of one cost: zz's call inside only
+
+
 def test_top_orders_groups_of_equal_cost_by_key_past_the_rows_it_reads_first(store: Store) -> None:
     """``top`` reads the dearest groups in SQL with room for ties; 40 users of exactly the same cost (more
     than that room) are still ordered by user id, as the report orders them."""

@@ -522,13 +522,74 @@ def _top_of_window(
     """:func:`top` over a time window: the per-(run, group) rows (a call-level grouping) or the per-run rows
     (use case, user, experience, version) of the runs whose every call is in the window, found through the
     per-run table's times; and, from the ledger, the calls in the window of the few runs that cross one of
-    its ends. The same figures as the report's grouping of every run's calls in the window."""
+    its ends. A call-level grouping of a store with the per-(run, group) rows' times reads them group by
+    group instead (:func:`_window_parts`). The same figures as the report's grouping of every run's calls in
+    the window."""
     width = len(RUN_TOTALS) - 1
     n = len(keys)
     # The sums of calls, tokens and unknown-cost counts from the hour rollup where it answers (the window's
     # calls, exactly); the runs then come from an index alone.
     rollup_sums = rollup_sql.hour_rollup_answers(view, filters) and set(keys) <= rollup_sql.HOUR_COLUMNS
+    kept = groups_sql.kept(by)
+    assert kept is not None
+    costs_of: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
+    if view.group_times and groups_sql.call_level(kept) and rollup_sums:
+        groups, costs_of = _window_parts(store, view, filters, by, width)
+        sums_of = None
+    elif not groups_sql.call_level(kept):
+        groups, costs_of, sums_of = _window_whole_runs(store, view, filters, by, limit, rollup_sums)
+    else:
+        groups, sums_of = _window_runs(store, view, filters, by, width, rollup_sums)
+
+    def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return order_key(groups[key].cost, key[:n])
+
+    shown = sorted(groups, key=order) if limit is None else heapq.nsmallest(limit, groups, key=order)
+    if costs_of is not None:
+        costs_of(shown)
+    # The sums of the groups shown: from the hour rollup where it answers (the window's calls, the crossing
+    # runs' too, so they replace those), else from the rows of the runs wholly inside, plus the crossing ones.
+    sums_query = (
+        rollup_sql.group_sums_sql(view, filters, keys, [key[:n] for key in shown])
+        if rollup_sums
+        else sums_of(shown)
+        if sums_of is not None and shown
+        else None
+    )
+    if sums_query is not None and shown:
+        for record in store.query(*sums_query):
+            key = (*record[:n], *((None,) if n == 1 else ())) if rollup_sums else tuple(record[:2])
+            if key in groups:
+                found_sums = [int(v or 0) for v in record[(n if rollup_sums else 2) :]]
+                if rollup_sums:
+                    groups[key].sums = found_sums
+                else:
+                    groups[key].add_sums(found_sums)
+    rows = []
+    for key in shown:  # (50,000 experiences: only the groups shown become rows)
+        group = groups[key]
+        if group.ranked is not None:
+            count, total, p50, p95 = group.ranked
+            spread: tuple[float | None, ...] = (total / count if count else None, p50, p95)
+        else:
+            costs = sorted(group.costs)
+            count = len(costs)
+            spread = (sum(costs) / count if costs else None, percentile(costs, 0.5), percentile(costs, 0.95))
+        values = (*key[:n], group.runs, *group.totals(), group.cost, *spread, group.runs - count)
+        rows.append(group_row(values, keys))
+    return rows
+
+
+_SumsOf = Callable[[Sequence[tuple[Any, ...]]], tuple[str, list[Any]]]
+
+
+def _window_runs(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, width: int, rollup_sums: bool
+) -> tuple[dict[tuple[Any, ...], _WindowGroup], _SumsOf | None]:
+    """The groups of a window from the rows of its runs wholly inside (every one read) and the ledger's
+    calls in it of the runs crossing an end; the query of the sums of given groups over the former."""
     window = groups_sql.window_sql(
+        view.dialect,
         by,
         filters.since_ns,
         filters.until_ns,
@@ -549,64 +610,173 @@ def _top_of_window(
         if complete is not None:
             group.costs.append(complete)
     crossing = [(str(u), str(r)) for u, r in store.query(*window.crossing)]
-    if crossing:
-        ledger = rollup_sql.ledger_sums(view, filters)
-        measures = [ledger.measures[m] for m in RUN_TOTALS]
-        for start in range(0, len(crossing), _STRADDLING_CHUNK):
-            chunk = crossing[start : start + _STRADDLING_CHUNK]
-            query = groups_sql.window_ledger_sql(by, measures, ledger.clause, ledger.params, chunk)
-            for k1, k2, *run in store.query(*query):
-                group = groups.setdefault((k1, k2), _WindowGroup(width))
-                *counts, cost = run
-                known = _number(cost)
-                group.add(1, [int(v or 0) for v in counts], known)
-                if known is not None and not (counts[-1] or counts[-2] or counts[-3]):
-                    group.costs.append(known)
+    for _, k1, k2, counts, known in _crossing_parts(store, view, filters, by, crossing):
+        group = groups.setdefault((k1, k2), _WindowGroup(width))
+        group.add(1, counts, known)
+        if known is not None and not (counts[-1] or counts[-2] or counts[-3]):
+            group.costs.append(known)
+    return groups, window.sums
 
-    def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
-        return order_key(groups[key].cost, key[:n])
 
-    shown = sorted(groups, key=order) if limit is None else heapq.nsmallest(limit, groups, key=order)
-    # The sums of the groups shown: from the hour rollup where it answers (the window's calls, the crossing
-    # runs' too, so they replace those), else from the rows of the runs wholly inside, plus the crossing ones.
-    sums_query = (
-        rollup_sql.group_sums_sql(view, filters, keys, [key[:n] for key in shown])
-        if rollup_sums
-        else window.sums(shown)
-        if window.sums is not None and shown
-        else None
+def _window_whole_runs(
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    by: str,
+    limit: int | None,
+    rollup_sums: bool,
+) -> tuple[dict[tuple[Any, ...], _WindowGroup], Callable[[Sequence[tuple[Any, ...]]], None], _SumsOf | None]:
+    """The candidate groups of a window of a run grouping (use case, user, experience, version): its runs
+    wholly inside summed per group in the database (:func:`~otel_usecase.store.groups_sql.window_run_groups_sql`),
+    the ``limit`` dearest with room for ties and for the groups of the few runs crossing an end (their calls in
+    the window from the ledger: they can only reorder those groups), and those groups; the function filling
+    the complete costs of the groups shown; the query of their sums."""
+    window = groups_sql.window_sql(
+        view.dialect,
+        by,
+        filters.since_ns,
+        filters.until_ns,
+        filters.use_case,
+        filters.use_cases,
+        view.token_sum,
+        with_sums=not rollup_sums,
     )
-    if sums_query is not None and shown:
-        for record in store.query(*sums_query):
-            key = (*record[:n], *((None,) if n == 1 else ())) if rollup_sums else tuple(record[:2])
-            if key in groups:
-                found = [int(v or 0) for v in record[(n if rollup_sums else 2) :]]
-                if rollup_sums:
-                    groups[key].sums = found
-                else:
-                    groups[key].add_sums(found)
-    rows = []
-    for key in shown:  # (50,000 experiences: only the groups shown become rows)
-        group = groups[key]
-        costs = sorted(group.costs)
-        values = (
-            *key[:n],
-            group.runs,
-            *group.totals(),
-            group.cost,
-            sum(costs) / len(costs) if costs else None,
-            percentile(costs, 0.5),
-            percentile(costs, 0.95),
-            group.runs - len(costs),
+    crossing = _crossing_parts(
+        store, view, filters, by, [(str(u), str(r)) for u, r in store.query(*window.crossing)]
+    )
+    touched = sorted({(k1, k2) for _, k1, k2, _, _ in crossing}, key=lambda key: order_key(None, key))
+    inside: dict[tuple[Any, ...], tuple[int, Any]] = {}
+    bounds = (filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases)
+
+    def read(dearest: groups_sql.Dearest, chunk: Sequence[tuple[Any, ...]] | None = None) -> None:
+        query = groups_sql.window_run_groups_sql(view.dialect, by, dearest, *bounds, groups=chunk)
+        for k1, k2, runs, cost in store.query(*query):
+            inside[(k1, k2)] = (int(runs), cost)
+
+    width = len(RUN_TOTALS) - 1
+    # Ordered as the report orders them, the first limit + (groups of crossing runs) are the candidates:
+    # the crossing runs only change their own groups, so no other group can pass them.
+    read(groups_sql.Dearest(rows=None if limit is None else limit + len(touched)))
+    missing = [key for key in touched if key not in inside]
+    for start in range(0, len(missing), _STRADDLING_CHUNK):
+        read(groups_sql.Dearest(), missing[start : start + _STRADDLING_CHUNK])
+    groups: dict[tuple[Any, ...], _WindowGroup] = {}
+    for key, (runs, cost) in inside.items():
+        group = groups[key] = _WindowGroup(width)
+        group.runs, group.cost = runs, _number(cost)
+    extra: dict[tuple[Any, ...], list[float]] = {}
+    for _, k1, k2, counts, known in crossing:
+        group = groups.setdefault((k1, k2), _WindowGroup(width))
+        group.add(1, counts, known)
+        if known is not None and not (counts[-1] or counts[-2] or counts[-3]):
+            extra.setdefault((k1, k2), []).append(known)
+
+    def costs(shown: Sequence[tuple[Any, ...]]) -> None:
+        for key in shown:
+            groups[key].costs = list(extra.get(key, ()))
+        for start in range(0, len(shown), _STRADDLING_CHUNK):
+            chunk = shown[start : start + _STRADDLING_CHUNK]
+            for k1, k2, cost in store.query(
+                *groups_sql.window_run_costs_sql(view.dialect, by, *bounds, chunk)
+            ):
+                groups[(k1, k2)].costs.append(float(cost))
+
+    return groups, costs, window.sums
+
+
+def _crossing_parts(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, runs: Sequence[tuple[str, str]]
+) -> list[tuple[tuple[str, str], Any, Any, list[int], float | None]]:
+    """The calls in ``filters``' window of ``runs`` from the ledger, per (run, group) of ``by``: ((use case,
+    run id), k1, k2, the counts of :data:`~.base.RUN_TOTALS`, the cost when known)."""
+    if not runs:
+        return []
+    ledger = rollup_sql.ledger_sums(view, filters)
+    measures = [ledger.measures[m] for m in RUN_TOTALS]
+    found = []
+    for start in range(0, len(runs), _STRADDLING_CHUNK):
+        chunk = runs[start : start + _STRADDLING_CHUNK]
+        query = groups_sql.window_ledger_sql(by, measures, ledger.clause, ledger.params, chunk)
+        for use_case, run_id, k1, k2, *run in store.query(*query):
+            *counts, cost = run
+            found.append(((str(use_case), str(run_id)), k1, k2, [int(v or 0) for v in counts], _number(cost)))
+    return found
+
+
+def _window_parts(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, width: int
+) -> tuple[dict[tuple[Any, ...], _WindowGroup], Callable[[Sequence[tuple[Any, ...]]], None]]:
+    """The groups of a window of a call-level grouping from its per-(run, group) rows, group by group
+    (:func:`~otel_usecase.store.groups_sql.window_parts_sql`): a row per group for the parts inside, the few
+    parts crossing an end read from the ledger; and the function filling the complete costs of the groups
+    shown (only those need them). Their sums come from the hour rollup (the caller's)."""
+    every = [
+        (k1, k2)
+        for k1, k2 in store.query(*groups_sql.window_groups_sql(by, filters.use_case, filters.use_cases))
+    ]
+    chunks = [
+        every[s : s + groups_sql.PARTS_PER_QUERY] for s in range(0, len(every), groups_sql.PARTS_PER_QUERY)
+    ]
+    queries = [
+        groups_sql.window_parts_sql(
+            view.dialect, by, chunk, filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases
         )
-        rows.append(group_row(values, keys))
-    return rows
+        for chunk in chunks
+    ]
+    groups: dict[tuple[Any, ...], _WindowGroup] = {}
+    crossing: dict[tuple[str, str], set[tuple[Any, Any]]] = {}
+    for chunk, parts in zip(chunks, queries):
+        for i, use_case, run_id, count, cost in store.query(*parts.totals):
+            if use_case is not None:  # a part whose times cross an end: read from the ledger below
+                crossing.setdefault((str(use_case), str(run_id)), set()).add(chunk[i])
+            elif count:
+                group = groups[chunk[i]] = _WindowGroup(width)
+                group.runs = int(count)
+                group.cost = _number(cost)
+    extra: dict[tuple[Any, ...], list[float]] = {}
+    for run, k1, k2, counts, known in _crossing_parts(store, view, filters, by, list(crossing)):
+        if (k1, k2) not in crossing[run]:
+            continue  # a part of the run wholly inside: counted above
+        group = groups.setdefault((k1, k2), _WindowGroup(width))
+        group.add(1, counts, known)
+        if known is not None and not (counts[-1] or counts[-2] or counts[-3]):
+            extra.setdefault((k1, k2), []).append(known)
+    where = {key: (c, chunk.index(key)) for c, chunk in enumerate(chunks) for key in chunk}
+
+    def positions(shown: Sequence[tuple[Any, ...]]) -> dict[int, list[int]]:
+        by_chunk: dict[int, list[int]] = {}
+        for key in shown:
+            if key in where:
+                c, i = where[key]
+                by_chunk.setdefault(c, []).append(i)
+        return by_chunk
+
+    def costs(shown: Sequence[tuple[Any, ...]]) -> None:
+        for key in shown:
+            groups[key].costs = list(extra.get(key, ()))
+        for c, at in positions(shown).items():
+            ranked = queries[c].ranked
+            if ranked is None:
+                continue
+            for i, count, total, p50, p95 in store.query(
+                *ranked({i: extra.get(chunks[c][i], ()) for i in at})
+            ):
+                group = groups[chunks[c][i]]
+                group.ranked = (
+                    (int(count), float(total), float(p50), float(p95)) if count else (0, 0.0, None, None)
+                )
+        read = [key for key in shown if groups[key].ranked is None]
+        for c, at in positions(read).items():
+            for i, cost in store.query(*queries[c].costs(at)):
+                groups[chunks[c][i]].costs.append(float(cost))
+
+    return groups, costs
 
 
 class _WindowGroup:
     """One group's figures over a window, added up from runs or sums of runs."""
 
-    __slots__ = ("cost", "costs", "runs", "sums", "width")
+    __slots__ = ("cost", "costs", "ranked", "runs", "sums", "width")
 
     def __init__(self, width: int) -> None:
         self.runs = 0
@@ -614,6 +784,8 @@ class _WindowGroup:
         self.sums: list[int] | None = None  # (made when first needed: 50,000 groups of a window)
         self.cost: float | None = None
         self.costs: list[float] = []
+        self.ranked: tuple[int, float, float | None, float | None] | None = None
+        """The complete costs' number, sum, p50 and p95 when the database computed them (then not read)."""
 
     def add_sums(self, sums: Sequence[int]) -> None:
         self.sums = list(sums) if self.sums is None else [a + b for a, b in zip(self.sums, sums)]

@@ -92,7 +92,7 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
@@ -864,7 +864,7 @@ def migrate(
       ``postgresql``) with their triggers, filled from the ledger when it predates them
       (:func:`.rollup_sql.ddl`; the triggers first, so that no write is missed or counted twice).
     """
-    from . import rollup_sql  # imports this module
+    from . import groups_sql, rollup_sql  # import this module
 
     has_meta, has_ledger = META_TABLE in tables, TABLE in tables
     version: int | None = None
@@ -905,6 +905,11 @@ def migrate(
     groups_backfill = has_ledger and (version is None or version < _GROUPS_SINCE)
     tags_backfill = has_ledger and (version is None or version < _TAGS_SINCE)
     tag_runs_backfill = has_ledger and (version is None or version < _TAG_RUNS_SINCE)
+    group_times = (
+        has_ledger
+        and (version is None or version < _GROUP_TIMES_SINCE)
+        and not execute(groups_sql.has_times_sql(dialect), ())
+    )
     for statement in rollup_sql.ddl(
         dialect,
         backfill=backfill,
@@ -912,6 +917,7 @@ def migrate(
         groups_backfill=groups_backfill,
         tags_backfill=tags_backfill,
         tag_runs_backfill=tag_runs_backfill,
+        group_times=group_times,
     ):
         execute(statement, ())
     return frozenset(COLUMNS)
@@ -929,6 +935,8 @@ _TAGS_SINCE: Final = 9
 """The schema version that brought the kept tag keys and their groups (:mod:`.tags_sql`)."""
 _TAG_RUNS_SINCE: Final = 10
 """The schema version that brought the per-run rows of each kept tag value (:mod:`.tag_runs_sql`)."""
+_GROUP_TIMES_SINCE: Final = 11
+"""The schema version that brought the times of the per-(run, group) rows (:data:`.groups_sql.TIMES`)."""
 
 
 _URL_PASSWORD: Final = re.compile(

@@ -132,6 +132,8 @@ renamed alike."""
 GROUP_ROWS: Final = Cells(
     key=("report_by", "k1", "k2", "use_case", "run_id"),
     sums=MEASURES,
+    least=("first_ns",),
+    greatest=("last_ns",),
     derived=tuple(zip((DEAR_COST, COMPLETE_COST), _derived(lambda m: m))),
     nullable=("k1", "k2"),
 )
@@ -139,10 +141,13 @@ GROUP_ROWS: Final = Cells(
 hold user and experience ids as group keys; the triggers on the per-run table move them with its rows and
 remove a group left without runs, so they need no row here."""
 TAG_GROUP_ROWS: Final = GROUP_ROWS._replace(
-    key=("tag_key", "tag_value", "report_by", "part", "use_case", "run_id"), nullable=()
+    key=("tag_key", "tag_value", "report_by", "part", "use_case", "run_id"),
+    least=(),
+    greatest=(),
+    nullable=(),
 )
 """The per-(run, group) rows of each kept tag value (:data:`.tag_runs_sql.TAG_GROUPS`): copies of the
-call-level ones, renamed alike."""
+call-level ones (but their times), renamed alike."""
 
 ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(TABLE, "user_id", frozenset((USER,)), LEDGER),

@@ -397,6 +397,8 @@ class PostgresStore:
         self._rollups = False
         self._groups = False
         """Whether the database has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
+        self._group_times = False
+        """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
         self._tag_keys: frozenset[str] = frozenset()
         """The kept tag keys (:mod:`.tags_sql`) as last read: a write bringing another one registers it."""
         self._tags_tried: set[str] = set()
@@ -550,6 +552,8 @@ class PostgresStore:
             cur.execute(f"SELECT to_regclass('{groups_sql.TOTALS}') IS NOT NULL")  # schema 8
             grouped = cur.fetchone()
             self._groups = bool(grouped and grouped[0])
+            cur.execute(groups_sql.has_times_sql("postgresql"))
+            self._group_times = cur.fetchone() is not None  # schema 11
             self._tag_keys = self._read_tag_keys(cur)
             return columns
 
@@ -769,6 +773,7 @@ class PostgresStore:
             tags_sql.KeptTagValue(tag_value, kept) if kept else tag_value,
             groups=self._groups,
             tag_keys=kept,
+            group_times=self._group_times,
         )
 
     def _tag_keys_now(self) -> frozenset[str]:

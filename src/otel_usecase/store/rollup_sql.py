@@ -593,6 +593,7 @@ def ddl(
     groups_backfill: bool | None = None,
     tags_backfill: bool = False,
     tag_runs_backfill: bool = False,
+    group_times: bool = False,
 ) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
@@ -600,11 +601,13 @@ def ddl(
     ``runs_backfill``) the per-(run, group) rows and every group's totals (:mod:`.groups_sql`), (when
     ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`), (when
     ``tag_runs_backfill``) the per-run rows of each kept tag value (:mod:`.tag_runs_sql`) and the totals of
-    users and experiences within use cases. Idempotent; run by the schema migration."""
+    users and experiences within use cases, (when ``group_times``) the times of the per-(run, group) rows
+    (:data:`.groups_sql.TIMES`). Idempotent; run by the schema migration."""
     runs = backfill if runs_backfill is None else runs_backfill
     groups = runs if groups_backfill is None else groups_backfill
     statements = _sqlite_fold_older(not runs) if groups and not backfill and dialect == "sqlite" else []
     statements += _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
+    statements += groups_sql.add_times(dialect) if group_times and not groups else []
     statements += _backfill(dialect) if backfill else []
     statements += per_run.backfill(dialect) if runs else []
     statements += groups_sql.backfill(dialect) if groups else []
@@ -615,7 +618,8 @@ def ddl(
     statements += (
         [f"DROP INDEX IF EXISTS {name}" for name in per_run.OLD_INDEXES] if tag_runs_backfill else []
     )
-    return statements + (tag_runs_sql.backfill(dialect) if tag_runs_backfill else [])
+    statements += tag_runs_sql.backfill(dialect) if tag_runs_backfill else []
+    return [*statements, groups_sql.window_index()]
 
 
 def _day_backfill() -> list[str]:
@@ -651,6 +655,9 @@ class ViewSQL(NamedTuple):
     """Whether the store has the per-(run, group) rows and the group totals (:mod:`.groups_sql`, schema 8)."""
     tag_keys: frozenset[str] = frozenset()
     """The tag keys whose groups the store keeps (:mod:`.tags_sql`, schema 9)."""
+    group_times: bool = False
+    """Whether the per-(run, group) rows have their times (:data:`.groups_sql.TIMES`, schema 11): a time
+    window's rows of a call-level grouping are then one range of an index."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {
@@ -897,8 +904,10 @@ def summary_sql(
     sums = _sums_source(view, filters)
     m = sums.measures
     if per_run_table or window_runs:
-        count, count_params = (per_run.window_count_sql if window_runs else per_run.count_sql)(
-            filters, view.tag_value
+        count, count_params = (
+            per_run.window_count_sql(view.dialect, filters, view.tag_value)
+            if window_runs
+            else per_run.count_sql(filters, view.tag_value)
         )
         selected = ", ".join(
             [

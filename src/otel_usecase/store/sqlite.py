@@ -258,6 +258,8 @@ class SQLiteStore:
         self._rollups = False
         self._groups = False
         """Whether the file has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
+        self._group_times = False
+        """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
         self._unfolded = 0
         self._folded_at = time.monotonic()
         self._open()
@@ -298,6 +300,7 @@ class SQLiteStore:
                 conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (groups_sql.TOTALS,)).fetchone()
                 is not None
             )
+            self._group_times = conn.execute(groups_sql.has_times_sql("sqlite")).fetchone() is not None
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -662,6 +665,7 @@ class SQLiteStore:
             pending,
             self._groups,
             kept,
+            self._group_times,
         )
 
     def _kept_tag_keys(self) -> frozenset[str]:
