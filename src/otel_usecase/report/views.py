@@ -583,12 +583,10 @@ def _top_of_window(
 _SumsOf = Callable[[Sequence[tuple[Any, ...]]], tuple[str, list[Any]]]
 
 
-def _window_runs(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, width: int, rollup_sums: bool
-) -> tuple[dict[tuple[Any, ...], _WindowGroup], _SumsOf | None]:
-    """The groups of a window from the rows of its runs wholly inside (every one read) and the ledger's
-    calls in it of the runs crossing an end; the query of the sums of given groups over the former."""
-    window = groups_sql.window_sql(
+def _window_sql(
+    view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, rollup_sums: bool
+) -> groups_sql.WindowSQL:
+    return groups_sql.window_sql(
         view.dialect,
         by,
         filters.since_ns,
@@ -598,6 +596,14 @@ def _window_runs(
         view.token_sum,
         with_sums=not rollup_sums,
     )
+
+
+def _window_runs(
+    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, width: int, rollup_sums: bool
+) -> tuple[dict[tuple[Any, ...], _WindowGroup], _SumsOf | None]:
+    """The groups of a window from the rows of its runs wholly inside (every one read) and the ledger's
+    calls in it of the runs crossing an end; the query of the sums of given groups over the former."""
+    window = _window_sql(view, filters, by, rollup_sums)
     groups: dict[tuple[Any, ...], _WindowGroup] = {}
     for row in store.query(*window.runs):  # (a hundred thousand rows for a week of 10M calls: kept plain)
         group = groups.get(row[:2])
@@ -631,16 +637,7 @@ def _window_whole_runs(
     the ``limit`` dearest with room for ties and for the groups of the few runs crossing an end (their calls in
     the window from the ledger: they can only reorder those groups), and those groups; the function filling
     the complete costs of the groups shown; the query of their sums."""
-    window = groups_sql.window_sql(
-        view.dialect,
-        by,
-        filters.since_ns,
-        filters.until_ns,
-        filters.use_case,
-        filters.use_cases,
-        view.token_sum,
-        with_sums=not rollup_sums,
-    )
+    window = _window_sql(view, filters, by, rollup_sums)
     crossing = _crossing_parts(
         store, view, filters, by, [(str(u), str(r)) for u, r in store.query(*window.crossing)]
     )

@@ -59,6 +59,7 @@ from .runs_sql import (
     any_group,
     group_conditions,
     order_by,
+    use_case_clauses,
     window_bounds,
     window_scope,
 )
@@ -736,24 +737,6 @@ def _group_conditions(values: Sequence[Any]) -> tuple[list[str], list[Any]]:
     return group_conditions(("k1", "k2"), (*values, None)[:2])
 
 
-def _use_case_clauses(
-    use_case: str | None, use_cases: Sequence[str] | None, column: str = "use_case"
-) -> tuple[list[str], list[Any]]:
-    """The conditions keeping the rows of ``use_case`` and of ``use_cases`` (the allowed set) in ``column``."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if use_case is not None:
-        clauses.append(f"{column} = ?")
-        params.append(use_case)
-    if use_cases is not None:
-        if not use_cases:
-            clauses.append("1 = 0")
-        else:
-            clauses.append(f"{column} IN ({', '.join('?' for _ in use_cases)})")
-            params.extend(use_cases)
-    return clauses, params
-
-
 TOTALS_FIELDS: Final = (
     "runs",
     "cost_usd",
@@ -778,7 +761,7 @@ def totals_sql(
     those use cases, for a grouping whose first key is the use case (``k1``)."""
     cost = "CASE WHEN cost_calls > 0 THEN cost_usd END"
     fields = [f if f != "cost_usd" else cost for f in TOTALS_FIELDS]
-    clauses, params = _use_case_clauses(use_case, use_cases, "k1")
+    clauses, params = use_case_clauses(use_case, use_cases, "k1")
     if read.floor is not None:
         clauses.append("cost_calls > 0 AND cost_usd >= ?")
         params.append(read.floor)
@@ -799,7 +782,7 @@ def window_groups_sql(
     grouping = kept(by)
     assert grouping is not None
     scope, params = (
-        _use_case_clauses(use_case, use_cases, "k1") if grouping.keys[0] == "use_case" else ([], [])
+        use_case_clauses(use_case, use_cases, "k1") if grouping.keys[0] == "use_case" else ([], [])
     )
     where = "".join(f" AND {c}" for c in scope)
     return f"SELECT k1, k2 FROM {TOTALS} WHERE report_by = ?{where} ORDER BY k1, k2", [by, *params]
@@ -810,7 +793,7 @@ def groups_sql(
 ) -> tuple[str, list[Any]]:
     """:func:`totals_sql` from :data:`GROUPS`, within a use case (or a set of them): the groups of a
     call-level grouping ``by`` read from the index on (grouping, use case)."""
-    clauses, params = _use_case_clauses(use_case, use_cases)
+    clauses, params = use_case_clauses(use_case, use_cases)
     cost = f"SUM({DEAR_COST})"
     sums = {
         "runs": "COUNT(*)",
@@ -835,7 +818,7 @@ def ranked_sql(
 ) -> tuple[str, list[Any]]:
     """The complete run costs ``how`` reads (:func:`.runs_sql.walk`) in the group ``values`` of ``by``: a
     walk of the index on the complete cost within the group (within a use case: its own index)."""
-    scope, scope_params = _use_case_clauses(use_case, use_cases)
+    scope, scope_params = use_case_clauses(use_case, use_cases)
     group, group_params = _group_conditions(values)
     where = " AND ".join(["report_by = ?", *scope, *group, f"{COMPLETE_COST} IS NOT NULL"])
     # the constant columns first: the planner then walks the group's part of the index (within a use case,

@@ -62,6 +62,7 @@ __all__ = [
     "sqlite_fold",
     "sums_sql",
     "tables",
+    "use_case_clauses",
     "walk",
     "window_bounds",
     "window_count_sql",
@@ -388,6 +389,13 @@ def window_scope(
     table rows and all (65-79 ms per list of a week's use case page at 10M calls, where the window's range
     of the index alone is a few). PostgreSQL's planner, which has statistics, gets the column."""
     column = f"({alias}use_case || '')" if dialect == "sqlite" else f"{alias}use_case"
+    return use_case_clauses(use_case, use_cases, column)
+
+
+def use_case_clauses(
+    use_case: str | None, use_cases: Sequence[str] | None, column: str = "use_case"
+) -> tuple[list[str], list[Any]]:
+    """The conditions keeping the rows of ``use_case`` and of ``use_cases`` (the allowed set) in ``column``."""
     clauses: list[str] = []
     params: list[Any] = []
     if use_case is not None:
