@@ -286,6 +286,25 @@ def test_a_windows_top_orders_groups_of_equal_cost_by_key_as_the_report_does(sto
     assert order == [None, "B", "a", "a b", "aa", "ab", "b", "zz", "é"]  # all of one cost: zz's call inside only
 
 
+def test_a_windows_long_top_list_reads_its_runs_costs_in_one_pass_as_the_ledger_does(store: Store) -> None:
+    """More groups shown than one query names (a page of up to 10,000): their runs' complete costs are read
+    in one pass over the window; the same rows as the report's, p50 and p95 included."""
+    store.write([call(500 + n, run=f"m{n}", at=T0 + HOUR + n, tokens=(100 + n % 7, 10), user_id=f"m{n % 230:03d}")
+                 for n in range(460)])  # fmt: skip
+    ledger: Any = _LedgerOnly(store)
+    window = ReportFilter(since_ns=T0 + HOUR)
+    for limit in (201, 230, None):
+        shown = views.top(store, window, "user", limit)
+        assert len(shown) == (limit or 230)
+        assert rounded(shown) == rounded(views.top(ledger, window, "user", limit)), limit
+    first = views.top(store, window, "user", None)[0]
+    # user m(n) has runs n and n + 230 of 100 + n % 7 and 100 + (n + 6) % 7 input tokens: the dearest ones
+    # have n % 7 == 6 (106 and 105 tokens), the first of them by id is m006
+    assert (first.key["user_id"], first.runs) == ("m006", 2)
+    assert first.cost_usd == pytest.approx(mini_cost(106, 10) + mini_cost(105, 10))
+    assert first.p50_run_cost_usd == pytest.approx((mini_cost(106, 10) + mini_cost(105, 10)) / 2)
+
+
 def test_top_orders_groups_of_equal_cost_by_key_past_the_rows_it_reads_first(store: Store) -> None:
     """``top`` reads the dearest groups in SQL with room for ties; 40 users of exactly the same cost (more
     than that room) are still ordered by user id, as the report orders them."""

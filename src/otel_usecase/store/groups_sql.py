@@ -1008,17 +1008,17 @@ def window_run_costs_sql(
     until: int | None,
     use_case: str | None,
     use_cases: Sequence[str] | None,
-    groups: Sequence[tuple[Any, ...]],
+    groups: Sequence[tuple[Any, ...]] | None,
 ) -> tuple[str, list[Any]]:
-    """The complete costs of the runs wholly inside a time window of ``groups`` of run grouping ``by``:
-    ``k1, k2``, cost (for their p50 and p95)."""
+    """The complete costs of the runs wholly inside a time window of ``groups`` (None: every group) of run
+    grouping ``by``: ``k1, k2``, cost (for their p50 and p95)."""
     grouping = kept(by)
     assert grouping is not None and grouping in RUN_GROUPINGS
     low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
     scope, params = window_scope(dialect, use_case, use_cases, "r.")
     params = [low, low, high, *params]
     columns = tuple(f"r.{k}" for k in grouping.keys)
-    chosen = _chosen(dialect, columns, groups, params)
+    chosen = "TRUE" if groups is None else _chosen(dialect, columns, groups, params)
     k1, k2 = (*columns, "NULL")[:2]
     where = " AND ".join(["r.last_ns >= ?", "r.first_ns >= ?", "r.last_ns < ?", *scope, chosen])
     return (
@@ -1045,8 +1045,14 @@ class WindowParts(NamedTuple):
     instead of 150,000 costs read for a week's models of 10M calls. None in SQLite (no such function)."""
 
 
-PARTS_PER_QUERY: Final = 400
-"""Groups per statement of :func:`window_parts_sql` (a few parameters each, below SQLite's limit)."""
+_MAX_PARAMETERS: Final = 999
+"""The fewest parameters a statement may have: SQLite's limit before 3.32 (later 32,766)."""
+
+
+def parts_per_query(use_cases: Sequence[str] | None) -> int:
+    """Groups per statement of :func:`window_parts_sql`: each names its group, the window's bounds and the
+    use cases asked for in each of its (at most two) passes, within :data:`_MAX_PARAMETERS`."""
+    return max(1, _MAX_PARAMETERS // (16 + 2 * len(use_cases or ())))
 
 
 def window_parts_sql(
@@ -1059,12 +1065,12 @@ def window_parts_sql(
     use_cases: Sequence[str] | None,
 ) -> WindowParts:
     """A window's per-(run, group) rows of call-level grouping ``by`` and ``groups`` (``k1, k2`` each; at
-    most :data:`PARTS_PER_QUERY`), each group one range of the window index (:func:`window_index`) by the
+    most :func:`parts_per_query`), each group one range of the window index (:func:`window_index`) by the
     times of its parts (:data:`TIMES`): those inside count whole; those crossing an end are few. One
     statement per question, the groups' ranges joined by ``UNION ALL``: no sort, no lookup per run, and only
     a row per group (the costs of the groups shown aside). Where the runs of a week were looked up one by
     one and their 155,000 rows (10M calls) read into Python: 0.5 s."""
-    assert len(groups) <= PARTS_PER_QUERY
+    assert len(groups) <= parts_per_query(use_cases)
     low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
     scope, scope_params = window_scope(dialect, use_case, use_cases)
     scoped = "".join(f" AND {c}" for c in scope)
