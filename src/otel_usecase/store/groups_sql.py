@@ -902,10 +902,11 @@ def window_sql(
     scope, scope_params = window_scope(dialect, use_case, use_cases, "r.")
     scoped = "".join(f" AND {c}" for c in scope)
     counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
-    window = f"r.last_ns >= ? AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+    inside, inside_params = _runs_inside(dialect, since, until, use_case, use_cases)
+    window = " AND ".join(inside)
     if grouping in RUN_GROUPINGS:
-        k1, k2 = (*(f"r.{k}" for k in grouping.keys), "NULL")[:2]
-        source, params, row = f"FROM {RUNS} AS r WHERE {window}", [low, low, high, *scope_params], "r"
+        k1, k2 = (*_run_keys(by), "NULL")[:2]
+        source, params, row = f"FROM {RUNS} AS r WHERE {window}", inside_params, "r"
     else:
         k1, k2, row = "g.k1", "g.k2", "g"
         # (CROSS JOIN: SQLite then reads the runs first, through their index on the last call, as written)
@@ -913,7 +914,7 @@ def window_sql(
             f"FROM {RUNS} AS r CROSS JOIN {GROUPS} AS g WHERE g.use_case = r.use_case AND g.run_id = r.run_id "
             f"AND g.report_by = ? AND {window}"
         )
-        params = [by, low, low, high, *scope_params]
+        params = [by, *inside_params]
     sums = ", ".join(token_sum.format(f"{row}.{c}") for c in counts)
     group_by = ", ".join(k for k in (k1, k2) if k != "NULL")
 
@@ -932,8 +933,25 @@ def window_sql(
     )
 
 
+def _runs_inside(
+    dialect: str, since: int | None, until: int | None, use_case: str | None, use_cases: Sequence[str] | None
+) -> tuple[list[str], list[Any]]:
+    """The conditions (and their parameters) keeping the per-run rows ``r`` of the runs wholly inside
+    ``[since, until)`` of ``use_case`` or ``use_cases``: one range of the per-run table's window index."""
+    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
+    scope, params = window_scope(dialect, use_case, use_cases, "r.")
+    return ["r.last_ns >= ?", "r.first_ns >= ?", "r.last_ns < ?", *scope], [low, low, high, *params]
+
+
+def _run_keys(by: str) -> tuple[str, ...]:
+    """The per-run rows' ``r`` columns of run grouping ``by``'s key."""
+    grouping = kept(by)
+    assert grouping is not None and grouping in RUN_GROUPINGS
+    return tuple(f"r.{k}" for k in grouping.keys)
+
+
 _NO_VALUE: Final = "\x01"
-"""A text no key holds (a control character), standing for NULL in :func:`_chosen`."""
+"""A text no key holds (a control character, SQLite's ``char(1)``), standing for NULL in :func:`_chosen`."""
 
 
 def _chosen(
@@ -949,7 +967,7 @@ def _chosen(
     width = len(columns)
     if dialect == "postgresql":
         return any_group(tuple(columns), [tuple(g[:width]) for g in groups], params) if groups else "1 = 0"
-    keys = ", ".join(f"COALESCE({c}, '{_NO_VALUE}')" for c in columns)
+    keys = ", ".join(f"COALESCE({c}, char(1))" for c in columns)
     rows = []
     for group in groups:
         rows.append("(" + ", ".join("?" for _ in range(width)) + ")")
@@ -977,13 +995,8 @@ def window_run_groups_sql(
     week of 10M calls) read into Python. The dearest first, unknown cost last, ties by the key values as
     :func:`~otel_usecase.report.queries.order_key` orders them (NULL as ``''``, then code points: UTF-8 in
     binary order, PostgreSQL's ``C`` collation): the first ``read.rows`` are the report's."""
-    grouping = kept(by)
-    assert grouping is not None and grouping in RUN_GROUPINGS
-    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
-    scope, params = window_scope(dialect, use_case, use_cases, "r.")
-    clauses = ["r.last_ns >= ?", "r.first_ns >= ?", "r.last_ns < ?", *scope]
-    params = [low, low, high, *params]
-    columns = tuple(f"r.{k}" for k in grouping.keys)
+    clauses, params = _runs_inside(dialect, since, until, use_case, use_cases)
+    columns = _run_keys(by)
     if groups is not None:
         clauses.append(_chosen(dialect, columns, groups, params))
     k1, k2 = (*columns, "NULL")[:2]
@@ -1012,15 +1025,12 @@ def window_run_costs_sql(
 ) -> tuple[str, list[Any]]:
     """The complete costs of the runs wholly inside a time window of ``groups`` (None: every group) of run
     grouping ``by``: ``k1, k2``, cost (for their p50 and p95)."""
-    grouping = kept(by)
-    assert grouping is not None and grouping in RUN_GROUPINGS
-    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
-    scope, params = window_scope(dialect, use_case, use_cases, "r.")
-    params = [low, low, high, *params]
-    columns = tuple(f"r.{k}" for k in grouping.keys)
-    chosen = "TRUE" if groups is None else _chosen(dialect, columns, groups, params)
+    clauses, params = _runs_inside(dialect, since, until, use_case, use_cases)
+    columns = _run_keys(by)
+    if groups is not None:
+        clauses.append(_chosen(dialect, columns, groups, params))
     k1, k2 = (*columns, "NULL")[:2]
-    where = " AND ".join(["r.last_ns >= ?", "r.first_ns >= ?", "r.last_ns < ?", *scope, chosen])
+    where = " AND ".join(clauses)
     return (
         f"SELECT {k1}, {k2}, r.{COMPLETE_COST} FROM {RUNS} AS r WHERE {where} AND r.{COMPLETE_COST} IS NOT NULL",
         params,
