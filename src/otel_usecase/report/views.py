@@ -245,8 +245,8 @@ def _top_per_run(
     shown = _dearest(read, limit)
     if not shown:
         return []
-    query = rollup_sql.group_sums_sql(view, filters, keys, shown) or per_run.sums_sql(
-        keys, filters, view.tag_value, view.token_sum, shown
+    query = rollup_sql.group_sums_sql(view, filters, keys, per_run.named(shown)) or per_run.sums_sql(
+        keys, filters, view.tag_value, view.token_sum, per_run.named(shown)
     )
     sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
     costs = (
@@ -284,8 +284,10 @@ def _run_costs(
     select, in one read, each group's in order: where ranked reads would each sort the rows anew."""
     n = len(keys)
     costs: dict[tuple[Any, ...], list[float]] = {group: [] for group in groups}
-    for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, groups)):
-        costs[tuple(record[:n])].append(float(record[n]))
+    for record in store.query(*per_run.costs_sql(keys, filters, view.tag_value, per_run.named(groups))):
+        found = costs.get(tuple(record[:n]))
+        if found is not None:
+            found.append(float(record[n]))
     return {group: sorted(values) for group, values in costs.items()}
 
 
@@ -360,6 +362,13 @@ def _top_kept(
     shown = _dearest(read, limit)
     fields = {name: i for i, name in enumerate(groups_sql.TOTALS_FIELDS)}
     run_filter = ReportFilter(use_case=filters.use_case, use_cases=filters.use_cases)
+    # Many run groups shown (every one of 50,000 experiences): their runs' costs in one pass, not two
+    # ranked reads per group.
+    costs = (
+        _run_costs(store, view, run_filter, keys, shown)
+        if not call_level and len(shown) > per_run.NAMED_GROUPS
+        else None
+    )
     result = []
     for key in shown:
         values = records[key]
@@ -373,7 +382,10 @@ def _top_kept(
             return store.query(*per_run.ranked_sql(run_filter, view.tag_value, how, group))
 
         avg = complete_sum / complete if complete and complete_sum is not None else None
-        p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        if costs is not None:
+            p50, p95 = percentile(costs[key], 0.5), percentile(costs[key], 0.95)
+        else:
+            p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
         sums = [
             values[fields[f]]
             for f in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
@@ -550,9 +562,9 @@ def _top_of_window(
     # The sums of the groups shown: from the hour rollup where it answers (the window's calls, the crossing
     # runs' too, so they replace those), else from the rows of the runs wholly inside, plus the crossing ones.
     sums_query = (
-        rollup_sql.group_sums_sql(view, filters, keys, [key[:n] for key in shown])
+        rollup_sql.group_sums_sql(view, filters, keys, per_run.named([key[:n] for key in shown]))
         if rollup_sums
-        else sums_of(shown)
+        else sums_of(per_run.named(list(shown)))
         if sums_of is not None and shown
         else None
     )
@@ -580,7 +592,7 @@ def _top_of_window(
     return rows
 
 
-_SumsOf = Callable[[Sequence[tuple[Any, ...]]], tuple[str, list[Any]]]
+_SumsOf = Callable[[Sequence[tuple[Any, ...]] | None], tuple[str, list[Any]]]
 
 
 def _window_sql(
@@ -673,8 +685,8 @@ def _window_whole_runs(
             groups[key].costs = list(extra.get(key, ()))
         # a query naming the groups shown; more of them (a page of 10,000) read every run of the window in
         # one pass instead of a pass per 200
-        chosen = shown if len(shown) <= _STRADDLING_CHUNK else None
         wanted = set(shown)
+        chosen = per_run.named(list(shown))
         for k1, k2, cost in store.query(*groups_sql.window_run_costs_sql(view.dialect, by, *bounds, chosen)):
             if (k1, k2) in wanted:
                 groups[(k1, k2)].costs.append(float(cost))

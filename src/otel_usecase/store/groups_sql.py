@@ -873,9 +873,9 @@ class WindowSQL(NamedTuple):
     runs: tuple[str, list[Any]]
     """One row per (run, group) of the runs whose every call is in the window: ``k1, k2``, its cost (None
     when unknown), its complete cost (None when not complete)."""
-    sums: Callable[[Sequence[tuple[Any, ...]]], tuple[str, list[Any]]] | None
-    """(``with_sums``) the query of the sums of the given groups ((``k1``, ``k2``) each) over those runs:
-    ``k1, k2``, calls, the token columns, the unpriced, no-usage and partial counts."""
+    sums: Callable[[Sequence[tuple[Any, ...]] | None], tuple[str, list[Any]]] | None
+    """(``with_sums``) the query of the sums of the given groups ((``k1``, ``k2``) each; None: every group)
+    over those runs: ``k1, k2``, calls, the token columns, the unpriced, no-usage and partial counts."""
     crossing: tuple[str, list[Any]]
     """The (use case, run id) of the runs with calls on both sides of an end of the window: a few, whose
     calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
@@ -920,10 +920,10 @@ def window_sql(
 
     columns = tuple(k for k in (k1, k2) if k != "NULL")
 
-    def sums_of(groups: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    def sums_of(groups: Sequence[tuple[Any, ...]] | None) -> tuple[str, list[Any]]:
         values: list[Any] = []
-        condition = _chosen(dialect, columns, groups, values)
-        sql = f"SELECT {k1}, {k2}, {sums} {source} AND {condition} GROUP BY {group_by}"
+        condition = "" if groups is None else f" AND {_chosen(dialect, columns, groups, values)}"
+        sql = f"SELECT {k1}, {k2}, {sums} {source}{condition} GROUP BY {group_by}"
         return sql, [*params, *values]
 
     return WindowSQL(

@@ -936,17 +936,20 @@ def summary_sql(
 
 
 def group_sums_sql(
-    view: ViewSQL, filters: ReportFilter, keys: tuple[str, ...], groups: list[tuple[Any, ...]]
+    view: ViewSQL, filters: ReportFilter, keys: tuple[str, ...], groups: list[tuple[Any, ...]] | None
 ) -> tuple[str, list[Any]] | None:
-    """Per value of ``keys`` among ``groups``: those values, calls, tokens, the unpriced, no-usage and
-    partial counts, read from the hour rollup (None when it cannot answer: a key it does not keep, a user
-    or tag filter). A few hundred thousand narrow cells, not the rows of every run of those groups."""
+    """Per value of ``keys`` among ``groups`` (None: every group): those values, calls, tokens, the
+    unpriced, no-usage and partial counts, read from the hour rollup (None when it cannot answer: a key it
+    does not keep, a user or tag filter). A few hundred thousand narrow cells, not the rows of every run of
+    those groups."""
     if not set(keys) <= _HOUR_COLUMNS or not hour_rollup_answers(view, filters):
         return None
     source = _rollup(view, filters, HOUR_ROLLUP)
     extra: list[Any] = []
-    condition = per_run.any_group(keys, groups, extra)
-    clause = f"{source.clause} AND {condition}" if source.clause else f" WHERE {condition}"
+    clause = source.clause
+    if groups is not None:
+        condition = per_run.any_group(keys, groups, extra)
+        clause = f"{clause} AND {condition}" if clause else f" WHERE {condition}"
     m = source.measures
     group = ", ".join(keys)
     selected = ", ".join([group, m["calls"], *(m[c] for c in TOKEN_COLUMNS), *(m[c] for c in _COUNTS[:3])])

@@ -40,6 +40,7 @@ __all__ = [
     "BEFORE_ALL",
     "COMPLETE_COST",
     "DEAR_COST",
+    "NAMED_GROUPS",
     "OLD_INDEXES",
     "RUNS",
     "Dearest",
@@ -55,6 +56,7 @@ __all__ = [
     "group_keys",
     "kept_tag_filter",
     "mixed_sql",
+    "named",
     "order_by",
     "order_sql",
     "pg_apply",
@@ -519,12 +521,15 @@ def kept_tag_filter(filters: ReportFilter, tag_value: TagValue | None) -> bool:
 
 
 def costs_sql(
-    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, groups: list[tuple[Any, ...]]
+    keys: tuple[str, ...],
+    filters: ReportFilter,
+    tag_value: TagValue | None,
+    groups: list[tuple[Any, ...]] | None,
 ) -> tuple[str, list[Any]]:
-    """The values of ``keys`` and the complete cost of every run of ``groups`` (all runs: no ``keys``) that
-    ``filters`` select, in one read."""
+    """The values of ``keys`` and the complete cost of every run of ``groups`` (None, or no ``keys``: of
+    every group) that ``filters`` select, in one read."""
     extra: list[Any] = []
-    condition = [any_group(keys, groups, extra)] if keys else []
+    condition = [any_group(keys, groups, extra)] if keys and groups is not None else []
     clause, params = source(filters, tag_value, f"{COMPLETE_COST} IS NOT NULL", *condition)
     columns = ", ".join((*keys, COMPLETE_COST))
     return f"SELECT {columns} FROM {clause}", [*params, *extra]
@@ -589,13 +594,13 @@ def sums_sql(
     filters: ReportFilter,
     tag_value: TagValue | None,
     token_sum: str,
-    groups: list[tuple[Any, ...]],
+    groups: list[tuple[Any, ...]] | None,
 ) -> tuple[str, list[Any]]:
-    """Per value of ``keys`` among ``groups``: those values, calls, tokens, the unpriced, no-usage and
-    partial counts."""
+    """Per value of ``keys`` among ``groups`` (None: every group): those values, calls, tokens, the
+    unpriced, no-usage and partial counts."""
     extra: list[Any] = []
-    condition = any_group(keys, groups, extra)
-    clause, filter_params = source(filters, tag_value, condition)
+    condition = [any_group(keys, groups, extra)] if groups is not None else []
+    clause, filter_params = source(filters, tag_value, *condition)
     group = ", ".join(keys)
     selected = ", ".join(
         [
@@ -609,8 +614,20 @@ def sums_sql(
     return f"SELECT {selected} FROM {clause} GROUP BY {group}", [*filter_params, *extra]
 
 
+NAMED_GROUPS: Final = 200
+"""The most groups a read names (:func:`any_group`); a read of more reads every group of its filter and
+the caller keeps those it asked for (one pass of the filter's rows costs less than thousands of terms)."""
+
+
+def named(groups: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
+    """``groups`` for a read that names them, or None (every group) past :data:`NAMED_GROUPS`."""
+    return groups if len(groups) <= NAMED_GROUPS else None
+
+
 def any_group(keys: tuple[str, ...], groups: list[tuple[Any, ...]], params: list[Any]) -> str:
-    """The condition selecting any of ``groups`` (its parameters appended to ``params``)."""
+    """The condition selecting any of ``groups`` (its parameters appended to ``params``). An ``OR`` of one
+    term per group: a few hundred at most (:data:`NAMED_GROUPS`), as SQLite parses a longer one into an
+    expression deeper than it allows (1,000)."""
     alternatives = []
     for values in groups:
         clauses, more = group_conditions(keys, values)

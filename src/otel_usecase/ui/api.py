@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ..report import views
-from ..report.queries import format_report, format_run, grouping, report_rows, run_calls
+from ..report.queries import format_report, format_run, grouping, run_calls
 from ..report.runs_list import format_runs
 from ..report.text import csv_cell
 from ..store import Store
@@ -84,11 +84,8 @@ def report(store: Store, params: Params, root: str) -> Response:
         text = store.runs_json(filters)
         if text is not None:
             return _file(f"report-by-{by}", fmt, text)
-    # With a limit (the dashboard's tables), ``top``: the same rows, read as the pages read them. Without
-    # one (a download of every row), the CLI's own report, so that the file is byte for byte what
-    # ``otel-usecase report`` prints (the kept totals add the same costs in another order).
-    rows = report_rows(store, by, filters) if limit is None else views.top(store, filters, by, limit)
-    return _file(f"report-by-{by}", fmt, format_report(rows, by, fmt))
+    # ``top`` is what ``otel-usecase report`` reads too: the file is byte for byte what it prints.
+    return _file(f"report-by-{by}", fmt, format_report(views.top(store, filters, by, limit), by, fmt))
 
 
 def runs(store: Store, params: Params, root: str) -> Response:
