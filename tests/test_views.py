@@ -305,6 +305,37 @@ def test_a_windows_long_top_list_reads_its_runs_costs_in_one_pass_as_the_ledger_
     assert first.p50_run_cost_usd == pytest.approx((mini_cost(106, 10) + mini_cost(105, 10)) / 2)
 
 
+def test_a_list_of_more_groups_than_a_query_names_is_the_reports_under_every_filter(store: Store) -> None:
+    """1,100 experiences (a report of every group, a page of thousands): no read names them one by one,
+    which SQLite refuses past 1,000 terms ("Expression tree is too large"); each filter's list is the
+    ledger's report, and an experience's cost is its calls' at published prices."""
+    many = 1100
+    store.write([call(2000 + n, run=f"x{n}", use_case=("a", "b")[n % 2], at=T0 + HOUR + n * 1000,
+                      tokens=(100 + n % 13, 10), experience_name=f"e{n % many:04d}", experience_id="1",
+                      user_id=("ann", "bob")[n % 3 == 0], tags={"tenant": ("t1", "t2")[n % 5 == 0]})
+                 for n in range(2 * many)])  # fmt: skip
+    ledger: Any = _LedgerOnly(store)
+    for filters in (
+        ReportFilter(),
+        ReportFilter(use_case="a"),
+        ReportFilter(since_ns=T0 + HOUR + 500 * 1000),
+        ReportFilter(use_case="b", since_ns=T0 + HOUR + 500 * 1000),
+        ReportFilter(user_id="ann"),
+        ReportFilter(tags=(("tenant", "t1"),)),
+    ):
+        for limit in (1050, None):
+            shown = views.top(store, filters, "experience", limit)
+            assert len(shown) > 300, (filters, limit)
+            assert rounded(shown) == rounded(report_rows(ledger, "experience", filters, limit=limit)), filters
+    # experience e(n) has runs n and n + 1,100, of 100 + n % 13 and 100 + (n + 8) % 13 input tokens
+    every = {r.key["experience_name"]: r for r in build_report(store, "experience")}
+    assert len(every) == many
+    e7 = every["e0007"]
+    assert (e7.runs, e7.calls) == (2, 2)
+    assert e7.cost_usd == pytest.approx(mini_cost(107, 10) + mini_cost(102, 10))
+    assert e7.p95_run_cost_usd == pytest.approx(mini_cost(102, 10) + 0.95 * (mini_cost(107, 10) - mini_cost(102, 10)))
+
+
 def test_top_orders_groups_of_equal_cost_by_key_past_the_rows_it_reads_first(store: Store) -> None:
     """``top`` reads the dearest groups in SQL with room for ties; 40 users of exactly the same cost (more
     than that room) are still ordered by user id, as the report orders them."""
