@@ -424,6 +424,10 @@ class Store(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query written with ``?`` placeholders (for tools and tests; reports use the above)."""
 
+    def read_together(self, reads: Sequence[Callable[[Store], _T]]) -> list[_T]:
+        """Each of ``reads`` called with a store of this database, at the same time on as many connections
+        as :mod:`.readers` keeps (a dashboard page's panels); their results in their order."""
+
     def close(self) -> None:
         """Release connections."""
 

@@ -80,6 +80,7 @@ from .base import (
     upsert_rows_sql,
     write_isolating,
 )
+from .readers import Readers
 from .rollup_sql import HOUR_ROLLUP, RUN_ROLLUP, ViewSQL
 from .runs_sql import RUNS
 from .tag_runs_sql import TAG_RUNS
@@ -89,7 +90,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .base import Repricing, Transaction
+    from .base import Repricing, Store, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -372,7 +373,9 @@ class PostgresStore:
 
     One connection, guarded by a lock, serves all threads: writes are short
     batched transactions and reports are occasional, so a pool would add a
-    dependency and connections for no throughput. The connection is re-opened
+    dependency and connections for no throughput. A dashboard page's panels
+    read at the same time on a reader's connection too (:meth:`read_together`,
+    :mod:`.readers`), opened on first use. The connection is re-opened
     after the server restarts, and after a ``fork`` (a child never uses, nor
     closes, its parent's socket).
     """
@@ -385,6 +388,10 @@ class PostgresStore:
         self.url = redact_url(conninfo)
         """The store URL without its password (it is printed in logs and reports)."""
         self._connect_options = self._defaults(conninfo, connect_timeout)
+        self._readers = Readers(
+            lambda: PostgresStore(conninfo, connect_timeout=connect_timeout, create=False)
+        )
+        """Read-only stores of the database for :meth:`read_together`, each with its own connection."""
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
@@ -792,8 +799,13 @@ class PostgresStore:
                 return frozenset()
         return self._tag_keys
 
+    def read_together(self, reads: Sequence[Callable[[Store], _T]]) -> list[_T]:
+        return self._readers.run(self, reads)
+
     def close(self) -> None:
-        """Close the connection; later calls raise :class:`StoreError`. Safe to call twice."""
+        """Close the connection (and the readers'); later calls raise :class:`StoreError`. Safe to call
+        twice."""
+        self._readers.close()
         with self._lock:
             self._closed = True
             self._discard()

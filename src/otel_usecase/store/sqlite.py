@@ -43,12 +43,13 @@ from .base import (
     upsert_sql,
     write_isolating,
 )
+from .readers import Readers
 from .rollup_sql import ViewSQL
 from .runs_sql import RUNS
 from .tag_runs_sql import TAG_RUNS
 
 if TYPE_CHECKING:
-    from .base import Repricing, Transaction
+    from .base import Repricing, Store, Transaction
     from .budget_sql import SpendQuery, SpendSnapshot
     from .outcome_sql import Outcome, RejectedOutcome
 
@@ -239,6 +240,8 @@ class SQLiteStore:
             raise StoreError(f"no SQLite store at {self.url}: {path!r} does not exist")
         self._file = os.path.abspath(path) if path != ":memory:" else ""
         """The file checked for deletion (absolute: the process may change directory)."""
+        self._readers = Readers(lambda: SQLiteStore(self._file, create=False)) if self._file else None
+        """Read-only stores of the file for :meth:`read_together` (an in-memory store reads alone)."""
         self._wal = self._file + "-wal"
         self._lock = threading.Lock()
         self._inserts: dict[int, str] = {}
@@ -680,7 +683,14 @@ class SQLiteStore:
         except StoreError:
             return frozenset()
 
+    def read_together(self, reads: Sequence[Callable[[Store], _T]]) -> list[_T]:
+        if self._readers is None:
+            return [read(self) for read in reads]
+        return self._readers.run(self, reads)
+
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         with self._lock:
             if self._unfolded and self._conn is not None and not self._closed:
                 with contextlib.suppress(StoreError, sqlite3.Error):  # the next writer folds them

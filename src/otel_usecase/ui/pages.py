@@ -9,7 +9,7 @@ JSON and CSV (the ``/api/`` routes of :mod:`.api`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..report import views
@@ -44,26 +44,38 @@ __all__ = ["PAGES"]
 def overview(store: Store, params: Params, root: str) -> Response:
     filters = params.filters
     rf = filters.report_filter()
-    body = [
-        summary_figures(views.summary(store, rf)),
-        series_panel(store, params, root, "/"),
-    ]
-    for by, title in (
-        ("use-case", "Top use cases"),
-        ("user", "Top users"),
-        ("experience", "Top experiences"),
-        ("model", "Top models"),
-    ):
-        rows = views.top(store, rf, by, TOP)
-        body.append(
-            el(
-                "section",
-                el("h2", title),
-                report_table(rows, by, root, filters, caption=title, limit=TOP),
-                class_="panel",
-            )
-        )
+    # The panels read at the same time (Store.read_together), the dearest first: the models' list (ranks
+    # every model's run costs), then the other lists, the series and the summary.
+    tops = _top_panels(
+        (("model", "Top models"), ("use-case", "Top use cases"), ("experience", "Top experiences"),
+         ("user", "Top users")), params, root)  # fmt: skip
+    models, use_cases, experiences, users, series, summary = store.read_together(
+        [
+            *tops,
+            lambda reader: series_panel(reader, params, root, "/"),
+            lambda reader: summary_figures(views.summary(reader, rf)),
+        ]
+    )
+    body = [summary, series, use_cases, users, experiences, models]
     return html_page("Overview", body, root, "/", filters, hidden=hidden_params(params, "bucket"))
+
+
+def _top_panels(
+    panels: Sequence[tuple[str, str]], params: Params, root: str
+) -> list[Callable[[Store], Markup]]:
+    """The reads making the panel of the :data:`~.panels.TOP` dearest groups of each (``--by``, title)."""
+    filters = params.filters
+    rf = filters.report_filter()
+
+    def panel(by: str, title: str) -> Callable[[Store], Markup]:
+        def read(reader: Store) -> Markup:
+            rows = views.top(reader, rf, by, TOP)
+            table = report_table(rows, by, root, filters, caption=title, limit=TOP)
+            return el("section", el("h2", title), table, class_="panel")
+
+        return read
+
+    return [panel(by, title) for by, title in panels]
 
 
 _RUNS_PAGE: Final = 50
@@ -78,52 +90,27 @@ def use_case(store: Store, params: Params, root: str) -> Response:
     limit = params.number("limit", _RUNS_PAGE, 1, 1000)
     offset = params.number("offset", 0, 0, 10**9)
     bins = params.number("bins", 20, 1, 200)
-    summary = views.summary(store, rf)
-    histogram = views.run_histogram(store, rf, bins)
-    runs = views.list_runs(store, rf, order, limit, offset)  # type: ignore[arg-type]
-    body: list[object] = [summary_figures(summary)]
-    left_out = (
-        el(
-            "p",
-            f"{histogram.runs_left_out:,} runs whose cost is not fully known are left out.",
-            class_="note",
-        )
-        if histogram.runs_left_out
-        else None
-    )
-    body.append(
-        el(
-            "section",
-            el("h2", "Cost per run"),
-            charts.histogram(
-                histogram.edges,
-                histogram.counts,
-                histogram.p50,
-                histogram.p95,
-                "Runs per cost, with the p50 and p95 run cost marked",
+    tops = _top_panels(
+        (("step", "Cost by step"), ("version", "Cost by version"), ("experience", "Experiences"),
+         ("user", "Users")), params, root)  # fmt: skip
+    # read at the same time, the dearest first (Store.read_together)
+    steps, versions, experiences, users, series, summary, histogram, runs = store.read_together(
+        [
+            *tops,
+            lambda reader: series_panel(reader, params, root, "/use-case", by="version"),
+            lambda reader: summary_figures(views.summary(reader, rf)),
+            lambda reader: _histogram_section(views.run_histogram(reader, rf, bins), params, root, bins),
+            lambda reader: _runs_section(
+                views.list_runs(reader, rf, order, limit, offset),  # type: ignore[arg-type]
+                params,
+                root,
+                order,
+                limit,
+                offset,
             ),
-            left_out,
-            downloads(root, "/api/histogram", filters, bins=bins),
-            class_="panel",
-        )
+        ]
     )
-    body.append(_runs_section(runs, params, root, order, limit, offset))
-    body.append(series_panel(store, params, root, "/use-case", by="version"))
-    for by, title in (
-        ("version", "Cost by version"),
-        ("step", "Cost by step"),
-        ("experience", "Experiences"),
-        ("user", "Users"),
-    ):
-        rows = views.top(store, rf, by, TOP)
-        body.append(
-            el(
-                "section",
-                el("h2", title),
-                report_table(rows, by, root, filters, caption=title, limit=TOP),
-                class_="panel",
-            )
-        )
+    body = [summary, histogram, runs, series, versions, steps, experiences, users]
     heading = join(["Use case ", el("span", text(filters.use_case), class_="id")])
     return html_page(
         f"Use case {text(filters.use_case)}",
@@ -133,6 +120,32 @@ def use_case(store: Store, params: Params, root: str) -> Response:
         filters,
         hidden=hidden_params(params, "order", "limit", "bucket", "bins"),
         heading=heading,
+    )
+
+
+def _histogram_section(histogram: views.Histogram, params: Params, root: str, bins: int) -> Markup:
+    left_out = (
+        el(
+            "p",
+            f"{histogram.runs_left_out:,} runs whose cost is not fully known are left out.",
+            class_="note",
+        )
+        if histogram.runs_left_out
+        else None
+    )
+    return el(
+        "section",
+        el("h2", "Cost per run"),
+        charts.histogram(
+            histogram.edges,
+            histogram.counts,
+            histogram.p50,
+            histogram.p95,
+            "Runs per cost, with the p50 and p95 run cost marked",
+        ),
+        left_out,
+        downloads(root, "/api/histogram", params.filters, bins=bins),
+        class_="panel",
     )
 
 
