@@ -469,6 +469,82 @@ def test_the_migration_gives_the_groups_of_a_schema_10_ledger_their_times(sqlite
         store.close()
 
 
+def _schema_11(url: str, calls: list[Any]) -> None:
+    """Turn the store at ``url`` into what an otel-usecase of schema 11 left (no experience version in the
+    per-run table, its copies, nor the pending rows; no experience-version totals), then write ``calls``
+    past the store: SQLite's schema 11 triggers set them aside as pending rows for the migration to fold."""
+    sqlite = url.startswith("sqlite")
+    triggers = []
+    if sqlite:
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            triggers = [str(sql) for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'usecase_calls'")]  # fmt: skip
+    older = [t.replace(", experience_version", "").replace(", NEW.experience_version", "")
+             .replace(", OLD.experience_version", "") for t in triggers]  # fmt: skip
+    assert all(old != new and "experience_version" not in old for old, new in zip(older, triggers))
+    _execute(
+        url,
+        [
+            *(f"DROP TRIGGER usecase_calls_rollup_{kind}" for kind in (("insert", "update") if sqlite else ())),
+            "DROP INDEX usecase_runs_experience_version",
+            "DROP INDEX usecase_runs_window",
+            "ALTER TABLE usecase_runs DROP COLUMN experience_version",
+            "ALTER TABLE usecase_tag_runs DROP COLUMN experience_version",
+            *(["ALTER TABLE usecase_rollup_pending DROP COLUMN experience_version"] if sqlite else []),
+            *older,
+            "DELETE FROM usecase_group_totals WHERE report_by LIKE 'experience-version%'",
+            "UPDATE otel_usecase_meta SET value = '11' WHERE key = 'schema_version'",
+        ],
+        calls if sqlite else [],
+    )
+
+
+def test_the_migration_keeps_each_runs_experience_version_of_a_schema_11_ledger(sqlite_or_postgres: str) -> None:
+    """A reader of schema 11 reads the experience-version report from the ledger; the migration adds each
+    run's experience version to the per-run table and its copies (SQLite folding the pending rows first) and
+    the grouping's totals: the same figures, the published prices', now from the totals."""
+    store = open_store(sqlite_or_postgres)
+    try:
+        agents(store)  # (no run is mixed: the per-run table and the totals answer)
+    finally:
+        store.close()
+    late = [call(70, "p1", tokens=(900, 90), user_id="u1", experience_name="chat", experience_version="v3")]
+    _schema_11(sqlite_or_postgres, late)
+    sqlite = sqlite_or_postgres.startswith("sqlite")
+    views_of = [ReportFilter(), ReportFilter(use_case="support"), ReportFilter(user_id="u1"),
+                ReportFilter(since_ns=T0 + 3 * HOUR)]  # fmt: skip
+    reader = open_store(sqlite_or_postgres, create=False)
+    try:
+        assert not reader.view_sql().run_only_dims
+        before = [_same_as_ledger(reader, f, "experience-version", 10) for f in views_of]
+    finally:
+        reader.close()
+    store = open_store(sqlite_or_postgres)
+    try:
+        assert store.view_sql().run_only_dims
+        assert_rollups_match_ledger(store)  # each run's experience version, the totals, the copies
+        after = [_same_as_ledger(store, f, "experience-version", 10) for f in views_of]
+        assert rounded(after) == rounded(before)
+        totals = store.query(
+            "SELECT k1, k2, runs FROM usecase_group_totals WHERE report_by = 'experience-version' AND k1 IS NOT NULL "
+            "ORDER BY k2"
+        )
+        assert totals == [("chat", "v1", 3), ("chat", "v2", 3), *([("chat", "v3", 1)] if sqlite else [])]
+        v2 = {r.key["experience_version"]: r for r in after[0]}["v2"]
+        runs = [gpt4o_cost(1000 + r, 200) + mini_cost(300 * (r + 1), 40) + mini_cost(50, 10 + r) for r in (3, 4, 5)]
+        assert (v2.runs, v2.calls) == (3, 9)
+        assert v2.cost_usd == pytest.approx(sum(runs)) and v2.p50_run_cost_usd == pytest.approx(runs[1])
+        # a call written after the migration: its run's experience version kept the same way
+        assert store.write([call(71, "p2", tokens=(800, 80), experience_name="chat", experience_version="v3")]) == []
+        assert_rollups_match_ledger(store)
+        v3 = {r.key["experience_version"]: r for r in _same_as_ledger(store, ReportFilter(), "experience-version", 10)}["v3"]
+        assert v3.runs == (2 if sqlite else 1)
+    finally:
+        store.close()
+
+
 def test_a_tag_groupings_part_text_stands_for_one_pair_of_values_in_both_dialects(store: Store) -> None:
     """The key text of a group in the tag value's copies (``part``) is computed by the database; read back
     (``parsed_part``) it gives the pair again, and no two pairs share one, whatever the values hold."""

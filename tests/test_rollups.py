@@ -46,6 +46,11 @@ def _run_keys() -> tuple[str, ...]:
     return RUN_KEYS + (("tags",) if "tags" in COLUMNS else ())
 
 
+def _runs_dims() -> tuple[str, ...]:
+    """The per-run table's dimensions: the run rollup's, and the experience version (schema 12)."""
+    return (*_run_keys(), "experience_version")
+
+
 def expected_rollups(
     store: Store,
 ) -> tuple[dict[tuple[Any, ...], list[Any]], dict[tuple[Any, ...], list[Any]]]:
@@ -123,7 +128,7 @@ def expected_runs(store: Store) -> dict[tuple[Any, ...], tuple[list[Any], set[tu
         cell[first] = start if cell[first] is None else min(cell[first], start)
         cell[first + 1] = start if cell[first + 1] is None else max(cell[first + 1], start)
         cell[first + 2] = end if cell[first + 2] is None else max(cell[first + 2], end)
-        dims.add(tuple(row[at[k]] for k in _run_keys()))
+        dims.add(tuple(row[at[k]] for k in _runs_dims()))
     return runs
 
 
@@ -134,12 +139,12 @@ def assert_runs_match_ledger(store: Store) -> None:
     got = {
         (r[0], r[1]): r[2:]
         for r in store.query(
-            f"SELECT use_case, run_id, {', '.join(_run_keys())}, mixed, {', '.join(MEASURES)}, cost_usd, "
+            f"SELECT use_case, run_id, {', '.join(_runs_dims())}, mixed, {', '.join(MEASURES)}, cost_usd, "
             "first_ns, last_ns, end_ns FROM usecase_runs"
         )
     }
     assert set(got) == set(want)
-    n_dims, cost_at = len(_run_keys()), len(MEASURES)
+    n_dims, cost_at = len(_runs_dims()), len(MEASURES)
     for key, (cell, dims) in want.items():
         row = got[key]
         stored_dims, mixed, values = tuple(row[:n_dims]), row[n_dims], list(row[n_dims + 1 :])
@@ -200,6 +205,7 @@ RUN_GROUPINGS = {
     "user": ("user_id",),
     "experience": ("experience_name", "experience_id"),
     "version": ("use_case", "use_case_version"),
+    "experience-version": ("experience_name", "experience_version"),
 }
 GROUP_MEASURES = (*MEASURES, "cost_usd")
 
@@ -301,10 +307,8 @@ def assert_groups_match_ledger(store: Store) -> None:
             "SELECT tag_key, tag_value, use_case, run_id FROM usecase_tag_runs"
         ):
             tagged[(use_case, run_id)].append((key, value))
-    runs = store.query(
-        f"SELECT {', '.join(('use_case', 'run_id', *RUN_KEYS))}, {', '.join(GROUP_MEASURES)} FROM usecase_runs"
-    )
-    columns = ("use_case", "run_id", *RUN_KEYS)
+    columns = ("use_case", "run_id", *RUN_KEYS, "experience_version")
+    runs = store.query(f"SELECT {', '.join(columns)}, {', '.join(GROUP_MEASURES)} FROM usecase_runs")
     for row in runs:
         values = dict(zip(columns, row))
         cell = list(row[len(columns) :])

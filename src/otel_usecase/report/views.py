@@ -201,7 +201,8 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
     per-run table's indexes; anything else from the rollups or the ledger."""
     keys = grouping(by)
     view = store.view_sql()
-    if limit is None or limit >= 1:
+    kept_dims = view.run_only_dims or not set(keys) & set(per_run.RUN_ONLY_DIMS)  # (a store before schema 12)
+    if kept_dims and (limit is None or limit >= 1):
         kept = _top_kept(store, view, filters, by, keys, limit)
         if kept is not None:
             return kept

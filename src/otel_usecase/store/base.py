@@ -92,7 +92,7 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 11
+SCHEMA_VERSION: Final = 12
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
@@ -100,7 +100,9 @@ and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the
 6: the per-run table (:mod:`otel_usecase.store.runs_sql`), kept by the same triggers, filled from the ledger.
 7: use cases as shared containers: principals and members (:mod:`.access_sql`), definitions and experience
 types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`). 8: the per-(run, group) rows, the group
-totals (:mod:`.groups_sql`) and the day rollup. 9: the kept tag keys and their groups (:mod:`.tags_sql`)."""
+totals (:mod:`.groups_sql`) and the day rollup. 9: the kept tag keys and their groups (:mod:`.tags_sql`).
+10: each kept tag value's runs (:mod:`.tag_runs_sql`). 11: the per-(run, group) rows' times. 12: each
+run's experience version in the per-run table, and the experience-version grouping's totals."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -868,7 +870,7 @@ def migrate(
       ``postgresql``) with their triggers, filled from the ledger when it predates them
       (:func:`.rollup_sql.ddl`; the triggers first, so that no write is missed or counted twice).
     """
-    from . import groups_sql, rollup_sql  # import this module
+    from . import groups_sql, rollup_sql, runs_sql, tag_runs_sql  # import this module
 
     has_meta, has_ledger = META_TABLE in tables, TABLE in tables
     version: int | None = None
@@ -914,6 +916,11 @@ def migrate(
         and (version is None or version < _GROUP_TIMES_SINCE)
         and not execute(groups_sql.has_times_sql(dialect), ())
     )
+    # the tables a run's experience version is added to (schema 12): those of an older schema that have it
+    kept = (runs_sql.RUNS, tag_runs_sql.TAG_RUNS, *((rollup_sql.PENDING,) if dialect == "sqlite" else ()))
+    run_dims = (
+        [str(r[0]) for r in execute(runs_sql.lacking_dims_sql(dialect, kept), ())] if has_ledger else []
+    )
     for statement in rollup_sql.ddl(
         dialect,
         backfill=backfill,
@@ -922,6 +929,7 @@ def migrate(
         tags_backfill=tags_backfill,
         tag_runs_backfill=tag_runs_backfill,
         group_times=group_times,
+        run_dims=run_dims,
     ):
         execute(statement, ())
     return frozenset(COLUMNS)
@@ -941,6 +949,8 @@ _TAG_RUNS_SINCE: Final = 10
 """The schema version that brought the per-run rows of each kept tag value (:mod:`.tag_runs_sql`)."""
 _GROUP_TIMES_SINCE: Final = 11
 """The schema version that brought the times of the per-(run, group) rows (:data:`.groups_sql.TIMES`)."""
+# Schema 12: each run's experience version in the per-run table (:data:`.runs_sql.RUN_ONLY_DIMS`); added
+# where a table lacks it (:func:`.runs_sql.lacking_dims_sql`), whatever the version says.
 
 
 _URL_PASSWORD: Final = re.compile(

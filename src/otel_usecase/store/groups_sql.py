@@ -131,16 +131,19 @@ more row per (run, group) it touches, so only the groupings the dashboard shows 
 case page are kept. Cost source and experience version were kept too at first: with the four, a fold
 rewrote enough pages that a report running beside sustained writes let the WAL reach 130-196 MiB
 (``test_the_wal_stays_bounded_under_sustained_writes_while_a_report_runs``: 60-86 MiB with two, 107 MiB
-before the groups); they read the ledger (and the per-run table) as before."""
+before the groups); cost source reads the ledger, and the experience version, a run's attribute like the
+use case's version, became a column of the per-run table (a run grouping, schema 12)."""
 
 RUN_GROUPINGS: Final = (
     Kept("use-case", ("use_case",)),
     Kept("user", ("user_id",)),
     Kept("experience", ("experience_name", "experience_id")),
     Kept("version", ("use_case", "use_case_version")),
+    Kept("experience-version", ("experience_name", "experience_version")),
 )
 """The groupings of whole runs (their keys are columns of :data:`.runs_sql.RUNS`): their totals are kept
-from its rows. They hold while no run is ``mixed`` (the per-run table's own rule)."""
+from its rows. They hold while no run is ``mixed`` (the per-run table's own rule). The experience version
+since schema 12 (:data:`.runs_sql.RUN_ONLY_DIMS`; a reader of an older store reads it from the ledger)."""
 
 
 def kept(by: str, tag_keys: frozenset[str] = frozenset()) -> Kept | None:

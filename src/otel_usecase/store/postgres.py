@@ -82,7 +82,7 @@ from .base import (
 )
 from .readers import Readers
 from .rollup_sql import HOUR_ROLLUP, RUN_ROLLUP, ViewSQL
-from .runs_sql import RUNS
+from .runs_sql import RUNS, lacking_dims_sql
 from .tag_runs_sql import TAG_RUNS
 
 if TYPE_CHECKING:
@@ -406,6 +406,8 @@ class PostgresStore:
         """Whether the database has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         self._group_times = False
         """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
+        self._run_only_dims = False
+        """Whether the per-run table has each run's experience version (schema 12)."""
         self._tag_keys: frozenset[str] = frozenset()
         """The kept tag keys (:mod:`.tags_sql`) as last read: a write bringing another one registers it."""
         self._tags_tried: set[str] = set()
@@ -561,6 +563,8 @@ class PostgresStore:
             self._groups = bool(grouped and grouped[0])
             cur.execute(groups_sql.has_times_sql("postgresql"))
             self._group_times = cur.fetchone() is not None  # schema 11
+            cur.execute(lacking_dims_sql("postgresql", (RUNS,)))
+            self._run_only_dims = self._rollups and not cur.fetchall()  # schema 12
             self._tag_keys = self._read_tag_keys(cur)
             return columns
 
@@ -781,6 +785,7 @@ class PostgresStore:
             groups=self._groups,
             tag_keys=kept,
             group_times=self._group_times,
+            run_only_dims=self._run_only_dims,
         )
 
     def _tag_keys_now(self) -> frozenset[str]:

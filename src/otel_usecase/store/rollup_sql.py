@@ -245,6 +245,7 @@ def _pending_columns() -> tuple[str, ...]:
     needed = {
         *("start_ns", "end_ns", *_HOUR_KEYS, *_run_key(), *TOKEN_COLUMNS, "cost_usd", "status", "error"),
         *(k for g in groups_sql.CALL_GROUPINGS for k in g.keys),
+        *per_run.RUN_ONLY_DIMS,
     }
     return tuple(c for c in COLUMNS if c in needed)
 
@@ -296,7 +297,14 @@ temporary table of the writer's connection: each table is then summed from these
 
 def _cell_keys() -> tuple[str, ...]:
     return tuple(
-        dict.fromkeys((*_hour_key(), *_run_key(), *(k for g in groups_sql.CALL_GROUPINGS for k in g.keys)))
+        dict.fromkeys(
+            (
+                *_hour_key(),
+                *_run_key(),
+                *per_run.RUN_ONLY_DIMS,
+                *(k for g in groups_sql.CALL_GROUPINGS for k in g.keys),
+            )
+        )
     )
 
 
@@ -594,6 +602,7 @@ def ddl(
     tags_backfill: bool = False,
     tag_runs_backfill: bool = False,
     group_times: bool = False,
+    run_dims: Sequence[str] = (),
 ) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
@@ -602,23 +611,33 @@ def ddl(
     ``tags_backfill`` alone) the rows and totals of the kept tag keys (:mod:`.tags_sql`), (when
     ``tag_runs_backfill``) the per-run rows of each kept tag value (:mod:`.tag_runs_sql`) and the totals of
     users and experiences within use cases, (when ``group_times``) the times of the per-(run, group) rows
-    (:data:`.groups_sql.TIMES`). Idempotent; run by the schema migration."""
-    runs = backfill if runs_backfill is None else runs_backfill
+    (:data:`.groups_sql.TIMES`), (``run_dims``: the tables of those that lack :data:`.runs_sql.RUN_ONLY_DIMS`)
+    the run's experience version: added to the tables, and the per-run table, the totals and the tag
+    values' runs filled again. Idempotent; run by the schema migration."""
+    refill = per_run.RUNS in run_dims  # (schema 6-11: every run's experience version, from the ledger)
+    runs = (backfill if runs_backfill is None else runs_backfill) or refill
     groups = runs if groups_backfill is None else groups_backfill
-    statements = _sqlite_fold_older(not runs) if groups and not backfill and dialect == "sqlite" else []
+    statements = [
+        f"ALTER TABLE {table} ADD COLUMN {c} TEXT" for table in run_dims for c in per_run.RUN_ONLY_DIMS
+    ]
+    statements += [f"DROP INDEX IF EXISTS {per_run.RUNS}_window"] if refill else []  # (it holds them now)
+    older = groups and not backfill and dialect == "sqlite"
+    statements += _sqlite_fold_older(not runs) if older else []
     statements += _sqlite_ddl() if dialect == "sqlite" else _pg_ddl()
+    # the pending rows into every table, before the per-run table and the totals are filled again
+    statements += list(_sqlite_fold(True)) if refill and dialect == "sqlite" and not older else []
     statements += groups_sql.add_times(dialect) if group_times and not groups else []
     statements += _backfill(dialect) if backfill else []
     statements += per_run.backfill(dialect) if runs else []
     statements += groups_sql.backfill(dialect) if groups else []
     statements += _day_backfill() if groups else []
-    statements += groups_sql.totals_ddl(dialect, backfill=groups)
+    statements += groups_sql.totals_ddl(dialect, backfill=groups or refill)
     statements += groups_sql.tags_backfill(dialect) if tags_backfill and not groups else []
     statements += groups_sql.within_backfill(dialect) if tag_runs_backfill and not groups else []
     statements += (
         [f"DROP INDEX IF EXISTS {name}" for name in per_run.OLD_INDEXES] if tag_runs_backfill else []
     )
-    statements += tag_runs_sql.backfill(dialect) if tag_runs_backfill else []
+    statements += tag_runs_sql.backfill(dialect) if tag_runs_backfill or refill else []
     return [*statements, groups_sql.window_index()]
 
 
@@ -658,6 +677,9 @@ class ViewSQL(NamedTuple):
     group_times: bool = False
     """Whether the per-(run, group) rows have their times (:data:`.groups_sql.TIMES`, schema 11): a time
     window's rows of a call-level grouping are then one range of an index."""
+    run_only_dims: bool = False
+    """Whether the per-run table has :data:`.runs_sql.RUN_ONLY_DIMS` (schema 12): the experience-version
+    grouping is then kept like the other run groupings (a reader of an older store reads the ledger)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {

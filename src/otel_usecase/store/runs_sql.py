@@ -43,6 +43,7 @@ __all__ = [
     "NAMED_GROUPS",
     "OLD_INDEXES",
     "RUNS",
+    "RUN_ONLY_DIMS",
     "Dearest",
     "Walk",
     "added",
@@ -55,6 +56,7 @@ __all__ = [
     "dearest_sql",
     "group_keys",
     "kept_tag_filter",
+    "lacking_dims_sql",
     "mixed_sql",
     "named",
     "order_by",
@@ -83,6 +85,7 @@ GROUP_KEYS: Final[dict[tuple[str, ...], str]] = {
     ("user_id",): "user_id",
     ("experience_name", "experience_id"): "experience",
     ("use_case", "use_case_version"): "version",
+    ("experience_name", "experience_version"): "experience_version",
 }
 """The report groupings whose per-run figures an index of :data:`RUNS` answers (keys -> index suffix)."""
 
@@ -93,10 +96,31 @@ def _measures() -> tuple[str, ...]:
     return MEASURES
 
 
+RUN_ONLY_DIMS: Final = ("experience_version",)
+"""A run's attributes this table keeps that the run rollup does not (schema 12): an experience's version
+is the scope's, like the use case's version, but no rollup splits by it."""
+
+
 def _dims() -> tuple[str, ...]:
     from .rollup_sql import _run_keys
 
-    return _run_keys()
+    return (*_run_keys(), *RUN_ONLY_DIMS)
+
+
+def lacking_dims_sql(dialect: str, tables: Sequence[str]) -> str:
+    """The names of ``tables`` that exist without :data:`RUN_ONLY_DIMS` (the schema 12 migration adds it)."""
+    names = ", ".join(f"'{t}'" for t in tables)
+    column = RUN_ONLY_DIMS[-1]
+    if dialect == "postgresql":
+        return (
+            f"SELECT t.table_name FROM information_schema.tables AS t WHERE t.table_schema = current_schema() "
+            f"AND t.table_name IN ({names}) AND NOT EXISTS (SELECT 1 FROM information_schema.columns AS c "
+            f"WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name AND c.column_name = '{column}')"
+        )
+    return (
+        f"SELECT m.name FROM sqlite_master AS m WHERE m.type = 'table' AND m.name IN ({names}) "
+        f"AND NOT EXISTS (SELECT 1 FROM pragma_table_info(m.name) AS c WHERE c.name = '{column}')"
+    )
 
 
 def column_definitions(dialect: str) -> str:
@@ -297,11 +321,15 @@ OLD_INDEXES: Final = (f"{RUNS}_last",)
 
 
 def backfill(dialect: str) -> list[str]:
-    """Fill the table from the ledger (the migration)."""
-    return [
+    """Fill the table from the ledger (the migration, which then fills what is kept from this table: the
+    totals, the tag values' runs; so PostgreSQL's triggers on it are held off meanwhile)."""
+    fill = [
         f"DELETE FROM {RUNS}",
         f"INSERT INTO {RUNS} ({columns()}) SELECT {_selected(dialect, TABLE, 'row')}",
     ]
+    if dialect != "postgresql":
+        return fill
+    return [f"ALTER TABLE {RUNS} DISABLE TRIGGER USER", *fill, f"ALTER TABLE {RUNS} ENABLE TRIGGER USER"]
 
 
 # --- queries ------------------------------------------------------------------------------------

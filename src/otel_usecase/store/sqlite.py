@@ -45,7 +45,7 @@ from .base import (
 )
 from .readers import Readers
 from .rollup_sql import ViewSQL
-from .runs_sql import RUNS
+from .runs_sql import RUNS, lacking_dims_sql
 from .tag_runs_sql import TAG_RUNS
 
 if TYPE_CHECKING:
@@ -263,6 +263,8 @@ class SQLiteStore:
         """Whether the file has the rollups (:mod:`.rollup_sql`; a reader of an older ledger has not)."""
         self._group_times = False
         """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
+        self._run_only_dims = False
+        """Whether the per-run table has each run's experience version (schema 12)."""
         self._unfolded = 0
         self._folded_at = time.monotonic()
         self._open()
@@ -304,6 +306,9 @@ class SQLiteStore:
                 is not None
             )
             self._group_times = conn.execute(groups_sql.has_times_sql("sqlite")).fetchone() is not None
+            self._run_only_dims = (
+                self._rollups and not conn.execute(lacking_dims_sql("sqlite", (RUNS,))).fetchall()
+            )
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
         except BaseException as exc:
@@ -669,6 +674,7 @@ class SQLiteStore:
             self._groups,
             kept,
             self._group_times,
+            self._run_only_dims,
         )
 
     def _kept_tag_keys(self) -> frozenset[str]:
