@@ -319,7 +319,7 @@ def assert_groups_match_ledger(store: Store) -> None:
                 (f"{by}@tag:{key}", value, _part(group[0]) + _part(group[1]))
                 for key, value in tagged.get((values["use_case"], values["run_id"]), [])
             ]
-            if by in ("user", "experience") and grouped:  # and per use case
+            if by in ("user", "experience", "experience-version") and grouped:  # and per use case
                 groups.append((f"{by}@use-case", values["use_case"], _part(group[0]) + _part(group[1])))
             for group_key in groups:
                 total = totals[group_key]
