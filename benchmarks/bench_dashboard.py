@@ -172,17 +172,24 @@ WEEK_DATE = "2025-12-25"  # the ledger's last 7 days (it ends on 2026-01-01 00:0
 def _page_cases() -> list[tuple[str, str]]:
     """The dashboard's pages and ``/api/`` routes as a browser or script asks for them (path, query)."""
     week = f"since={WEEK_DATE}"
+    first = 123_457 * CALLS_PER_RUN  # run-123457's first call: its trace and span ids are its number in hex
     return [
         ("page /", ""),
         ("page /", week),
         ("page /use-case", "use_case=uc3"),
         ("page /use-case", f"use_case=uc3&{week}&order=cost"),
         ("page /run", "id=run-123457"),
+        ("page /call", f"run=run-123457&span={first:016x}&trace={first:032x}"),
         ("page /users", ""),
+        ("page /users", week),
         ("page /experiences", ""),
+        ("page /experiences", week),
+        ("page /experience-versions", ""),
         ("page /models", ""),
         ("page /models", week),
         ("page /tags", "key=tenant"),
+        ("page /tags", f"key=tenant&{week}"),
+        ("page /outcomes", ""),
         ("page /", "user=user-77"),
         ("page /", "tag=tenant%3Dt4"),
         ("page /budgets", ""),
@@ -194,6 +201,8 @@ def _page_cases() -> list[tuple[str, str]]:
         ("/api/runs", "format=json&order=cost"),
         ("/api/histogram", "format=json"),
         ("/api/run", "format=json&id=run-123457"),
+        ("/api/budgets", "format=json"),
+        ("/api/outcomes", "format=json&outcome=resolved"),
     ]
 
 
