@@ -81,9 +81,12 @@ def test_prune_keeps_what_the_dashboard_shows_and_deletes_the_calls(
     assert store.query(f"SELECT COUNT(*) FROM {TABLE}") == [(36,)]
     assert dashboard(store) == before
     assert len(store.run_outcomes("run-0")) == 6
-    # What sums the calls themselves now covers the kept ones only (as the output and the README say).
+    # The report by model reads the totals the dashboard shows (kept); what sums the calls themselves now
+    # covers the kept ones only (as the output and the README say).
     (by_model,) = json.loads(render_report(store, "model", "json"))
-    assert by_model["calls"] == 36 and by_model["cost_usd"] == pytest.approx(36 * mini_cost(1_000, 100))
+    assert by_model["calls"] == 60 and by_model["cost_usd"] == pytest.approx(60 * mini_cost(1_000, 100))
+    (by_source,) = json.loads(render_report(store, "cost-source", "json"))
+    assert by_source["calls"] == 36 and by_source["cost_usd"] == pytest.approx(36 * mini_cost(1_000, 100))
     assert sum(r["calls"] for r in json.loads(render_report(store, "run", "json"))) == 36
 
     # Pruning again deletes nothing more.
