@@ -73,7 +73,7 @@ GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
 """``--by`` values and the ledger columns each one groups by.
 
 ``experience-version`` is one row per version of each experience (``track_context(experience_version=...)``);
-the rollups do not keep it, so it is read from the ledger (and the per-run table for runs).
+a run's attribute like the use case's version: the per-run table keeps it (schema 12), no rollup does.
 ``cost-source`` splits the cost by where it came from: ``provider`` (billed by the
 provider or gateway), ``genai-prices <version>``, ``override <prices file hash>``.
 Besides these, ``tag:<key>`` groups by the value of one tag (:func:`grouping`)."""
