@@ -1035,7 +1035,8 @@ def _writer(url: str, worker: int, barrier: Any, results: Any) -> None:
         store.close()
         results.put((worker, "ok"))
     except BaseException as exc:  # report it to the test instead of dying silently
-        results.put((worker, f"{type(exc).__name__}: {exc}"[:150] + " | " + f"{exc}"[-400:]))
+        # (the URL fills the start; the cause, a deadlock or a lock timeout, follows it)
+        results.put((worker, f"{type(exc).__name__}: {exc}"[:1000]))
 
 
 def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
