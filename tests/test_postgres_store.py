@@ -1053,7 +1053,7 @@ def test_four_concurrent_writers_count_every_call_once(db_url: str) -> None:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    assert outcomes == {w: "ok" for w in range(N_WRITERS)}
+    assert outcomes == {w: "ok" for w in range(N_WRITERS)}, outcomes
     assert sum(len(writer_batches(w)) for w in range(N_WRITERS)) == N_WRITERS * 22  # resends happened
 
     expected = [concurrent_call(i) for i in range(DISTINCT)]
