@@ -82,7 +82,7 @@ def test_readers_are_kept_for_the_next_reads_and_closed_with_their_store(sqlite_
         readers[0].query("SELECT 1")
 
 
-def test_an_in_memory_store_reads_alone(tmp_path: Any) -> None:
+def test_an_in_memory_store_reads_alone() -> None:
     store = open_store("sqlite:///:memory:")
     try:
         store.write([make_call(1)])
