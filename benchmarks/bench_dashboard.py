@@ -4,7 +4,8 @@ The ledger is generated in SQL (a recursive CTE in SQLite, ``generate_series`` i
 PostgreSQL): 10,000,000 calls in 500,000 runs of 20 calls, 20 use cases, 2,000
 users, 3 versions one after the other, 4 steps (each use case's step calls one of 5 models), an
 experience on every run, a ``tenant`` tag
-on half of them, 1 % unpriced, start times spread over 90 days. It is written
+on half of them, 1 % unpriced, start times spread over 90 days; every third run
+records the outcome ``resolved``. It is written
 as a schema 4 ledger (no rollups, no triggers, no covering index), then opened
 with ``open_store``: the schema 5 migration builds the index, creates the rollups
 and fills them from the ledger (timed: what upgrading an existing ledger costs).
@@ -70,6 +71,22 @@ def _ledger_select(total: int, series: str, hexed: Callable[[str, int], str], st
     """
 
 
+OUTCOME_EVERY = 3
+"""Every third run records the outcome ``resolved`` (value 1), 40 s after its first call."""
+
+
+def _outcomes_insert(total: int, series: str, hexed: Callable[[str, int], str], start_ns: int) -> str:
+    """The INSERT of the generated ledger's outcomes from ``n`` (a run number) of ``series``."""
+    from otel_usecase.store.outcome_sql import OUTCOME_COLUMNS, OUTCOMES_TABLE
+
+    spacing = DAYS * 24 * HOUR_NS // (total // CALLS_PER_RUN)
+    return (
+        f"INSERT INTO {OUTCOMES_TABLE} ({', '.join(OUTCOME_COLUMNS)}) "
+        f"SELECT {hexed('n', 32)}, 'ffffffffffffffff', {start_ns} + n * {spacing} + 40000000000, 'bench', "
+        f"'uc' || (n % 20), 'run-' || n, 'resolved', 1.0 FROM {series}"
+    )
+
+
 def _fill_sqlite(path: Path, total: int) -> None:
     from otel_usecase.store import open_store
     from otel_usecase.store.base import COLUMNS
@@ -85,6 +102,12 @@ def _fill_sqlite(path: Path, total: int) -> None:
     conn.execute(
         f"WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < {total - 1}) "
         f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) {select}"
+    )
+    runs = total // CALLS_PER_RUN
+    conn.execute(
+        f"WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + {OUTCOME_EVERY} FROM seq "
+        f"WHERE n + {OUTCOME_EVERY} < {runs}) "
+        + _outcomes_insert(total, "seq", lambda n, w: f"printf('%0{w}x', {n})", start)
     )
     conn.execute("COMMIT")
     conn.close()
@@ -108,6 +131,15 @@ def _fill_postgres(url: str, total: int) -> None:
         for statement in _to_schema_4(sqlite=False):
             conn.execute(statement)
         conn.execute(f"INSERT INTO usecase_calls ({', '.join(COLUMNS)}) {select}")
+        runs = total // CALLS_PER_RUN
+        conn.execute(
+            _outcomes_insert(
+                total,
+                f"generate_series(0::bigint, {runs - 1}::bigint, {OUTCOME_EVERY}) AS s(n)",
+                lambda n, w: f"lpad(to_hex({n}), {w}, '0')",
+                start,
+            )
+        )
 
 
 def _to_schema_4(*, sqlite: bool) -> list[str]:

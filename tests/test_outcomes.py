@@ -600,3 +600,162 @@ def test_a_resent_otlp_request_writes_its_outcome_once_and_a_bad_one_is_refused_
         assert [row[:4] for row in store.outcome_totals("ticket_resolved")] == [("support", "r-1", 1, 1.0)]
     finally:
         store.close()
+
+
+# --- many runs: the kept totals and the ledger give the figures of published prices ------------
+
+HOUR_NS = 3_600_000_000_000
+T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
+
+
+class _Run:
+    """One generated run: its attributes, its calls' (input, output, priced) and its outcomes' values."""
+
+    def __init__(self, n: int, run_id: str, use_case: str, version: str, user: str, experience: str,
+                 tenant: str, calls: list[tuple[int, int, bool]], outcomes: list[float]) -> None:  # fmt: skip
+        self.n, self.run_id, self.use_case, self.version = n, run_id, use_case, version
+        self.user, self.experience, self.tenant, self.calls, self.outcomes = user, experience, tenant, calls, outcomes
+        self.at = T0 + n * HOUR_NS
+
+    def key(self, by: str) -> tuple[Any, ...]:
+        return {
+            "use-case": (self.use_case,),
+            "version": (self.use_case, self.version),
+            "experience": (self.experience, "1"),
+            "user": (self.user,),
+        }[by]
+
+
+def _generated_runs() -> list[_Run]:
+    runs = []
+    for n in range(90):
+        calls = [(100 + n, 10 + n % 7, True), (50, 5 + n % 3, n % 11 != 0)]  # every 11th run: one unpriced call
+        outcomes = [1.0 + n % 3] + ([0.5] if n % 8 == 0 else []) if n % 4 == 0 else []
+        runs.append(_Run(n, f"r{n}", "abc"[n % 3], f"v{n % 2}", f"u{n % 5}", f"e{n % 4}",
+                         ("t1", "t2")[n % 6 == 0], calls, outcomes))  # fmt: skip
+    # every run of user "done" achieved it; user "free"'s run without it has no known cost
+    runs.append(_Run(90, "done-1", "a", "v0", "done", "e0", "t1", [(300, 30, True)], [1.0]))
+    runs.append(_Run(91, "done-2", "b", "v1", "done", "e1", "t1", [(310, 30, True)], [2.0]))
+    runs.append(_Run(92, "free-1", "a", "v0", "free", "e0", "t1", [(300, 30, True)], [1.0]))
+    runs.append(_Run(93, "free-2", "a", "v0", "free", "e0", "t1", [(10, 1, False)], []))
+    return runs
+
+
+def _counted(filters: ReportFilter, use_case: str) -> bool:
+    """Whether the outcomes of a use case's runs count at all (outside the selection, if not in it)."""
+    return filters.use_case in (None, use_case) and (filters.use_cases is None or use_case in filters.use_cases)
+
+
+def _expected(runs: list[_Run], selected: Any, by: str, filters: ReportFilter) -> tuple[dict[Any, Any], float]:
+    """Per group: (runs, with, outcomes, value, calls, cost, complete, without), from published prices; and
+    the value of the outcomes of the runs left out of the selection (those of the use cases it reads)."""
+    groups: dict[Any, Any] = {}
+    outside = 0.0
+    for run in runs:
+        if not selected(run):
+            if _counted(filters, run.use_case) and (filters.since_ns is None or run.at >= filters.since_ns):
+                outside += sum(run.outcomes)
+            continue
+        g = groups.setdefault(run.key(by), {"runs": 0, "with": 0, "outcomes": 0, "value": 0.0, "calls": 0,
+                                            "cost": None, "complete": True, "without": None})  # fmt: skip
+        g["runs"] += 1
+        g["calls"] += len(run.calls)
+        priced = [mini_cost(i, o) for i, o, ok in run.calls if ok]
+        if priced:
+            g["cost"] = (g["cost"] or 0.0) + sum(priced)
+            if not run.outcomes:
+                g["without"] = (g["without"] or 0.0) + sum(priced)
+        g["complete"] = g["complete"] and all(ok for _, _, ok in run.calls)
+        if run.outcomes:
+            g["with"] += 1
+            g["outcomes"] += len(run.outcomes)
+            g["value"] += sum(run.outcomes)
+    for g in groups.values():
+        if g["without"] is None and g["cost"] is not None:
+            g["without"] = 0.0
+    return groups, outside
+
+
+def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_every_filter(
+    sqlite_or_postgres: str,
+) -> None:
+    """The groups' totals come from what the store keeps (the per-run table, the group totals) and only the
+    runs that achieved the outcome are read; under a time window, or read from the ledger, the same
+    figures. Every figure against published prices; a group whose every run achieved it, or whose runs
+    without it cost nothing known, costs exactly $0 without it."""
+    from otel_usecase.report.outcomes import OUTCOME_GROUPINGS, outcome_report
+    from otel_usecase.store.outcome_sql import Outcome
+
+    runs = _generated_runs()
+    store = open_store(sqlite_or_postgres)
+    try:
+        calls, outcomes = [], []
+        for run in runs:
+            for i, (prompt, completion, ok) in enumerate(run.calls):
+                calls.append(a_call(trace_id=f"{run.n:030x}{i:02x}", span_id=f"{run.n:014x}{i:02x}",
+                                    start_ns=run.at + i, end_ns=run.at + i + 1, use_case=run.use_case,
+                                    run_id=run.run_id, use_case_version=run.version, user_id=run.user,
+                                    experience_name=run.experience, experience_id="1", tags={"tenant": run.tenant},
+                                    tokens={"input": prompt, "output": completion},
+                                    cost_usd=mini_cost(prompt, completion) if ok else None,
+                                    status="priced" if ok else "unpriced"))  # fmt: skip
+            for i, value in enumerate(run.outcomes):
+                outcomes.append(Outcome(f"{run.n:032x}", f"{i:016x}", run.at + 10, None, run.use_case,
+                                        run.run_id, "resolved", value))  # fmt: skip
+        outcomes.append(Outcome("f" * 32, "f" * 16, T0 + 5, None, "a", "no-such-run", "resolved", 4.0))
+        outcomes.append(Outcome("e" * 32, "e" * 16, T0 + 5, None, "a", "r0", "other", 9.0))
+        store.write(calls)
+        assert store.write_outcomes(outcomes) == []
+        ledger: Any = _LedgerOnly(store)
+        since = T0 + 45 * HOUR_NS
+        cases: list[tuple[ReportFilter, Any]] = [
+            (ReportFilter(), lambda r: True),
+            (ReportFilter(use_case="a"), lambda r: r.use_case == "a"),
+            (ReportFilter(user_id="u1"), lambda r: r.user == "u1"),
+            (ReportFilter(experience_name="e2"), lambda r: r.experience == "e2"),
+            (ReportFilter(use_case_version="v1"), lambda r: r.version == "v1"),
+            (ReportFilter(tags=(("tenant", "t2"),)), lambda r: r.tenant == "t2"),
+            (ReportFilter(use_case="b", tags=(("tenant", "t1"),)), lambda r: (r.use_case, r.tenant) == ("b", "t1")),
+            (ReportFilter(use_cases=("a", "c")), lambda r: r.use_case in ("a", "c")),
+            (ReportFilter(since_ns=since), lambda r: r.at >= since),
+        ]  # fmt: skip
+        for filters, selected in cases:
+            for by in OUTCOME_GROUPINGS:
+                report = outcome_report(store, filters, "resolved", by)
+                expected, outside = _expected(runs, selected, by, filters)
+                if filters.since_ns is None:  # (the stray outcome was recorded before the window)
+                    outside += 4.0 if _counted(filters, "a") else 0.0
+                where = (filters, by)
+                assert report.outside_value == outside, where
+                got = {tuple(r.key.values()): r for r in report.rows}
+                assert set(got) == set(expected), where
+                for key, g in expected.items():
+                    r = got[key]
+                    assert (r.runs, r.runs_with_outcome, r.outcomes, r.outcome_value, r.calls, r.cost_complete) == (
+                        g["runs"], g["with"], g["outcomes"], g["value"], g["calls"], g["complete"]), (where, key)  # fmt: skip
+                    assert r.cost_usd == pytest.approx(g["cost"], rel=1e-12), (where, key)
+                    assert r.cost_without_outcome_usd == pytest.approx(g["without"], rel=1e-9, abs=0), (where, key)
+                    if g["with"] == g["runs"] or g["without"] == 0.0:
+                        assert r.cost_without_outcome_usd == 0.0, (where, key)
+                costs = [r.cost_usd for r in report.rows]
+                assert costs == sorted(costs, key=lambda c: (c is None, -(c or 0.0))), where
+                # the ledger's reading: the same rows in the same order
+                from_ledger = outcome_report(ledger, filters, "resolved", by)
+                assert [tuple(r.key.values()) for r in from_ledger.rows] == [tuple(r.key.values()) for r in report.rows]
+                assert from_ledger.outside_value == report.outside_value, where
+        assert {r.key["user_id"]: r.cost_without_outcome_usd for r in outcome_report(store, ReportFilter(), "resolved", "user").rows}["done"] == 0.0
+    finally:
+        store.close()
+
+
+class _LedgerOnly:
+    """The same store, its view queries told there are no rollups: every figure is read from the ledger."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def view_sql(self) -> object:
+        return self._store.view_sql()._replace(rollups=False)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)

@@ -124,6 +124,12 @@ def _per_run(store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter) -> b
     )
 
 
+def runs_kept(store: Store, filters: ReportFilter) -> bool:
+    """Whether the per-run table answers ``filters`` (:func:`_per_run`): each run of the selection is one of
+    its rows, in one group of each run grouping."""
+    return _per_run(store, store.view_sql(), filters)
+
+
 def _without_window(filters: ReportFilter) -> ReportFilter:
     return filters._replace(since_ns=None, until_ns=None)
 
@@ -191,9 +197,13 @@ def cost_series(
     ]
 
 
-def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) -> list[ReportRow]:
+def top(
+    store: Store, filters: ReportFilter, by: str, limit: int | None = 10, *, spread: bool = True
+) -> list[ReportRow]:
     """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value; None: every group), unpriced
     last: the same rows as :func:`~otel_usecase.report.queries.report_rows`, read where they are kept.
+    ``spread`` False leaves out the p50 and p95 of the groups' run costs where they are read apart (None
+    then): for a caller that needs only the groups' totals (the cost per outcome).
 
     Without a filter, from the group totals (:mod:`~otel_usecase.store.groups_sql`): a few rows, then the
     p50 and p95 of the groups shown by rank; a call-level grouping (model, step) within use cases, under a user, experience, version or tag filter, or over a time window, from
@@ -203,7 +213,7 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
     view = store.view_sql()
     kept_dims = view.run_only_dims or not set(keys) & set(per_run.RUN_ONLY_DIMS)  # (a store before schema 12)
     if kept_dims and (limit is None or limit >= 1):
-        kept = _top_kept(store, view, filters, by, keys, limit)
+        kept = _top_kept(store, view, filters, by, keys, limit, spread)
         if kept is not None:
             return kept
         if per_run.group_keys(keys) and _per_run(store, view, filters):
@@ -214,12 +224,12 @@ def top(store: Store, filters: ReportFilter, by: str, limit: int | None = 10) ->
                 and filters == ReportFilter(tags=(tag,))
                 and _totals(view)
             ):
-                return _top_of_tag(store, view, filters, by, keys, limit, tag)
+                return _top_of_tag(store, view, filters, by, keys, limit, tag, spread)
             within = any(g.by == by for g in groups_sql.WITHIN_USE_CASE)
             one_use_case = filters.use_case is not None and filters == ReportFilter(use_case=filters.use_case)
             if within and one_use_case and _totals(view):
-                return _top_within_use_case(store, view, filters, by, keys, limit)
-            return _top_per_run(store, view, filters, keys, limit)
+                return _top_within_use_case(store, view, filters, by, keys, limit, spread)
+            return _top_per_run(store, view, filters, keys, limit, spread)
     return report_rows(store, by, filters, limit=limit)
 
 
@@ -228,7 +238,12 @@ _TIE_ROOM: Final = 32
 
 
 def _top_per_run(
-    store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, keys: tuple[str, ...], limit: int | None
+    store: Store,
+    view: rollup_sql.ViewSQL,
+    filters: ReportFilter,
+    keys: tuple[str, ...],
+    limit: int | None,
+    spread: bool = True,
 ) -> list[ReportRow]:
     """:func:`top` from the per-run table: every group's cost and counts from its index alone, the groups
     ordered as the report orders them, then the other sums and the p50 and p95 of the ``limit`` shown."""
@@ -252,7 +267,7 @@ def _top_per_run(
     sums = {tuple(r[:n]): r[n:] for r in store.query(*query)}
     costs = (
         _run_costs(store, view, filters, keys, shown)
-        if per_run.kept_tag_filter(filters, view.tag_value)
+        if spread and per_run.kept_tag_filter(filters, view.tag_value)
         else None
     )
     result = []
@@ -266,8 +281,10 @@ def _top_per_run(
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
             p50, p95 = percentile(costs[key], 0.5), percentile(costs[key], 0.95)
-        else:
+        elif spread:
             p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        else:
+            p50 = p95 = None
         values = (*key, runs, *sums[key], cost, avg, p50, p95, runs - complete)
         assert len(values) == n + len(GROUP_TOTALS)
         result.append(group_row(values, keys))
@@ -319,6 +336,7 @@ def _top_kept(
     by: str,
     keys: tuple[str, ...],
     limit: int | None,
+    spread: bool = True,
 ) -> list[ReportRow] | None:
     """:func:`top` from the group totals kept by the database (:mod:`~otel_usecase.store.groups_sql`), a few
     rows read, then the p50 and p95 of the groups shown by rank. They answer no filter, or a use case (or
@@ -367,7 +385,7 @@ def _top_kept(
     # ranked reads per group.
     costs = (
         _run_costs(store, view, run_filter, keys, shown)
-        if not call_level and len(shown) > per_run.NAMED_GROUPS
+        if spread and not call_level and len(shown) > per_run.NAMED_GROUPS
         else None
     )
     result = []
@@ -385,8 +403,10 @@ def _top_kept(
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
             p50, p95 = percentile(costs[key], 0.5), percentile(costs[key], 0.95)
-        else:
+        elif spread:
             p50, p95 = _ranked_percentile(ranked, complete, 0.5), _ranked_percentile(ranked, complete, 0.95)
+        else:
+            p50 = p95 = None
         sums = [
             values[fields[f]]
             for f in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
@@ -429,6 +449,7 @@ def _top_of_tag(
     keys: tuple[str, ...],
     limit: int | None,
     tag: tuple[str, str],
+    spread: bool = True,
 ) -> list[ReportRow]:
     """:func:`top` under one kept tag (the caller checked that no run is mixed): every group's sums from the
     tag grouping's totals (a few rows; a call-level grouping within use cases from one range of
@@ -446,7 +467,7 @@ def _top_of_tag(
         return tag_runs_sql.ranked_sql(by, key, value, part, how, *within)
 
     call_level = not per_run.group_keys(keys)
-    return _top_of_totals(store, view, filters, keys, limit, read, ranked if call_level else None)
+    return _top_of_totals(store, view, filters, keys, limit, read, ranked if call_level else None, spread)
 
 
 def _top_of_totals(
@@ -457,6 +478,7 @@ def _top_of_totals(
     limit: int | None,
     read_sql: Callable[[groups_sql.Dearest], tuple[str, list[Any]]],
     ranked_sql: Callable[[str, per_run.Walk], tuple[str, list[Any]]] | None,
+    spread: bool = True,
 ) -> list[ReportRow]:
     """:func:`top` from rows of group totals whose ``k2`` holds a group's key values in one text
     (:func:`~otel_usecase.store.tag_runs_sql.part_of`), read by ``read_sql`` (the dearest first, ties
@@ -475,7 +497,7 @@ def _top_of_totals(
     n = len(keys)
     shown_parts = [part for (part,) in _dearest(read, limit, lambda key: groups[key[0]][0][:n])]
     costs = None  # a run grouping: its runs' costs, once
-    if ranked_sql is None and shown_parts:
+    if spread and ranked_sql is None and shown_parts:
         costs = _run_costs(store, view, filters, keys, [groups[part][0][:n] for part in shown_parts])
     rows = []
     for part in shown_parts:
@@ -483,6 +505,8 @@ def _top_of_totals(
         avg = complete_sum / complete if complete and complete_sum is not None else None
         if costs is not None:
             p50, p95 = percentile(costs[group[:n]], 0.5), percentile(costs[group[:n]], 0.95)
+        elif not spread:
+            p50 = p95 = None
         else:
             assert ranked_sql is not None
 
@@ -507,6 +531,7 @@ def _top_within_use_case(
     by: str,
     keys: tuple[str, ...],
     limit: int | None,
+    spread: bool = True,
 ) -> list[ReportRow]:
     """:func:`top` of users or experiences within one use case (the caller checked that no run is mixed):
     the use case's rows of their totals (:data:`~otel_usecase.store.groups_sql.WITHIN_USE_CASE`), then the
@@ -517,7 +542,7 @@ def _top_within_use_case(
     def read(dearest: groups_sql.Dearest) -> tuple[str, list[Any]]:
         return groups_sql.totals_rows_sql(view.dialect, report_by, use_case, dearest)
 
-    return _top_of_totals(store, view, filters, keys, limit, read, None)
+    return _top_of_totals(store, view, filters, keys, limit, read, None, spread)
 
 
 _STRADDLING_CHUNK: Final = 200

@@ -46,6 +46,7 @@ __all__ = [
     "RUN_ONLY_DIMS",
     "Dearest",
     "Walk",
+    "achieved_sql",
     "added",
     "any_group",
     "backfill",
@@ -381,6 +382,22 @@ def source(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tu
             params.extend(more)
     clauses += extra
     return table + (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def achieved_sql(
+    keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, outcome: str
+) -> tuple[str, list[Any]]:
+    """Per run of ``filters`` that recorded ``outcome`` (:mod:`.outcome_sql`'s table, which must exist): its
+    use case, run id, values of ``keys`` and :data:`DEAR_COST`. Driven from the outcomes' index (a few rows
+    per run that achieved something), each run found by the table's key."""
+    from .outcome_sql import OUTCOMES_TABLE
+
+    clause, params = source(
+        filters,
+        tag_value,
+        f"(use_case, run_id) IN (SELECT use_case, run_id FROM {OUTCOMES_TABLE} WHERE name = ?)",
+    )
+    return f"SELECT use_case, run_id, {', '.join(keys)}, {DEAR_COST} FROM {clause}", [*params, outcome]
 
 
 def _table(filters: ReportFilter, tag_value: TagValue | None) -> str:
