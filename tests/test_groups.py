@@ -576,3 +576,38 @@ def test_groups_of_equal_cost_under_a_kept_tag_are_ordered_by_their_values_as_th
             _same_as_ledger(store, acme, by, limit)
     (first,) = views.top(store, acme, "user", 1)
     assert first.key["user_id"] == "aa" and first.cost_usd == pytest.approx(mini_cost(100, 10))
+
+
+def test_a_kept_tags_groups_over_a_window_count_what_its_calls_in_the_window_cost(store: Store) -> None:
+    """A tag's groups over a time window come from the kept per-(run, value) rows of the runs inside it,
+    and from the ledger for the runs crossing an end, whose calls on each side carry other values: each
+    group has the calls in the window and the runs they belong to, at published prices."""
+    assert store.write([
+        call(10, "w1", tokens=(110, 11), tags={"tenant": "acme"}),  # before the window
+        call(20, "w1", tokens=(120, 12), tags={"tenant": "globex"}),
+        call(30, "w1", "gpt-4o", (130, 13), tags={"tenant": "acme"}),
+        call(15, "w2", tokens=(150, 15), tags={"tenant": "acme"}),  # w2: wholly before
+        call(16, "w2", tokens=(160, 16), tags={"tenant": "acme"}),
+        call(25, "w3", tokens=(250, 25)),  # no tenant in the window
+        call(40, "w3", tokens=(400, 40), tags={"tenant": "globex"}),  # after it
+        call(22, "w4", tokens=(220, 22), tags={"tenant": "globex"}, use_case="billing"),
+        call(23, "w5", tokens=(230, 23), tags={"tenant": "initech"}),  # wholly inside
+        call(24, "w5", "gpt-4o", (240, 24), tags={"tenant": "initech"}),
+    ]) == []  # fmt: skip
+    assert "tenant" in store.view_sql().tag_keys
+    window = ReportFilter(since_ns=T0 + 18 * HOUR // 7, until_ns=T0 + 35 * HOUR // 7)
+    rows = {r.key["tag:tenant"]: r for r in _same_as_ledger(store, window, "tag:tenant", 10)}
+    assert set(rows) == {"acme", "globex", "initech", None}
+    assert (rows["acme"].runs, rows["acme"].calls) == (1, 1)
+    assert rows["acme"].cost_usd == pytest.approx(gpt4o_cost(130, 13))
+    assert (rows["globex"].runs, rows["globex"].calls) == (2, 2)
+    assert rows["globex"].cost_usd == pytest.approx(mini_cost(120, 12) + mini_cost(220, 22))
+    assert rows["globex"].p50_run_cost_usd == pytest.approx((mini_cost(120, 12) + mini_cost(220, 22)) / 2)
+    assert (rows["initech"].runs, rows["initech"].tokens["input"]) == (1, 470)
+    assert rows["initech"].cost_usd == pytest.approx(mini_cost(230, 23) + gpt4o_cost(240, 24))
+    assert (rows[None].runs, rows[None].cost_usd) == (1, pytest.approx(mini_cost(250, 25)))
+    support = {r.key["tag:tenant"]: r for r in _same_as_ledger(store, window._replace(use_case="support"), "tag:tenant", 10)}
+    assert (support["globex"].runs, support["globex"].cost_usd) == (1, pytest.approx(mini_cost(120, 12)))
+    for filters in (window._replace(until_ns=None), window._replace(since_ns=None), window._replace(use_cases=("billing",))):
+        for limit in (1, 2, 10):
+            _same_as_ledger(store, filters, "tag:tenant", limit)

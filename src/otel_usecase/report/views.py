@@ -351,11 +351,7 @@ def _top_kept(
         if call_level and per_run.answers(filters) and not store.query(per_run.mixed_sql()):
             return _top_of_runs(store, view, filters, by, keys, limit)
         windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
-        if (
-            windowed == ReportFilter()
-            and groups_sql.of_ledger_columns(kept)
-            and (call_level or not store.query(per_run.mixed_sql()))
-        ):
+        if windowed == ReportFilter() and (call_level or not store.query(per_run.mixed_sql())):
             return _top_of_window(store, view, filters, by, keys, limit)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"
@@ -568,7 +564,7 @@ def _top_of_window(
     # The sums of calls, tokens and unknown-cost counts from the hour rollup where it answers (the window's
     # calls, exactly); the runs then come from an index alone.
     rollup_sums = rollup_sql.hour_rollup_answers(view, filters) and set(keys) <= rollup_sql.HOUR_COLUMNS
-    kept = groups_sql.kept(by)
+    kept = groups_sql.kept(by, view.tag_keys)
     assert kept is not None
     costs_of: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
     if view.group_times and groups_sql.call_level(kept) and rollup_sums:
@@ -732,7 +728,7 @@ def _crossing_parts(
     found = []
     for start in range(0, len(runs), _STRADDLING_CHUNK):
         chunk = runs[start : start + _STRADDLING_CHUNK]
-        query = groups_sql.window_ledger_sql(by, measures, ledger.clause, ledger.params, chunk)
+        query = groups_sql.window_ledger_sql(view.dialect, by, measures, ledger.clause, ledger.params, chunk)
         for use_case, run_id, k1, k2, *run in store.query(*query):
             *counts, cost = run
             found.append(((str(use_case), str(run_id)), k1, k2, [int(v or 0) for v in counts], _number(cost)))

@@ -82,7 +82,6 @@ __all__ = [
     "drop_empty",
     "groups_sql",
     "kept",
-    "of_ledger_columns",
     "pg_apply",
     "pg_register",
     "ranked_sql",
@@ -157,10 +156,23 @@ def kept(by: str, tag_keys: frozenset[str] = frozenset()) -> Kept | None:
     return None
 
 
-def of_ledger_columns(grouping: Kept) -> bool:
-    """Whether ``grouping``'s keys are ledger columns (not a kept tag's ``tag:KEY``): a window's runs that
-    cross an end are read from the ledger by those columns (:func:`window_ledger_sql`)."""
-    return grouping in CALL_GROUPINGS or grouping in RUN_GROUPINGS
+def _grouping(by: str) -> Kept:
+    """Grouping ``by`` of a query the caller knows is kept (:func:`kept` with the store's tag keys)."""
+    grouping = kept(by)
+    if grouping is None and by.startswith(tags_sql.grouping("")):
+        return Kept(by, (by,))
+    assert grouping is not None, by
+    return grouping
+
+
+def _ledger_keys(dialect: str, grouping: Kept) -> tuple[str, str]:
+    """``k1, k2`` of ``grouping`` on the ledger's rows (:data:`.base.TABLE`): its columns, or a kept tag's
+    value (:func:`.tags_sql.value_sql`, as the per-(run, group) rows hold it) and NULL."""
+    if grouping in CALL_GROUPINGS or grouping in RUN_GROUPINGS:
+        k1, k2 = (*grouping.keys, "NULL")[:2]
+        return k1, k2
+    key = grouping.by.removeprefix(tags_sql.grouping("")).replace("'", "''")
+    return tags_sql.value_sql(dialect, TABLE, f"'{key}'"), "NULL"
 
 
 def call_level(grouping: Kept) -> bool:
@@ -784,8 +796,7 @@ def window_groups_sql(
     """The groups of call-level grouping ``by`` (``k1, k2``) a window of :func:`window_parts_sql` reads:
     every group with runs (the totals' rows), those of the use cases asked for when the grouping's first
     key is the use case (steps)."""
-    grouping = kept(by)
-    assert grouping is not None
+    grouping = _grouping(by)
     scope, params = (
         use_case_clauses(use_case, use_cases, "k1") if grouping.keys[0] == "use_case" else ([], [])
     )
@@ -901,8 +912,7 @@ def window_sql(
     (a call-level grouping) or its per-run row (a grouping of whole runs) answer; only the runs crossing an
     end need the ledger. (A store with the per-(run, group) rows' times reads those of a call-level grouping
     by group instead: :func:`window_parts_sql`.)"""
-    grouping = kept(by)
-    assert grouping is not None
+    grouping = _grouping(by)
     low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
     scope, scope_params = window_scope(dialect, use_case, use_cases, "r.")
     scoped = "".join(f" AND {c}" for c in scope)
@@ -1172,18 +1182,21 @@ def _crossing(low: int, high: int, scoped: str, scope_params: Sequence[Any]) -> 
 
 
 def window_ledger_sql(
-    by: str, measures: Sequence[str], clause: str, params: Sequence[Any], runs: Sequence[tuple[str, str]]
+    dialect: str,
+    by: str,
+    measures: Sequence[str],
+    clause: str,
+    params: Sequence[Any],
+    runs: Sequence[tuple[str, str]],
 ) -> tuple[str, list[Any]]:
     """The calls of ``runs`` that the ledger ``clause`` (its window and filters) keeps, per (run, group) of
-    ``by``: use case, run id, ``k1, k2``, then ``measures`` (:data:`~.base.RUN_TOTALS`, as the ledger sums
-    them)."""
-    grouping = kept(by)
-    assert grouping is not None
-    k1, k2 = (*grouping.keys, "NULL")[:2]
+    ``by`` (a kept tag's too): use case, run id, ``k1, k2``, then ``measures`` (:data:`~.base.RUN_TOTALS`,
+    as the ledger sums them)."""
+    k1, k2 = _ledger_keys(dialect, _grouping(by))
     pairs = " OR ".join("(run_id = ? AND use_case = ?)" for _ in runs)
     where = f"{clause} AND ({pairs})" if clause else f" WHERE ({pairs})"
     sql = (
         f"SELECT use_case, run_id, {k1}, {k2}, {', '.join(measures)} FROM {TABLE}{where} "
-        f"GROUP BY use_case, run_id, {k1}{'' if k2 == 'NULL' else ', ' + k2}"
+        f"GROUP BY use_case, run_id, 3{'' if k2 == 'NULL' else ', 4'}"
     )
     return sql, [*params, *(v for use_case, run_id in runs for v in (run_id, use_case))]
