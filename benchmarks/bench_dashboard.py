@@ -222,6 +222,9 @@ def _page_cases() -> list[tuple[str, str]]:
         ("page /tags", "key=tenant"),
         ("page /tags", f"key=tenant&{week}"),
         ("page /outcomes", ""),
+        ("page /outcomes", "outcome=resolved"),
+        ("page /outcomes", "outcome=resolved&by=experience"),
+        ("page /outcomes", f"outcome=resolved&{week}"),
         ("page /", "user=user-77"),
         ("page /", "tag=tenant%3Dt4"),
         ("page /budgets", ""),
@@ -235,6 +238,7 @@ def _page_cases() -> list[tuple[str, str]]:
         ("/api/run", "format=json&id=run-123457"),
         ("/api/budgets", "format=json"),
         ("/api/outcomes", "format=json&outcome=resolved"),
+        ("/api/outcomes", "format=csv&outcome=resolved&by=user&tag=tenant%3Dt4"),
     ]
 
 

@@ -530,3 +530,11 @@ def test_cost_per_outcome_is_the_reports_and_its_download_the_clis(
         assert fetch(link) + "\n" == cli(
             ledger, "report", "--per-outcome", "resolved", "--format", fmt.lower()
         )
+    # A long list shows the dearest groups, as every list page does; its downloads keep every row.
+    browser.get(ui.url + "/outcomes?outcome=resolved&limit=1")
+    (first,) = rows(browser, "outcomes")
+    dearest = json.loads(cli(ledger, "report", "--per-outcome", "resolved", "--format", "json"))[0]
+    assert first["use case"] == dearest["use_case"] and len(cli_rows) > 1
+    assert "The 1 most expensive; the downloads have every row." in browser.page_source
+    link = browser.find_element(By.LINK_TEXT, "JSON").get_attribute("href")
+    assert link and len(json.loads(fetch(link))) == len(cli_rows)

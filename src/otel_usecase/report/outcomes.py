@@ -20,8 +20,9 @@ unpriced, usage-less or partly read calls is a lower bound (``cost_complete``
 false), and so is its cost per outcome. There is no SQL here: the stores answer
 :meth:`~otel_usecase.store.Store.run_totals` and
 :meth:`~otel_usecase.store.Store.outcome_totals`; where the per-run table answers the
-filters, the groups come from the dashboard's kept totals and only the runs that
-achieved the outcome are read (:func:`~otel_usecase.store.runs_sql.achieved_sql`).
+filters, the groups come from the dashboard's kept totals and the runs that achieved
+the outcome are summed per group by the store (:meth:`~otel_usecase.store.Store.read_outcomes`
+of :func:`~otel_usecase.store.runs_sql.achieved_sql`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from ..scope.validation import NAME_RULE, is_name
-from ..store import ReportFilter, Store, runs_sql
+from ..store import ReportFilter, Store, outcome_sql, runs_sql
 from ..store.base import RUN_TOTALS
 from . import views
 from .queries import GROUPINGS, ReportError
@@ -154,13 +155,13 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     def key_of(row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple([row[i] for i in at])
 
+    if views.runs_kept(store, filters):
+        return _kept_report(store, filters, name, by, keys)
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
         for row in store.outcome_totals(name, filters.use_case)
         if filters.use_cases is None or row[0] in filters.use_cases  # others' outcomes: not even counted
     }
-    if views.runs_kept(store, filters):
-        return _kept_report(store, filters, name, by, keys, achieved)
     # Per run, its row, or its rows when its calls carry several values of the grouping.
     runs: dict[tuple[Any, Any], Any] = {}
     split: set[tuple[Any, Any]] = set()
@@ -210,19 +211,15 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
 
 
 def _kept_report(
-    store: Store,
-    filters: ReportFilter,
-    name: str,
-    by: str,
-    keys: tuple[str, ...],
-    achieved: dict[tuple[Any, Any], tuple[int, float, int]],
+    store: Store, filters: ReportFilter, name: str, by: str, keys: tuple[str, ...]
 ) -> OutcomeReport:
     """:func:`outcome_report` where the per-run table answers ``filters`` (no time window, no run whose calls
     disagree on a key: each run is in one group): the groups' runs, calls and cost as the dashboard's tables
-    read them (:func:`~otel_usecase.report.views.top`, kept totals), and only the runs that achieved the
-    outcome read one by one (where every run was read before: 500,000 at 10M calls). The cost of the runs
-    without it is the group's cost less theirs; a difference within rounding of the group's cost (1e-12 of
-    it) is 0, as when every run achieved it."""
+    read them (:func:`~otel_usecase.report.views.top`, kept totals), and the runs that achieved the outcome
+    summed per group in the database (:func:`~otel_usecase.store.runs_sql.achieved_sql`), where every run's
+    totals were read into Python (500,000 at 10M calls). The cost of the runs without it is the group's cost
+    less theirs (exactly 0 when every run achieved it; a difference within 1e-12 of the group's cost is 0);
+    the outcomes outside the selection are those of the use cases read less those of its runs."""
     groups: dict[tuple[Any, ...], _Group] = {}
     for report_row in views.top(store, filters, by, None, spread=False):
         key = tuple(report_row.key[k] for k in keys)
@@ -232,36 +229,41 @@ def _kept_report(
             cost=report_row.cost_usd,
             complete=report_row.cost_complete,
         )
+    n = len(keys)
+    query = runs_sql.achieved_sql(keys, filters, store.view_sql().tag_value, name)
     with_cost: dict[tuple[Any, ...], float] = {}
-    if achieved:  # (else there may be no outcomes table to read)
-        view = store.view_sql()
-        n = len(keys)
-        for use_case, run_id, *values in store.query(
-            *runs_sql.achieved_sql(keys, filters, view.tag_value, name)
-        ):
-            key = tuple(values[:n])
-            group = groups.get(key)
-            got = achieved.get((use_case, run_id))
-            if group is None or got is None:
-                continue  # a run written after the groups were read: its outcomes count as outside
-            del achieved[(use_case, run_id)]
-            group.with_outcome += 1
-            group.outcomes += got[0]
-            group.value += got[1]
-            cost = _cost(values[n])
-            if cost is not None:
-                with_cost[key] = with_cost.get(key, 0.0) + cost
+    matched, matched_value = 0, 0.0
+    for row in store.read_outcomes(*query):
+        key = tuple(row[:n])
+        runs, outcomes, value, cost = (
+            int(row[n]),
+            int(row[n + 1]),
+            float(row[n + 2] or 0.0),
+            _cost(row[n + 3]),
+        )
+        group = groups.get(key)
+        if group is None:
+            continue  # runs written after the groups were read: their outcomes count as outside
+        group.with_outcome += runs
+        group.outcomes += outcomes
+        group.value += value
+        matched, matched_value = matched + outcomes, matched_value + value
+        if cost is not None:
+            with_cost[key] = cost
     for key, group in groups.items():
         if group.cost is None or group.with_outcome == 0:
             group.without = group.cost
-        elif group.with_outcome == group.runs:
+        elif group.with_outcome >= group.runs:
             group.without = 0.0
         else:
             left = group.cost - with_cost.get(key, 0.0)
             group.without = left if left > abs(group.cost) * 1e-12 else 0.0
     result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
     result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
-    return OutcomeReport(result, sum(o[0] for o in achieved.values()), sum(o[1] for o in achieved.values()))
+    scope = store.read_outcomes(*outcome_sql.scope_sums_sql(name, filters.use_case, filters.use_cases))
+    total, total_value = (int(scope[0][0] or 0), float(scope[0][1] or 0.0)) if scope else (0, 0.0)
+    outside = total - matched
+    return OutcomeReport(result, outside, total_value - matched_value if outside else 0.0)
 
 
 def outcome_costs(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> list[OutcomeRow]:

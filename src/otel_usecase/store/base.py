@@ -500,6 +500,10 @@ class Store(Protocol):
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
 
+    def read_outcomes(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query of the outcomes table (``?`` placeholders; store/outcome_sql.py and the
+        per-run table's :func:`~.runs_sql.achieved_sql`); ``[]`` when the store has no outcomes table."""
+
     # --- small tables (principals and members: store/access_sql.py) ---
 
     def transact(self, what: str, op: Callable[[Transaction], _T], *, write: bool) -> _T:

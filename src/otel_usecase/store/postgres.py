@@ -1052,29 +1052,20 @@ class PostgresStore:
     def outcome_totals(self, name: str, use_case: str | None = None) -> list[tuple[Any, ...]]:
         from .outcome_sql import outcome_totals_sql
 
-        sql, params = outcome_totals_sql(name, use_case)
+        return self.read_outcomes(*outcome_totals_sql(name, use_case))
 
+    def run_outcomes(self, run_id: str) -> list[Outcome]:
+        from .outcome_sql import outcome_of, run_outcomes_sql
+
+        return [outcome_of(row) for row in self.read_outcomes(*run_outcomes_sql(run_id))]
+
+    def read_outcomes(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         def read(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             with conn.transaction(), conn.cursor() as cur:
                 if not self._outcomes_table(cur):
                     return []
                 cur.execute(translate_placeholders(sql), tuple(params))
                 return cur.fetchall()
-
-        with self._lock:
-            return self._run("reading the outcomes", read)
-
-    def run_outcomes(self, run_id: str) -> list[Outcome]:
-        from .outcome_sql import outcome_of, run_outcomes_sql
-
-        sql, params = run_outcomes_sql(run_id)
-
-        def read(conn: psycopg.Connection[Any]) -> list[Outcome]:
-            with conn.transaction(), conn.cursor() as cur:
-                if not self._outcomes_table(cur):
-                    return []
-                cur.execute(translate_placeholders(sql), tuple(params))
-                return [outcome_of(row) for row in cur.fetchall()]
 
         with self._lock:
             return self._run("reading the outcomes", read)

@@ -938,20 +938,18 @@ class SQLiteStore:
     def outcome_totals(self, name: str, use_case: str | None = None) -> list[tuple[Any, ...]]:
         from .outcome_sql import outcome_totals_sql
 
-        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            if not self._outcomes_table(conn):
-                return []
-            return conn.execute(*outcome_totals_sql(name, use_case)).fetchall()
-
-        return self._in_transaction("read the outcomes", read, write=False)
+        return self.read_outcomes(*outcome_totals_sql(name, use_case))
 
     def run_outcomes(self, run_id: str) -> list[Outcome]:
         from .outcome_sql import outcome_of, run_outcomes_sql
 
-        def read(conn: sqlite3.Connection) -> list[Outcome]:
+        return [outcome_of(row) for row in self.read_outcomes(*run_outcomes_sql(run_id))]
+
+    def read_outcomes(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if not self._outcomes_table(conn):
                 return []
-            return [outcome_of(row) for row in conn.execute(*run_outcomes_sql(run_id)).fetchall()]
+            return conn.execute(sql, tuple(params)).fetchall()
 
         return self._in_transaction("read the outcomes", read, write=False)
 

@@ -17,7 +17,7 @@ from .params import Params, query_string
 
 __all__ = ["OUTCOME_PARAMS", "outcomes"]
 
-OUTCOME_PARAMS: Final = ("outcome", "by")
+OUTCOME_PARAMS: Final = ("outcome", "by", "limit")
 
 
 def _key_cell(key: str) -> Callable[[OutcomeRow], Markup]:
@@ -47,9 +47,11 @@ def outcomes(store: Store, params: Params, root: str) -> Response:
             extra=fields,
             hidden=hidden_params(params, "by"),
         )
+    limit = params.number("limit", 100, 1, 10_000)
     report = outcome_report(store, filters.report_filter(), name, by)
+    shown = report.rows[:limit]
     decimals = cost_decimals(
-        v for r in report.rows for v in (r.cost_usd, r.cost_per_outcome_usd, r.cost_without_outcome_usd)
+        v for r in shown for v in (r.cost_usd, r.cost_per_outcome_usd, r.cost_without_outcome_usd)
     )
 
     def usd(value: float | None, complete: bool = True) -> str:
@@ -99,7 +101,10 @@ def outcomes(store: Store, params: Params, root: str) -> Response:
     body = el(
         "section",
         switch,
-        table(columns, report.rows, id_="outcomes"),
+        table(columns, shown, id_="outcomes"),
+        el("p", f"The {limit:,} most expensive; the downloads have every row.", class_="note")
+        if len(report.rows) > limit
+        else None,
         outside,
         downloads(root, "/api/outcomes", filters, outcome=name, by=by),
         class_="panel",
@@ -111,5 +116,5 @@ def outcomes(store: Store, params: Params, root: str) -> Response:
         "/outcomes",
         filters,
         extra=fields,
-        hidden=hidden_params(params, "by"),
+        hidden=hidden_params(params, "by", "limit"),
     )
