@@ -48,6 +48,7 @@ from .rigs import CostRig
 from .servers import BIN, RotelProcess, ServeProcess, free_port
 from .test_fork import APPS, instrumented_env
 from .test_sigterm import stop, wait_for_line
+from .test_views import _LedgerOnly
 
 MSG = [{"role": "user", "content": "where is my order?"}]
 CALL = mini_cost(1_000, 100)
@@ -720,13 +721,15 @@ def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_
             (ReportFilter(since_ns=since), lambda r: r.at >= since),
         ]  # fmt: skip
         for filters, selected in cases:
-            for by in OUTCOME_GROUPINGS:
-                report = outcome_report(store, filters, "resolved", by)
+            for by, reader in ((by, reader) for by in OUTCOME_GROUPINGS for reader in (store, ledger)):
+                report = outcome_report(reader, filters, "resolved", by)  # kept totals, then the ledger's
                 expected, outside = _expected(runs, selected, by, filters)
-                if filters.since_ns is None:  # (the stray outcome was recorded before the window)
-                    outside += 4.0 if _counted(filters, "a") else 0.0
-                where = (filters, by)
-                assert report.outside_value == outside, where
+                stray = filters.since_ns is None and _counted(filters, "a")  # (recorded before the window)
+                outside += 4.0 if stray else 0.0
+                where = (filters, by, reader is store)
+                assert (report.outside_value, report.outside_outcomes) == (outside, int(stray) + sum(
+                    len(r.outcomes) for r in runs if not selected(r) and _counted(filters, r.use_case)
+                    and (filters.since_ns is None or r.at >= filters.since_ns))), where  # fmt: skip
                 got = {tuple(r.key.values()): r for r in report.rows}
                 assert set(got) == set(expected), where
                 for key, g in expected.items():
@@ -737,25 +740,9 @@ def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_
                     assert r.cost_without_outcome_usd == pytest.approx(g["without"], rel=1e-9, abs=0), (where, key)
                     if g["with"] == g["runs"] or g["without"] == 0.0:
                         assert r.cost_without_outcome_usd == 0.0, (where, key)
-                costs = [r.cost_usd for r in report.rows]
-                assert costs == sorted(costs, key=lambda c: (c is None, -(c or 0.0))), where
-                # the ledger's reading: the same rows in the same order
-                from_ledger = outcome_report(ledger, filters, "resolved", by)
-                assert [tuple(r.key.values()) for r in from_ledger.rows] == [tuple(r.key.values()) for r in report.rows]
-                assert from_ledger.outside_value == report.outside_value, where
+                order = [(r.cost_usd is None, -(r.cost_usd or 0.0)) for r in report.rows]
+                assert order == sorted(order), where
         assert {r.key["user_id"]: r.cost_without_outcome_usd for r in outcome_report(store, ReportFilter(), "resolved", "user").rows}["done"] == 0.0
     finally:
         store.close()
 
-
-class _LedgerOnly:
-    """The same store, its view queries told there are no rollups: every figure is read from the ledger."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def view_sql(self) -> object:
-        return self._store.view_sql()._replace(rollups=False)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
