@@ -567,8 +567,9 @@ def _top_of_window(
     kept = groups_sql.kept(by, view.tag_keys)
     assert kept is not None
     costs_of: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
-    if view.group_times and groups_sql.call_level(kept) and rollup_sums:
-        groups, costs_of = _window_parts(store, view, filters, by, width)
+    parts_sums: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
+    if view.group_times and groups_sql.call_level(kept):
+        groups, costs_of, parts_sums = _window_parts(store, view, filters, by, width)
         sums_of = None
     elif not groups_sql.call_level(kept):
         groups, costs_of, sums_of = _window_whole_runs(store, view, filters, by, limit, rollup_sums)
@@ -581,6 +582,8 @@ def _top_of_window(
     shown = sorted(groups, key=order) if limit is None else heapq.nsmallest(limit, groups, key=order)
     if costs_of is not None:
         costs_of(shown)
+    if parts_sums is not None and not rollup_sums:
+        parts_sums(shown)
     # The sums of the groups shown: from the hour rollup where it answers (the window's calls, the crossing
     # runs' too, so they replace those), else from the rows of the runs wholly inside, plus the crossing ones.
     sums_query = (
@@ -737,11 +740,16 @@ def _crossing_parts(
 
 def _window_parts(
     store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, width: int
-) -> tuple[dict[tuple[Any, ...], _WindowGroup], Callable[[Sequence[tuple[Any, ...]]], None]]:
-    """The groups of a window of a call-level grouping from its per-(run, group) rows, group by group
-    (:func:`~otel_usecase.store.groups_sql.window_parts_sql`): a row per group for the parts inside, the few
-    parts crossing an end read from the ledger; and the function filling the complete costs of the groups
-    shown (only those need them). Their sums come from the hour rollup (the caller's)."""
+) -> tuple[
+    dict[tuple[Any, ...], _WindowGroup],
+    Callable[[Sequence[tuple[Any, ...]]], None],
+    Callable[[Sequence[tuple[Any, ...]]], None],
+]:
+    """The groups of a window of a call-level grouping (a kept tag's too) from its per-(run, group) rows,
+    group by group (:func:`~otel_usecase.store.groups_sql.window_parts_sql`): a row per group for the parts
+    inside, the few parts crossing an end read from the ledger (their sums with them); and the functions
+    filling the complete costs of the groups shown and the sums of their parts inside (only those groups
+    need them; the caller takes the sums from the hour rollup where it answers)."""
     every = [
         (k1, k2)
         for k1, k2 in store.query(*groups_sql.window_groups_sql(by, filters.use_case, filters.use_cases))
@@ -750,7 +758,14 @@ def _window_parts(
     chunks = [every[s : s + size] for s in range(0, len(every), size)]
     queries = [
         groups_sql.window_parts_sql(
-            view.dialect, by, chunk, filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases
+            view.dialect,
+            by,
+            chunk,
+            filters.since_ns,
+            filters.until_ns,
+            filters.use_case,
+            filters.use_cases,
+            view.token_sum,
         )
         for chunk in chunks
     ]
@@ -801,7 +816,13 @@ def _window_parts(
             for i, cost in store.query(*queries[c].costs(at)):
                 groups[chunks[c][i]].costs.append(float(cost))
 
-    return groups, costs
+    def sums(shown: Sequence[tuple[Any, ...]]) -> None:
+        for c, at in positions(shown).items():
+            for i, *found in store.query(*queries[c].sums(at)):
+                if any(found):
+                    groups[chunks[c][i]].add_sums([int(v or 0) for v in found])
+
+    return groups, costs, sums
 
 
 class _WindowGroup:

@@ -1063,6 +1063,10 @@ class WindowParts(NamedTuple):
     (:func:`window_ledger_sql`)."""
     costs: Callable[[Sequence[int]], tuple[str, list[Any]]]
     """The complete costs of the parts inside of the groups at the given positions: position, cost."""
+    sums: Callable[[Sequence[int]], tuple[str, list[Any]]]
+    """The sums of the parts inside of the groups at the given positions: position, calls, the token
+    columns, the unpriced, no-usage and partial counts (where the hour rollup cannot give a group's: a
+    kept tag, a window starting or ending mid-hour)."""
     ranked: Callable[[Mapping[int, Sequence[float]]], tuple[str, list[Any]]] | None
     """PostgreSQL: for the groups at the given positions, those costs and the given ones (the complete
     costs of the group's parts crossing an end, from the ledger) together: position, their number, sum, p50
@@ -1088,6 +1092,7 @@ def window_parts_sql(
     until: int | None,
     use_case: str | None,
     use_cases: Sequence[str] | None,
+    token_sum: str = "SUM({})",
 ) -> WindowParts:
     """A window's per-(run, group) rows of call-level grouping ``by`` and ``groups`` (``k1, k2`` each; at
     most :func:`parts_per_query`), each group one range of the window index (:func:`window_index`) by the
@@ -1150,6 +1155,10 @@ def window_parts_sql(
     def costs(positions: Sequence[int]) -> tuple[str, list[Any]]:
         return union(positions, COMPLETE_COST, complete, [low, high, low])
 
+    def sums(positions: Sequence[int]) -> tuple[str, list[Any]]:
+        counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+        return union(positions, ", ".join(token_sum.format(c) for c in counts), inside, [low, high, low])
+
     def ranked(extra: Mapping[int, Sequence[float]]) -> tuple[str, list[Any]]:
         order = "WITHIN GROUP (ORDER BY x.cost)"
         selected = f"COUNT(*), SUM(x.cost), percentile_cont(0.5) {order}, percentile_cont(0.95) {order}"
@@ -1165,11 +1174,7 @@ def window_parts_sql(
             params += [by, *values, low, high, low, *scope_params, [float(c) for c in more]]
         return " UNION ALL ".join(parts), params
 
-    return WindowParts(
-        totals,
-        costs,
-        ranked if dialect == "postgresql" else None,
-    )
+    return WindowParts(totals, costs, sums, ranked if dialect == "postgresql" else None)
 
 
 def _crossing(low: int, high: int, scoped: str, scope_params: Sequence[Any]) -> tuple[str, list[Any]]:
