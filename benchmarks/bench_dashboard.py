@@ -201,17 +201,18 @@ def _cases() -> list[tuple[str, Callable[[Any], Any]]]:
 WEEK_DATE = "2025-12-25"  # the ledger's last 7 days (it ends on 2026-01-01 00:00 UTC)
 
 
-def _page_cases() -> list[tuple[str, str]]:
+def _page_cases(total: int = 10_000_000) -> list[tuple[str, str]]:
     """The dashboard's pages and ``/api/`` routes as a browser or script asks for them (path, query)."""
     week = f"since={WEEK_DATE}"
-    first = 123_457 * CALLS_PER_RUN  # run-123457's first call: its trace and span ids are its number in hex
+    run = 123_457 % (total // CALLS_PER_RUN)  # a run in the middle (run-123457 of 10M calls; --quick has fewer)
+    first = run * CALLS_PER_RUN  # the run's first call: its trace and span ids are its number in hex
     return [
         ("page /", ""),
         ("page /", week),
         ("page /use-case", "use_case=uc3"),
         ("page /use-case", f"use_case=uc3&{week}&order=cost"),
-        ("page /run", "id=run-123457"),
-        ("page /call", f"run=run-123457&span={first:016x}&trace={first:032x}"),
+        ("page /run", f"id=run-{run}"),
+        ("page /call", f"run=run-{run}&span={first:016x}&trace={first:032x}"),
         ("page /users", ""),
         ("page /users", week),
         ("page /experiences", ""),
@@ -235,7 +236,7 @@ def _page_cases() -> list[tuple[str, str]]:
         ("/api/report", f"format=csv&by=step&use_case=uc3&{week}"),
         ("/api/runs", "format=json&order=cost"),
         ("/api/histogram", "format=json"),
-        ("/api/run", "format=json&id=run-123457"),
+        ("/api/run", f"format=json&id=run-{run}"),
         ("/api/budgets", "format=json"),
         ("/api/outcomes", "format=json&outcome=resolved"),
         ("/api/outcomes", "format=csv&outcome=resolved&by=user&tag=tenant%3Dt4"),
@@ -292,7 +293,7 @@ def _timed(label: str, url: str, total: int, reps: int) -> list[dict[str, Any]]:
                 conn.execute("VACUUM ANALYZE")
         check = views.summary(store, ReportFilter())
         assert check.calls == total, (check.calls, total)
-        cases = [*_cases(), *((f"{path}?{query}", _page(path, query)) for path, query in _page_cases())]
+        cases = [*_cases(), *((f"{path}?{query}", _page(path, query)) for path, query in _page_cases(total))]
         for name, case in cases:
             seconds = _time(store, case, reps)
             log(f"dashboard: {label} {name}: {seconds * 1000:.0f} ms")
