@@ -601,7 +601,7 @@ def _back_to_schema_6(store: Store) -> None:
 def test_a_store_of_schema_6_reads_as_no_principals_and_is_upgraded_by_a_writer(
     sqlite_or_postgres: str,
 ) -> None:
-    assert SCHEMA_VERSION == 12
+    assert SCHEMA_VERSION == 13
     writer = open_store(sqlite_or_postgres)
     writer.write([a_call(span_id="0" * 15 + "1", use_case="support", start_ns=10**18)])
     _back_to_schema_6(writer)

@@ -379,11 +379,35 @@ def assert_days_match_ledger(store: Store) -> None:
         assert got[key][2] == pytest.approx(cell[2], rel=1e-9, abs=1e-12), key
 
 
+def assert_outcome_runs_match_runs(store: Store) -> None:
+    """Each run with outcomes has one copy of its per-run row per outcome name, with their number and the
+    sum of their values (store/outcome_runs_sql.py), and nothing else is there."""
+    if not store.view_sql().outcome_runs:
+        return
+    columns = runs_sql.columns()
+    rows = {(r[0], r[1]): tuple(r) for r in store.query(f"SELECT {columns} FROM usecase_runs")}
+    want = {}
+    for name, use_case, run_id, n, value in store.read_outcomes(
+        "SELECT name, use_case, run_id, COUNT(*), SUM(value) FROM otel_usecase_outcomes GROUP BY name, use_case, run_id"
+    ):
+        if (use_case, run_id) in rows:
+            want[(name, use_case, run_id)] = (int(n), float(value), *rows[(use_case, run_id)])
+    got = {
+        tuple(r[:1] + r[3:5]): (int(r[1]), float(r[2]), *r[3:])
+        for r in store.query(f"SELECT name, outcomes, outcome_value, {columns} FROM usecase_outcome_runs")
+    }
+    assert set(got) == set(want)
+    for key, row in want.items():
+        assert got[key][:2] == (row[0], pytest.approx(row[1])), key
+        assert got[key][2:] == row[2:], key
+
+
 def assert_rollups_match_ledger(store: Store) -> None:
     if hasattr(store, "fold"):  # SQLite: the rows still pending go into the tables (readers add them anyway)
         store.fold()
     assert_runs_match_ledger(store)
     assert_tag_runs_match_runs(store)
+    assert_outcome_runs_match_runs(store)
     assert_groups_match_ledger(store)
     assert_days_match_ledger(store)
     want_hours, want_runs = expected_rollups(store)

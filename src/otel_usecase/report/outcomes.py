@@ -21,8 +21,8 @@ false), and so is its cost per outcome. There is no SQL here: the stores answer
 :meth:`~otel_usecase.store.Store.run_totals` and
 :meth:`~otel_usecase.store.Store.outcome_totals`; where the per-run table answers the
 filters, the groups come from the dashboard's kept totals and the runs that achieved
-the outcome are summed per group by the store (:meth:`~otel_usecase.store.Store.read_outcomes`
-of :func:`~otel_usecase.store.runs_sql.achieved_sql`).
+the outcome from their copies, kept together per outcome name
+(:mod:`~otel_usecase.store.outcome_runs_sql`), summed per group by the store.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     def key_of(row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple([row[i] for i in at])
 
-    if views.runs_kept(store, filters):
+    if store.view_sql().outcome_runs and views.runs_kept(store, filters):
         return _kept_report(store, filters, name, by, keys)
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
@@ -214,12 +214,13 @@ def _kept_report(
     store: Store, filters: ReportFilter, name: str, by: str, keys: tuple[str, ...]
 ) -> OutcomeReport:
     """:func:`outcome_report` where the per-run table answers ``filters`` (no time window, no run whose calls
-    disagree on a key: each run is in one group): the groups' runs, calls and cost as the dashboard's tables
-    read them (:func:`~otel_usecase.report.views.top`, kept totals), and the runs that achieved the outcome
-    summed per group in the database (:func:`~otel_usecase.store.runs_sql.achieved_sql`), where every run's
-    totals were read into Python (500,000 at 10M calls). The cost of the runs without it is the group's cost
-    less theirs (exactly 0 when every run achieved it; a difference within 1e-12 of the group's cost is 0);
-    the outcomes outside the selection are those of the use cases read less those of its runs."""
+    disagree on a key: each run is in one group) and the store keeps each outcome's runs together: the
+    groups' runs, calls and cost as the dashboard's tables read them (:func:`~otel_usecase.report.views.top`,
+    kept totals), and the runs that achieved the outcome summed per group from their copies
+    (:func:`~otel_usecase.store.runs_sql.achieved_sql`, :mod:`~otel_usecase.store.outcome_runs_sql`), where
+    every run's totals were read into Python (500,000 at 10M calls). The cost of the runs without it is the
+    group's cost less theirs (exactly 0 when every run achieved it; a difference within 1e-12 of the group's
+    cost is 0); the outcomes outside the selection are those of the use cases read less those of its runs."""
     groups: dict[tuple[Any, ...], _Group] = {}
     for report_row in views.top(store, filters, by, None, spread=False):
         key = tuple(report_row.key[k] for k in keys)

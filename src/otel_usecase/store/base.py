@@ -92,7 +92,7 @@ __all__ = [
     "write_isolating",
 ]
 
-SCHEMA_VERSION: Final = 12
+SCHEMA_VERSION: Final = 13
 """1: the first ledger. 2: ``start_ns`` in the covering index, no ``(use_case, start_ns)`` index.
 3: the cost engine v2 columns (cost source, price context, unpriced reason, our price beside a billed one)
 and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the ``tags`` column.
@@ -102,7 +102,8 @@ and one column per token class of :mod:`otel_usecase.cost.token_classes`. 4: the
 types (:mod:`.definition_sql`), the audit log (:mod:`.audit_sql`). 8: the per-(run, group) rows, the group
 totals (:mod:`.groups_sql`) and the day rollup. 9: the kept tag keys and their groups (:mod:`.tags_sql`).
 10: each kept tag value's runs (:mod:`.tag_runs_sql`). 11: the per-(run, group) rows' times. 12: each
-run's experience version in the per-run table, and the experience-version grouping's totals."""
+run's experience version in the per-run table, and the experience-version grouping's totals. 13: each
+outcome's runs together (:mod:`.outcome_runs_sql`)."""
 TABLE: Final = "usecase_calls"
 
 META_TABLE: Final = "otel_usecase_meta"
@@ -915,6 +916,7 @@ def migrate(
     groups_backfill = has_ledger and (version is None or version < _GROUPS_SINCE)
     tags_backfill = has_ledger and (version is None or version < _TAGS_SINCE)
     tag_runs_backfill = has_ledger and (version is None or version < _TAG_RUNS_SINCE)
+    outcome_runs_backfill = has_ledger and (version is None or version < _OUTCOME_RUNS_SINCE)
     group_times = (
         has_ledger
         and (version is None or version < _GROUP_TIMES_SINCE)
@@ -934,6 +936,7 @@ def migrate(
         tag_runs_backfill=tag_runs_backfill,
         group_times=group_times,
         run_dims=run_dims,
+        outcome_runs_backfill=outcome_runs_backfill,
     ):
         execute(statement, ())
     return frozenset(COLUMNS)
@@ -953,6 +956,8 @@ _TAG_RUNS_SINCE: Final = 10
 """The schema version that brought the per-run rows of each kept tag value (:mod:`.tag_runs_sql`)."""
 _GROUP_TIMES_SINCE: Final = 11
 """The schema version that brought the times of the per-(run, group) rows (:data:`.groups_sql.TIMES`)."""
+_OUTCOME_RUNS_SINCE: Final = 13
+"""The schema version that brought each outcome's runs together (:mod:`.outcome_runs_sql`)."""
 # Schema 12: each run's experience version in the per-run table (:data:`.runs_sql.RUN_ONLY_DIMS`); added
 # where a table lacks it (:func:`.runs_sql.lacking_dims_sql`), whatever the version says.
 

@@ -29,12 +29,13 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
-from . import groups_sql
+from . import groups_sql, outcome_runs_sql
 from .alert_sql import ALERTS_TABLE
 from .audit_sql import AUDIT_TABLE
 from .base import META_TABLE, TABLE, Store, Transaction
 from .budget_sql import BUDGETS_TABLE
 from .groups_sql import GROUPS
+from .outcome_runs_sql import OUTCOME_RUNS
 from .outcome_sql import OUTCOMES_TABLE
 from .rollup_sql import HOUR_ROLLUP, MEASURES, PENDING, RUN_ROLLUP, _run_keys, sqlite_fold
 from .runs_sql import COMPLETE_COST, DEAR_COST, RUNS, _derived
@@ -129,6 +130,13 @@ TAG_RUN_ROWS: Final = RUN_ROWS._replace(
 )
 """The per-run rows of each kept tag value (:data:`.tag_runs_sql.TAG_RUNS`): copies of the per-run table's,
 renamed alike."""
+OUTCOME_RUN_ROWS: Final = RUN_ROWS._replace(
+    key=("name", "use_case", "run_id"),
+    sums=(*MEASURES, "outcomes", "outcome_value"),
+    ledger_key=("use_case", "run_id"),
+)
+"""The per-run rows of each outcome's runs (:data:`.outcome_runs_sql.OUTCOME_RUNS`): renamed alike, then
+copied again from the per-run table and the outcomes once every id is replaced (:func:`forget`)."""
 GROUP_ROWS: Final = Cells(
     key=("report_by", "k1", "k2", "use_case", "run_id"),
     sums=MEASURES,
@@ -165,6 +173,9 @@ ID_COLUMNS: Final[tuple[IdColumn, ...]] = (
     IdColumn(GROUPS, "run_id", frozenset((RUN,)), GROUP_ROWS),
     IdColumn(TAG_GROUPS, "run_id", frozenset((RUN,)), TAG_GROUP_ROWS),
     IdColumn(OUTCOMES_TABLE, "run_id", frozenset((RUN,)), PLAIN),
+    IdColumn(OUTCOME_RUNS, "user_id", frozenset((USER,)), OUTCOME_RUN_ROWS),
+    IdColumn(OUTCOME_RUNS, "experience_id", frozenset((EXPERIENCE,)), OUTCOME_RUN_ROWS),
+    IdColumn(OUTCOME_RUNS, "run_id", frozenset((RUN,)), OUTCOME_RUN_ROWS),
     IdColumn(BUDGETS_TABLE, "spec", frozenset((USER,)), JSON),  # a budget's user selector
     IdColumn(ALERTS_TABLE, "payload", frozenset((USER,)), JSON),  # the selector in a pending alert
     IdColumn(AUDIT_TABLE, "target", ANY_ID, PLAIN),
@@ -273,7 +284,7 @@ def _lock(tx: Transaction, tables: frozenset[str]) -> None:
     SQLite's pending rows so that the rollups hold every call before the ledger changes."""
     if tx.dialect == "postgresql":
         tx.execute(_FORGET_LIMITS, ())
-        tx.changed(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE", ())
+        tx.changed(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE", ())  # (the outcome writers' too)
     _fold(tx, tables)
 
 
@@ -314,6 +325,11 @@ def forget(tx: Transaction, kind: str, tombstones: Mapping[str, str]) -> Erased:
                 count(column, tomb, _update_plain(tx, column, form, tomb))
             elif column.how == JSON:
                 count(column, tomb, _update_json(tx, d, column, form, tomb))
+    if OUTCOME_RUNS in tables and rows:
+        # each outcome's runs copied again: their rows and outcomes were renamed apart (the outcomes after
+        # the ledger's triggers copied the runs), and their flags restored after the copies were made
+        for statement in outcome_runs_sql.backfill(tx.dialect):
+            tx.changed(statement, ())
     replaced = tuple(tomb for tomb, n in used.items() if n)
     return Erased(rows, replaced, before, totals(tx))
 

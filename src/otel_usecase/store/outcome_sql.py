@@ -33,7 +33,6 @@ __all__ = [
     "outcome_problem",
     "outcome_totals_sql",
     "run_outcomes_sql",
-    "run_sums_sql",
     "scope_sums_sql",
     "write_outcomes_isolating",
 ]
@@ -178,19 +177,6 @@ def _scope(name: str, use_case: str | None, use_cases: Sequence[str] | None) -> 
 
     clauses, params = use_case_clauses(use_case, use_cases)
     return " AND ".join(["name = ?", *clauses]), [name, *params]
-
-
-def run_sums_sql(
-    name: str, use_case: str | None = None, use_cases: Sequence[str] | None = None
-) -> tuple[str, list[Any]]:
-    """Per run of ``use_case`` (or of the allowed set ``use_cases``), its outcomes named ``name``:
-    ``use_case, run_id, n`` (how many), ``v`` (the sum of their values); from the covering index."""
-    where, params = _scope(name, use_case, use_cases)
-    sql = (
-        f"SELECT use_case, run_id, COUNT(*) AS n, SUM(value) AS v FROM {OUTCOMES_TABLE} "
-        f"WHERE {where} GROUP BY name, use_case, run_id"
-    )
-    return sql, params
 
 
 def scope_sums_sql(

@@ -57,7 +57,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..cost.call import Call
-from . import alert_sql, groups_sql, postgres_reports, tags_sql, totals
+from . import alert_sql, groups_sql, outcome_runs_sql, postgres_reports, tags_sql, totals
 from .base import (
     COLUMNS,
     LEDGER,
@@ -413,6 +413,7 @@ class PostgresStore:
         self._group_times = False
         """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
         self._run_only_dims = False
+        self._outcome_runs = False
         """Whether the per-run table has each run's experience version (schema 12)."""
         self._tag_keys: frozenset[str] = frozenset()
         """The kept tag keys (:mod:`.tags_sql`) as last read: a write bringing another one registers it."""
@@ -571,6 +572,13 @@ class PostgresStore:
             self._group_times = cur.fetchone() is not None  # schema 11
             cur.execute(lacking_dims_sql("postgresql", (RUNS,)))
             self._run_only_dims = self._rollups and not cur.fetchall()  # schema 12
+            copies = outcome_runs_sql.OUTCOME_RUNS  # schema 13, and readable by this role
+            cur.execute(
+                f"SELECT CASE WHEN to_regclass('{copies}') IS NULL THEN false "
+                f"ELSE has_table_privilege('{copies}', 'SELECT') END"
+            )
+            copied = cur.fetchone()
+            self._outcome_runs = bool(copied and copied[0])
             self._tag_keys = self._read_tag_keys(cur)
             return columns
 
@@ -792,6 +800,7 @@ class PostgresStore:
             tag_keys=kept,
             group_times=self._group_times,
             run_only_dims=self._run_only_dims,
+            outcome_runs=self._outcome_runs,
         )
 
     def _tag_keys_now(self) -> frozenset[str]:
@@ -1035,12 +1044,16 @@ class PostgresStore:
             def write(conn: psycopg.Connection[Any]) -> None:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(_WRITE_LIMITS)
+                    cur.execute(outcome_runs_sql.PG_OUTCOME_WRITES_LOCK)  # (first: see there)
                     if not self._outcomes_table(cur):  # a store created before outcomes existed
                         # Queued like migrate(): concurrent CREATE ... IF NOT EXISTS can otherwise collide.
                         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
                         for statement in OUTCOMES_DDL:
                             cur.execute(statement)
                     cur.executemany(insert, ordered)
+                    runs = sorted({(str(row[4]), str(row[5])) for row in ordered})
+                    for sql, params in outcome_runs_sql.refresh_runs("postgresql", runs):
+                        cur.execute(translate_placeholders(sql), params)
 
             self._run(f"writing {len(ordered)} outcomes", write)
 

@@ -47,7 +47,7 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any, Final, NamedTuple
 
-from . import groups_sql, tag_runs_sql, totals
+from . import groups_sql, outcome_runs_sql, tag_runs_sql, totals
 from . import runs_sql as per_run
 from .base import COLUMNS, LEDGER, RUN_TOTALS, TABLE, TOKEN_COLUMNS, ReportFilter, TagValue, filter_clauses
 
@@ -418,6 +418,7 @@ def _sqlite_fold(cells: bool) -> tuple[str, ...]:
         *(groups_sql.sqlite_fold() if cells else ()),
         *(groups_sql.sqlite_after() if cells else ()),
         *(tag_runs_sql.sqlite_refresh(f"temp.{FOLD_RUNS}") if cells else ()),
+        *(outcome_runs_sql.sqlite_refresh(f"temp.{FOLD_RUNS}") if cells else ()),
         f"DELETE FROM {PENDING}",
     )
 
@@ -437,6 +438,7 @@ def _sqlite_ddl() -> list[str]:
         *per_run.tables("sqlite"),
         *groups_sql.tables("sqlite"),
         *tag_runs_sql.tables("sqlite"),
+        *outcome_runs_sql.tables("sqlite"),
         *_sqlite_tables(),
         *_sqlite_triggers(),
     ]
@@ -524,6 +526,7 @@ def _pg_ddl() -> list[str]:
             *per_run.pg_apply("new_rows", False, None),
             *groups_sql.pg_apply("new_rows", False, None),
             *tag_runs_sql.pg_refresh("new_rows"),
+            *outcome_runs_sql.pg_refresh("new_rows"),
         ]
     )
     update_body = ";\n  ".join(
@@ -534,6 +537,7 @@ def _pg_ddl() -> list[str]:
             *per_run.pg_apply(changed, True, "old_rows"),
             *groups_sql.pg_apply(changed, True, "old_rows"),
             *tag_runs_sql.pg_refresh(changed),
+            *outcome_runs_sql.pg_refresh(changed),
         ]
     )
     # The trigger functions run with jit off: transition tables and the small kept-keys table have no
@@ -544,6 +548,7 @@ def _pg_ddl() -> list[str]:
         *per_run.tables("postgresql"),
         *groups_sql.tables("postgresql"),
         *tag_runs_sql.tables("postgresql"),
+        *outcome_runs_sql.tables("postgresql"),
         (
             f"CREATE OR REPLACE FUNCTION {TABLE}_rollup_insert() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $$\n"
             f"BEGIN\n  {insert_body};\n  RETURN NULL;\nEND\n$$"
@@ -603,6 +608,7 @@ def ddl(
     tag_runs_backfill: bool = False,
     group_times: bool = False,
     run_dims: Sequence[str] = (),
+    outcome_runs_backfill: bool = False,
 ) -> list[str]:
     """The rollup tables, indexes and triggers of ``dialect`` (``sqlite``, ``postgresql``), then (when
     ``backfill``) the statements filling the rollups from the ledger, (when ``runs_backfill``, by default
@@ -613,7 +619,8 @@ def ddl(
     users and experiences within use cases, (when ``group_times``) the times of the per-(run, group) rows
     (:data:`.groups_sql.TIMES`), (``run_dims``: the tables of those that lack :data:`.runs_sql.RUN_ONLY_DIMS`)
     the run's experience version: added to the tables, and the per-run table, the totals and the tag
-    values' runs filled again. Idempotent; run by the schema migration."""
+    values' runs filled again, (when ``outcome_runs_backfill``, or the per-run table was filled) each
+    outcome's runs (:mod:`.outcome_runs_sql`). Idempotent; run by the schema migration."""
     refill = per_run.RUNS in run_dims  # (schema 6-11: every run's experience version, from the ledger)
     runs = (backfill if runs_backfill is None else runs_backfill) or refill
     groups = runs if groups_backfill is None else groups_backfill
@@ -638,6 +645,7 @@ def ddl(
         [f"DROP INDEX IF EXISTS {name}" for name in per_run.OLD_INDEXES] if tag_runs_backfill else []
     )
     statements += tag_runs_sql.backfill(dialect) if tag_runs_backfill or refill else []
+    statements += outcome_runs_sql.backfill(dialect) if outcome_runs_backfill or runs else []
     return [*statements, groups_sql.window_index()]
 
 
@@ -680,6 +688,9 @@ class ViewSQL(NamedTuple):
     run_only_dims: bool = False
     """Whether the per-run table has :data:`.runs_sql.RUN_ONLY_DIMS` (schema 12): the experience-version
     grouping is then kept like the other run groupings (a reader of an older store reads the ledger)."""
+    outcome_runs: bool = False
+    """Whether the store keeps each outcome's runs together (:mod:`.outcome_runs_sql`, schema 13): the cost
+    per outcome then reads them (a reader of an older store reads every run's totals)."""
 
 
 SERIES_KEYS: Final[dict[str, str]] = {

@@ -346,9 +346,12 @@ def mixed_sql() -> str:
     return f"SELECT 1 FROM {RUNS} WHERE mixed = 1 LIMIT 1"
 
 
-def source(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tuple[str, list[Any]]:
+def source(
+    filters: ReportFilter, tag_value: TagValue | None, *extra: str, table: str | None = None
+) -> tuple[str, list[Any]]:
     """The table and ``WHERE`` clause of ``filters`` (no time window: :func:`answers`), then ``extra``: what
-    follows ``FROM`` in a query of the per-run rows.
+    follows ``FROM`` in a query of the per-run rows (``table``: of copies of them with the same columns,
+    :mod:`.outcome_runs_sql`'s).
 
     A tag the store keeps (``tag_value`` a :class:`.tags_sql.KeptTagValue`) reads its runs' copies in
     :data:`.tag_runs_sql.TAG_RUNS`, one range of that table (the first such tag of ``filters``; another
@@ -367,7 +370,7 @@ def source(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tu
         tag_value=tag_value,
         use_cases=filters.use_cases,
     )
-    table = _table(filters, tag_value)
+    table = table or _table(filters, tag_value)
     tagged = table == TAG_RUNS
     for key, value in filters.tags:
         if key not in kept:
@@ -387,22 +390,19 @@ def source(filters: ReportFilter, tag_value: TagValue | None, *extra: str) -> tu
 def achieved_sql(
     keys: tuple[str, ...], filters: ReportFilter, tag_value: TagValue | None, outcome: str
 ) -> tuple[str, list[Any]]:
-    """Per value of ``keys`` among the runs of ``filters`` that recorded ``outcome`` (:mod:`.outcome_sql`'s
-    table): those values, the runs, their outcomes, the sum of the outcomes' values and of the runs'
-    :data:`DEAR_COST`. Summed in the database: the outcomes of each run from their index, the runs by the
-    table's key (a third of 500,000 runs recorded one in the bench: no row of them crosses into Python)."""
-    from .outcome_sql import run_sums_sql
+    """Per value of ``keys`` among the runs of ``filters`` that recorded ``outcome``: those values, the
+    runs, their outcomes, the sum of the outcomes' values and of the runs' :data:`DEAR_COST`. One range of
+    :data:`.outcome_runs_sql.OUTCOME_RUNS` (each outcome's runs' rows, kept together), summed in the
+    database."""
+    from .outcome_runs_sql import OUTCOME_RUNS
 
-    clause, params = source(filters, tag_value)
-    columns = dict.fromkeys(("use_case", "run_id", *keys, DEAR_COST))
-    runs = f"SELECT {', '.join(columns)} FROM {clause}"
-    achieved, achieved_params = run_sums_sql(outcome, filters.use_case, filters.use_cases)
-    group = ", ".join(f"x.{k}" for k in keys)
+    clause, params = source(filters, tag_value, "name = ?", table=OUTCOME_RUNS)
+    group = ", ".join(keys)
     sql = (
-        f"SELECT {group}, COUNT(*), SUM(o.n), SUM(o.v), SUM(x.{DEAR_COST}) FROM ({runs}) AS x "
-        f"JOIN ({achieved}) AS o ON o.use_case = x.use_case AND o.run_id = x.run_id GROUP BY {group}"
+        f"SELECT {group}, COUNT(*), SUM(outcomes), SUM(outcome_value), SUM({DEAR_COST}) FROM {clause} "
+        f"GROUP BY {group}"
     )
-    return sql, [*params, *achieved_params]
+    return sql, [*params, outcome]
 
 
 def _table(filters: ReportFilter, tag_value: TagValue | None) -> str:

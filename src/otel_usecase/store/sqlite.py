@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .._log import logger
 from ..cost.call import Call
-from . import alert_sql, groups_sql, rollup_sql, tags_sql, totals
+from . import alert_sql, groups_sql, outcome_runs_sql, rollup_sql, tags_sql, totals
 from .base import (
     COLUMNS,
     META_TABLE,
@@ -264,6 +264,7 @@ class SQLiteStore:
         self._group_times = False
         """Whether the per-(run, group) rows have their times (schema 11: :data:`.groups_sql.TIMES`)."""
         self._run_only_dims = False
+        self._outcome_runs = False
         """Whether the per-run table has each run's experience version (schema 12)."""
         self._unfolded = 0
         self._folded_at = time.monotonic()
@@ -308,6 +309,12 @@ class SQLiteStore:
             self._group_times = conn.execute(groups_sql.has_times_sql("sqlite")).fetchone() is not None
             self._run_only_dims = (
                 self._rollups and not conn.execute(lacking_dims_sql("sqlite", (RUNS,))).fetchall()
+            )
+            self._outcome_runs = (  # schema 13
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = ?", (outcome_runs_sql.OUTCOME_RUNS,)
+                ).fetchone()
+                is not None
             )
             self._identity = self._stat(self._file)
             self._companions = {f: self._stat(f) for f in (self._file + "-wal", self._file + "-shm")}
@@ -675,6 +682,7 @@ class SQLiteStore:
             kept,
             self._group_times,
             self._run_only_dims,
+            self._outcome_runs,
         )
 
     def _kept_tag_keys(self) -> frozenset[str]:
@@ -925,6 +933,9 @@ class SQLiteStore:
                     for statement in OUTCOMES_DDL:
                         conn.execute(statement)
                 conn.executemany(INSERT_SQL, rows)
+                runs = sorted({(o.use_case, o.run_id) for o in rows})
+                for sql, params in outcome_runs_sql.refresh_runs("sqlite", runs):
+                    conn.execute(sql, params)
 
             try:
                 self._in_transaction("take outcome writes", insert, write=True)
