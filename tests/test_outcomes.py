@@ -742,6 +742,10 @@ def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_
                         assert r.cost_without_outcome_usd == 0.0, (where, key)
                 order = [(r.cost_usd is None, -(r.cost_usd or 0.0)) for r in report.rows]
                 assert order == sorted(order), where
+                for limit in (1, 2):  # a page: the first groups, the outcomes outside counted over all
+                    page = outcome_report(reader, filters, "resolved", by, limit)
+                    assert page.rows == report.rows[:limit], (where, limit)
+                    assert page[1:] == report[1:], (where, limit)
         assert {r.key["user_id"]: r.cost_without_outcome_usd for r in outcome_report(store, ReportFilter(), "resolved", "user").rows}["done"] == 0.0
     finally:
         store.close()

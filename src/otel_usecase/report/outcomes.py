@@ -131,12 +131,15 @@ def _cost(value: Any) -> float | None:
     return number if -1e308 <= number <= 1e308 else None
 
 
-def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> OutcomeReport:
+def outcome_report(
+    store: Store, filters: ReportFilter, name: str, by: str = "use-case", limit: int | None = None
+) -> OutcomeReport:
     """Per group of ``by``: the runs ``filters`` select, their outcomes named ``name`` and the cost per outcome.
 
-    Most expensive group first (unpriced last), ties in key order. The runs' totals come
-    from :meth:`Store.run_totals` (the report's own query); the work here is a few
-    dictionary operations per run.
+    Most expensive group first (unpriced last), ties in key order; the first ``limit`` groups only when
+    given (a page), the outcomes outside the selection still counted over all of them. The runs' totals
+    come from the kept totals and each outcome's runs where they answer, else from
+    :meth:`Store.run_totals` (the report's own query) with a few dictionary operations per run.
     """
     if not isinstance(name, str) or not is_name(name):
         raise ReportError(f"--per-outcome {name!r} is not an outcome name: use {NAME_RULE}")
@@ -155,8 +158,10 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     def key_of(row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple([row[i] for i in at])
 
+    if limit is not None and limit < 1:
+        raise ReportError(f"limit {limit!r} is not a number of groups >= 1")
     if store.view_sql().outcome_runs and views.runs_kept(store, filters):
-        return _kept_report(store, filters, name, by, keys)
+        return _kept_report(store, filters, name, by, keys, limit)
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
         for row in store.outcome_totals(name, filters.use_case)
@@ -207,11 +212,11 @@ def outcome_report(store: Store, filters: ReportFilter, name: str, by: str = "us
     ]
     result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
     result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
-    return OutcomeReport(result, sum(o[0] for o in outside), sum(o[1] for o in outside))
+    return OutcomeReport(result[:limit], sum(o[0] for o in outside), sum(o[1] for o in outside))
 
 
 def _kept_report(
-    store: Store, filters: ReportFilter, name: str, by: str, keys: tuple[str, ...]
+    store: Store, filters: ReportFilter, name: str, by: str, keys: tuple[str, ...], limit: int | None
 ) -> OutcomeReport:
     """:func:`outcome_report` where the per-run table answers ``filters`` (no time window, no run whose calls
     disagree on a key: each run is in one group) and the store keeps each outcome's runs together: the
@@ -222,7 +227,7 @@ def _kept_report(
     group's cost less theirs (exactly 0 when every run achieved it; a difference within 1e-12 of the group's
     cost is 0); the outcomes outside the selection are those of the use cases read less those of its runs."""
     groups: dict[tuple[Any, ...], _Group] = {}
-    for report_row in views.top(store, filters, by, None, spread=False):
+    for report_row in views.top(store, filters, by, limit, spread=False):
         key = tuple(report_row.key[k] for k in keys)
         groups[key] = _Group(
             runs=report_row.runs,
@@ -233,7 +238,7 @@ def _kept_report(
     n = len(keys)
     query = runs_sql.achieved_sql(keys, filters, store.view_sql().tag_value, name)
     with_cost: dict[tuple[Any, ...], float] = {}
-    matched, matched_value = 0, 0.0
+    matched, matched_value = 0, 0.0  # (every group's: the page's and the others')
     for row in store.read_outcomes(*query):
         key = tuple(row[:n])
         runs, outcomes, value, cost = (
@@ -242,13 +247,13 @@ def _kept_report(
             float(row[n + 2] or 0.0),
             _cost(row[n + 3]),
         )
+        matched, matched_value = matched + outcomes, matched_value + value
         group = groups.get(key)
         if group is None:
-            continue  # runs written after the groups were read: their outcomes count as outside
+            continue  # a group not shown (past the limit), or written after the groups were read
         group.with_outcome += runs
         group.outcomes += outcomes
         group.value += value
-        matched, matched_value = matched + outcomes, matched_value + value
         if cost is not None:
             with_cost[key] = cost
     for key, group in groups.items():
@@ -261,6 +266,7 @@ def _kept_report(
             group.without = left if left > abs(group.cost) * 1e-12 else 0.0
     result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
     result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
+    # the outcomes outside the selection: the use cases' less those of the selection's runs (every group's)
     scope = store.read_outcomes(*outcome_sql.scope_sums_sql(name, filters.use_case, filters.use_cases))
     total, total_value = (int(scope[0][0] or 0), float(scope[0][1] or 0.0)) if scope else (0, 0.0)
     outside = total - matched

@@ -393,7 +393,7 @@ def achieved_sql(
     """Per value of ``keys`` among the runs of ``filters`` that recorded ``outcome``: those values, the
     runs, their outcomes, the sum of the outcomes' values and of the runs' :data:`DEAR_COST`. One range of
     :data:`.outcome_runs_sql.OUTCOME_RUNS` (each outcome's runs' rows, kept together), summed in the
-    database."""
+    database (every group: naming a page's 100 groups cost more than the pass, 0.84 s for experiences)."""
     from .outcome_runs_sql import OUTCOME_RUNS
 
     clause, params = source(filters, tag_value, "name = ?", table=OUTCOME_RUNS)

@@ -48,7 +48,7 @@ def outcomes(store: Store, params: Params, root: str) -> Response:
             hidden=hidden_params(params, "by"),
         )
     limit = params.number("limit", 100, 1, 10_000)
-    report = outcome_report(store, filters.report_filter(), name, by)
+    report = outcome_report(store, filters.report_filter(), name, by, limit + 1)  # (one more: is there?)
     shown = report.rows[:limit]
     decimals = cost_decimals(
         v for r in shown for v in (r.cost_usd, r.cost_per_outcome_usd, r.cost_without_outcome_usd)
