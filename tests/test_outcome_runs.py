@@ -165,3 +165,29 @@ def test_the_migration_keeps_each_outcomes_runs_of_a_schema_12_ledger(sqlite_or_
                                                      cost_without_outcome_usd=None) for r in after.rows]  # fmt: skip
     finally:
         store.close()
+
+
+def test_prune_takes_the_outcomes_it_deletes_out_of_their_runs_copies(store: Store) -> None:
+    """Prune deletes old outcomes: their runs' copies lose them (as the outcomes table does), the runs stay
+    (as every kept total does), and no outcome is counted twice or below zero."""
+    from otel_usecase.retention import prune
+
+    assert store.write([call(n, f"p{n}") for n in range(4)]) == []
+    old, new = T0 - 10 * HOUR, T0 + 20 * HOUR
+    assert store.write_outcomes([
+        Outcome("a" * 32, "1" * 16, old, None, "support", "p0", "resolved", 1.0),
+        Outcome("b" * 32, "1" * 16, new, None, "support", "p0", "resolved", 2.0),
+        Outcome("c" * 32, "1" * 16, old, None, "support", "p1", "resolved", 4.0),
+        Outcome("d" * 32, "1" * 16, old, None, "support", "gone", "resolved", 8.0),  # no run
+        Outcome("e" * 32, "1" * 16, new, None, "support", "p2", "resolved", 16.0),
+    ]) == []  # fmt: skip
+    assert set(copies(store)) == {("resolved", "p0"), ("resolved", "p1"), ("resolved", "p2")}
+    pruned = prune(store, T0 - HOUR)
+    assert pruned.outcomes == 3
+    assert_outcome_runs_match_runs(store)
+    assert copies(store) == {("resolved", "p0"): (1, 2.0, pytest.approx(mini_cost(100, 50))),
+                             ("resolved", "p2"): (1, 16.0, pytest.approx(mini_cost(100, 50)))}  # fmt: skip
+    report = outcome_report(store, ReportFilter(), "resolved", "use-case")
+    (row,) = report.rows
+    assert (row.runs, row.runs_with_outcome, row.outcomes, row.outcome_value) == (4, 2, 2, 18.0)
+    assert (report.outside_outcomes, report.outside_value) == (0, 0.0)

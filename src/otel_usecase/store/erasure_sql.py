@@ -498,9 +498,11 @@ def _prune_sqlite(store: Store, table: str, time: str, cutoff_ns: int) -> int:
             if not found:
                 return 0, None
             last = int(found[-1][0])
-            gone = tx.changed(
-                f"DELETE FROM {table} WHERE rowid > ? AND rowid <= ? AND {time} < ?", (after, last, cutoff_ns)
-            )
+            delete = f"DELETE FROM {table} WHERE rowid > ? AND rowid <= ? AND {time} < ?"
+            if table == OUTCOMES_TABLE:
+                gone = _outcomes_pruned(tx, delete, (after, last, cutoff_ns))
+            else:
+                gone = tx.changed(delete, (after, last, cutoff_ns))
             return gone, last if len(found) == _SQLITE_ROWS else None
 
         gone, last = write(store, f"pruning {table}", batch)
@@ -523,14 +525,27 @@ def _prune_postgresql(store: Store, table: str, time: str, cutoff_ns: int) -> in
         while block < blocks:
 
             def batch(tx: Transaction, block: int = block) -> int:
-                return tx.changed(
-                    f"DELETE FROM {table} WHERE ctid >= ?::tid AND ctid < ?::tid AND {time} < ?",
-                    (f"({block},0)", f"({block + _PG_BLOCKS},0)", cutoff_ns),
-                )
+                delete = f"DELETE FROM {table} WHERE ctid >= ?::tid AND ctid < ?::tid AND {time} < ?"
+                params = (f"({block},0)", f"({block + _PG_BLOCKS},0)", cutoff_ns)
+                if table == OUTCOMES_TABLE:
+                    tx.changed(outcome_runs_sql.PG_OUTCOME_WRITES_LOCK, ())  # (as an outcome write)
+                    return _outcomes_pruned(tx, delete, params)
+                return tx.changed(delete, params)
 
             count += write(store, f"pruning {table}", batch)
             block += _PG_BLOCKS
     return count
+
+
+def _outcomes_pruned(tx: Transaction, delete: str, params: Sequence[Any]) -> int:
+    """Delete outcomes with ``delete``, then copy their runs again (:mod:`.outcome_runs_sql`: each
+    outcome's runs hold the outcomes the table holds, as the report outside those copies reads them)."""
+    deleted = tx.execute(f"{delete} RETURNING use_case, run_id", params)
+    if deleted and OUTCOME_RUNS in _tables(tx):
+        runs = sorted({(str(use_case), str(run_id)) for use_case, run_id in deleted})
+        for sql, more in outcome_runs_sql.refresh_runs(tx.dialect, runs):
+            tx.changed(sql, more)
+    return len(deleted)
 
 
 def claim_sql() -> str:
