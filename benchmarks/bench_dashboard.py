@@ -153,6 +153,7 @@ def _to_schema_4(*, sqlite: bool) -> list[str]:
         "DROP TABLE IF EXISTS usecase_run_groups",
         "DROP TABLE IF EXISTS usecase_group_totals",
         "DROP TABLE IF EXISTS usecase_day_rollup",
+        "DROP TABLE IF EXISTS usecase_outcome_runs",
         "DROP INDEX IF EXISTS usecase_calls_run_totals",
         "UPDATE otel_usecase_meta SET value = '4' WHERE key = 'schema_version'",
     ]
