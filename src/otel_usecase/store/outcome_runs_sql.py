@@ -20,9 +20,11 @@ until its per-run row exists; the fold or trigger that makes that row makes the
 copy. In PostgreSQL a transaction writing outcomes first takes a lock on the
 ledger that waits for its writers and holds them off until it commits
 (:data:`PG_OUTCOME_WRITES_LOCK`): the per-run row's lock cannot order a run's
-first calls with its outcome (neither sees the other's uncommitted row). Prune leaves the copies as they are, like every total the
-dashboard keeps (the per-run table keeps its rows too). Created and filled by
-the schema 13 migration.
+first calls with its outcome (neither sees the other's uncommitted row). Prune
+copies again the runs whose outcomes it deleted (their per-run rows stay, like
+every total the dashboard keeps); forget copies every run again once its ids
+are replaced (:mod:`.erasure_sql`). Created and filled by the schema 13
+migration.
 """
 
 from __future__ import annotations
