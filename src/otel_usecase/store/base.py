@@ -502,8 +502,8 @@ class Store(Protocol):
         """The outcomes of one run in the order recorded; ``[]`` when the store has no outcomes table."""
 
     def read_outcomes(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query of the outcomes table (``?`` placeholders; store/outcome_sql.py and the
-        per-run table's :func:`~.runs_sql.achieved_sql`); ``[]`` when the store has no outcomes table."""
+        """A read-only query of the outcomes table or of each outcome's runs (``?`` placeholders;
+        store/outcome_sql.py, :func:`~.runs_sql.achieved_sql`); ``[]`` when the store has no outcomes table."""
 
     # --- small tables (principals and members: store/access_sql.py) ---
 
