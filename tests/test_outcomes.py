@@ -750,3 +750,146 @@ def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_
     finally:
         store.close()
 
+
+
+# --- over a time window: the runs crossing its ends, the outcomes recorded in it ---------------
+
+W0, W1 = T0 + 10 * HOUR_NS, T0 + 20 * HOUR_NS
+"""The window of the next test: [W0, W1)."""
+
+_WINDOW_RUNS: list[tuple[str, str, str, str, list[tuple[int, int, int, bool]], list[tuple[int, float]]]] = [
+    # run id, use case, user, version, calls (at, input, output, priced), outcomes (recorded at, value)
+    ("inside", "a", "u1", "v1", [(W0 + HOUR_NS, 100, 10, True), (W0 + 2 * HOUR_NS, 120, 12, True)], [(W0 + 3 * HOUR_NS, 1.0)]),
+    ("inside-none", "a", "u2", "v1", [(W0 + HOUR_NS, 200, 20, True), (W0 + HOUR_NS + 5, 10, 1, False)], []),
+    # its first call before the window (unpriced: the window's cost is still complete), its outcome in it
+    ("cross-start", "a", "u1", "v2", [(W0 - HOUR_NS, 300, 30, False), (W0 + HOUR_NS, 310, 31, True)], [(W0 + 2 * HOUR_NS, 2.0)]),
+    # its outcome after the window: the run is in the window by its first call
+    ("cross-end", "a", "u2", "v2", [(W1 - HOUR_NS, 400, 40, True), (W1 + HOUR_NS, 410, 41, True)], [(W1 + 2 * HOUR_NS, 3.0), (W1 + 3 * HOUR_NS, 0.5)]),
+    ("cross-none", "a", "u2", "v1", [(W0 - 1, 500, 50, True), (W0, 510, 51, True)], []),
+    # calls on both sides, none in the window: outside, its first outcome being in it
+    ("cross-gap", "a", "u1", "v1", [(W0 - HOUR_NS, 600, 60, True), (W1 + HOUR_NS, 610, 61, True)], [(W0 + 3 * HOUR_NS, 5.0)]),
+    # wholly before: outside when its first outcome is in the window, not at all when before it
+    ("before", "a", "u1", "v1", [(W0 - 3 * HOUR_NS, 700, 70, True)], [(W0 + 4 * HOUR_NS, 7.0), (W1 + HOUR_NS, 1.0)]),
+    ("before-old", "a", "u2", "v1", [(W0 - 3 * HOUR_NS, 800, 80, True)], [(W0 - 2 * HOUR_NS, 11.0), (W0 + HOUR_NS, 1.0)]),
+    # inside, its outcome recorded before the window (record_outcome(run_id=...)): achieved, not outside
+    ("inside-early", "a", "u2", "v2", [(W0 + 5 * HOUR_NS, 900, 90, True)], [(W0 - 5 * HOUR_NS, 13.0)]),
+    ("b-cross", "b", "u1", "v1", [(W0 - HOUR_NS, 1000, 100, True), (W0 + HOUR_NS, 1010, 101, True)], [(W0 + 2 * HOUR_NS, 17.0)]),
+    ("b-after", "b", "u2", "v1", [(W1 + HOUR_NS, 1100, 110, True)], [(W0 + 6 * HOUR_NS, 19.0)]),
+]  # fmt: skip
+
+
+def _window_expected(
+    filters: ReportFilter, by: str
+) -> tuple[dict[tuple[Any, ...], tuple[int, int, int, float, int, float | None, bool]], int, float]:
+    """Per group: (runs, runs with the outcome, outcomes, value, calls in the window, their cost at published
+    prices, complete); the outcomes and value outside the selection, by each run's first outcome."""
+    low = filters.since_ns if filters.since_ns is not None else -(2**63)
+    high = filters.until_ns if filters.until_ns is not None else 2**63 - 1
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    outside, outside_value = 0, 0.0
+    for run_id, use_case, user, version, calls, outcomes in _WINDOW_RUNS:
+        if not _counted(filters, use_case):
+            continue
+        inside = [c for c in calls if low <= c[0] < high and filters.user_id in (None, user)]
+        if not inside:
+            if outcomes and low <= min(at for at, _ in outcomes) < high:
+                outside, outside_value = outside + len(outcomes), outside_value + sum(v for _, v in outcomes)
+            continue
+        key = {"use-case": (use_case,), "user": (user,), "version": (use_case, version)}[by]
+        g = groups.setdefault(key, [0, 0, 0, 0.0, 0, None, True])
+        g[0] += 1
+        g[1] += bool(outcomes)
+        g[2] += len(outcomes)
+        g[3] += sum(v for _, v in outcomes)
+        g[4] += len(inside)
+        priced = [mini_cost(i, o) for _, i, o, ok in inside if ok]
+        if priced:
+            g[5] = (g[5] or 0.0) + sum(priced)
+        g[6] = g[6] and all(ok for *_, ok in inside)
+    return {k: tuple(v) for k, v in groups.items()}, outside, outside_value  # type: ignore[misc]
+
+
+class _NoRunTotals:
+    """The store, refusing the old path's read of every run's totals: the kept reading must answer."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def run_totals(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the cost per outcome read every run's totals")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_cost_per_outcome_over_a_window_counts_the_calls_in_it_of_the_runs_crossing_its_ends(
+    sqlite_or_postgres: str,
+) -> None:
+    """Over a time window a run counts by its calls in it: one crossing an end counts with those calls only
+    (read from the ledger), one whose calls straddle the window without one in it does not count, and the
+    outcomes of the runs left out are counted outside when their first one is in the window. The kept
+    reading (each outcome's runs, without reading every run's totals) and the ledger's give the figures of
+    published prices, under an open or closed window, a use case and a user."""
+    from otel_usecase.report.outcomes import outcome_report
+    from otel_usecase.store.outcome_sql import Outcome
+
+    store = open_store(sqlite_or_postgres)
+    try:
+        calls, outcomes = [], []
+        for n, (run_id, use_case, user, version, run_calls, run_outcomes) in enumerate(_WINDOW_RUNS):
+            for i, (at, prompt, completion, ok) in enumerate(run_calls):
+                calls.append(a_call(trace_id=f"{n:030x}{i:02x}", span_id=f"{n:014x}{i:02x}", start_ns=at,
+                                    end_ns=at + 1, use_case=use_case, run_id=run_id, use_case_version=version,
+                                    user_id=user, tokens={"input": prompt, "output": completion},
+                                    cost_usd=mini_cost(prompt, completion) if ok else None,
+                                    status="priced" if ok else "unpriced"))  # fmt: skip
+            for i, (at, value) in enumerate(run_outcomes):
+                outcomes.append(Outcome(f"{n:032x}", f"{i:016x}", at, None, use_case, run_id, "resolved", value))
+        outcomes.append(Outcome("f" * 32, "f" * 16, W0 + 1, None, "a", "no-such-run", "resolved", 23.0))
+        outcomes.append(Outcome("e" * 32, "e" * 16, W0 + 1, None, "a", "inside-none", "other", 29.0))
+        store.write(calls)
+        assert store.write_outcomes(outcomes) == []
+        kept, ledger = _NoRunTotals(store), _LedgerOnly(store)
+        for filters, readers in [
+            (ReportFilter(since_ns=W0, until_ns=W1), (kept, ledger)),
+            (ReportFilter(since_ns=W0), (kept, ledger)),
+            (ReportFilter(until_ns=W1), (kept, ledger)),
+            (ReportFilter(since_ns=W0, until_ns=W1, use_case="a"), (kept, ledger)),
+            (ReportFilter(since_ns=W0, until_ns=W1, use_cases=("b",)), (kept, ledger)),
+            (ReportFilter(since_ns=W0, until_ns=W1, user_id="u1"), (store, ledger)),  # (top reads the ledger)
+        ]:
+            for by, reader in ((by, reader) for by in ("use-case", "user", "version") for reader in readers):
+                where = (filters, by, reader is ledger)
+                report = outcome_report(reader, filters, "resolved", by)
+                expected, outside, outside_value = _window_expected(filters, by)
+                stray = filters.use_case in (None, "a") and filters.use_cases is None and filters.user_id is None
+                # the outcome of no run: outside whenever its use case is read
+                outside, outside_value = outside + stray, outside_value + 23.0 * stray
+                if filters.user_id is not None:  # the outcomes of the runs of "a" with no call of u1 in the window
+                    outside, outside_value = outside + 1, outside_value + 23.0
+                assert (report.outside_outcomes, report.outside_value) == (outside, outside_value), where
+                got = {tuple(r.key.values()): r for r in report.rows}
+                assert set(got) == set(expected), where
+                for key, (runs, with_, count, value, n_calls, cost, complete) in expected.items():
+                    r = got[key]
+                    assert (r.runs, r.runs_with_outcome, r.outcomes, r.outcome_value, r.calls, r.cost_complete) == (
+                        runs, with_, count, value, n_calls, complete), (where, key)  # fmt: skip
+                    assert r.cost_usd == pytest.approx(cost, rel=1e-12), (where, key)
+                    with_cost = sum(
+                        mini_cost(i, o)
+                        for run_id, use_case, user, version, run_calls, run_outcomes in _WINDOW_RUNS
+                        if run_outcomes and _counted(filters, use_case) and _window_expected_key(by, use_case, user, version) == key
+                        for at, i, o, ok in run_calls
+                        if ok and _in(filters, at) and filters.user_id in (None, user)
+                    )
+                    assert r.cost_without_outcome_usd == pytest.approx((cost or 0.0) - with_cost, rel=1e-9, abs=1e-15), (where, key)
+    finally:
+        store.close()
+
+
+def _window_expected_key(by: str, use_case: str, user: str, version: str) -> tuple[Any, ...]:
+    return {"use-case": (use_case,), "user": (user,), "version": (use_case, version)}[by]
+
+
+def _in(filters: ReportFilter, at: int) -> bool:
+    return (filters.since_ns is None or at >= filters.since_ns) and (filters.until_ns is None or at < filters.until_ns)

@@ -160,7 +160,9 @@ def outcome_report(
 
     if limit is not None and limit < 1:
         raise ReportError(f"limit {limit!r} is not a number of groups >= 1")
-    if store.view_sql().outcome_runs and views.runs_kept(store, filters):
+    if store.view_sql().outcome_runs and views.runs_kept(
+        store, filters._replace(since_ns=None, until_ns=None)
+    ):
         return _kept_report(store, filters, name, by, keys, limit)
     achieved: dict[tuple[Any, Any], tuple[int, float, int]] = {
         (row[0], row[1]): (int(row[2]), float(row[3] or 0.0), int(row[4] or 0))
@@ -218,14 +220,17 @@ def outcome_report(
 def _kept_report(
     store: Store, filters: ReportFilter, name: str, by: str, keys: tuple[str, ...], limit: int | None
 ) -> OutcomeReport:
-    """:func:`outcome_report` where the per-run table answers ``filters`` (no time window, no run whose calls
-    disagree on a key: each run is in one group) and the store keeps each outcome's runs together: the
+    """:func:`outcome_report` where the per-run table answers ``filters`` but for a time window (no run whose
+    calls disagree on a key: each run is in one group) and the store keeps each outcome's runs together: the
     groups' runs, calls and cost as the dashboard's tables read them (:func:`~otel_usecase.report.views.top`,
     kept totals), and the runs that achieved the outcome summed per group from their copies
     (:func:`~otel_usecase.store.runs_sql.achieved_sql`, :mod:`~otel_usecase.store.outcome_runs_sql`), where
-    every run's totals were read into Python (500,000 at 10M calls). The cost of the runs without it is the
+    every run's totals were read into Python (500,000 at 10M calls). Over a time window the copies answer for
+    the runs wholly inside it, and the ledger for the calls in it of the few crossing an end that recorded the
+    outcome (:func:`~otel_usecase.report.views.crossing_parts`). The cost of the runs without it is the
     group's cost less theirs (exactly 0 when every run achieved it; a difference within 1e-12 of the group's
-    cost is 0); the outcomes outside the selection are those of the use cases read less those of its runs."""
+    cost is 0); the outcomes outside the selection are those of the use cases (over a window: of their runs
+    whose first outcome is in it) less those of its runs."""
     groups: dict[tuple[Any, ...], _Group] = {}
     for report_row in views.top(store, filters, by, limit, spread=False):
         key = tuple(report_row.key[k] for k in keys)
@@ -239,23 +244,39 @@ def _kept_report(
     query = runs_sql.achieved_sql(keys, filters, store.view_sql().tag_value, name)
     with_cost: dict[tuple[Any, ...], float] = {}
     matched, matched_value = 0, 0.0  # (every group's: the page's and the others')
-    for row in store.read_outcomes(*query):
-        key = tuple(row[:n])
-        runs, outcomes, value, cost = (
-            int(row[n]),
-            int(row[n + 1]),
-            float(row[n + 2] or 0.0),
-            _cost(row[n + 3]),
-        )
-        matched, matched_value = matched + outcomes, matched_value + value
+
+    def achieved(key: tuple[Any, ...], runs: int, outcomes: int, value: float, cost: float | None) -> None:
         group = groups.get(key)
         if group is None:
-            continue  # a group not shown (past the limit), or written after the groups were read
+            return  # a group not shown (past the limit), or written after the groups were read
         group.with_outcome += runs
         group.outcomes += outcomes
         group.value += value
         if cost is not None:
-            with_cost[key] = cost
+            with_cost[key] = cost + with_cost.get(key, 0.0)
+
+    for row in store.read_outcomes(*query):
+        matched, matched_value = matched + int(row[n + 4] or 0), matched_value + float(row[n + 5] or 0.0)
+        achieved(tuple(row[:n]), int(row[n]), int(row[n + 1]), float(row[n + 2] or 0.0), _cost(row[n + 3]))
+    since, until = filters.since_ns, filters.until_ns
+    if since is not None or until is not None:
+        crossing = views.crossing_runs(store, filters)
+        got: dict[tuple[str, str], tuple[int, float, int]] = {}
+        for start in range(0, len(crossing), _CROSSING_CHUNK):
+            chunk = crossing[start : start + _CROSSING_CHUNK]
+            for use_case, run_id, count, value, first in store.read_outcomes(
+                *outcome_sql.runs_totals_sql(name, chunk)
+            ):
+                got[(str(use_case), str(run_id))] = (int(count), float(value or 0.0), int(first))
+        parts: dict[tuple[str, str], list[views.WindowPart]] = {}
+        for part in views.crossing_parts(store, filters, by, list(got)):
+            parts.setdefault(part.run, []).append(part)
+        for run, found in parts.items():  # (one part each: no run's calls disagree on a key)
+            count, value, first = got[run]
+            known = [part.cost for part in found if part.cost is not None]
+            achieved((found[0].k1, found[0].k2)[:n], 1, count, value, sum(known) if known else None)
+            if (since is None or first >= since) and (until is None or first < until):
+                matched, matched_value = matched + count, matched_value + value
     for key, group in groups.items():
         if group.cost is None or group.with_outcome == 0:
             group.without = group.cost
@@ -267,10 +288,16 @@ def _kept_report(
     result = [_row(dict(zip(keys, key)), name, g) for key, g in groups.items()]
     result.sort(key=lambda r: (r.cost_usd is None, -(r.cost_usd or 0.0), _order(tuple(r.key.values()))))
     # the outcomes outside the selection: the use cases' less those of the selection's runs (every group's)
-    scope = store.read_outcomes(*outcome_sql.scope_sums_sql(name, filters.use_case, filters.use_cases))
+    scope = store.read_outcomes(
+        *outcome_sql.scope_sums_sql(name, filters.use_case, filters.use_cases, since, until)
+    )
     total, total_value = (int(scope[0][0] or 0), float(scope[0][1] or 0.0)) if scope else (0, 0.0)
     outside = total - matched
     return OutcomeReport(result, outside, total_value - matched_value if outside else 0.0)
+
+
+_CROSSING_CHUNK: Final = 200
+"""Runs per query of the outcomes of the runs crossing an end of a window (two parameters each)."""
 
 
 def outcome_costs(store: Store, filters: ReportFilter, name: str, by: str = "use-case") -> list[OutcomeRow]:

@@ -31,7 +31,10 @@ __all__ = [
     "RunRow",
     "SeriesPoint",
     "Summary",
+    "WindowPart",
     "cost_series",
+    "crossing_parts",
+    "crossing_runs",
     "list_runs",
     "run_histogram",
     "summary",
@@ -203,7 +206,8 @@ def top(
     """The ``limit`` most expensive groups of ``by`` (a ``report --by`` value; None: every group), unpriced
     last: the same rows as :func:`~otel_usecase.report.queries.report_rows`, read where they are kept.
     ``spread`` False leaves out the p50 and p95 of the groups' run costs where they are read apart (None
-    then): for a caller that needs only the groups' totals (the cost per outcome).
+    then; over a time window the average too, and ``runs_left_out`` is 0): for a caller that needs only
+    the groups' totals (the cost per outcome).
 
     Without a filter, from the group totals (:mod:`~otel_usecase.store.groups_sql`): a few rows, then the
     p50 and p95 of the groups shown by rank; a call-level grouping (model, step) within use cases, under a user, experience, version or tag filter, or over a time window, from
@@ -352,7 +356,7 @@ def _top_kept(
             return _top_of_runs(store, view, filters, by, keys, limit)
         windowed = filters._replace(use_case=None, use_cases=None, since_ns=None, until_ns=None)
         if windowed == ReportFilter() and (call_level or not store.query(per_run.mixed_sql())):
-            return _top_of_window(store, view, filters, by, keys, limit)
+            return _top_of_window(store, view, filters, by, keys, limit, spread)
         return None
     from_totals = within == (None, None) or keys[0] == "use_case"
     if not from_totals and not call_level:
@@ -552,6 +556,7 @@ def _top_of_window(
     by: str,
     keys: tuple[str, ...],
     limit: int | None,
+    spread: bool = True,
 ) -> list[ReportRow]:
     """:func:`top` over a time window: the per-(run, group) rows (a call-level grouping) or the per-run rows
     (use case, user, experience, version) of the runs whose every call is in the window, found through the
@@ -580,7 +585,7 @@ def _top_of_window(
         return order_key(groups[key].cost, key[:n])
 
     shown = sorted(groups, key=order) if limit is None else heapq.nsmallest(limit, groups, key=order)
-    if costs_of is not None:
+    if costs_of is not None and spread:
         costs_of(shown)
     if parts_sums is not None and not rollup_sums:
         parts_sums(shown)
@@ -607,12 +612,14 @@ def _top_of_window(
         group = groups[key]
         if group.ranked is not None:
             count, total, p50, p95 = group.ranked
-            spread: tuple[float | None, ...] = (total / count if count else None, p50, p95)
-        else:
+            figures: tuple[float | None, ...] = (total / count if count else None, p50, p95)
+        elif spread:
             costs = sorted(group.costs)
             count = len(costs)
-            spread = (sum(costs) / count if costs else None, percentile(costs, 0.5), percentile(costs, 0.95))
-        values = (*key[:n], group.runs, *group.totals(), group.cost, *spread, group.runs - count)
+            figures = (sum(costs) / count if costs else None, percentile(costs, 0.5), percentile(costs, 0.95))
+        else:
+            count, figures = group.runs, (None, None, None)
+        values = (*key[:n], group.runs, *group.totals(), group.cost, *figures, group.runs - count)
         rows.append(group_row(values, keys))
     return rows
 
@@ -652,7 +659,7 @@ def _window_runs(
             group.cost = cost if group.cost is None else group.cost + cost
         if complete is not None:
             group.costs.append(complete)
-    crossing = [(str(u), str(r)) for u, r in store.query(*window.crossing)]
+    crossing = crossing_runs(store, filters)
     for _, k1, k2, counts, known in _crossing_parts(store, view, filters, by, crossing):
         group = groups.setdefault((k1, k2), _WindowGroup(width))
         group.add(1, counts, known)
@@ -675,9 +682,7 @@ def _window_whole_runs(
     the window from the ledger: they can only reorder those groups), and those groups; the function filling
     the complete costs of the groups shown; the query of their sums."""
     window = _window_sql(view, filters, by, rollup_sums)
-    crossing = _crossing_parts(
-        store, view, filters, by, [(str(u), str(r)) for u, r in store.query(*window.crossing)]
-    )
+    crossing = _crossing_parts(store, view, filters, by, crossing_runs(store, filters))
     touched = sorted({(k1, k2) for _, k1, k2, _, _ in crossing}, key=lambda key: order_key(None, key))
     inside: dict[tuple[Any, ...], tuple[int, Any]] = {}
     bounds = (filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases)
@@ -719,11 +724,40 @@ def _window_whole_runs(
     return groups, costs, window.sums
 
 
+class WindowPart(NamedTuple):
+    """The calls in a time window of one run that crosses an end of it, in one group (:func:`crossing_parts`)."""
+
+    run: tuple[str, str]
+    """(use case, run id)"""
+    k1: Any
+    k2: Any
+    """The group's keys (``k2`` None for a grouping of one key)."""
+    counts: list[int]
+    """The counts of :data:`~otel_usecase.store.base.RUN_TOTALS` (the cost left out)."""
+    cost: float | None
+    """The sum of the known costs (None: no call has one)."""
+
+
+def crossing_runs(store: Store, filters: ReportFilter) -> list[tuple[str, str]]:
+    """The (use case, run id) of the runs of ``filters``' use cases with calls on both sides of an end of its
+    time window, from the per-run table (its other filters are the ledger's: :func:`crossing_parts`)."""
+    query = groups_sql.crossing_sql(
+        store.view_sql().dialect, filters.since_ns, filters.until_ns, filters.use_case, filters.use_cases
+    )
+    return [(str(use_case), str(run_id)) for use_case, run_id in store.query(*query)]
+
+
+def crossing_parts(
+    store: Store, filters: ReportFilter, by: str, runs: Sequence[tuple[str, str]]
+) -> list[WindowPart]:
+    """The calls of ``runs`` that ``filters`` keep (its time window and the rest), from the ledger, per (run,
+    group) of ``by``: what the runs crossing an end of the window (:func:`crossing_runs`) add to it."""
+    return _crossing_parts(store, store.view_sql(), filters, by, runs)
+
+
 def _crossing_parts(
     store: Store, view: rollup_sql.ViewSQL, filters: ReportFilter, by: str, runs: Sequence[tuple[str, str]]
-) -> list[tuple[tuple[str, str], Any, Any, list[int], float | None]]:
-    """The calls in ``filters``' window of ``runs`` from the ledger, per (run, group) of ``by``: ((use case,
-    run id), k1, k2, the counts of :data:`~.base.RUN_TOTALS`, the cost when known)."""
+) -> list[WindowPart]:
     if not runs:
         return []
     ledger = rollup_sql.ledger_sums(view, filters)
@@ -734,7 +768,9 @@ def _crossing_parts(
         query = groups_sql.window_ledger_sql(view.dialect, by, measures, ledger.clause, ledger.params, chunk)
         for use_case, run_id, k1, k2, *run in store.query(*query):
             *counts, cost = run
-            found.append(((str(use_case), str(run_id)), k1, k2, [int(v or 0) for v in counts], _number(cost)))
+            found.append(
+                WindowPart((str(use_case), str(run_id)), k1, k2, [int(v or 0) for v in counts], _number(cost))
+            )
     return found
 
 

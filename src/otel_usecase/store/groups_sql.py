@@ -79,6 +79,7 @@ __all__ = [
     "change_totals",
     "column_definitions",
     "columns",
+    "crossing_sql",
     "drop_empty",
     "groups_sql",
     "kept",
@@ -892,9 +893,6 @@ class WindowSQL(NamedTuple):
     sums: Callable[[Sequence[tuple[Any, ...]] | None], tuple[str, list[Any]]] | None
     """(``with_sums``) the query of the sums of the given groups ((``k1``, ``k2``) each; None: every group)
     over those runs: ``k1, k2``, calls, the token columns, the unpriced, no-usage and partial counts."""
-    crossing: tuple[str, list[Any]]
-    """The (use case, run id) of the runs with calls on both sides of an end of the window: a few, whose
-    calls in the window are read from the ledger (:func:`window_ledger_sql`)."""
 
 
 def window_sql(
@@ -910,12 +908,9 @@ def window_sql(
     """A window's runs of grouping ``by``, found through the per-run table's index on the last call: what a
     run wholly inside ``[since, until)`` costs in the window is what it costs, so its per-(run, group) rows
     (a call-level grouping) or its per-run row (a grouping of whole runs) answer; only the runs crossing an
-    end need the ledger. (A store with the per-(run, group) rows' times reads those of a call-level grouping
+    end need the ledger (:func:`crossing_sql`). (A store with the per-(run, group) rows' times reads those of a call-level grouping
     by group instead: :func:`window_parts_sql`.)"""
     grouping = _grouping(by)
-    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
-    scope, scope_params = window_scope(dialect, use_case, use_cases, "r.")
-    scoped = "".join(f" AND {c}" for c in scope)
     counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
     inside, inside_params = _runs_inside(dialect, since, until, use_case, use_cases)
     window = " AND ".join(inside)
@@ -944,7 +939,6 @@ def window_sql(
     return WindowSQL(
         (f"SELECT {k1}, {k2}, {row}.{DEAR_COST}, {row}.{COMPLETE_COST} {source}", params),
         sums_of if with_sums else None,
-        _crossing(low, high, scoped, scope_params),
     )
 
 
@@ -1177,8 +1171,15 @@ def window_parts_sql(
     return WindowParts(totals, costs, sums, ranked if dialect == "postgresql" else None)
 
 
-def _crossing(low: int, high: int, scoped: str, scope_params: Sequence[Any]) -> tuple[str, list[Any]]:
-    """The runs with calls on both sides of an end of ``[low, high)``."""
+def crossing_sql(
+    dialect: str, since: int | None, until: int | None, use_case: str | None, use_cases: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    """The (use case, run id) of the runs of ``use_case`` or ``use_cases`` with calls on both sides of an end
+    of ``[since, until)``, from the per-run table's window index: a few, whose calls in the window only the
+    ledger knows (:func:`window_ledger_sql`)."""
+    low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
+    scope, scope_params = window_scope(dialect, use_case, use_cases, "r.")
+    scoped = "".join(f" AND {c}" for c in scope)
     crossing = (
         f"SELECT r.use_case, r.run_id FROM {RUNS} AS r WHERE r.last_ns >= ? AND r.first_ns < ? "
         f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"

@@ -33,6 +33,7 @@ __all__ = [
     "outcome_problem",
     "outcome_totals_sql",
     "run_outcomes_sql",
+    "runs_totals_sql",
     "scope_sums_sql",
     "write_outcomes_isolating",
 ]
@@ -180,12 +181,37 @@ def _scope(name: str, use_case: str | None, use_cases: Sequence[str] | None) -> 
 
 
 def scope_sums_sql(
-    name: str, use_case: str | None = None, use_cases: Sequence[str] | None = None
+    name: str,
+    use_case: str | None = None,
+    use_cases: Sequence[str] | None = None,
+    since: int | None = None,
+    until: int | None = None,
 ) -> tuple[str, list[Any]]:
     """The outcomes named ``name`` of ``use_case`` (or of the allowed set ``use_cases``): how many, the
-    sum of their values."""
+    sum of their values. Given ``[since, until)``, those of the runs whose first outcome of the name is in
+    it (each run's outcomes summed in the database through the covering index)."""
     where, params = _scope(name, use_case, use_cases)
-    return f"SELECT COUNT(*), SUM(value) FROM {OUTCOMES_TABLE} WHERE {where}", params
+    if since is None and until is None:
+        return f"SELECT COUNT(*), SUM(value) FROM {OUTCOMES_TABLE} WHERE {where}", params
+    low = INT64_MIN if since is None else int(since)
+    high = INT64_MAX if until is None else int(until)
+    sql = (
+        f"SELECT SUM(n), SUM(v) FROM (SELECT COUNT(*) AS n, SUM(value) AS v, MIN(recorded_ns) AS first_ns "
+        f"FROM {OUTCOMES_TABLE} WHERE {where} GROUP BY use_case, run_id) AS runs "
+        "WHERE first_ns >= ? AND first_ns < ?"
+    )
+    return sql, [*params, low, high]
+
+
+def runs_totals_sql(name: str, runs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """Of each of ``runs`` ((use case, run id) each, a few hundred at most) with outcomes named ``name``:
+    ``(use_case, run_id, count, sum of values, first recorded_ns)``, as :func:`outcome_totals_sql`."""
+    pairs = " OR ".join("(run_id = ? AND use_case = ?)" for _ in runs)
+    sql = (
+        f"SELECT use_case, run_id, COUNT(*), SUM(value), MIN(recorded_ns) FROM {OUTCOMES_TABLE} "
+        f"WHERE name = ? AND ({pairs}) GROUP BY use_case, run_id"
+    )
+    return sql, [name, *(v for use_case, run_id in runs for v in (run_id, use_case))]
 
 
 def run_outcomes_sql(run_id: str) -> tuple[str, list[Any]]:
