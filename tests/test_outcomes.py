@@ -757,7 +757,7 @@ def test_cost_per_outcome_of_many_runs_is_their_calls_at_published_prices_under_
 W0, W1 = T0 + 10 * HOUR_NS, T0 + 20 * HOUR_NS
 """The window of the next test: [W0, W1)."""
 
-_WINDOW_RUNS: list[tuple[str, str, str, str, list[tuple[int, int, int, bool]], list[tuple[int, float]]]] = [
+_WINDOW_RUNS: list[tuple[str, str, str, str | None, list[tuple[int, int, int, bool]], list[tuple[int, float]]]] = [
     # run id, use case, user, version, calls (at, input, output, priced), outcomes (recorded at, value)
     ("inside", "a", "u1", "v1", [(W0 + HOUR_NS, 100, 10, True), (W0 + 2 * HOUR_NS, 120, 12, True)], [(W0 + 3 * HOUR_NS, 1.0)]),
     ("inside-none", "a", "u2", "v1", [(W0 + HOUR_NS, 200, 20, True), (W0 + HOUR_NS + 5, 10, 1, False)], []),
@@ -773,6 +773,7 @@ _WINDOW_RUNS: list[tuple[str, str, str, str, list[tuple[int, int, int, bool]], l
     ("before-old", "a", "u2", "v1", [(W0 - 3 * HOUR_NS, 800, 80, True)], [(W0 - 2 * HOUR_NS, 11.0), (W0 + HOUR_NS, 1.0)]),
     # inside, its outcome recorded before the window (record_outcome(run_id=...)): achieved, not outside
     ("inside-early", "a", "u2", "v2", [(W0 + 5 * HOUR_NS, 900, 90, True)], [(W0 - 5 * HOUR_NS, 13.0)]),
+    ("unversioned", "a", "u3", None, [(W0 + 7 * HOUR_NS, 50, 5, True)], [(W0 + 7 * HOUR_NS + 5, 1.0)]),  # a None key
     ("b-cross", "b", "u1", "v1", [(W0 - HOUR_NS, 1000, 100, True), (W0 + HOUR_NS, 1010, 101, True)], [(W0 + 2 * HOUR_NS, 17.0)]),
     ("b-after", "b", "u2", "v1", [(W1 + HOUR_NS, 1100, 110, True)], [(W0 + 6 * HOUR_NS, 19.0)]),
 ]  # fmt: skip
@@ -883,11 +884,15 @@ def test_cost_per_outcome_over_a_window_counts_the_calls_in_it_of_the_runs_cross
                         if ok and _in(filters, at) and filters.user_id in (None, user)
                     )
                     assert r.cost_without_outcome_usd == pytest.approx((cost or 0.0) - with_cost, rel=1e-9, abs=1e-15), (where, key)
+                for limit in range(1, len(report.rows) + 1):  # a page names its groups; the rest counted apart
+                    page = outcome_report(reader, filters, "resolved", by, limit)
+                    assert page.rows == report.rows[:limit], (where, limit)
+                    assert page[1:] == report[1:], (where, limit)
     finally:
         store.close()
 
 
-def _window_expected_key(by: str, use_case: str, user: str, version: str) -> tuple[Any, ...]:
+def _window_expected_key(by: str, use_case: str, user: str, version: str | None) -> tuple[Any, ...]:
     return {"use-case": (use_case,), "user": (user,), "version": (use_case, version)}[by]
 
 

@@ -241,7 +241,9 @@ def _kept_report(
             complete=report_row.cost_complete,
         )
     n = len(keys)
-    query = runs_sql.achieved_sql(keys, filters, store.view_sql().tag_value, name)
+    # a page's groups named (the others' outcomes summed apart), every group for a whole report
+    named = list(groups) if limit is not None and len(groups) <= runs_sql.NAMED_GROUPS else None
+    query = runs_sql.achieved_sql(keys, filters, store.view_sql().tag_value, name, named)
     with_cost: dict[tuple[Any, ...], float] = {}
     matched, matched_value = 0, 0.0  # (every group's: the page's and the others')
 
@@ -255,9 +257,13 @@ def _kept_report(
         if cost is not None:
             with_cost[key] = cost + with_cost.get(key, 0.0)
 
-    for row in store.read_outcomes(*query):
-        matched, matched_value = matched + int(row[n + 4] or 0), matched_value + float(row[n + 5] or 0.0)
+    for row in store.read_outcomes(*query.groups):
+        if query.total is None:
+            matched, matched_value = matched + int(row[n + 4] or 0), matched_value + float(row[n + 5] or 0.0)
         achieved(tuple(row[:n]), int(row[n]), int(row[n + 1]), float(row[n + 2] or 0.0), _cost(row[n + 3]))
+    if query.total is not None:
+        for outcomes, value in store.read_outcomes(*query.total):
+            matched, matched_value = int(outcomes or 0), float(value or 0.0)
     since, until = filters.since_ns, filters.until_ns
     if since is not None or until is not None:
         crossing = views.crossing_runs(store, filters)
