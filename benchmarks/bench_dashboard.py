@@ -229,6 +229,7 @@ def _page_cases(total: int = 10_000_000) -> list[tuple[str, str]]:
         ("page /outcomes", f"outcome=resolved&{week}"),
         ("page /", "user=user-77"),
         ("page /", "tag=tenant%3Dt4"),
+        ("page /", f"tag=tenant%3Dt4&{week}"),
         ("page /budgets", ""),
         ("/api/summary", "format=json"),
         ("/api/series", "format=csv&bucket=day"),

@@ -908,8 +908,8 @@ def window_sql(
     """A window's runs of grouping ``by``, found through the per-run table's index on the last call: what a
     run wholly inside ``[since, until)`` costs in the window is what it costs, so its per-(run, group) rows
     (a call-level grouping) or its per-run row (a grouping of whole runs) answer; only the runs crossing an
-    end need the ledger (:func:`crossing_sql`). (A store with the per-(run, group) rows' times reads those of a call-level grouping
-    by group instead: :func:`window_parts_sql`.)"""
+    end need the ledger (:func:`crossing_sql`). (A store with the per-(run, group) rows' times reads those
+    of a call-level grouping by group instead: :func:`window_parts_sql`.)"""
     grouping = _grouping(by)
     counts = ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
     inside, inside_params = _runs_inside(dialect, since, until, use_case, use_cases)
