@@ -611,3 +611,65 @@ def test_a_kept_tags_groups_over_a_window_count_what_its_calls_in_the_window_cos
     for filters in (window._replace(until_ns=None), window._replace(since_ns=None), window._replace(use_cases=("billing",))):
         for limit in (1, 2, 10):
             _same_as_ledger(store, filters, "tag:tenant", limit)
+
+
+class _NoGroupTotals:
+    """The store, refusing the report's reading of the ledger's calls: the kept rows must answer."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def group_totals(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("top read the ledger's calls")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_models_and_steps_under_a_kept_tag_over_a_window_count_its_calls_in_the_window(store: Store) -> None:
+    """Under one kept tag over a time window, a call-level grouping comes from the tag value's copies of the
+    per-(run, group) rows of its runs wholly inside the window, and from the ledger for its runs crossing an
+    end; a run with calls on both sides and none inside does not count, nor do other tag values. Each
+    group's runs, calls and cost at published prices, and every figure as the ledger gives it."""
+    acme, globex = {"tenant": "acme"}, {"tenant": "globex"}
+    assert store.write([
+        call(10, "m1", tokens=(110, 11), step="plan", tags=acme, user_id="ann"),  # m1 crosses the start
+        call(20, "m1", "gpt-4o", (120, 12), step="plan", tags=acme, user_id="ann"),
+        call(21, "m1", tokens=(130, 13), step="tool", tags=acme, user_id="ann"),
+        call(22, "m2", tokens=(140, 14), step="tool", tags=acme, user_id="bob"),  # m2: wholly inside
+        call(23, "m2", "gpt-4o", (150, 15), step="plan", tags=acme, user_id="bob"),
+        call(30, "m3", tokens=(160, 16), step="tool", tags=acme, user_id="ann"),  # m3 crosses the end
+        call(40, "m3", "gpt-4o", (170, 17), step="plan", tags=acme, user_id="ann"),
+        call(12, "m4", tokens=(180, 18), step="tool", tags=acme),  # m4: both sides, none inside
+        call(41, "m4", "gpt-4o", (190, 19), step="plan", tags=acme),
+        call(24, "m5", tokens=(200, 20), step="tool", tags=globex),  # another value
+        call(26, "m6", tokens=(210, 21), step="tool", tags=acme, use_case="billing", user_id="bob"),
+        call(27, "m7", tokens=(220, 22), step="tool", tags=acme, cost_usd=None, status="unpriced", user_id="bob"),
+        call(11, "m8", "gpt-4o", (230, 23), step="plan", tags=acme),  # wholly before
+    ]) == []  # fmt: skip
+    assert "tenant" in store.view_sql().tag_keys
+    window = ReportFilter(since_ns=T0 + 18 * HOUR // 7, until_ns=T0 + 35 * HOUR // 7, tags=(("tenant", "acme"),))
+    kept: Any = _NoGroupTotals(store)
+    rows = {r.key["model"]: r for r in views.top(kept, window, "model", 10)}
+    assert set(rows) == {"gpt-4o", "gpt-4o-mini"}
+    assert (rows["gpt-4o"].runs, rows["gpt-4o"].calls, rows["gpt-4o"].cost_complete) == (2, 2, True)
+    assert rows["gpt-4o"].cost_usd == pytest.approx(gpt4o_cost(120, 12) + gpt4o_cost(150, 15), rel=1e-12)
+    mini = rows["gpt-4o-mini"]
+    assert (mini.runs, mini.calls, mini.cost_complete, mini.unpriced_calls) == (5, 5, False, 1)
+    assert mini.cost_usd == pytest.approx(sum(mini_cost(p, c) for p, c in ((130, 13), (140, 14), (160, 16), (210, 21))), rel=1e-12)
+    assert mini.tokens["input"] == 130 + 140 + 160 + 210 + 220
+    users = {r.key["user_id"]: r for r in views.top(kept, window, "user", 10)}  # the runs' rows, by user
+    assert (users["ann"].runs, users["ann"].calls) == (2, 3)  # m1 (2 calls in the window), m3
+    assert users["ann"].cost_usd == pytest.approx(gpt4o_cost(120, 12) + mini_cost(130, 13) + mini_cost(160, 16))
+    assert (users["bob"].runs, users["bob"].calls, users["bob"].cost_complete) == (3, 4, False)  # m2, m6, m7
+    steps = {r.key["step"]: r for r in views.top(kept, window._replace(use_case="support"), "step", 10)}
+    assert (steps["plan"].runs, steps["tool"].runs, steps["tool"].calls) == (2, 4, 4)
+    assert steps["plan"].p50_run_cost_usd == pytest.approx((gpt4o_cost(120, 12) + gpt4o_cost(150, 15)) / 2)
+    for filters in (window, window._replace(until_ns=None), window._replace(since_ns=None),
+                    window._replace(use_cases=("billing",)), window._replace(use_case="support"),
+                    window._replace(tags=(("tenant", "globex"),))):  # fmt: skip
+        for by in ("model", "step", "use-case", "user", "experience", "version"):
+            for limit in (1, 2, 10, None):
+                assert rounded(views.top(kept, filters, by, limit)) == rounded(
+                    views.top(_LedgerOnly(store), filters, by, limit)  # type: ignore[arg-type]
+                ), (filters, by, limit)

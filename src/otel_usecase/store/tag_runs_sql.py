@@ -32,11 +32,11 @@ cannot be NULL; a provider or a step may be).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import groups_sql
 from . import runs_sql as per_run
-from .base import TOKEN_COLUMNS, filter_clauses
+from .base import TOKEN_COLUMNS, ReportFilter, filter_clauses
 from .runs_sql import RUNS
 from .tags_sql import TAG_KEYS, value_sql
 from .tags_sql import grouping as _tag_grouping
@@ -44,6 +44,7 @@ from .tags_sql import grouping as _tag_grouping
 __all__ = [
     "TAG_GROUPS",
     "TAG_RUNS",
+    "TagWindowSQL",
     "backfill",
     "group_sums_sql",
     "parsed_part",
@@ -56,6 +57,7 @@ __all__ = [
     "totals_by",
     "totals_grouping",
     "totals_sql",
+    "window_parts_sql",
 ]
 
 TAG_RUNS: Final = "usecase_tag_runs"
@@ -347,3 +349,77 @@ def ranked_sql(
     columns = ("tag_key", "tag_value", "report_by", "part", complete)
     sql = f"SELECT {complete} FROM {TAG_GROUPS}{where} AND part = ? AND {complete} IS NOT NULL"
     return sql + per_run.order_by(columns, how), [*params, group]
+
+
+class TagWindowSQL(NamedTuple):
+    """The queries of a grouping over a time window under one kept tag (:func:`window_parts_sql`)."""
+
+    sums: tuple[str, list[Any]]
+    """Per group of the runs wholly inside the window: its key (two columns), runs, calls, the token
+    columns, the unpriced, no-usage and partial counts, the sum of the costs when known."""
+    costs: tuple[str, list[Any]]
+    """The complete costs of those runs in each group: its key (two columns), cost (a row each)."""
+    parts: bool
+    """Whether a key is a :func:`part` text and NULL (a call-level grouping: :func:`parsed_part` gives its
+    ``k1``, ``k2``) rather than ``k1``, ``k2`` themselves."""
+    crossing: tuple[str, list[Any]]
+    """The (use case, run id) of the tag value's runs crossing an end, whose calls in the window only the
+    ledger knows."""
+
+
+def window_parts_sql(
+    dialect: str,
+    by: str,
+    key: str,
+    value: str,
+    since: int | None,
+    until: int | None,
+    token_sum: str,
+    use_case: str | None = None,
+    use_cases: Sequence[str] | None = None,
+) -> TagWindowSQL:
+    """Grouping ``by`` (a call-level one, or one of whole runs: :data:`.groups_sql.RUN_GROUPINGS`) over
+    ``[since, until)`` among the runs whose kept tag ``key`` is ``value`` (:class:`TagWindowSQL`). A run's
+    row in :data:`TAG_RUNS` (one range of the tag value, 3,900 of 50,000 runs inside a week at 10M calls)
+    tells whether it is inside, and holds the keys of a run grouping; a call-level grouping's copies keep
+    no times of their own, so each inside run's rows are looked up by the run (SQLite is told the index: it
+    chose the tag's range of every group's rows and read it per run). Summed in the database: the rows
+    themselves, tokens and all, took 0.35 s to cross into Python from PostgreSQL."""
+    low, high = per_run.window_bounds(ReportFilter(since_ns=since, until_ns=until))
+    scope, scope_params = per_run.use_case_clauses(use_case, use_cases, "r.use_case")
+    scoped = "".join(f" AND {c}" for c in scope)
+    tagged = "r.tag_key = ? AND r.tag_value = ?"
+    inside = f"WHERE {tagged} AND r.first_ns >= ? AND r.last_ns < ?{scoped}"
+    params: list[Any] = [key, value, low, high, *scope_params]
+    whole = groups_sql.kept(by)
+    if whole is not None and whole in groups_sql.RUN_GROUPINGS:
+        row = "r"
+        group = ", ".join([f"r.{k}" for k in whole.keys] + ["NULL"] * (2 - len(whole.keys)))
+        source = f"FROM {TAG_RUNS} AS r {inside}"
+    else:
+        by_run = f" INDEXED BY {TAG_GROUPS}_run" if dialect == "sqlite" else ""
+        row, group = "g", "g.part, NULL"
+        source = (
+            f"FROM {TAG_RUNS} AS r CROSS JOIN {TAG_GROUPS} AS g{by_run} {inside} AND g.use_case = r.use_case "
+            "AND g.run_id = r.run_id AND g.tag_key = r.tag_key AND g.tag_value = r.tag_value AND g.report_by = ?"
+        )
+        params.append(by)
+    sums = ", ".join(
+        token_sum.format(f"{row}.{c}")
+        for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
+    )
+    complete = f"{row}.{per_run.COMPLETE_COST}"
+    crossing = (
+        f"SELECT r.use_case, r.run_id FROM {TAG_RUNS} AS r WHERE {tagged} AND r.last_ns >= ? AND r.first_ns < ? "
+        f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
+    )
+    grouped = ", ".join(k for k in group.split(", ") if k != "NULL")
+    return TagWindowSQL(
+        (
+            f"SELECT {group}, COUNT(*), {sums}, SUM({row}.{per_run.DEAR_COST}) {source} GROUP BY {grouped}",
+            params,
+        ),
+        (f"SELECT {group}, {complete} {source} AND {complete} IS NOT NULL", params),
+        row == "g",
+        (crossing, [key, value, low, high, low, high, *scope_params]),
+    )
