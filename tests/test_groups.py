@@ -24,7 +24,7 @@ from otel_usecase.store import ReportFilter, Store, groups_sql, open_store
 from .builders import a_call
 from .expect import GPT4O_IN, GPT4O_OUT, M, mini_cost
 from .test_rollups import _execute, assert_rollups_match_ledger
-from .test_views import _LedgerOnly, rounded
+from .test_views import _LedgerOnly, _Refusing, rounded
 
 HOUR = 3_600_000_000_000
 T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01 00:00 UTC
@@ -613,19 +613,6 @@ def test_a_kept_tags_groups_over_a_window_count_what_its_calls_in_the_window_cos
             _same_as_ledger(store, filters, "tag:tenant", limit)
 
 
-class _NoGroupTotals:
-    """The store, refusing the report's reading of the ledger's calls: the kept rows must answer."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def group_totals(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("top read the ledger's calls")
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-
 def test_models_and_steps_under_a_kept_tag_over_a_window_count_its_calls_in_the_window(store: Store) -> None:
     """Under one kept tag over a time window, a call-level grouping comes from the tag value's copies of the
     per-(run, group) rows of its runs wholly inside the window, and from the ledger for its runs crossing an
@@ -649,7 +636,7 @@ def test_models_and_steps_under_a_kept_tag_over_a_window_count_its_calls_in_the_
     ]) == []  # fmt: skip
     assert "tenant" in store.view_sql().tag_keys
     window = ReportFilter(since_ns=T0 + 18 * HOUR // 7, until_ns=T0 + 35 * HOUR // 7, tags=(("tenant", "acme"),))
-    kept: Any = _NoGroupTotals(store)
+    kept: Any = _Refusing(store, "group_totals")  # (the report's reading of the ledger)
     rows = {r.key["model"]: r for r in views.top(kept, window, "model", 10)}
     assert set(rows) == {"gpt-4o", "gpt-4o-mini"}
     assert (rows["gpt-4o"].runs, rows["gpt-4o"].calls, rows["gpt-4o"].cost_complete) == (2, 2, True)

@@ -48,7 +48,7 @@ from .rigs import CostRig
 from .servers import BIN, RotelProcess, ServeProcess, free_port
 from .test_fork import APPS, instrumented_env
 from .test_sigterm import stop, wait_for_line
-from .test_views import _LedgerOnly
+from .test_views import _LedgerOnly, _Refusing
 
 MSG = [{"role": "user", "content": "where is my order?"}]
 CALL = mini_cost(1_000, 100)
@@ -810,19 +810,6 @@ def _window_expected(
     return {k: tuple(v) for k, v in groups.items()}, outside, outside_value  # type: ignore[misc]
 
 
-class _NoRunTotals:
-    """The store, refusing the old path's read of every run's totals: the kept reading must answer."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def run_totals(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the cost per outcome read every run's totals")
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-
 def test_cost_per_outcome_over_a_window_counts_the_calls_in_it_of_the_runs_crossing_its_ends(
     sqlite_or_postgres: str,
 ) -> None:
@@ -850,7 +837,7 @@ def test_cost_per_outcome_over_a_window_counts_the_calls_in_it_of_the_runs_cross
         outcomes.append(Outcome("e" * 32, "e" * 16, W0 + 1, None, "a", "inside-none", "other", 29.0))
         store.write(calls)
         assert store.write_outcomes(outcomes) == []
-        kept, ledger = _NoRunTotals(store), _LedgerOnly(store)
+        kept, ledger = _Refusing(store, "run_totals"), _LedgerOnly(store)  # (every run's totals)
         for filters, readers in [
             (ReportFilter(since_ns=W0, until_ns=W1), (kept, ledger)),
             (ReportFilter(since_ns=W0), (kept, ledger)),

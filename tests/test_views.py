@@ -142,6 +142,22 @@ class _LedgerOnly:
         return getattr(self._store, name)
 
 
+class _Refusing:
+    """The same store, refusing the reads named: the proof that what a store keeps answered without them."""
+
+    def __init__(self, store: Any, *refused: str) -> None:
+        self._store, self._refused = store, refused
+
+    def __getattr__(self, name: str) -> object:
+        if name in self._refused:
+
+            def refused(*args: object, **kwargs: object) -> object:
+                raise AssertionError(f"read through {name}: the kept rows should have answered")
+
+            return refused
+        return getattr(self._store, name)
+
+
 FILTERS = [
     ReportFilter(),
     ReportFilter(use_case="summarize"),
