@@ -655,7 +655,7 @@ def test_models_and_steps_under_a_kept_tag_over_a_window_count_its_calls_in_the_
     for filters in (window, window._replace(until_ns=None), window._replace(since_ns=None),
                     window._replace(use_cases=("billing",)), window._replace(use_case="support"),
                     window._replace(tags=(("tenant", "globex"),))):  # fmt: skip
-        for by in ("model", "step", "use-case", "user", "experience", "version"):
+        for by in ("model", "step", "use-case", "user", "experience", "version", "experience-version"):
             for limit in (1, 2, 10, None):
                 assert rounded(views.top(kept, filters, by, limit)) == rounded(
                     views.top(_LedgerOnly(store), filters, by, limit)  # type: ignore[arg-type]
