@@ -505,14 +505,25 @@ def test_the_wal_stays_bounded_under_sustained_writes_while_a_report_runs(tmp_pa
     threads = [threading.Thread(target=sample), threading.Thread(target=report_in_a_loop)]
     for thread in threads:
         thread.start()
+    locked = 0  # batches the store could not take at once (StoreUnavailable: retry later, as the writer does)
     try:
         for start in range(0, len(calls), 512):
-            assert store.write(calls[start : start + 512]) == []
+            for attempt in range(3):
+                try:
+                    assert store.write(calls[start : start + 512]) == []
+                    break
+                except StoreUnavailable:
+                    # a checkpoint that waited out its readers and then copied the WAL can outlast the
+                    # writer's 2 s busy timeout on a loaded machine (once in four full runs of the suite)
+                    locked += 1
+                    if attempt == 2:
+                        raise
     finally:
         stop.set()
         for thread in threads:
             thread.join(60)
         store.close()
+    assert locked <= 3, f"{locked} of {len(calls) // 512} batches found the store locked"
     assert not failures and reports[0] >= 3
     assert max(sizes) < _WAL_BOUND, f"WAL peaked at {max(sizes) / 2**20:.1f} MiB"
     (row,) = report_json(url, "use-case")
