@@ -53,6 +53,7 @@ from .runs_sql import (
     BEFORE_ALL,
     COMPLETE_COST,
     DEAR_COST,
+    NULL_KEY,
     RUNS,
     Dearest,
     Walk,
@@ -959,15 +960,11 @@ def _run_keys(by: str) -> tuple[str, ...]:
     return tuple(f"r.{k}" for k in grouping.keys)
 
 
-_NO_VALUE: Final = "\x01"
-"""A text no key holds (a control character, SQLite's ``char(1)``), standing for NULL in :func:`_chosen`."""
-
-
 def _chosen(
     dialect: str, columns: Sequence[str], groups: Sequence[tuple[Any, ...]], params: list[Any]
 ) -> str:
     """The condition a window's read keeps the rows of ``groups`` with (values of ``columns``; parameters
-    appended to ``params``): one ``IN`` over expressions of the columns (NULL as :data:`_NO_VALUE`). An
+    appended to ``params``): one ``IN`` over expressions of the columns (NULL as :data:`~.runs_sql.NULL_KEY`). An
     expression, so that SQLite keeps to the window's index range and probes the list once per row: with an
     ``OR`` of equalities it read every run of those groups through their own index, table rows and all
     (141 ms for two use cases at 10M calls), and with an ``OR`` over expressions it compared each row with
@@ -980,7 +977,7 @@ def _chosen(
     rows = []
     for group in groups:
         rows.append("(" + ", ".join("?" for _ in range(width)) + ")")
-        params.extend(_NO_VALUE if v is None else v for v in group[:width])
+        params.extend(NULL_KEY if v is None else v for v in group[:width])
     if not rows:
         return "1 = 0"
     if width == 1:
@@ -1172,19 +1169,27 @@ def window_parts_sql(
 
 
 def crossing_sql(
-    dialect: str, since: int | None, until: int | None, use_case: str | None, use_cases: Sequence[str] | None
+    dialect: str,
+    since: int | None,
+    until: int | None,
+    use_case: str | None,
+    use_cases: Sequence[str] | None,
+    table: str = RUNS,
+    among: tuple[str, Sequence[Any]] = ("", ()),
 ) -> tuple[str, list[Any]]:
     """The (use case, run id) of the runs of ``use_case`` or ``use_cases`` with calls on both sides of an end
-    of ``[since, until)``, from the per-run table's window index: a few, whose calls in the window only the
-    ledger knows (:func:`window_ledger_sql`)."""
+    of ``[since, until)``, from the per-run table's window index (or ``table``, copies of its rows ``r``,
+    those ``among``'s condition and parameters keep: a kept tag value's): a few, whose calls in the window
+    only the ledger knows (:func:`window_ledger_sql`)."""
     low, high = window_bounds(ReportFilter(since_ns=since, until_ns=until))
     scope, scope_params = window_scope(dialect, use_case, use_cases, "r.")
     scoped = "".join(f" AND {c}" for c in scope)
+    condition, params = among
     crossing = (
-        f"SELECT r.use_case, r.run_id FROM {RUNS} AS r WHERE r.last_ns >= ? AND r.first_ns < ? "
-        f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
+        f"SELECT r.use_case, r.run_id FROM {table} AS r WHERE {condition + ' AND ' if condition else ''}"
+        f"r.last_ns >= ? AND r.first_ns < ? AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
     )
-    return crossing, [low, high, low, high, *scope_params]
+    return crossing, [*params, low, high, low, high, *scope_params]
 
 
 def window_ledger_sql(

@@ -41,6 +41,7 @@ __all__ = [
     "COMPLETE_COST",
     "DEAR_COST",
     "NAMED_GROUPS",
+    "NULL_KEY",
     "OLD_INDEXES",
     "RUNS",
     "RUN_ONLY_DIMS",
@@ -399,8 +400,9 @@ class AchievedSQL(NamedTuple):
     """With groups named: the last two sums over every group (None: the rows of every group add up to it)."""
 
 
-_NO_KEY: Final = "\x01"
-"""What a NULL key is compared as when groups are named (a real value equal to it is only read too)."""
+NULL_KEY: Final = "\x01"
+"""A text no key holds (a control character), standing for NULL where a read names groups by an ``IN`` over
+expressions of their keys (a real value equal to it is only read too: the rows keep their own keys)."""
 
 
 def achieved_sql(
@@ -430,9 +432,9 @@ def achieved_sql(
         values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in groups)
         chosen.append((f"({row})" if width > 1 else row) + f" IN (VALUES {values})" if groups else "1 = 0")
         if groups:
-            chosen_params = [_NO_KEY] * width
+            chosen_params = [NULL_KEY] * width
             for key in groups:
-                chosen_params.extend(_NO_KEY if v is None else v for v in key[:width])
+                chosen_params.extend(NULL_KEY if v is None else v for v in key[:width])
     runs, params, first = _achieving(keys, filters, tag_value, outcome, chosen, chosen_params)
     group = ", ".join(keys)
     query = (

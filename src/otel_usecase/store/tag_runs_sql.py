@@ -409,9 +409,8 @@ def window_parts_sql(
         for c in ("calls", *TOKEN_COLUMNS, "unpriced_calls", "no_usage_calls", "partial_calls")
     )
     complete = f"{row}.{per_run.COMPLETE_COST}"
-    crossing = (
-        f"SELECT r.use_case, r.run_id FROM {TAG_RUNS} AS r WHERE {tagged} AND r.last_ns >= ? AND r.first_ns < ? "
-        f"AND NOT (r.first_ns >= ? AND r.last_ns < ?){scoped}"
+    crossing = groups_sql.crossing_sql(
+        dialect, since, until, use_case, use_cases, TAG_RUNS, (tagged, [key, value])
     )
     grouped = ", ".join(k for k in group.split(", ") if k != "NULL")
     return TagWindowSQL(
@@ -421,5 +420,5 @@ def window_parts_sql(
         ),
         (f"SELECT {group}, {complete} {source} AND {complete} IS NOT NULL", params),
         row == "g",
-        (crossing, [key, value, low, high, low, high, *scope_params]),
+        crossing,
     )
